@@ -1,0 +1,330 @@
+//! Operator settings: `chaosbot.toml` (path from `--config` or `CHAOSBOT_CONFIG`) plus
+//! environment overrides, validated once at start. The config is where targets are declared:
+//! an experiment can only touch what is listed here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default store when neither the config nor `DATABASE_URL` names one: a SQLite file in the
+/// working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://chaosbot.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("environment variable {var}=`{value}` is not valid: {why}")]
+    Env {
+        var: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://PATH` or `postgres://...`; `DATABASE_URL` overrides it.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Folder of experiment YAML files; `CHAOSBOT_CATALOG` overrides it.
+    #[serde(default = "default_catalog")]
+    pub catalog: PathBuf,
+    #[serde(default)]
+    pub guard_rails: GuardRails,
+    #[serde(default)]
+    pub targets: Targets,
+}
+
+fn default_catalog() -> PathBuf {
+    PathBuf::from("experiments")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            catalog: default_catalog(),
+            guard_rails: GuardRails::default(),
+            targets: Targets::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardRails {
+    /// No experiment may run longer than this (method plus recovery), whatever its parameters.
+    #[serde(default = "default_max_run", with = "crate::spec::duration_serde")]
+    pub max_run_duration: Duration,
+    /// Runs in flight at once across all workers and replicas.
+    #[serde(default = "default_two")]
+    pub max_concurrent_runs: u32,
+    /// Worker tasks in this process.
+    #[serde(default = "default_two")]
+    pub worker_pool_size: u32,
+}
+
+fn default_max_run() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_two() -> u32 {
+    2
+}
+
+impl Default for GuardRails {
+    fn default() -> Self {
+        GuardRails {
+            max_run_duration: default_max_run(),
+            max_concurrent_runs: 2,
+            worker_pool_size: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Services reached through the built-in fault proxy.
+    #[serde(default)]
+    pub proxy: Vec<ProxyTarget>,
+    /// HTTP endpoints that probes and rollbacks may call.
+    #[serde(default)]
+    pub http: Vec<HttpEndpoint>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTarget {
+    pub name: String,
+    /// Where chaosbot listens; clients of the service connect here.
+    pub listen: SocketAddr,
+    /// host:port of the real service.
+    pub upstream: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpoint {
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:18080`; probes add their path.
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Config {
+    /// Reads the file (if any), applies environment overrides and validates.
+    ///
+    /// With no path and no `CHAOSBOT_CONFIG`, a `chaosbot.toml` in the working directory is used
+    /// when present; otherwise the built-in defaults (no targets).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("CHAOSBOT_CONFIG").map(PathBuf::from);
+        let chosen = path.map(Path::to_path_buf).or(env_path).or_else(|| {
+            let p = PathBuf::from("chaosbot.toml");
+            p.exists().then_some(p)
+        });
+        let mut cfg = match chosen {
+            Some(p) => Config::from_file(&p)?,
+            None => Config::default(),
+        };
+        cfg.apply_env()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        // A relative catalog is relative to the config file, so `--config` works from anywhere.
+        if cfg.catalog.is_relative()
+            && let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            cfg.catalog = dir.join(&cfg.catalog);
+        }
+        Ok(cfg)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.trim().is_empty()
+        {
+            self.database_url = Some(url);
+        }
+        if let Some(dir) = std::env::var_os("CHAOSBOT_CATALOG") {
+            self.catalog = PathBuf::from(dir);
+        }
+        if let Ok(v) = std::env::var("CHAOSBOT_MAX_RUN_DURATION") {
+            self.guard_rails.max_run_duration =
+                humantime::parse_duration(&v).map_err(|e| ConfigError::Env {
+                    var: "CHAOSBOT_MAX_RUN_DURATION",
+                    value: v.clone(),
+                    why: format!("{e} (write it like 10m or 90s)"),
+                })?;
+        }
+        for (var, slot) in [
+            (
+                "CHAOSBOT_MAX_CONCURRENT_RUNS",
+                &mut self.guard_rails.max_concurrent_runs,
+            ),
+            ("CHAOSBOT_WORKERS", &mut self.guard_rails.worker_pool_size),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                *slot = v.trim().parse().map_err(|_| ConfigError::Env {
+                    var,
+                    value: v.clone(),
+                    why: "expected a whole number such as 2".into(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the types cannot: unique names, positive limits, parseable URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.guard_rails;
+        if g.max_run_duration.is_zero() {
+            return Err(ConfigError::Invalid(
+                "guard_rails.max_run_duration must be above zero (e.g. \"10m\")".into(),
+            ));
+        }
+        if g.max_concurrent_runs == 0 || g.worker_pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "guard_rails.max_concurrent_runs and worker_pool_size must be at least 1".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in self.target_names() {
+            if name.is_empty() {
+                return Err(ConfigError::Invalid("a target has an empty name".into()));
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "target name `{name}` is declared twice; every target needs its own name"
+                )));
+            }
+        }
+        let mut listens = std::collections::HashSet::new();
+        for p in &self.targets.proxy {
+            if !p.upstream.contains(':') {
+                return Err(ConfigError::Invalid(format!(
+                    "target `{}`: upstream `{}` needs a port, like 127.0.0.1:8080",
+                    p.name, p.upstream
+                )));
+            }
+            if !listens.insert(p.listen) {
+                return Err(ConfigError::Invalid(format!(
+                    "target `{}`: listen address {} is used by another target",
+                    p.name, p.listen
+                )));
+            }
+        }
+        for h in &self.targets.http {
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "http target `{}`: url `{}` must start with http:// or https://",
+                    h.name, h.url
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target_names(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .proxy
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(self.targets.http.iter().map(|h| h.name.as_str()))
+    }
+
+    pub fn proxy_target(&self, name: &str) -> Option<&ProxyTarget> {
+        self.targets.proxy.iter().find(|p| p.name == name)
+    }
+
+    pub fn http_endpoint(&self, name: &str) -> Option<&HttpEndpoint> {
+        self.targets.http.iter().find(|h| h.name == name)
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets_and_guard_rails() {
+        let cfg = Config::from_toml(
+            r#"
+            catalog = "exp"
+            [guard_rails]
+            max_run_duration = "5m"
+            worker_pool_size = 3
+            [[targets.proxy]]
+            name = "payments"
+            listen = "127.0.0.1:18080"
+            upstream = "127.0.0.1:8080"
+            [[targets.http]]
+            name = "shop"
+            url = "http://127.0.0.1:18080"
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.guard_rails.max_run_duration, Duration::from_secs(300));
+        assert_eq!(cfg.guard_rails.worker_pool_size, 3);
+        assert_eq!(cfg.guard_rails.max_concurrent_runs, 2);
+        assert_eq!(
+            cfg.proxy_target("payments").unwrap().upstream,
+            "127.0.0.1:8080"
+        );
+        assert!(cfg.http_endpoint("shop").is_some());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_duplicates() {
+        let err = Config::from_toml("[guard_rails]\nmax_run_duraton = \"5m\"\n").unwrap_err();
+        assert!(err.contains("max_run_duraton"), "{err}");
+        let cfg = Config::from_toml(
+            r#"
+            [[targets.proxy]]
+            name = "a"
+            listen = "127.0.0.1:1"
+            upstream = "127.0.0.1:2"
+            [[targets.http]]
+            name = "a"
+            url = "http://x"
+            "#,
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("declared twice"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! The run engine: lifecycle state machine, worker pool, abort handling and crash recovery.
+
+pub mod state;

@@ -1,0 +1,145 @@
+//! The journal: a run's append-only list of events, the single source of truth that every view
+//! (terminal, Slack, summaries, exports) renders.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::state::{RollbackOutcome, RunState, Verdict};
+
+/// When in the run a probe sample was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplePhase {
+    /// Steady-state check before anything is injected.
+    Before,
+    /// While the method runs.
+    During,
+    /// After revert, verifying the steady state came back.
+    After,
+}
+
+impl SamplePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplePhase::Before => "before",
+            SamplePhase::During => "during",
+            SamplePhase::After => "after",
+        }
+    }
+}
+
+/// One thing that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Submitted {
+        experiment: String,
+        title: String,
+        requested_by: String,
+        /// Where the request came from ("cli", "slack:C123", ...).
+        source: String,
+        params: BTreeMap<String, String>,
+        /// Every random decision in the run derives from this seed.
+        seed: u64,
+        targets: Vec<String>,
+    },
+    StateChanged {
+        from: RunState,
+        to: RunState,
+    },
+    ProbeSample {
+        probe: String,
+        phase: SamplePhase,
+        ok: bool,
+        latency_ms: f64,
+        /// "200", "connected", or the reason it failed.
+        detail: String,
+    },
+    FaultInjected {
+        step: String,
+        fault: String,
+        target: String,
+        summary: String,
+        /// Unix ms at which the fault removes itself, whatever happens to the engine.
+        deadline_ms: i64,
+    },
+    FaultReverted {
+        step: String,
+        target: String,
+    },
+    FaultRevertFailed {
+        step: String,
+        target: String,
+        error: String,
+    },
+    /// The hypothesis tolerance was exceeded (the run will be `deviated`).
+    ToleranceExceeded {
+        probe: String,
+        detail: String,
+    },
+    StopConditionMet {
+        probe: String,
+        condition: String,
+        detail: String,
+    },
+    AbortRequested {
+        by: String,
+        reason: String,
+    },
+    StepFailed {
+        step: String,
+        error: String,
+    },
+    RollbackAction {
+        name: String,
+        ok: bool,
+        detail: String,
+    },
+    /// A restarted process closed a run that a dead process had left in flight.
+    Recovered {
+        reason: String,
+        faults_reverted: u32,
+    },
+    Verdict {
+        verdict: Verdict,
+        rollback: RollbackOutcome,
+        reason: String,
+    },
+}
+
+impl Event {
+    /// Stable short name of the event kind (the store's `kind` column).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Submitted { .. } => "submitted",
+            Event::StateChanged { .. } => "state_changed",
+            Event::ProbeSample { .. } => "probe_sample",
+            Event::FaultInjected { .. } => "fault_injected",
+            Event::FaultReverted { .. } => "fault_reverted",
+            Event::FaultRevertFailed { .. } => "fault_revert_failed",
+            Event::ToleranceExceeded { .. } => "tolerance_exceeded",
+            Event::StopConditionMet { .. } => "stop_condition_met",
+            Event::AbortRequested { .. } => "abort_requested",
+            Event::StepFailed { .. } => "step_failed",
+            Event::RollbackAction { .. } => "rollback_action",
+            Event::Recovered { .. } => "recovered",
+            Event::Verdict { .. } => "verdict",
+        }
+    }
+}
+
+/// An event as stored: its position in the run's journal and when it was appended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub run_id: String,
+    pub seq: i64,
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    pub event: Event,
+}
+
+/// Current wall-clock time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

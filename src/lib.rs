@@ -1,0 +1,19 @@
+//! chaosbot: chaos engineering experiments run from Slack or the terminal.
+//!
+//! Data flows one way: **edge → engine → journal → views**.
+//!
+//! - [`config`] loads the operator's settings: the declared targets and the guard rails.
+//! - [`spec`] turns experiment YAML into a validated [`spec::model::Experiment`].
+//! - [`engine`] executes runs: a worker pool claims queued runs from the [`store`], walks the
+//!   lifecycle state machine, injects [`faults`] (a fault-injecting TCP proxy for network
+//!   faults), samples [`probes`], and always reverts.
+//! - [`journal`] is each run's append-only event list, the single source of truth.
+//! - [`report`] renders journals for people (terminal view, final report).
+//! - The CLI (`src/main.rs`, [`cli`]) and, later, the Slack edge only parse, authorize and submit.
+
+pub mod config;
+pub mod engine;
+pub mod faults;
+pub mod journal;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,222 @@
+//! The resolved experiment: what the engine executes and what a run row stores.
+//!
+//! The YAML a person writes (see [`super::raw`]) is parsed, parameter-substituted and validated
+//! into these types. Everything here is already checked against the operator config: targets
+//! exist, durations are within the guard rails, probes named by stop conditions exist.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::network::{Direction, ToxicKind};
+
+/// A validated experiment with its run parameters applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub owner: String,
+    pub tags: Vec<String>,
+    /// The parameter values this instance was resolved with (defaults plus overrides).
+    pub params: BTreeMap<String, String>,
+    pub hypothesis: Vec<Probe>,
+    pub method: Vec<Step>,
+    pub stop_conditions: Vec<StopCondition>,
+    pub rollbacks: Vec<Rollback>,
+    /// How long after the faults are removed the probes get to show the steady state again.
+    #[serde(with = "crate::spec::duration_serde")]
+    pub recovery_timeout: Duration,
+}
+
+impl Experiment {
+    /// Upper bound of the method's duration (sequence adds, parallel takes the longest).
+    pub fn method_duration(&self) -> Duration {
+        self.method.iter().map(Step::duration).sum()
+    }
+
+    /// Every fault step, in method order (flattening parallel groups).
+    pub fn fault_steps(&self) -> Vec<&FaultStep> {
+        fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a FaultStep>) {
+            for s in steps {
+                match s {
+                    Step::Fault(f) => out.push(f),
+                    Step::Wait { .. } => {}
+                    Step::Parallel(inner) => walk(inner, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.method, &mut out);
+        out
+    }
+
+    /// The declared targets this experiment touches (its blast radius).
+    pub fn targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .fault_steps()
+            .iter()
+            .map(|f| f.target.clone())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Fault(FaultStep),
+    Wait {
+        #[serde(with = "crate::spec::duration_serde")]
+        duration: Duration,
+    },
+    Parallel(Vec<Step>),
+}
+
+impl Step {
+    pub fn duration(&self) -> Duration {
+        match self {
+            Step::Fault(f) => f.duration,
+            Step::Wait { duration } => *duration,
+            Step::Parallel(inner) => inner.iter().map(Step::duration).max().unwrap_or_default(),
+        }
+    }
+}
+
+/// One fault applied to one declared target for a fixed time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultStep {
+    pub name: String,
+    pub target: String,
+    #[serde(with = "crate::spec::duration_serde")]
+    pub duration: Duration,
+    pub fault: FaultSpec,
+}
+
+/// What a fault step does. Later fault families (process, resource, load) add variants here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "family")]
+pub enum FaultSpec {
+    /// A toxic on the built-in TCP proxy in front of the target.
+    Network {
+        toxic: ToxicKind,
+        direction: Direction,
+        /// Probability in [0, 1] that a given connection is affected.
+        toxicity: f64,
+    },
+}
+
+impl FaultSpec {
+    /// Short kind name as shown to people ("latency", "bandwidth", ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            FaultSpec::Network { toxic, .. } => toxic.name(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub name: String,
+    pub kind: ProbeKind,
+    #[serde(with = "crate::spec::duration_serde")]
+    pub interval: Duration,
+    #[serde(with = "crate::spec::duration_serde")]
+    pub timeout: Duration,
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Http {
+        /// Full URL, resolved from a declared endpoint plus the probe's path.
+        url: String,
+        method: String,
+        /// Accepted status codes (a sample with any other status fails).
+        expect_status: Vec<u16>,
+        #[serde(default, with = "crate::spec::opt_duration_serde")]
+        max_latency: Option<Duration>,
+        body_contains: Option<String>,
+    },
+    Tcp {
+        /// host:port, resolved from a declared target.
+        address: String,
+        #[serde(default, with = "crate::spec::opt_duration_serde")]
+        max_latency: Option<Duration>,
+    },
+}
+
+/// How much failure the hypothesis tolerates while the method runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tolerance {
+    /// Highest share of failed samples during the method for the hypothesis to hold (0 = none).
+    pub max_failure_ratio: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            max_failure_ratio: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopCondition {
+    pub probe: String,
+    pub rule: StopRule,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// Halt after this many failed samples in a row.
+    ConsecutiveFailures(u32),
+    /// Halt when the share of failed samples within the trailing window exceeds `ratio`
+    /// (judged once the window holds at least `min_samples`).
+    FailureRatio {
+        ratio: f64,
+        #[serde(with = "crate::spec::duration_serde")]
+        window: Duration,
+        min_samples: u32,
+    },
+}
+
+impl std::fmt::Display for StopRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopRule::ConsecutiveFailures(n) => write!(f, "{n} consecutive failures"),
+            StopRule::FailureRatio { ratio, window, .. } => write!(
+                f,
+                "failure ratio above {:.0}% over {}",
+                ratio * 100.0,
+                humantime::format_duration(*window)
+            ),
+        }
+    }
+}
+
+/// An extra action run after the faults are removed (in addition to the automatic revert).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub name: String,
+    pub action: RollbackAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackAction {
+    /// An HTTP request to a declared endpoint (e.g. a cache flush or a feature-flag reset).
+    Http {
+        url: String,
+        method: String,
+        body: Option<String>,
+        expect_status: Vec<u16>,
+        #[serde(with = "crate::spec::duration_serde")]
+        timeout: Duration,
+    },
+}

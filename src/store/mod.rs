@@ -1,0 +1,247 @@
+//! Persistence: runs, their journals, abort requests and the faults in flight.
+//!
+//! One [`Store`] trait, two implementations: [`sqlite::SqliteStore`] (the default, one file)
+//! and [`postgres::PostgresStore`] (several replicas). The same behaviour tests run on both
+//! (`tests/store_behaviour.rs`). Nothing about a run lives only in memory: who owns it (a lease),
+//! whether someone asked to abort it, and which faults are injected are all rows, so a restarted
+//! or different process can take over.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::state::{RollbackOutcome, RunState, Verdict};
+use crate::journal::{Entry, Event};
+
+pub mod postgres;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported DATABASE_URL `{0}`: use sqlite://PATH (e.g. sqlite://chaosbot.db) or postgres://USER@HOST/DB"
+    )]
+    UnsupportedUrl(String),
+    #[error(
+        "cannot open the database at `{url}`: {source}. Check DATABASE_URL and that the server is running"
+    )]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying database migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no run with id `{0}`")]
+    NoSuchRun(String),
+    #[error("run `{id}` cannot go from {from} to {to}")]
+    BadTransition {
+        id: String,
+        from: RunState,
+        to: RunState,
+    },
+    #[error("run `{0}` is owned by another worker (its lease was lost)")]
+    LeaseLost(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A run as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub experiment: String,
+    pub title: String,
+    /// The resolved experiment (JSON of [`crate::spec::model::Experiment`]).
+    pub spec: serde_json::Value,
+    pub params: BTreeMap<String, String>,
+    pub seed: u64,
+    pub requested_by: String,
+    pub source: String,
+    pub state: RunState,
+    pub verdict: Option<Verdict>,
+    pub rollback: Option<RollbackOutcome>,
+    pub reason: Option<String>,
+    /// Worker instance that holds the run, while it runs.
+    pub owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub experiment: String,
+    pub title: String,
+    pub spec: serde_json::Value,
+    pub params: BTreeMap<String, String>,
+    pub seed: u64,
+    pub requested_by: String,
+    pub source: String,
+}
+
+/// What an abort request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortScope {
+    Run(String),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbortRequest {
+    pub run_id: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// What `request_abort` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AbortOutcome {
+    /// Queued runs closed at once as `aborted` (they never started).
+    pub cancelled_queued: Vec<String>,
+    /// Running runs that now carry an abort request for their worker to act on.
+    pub signalled_running: Vec<String>,
+}
+
+/// A fault as persisted *before* it is injected, so a restart can revert it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub id: i64,
+    pub run_id: String,
+    pub step: String,
+    pub target: String,
+    /// Fault family ("network", later "process", ...).
+    pub family: String,
+    /// What recovery needs to undo it (family-specific JSON: pids, paths, toxic ids...).
+    pub detail: serde_json::Value,
+    pub injected_ms: i64,
+    pub deadline_ms: i64,
+    pub reverted_ms: Option<i64>,
+    /// Owner instance of the run when injected.
+    pub owner: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFault {
+    pub run_id: String,
+    pub step: String,
+    pub target: String,
+    pub family: String,
+    pub detail: serde_json::Value,
+    pub deadline_ms: i64,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub experiment: Option<String>,
+    pub limit: u32,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Backend name for messages ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip, for health checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Inserts a run in state `queued` and appends `submitted` to its journal, atomically.
+    async fn create_run(&self, run: NewRun, submitted: Event) -> StoreResult<RunRecord>;
+
+    async fn get_run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
+
+    /// Newest first.
+    async fn list_runs(&self, filter: RunFilter) -> StoreResult<Vec<RunRecord>>;
+
+    /// Claims the oldest queued run for `owner` (moving it to `checking_steady_state` with a
+    /// lease), unless `max_active` runs are already active across all workers. Safe under
+    /// concurrent callers: a run is claimed by exactly one.
+    async fn claim_next(
+        &self,
+        owner: &str,
+        lease: Duration,
+        max_active: u32,
+    ) -> StoreResult<Option<RunRecord>>;
+
+    /// Extends the lease; `LeaseLost` if another owner holds the run or it is done.
+    async fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<()>;
+
+    /// Moves the run to `to` (checked against the lifecycle) and journals `state_changed`,
+    /// atomically. Returns the journal entry.
+    async fn transition(&self, id: &str, owner: &str, to: RunState) -> StoreResult<Entry>;
+
+    /// Closes the run: state `done`, verdict, rollback outcome and reason; journals `verdict`.
+    async fn finish_run(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        rollback: RollbackOutcome,
+        reason: &str,
+    ) -> StoreResult<Entry>;
+
+    /// Appends one event to the run's journal (sequence numbers are dense, from 1).
+    async fn append(&self, id: &str, event: &Event) -> StoreResult<Entry>;
+
+    /// The run's journal from `after_seq` on (0 = all), in order.
+    async fn journal(&self, id: &str, after_seq: i64) -> StoreResult<Vec<Entry>>;
+
+    /// Records an abort request. Queued runs are closed at once as `aborted`; running ones get
+    /// a pending request (and an `abort_requested` journal entry) for their worker.
+    async fn request_abort(
+        &self,
+        scope: AbortScope,
+        requested_by: &str,
+        reason: &str,
+    ) -> StoreResult<AbortOutcome>;
+
+    /// The first abort request for the run, if any.
+    async fn pending_abort(&self, id: &str) -> StoreResult<Option<AbortRequest>>;
+
+    /// Persists a fault before injection; returns its id.
+    async fn record_fault(&self, fault: NewFault) -> StoreResult<i64>;
+
+    async fn mark_fault_reverted(&self, fault_id: i64) -> StoreResult<()>;
+
+    /// Faults of the run not yet marked reverted.
+    async fn open_faults(&self, run_id: &str) -> StoreResult<Vec<FaultRecord>>;
+
+    /// Active runs (not queued, not done) whose lease ended before `now_ms`, or whose owner is
+    /// one of `dead_owners`: candidates for crash recovery.
+    async fn orphaned_runs(
+        &self,
+        now_ms: i64,
+        dead_owners: &[String],
+    ) -> StoreResult<Vec<RunRecord>>;
+
+    /// Owners of all active runs (to check which are still alive).
+    async fn active_owners(&self) -> StoreResult<Vec<String>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by a `DATABASE_URL` and applies its migrations.
+pub async fn open(url: &str) -> StoreResult<DynStore> {
+    if url.starts_with("sqlite:") {
+        {
+            let _s = sqlite::SqliteStore::open(url).await?;
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        {
+            let _s = postgres::PostgresStore::open(url).await?;
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
