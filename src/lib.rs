@@ -15,5 +15,6 @@ pub mod config;
 pub mod engine;
 pub mod faults;
 pub mod journal;
+pub mod probes;
 pub mod spec;
 pub mod store;

@@ -1,6 +1,103 @@
-//! Fault families behind one contract: inject with a hard deadline the fault enforces by
-//! itself, revert on demand, and leave a persisted record that a restarted process can use to
-//! revert what a dead one injected.
+//! Fault families behind one contract ([`FaultFamily`]): inject with a hard deadline the fault
+//! enforces by itself, revert on demand (idempotently), and leave a persisted record that a
+//! restarted process can use to undo what a dead one injected.
 
 pub mod network;
 pub mod proxy;
+pub mod targets;
+
+use std::time::Instant;
+
+use crate::spec::model::{FaultSpec, FaultStep};
+use crate::store::FaultRecord;
+
+pub use targets::TargetRegistry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error(transparent)]
+    Target(#[from] targets::TargetError),
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a family needs to inject one step.
+pub struct InjectContext<'a> {
+    pub targets: &'a TargetRegistry,
+    /// Seed for this step's random decisions (derived from the run's seed and the step name).
+    pub seed: u64,
+    /// The fault must be gone by this instant even if nobody reverts it.
+    pub deadline: Instant,
+}
+
+/// A fault in place; dropping it does not revert it (the deadline does, eventually).
+#[async_trait::async_trait]
+pub trait ActiveFault: Send + Sync {
+    /// Removes the fault. Calling it twice is harmless.
+    async fn revert(&self) -> Result<(), FaultError>;
+    /// One line for people: "latency 250ms on payments (downstream)".
+    fn summary(&self) -> String;
+}
+
+/// One family of faults (network, later process, resource, load).
+#[async_trait::async_trait]
+pub trait FaultFamily: Send + Sync {
+    /// Name stored with each fault record ("network").
+    fn name(&self) -> &'static str;
+
+    /// What to persist *before* injecting so that recovery can undo the fault.
+    fn recovery_detail(&self, step: &FaultStep) -> serde_json::Value;
+
+    async fn inject(
+        &self,
+        step: &FaultStep,
+        ctx: &InjectContext<'_>,
+    ) -> Result<Box<dyn ActiveFault>, FaultError>;
+
+    /// Undoes a fault left by a process that died. Returns what was done, for the journal.
+    async fn recover(&self, record: &FaultRecord) -> Result<String, FaultError>;
+}
+
+/// The family that handles a step.
+pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
+    match spec {
+        FaultSpec::Network { .. } => &network::NetworkFaults,
+    }
+}
+
+/// The family registered under a stored name (for recovery).
+pub fn family_named(name: &str) -> Option<&'static dyn FaultFamily> {
+    match name {
+        "network" => Some(&network::NetworkFaults),
+        _ => None,
+    }
+}
+
+/// Derives a sub-seed for one labelled decision stream from the run's seed (SplitMix64 over
+/// the label's FNV-1a hash), so each step's randomness is independent and replayable.
+pub fn derive_seed(seed: u64, label: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = seed ^ h;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_seeds_are_stable_and_distinct() {
+        assert_eq!(derive_seed(42, "a"), derive_seed(42, "a"));
+        assert_ne!(derive_seed(42, "a"), derive_seed(42, "b"));
+        assert_ne!(derive_seed(42, "a"), derive_seed(43, "a"));
+    }
+}

@@ -122,3 +122,84 @@ impl ToxicKind {
         }
     }
 }
+
+/// The network family: toxics on the built-in proxy of a declared target.
+pub struct NetworkFaults;
+
+struct ActiveToxic {
+    proxy: super::proxy::ProxyHandle,
+    id: u64,
+    summary: String,
+}
+
+#[async_trait::async_trait]
+impl super::ActiveFault for ActiveToxic {
+    async fn revert(&self) -> Result<(), super::FaultError> {
+        match self.proxy.remove_toxic(self.id) {
+            // Already gone (its deadline passed, or reverted before): the goal is met.
+            Ok(()) | Err(super::proxy::ProxyError::NoSuchToxic(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn summary(&self) -> String {
+        self.summary.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::FaultFamily for NetworkFaults {
+    fn name(&self) -> &'static str {
+        "network"
+    }
+
+    fn recovery_detail(&self, step: &crate::spec::model::FaultStep) -> serde_json::Value {
+        serde_json::json!({ "proxy": step.target, "in_process": true })
+    }
+
+    async fn inject(
+        &self,
+        step: &crate::spec::model::FaultStep,
+        ctx: &super::InjectContext<'_>,
+    ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
+        let crate::spec::model::FaultSpec::Network {
+            toxic,
+            direction,
+            toxicity,
+        } = &step.fault;
+        let proxy = ctx.targets.proxy(&step.target).await?;
+        let id = proxy.add_toxic(super::proxy::ToxicRequest {
+            label: step.name.clone(),
+            kind: toxic.clone(),
+            direction: *direction,
+            toxicity: *toxicity,
+            seed: ctx.seed,
+            deadline: ctx.deadline,
+        })?;
+        let summary = if matches!(toxic, ToxicKind::Down) {
+            format!("{} on {}", toxic.summary(), step.target)
+        } else if *toxicity < 1.0 {
+            format!(
+                "{} on {} ({direction}, {:.0}% of connections)",
+                toxic.summary(),
+                step.target,
+                toxicity * 100.0
+            )
+        } else {
+            format!("{} on {} ({direction})", toxic.summary(), step.target)
+        };
+        Ok(Box::new(ActiveToxic { proxy, id, summary }))
+    }
+
+    async fn recover(
+        &self,
+        record: &crate::store::FaultRecord,
+    ) -> Result<String, super::FaultError> {
+        // The proxy runs inside the chaosbot process: when that process died, its listener,
+        // its connections and every toxic on them died too. Nothing is left to undo.
+        Ok(format!(
+            "toxic on `{}` ended with the process that held it (the proxy is in-process)",
+            record.target
+        ))
+    }
+}

@@ -58,3 +58,50 @@ pub struct ToxicInfo {
     pub toxicity: f64,
     pub deadline: Instant,
 }
+
+// TEMPORARY STAND-IN until the proxy implementation lands (replaced on merge).
+#[derive(Debug, Clone, Default)]
+pub struct ProxyStats {
+    pub open_connections: usize,
+}
+pub struct Proxy;
+impl Proxy {
+    pub async fn start(settings: ProxySettings) -> Result<ProxyHandle, ProxyError> {
+        Ok(ProxyHandle {
+            name: settings.name,
+            upstream: settings.upstream,
+            listen: settings.listen,
+        })
+    }
+}
+#[derive(Clone)]
+pub struct ProxyHandle {
+    name: String,
+    upstream: String,
+    listen: SocketAddr,
+}
+impl ProxyHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+    pub fn add_toxic(&self, _req: ToxicRequest) -> Result<u64, ProxyError> {
+        Ok(1)
+    }
+    pub fn remove_toxic(&self, _id: u64) -> Result<(), ProxyError> {
+        Ok(())
+    }
+    pub fn remove_all_toxics(&self) {}
+    pub fn toxics(&self) -> Vec<ToxicInfo> {
+        Vec::new()
+    }
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats::default()
+    }
+    pub async fn shutdown(&self) {}
+}

@@ -1,0 +1,137 @@
+//! Crash recovery: runs left in flight by a process that died (or stopped renewing its lease)
+//! are reverted as far as possible, re-probed, and closed as `aborted` with the reason.
+
+use tracing::{info, warn};
+
+use super::Engine;
+use super::instance::InstanceId;
+use super::state::{RollbackOutcome, Verdict};
+use crate::faults;
+use crate::journal::{Event, SamplePhase, now_ms};
+use crate::probes;
+use crate::spec::model::Experiment;
+use crate::store::{RunRecord, StoreError};
+
+/// Recovers every orphaned run; returns their ids.
+pub async fn recover_orphans(eng: &Engine) -> Result<Vec<String>, StoreError> {
+    let store = eng.store();
+    let dead: Vec<String> = store
+        .active_owners()
+        .await?
+        .into_iter()
+        .filter(|o| InstanceId::parse(o).is_some_and(|owner| eng.instance().is_dead_owner(&owner)))
+        .collect();
+    let orphans = store.orphaned_runs(now_ms(), &dead).await?;
+    let mut done = Vec::new();
+    for run in orphans {
+        // Never "recover" a run this process is executing right now.
+        if run.owner.as_deref() == Some(eng.instance().to_string().as_str()) {
+            continue;
+        }
+        recover_run(eng, &run).await?;
+        done.push(run.id);
+    }
+    Ok(done)
+}
+
+async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
+    let owner = run
+        .owner
+        .clone()
+        .unwrap_or_else(|| "an unknown process".into());
+    warn!(run_id = %run.id, %owner, state = %run.state, "recovering a run left in flight");
+    let mut reverted = 0u32;
+    let mut failures = Vec::new();
+    for fault in eng.store().open_faults(&run.id).await? {
+        let outcome = match faults::family_named(&fault.family) {
+            Some(family) => family.recover(&fault).await.map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no fault family named `{}` in this build",
+                fault.family
+            )),
+        };
+        match outcome {
+            Ok(what) => {
+                info!(run_id = %run.id, step = %fault.step, %what, "fault recovered");
+                eng.store().mark_fault_reverted(fault.id).await?;
+                eng.append(
+                    &run.id,
+                    Event::FaultReverted {
+                        step: fault.step.clone(),
+                        target: fault.target.clone(),
+                    },
+                )
+                .await?;
+                reverted += 1;
+            }
+            Err(error) => {
+                eng.append(
+                    &run.id,
+                    Event::FaultRevertFailed {
+                        step: fault.step.clone(),
+                        target: fault.target.clone(),
+                        error: error.clone(),
+                    },
+                )
+                .await?;
+                failures.push(format!("step `{}`: {error}", fault.step));
+            }
+        }
+    }
+    let reason = format!(
+        "the process running it ({owner}) stopped while the run was {}; recovered by {}",
+        run.state,
+        eng.instance()
+    );
+    eng.append(
+        &run.id,
+        Event::Recovered {
+            reason: reason.clone(),
+            faults_reverted: reverted,
+        },
+    )
+    .await?;
+
+    // "Reverted" means verified: probe once more before saying so.
+    let verified = match serde_json::from_value::<Experiment>(run.spec.clone()) {
+        Ok(exp) => {
+            let mut bad = None;
+            for probe in &exp.hypothesis {
+                let s = probes::sample(probe).await;
+                eng.append(
+                    &run.id,
+                    Event::ProbeSample {
+                        probe: probe.name.clone(),
+                        phase: SamplePhase::After,
+                        ok: s.ok,
+                        latency_ms: probes::ms(s.latency),
+                        detail: s.detail.clone(),
+                    },
+                )
+                .await?;
+                if !s.ok && bad.is_none() {
+                    bad = Some(format!("probe `{}`: {}", probe.name, s.detail));
+                }
+            }
+            bad
+        }
+        Err(e) => Some(format!("the stored experiment cannot be read: {e}")),
+    };
+    let rollback = if !failures.is_empty() || verified.is_some() {
+        RollbackOutcome::RevertFailed
+    } else {
+        RollbackOutcome::Reverted
+    };
+    let mut full = reason;
+    if !failures.is_empty() {
+        full.push_str(&format!("; could not revert: {}", failures.join("; ")));
+    }
+    if let Some(why) = verified {
+        full.push_str(&format!(
+            "; steady state not verified after recovery ({why})"
+        ));
+    }
+    eng.finish(&run.id, Verdict::Aborted, rollback, &full)
+        .await?;
+    Ok(())
+}

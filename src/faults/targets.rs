@@ -1,0 +1,121 @@
+//! The live side of the declared targets: the proxies running in this process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::faults::proxy::{Proxy, ProxyError, ProxyHandle, ProxySettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("target `{0}` is not declared in the config; add it under [[targets.proxy]]")]
+    Undeclared(String),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error(
+        "upstream {upstream} of target `{target}` is unreachable: {why}. Start the service or fix `upstream` in the config"
+    )]
+    Unreachable {
+        target: String,
+        upstream: String,
+        why: String,
+    },
+}
+
+/// Proxies by target name, started on first use (or all at once for a long-running server).
+#[derive(Clone)]
+pub struct TargetRegistry {
+    cfg: Arc<Config>,
+    proxies: Arc<Mutex<HashMap<String, ProxyHandle>>>,
+}
+
+impl TargetRegistry {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        TargetRegistry {
+            cfg,
+            proxies: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The running proxy for a declared target, started (bound) now if it is not running yet.
+    pub async fn proxy(&self, name: &str) -> Result<ProxyHandle, TargetError> {
+        let mut proxies = self.proxies.lock().await;
+        if let Some(h) = proxies.get(name) {
+            return Ok(h.clone());
+        }
+        let declared = self
+            .cfg
+            .proxy_target(name)
+            .ok_or_else(|| TargetError::Undeclared(name.to_string()))?;
+        let handle = Proxy::start(ProxySettings {
+            name: declared.name.clone(),
+            listen: declared.listen,
+            upstream: declared.upstream.clone(),
+        })
+        .await?;
+        proxies.insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Adds a proxy started elsewhere (the demo binds port 0 and declares what it got).
+    pub async fn adopt(&self, handle: ProxyHandle) {
+        self.proxies
+            .lock()
+            .await
+            .insert(handle.name().to_string(), handle);
+    }
+
+    /// Starts every declared proxy (a server keeps them all up so traffic always flows).
+    pub async fn start_all(&self) -> Result<(), TargetError> {
+        for p in &self.cfg.targets.proxy {
+            self.proxy(&p.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the target's upstream accepts connections, before anything is injected.
+    pub async fn check_upstream(&self, name: &str) -> Result<(), TargetError> {
+        let declared = self
+            .cfg
+            .proxy_target(name)
+            .ok_or_else(|| TargetError::Undeclared(name.to_string()))?;
+        let upstream = {
+            let proxies = self.proxies.lock().await;
+            proxies
+                .get(name)
+                .map(|h| h.upstream().to_string())
+                .unwrap_or_else(|| declared.upstream.clone())
+        };
+        let why = match tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(upstream.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 3s".to_string(),
+        };
+        Err(TargetError::Unreachable {
+            target: name.to_string(),
+            upstream,
+            why,
+        })
+    }
+
+    /// Removes every toxic and stops every proxy.
+    pub async fn shutdown(&self) {
+        let proxies: Vec<ProxyHandle> = self.proxies.lock().await.drain().map(|(_, h)| h).collect();
+        for p in proxies {
+            p.remove_all_toxics();
+            p.shutdown().await;
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+}
