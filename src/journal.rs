@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 
 /// When in the run a probe sample was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplePhase {
     /// Steady-state check before anything is injected.

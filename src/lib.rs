@@ -11,10 +11,12 @@
 //! - [`report`] renders journals for people (terminal view, final report).
 //! - The CLI (`src/main.rs`, [`cli`]) and, later, the Slack edge only parse, authorize and submit.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod faults;
 pub mod journal;
 pub mod probes;
+pub mod report;
 pub mod spec;
 pub mod store;

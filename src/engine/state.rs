@@ -55,17 +55,21 @@ impl RunState {
     /// Whether the lifecycle allows going from `self` to `next`.
     pub fn can_go_to(self, next: RunState) -> bool {
         use RunState::*;
-        match (self, next) {
-            (Queued, CheckingSteadyState) | (Queued, Done) => true,
-            (CheckingSteadyState, Injecting)
-            | (CheckingSteadyState, Reverting)
-            | (CheckingSteadyState, Done) => true,
-            (Injecting, Observing) | (Injecting, Reverting) => true,
-            (Observing, Injecting) | (Observing, Reverting) => true,
-            (Reverting, Verifying) | (Reverting, Done) => true,
-            (Verifying, Done) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, CheckingSteadyState)
+                | (Queued, Done)
+                | (CheckingSteadyState, Injecting)
+                | (CheckingSteadyState, Reverting)
+                | (CheckingSteadyState, Done)
+                | (Injecting, Observing)
+                | (Injecting, Reverting)
+                | (Observing, Injecting)
+                | (Observing, Reverting)
+                | (Reverting, Verifying)
+                | (Reverting, Done)
+                | (Verifying, Done)
+        )
     }
 }
 

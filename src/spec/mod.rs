@@ -5,6 +5,8 @@
 //! are reported at once (not just the first).
 
 pub mod model;
+mod pending;
+pub use pending::*;
 
 use std::fmt;
 

@@ -1,0 +1,181 @@
+//! `chaosbot history`, `show` and `abort`: reading and steering runs through the store.
+
+use clap::Args;
+
+use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, load_config, open_store};
+use crate::report;
+use crate::store::{AbortScope, RunFilter, StoreError};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Only runs of this experiment.
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run id (from `chaosbot history`).
+    pub run: String,
+    /// Print the run, its summary and its journal as JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// A run id, or `all` for every queued and running run.
+    pub run: String,
+    /// Why, for the journal.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who is asking (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> u8 {
+    let cfg = match load_config(global) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_store(&cfg).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runs = match store
+        .list_runs(RunFilter {
+            experiment: args.experiment,
+            limit: args.limit,
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if runs.is_empty() {
+        println!("no runs yet — try `chaosbot demo`");
+        return 0;
+    }
+    println!(
+        "{:<13} {:<24} {:<10} {:<18} {:<19} {:>8}  by",
+        "RUN", "EXPERIMENT", "VERDICT", "ROLLBACK", "STARTED", "SECONDS"
+    );
+    for r in runs {
+        let secs = r
+            .finished_ms
+            .map(|f| format!("{:.1}", (f - r.created_ms) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<13} {:<24} {:<10} {:<18} {:<19} {:>8}  {}",
+            r.id,
+            r.experiment,
+            r.verdict
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| r.state.to_string()),
+            r.rollback
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            fmt_time(r.created_ms),
+            secs,
+            r.requested_by
+        );
+    }
+    0
+}
+
+pub async fn show(global: &GlobalArgs, args: ShowArgs) -> u8 {
+    let cfg = match load_config(global) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_store(&cfg).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let run = match store.get_run(&args.run).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            eprintln!(
+                "error: no run `{}` in {}; `chaosbot history` lists the runs",
+                args.run,
+                cfg.database_url()
+            );
+            return EXIT_INVALID;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let journal = match store.journal(&run.id, 0).await {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let summary = report::summarize(&run, &journal);
+    if args.json {
+        let doc = serde_json::json!({ "run": run, "summary": summary, "journal": journal });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("{}", report::render_text(&summary));
+    }
+    0
+}
+
+pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
+    let cfg = match load_config(global) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_store(&cfg).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let scope = if args.run == "all" {
+        AbortScope::All
+    } else {
+        AbortScope::Run(args.run.clone())
+    };
+    let by = args.by.unwrap_or_else(super::run::current_user);
+    match store.request_abort(scope, &by, &args.reason).await {
+        Ok(out) => {
+            for id in &out.cancelled_queued {
+                println!("{id}: was queued; closed as aborted");
+            }
+            for id in &out.signalled_running {
+                println!("{id}: abort requested; its worker is reverting it");
+            }
+            if out.cancelled_queued.is_empty() && out.signalled_running.is_empty() {
+                println!("nothing to abort: no matching run is queued or running");
+            }
+            0
+        }
+        Err(StoreError::NoSuchRun(id)) => {
+            eprintln!("error: no run `{id}`; `chaosbot history` lists the runs");
+            EXIT_INVALID
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}

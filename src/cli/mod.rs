@@ -1,0 +1,173 @@
+//! The command line: `run`, `validate`, `demo`, `history`, `show`, `abort`.
+//!
+//! Exit codes: 0 held (or success), 1 deviated, 2 aborted or failed (or the tool could not do
+//! its job, e.g. the database is unreachable), 64 invalid input (bad file, flag or config).
+
+mod demo;
+mod history;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+pub const EXIT_INVALID: u8 = 64;
+pub const EXIT_FAILED: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chaosbot",
+    version,
+    about = "Chaos experiments you can trust to put things back",
+    long_about = "chaosbot runs chaos engineering experiments: it checks the steady state, injects \
+real faults (a fault-injecting TCP proxy in front of your services), watches probes the whole \
+time, halts on stop conditions, and always reverts — then verifies the revert by probing again.\n\n\
+Start with `chaosbot demo` (no setup needed), then write an experiment (see experiments/ and the \
+README) and `chaosbot validate` it before you `chaosbot run` it.",
+    after_help = "Examples:\n  chaosbot demo\n  chaosbot validate experiments/*.yaml\n  \
+chaosbot run experiments/checkout-latency.yaml --set latency=300ms --set duration=45s\n  \
+chaosbot history\n  chaosbot show r-abc123defg\n  chaosbot abort all --reason \"incident in progress\""
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Operator config (targets and guard rails). Default: ./chaosbot.toml when present.
+    #[arg(long, global = true, env = "CHAOSBOT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Where runs and journals are kept: sqlite://PATH (default sqlite://chaosbot.db) or
+    /// postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Log filter for diagnostics on stderr, e.g. info or chaosbot=debug (also RUST_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Write logs as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a self-contained demo: a built-in HTTP service, the proxy in front of it, steady
+    /// traffic, and an experiment that injects latency and breaks a latency hypothesis.
+    Demo(demo::DemoArgs),
+    /// Run one experiment in the foreground with a live view and a final report.
+    ///
+    /// Exit code: 0 held, 1 deviated, 2 aborted or failed, 64 invalid input. Ctrl-C aborts
+    /// the run cleanly: faults are removed, the steady state re-checked, the report printed.
+    Run(run::RunArgs),
+    /// Check experiment files, syntax and meaning, against the config; print every problem
+    /// with file, line and column. Exit code 64 when any file has a problem.
+    Validate(ValidateArgs),
+    /// List past runs, newest first.
+    History(history::HistoryArgs),
+    /// Show one run: verdict, numbers before/during/after, timeline.
+    Show(history::ShowArgs),
+    /// Ask a run (or all runs) to abort, wherever it runs. Queued runs close at once;
+    /// running ones revert and verify.
+    Abort(history::AbortArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Experiment YAML files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cli
+        .global
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.global.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn execute(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Demo(args) => demo::demo(&cli.global, args).await,
+        Command::Run(args) => run::run(&cli.global, args).await,
+        Command::Validate(args) => validate(&cli.global, args),
+        Command::History(args) => history::history(&cli.global, args).await,
+        Command::Show(args) => history::show(&cli.global, args).await,
+        Command::Abort(args) => history::abort(&cli.global, args).await,
+    }
+}
+
+/// Loads the config, with `--database-url` applied; prints the problem and returns the exit
+/// code on failure.
+pub(crate) fn load_config(global: &GlobalArgs) -> Result<Config, u8> {
+    let mut cfg = Config::load(global.config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_INVALID
+    })?;
+    if let Some(url) = &global.database_url {
+        cfg.database_url = Some(url.clone());
+    }
+    Ok(cfg)
+}
+
+pub(crate) async fn open_store(cfg: &Config) -> Result<crate::store::DynStore, u8> {
+    crate::store::open(cfg.database_url()).await.map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_FAILED
+    })
+}
+
+fn validate(global: &GlobalArgs, args: ValidateArgs) -> u8 {
+    let cfg = match load_config(global) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut bad = 0;
+    for file in &args.files {
+        match crate::spec::load_experiment(file, &cfg, &[]) {
+            Ok(exp) => println!(
+                "{}: ok — `{}` touches {} for at most {}",
+                file.display(),
+                exp.name,
+                if exp.targets().is_empty() {
+                    "no targets".to_string()
+                } else {
+                    exp.targets().join(", ")
+                },
+                humantime::format_duration(exp.method_duration() + exp.recovery_timeout)
+            ),
+            Err(errors) => {
+                bad += 1;
+                println!("{errors}");
+            }
+        }
+    }
+    if bad > 0 {
+        println!(
+            "\n{bad} of {} file(s) have problems; nothing was run.",
+            args.files.len()
+        );
+        EXIT_INVALID
+    } else {
+        0
+    }
+}

@@ -1,0 +1,95 @@
+//! The live terminal view of one run: a progress bar over the method, the latest number of
+//! every probe, and one line per event that matters. It only reads the journal stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::broadcast;
+
+use crate::journal::{Entry, Event};
+
+/// Follows the run's journal until its verdict; `method_ms` sizes the progress bar.
+pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_ms: u64) {
+    let bar = ProgressBar::new(method_ms.max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut state = String::from("queued");
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut method_started: Option<i64> = None;
+    loop {
+        let entry = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        if entry.run_id != run_id {
+            continue;
+        }
+        if let Some(start) = method_started {
+            bar.set_position(
+                u64::try_from(entry.at_ms - start)
+                    .unwrap_or(0)
+                    .min(method_ms),
+            );
+        }
+        let line = match &entry.event {
+            Event::StateChanged { to, .. } => {
+                state = to.to_string();
+                if method_started.is_none() && to.as_str() == "injecting" {
+                    method_started = Some(entry.at_ms);
+                }
+                Some(format!("→ {to}"))
+            }
+            Event::ProbeSample {
+                probe,
+                phase,
+                ok,
+                latency_ms,
+                detail,
+            } => {
+                let mark = if *ok { "✓" } else { "✗" };
+                latest.insert(probe.clone(), format!("{probe} {mark} {latency_ms:.1}ms"));
+                (!ok).then(|| format!("  {probe} ({}) failed: {detail}", phase.as_str()))
+            }
+            Event::FaultInjected { summary, .. } => Some(format!("⚡ injected: {summary}")),
+            Event::FaultReverted { step, .. } => Some(format!("↺ reverted `{step}`")),
+            Event::FaultRevertFailed { step, error, .. } => {
+                Some(format!("!! REVERT FAILED for `{step}`: {error}"))
+            }
+            Event::ToleranceExceeded { probe, detail } => {
+                Some(format!("⚠ hypothesis breached by `{probe}`: {detail}"))
+            }
+            Event::StopConditionMet { probe, detail, .. } => {
+                Some(format!("■ stop condition on `{probe}`: {detail}"))
+            }
+            Event::AbortRequested { by, reason } => {
+                Some(format!("■ abort requested by {by}: {reason}"))
+            }
+            Event::StepFailed { step, error } => Some(format!("!! step `{step}` failed: {error}")),
+            Event::RollbackAction { name, ok, detail } => Some(format!(
+                "↺ rollback `{name}` {}: {detail}",
+                if *ok { "ok" } else { "FAILED" }
+            )),
+            Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
+            Event::Submitted { .. } => None,
+            Event::Verdict {
+                verdict, rollback, ..
+            } => {
+                bar.finish_and_clear();
+                println!("verdict: {verdict} ({rollback})");
+                return;
+            }
+        };
+        let numbers: Vec<&str> = latest.values().map(String::as_str).collect();
+        bar.set_message(format!("{state} │ {}", numbers.join(" │ ")));
+        if let Some(line) = line {
+            bar.suspend(|| println!("{line}"));
+        }
+    }
+    bar.finish_and_clear();
+}
