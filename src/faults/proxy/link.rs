@@ -1,0 +1,546 @@
+//! One proxied connection: two pumps (client → server is `upstream`, server → client is
+//! `downstream`), each a reader task feeding a writer through a small bounded channel.
+//!
+//! The reader timestamps every chunk when it is read; the writer applies the toxics. Latency is
+//! therefore pipelined (each chunk is held until `read_at + delay`, so a stream is not delayed
+//! cumulatively), and every wait of the writer also watches the toxic set, so adding or removing
+//! a toxic takes effect at once, in the middle of a hold.
+//!
+//! Both sockets are shared (`Arc<TcpStream>`) rather than split into owned halves: an owned write
+//! half sends FIN when dropped, which would spoil a reset (the peer must see RST, not EOF).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::network::{Direction, ToxicKind};
+
+use super::Shared;
+use super::toxics::{self, TimerAction, ToxicSet, ToxicState};
+
+/// Largest single read.
+const READ_SIZE: usize = 64 * 1024;
+/// Chunks in flight between a reader and its writer (bounded for backpressure).
+const CHANNEL_DEPTH: usize = 16;
+/// How long we try to reach the upstream before giving up on the client.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Data { bytes: Bytes, read_at: Instant },
+    Eof,
+}
+
+/// Decrements the open-connection gauge however the connection ends.
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted client until both directions are done or the connection is killed.
+pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64) {
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(shared.clone());
+    if let Err(e) = client.set_nodelay(true) {
+        tracing::debug!(proxy = %shared.name, error = %e, "set TCP_NODELAY on client failed");
+    }
+    let kill = shared.shutdown.child_token();
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&shared.upstream));
+    let server = tokio::select! {
+        _ = kill.cancelled() => return,
+        r = connect => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                shared.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(proxy = %shared.name, upstream = %shared.upstream, error = %e,
+                    "upstream refused or unreachable; closing the client connection");
+                return;
+            }
+            Err(_) => {
+                shared.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(proxy = %shared.name, upstream = %shared.upstream,
+                    "upstream connect timed out; closing the client connection");
+                return;
+            }
+        },
+    };
+    if let Err(e) = server.set_nodelay(true) {
+        tracing::debug!(proxy = %shared.name, error = %e, "set TCP_NODELAY on upstream failed");
+    }
+    let client = Arc::new(client);
+    let server = Arc::new(server);
+
+    let (up_tx, up_rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (down_tx, down_rx) = mpsc::channel(CHANNEL_DEPTH);
+    shared
+        .tracker
+        .spawn(read_loop(client.clone(), up_tx, kill.clone()));
+    shared
+        .tracker
+        .spawn(read_loop(server.clone(), down_tx, kill.clone()));
+
+    let up = Pump::new(
+        &shared,
+        Direction::Upstream,
+        conn_seq,
+        server,
+        up_rx,
+        kill.clone(),
+    );
+    let down = Pump::new(
+        &shared,
+        Direction::Downstream,
+        conn_seq,
+        client,
+        down_rx,
+        kill.clone(),
+    );
+    // The downstream pump runs on its own task so both directions can use both cores.
+    let down = shared.tracker.spawn(down.run());
+    up.run().await;
+    if down.await.is_err() {
+        tracing::warn!(proxy = %shared.name, "downstream pump task failed");
+    }
+    // Both directions are done (or one failed): let the readers go and drop the sockets.
+    kill.cancel();
+}
+
+/// Reads chunks from `src` and hands them, timestamped, to the writer.
+async fn read_loop(src: Arc<TcpStream>, tx: mpsc::Sender<Msg>, kill: CancellationToken) {
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        // Reuses the allocation once the writer has dropped the previous chunks.
+        buf.reserve(READ_SIZE);
+        let n = loop {
+            let r = {
+                let mut limited = (&mut buf).limit(READ_SIZE);
+                src.try_read_buf(&mut limited)
+            };
+            match r {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        _ = kill.cancelled() => return,
+                        r = src.readable() => if r.is_err() { kill.cancel(); return },
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed; closing the connection");
+                    kill.cancel();
+                    return;
+                }
+            }
+        };
+        let msg = if n == 0 {
+            Msg::Eof
+        } else {
+            Msg::Data {
+                bytes: buf.split().freeze(),
+                read_at: Instant::now(),
+            }
+        };
+        let eof = matches!(msg, Msg::Eof);
+        tokio::select! {
+            _ = kill.cancelled() => return,
+            r = tx.send(msg) => if r.is_err() { return },
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
+/// Writes some of `data`; cancel-safe (nothing is written unless it returns).
+async fn write_some(dst: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match dst.try_write(data) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn sleep_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why an interruptible wait returned.
+enum Wake {
+    /// The awaited instant came.
+    Elapsed,
+    /// The toxic set changed or a timer fired: re-evaluate.
+    Changed,
+    /// The connection is being closed.
+    Killed,
+}
+
+/// Whether the pump goes on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// The writer side of one direction: applies the toxics and writes to `dst`.
+struct Pump {
+    shared: Arc<Shared>,
+    dir: Direction,
+    conn_seq: u64,
+    dst: Arc<TcpStream>,
+    rx: mpsc::Receiver<Msg>,
+    toxics: watch::Receiver<ToxicSet>,
+    kill: CancellationToken,
+    /// Toxics of this direction that this connection has seen, by id.
+    states: HashMap<u64, ToxicState>,
+    /// Ids of affected, unexpired toxics of this direction, in the order they were added.
+    active: Vec<u64>,
+}
+
+impl Pump {
+    fn new(
+        shared: &Arc<Shared>,
+        dir: Direction,
+        conn_seq: u64,
+        dst: Arc<TcpStream>,
+        rx: mpsc::Receiver<Msg>,
+        kill: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: shared.clone(),
+            dir,
+            conn_seq,
+            dst,
+            rx,
+            toxics: shared.toxics.subscribe(),
+            kill,
+            states: HashMap::new(),
+            active: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        self.refresh();
+        loop {
+            if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
+                return;
+            }
+            let wake = self.next_timer();
+            let msg = tokio::select! {
+                biased;
+                _ = self.kill.cancelled() => return,
+                r = self.toxics.changed() => {
+                    if r.is_err() { return }
+                    self.refresh();
+                    continue;
+                }
+                _ = sleep_opt(wake) => continue,
+                m = self.rx.recv() => m,
+            };
+            let flow = match msg {
+                None => Flow::Stop,
+                Some(Msg::Eof) => self.close_write().await,
+                Some(Msg::Data { bytes, read_at }) => self.forward(bytes, read_at).await,
+            };
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    /// Re-reads the toxic set: new toxics get their per-connection state (and toxicity draw),
+    /// removed ones are forgotten, `down` closes the connection.
+    fn refresh(&mut self) {
+        let set = self.toxics.borrow_and_update().clone();
+        let now = Instant::now();
+        if toxics::is_down(&set, now) {
+            self.kill.cancel();
+        }
+        self.states.retain(|id, _| set.iter().any(|t| t.id == *id));
+        self.active.clear();
+        for t in set.iter() {
+            if t.req.direction != self.dir || matches!(t.req.kind, ToxicKind::Down) {
+                continue;
+            }
+            let st = self
+                .states
+                .entry(t.id)
+                .or_insert_with(|| ToxicState::new(t.clone(), self.conn_seq, self.dir, now));
+            if st.affected && !t.expired(now) {
+                self.active.push(t.id);
+            }
+        }
+    }
+
+    fn active_states(&self) -> impl Iterator<Item = &ToxicState> {
+        self.active.iter().filter_map(|id| self.states.get(id))
+    }
+
+    /// The earliest instant something changes by itself: a timer or a toxic's deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        self.active_states()
+            .flat_map(|st| [toxics::timer(st).map(|(t, _)| t), Some(st.toxic.deadline)])
+            .flatten()
+            .min()
+    }
+
+    /// Fires due timers (timeout closes, reset_peer resets) and drops expired toxics.
+    fn fire_timers(&mut self) -> Flow {
+        let now = Instant::now();
+        let mut action = None;
+        let mut expired = false;
+        for st in self.active_states() {
+            if st.toxic.expired(now) {
+                expired = true;
+                continue;
+            }
+            if let Some((at, a)) = toxics::timer(st)
+                && at <= now
+            {
+                // A reset wins over a plain close.
+                if action != Some(TimerAction::Reset) {
+                    action = Some(a);
+                }
+            }
+        }
+        if expired {
+            self.refresh();
+        }
+        match action {
+            None => Flow::Go,
+            Some(a) => {
+                if a == TimerAction::Reset {
+                    // Linger 0: the close that follows sends RST instead of FIN.
+                    if let Err(e) =
+                        socket2::SockRef::from(&*self.dst).set_linger(Some(Duration::ZERO))
+                    {
+                        tracing::debug!(error = %e, "SO_LINGER 0 failed");
+                    }
+                }
+                tracing::debug!(proxy = %self.shared.name, dir = %self.dir, action = ?a,
+                    "toxic timer fired; closing the connection");
+                self.kill.cancel();
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Waits until `until` (or forever), interrupted by toxic changes, timers and kill.
+    async fn wait(&mut self, until: Option<Instant>) -> Wake {
+        let timer = self.next_timer();
+        let first = match (until, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            biased;
+            _ = self.kill.cancelled() => Wake::Killed,
+            r = self.toxics.changed() => {
+                if r.is_err() { return Wake::Killed }
+                self.refresh();
+                Wake::Changed
+            }
+            _ = sleep_opt(first) => {
+                if until.is_some() && first == until { Wake::Elapsed } else { Wake::Changed }
+            }
+        }
+    }
+
+    fn has_blackhole(&self) -> bool {
+        self.active_states()
+            .any(|st| matches!(st.kind(), ToxicKind::Timeout { .. }))
+    }
+
+    /// Pushes one chunk through the toxics and out.
+    async fn forward(&mut self, mut data: Bytes, read_at: Instant) -> Flow {
+        // Latency draws per (toxic, chunk), kept across re-evaluations of the same chunk.
+        let mut delays: Vec<(u64, Duration)> = Vec::new();
+        while !data.is_empty() {
+            if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
+                return Flow::Stop;
+            }
+            // timeout (blackhole): the data is dropped.
+            if self.has_blackhole() {
+                return Flow::Go;
+            }
+            let now = Instant::now();
+            let mut ready = now;
+            let mut piece = data.len();
+            let mut limit_left: Option<u64> = None;
+            for id in self.active.clone() {
+                let Some(st) = self.states.get_mut(&id) else {
+                    continue;
+                };
+                match *st.kind() {
+                    ToxicKind::Latency { .. } => {
+                        let d = match delays.iter().find(|(i, _)| *i == id) {
+                            Some((_, d)) => *d,
+                            None => {
+                                let d = toxics::latency_draw(st);
+                                delays.push((id, d));
+                                d
+                            }
+                        };
+                        ready = ready.max(read_at + d);
+                    }
+                    ToxicKind::Bandwidth { rate_kbps } => {
+                        if let Some(rate) = toxics::bandwidth_rate(rate_kbps) {
+                            piece = piece.min(toxics::bandwidth_piece(rate));
+                            if let Some(t) = st.next_send {
+                                ready = ready.max(t);
+                            }
+                        }
+                    }
+                    ToxicKind::Slicer {
+                        average_size,
+                        size_variation,
+                        ..
+                    } => {
+                        if let Some(t) = st.next_slice {
+                            ready = ready.max(t);
+                        }
+                        if st.slice_left == 0 {
+                            st.slice_left = toxics::slice_size(st, average_size, size_variation);
+                        }
+                        piece = piece.min(st.slice_left);
+                    }
+                    ToxicKind::LimitData { bytes } => {
+                        let left = bytes.saturating_sub(st.passed);
+                        limit_left = Some(limit_left.map_or(left, |l: u64| l.min(left)));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(left) = limit_left {
+                if left == 0 {
+                    tracing::debug!(proxy = %self.shared.name, dir = %self.dir,
+                        "limit_data reached; closing the connection");
+                    self.kill.cancel();
+                    return Flow::Stop;
+                }
+                piece = piece.min(usize::try_from(left).unwrap_or(usize::MAX));
+            }
+            if ready > now {
+                match self.wait(Some(ready)).await {
+                    Wake::Killed => return Flow::Stop,
+                    Wake::Changed | Wake::Elapsed => continue,
+                }
+            }
+            // Write, still listening for toxic changes and timers (the peer may not read).
+            let timer = self.next_timer();
+            let written = tokio::select! {
+                biased;
+                _ = self.kill.cancelled() => return Flow::Stop,
+                r = self.toxics.changed() => {
+                    if r.is_err() { return Flow::Stop }
+                    self.refresh();
+                    continue;
+                }
+                _ = sleep_opt(timer) => continue,
+                r = write_some(&self.dst, &data[..piece]) => r,
+            };
+            let n = match written {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                        "write failed; closing the connection");
+                    self.kill.cancel();
+                    return Flow::Stop;
+                }
+            };
+            data.advance(n);
+            self.account(n);
+        }
+        Flow::Go
+    }
+
+    /// Books `n` written bytes against stats and the stateful toxics.
+    fn account(&mut self, n: usize) {
+        let ctr = match self.dir {
+            Direction::Upstream => &self.shared.stats.bytes_up,
+            Direction::Downstream => &self.shared.stats.bytes_down,
+        };
+        ctr.fetch_add(n as u64, Ordering::Relaxed);
+        if self.active.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for id in &self.active {
+            let Some(st) = self.states.get_mut(id) else {
+                continue;
+            };
+            match *st.kind() {
+                ToxicKind::Bandwidth { rate_kbps } => {
+                    if let Some(rate) = toxics::bandwidth_rate(rate_kbps) {
+                        toxics::bandwidth_sent(st, rate, n, now);
+                    }
+                }
+                ToxicKind::Slicer { delay, .. } => {
+                    st.slice_left = st.slice_left.saturating_sub(n);
+                    if st.slice_left == 0 {
+                        st.next_slice = Some(now + delay);
+                    }
+                }
+                ToxicKind::LimitData { .. } => st.passed += n as u64,
+                _ => {}
+            }
+        }
+    }
+
+    /// The source closed its sending side: propagate it as shutdown(Write), after slow_close's
+    /// delay, and not while a blackhole swallows this direction.
+    async fn close_write(&mut self) -> Flow {
+        let eof_at = Instant::now();
+        loop {
+            if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
+                return Flow::Stop;
+            }
+            if self.has_blackhole() {
+                match self.wait(None).await {
+                    Wake::Killed => return Flow::Stop,
+                    Wake::Changed | Wake::Elapsed => continue,
+                }
+            }
+            let delay = self
+                .active_states()
+                .filter_map(|st| match st.kind() {
+                    ToxicKind::SlowClose { delay } => Some(*delay),
+                    _ => None,
+                })
+                .max();
+            if let Some(d) = delay
+                && Instant::now() < eof_at + d
+            {
+                match self.wait(Some(eof_at + d)).await {
+                    Wake::Killed => return Flow::Stop,
+                    Wake::Changed | Wake::Elapsed => continue,
+                }
+            }
+            break;
+        }
+        if let Err(e) = socket2::SockRef::from(&*self.dst).shutdown(Shutdown::Write) {
+            tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                "shutdown(Write) failed; closing the connection");
+            self.kill.cancel();
+            return Flow::Stop;
+        }
+        // This direction is finished; the other one may go on (half-close).
+        Flow::Stop
+    }
+}
