@@ -1,0 +1,158 @@
+//! Shared helpers for integration tests: a real HTTP service on loopback whose behaviour the
+//! test can switch, experiments built in code, and a fresh SQLite store per test.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chaosbot::config::{Config, GuardRails, HttpEndpoint, ProxyTarget};
+use chaosbot::faults::network::{Direction, ToxicKind};
+use chaosbot::spec::model::{
+    Experiment, FaultSpec, FaultStep, Probe, ProbeKind, Step, StopCondition, Tolerance,
+};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// How the test service answers.
+pub const HEALTHY: u8 = 0;
+pub const ERRORS: u8 = 1;
+
+/// A loopback HTTP service answering `ok` (or 500 when switched to `ERRORS`).
+pub struct Service {
+    pub addr: SocketAddr,
+    pub mode: Arc<AtomicU8>,
+}
+
+impl Service {
+    pub fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+pub async fn service() -> Service {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let m = mode.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let m = m.clone();
+                    async move {
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+                        if m.load(Ordering::SeqCst) == ERRORS {
+                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Service { addr, mode }
+}
+
+/// A free loopback port (bound then released; good enough for tests on one machine).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Config declaring one proxied target `api` (listen → upstream) and the endpoint `api-http`
+/// that reaches it through the proxy.
+pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
+    Config {
+        guard_rails: GuardRails {
+            max_run_duration: Duration::from_secs(120),
+            max_concurrent_runs: 2,
+            worker_pool_size: 2,
+        },
+        targets: chaosbot::config::Targets {
+            proxy: vec![ProxyTarget {
+                name: "api".into(),
+                listen,
+                upstream: upstream.to_string(),
+                description: String::new(),
+            }],
+            http: vec![HttpEndpoint {
+                name: "api-http".into(),
+                url: format!("http://{listen}"),
+                description: String::new(),
+            }],
+        },
+        ..Config::default()
+    }
+}
+
+pub fn http_probe(name: &str, listen: SocketAddr, max_latency_ms: u64, interval_ms: u64) -> Probe {
+    Probe {
+        name: name.into(),
+        kind: ProbeKind::Http {
+            url: format!("http://{listen}/"),
+            method: "GET".into(),
+            expect_status: vec![200],
+            max_latency: Some(Duration::from_millis(max_latency_ms)),
+            body_contains: Some("ok".into()),
+        },
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_secs(2),
+        tolerance: Tolerance::default(),
+    }
+}
+
+pub fn latency_step(name: &str, latency_ms: u64, duration_ms: u64) -> Step {
+    fault_step(
+        name,
+        ToxicKind::Latency {
+            latency: Duration::from_millis(latency_ms),
+            jitter: Duration::ZERO,
+        },
+        duration_ms,
+    )
+}
+
+pub fn fault_step(name: &str, toxic: ToxicKind, duration_ms: u64) -> Step {
+    Step::Fault(FaultStep {
+        name: name.into(),
+        target: "api".into(),
+        duration: Duration::from_millis(duration_ms),
+        fault: FaultSpec::Network {
+            toxic,
+            direction: Direction::Downstream,
+            toxicity: 1.0,
+        },
+    })
+}
+
+pub fn experiment(probes: Vec<Probe>, method: Vec<Step>, stops: Vec<StopCondition>) -> Experiment {
+    Experiment {
+        name: "test-exp".into(),
+        title: "A test experiment".into(),
+        description: String::new(),
+        owner: "@tests".into(),
+        tags: vec![],
+        params: Default::default(),
+        hypothesis: probes,
+        method,
+        stop_conditions: stops,
+        rollbacks: vec![],
+        recovery_timeout: Duration::from_secs(3),
+    }
+}
+
+pub async fn sqlite_store(dir: &std::path::Path) -> chaosbot::store::DynStore {
+    chaosbot::store::open(&format!("sqlite://{}", dir.join("chaosbot.db").display()))
+        .await
+        .unwrap()
+}
