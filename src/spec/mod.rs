@@ -111,11 +111,14 @@ pub(crate) fn parse_full(
     problems.extend(params::substitute(&mut root, &values, &declared, file));
 
     let (raw, errors) = locate::from_tree::<raw::RawExperiment>(root.clone(), &[]);
+    let mut suggested = std::collections::HashSet::new();
     for e in &errors {
-        problems.push(validate::de_problem(file, e, &root));
+        let (p, s) = validate::de_problem(file, e, &root);
+        problems.push(p);
+        suggested.extend(s);
     }
     let raw = raw.unwrap_or_default();
-    let (experiment, p) = validate::experiment(file, &loc, cfg, &raw, values);
+    let (experiment, p) = validate::experiment(file, &loc, cfg, &raw, values, &suggested);
     problems.extend(p);
     problems.sort_by_key(|p| (p.file != file, p.line, p.column));
     problems.dedup();

@@ -150,7 +150,7 @@ pub(crate) fn declarations(root: &Node, file: &str) -> (Vec<ParamInfo>, Vec<Prob
     let base = [Seg::Key("parameters".into())];
     let (raw, errors) = locate::from_tree::<RawParams>(node.clone(), &base);
     for e in errors {
-        problems.push(super::validate::de_problem(file, &e, root));
+        problems.push(super::validate::de_problem(file, &e, root).0);
     }
     let Some(RawParams(raw)) = raw else {
         return (Vec::new(), problems);
@@ -388,6 +388,7 @@ fn walk(
             let mut out = String::new();
             let mut rest = text.as_str();
             let mut whole = None;
+            let mut unresolved = false;
             while let Some(start) = rest.find("${") {
                 let Some(len) = rest[start..].find('}') else {
                     break;
@@ -421,13 +422,17 @@ fn walk(
                                 hint,
                             ));
                         }
+                        unresolved = true;
                         out.push_str(&rest[start..start + len + 1]);
                     }
                 }
                 rest = &rest[start + len + 1..];
             }
             out.push_str(rest);
-            if let Some(v) = whole {
+            if unresolved {
+                // Reported above; set aside so it is not also reported as a bad value.
+                node.kind = NodeKind::Skip;
+            } else if let Some(v) = whole {
                 *text = v;
                 *plain = true;
             } else {

@@ -3,7 +3,7 @@
 //! Every check records a located [`Problem`] and carries on, so one pass reports everything
 //! that is wrong with a file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use super::locate::{DeError, Locations, Node, Seg, path_string};
@@ -25,8 +25,9 @@ pub const ABSURD: Duration = Duration::from_secs(24 * 3600);
 pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Turns a deserialization error into a problem; unknown keys get "did you mean" hints from
-/// the keys of their level (for a fault step: the keys of its fault kind).
-pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> Problem {
+/// the keys of their level (for a fault step: the keys of its fault kind). The second value is
+/// the path of the suggested key, so that it is not also reported missing.
+pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> (Problem, Option<String>) {
     let path = e.path.clone().unwrap_or_default();
     let where_ = match path.split_last() {
         Some((_, parent)) if e.unknown.is_some() && !parent.is_empty() => {
@@ -37,12 +38,13 @@ pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> Problem {
         _ => format!(" at `{}`", path_string(&path)),
     };
     let Some((field, expected)) = &e.unknown else {
-        return Problem::at(
+        let p = Problem::at(
             file,
             e.pos,
             format!("{}{where_}", e.message),
             "fix the shape of this value; docs/experiment-format.md shows every key with an example",
         );
+        return (p, None);
     };
     let parent = path.split_last().map(|(_, p)| p).unwrap_or_default();
     let mut allowed: Vec<&str> = expected.to_vec();
@@ -58,16 +60,23 @@ pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> Problem {
         allowed.extend(attrs.iter().map(|(a, _)| *a));
         kind_note = format!(" for a `{kind}` fault");
     }
-    let hint = match did_you_mean(field, allowed.iter().copied()) {
+    let suggestion = did_you_mean(field, allowed.iter().copied());
+    let hint = match &suggestion {
         Some(s) => format!("did you mean `{s}`?"),
         None => format!("keys allowed here{kind_note}: {}", allowed.join(", ")),
     };
-    Problem::at(
+    let p = Problem::at(
         file,
         e.pos,
         format!("unknown key `{field}`{where_}{kind_note}"),
         hint,
-    )
+    );
+    let suggested = suggestion.map(|s| {
+        let mut path = parent.to_vec();
+        path.push(Seg::Key(s));
+        path_string(&path)
+    });
+    (p, suggested)
 }
 
 fn is_step_path(p: &[Seg]) -> bool {
@@ -79,6 +88,8 @@ struct Cx<'a> {
     loc: &'a Locations,
     cfg: &'a Config,
     problems: Vec<Problem>,
+    /// Keys suggested for a misspelt key: not reported missing a second time.
+    suggested: &'a HashSet<String>,
     step_names: HashMap<String, String>,
     /// Fault steps with the top-level parallel group they run in (None: in sequence).
     faults: Vec<(String, Option<usize>, FaultStep)>,
@@ -109,7 +120,7 @@ impl Cx<'_> {
         match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Some(s),
             _ => {
-                if !self.loc.has(path) || v.is_some() {
+                if (!self.loc.has(path) || v.is_some()) && !self.suggested.contains(path) {
                     let key = path.rsplit('.').next().unwrap_or(path);
                     self.at(
                         path,
@@ -290,12 +301,14 @@ pub(crate) fn experiment(
     cfg: &Config,
     raw: &RawExperiment,
     params: BTreeMap<String, String>,
+    suggested: &HashSet<String>,
 ) -> (Option<Experiment>, Vec<Problem>) {
     let mut cx = Cx {
         file,
         loc,
         cfg,
         problems: Vec::new(),
+        suggested,
         step_names: HashMap::new(),
         faults: Vec::new(),
     };
@@ -890,7 +903,8 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         }
         for (attr, required) in attrs {
             let present = fault_keys.iter().any(|(key, p)| key == attr && *p);
-            if *required && !present && !cx.loc.has(&format!("{path}.{attr}")) {
+            let apath = format!("{path}.{attr}");
+            if *required && !present && !cx.loc.has(&apath) && !cx.suggested.contains(&apath) {
                 let example = match *attr {
                     "latency" => "100ms",
                     "rate_kbps" => "64",
