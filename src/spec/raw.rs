@@ -1,0 +1,257 @@
+//! The experiment YAML as written: its shape, before any meaning is checked.
+//!
+//! Every struct denies unknown keys (the error names the keys a level accepts, which feeds the
+//! "did you mean" hints). Every field is optional and every scalar is read as text, so that a
+//! missing or mistyped value is reported by [`super::validate`] with its location and a message
+//! that fits the field, alongside all the other problems of the file, instead of stopping at
+//! the first one. `docs/experiment-format.md` describes the format for people.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an experiment (a map with name, title, owner, hypothesis, method, ...)"
+)]
+pub struct RawExperiment {
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub tags: Option<Vec<String>>,
+    /// Read separately (before substitution) by [`super::params`].
+    pub parameters: Option<de::IgnoredAny>,
+    pub hypothesis: Option<RawHypothesis>,
+    pub method: Option<Vec<RawStep>>,
+    pub stop_conditions: Option<Vec<RawStopCondition>>,
+    pub rollbacks: Option<Vec<RawRollback>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `probes` and optionally `recovery_timeout`"
+)]
+pub struct RawHypothesis {
+    pub recovery_timeout: Option<String>,
+    pub probes: Option<Vec<RawProbe>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a probe (a map with name and http or tcp)"
+)]
+pub struct RawProbe {
+    pub name: Option<String>,
+    pub http: Option<RawHttpProbe>,
+    pub tcp: Option<RawTcpProbe>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub tolerance: Option<RawTolerance>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an http probe (a map with endpoint, path, method, status, ...)"
+)]
+pub struct RawHttpProbe {
+    pub endpoint: Option<String>,
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<OneOrMany>,
+    pub max_latency: Option<String>,
+    pub body_contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a tcp probe (a map with target and optionally max_latency)"
+)]
+pub struct RawTcpProbe {
+    pub target: Option<String>,
+    pub max_latency: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a map with `max_failure_ratio`")]
+pub struct RawTolerance {
+    pub max_failure_ratio: Option<String>,
+}
+
+/// One method step: a fault (name, target, fault, ...), a `wait`, or a `parallel` group.
+/// The attributes of all fault kinds are flattened here; which ones a step may use depends on
+/// its `fault` ([`fault_attributes`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a step (a fault with name, target, fault and duration; `wait: 5s`; or `parallel: [...]`)"
+)]
+pub struct RawStep {
+    pub name: Option<String>,
+    pub target: Option<String>,
+    pub fault: Option<String>,
+    pub direction: Option<String>,
+    pub toxicity: Option<String>,
+    pub duration: Option<String>,
+    pub wait: Option<String>,
+    pub parallel: Option<Vec<RawStep>>,
+    pub latency: Option<String>,
+    pub jitter: Option<String>,
+    pub rate_kbps: Option<String>,
+    pub timeout: Option<String>,
+    pub delay: Option<String>,
+    pub average_size: Option<String>,
+    pub size_variation: Option<String>,
+    pub bytes: Option<String>,
+}
+
+/// The keys every fault step has, whatever its kind.
+pub const STEP_KEYS: &[&str] = &[
+    "name",
+    "target",
+    "fault",
+    "direction",
+    "toxicity",
+    "duration",
+];
+
+/// The attributes of a fault kind: (name, required).
+pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
+    Some(match kind {
+        "latency" => &[("latency", true), ("jitter", false)],
+        "bandwidth" => &[("rate_kbps", true)],
+        "timeout" => &[("timeout", true)],
+        "reset_peer" => &[("timeout", false)],
+        "down" => &[],
+        "slow_close" => &[("delay", true)],
+        "slicer" => &[
+            ("average_size", true),
+            ("size_variation", false),
+            ("delay", false),
+        ],
+        "limit_data" => &[("bytes", true)],
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a stop condition (a map with probe and consecutive_failures or failure_ratio)"
+)]
+pub struct RawStopCondition {
+    pub probe: Option<String>,
+    pub consecutive_failures: Option<String>,
+    pub failure_ratio: Option<String>,
+    pub window: Option<String>,
+    pub min_samples: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rollback (a map with name and http)"
+)]
+pub struct RawRollback {
+    pub name: Option<String>,
+    pub http: Option<RawHttpAction>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an http action (a map with endpoint, path, method, body, status, timeout)"
+)]
+pub struct RawHttpAction {
+    pub endpoint: Option<String>,
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub body: Option<String>,
+    pub status: Option<OneOrMany>,
+    pub timeout: Option<String>,
+}
+
+/// One declared parameter (`parameters: {name: {type, default, min, max, description}}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a parameter (a map with type, default and optionally min, max, description)"
+)]
+pub struct RawParam {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub default: Option<String>,
+    pub min: Option<String>,
+    pub max: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The `parameters` map, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RawParams(pub Vec<(String, RawParam)>);
+
+impl<'de> Deserialize<'de> for RawParams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawParams;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of parameter names to {type, default, ...}")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawParams, E> {
+                Ok(RawParams::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawParams, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, RawParam>()? {
+                    out.push((k, v));
+                }
+                Ok(RawParams(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A single value or a list of values (`status: 200` or `status: [200, 204]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = s.next_element::<String>()? {
+                    out.push(v);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
