@@ -187,7 +187,8 @@ pub fn parse_tree(text: &str) -> Result<(Option<Node>, Vec<TreeProblem>), TreePr
             pos: Pos::from_marker(e.marker()),
             message: format!("the file is not valid YAML: {}", e.info()),
             hint: "check the indentation and quoting near this place (values containing `: ` \
-                   or starting with `{`, `[`, `*`, `&` or `@` need quotes)"
+                   or starting with `{`, `[`, `*`, `&` or `@` need quotes, and so does `${name}` \
+                   inside a `{...}` or `[...]`)"
                 .into(),
         });
     }

@@ -38,12 +38,14 @@ pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> (Problem, Opti
         _ => format!(" at `{}`", path_string(&path)),
     };
     let Some((field, expected)) = &e.unknown else {
-        let p = Problem::at(
-            file,
-            e.pos,
-            format!("{}{where_}", e.message),
-            "fix the shape of this value; docs/experiment-format.md shows every key with an example",
-        );
+        let hint = if e.message.starts_with("expected a sequence") {
+            "write a list here: `[a, b]`, or one `- item` per line"
+        } else if e.message.starts_with("expected a string") {
+            "write a single value here, not a list or a map"
+        } else {
+            "fix the shape of this value; docs/experiment-format.md shows every key with an example"
+        };
+        let p = Problem::at(file, e.pos, format!("{}{where_}", e.message), hint);
         return (p, None);
     };
     let parent = path.split_last().map(|(_, p)| p).unwrap_or_default();
@@ -732,9 +734,11 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         ("size_variation", s.size_variation.is_some()),
         ("bytes", s.bytes.is_some()),
     ];
-    if s.wait.is_some() || s.parallel.is_some() {
-        let what = if s.wait.is_some() { "wait" } else { "parallel" };
-        if s.wait.is_some() && s.parallel.is_some() {
+    let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
+    let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
+    if is_wait || is_parallel {
+        let what = if is_wait { "wait" } else { "parallel" };
+        if is_wait && is_parallel {
             cx.at_key(
                 &format!("{path}.parallel"),
                 "a step is either `wait` or `parallel`, not both",
@@ -754,11 +758,13 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
                 );
             }
         }
-        if let Some(w) = &s.wait {
-            let d = cx.duration(&format!("{path}.wait"), &Some(w.clone()), None)?;
+        if is_wait {
+            // None: the value had the wrong shape, reported already.
+            let w = s.wait.clone()?;
+            let d = cx.duration(&format!("{path}.wait"), &Some(w), None)?;
             return Some(Step::Wait { duration: d });
         }
-        let inner = s.parallel.as_deref().unwrap_or_default();
+        let inner = s.parallel.as_deref()?;
         if inner.is_empty() {
             cx.at(
                 &format!("{path}.parallel"),
@@ -1162,4 +1168,64 @@ fn stop_condition(
         probe: probe?,
         rule: rule?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::spec::parse_experiment;
+
+    fn cfg() -> Config {
+        Config::from_toml(
+            "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n",
+        )
+        .unwrap()
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        let err = parse_experiment(text, "t.yaml", &cfg(), &[]).unwrap_err();
+        err.problems.iter().map(|p| p.to_string()).collect()
+    }
+
+    const HEAD: &str = "name: x\ntitle: t\nowner: o\nhypothesis:\n  probes:\n    - {name: p, tcp: {target: payments}}\n";
+
+    #[test]
+    fn wrong_shapes_are_located_and_the_rest_still_checked() {
+        let ps = problems(&format!(
+            "{HEAD}tags: payments\nmethod:\n  - {{name: a, target: payments, fault: down, duration: 1s}}\n  - wait: {{x: 1}}\n  - name: b\n    target: payments\n    fault: down\n    duration: 1s\n    toxicity: [1]\n"
+        ));
+        assert_eq!(ps.len(), 3, "{ps:#?}");
+        assert!(
+            ps[0].starts_with("t.yaml:7:7: expected a sequence, found string"),
+            "{ps:#?}"
+        );
+        assert!(
+            ps[1].starts_with("t.yaml:10:12: expected a string, found a map"),
+            "{ps:#?}"
+        );
+        assert!(ps[2].starts_with("t.yaml:15:15:"), "{ps:#?}");
+    }
+
+    #[test]
+    fn wait_steps_take_nothing_else() {
+        let ps = problems(&format!("{HEAD}method:\n  - wait: 5s\n    name: w\n"));
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+        assert!(
+            ps[0].starts_with("t.yaml:9:5: a `wait` step takes no `name`"),
+            "{ps:#?}"
+        );
+    }
+
+    #[test]
+    fn whole_scalar_parameters_stay_numbers_and_text_is_spliced() {
+        let text = format!(
+            "{HEAD}parameters:\n  n: {{type: integer, default: 5}}\n  who: {{type: string, default: ops}}\ndescription: \"owned by ${{who}}\"\nmethod:\n  - {{name: a, target: payments, fault: bandwidth, rate_kbps: \"${{n}}\", duration: 1s}}\nstop_conditions:\n  - probe: p\n    consecutive_failures: ${{n}}\n"
+        );
+        let e = parse_experiment(&text, "t.yaml", &cfg(), &[]).unwrap();
+        assert_eq!(e.description, "owned by ops");
+        assert_eq!(
+            e.stop_conditions[0].rule,
+            crate::spec::model::StopRule::ConsecutiveFailures(5)
+        );
+    }
 }
