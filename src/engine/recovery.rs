@@ -92,9 +92,15 @@ async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
     )
     .await?;
 
-    // "Reverted" means verified: probe once more before saying so.
+    // "Reverted" means verified: probe once more before saying so. The proxies are part of
+    // the service path, so the ones this run used are brought back up first.
     let verified = match serde_json::from_value::<Experiment>(run.spec.clone()) {
         Ok(exp) => {
+            for target in exp.targets() {
+                if let Err(e) = eng.targets().proxy(&target).await {
+                    warn!(run_id = %run.id, %target, error = %e, "cannot restart the proxy");
+                }
+            }
             let mut bad = None;
             for probe in &exp.hypothesis {
                 let s = probes::sample(probe).await;

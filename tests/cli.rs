@@ -1,0 +1,329 @@
+//! The `chaosbot` binary as an operator uses it: exit codes, messages, Ctrl-C and SIGTERM,
+//! and a kill -9 followed by a restart that recovers the run.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
+use chaosbot::store::{DynStore, RunFilter};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    db_url: String,
+    listen: std::net::SocketAddr,
+    _service: Service,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service().await;
+    let listen = free_port();
+    let config = dir.path().join("chaosbot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[guard_rails]
+max_run_duration = "5m"
+
+[[targets.proxy]]
+name = "api"
+listen = "{listen}"
+upstream = "{}"
+
+[[targets.http]]
+name = "api-http"
+url = "http://{listen}"
+"#,
+            service.addr
+        ),
+    )
+    .unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("runs.db").display());
+    Setup {
+        dir,
+        config,
+        db_url,
+        listen,
+        _service: service,
+    }
+}
+
+fn cmd(s: &Setup, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--config")
+        .arg(&s.config)
+        .arg("--database-url")
+        .arg(&s.db_url)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("CHAOSBOT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+async fn output(mut c: Command) -> Output {
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn store(s: &Setup) -> DynStore {
+    chaosbot::store::open(&s.db_url).await.unwrap()
+}
+
+/// Waits (bounded) until the latest run has a fault injected; returns its id.
+async fn wait_for_injection(s: &Setup) -> String {
+    let store = store(s).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(run) = store.list_runs(RunFilter::default()).await.unwrap().first()
+            && let Ok(j) = store.journal(&run.id, 0).await
+            && j.iter().any(|e| e.event.kind() == "fault_injected")
+        {
+            return run.id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no fault was injected within 20s");
+}
+
+async fn wait_exit(mut child: Child) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut out = String::new();
+                use std::io::Read;
+                if let Some(mut o) = child.stdout.take() {
+                    let _ = o.read_to_string(&mut out);
+                }
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut out);
+                }
+                return (status.code(), out);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("chaosbot did not exit within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0);
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn run_exit_codes_follow_the_verdict() {
+    let s = setup().await;
+    let held = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    assert_eq!(held.status.code(), Some(0), "{}", text(&held));
+    assert!(text(&held).contains("Verdict: HELD"), "{}", text(&held));
+
+    let json = s.dir.path().join("journal.json");
+    let deviated = output(cmd(
+        &s,
+        &[
+            "run",
+            &example("api-outage.yaml"),
+            "--set",
+            "duration=1s",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(deviated.status.code(), Some(1), "{}", text(&deviated));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["run"]["verdict"], "deviated");
+    assert!(doc["journal"].as_array().unwrap().len() > 5);
+
+    let hist = output(cmd(&s, &["history"])).await;
+    assert_eq!(hist.status.code(), Some(0));
+    let h = text(&hist);
+    assert!(h.contains("api-latency") && h.contains("api-outage") && h.contains("deviated"), "{h}");
+    let id = doc["run"]["id"].as_str().unwrap();
+    let show = output(cmd(&s, &["show", id])).await;
+    assert!(text(&show).contains("Verdict: DEVIATED"), "{}", text(&show));
+    let missing = output(cmd(&s, &["show", "r-nope"])).await;
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(text(&missing).contains("no run `r-nope`"));
+}
+
+#[tokio::test]
+async fn invalid_input_exits_64_and_runs_nothing() {
+    let s = setup().await;
+    let bad = s.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\ntitle: t\nowner: me\nhypothesis:\n  probes:\n    - name: p\n      tcp: {target: api}\nmethod:\n  - name: s\n    target: paymnts\n    fault: latency\n    latency: 10ms\n    durration: 5s\n",
+    )
+    .unwrap();
+    let v = output(cmd(&s, &["validate", bad.to_str().unwrap()])).await;
+    assert_eq!(v.status.code(), Some(64));
+    let t = text(&v);
+    assert!(t.contains("bad.yaml:10:13") && t.contains("paymnts"), "{t}");
+    assert!(t.contains("did you mean `duration`"), "{t}");
+
+    let r = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "latency=5m"],
+    ))
+    .await;
+    assert_eq!(r.status.code(), Some(64), "{}", text(&r));
+    assert!(text(&r).contains("latency"), "{}", text(&r));
+    let store = store(&s).await;
+    assert!(store.list_runs(RunFilter::default()).await.unwrap().is_empty());
+
+    let db = output({
+        let mut c = cmd(&s, &["history"]);
+        c.arg("--database-url").arg("mysql://nowhere/x");
+        c
+    })
+    .await;
+    assert_ne!(db.status.code(), Some(0));
+    assert!(text(&db).contains("DATABASE_URL"), "{}", text(&db));
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_the_run_before_anything_is_injected() {
+    let s = setup().await;
+    let _squatter = std::net::TcpListener::bind(s.listen).unwrap();
+    let r = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("cannot listen on"), "{}", text(&r));
+    let store = store(&s).await;
+    let run = store.list_runs(RunFilter::default()).await.unwrap().remove(0);
+    assert_eq!(run.verdict, Some(Verdict::Failed));
+    let j = store.journal(&run.id, 0).await.unwrap();
+    assert!(j.iter().all(|e| e.event.kind() != "fault_injected"));
+}
+
+async fn interrupt_test(sig: i32, expect_reason: &str) {
+    let s = setup().await;
+    let child = cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=2m"],
+    )
+    .spawn()
+    .unwrap();
+    let id = wait_for_injection(&s).await;
+    signal(&child, sig);
+    let (code, out) = wait_exit(child).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("Verdict: ABORTED"), "{out}");
+    let store = store(&s).await;
+    let run = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
+    assert!(run.reason.as_deref().unwrap().contains(expect_reason), "{:?}", run.reason);
+    assert!(store.open_faults(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ctrl_c_aborts_cleanly_and_prints_the_report() {
+    interrupt_test(libc::SIGINT, "Ctrl-C").await;
+}
+
+#[tokio::test]
+async fn sigterm_reverts_and_journals_before_exit() {
+    interrupt_test(libc::SIGTERM, "SIGTERM").await;
+}
+
+#[tokio::test]
+async fn kill_9_then_restart_recovers_the_run() {
+    let s = setup().await;
+    let child = cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=2m"],
+    )
+    .spawn()
+    .unwrap();
+    let id = wait_for_injection(&s).await;
+    signal(&child, libc::SIGKILL);
+    let (code, _) = wait_exit(child).await;
+    assert_eq!(code, None, "killed by a signal");
+    let store = store(&s).await;
+    let left = store.get_run(&id).await.unwrap().unwrap();
+    assert!(left.state.is_active(), "{:?}", left.state);
+    assert_eq!(store.open_faults(&id).await.unwrap().len(), 1);
+
+    // The next start-up recovers it before doing anything else.
+    let next = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    assert_eq!(next.status.code(), Some(0), "{}", text(&next));
+    assert!(text(&next).contains(&format!("recovered run {id}")), "{}", text(&next));
+    let run = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Done);
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    assert_eq!(run.rollback, Some(RollbackOutcome::Reverted), "{:?}", run.reason);
+    assert!(run.reason.as_deref().unwrap().contains("stopped while the run was"), "{:?}", run.reason);
+    let j = store.journal(&id, 0).await.unwrap();
+    assert!(j.iter().any(|e| e.event.kind() == "recovered"));
+    assert!(store.open_faults(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn demo_runs_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = Command::new(BIN);
+        c.current_dir(dir.path())
+            .args(["demo", "--set", "duration=2s"])
+            .env_remove("DATABASE_URL")
+            .env_remove("CHAOSBOT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    })
+    .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("Verdict: DEVIATED") && t.contains("Rollback: reverted"), "{t}");
+    assert!(dir.path().join("chaosbot.db").exists(), "the default SQLite store is created");
+}
