@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 use crate::journal::{Entry, Event};
 
+mod common;
 pub mod postgres;
 pub mod sqlite;
 
@@ -25,7 +26,9 @@ pub enum StoreError {
     )]
     UnsupportedUrl(String),
     #[error(
-        "cannot open the database at `{url}`: {source}. Check DATABASE_URL and that the server is running"
+        "cannot open the database at `{url}`: {source}. Check DATABASE_URL: for SQLite, that the \
+         file's directory exists and is writable; for Postgres, that the server is running and \
+         accepts this user and database"
     )]
     Connect {
         url: String,
@@ -36,6 +39,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no run with id `{0}`")]
     NoSuchRun(String),
+    #[error("no fault with id {0}")]
+    NoSuchFault(i64),
     #[error("run `{id}` cannot go from {from} to {to}")]
     BadTransition {
         id: String,
@@ -232,16 +237,11 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the store named by a `DATABASE_URL` and applies its migrations.
 pub async fn open(url: &str) -> StoreResult<DynStore> {
     if url.starts_with("sqlite:") {
-        {
-            let _s = sqlite::SqliteStore::open(url).await?;
-            Err(StoreError::UnsupportedUrl(url.to_string()))
-        }
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        {
-            let _s = postgres::PostgresStore::open(url).await?;
-            Err(StoreError::UnsupportedUrl(url.to_string()))
-        }
-    } else {
+        let _s = postgres::PostgresStore::open(url).await?;
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    } else {
+        Err(StoreError::UnsupportedUrl(common::redact(url)))
     }
 }

@@ -1,0 +1,939 @@
+//! One behaviour suite for the `Store` contract, run against both backends.
+//!
+//! Each behaviour is written once as `async fn name(ctx: Ctx)`; `behaviour_tests!` turns it into
+//! `sqlite::name` (a fresh file in a temp dir) and `postgres::name` (a fresh database created
+//! through `TEST_POSTGRES_URL` and dropped afterwards; skipped with a notice when it is unset).
+//!
+//! ```text
+//! TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo test --test store_behaviour
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
+use chaosbot::journal::{Event, now_ms};
+use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
+use futures::FutureExt;
+use sqlx::{AssertSqlSafe, Connection};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+struct Ctx {
+    store: DynStore,
+    /// The URL the store was opened with, to open it again.
+    url: String,
+}
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("chaosbot.db").display());
+    let store = store::open(&url).await.expect("open sqlite store");
+    test(Ctx { store, url }).await;
+}
+
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("skipping: TEST_POSTGRES_URL not set");
+        return;
+    };
+    let name = unique_db_name();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to TEST_POSTGRES_URL");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = with_database(&admin_url, &name);
+    let result = AssertUnwindSafe(async {
+        let store = store::open(&url).await.expect("open postgres store");
+        test(Ctx {
+            store,
+            url: url.clone(),
+        })
+        .await;
+    })
+    .catch_unwind()
+    .await;
+    // FORCE: the store's pool may still hold connections while it shuts down.
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop test database");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn unique_db_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "chaosbot_t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The same server URL naming database `db` (keeps credentials and query parameters).
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{db}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+macro_rules! behaviour_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+behaviour_tests!(
+    create_get_and_list,
+    claim_takes_the_oldest_queued_run,
+    claim_is_exactly_once_under_concurrent_claimers,
+    claim_respects_max_active,
+    claim_respects_max_active_under_concurrent_claimers,
+    transitions_allowed_refused_and_lease_lost,
+    renew_lease_only_for_the_owner,
+    finish_closes_the_run_from_any_state,
+    journal_is_dense_under_concurrent_appends,
+    abort_of_a_queued_run_closes_it_at_once,
+    abort_of_a_running_run_leaves_a_pending_request,
+    abort_all_cancels_queued_and_signals_running,
+    abort_of_unknown_or_done_runs,
+    faults_open_until_reverted,
+    orphaned_by_lease_expiry,
+    orphaned_by_dead_owner_and_active_owners,
+    migrations_are_idempotent_on_reopen,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn new_run(id: &str, experiment: &str) -> (NewRun, Event) {
+    let params = BTreeMap::from([("latency_ms".to_string(), "250".to_string())]);
+    // u64::MAX exercises the i64 bit-cast of the seed column.
+    let seed = u64::MAX - 7;
+    let run = NewRun {
+        id: id.to_string(),
+        experiment: experiment.to_string(),
+        title: format!("{experiment} title"),
+        spec: serde_json::json!({ "name": experiment, "steps": [{ "fault": "latency" }] }),
+        params: params.clone(),
+        seed,
+        requested_by: "alice".to_string(),
+        source: "cli".to_string(),
+    };
+    let submitted = Event::Submitted {
+        experiment: experiment.to_string(),
+        title: run.title.clone(),
+        requested_by: "alice".to_string(),
+        source: "cli".to_string(),
+        params,
+        seed,
+        targets: vec!["checkout".to_string()],
+    };
+    (run, submitted)
+}
+
+async fn create(store: &DynStore, id: &str) {
+    let (run, submitted) = new_run(id, "checkout-latency");
+    store.create_run(run, submitted).await.expect("create run");
+}
+
+async fn claim(store: &DynStore, owner: &str) -> String {
+    store
+        .claim_next(owner, LEASE, 100)
+        .await
+        .expect("claim")
+        .expect("a queued run to claim")
+        .id
+}
+
+async fn kinds(store: &DynStore, id: &str) -> Vec<&'static str> {
+    store
+        .journal(id, 0)
+        .await
+        .expect("journal")
+        .iter()
+        .map(|e| e.event.kind())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+
+async fn create_get_and_list(ctx: Ctx) {
+    let s = &ctx.store;
+    let (run, submitted) = new_run("r1", "checkout-latency");
+    let created = s.create_run(run, submitted.clone()).await.expect("create");
+    assert_eq!(created.state, RunState::Queued);
+    assert_eq!(created.seed, u64::MAX - 7);
+    assert!(created.owner.is_none() && created.started_ms.is_none());
+
+    let got = s.get_run("r1").await.expect("get").expect("run exists");
+    assert_eq!(got, created);
+    assert!(s.get_run("nope").await.expect("get").is_none());
+
+    let journal = s.journal("r1", 0).await.expect("journal");
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].seq, 1);
+    assert_eq!(journal[0].event, submitted);
+
+    // Same id again is refused, and leaves the first run intact.
+    let (again, ev) = new_run("r1", "other");
+    assert!(s.create_run(again, ev).await.is_err());
+
+    create(s, "r2").await;
+    let (run3, ev3) = new_run("r3", "cpu-hog");
+    s.create_run(run3, ev3).await.expect("create r3");
+
+    let ids = |runs: Vec<chaosbot::store::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|r| r.id).collect()
+    };
+    let all = s.list_runs(RunFilter::default()).await.expect("list");
+    assert_eq!(ids(all), ["r3", "r2", "r1"], "newest first");
+    let filtered = s
+        .list_runs(RunFilter {
+            experiment: Some("checkout-latency".into()),
+            limit: 0,
+        })
+        .await
+        .expect("list filtered");
+    assert_eq!(ids(filtered), ["r2", "r1"]);
+    let limited = s
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 2,
+        })
+        .await
+        .expect("list limited");
+    assert_eq!(ids(limited), ["r3", "r2"]);
+    s.ping().await.expect("ping");
+}
+
+async fn claim_takes_the_oldest_queued_run(ctx: Ctx) {
+    let s = &ctx.store;
+    assert!(s.claim_next("w1", LEASE, 4).await.expect("claim").is_none());
+    for id in ["a", "b", "c"] {
+        create(s, id).await;
+    }
+    let before = now_ms();
+    let run = s
+        .claim_next("w1", LEASE, 4)
+        .await
+        .expect("claim")
+        .expect("a run");
+    assert_eq!(run.id, "a");
+    assert_eq!(run.state, RunState::CheckingSteadyState);
+    assert_eq!(run.owner.as_deref(), Some("w1"));
+    let lease_until = run.lease_until_ms.expect("lease set");
+    assert!(lease_until >= before + 59_000, "lease about a minute ahead");
+    assert!(run.started_ms.expect("started") >= before);
+    assert_eq!(s.get_run("a").await.expect("get"), Some(run));
+
+    let journal = s.journal("a", 1).await.expect("journal");
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].seq, 2);
+    assert_eq!(
+        journal[0].event,
+        Event::StateChanged {
+            from: RunState::Queued,
+            to: RunState::CheckingSteadyState
+        }
+    );
+    assert_eq!(claim(s, "w2").await, "b");
+}
+
+async fn claim_is_exactly_once_under_concurrent_claimers(ctx: Ctx) {
+    for i in 0..20 {
+        create(&ctx.store, &format!("run-{i:02}")).await;
+    }
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let store = ctx.store.clone();
+        workers.push(tokio::spawn(async move {
+            let owner = format!("worker-{w}");
+            let mut claimed = Vec::new();
+            while let Some(run) = store.claim_next(&owner, LEASE, 100).await.expect("claim") {
+                assert_eq!(run.owner.as_deref(), Some(owner.as_str()));
+                claimed.push(run.id);
+            }
+            claimed
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker task"));
+    }
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), 20, "every run claimed once: {all:?}");
+    assert_eq!(unique.len(), 20);
+    for id in &all {
+        // One submitted and exactly one state change per run.
+        assert_eq!(kinds(&ctx.store, id).await, ["submitted", "state_changed"]);
+    }
+}
+
+async fn claim_respects_max_active(ctx: Ctx) {
+    let s = &ctx.store;
+    for id in ["a", "b", "c"] {
+        create(s, id).await;
+    }
+    assert!(s.claim_next("w", LEASE, 0).await.expect("claim").is_none());
+    let first = s.claim_next("w", LEASE, 2).await.expect("claim");
+    let second = s.claim_next("w", LEASE, 2).await.expect("claim");
+    assert!(first.is_some() && second.is_some());
+    assert!(
+        s.claim_next("w", LEASE, 2).await.expect("claim").is_none(),
+        "two active runs fill max_active = 2"
+    );
+    s.finish_run("a", Verdict::Held, RollbackOutcome::Reverted, "ok")
+        .await
+        .expect("finish");
+    let third = s.claim_next("w", LEASE, 2).await.expect("claim");
+    assert_eq!(third.map(|r| r.id).as_deref(), Some("c"));
+}
+
+async fn claim_respects_max_active_under_concurrent_claimers(ctx: Ctx) {
+    for i in 0..10 {
+        create(&ctx.store, &format!("run-{i}")).await;
+    }
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let store = ctx.store.clone();
+        workers.push(tokio::spawn(async move {
+            store
+                .claim_next(&format!("worker-{w}"), LEASE, 3)
+                .await
+                .expect("claim")
+                .is_some()
+        }));
+    }
+    let mut claimed = 0;
+    for w in workers {
+        claimed += usize::from(w.await.expect("worker task"));
+    }
+    assert_eq!(claimed, 3);
+    assert_eq!(ctx.store.active_owners().await.expect("owners").len(), 3);
+}
+
+async fn transitions_allowed_refused_and_lease_lost(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    create(s, "queued").await;
+    assert_eq!(claim(s, "w1").await, "r");
+
+    let entry = s
+        .transition("r", "w1", RunState::Injecting)
+        .await
+        .expect("allowed transition");
+    assert_eq!(entry.run_id, "r");
+    assert_eq!(entry.seq, 3);
+    assert_eq!(
+        entry.event,
+        Event::StateChanged {
+            from: RunState::CheckingSteadyState,
+            to: RunState::Injecting
+        }
+    );
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::Injecting);
+
+    let err = s
+        .transition("r", "w2", RunState::Observing)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost(ref id) if id == "r"),
+        "{err}"
+    );
+
+    let err = s
+        .transition("r", "w1", RunState::Verifying)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::BadTransition {
+                from: RunState::Injecting,
+                to: RunState::Verifying,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Refusals change nothing.
+    assert_eq!(s.journal("r", 0).await.expect("journal").len(), 3);
+    assert_eq!(
+        s.get_run("r").await.expect("get").expect("run").state,
+        RunState::Injecting
+    );
+
+    let err = s
+        .transition("nope", "w1", RunState::Injecting)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+    // Nobody owns a queued run.
+    let err = s
+        .transition("queued", "w1", RunState::CheckingSteadyState)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost(_)), "{err}");
+
+    for to in [
+        RunState::Observing,
+        RunState::Reverting,
+        RunState::Verifying,
+        RunState::Done,
+    ] {
+        s.transition("r", "w1", to).await.expect("lifecycle step");
+    }
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::Done);
+    assert!(run.owner.is_none() && run.lease_until_ms.is_none());
+    assert!(run.finished_ms.is_some());
+}
+
+async fn renew_lease_only_for_the_owner(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    let run = s
+        .claim_next("w1", Duration::from_secs(1), 4)
+        .await
+        .expect("claim")
+        .expect("run");
+    let first = run.lease_until_ms.expect("lease");
+    s.renew_lease("r", "w1", Duration::from_secs(600))
+        .await
+        .expect("renew");
+    let renewed = s
+        .get_run("r")
+        .await
+        .expect("get")
+        .expect("run")
+        .lease_until_ms
+        .expect("lease");
+    assert!(renewed >= first + 590_000, "{renewed} vs {first}");
+
+    let err = s.renew_lease("r", "w2", LEASE).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost(_)), "{err}");
+    let err = s.renew_lease("nope", "w1", LEASE).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+    s.finish_run("r", Verdict::Held, RollbackOutcome::Reverted, "done")
+        .await
+        .expect("finish");
+    let err = s.renew_lease("r", "w1", LEASE).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost(_)), "{err}");
+}
+
+async fn finish_closes_the_run_from_any_state(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "running").await;
+    create(s, "queued").await;
+    claim(s, "w1").await;
+    s.transition("running", "w1", RunState::Injecting)
+        .await
+        .expect("inject");
+
+    let before = now_ms();
+    let entry = s
+        .finish_run(
+            "running",
+            Verdict::Deviated,
+            RollbackOutcome::RevertFailed,
+            "p99 over 800 ms",
+        )
+        .await
+        .expect("finish running");
+    assert_eq!(entry.seq, 4);
+    assert_eq!(
+        entry.event,
+        Event::Verdict {
+            verdict: Verdict::Deviated,
+            rollback: RollbackOutcome::RevertFailed,
+            reason: "p99 over 800 ms".into()
+        }
+    );
+    let run = s.get_run("running").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::Done);
+    assert_eq!(run.verdict, Some(Verdict::Deviated));
+    assert_eq!(run.rollback, Some(RollbackOutcome::RevertFailed));
+    assert_eq!(run.reason.as_deref(), Some("p99 over 800 ms"));
+    assert!(run.finished_ms.expect("finished") >= before);
+    assert!(run.owner.is_none() && run.lease_until_ms.is_none());
+    // The old owner can no longer move it.
+    let err = s
+        .transition("running", "w1", RunState::Reverting)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost(_)), "{err}");
+
+    s.finish_run(
+        "queued",
+        Verdict::Failed,
+        RollbackOutcome::NothingToRevert,
+        "target gone",
+    )
+    .await
+    .expect("finish queued");
+    let run = s.get_run("queued").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::Done);
+    assert_eq!(run.verdict, Some(Verdict::Failed));
+    assert!(run.started_ms.is_none());
+    assert_eq!(kinds(s, "queued").await, ["submitted", "verdict"]);
+
+    let err = s
+        .finish_run("nope", Verdict::Held, RollbackOutcome::Reverted, "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+}
+
+async fn journal_is_dense_under_concurrent_appends(ctx: Ctx) {
+    create(&ctx.store, "r").await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let event = Event::ProbeSample {
+                    probe: format!("p{t}"),
+                    phase: chaosbot::journal::SamplePhase::During,
+                    ok: true,
+                    latency_ms: f64::from(i),
+                    detail: "200".into(),
+                };
+                store.append("r", &event).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("appender task");
+    }
+    let journal = ctx.store.journal("r", 0).await.expect("journal");
+    let seqs: Vec<i64> = journal.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=201).collect::<Vec<_>>(), "dense from 1");
+    let tail = ctx.store.journal("r", 195).await.expect("tail");
+    assert_eq!(
+        tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [196, 197, 198, 199, 200, 201]
+    );
+    let err = ctx
+        .store
+        .append("nope", &journal[1].event)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+}
+
+async fn abort_of_a_queued_run_closes_it_at_once(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    let outcome = s
+        .request_abort(AbortScope::Run("r".into()), "bob", "wrong target")
+        .await
+        .expect("abort");
+    assert_eq!(outcome.cancelled_queued, ["r"]);
+    assert!(outcome.signalled_running.is_empty());
+
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::Done);
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    assert_eq!(run.rollback, Some(RollbackOutcome::NothingToRevert));
+    let reason = run.reason.expect("reason");
+    assert!(
+        reason.contains("bob") && reason.contains("wrong target"),
+        "{reason}"
+    );
+    assert_eq!(
+        kinds(s, "r").await,
+        ["submitted", "abort_requested", "verdict"]
+    );
+    assert!(s.pending_abort("r").await.expect("pending").is_none());
+    assert!(s.claim_next("w", LEASE, 4).await.expect("claim").is_none());
+}
+
+async fn abort_of_a_running_run_leaves_a_pending_request(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    claim(s, "w1").await;
+    assert!(s.pending_abort("r").await.expect("pending").is_none());
+
+    let before = now_ms();
+    let outcome = s
+        .request_abort(AbortScope::Run("r".into()), "bob", "pager went off")
+        .await
+        .expect("abort");
+    assert!(outcome.cancelled_queued.is_empty());
+    assert_eq!(outcome.signalled_running, ["r"]);
+
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.state, RunState::CheckingSteadyState, "the worker acts");
+    assert_eq!(run.owner.as_deref(), Some("w1"));
+    let req = s
+        .pending_abort("r")
+        .await
+        .expect("pending")
+        .expect("a request");
+    assert_eq!(req.run_id, "r");
+    assert_eq!(req.requested_by, "bob");
+    assert_eq!(req.reason, "pager went off");
+    assert!(req.at_ms >= before);
+    let last = s.journal("r", 2).await.expect("journal");
+    assert_eq!(
+        last.iter().map(|e| &e.event).collect::<Vec<_>>(),
+        [&Event::AbortRequested {
+            by: "bob".into(),
+            reason: "pager went off".into()
+        }]
+    );
+
+    // A second request is journaled, but the first one stays the pending one.
+    s.request_abort(AbortScope::Run("r".into()), "carol", "again")
+        .await
+        .expect("abort again");
+    let req = s
+        .pending_abort("r")
+        .await
+        .expect("pending")
+        .expect("a request");
+    assert_eq!(req.requested_by, "bob");
+}
+
+async fn abort_all_cancels_queued_and_signals_running(ctx: Ctx) {
+    let s = &ctx.store;
+    for id in ["running", "done", "q1", "q2"] {
+        create(s, id).await;
+    }
+    assert_eq!(claim(s, "w1").await, "running");
+    s.finish_run("done", Verdict::Held, RollbackOutcome::Reverted, "ok")
+        .await
+        .expect("finish");
+
+    let outcome = s
+        .request_abort(AbortScope::All, "ops", "incident in progress")
+        .await
+        .expect("abort all");
+    assert_eq!(outcome.cancelled_queued, ["q1", "q2"]);
+    assert_eq!(outcome.signalled_running, ["running"]);
+
+    let done = s.get_run("done").await.expect("get").expect("run");
+    assert_eq!(done.verdict, Some(Verdict::Held), "done runs are untouched");
+    assert_eq!(kinds(s, "done").await, ["submitted", "verdict"]);
+    for q in ["q1", "q2"] {
+        let run = s.get_run(q).await.expect("get").expect("run");
+        assert_eq!(run.verdict, Some(Verdict::Aborted));
+    }
+    assert!(s.pending_abort("running").await.expect("pending").is_some());
+}
+
+async fn abort_of_unknown_or_done_runs(ctx: Ctx) {
+    let s = &ctx.store;
+    let err = s
+        .request_abort(AbortScope::Run("nope".into()), "bob", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NoSuchRun(ref id) if id == "nope"),
+        "{err}"
+    );
+
+    create(s, "r").await;
+    s.finish_run("r", Verdict::Held, RollbackOutcome::Reverted, "ok")
+        .await
+        .expect("finish");
+    let outcome = s
+        .request_abort(AbortScope::Run("r".into()), "bob", "late")
+        .await
+        .expect("abort of a done run");
+    assert_eq!(outcome, Default::default());
+    assert_eq!(kinds(s, "r").await, ["submitted", "verdict"]);
+    assert!(s.pending_abort("r").await.expect("pending").is_none());
+    // Nothing to abort at all is fine too.
+    let outcome = s
+        .request_abort(AbortScope::All, "bob", "x")
+        .await
+        .expect("abort all");
+    assert_eq!(outcome, Default::default());
+}
+
+async fn faults_open_until_reverted(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    claim(s, "w1").await;
+    let fault = |step: &str| NewFault {
+        run_id: "r".into(),
+        step: step.into(),
+        target: "checkout".into(),
+        family: "network".into(),
+        detail: serde_json::json!({ "listen": "127.0.0.1:7000", "toxic": step }),
+        deadline_ms: now_ms() + 30_000,
+        owner: "w1".into(),
+    };
+    let before = now_ms();
+    let a = s.record_fault(fault("latency")).await.expect("record a");
+    let b = s.record_fault(fault("loss")).await.expect("record b");
+    assert_ne!(a, b);
+
+    let open = s.open_faults("r").await.expect("open");
+    assert_eq!(open.iter().map(|f| f.id).collect::<Vec<_>>(), [a, b]);
+    let first = &open[0];
+    assert_eq!(first.step, "latency");
+    assert_eq!(first.family, "network");
+    assert_eq!(first.owner, "w1");
+    assert_eq!(first.detail["toxic"], "latency");
+    assert!(first.injected_ms >= before && first.reverted_ms.is_none());
+
+    s.mark_fault_reverted(a).await.expect("revert a");
+    s.mark_fault_reverted(a)
+        .await
+        .expect("reverting twice is fine");
+    let open = s.open_faults("r").await.expect("open");
+    assert_eq!(open.iter().map(|f| f.id).collect::<Vec<_>>(), [b]);
+
+    let err = s.mark_fault_reverted(b + 1000).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchFault(_)), "{err}");
+    let mut orphan = fault("x");
+    orphan.run_id = "nope".into();
+    let err = s.record_fault(orphan).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+    assert!(s.open_faults("nope").await.expect("open").is_empty());
+}
+
+async fn orphaned_by_lease_expiry(ctx: Ctx) {
+    let s = &ctx.store;
+    for id in ["short", "long", "queued"] {
+        create(s, id).await;
+    }
+    s.claim_next("w1", Duration::from_millis(10), 4)
+        .await
+        .expect("claim")
+        .expect("short");
+    s.claim_next("w1", Duration::from_secs(600), 4)
+        .await
+        .expect("claim")
+        .expect("long");
+
+    let now = now_ms();
+    assert!(
+        s.orphaned_runs(now - 60_000, &[])
+            .await
+            .expect("orphans")
+            .is_empty()
+    );
+    let orphans = s.orphaned_runs(now + 1_000, &[]).await.expect("orphans");
+    assert_eq!(
+        orphans.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["short"]
+    );
+    let orphans = s
+        .orphaned_runs(now + 3_600_000, &[])
+        .await
+        .expect("orphans");
+    assert_eq!(orphans.len(), 2, "queued runs are never orphans");
+
+    // Renewing the lease rescues it; finishing takes it out for good.
+    s.renew_lease("short", "w1", Duration::from_secs(600))
+        .await
+        .expect("renew");
+    assert!(
+        s.orphaned_runs(now + 1_000, &[])
+            .await
+            .expect("orphans")
+            .is_empty()
+    );
+    s.finish_run(
+        "long",
+        Verdict::Aborted,
+        RollbackOutcome::Reverted,
+        "recovered",
+    )
+    .await
+    .expect("finish");
+    let orphans = s
+        .orphaned_runs(now + 3_600_000, &[])
+        .await
+        .expect("orphans");
+    assert_eq!(
+        orphans.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["short"]
+    );
+}
+
+async fn orphaned_by_dead_owner_and_active_owners(ctx: Ctx) {
+    let s = &ctx.store;
+    for id in ["a", "b", "c"] {
+        create(s, id).await;
+    }
+    assert!(s.active_owners().await.expect("owners").is_empty());
+    assert_eq!(claim(s, "w2").await, "a");
+    assert_eq!(claim(s, "w1").await, "b");
+    assert_eq!(s.active_owners().await.expect("owners"), ["w1", "w2"]);
+
+    let now = now_ms();
+    assert!(s.orphaned_runs(now, &[]).await.expect("orphans").is_empty());
+    let orphans = s
+        .orphaned_runs(now, &["w1".to_string(), "ghost".to_string()])
+        .await
+        .expect("orphans");
+    assert_eq!(
+        orphans.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(orphans[0].owner.as_deref(), Some("w1"));
+
+    s.finish_run("b", Verdict::Aborted, RollbackOutcome::Reverted, "w1 died")
+        .await
+        .expect("finish");
+    assert_eq!(s.active_owners().await.expect("owners"), ["w2"]);
+    assert!(
+        s.orphaned_runs(now, &["w1".to_string()])
+            .await
+            .expect("orphans")
+            .is_empty()
+    );
+}
+
+async fn migrations_are_idempotent_on_reopen(ctx: Ctx) {
+    create(&ctx.store, "r").await;
+    let again = store::open(&ctx.url).await.expect("reopen");
+    let third = store::open(&ctx.url).await.expect("reopen twice");
+    assert_eq!(again.backend(), ctx.store.backend());
+    let run = third
+        .get_run("r")
+        .await
+        .expect("get")
+        .expect("run survives");
+    assert_eq!(run.state, RunState::Queued);
+    create(&again, "r2").await;
+    assert_eq!(
+        ctx.store
+            .list_runs(RunFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific: opening
+
+#[tokio::test]
+async fn sqlite_file_is_created_on_first_use_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fresh.db");
+    assert!(!path.exists());
+    let url = format!("sqlite://{}", path.display());
+    let store = store::open(&url).await.expect("open");
+    assert_eq!(store.backend(), "sqlite");
+    assert!(path.exists(), "database file created");
+
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' \
+         AND name <> 'sqlite_sequence' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tables");
+    assert_eq!(tables, ["abort_requests", "faults", "journal", "runs"]);
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = store::open("sqlite::memory:").await.expect("open memory");
+    create(&store, "r").await;
+    assert_eq!(claim(&store, "w").await, "r");
+    store
+        .transition("r", "w", RunState::Injecting)
+        .await
+        .expect("transition");
+    assert_eq!(store.journal("r", 0).await.expect("journal").len(), 3);
+}
+
+#[tokio::test]
+async fn bad_urls_are_explained() {
+    for url in ["", "mysql://root@localhost/chaos", "chaosbot.db"] {
+        let err = store::open(url).await.err().expect("refused");
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{url}: {err}");
+        assert!(err.to_string().contains("sqlite://PATH"), "{err}");
+    }
+
+    let url = "sqlite:///nonexistent-chaosbot-dir/sub/chaosbot.db";
+    let err = store::open(url).await.err().expect("refused");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(url) && msg.contains("directory exists"),
+        "{msg}"
+    );
+
+    // Nothing listens on port 1: refused quickly, with the password masked.
+    let url = "postgres://bot:s3cret@127.0.0.1:1/chaos";
+    let started = Instant::now();
+    let err = store::open(url).await.err().expect("refused");
+    assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("s3cret"),
+        "{msg}"
+    );
+    assert!(msg.contains("server is running"), "{msg}");
+}
