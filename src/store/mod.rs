@@ -239,8 +239,7 @@ pub async fn open(url: &str) -> StoreResult<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let _s = postgres::PostgresStore::open(url).await?;
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(common::redact(url)))
     }
