@@ -178,7 +178,10 @@ async fn run_exit_codes_follow_the_verdict() {
     let hist = output(cmd(&s, &["history"])).await;
     assert_eq!(hist.status.code(), Some(0));
     let h = text(&hist);
-    assert!(h.contains("api-latency") && h.contains("api-outage") && h.contains("deviated"), "{h}");
+    assert!(
+        h.contains("api-latency") && h.contains("api-outage") && h.contains("deviated"),
+        "{h}"
+    );
     let id = doc["run"]["id"].as_str().unwrap();
     let show = output(cmd(&s, &["show", id])).await;
     assert!(text(&show).contains("Verdict: DEVIATED"), "{}", text(&show));
@@ -210,7 +213,13 @@ async fn invalid_input_exits_64_and_runs_nothing() {
     assert_eq!(r.status.code(), Some(64), "{}", text(&r));
     assert!(text(&r).contains("latency"), "{}", text(&r));
     let store = store(&s).await;
-    assert!(store.list_runs(RunFilter::default()).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_runs(RunFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let db = output({
         let mut c = cmd(&s, &["history"]);
@@ -234,7 +243,11 @@ async fn a_port_in_use_fails_the_run_before_anything_is_injected() {
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     assert!(text(&r).contains("cannot listen on"), "{}", text(&r));
     let store = store(&s).await;
-    let run = store.list_runs(RunFilter::default()).await.unwrap().remove(0);
+    let run = store
+        .list_runs(RunFilter::default())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(run.verdict, Some(Verdict::Failed));
     let j = store.journal(&run.id, 0).await.unwrap();
     assert!(j.iter().all(|e| e.event.kind() != "fault_injected"));
@@ -257,7 +270,11 @@ async fn interrupt_test(sig: i32, expect_reason: &str) {
     let run = store.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.verdict, Some(Verdict::Aborted));
     assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
-    assert!(run.reason.as_deref().unwrap().contains(expect_reason), "{:?}", run.reason);
+    assert!(
+        run.reason.as_deref().unwrap().contains(expect_reason),
+        "{:?}",
+        run.reason
+    );
     assert!(store.open_faults(&id).await.unwrap().is_empty());
 }
 
@@ -296,12 +313,28 @@ async fn kill_9_then_restart_recovers_the_run() {
     ))
     .await;
     assert_eq!(next.status.code(), Some(0), "{}", text(&next));
-    assert!(text(&next).contains(&format!("recovered run {id}")), "{}", text(&next));
+    assert!(
+        text(&next).contains(&format!("recovered run {id}")),
+        "{}",
+        text(&next)
+    );
     let run = store.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Done);
     assert_eq!(run.verdict, Some(Verdict::Aborted));
-    assert_eq!(run.rollback, Some(RollbackOutcome::Reverted), "{:?}", run.reason);
-    assert!(run.reason.as_deref().unwrap().contains("stopped while the run was"), "{:?}", run.reason);
+    assert_eq!(
+        run.rollback,
+        Some(RollbackOutcome::Reverted),
+        "{:?}",
+        run.reason
+    );
+    assert!(
+        run.reason
+            .as_deref()
+            .unwrap()
+            .contains("stopped while the run was"),
+        "{:?}",
+        run.reason
+    );
     let j = store.journal(&id, 0).await.unwrap();
     assert!(j.iter().any(|e| e.event.kind() == "recovered"));
     assert!(store.open_faults(&id).await.unwrap().is_empty());
@@ -324,6 +357,12 @@ async fn demo_runs_with_no_setup() {
     .await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("Verdict: DEVIATED") && t.contains("Rollback: reverted"), "{t}");
-    assert!(dir.path().join("chaosbot.db").exists(), "the default SQLite store is created");
+    assert!(
+        t.contains("Verdict: DEVIATED") && t.contains("Rollback: reverted"),
+        "{t}"
+    );
+    assert!(
+        dir.path().join("chaosbot.db").exists(),
+        "the default SQLite store is created"
+    );
 }

@@ -79,13 +79,22 @@ fn states(j: &[Entry]) -> Vec<RunState> {
             assert!(from.can_go_to(*to), "{from} -> {to} is not allowed");
             out.push(*to);
         }
+        // The verdict entry is the move to `done`.
+        if let Event::Verdict { .. } = &e.event {
+            assert!(out.last().unwrap().can_go_to(RunState::Done));
+            out.push(RunState::Done);
+        }
     }
     out
 }
 
 async fn no_toxics_left(rig: &Rig) {
     let proxy = rig.targets.proxy("api").await.unwrap();
-    assert!(proxy.toxics().is_empty(), "toxics left: {:?}", proxy.toxics());
+    assert!(
+        proxy.toxics().is_empty(),
+        "toxics left: {:?}",
+        proxy.toxics()
+    );
 }
 
 async fn wait_until<F: Fn() -> bool>(limit: Duration, f: F) -> bool {
@@ -129,20 +138,36 @@ async fn a_tolerated_fault_holds_and_is_reverted_and_verified() {
     let reverted = k.iter().position(|k| *k == "fault_reverted").unwrap();
     assert!(injected < reverted);
     assert_eq!(*k.last().unwrap(), "verdict");
-    // Samples during the method saw the latency (30 ms added), samples before did not.
-    let during: Vec<f64> = j
+    // Samples taken while the fault was in place saw the 30 ms; samples before it did not.
+    let at = |kind: &str| j.iter().find(|e| e.event.kind() == kind).unwrap().at_ms;
+    let (from, to) = (at("fault_injected"), at("fault_reverted"));
+    let samples: Vec<(i64, SamplePhase, f64)> = j
         .iter()
         .filter_map(|e| match &e.event {
             Event::ProbeSample {
-                phase: SamplePhase::During,
-                latency_ms,
-                ..
-            } => Some(*latency_ms),
+                phase, latency_ms, ..
+            } => Some((e.at_ms, *phase, *latency_ms)),
             _ => None,
         })
         .collect();
-    assert!(during.len() >= 3, "{during:?}");
-    assert!(during.iter().all(|l| *l >= 29.0), "{during:?}");
+    // A sample is journaled when it completes; keep those that started after the injection
+    // entry and ended well before the revert entry (the revert is journaled after it happens).
+    let inside: Vec<f64> = samples
+        .iter()
+        .filter(|(t, _, l)| *t - (*l as i64) > from + 1 && *t < to - 20)
+        .map(|(_, _, l)| *l)
+        .collect();
+    assert!(inside.len() >= 3, "{samples:?}");
+    assert!(inside.iter().all(|l| *l >= 29.0), "{samples:?}");
+    let before: Vec<f64> = samples
+        .iter()
+        .filter(|(_, p, _)| *p == SamplePhase::Before)
+        .map(|(_, _, l)| *l)
+        .collect();
+    assert!(
+        !before.is_empty() && before.iter().all(|l| *l < 29.0),
+        "{samples:?}"
+    );
     assert!(rig.store.open_faults(&id).await.unwrap().is_empty());
     no_toxics_left(&rig).await;
 }
@@ -193,7 +218,10 @@ async fn no_fault_is_injected_when_the_steady_state_does_not_hold() {
     assert_eq!(run.verdict, Some(Verdict::Failed));
     assert_eq!(run.rollback, Some(RollbackOutcome::NothingToRevert));
     assert!(
-        run.reason.as_deref().unwrap().contains("steady state did not hold"),
+        run.reason
+            .as_deref()
+            .unwrap()
+            .contains("steady state did not hold"),
         "{:?}",
         run.reason
     );
@@ -210,7 +238,11 @@ async fn an_unreachable_upstream_fails_before_injection() {
     let cfg = Arc::new(config(listen, dead_upstream));
     let store = sqlite_store(dir.path()).await;
     let targets = TargetRegistry::new(cfg.clone());
-    let engine = Engine::new(store.clone(), targets, EngineOptions::new(cfg.guard_rails.clone()));
+    let engine = Engine::new(
+        store.clone(),
+        targets,
+        EngineOptions::new(cfg.guard_rails.clone()),
+    );
     engine.start().await.unwrap();
     let exp = experiment(
         vec![http_probe("api-ok", listen, 1000, 100)],
@@ -221,7 +253,10 @@ async fn an_unreachable_upstream_fails_before_injection() {
     let run = engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Failed));
     let reason = run.reason.unwrap();
-    assert!(reason.contains("unreachable") && reason.contains("nothing was injected"), "{reason}");
+    assert!(
+        reason.contains("unreachable") && reason.contains("nothing was injected"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -274,7 +309,10 @@ async fn an_abort_request_written_by_another_process_is_seen_through_the_store()
     assert!(wait_until(Duration::from_secs(3), || proxy.toxics().is_empty()).await);
     let run = rig.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Aborted));
-    assert_eq!(run.reason.as_deref(), Some("aborted by bob: from elsewhere"));
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("aborted by bob: from elsewhere")
+    );
 }
 
 #[tokio::test]
@@ -291,10 +329,20 @@ async fn a_stop_condition_halts_and_reverts() {
     let started = Instant::now();
     let id = rig.engine.submit(&exp, req()).await.unwrap();
     let run = rig.engine.wait(&id).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "did not halt early");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "did not halt early"
+    );
     assert_eq!(run.verdict, Some(Verdict::Aborted));
     assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
-    assert!(run.reason.as_deref().unwrap().starts_with("stop condition met"), "{:?}", run.reason);
+    assert!(
+        run.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("stop condition met"),
+        "{:?}",
+        run.reason
+    );
     assert!(kinds(&journal(&rig, &id).await).contains(&"stop_condition_met"));
     no_toxics_left(&rig).await;
 }
@@ -320,6 +368,8 @@ impl FaultFamily for Misbehaving {
     ) -> Result<Box<dyn ActiveFault>, FaultError> {
         let fault = NetworkFaults.inject(step, ctx).await?;
         if step.name == "second" {
+            // Let "first" (running in parallel) get its fault in place before misbehaving.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             if self.panic {
                 panic!("boom inside a step");
             }
@@ -355,7 +405,14 @@ async fn misbehaving_run(panic: bool) -> (Rig, chaosbot::store::RunRecord) {
 async fn a_panic_inside_a_step_still_reverts_everything() {
     let (rig, run) = misbehaving_run(true).await;
     assert_eq!(run.verdict, Some(Verdict::Failed));
-    assert!(run.reason.as_deref().unwrap().contains("boom inside a step"), "{:?}", run.reason);
+    assert!(
+        run.reason
+            .as_deref()
+            .unwrap()
+            .contains("boom inside a step"),
+        "{:?}",
+        run.reason
+    );
     let k = kinds(&journal(&rig, &run.id).await);
     assert!(k.contains(&"step_failed"), "{k:?}");
     // "first" was registered and is reverted; "second"'s toxic, added before the panic,
@@ -366,14 +423,23 @@ async fn a_panic_inside_a_step_still_reverts_everything() {
     assert!(first_gone, "{:?}", proxy.toxics());
     // Whatever is left carries its own deadline: step duration plus the grace, no more.
     let limit = Instant::now() + Duration::from_secs(20 + 3);
-    assert!(proxy.toxics().iter().all(|t| t.deadline <= limit), "{:?}", proxy.toxics());
+    assert!(
+        proxy.toxics().iter().all(|t| t.deadline <= limit),
+        "{:?}",
+        proxy.toxics()
+    );
 }
 
 #[tokio::test]
 async fn a_step_error_fails_the_run_and_reverts() {
     let (rig, run) = misbehaving_run(false).await;
     assert_eq!(run.verdict, Some(Verdict::Failed));
-    assert!(run.reason.as_deref().unwrap().contains("the fault backend refused"));
+    assert!(
+        run.reason
+            .as_deref()
+            .unwrap()
+            .contains("the fault backend refused")
+    );
     let proxy = rig.targets.proxy("api").await.unwrap();
     assert!(proxy.toxics().iter().all(|t| t.label != "first"));
 }
@@ -395,7 +461,8 @@ async fn queued_runs_are_aborted_without_starting_and_abort_all_halts_everything
     for _ in 0..200 {
         started = 0;
         for id in [&a, &b] {
-            if store.get_run(id).await.unwrap().unwrap().state != RunState::Queued {
+            let j = store.journal(id, 0).await.unwrap();
+            if j.iter().any(|e| e.event.kind() == "fault_injected") {
                 started += 1;
             }
         }
@@ -405,9 +472,16 @@ async fn queued_runs_are_aborted_without_starting_and_abort_all_halts_everything
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(started, 2);
-    assert_eq!(store.get_run(&c).await.unwrap().unwrap().state, RunState::Queued);
+    assert_eq!(
+        store.get_run(&c).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
 
-    let out = rig.engine.abort(AbortScope::All, "oncall", "incident").await.unwrap();
+    let out = rig
+        .engine
+        .abort(AbortScope::All, "oncall", "incident")
+        .await
+        .unwrap();
     assert_eq!(out.cancelled_queued, vec![c.clone()]);
     let mut running = out.signalled_running.clone();
     running.sort();
@@ -458,8 +532,16 @@ async fn runs_beyond_the_guard_rail_are_refused_at_submission() {
         vec![],
     );
     exp.name = "too-long".into();
-    let err = rig.engine.submit(&exp, req()).await.unwrap_err().to_string();
-    assert!(err.contains("guard rail") && err.contains("max_run_duration"), "{err}");
+    let err = rig
+        .engine
+        .submit(&exp, req())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("guard rail") && err.contains("max_run_duration"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,11 @@ async fn run_example(file: &str, overrides: &[(&str, &str)]) -> chaosbot::store:
     let cfg = Arc::new(cfg);
     let store = sqlite_store(dir.path()).await;
     let targets = TargetRegistry::new(cfg.clone());
-    let engine = Engine::new(store, targets.clone(), EngineOptions::new(cfg.guard_rails.clone()));
+    let engine = Engine::new(
+        store,
+        targets.clone(),
+        EngineOptions::new(cfg.guard_rails.clone()),
+    );
     engine.start().await.unwrap();
     let id = engine
         .submit(
@@ -61,7 +65,11 @@ async fn run_example(file: &str, overrides: &[(&str, &str)]) -> chaosbot::store:
         .expect("the run finishes")
         .unwrap();
     let proxy = targets.proxy("api").await.unwrap();
-    assert!(proxy.toxics().is_empty(), "{file}: toxics left {:?}", proxy.toxics());
+    assert!(
+        proxy.toxics().is_empty(),
+        "{file}: toxics left {:?}",
+        proxy.toxics()
+    );
     engine.shutdown("test over", Duration::from_secs(5)).await;
     run
 }
@@ -90,7 +98,11 @@ async fn api_outage_deviates_and_recovers() {
 
 #[tokio::test]
 async fn api_degraded_network_holds() {
-    let run = run_example("experiments/api-degraded-network.yaml", &[("duration", "2s")]).await;
+    let run = run_example(
+        "experiments/api-degraded-network.yaml",
+        &[("duration", "2s")],
+    )
+    .await;
     assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
     assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
 }

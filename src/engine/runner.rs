@@ -275,6 +275,16 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
         }
     }
     probes_stop.cancel();
+    // The method may have ended *because* the halt token was cancelled (an abort through the
+    // fast path or a shutdown) before the loop saw the token: ask why, so a halted run is
+    // never mistaken for a completed one.
+    if halt.is_none() && sh.halt.is_cancelled() {
+        halt = Some(
+            pending_halt(sh)
+                .await?
+                .unwrap_or_else(|| Halt::Shutdown(eng.shutdown_reason())),
+        );
+    }
     sh.halt.cancel(); // ends any step still waiting (e.g. after a step error in a parallel group)
 
     if let Some(Err(e)) = &method_result

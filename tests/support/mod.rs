@@ -44,16 +44,17 @@ pub async fn service() -> Service {
         while let Ok((stream, _)) = listener.accept().await {
             let m = m.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let m = m.clone();
-                    async move {
-                        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
-                        if m.load(Ordering::SeqCst) == ERRORS {
-                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let m = m.clone();
+                        async move {
+                            let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+                            if m.load(Ordering::SeqCst) == ERRORS {
+                                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            Ok::<_, Infallible>(resp)
                         }
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
