@@ -937,3 +937,20 @@ async fn bad_urls_are_explained() {
     );
     assert!(msg.contains("server is running"), "{msg}");
 }
+
+/// Two processes (here: four pools) opening the same fresh file at once must all succeed;
+/// sqlx takes no migration lock on SQLite, so the store retries the loser's migration.
+#[tokio::test]
+async fn sqlite_concurrent_first_opens_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("race.db").display());
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { chaosbot::store::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+}

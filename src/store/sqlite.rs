@@ -53,10 +53,47 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Applies the migrations. sqlx takes no lock on SQLite, so two processes opening a fresh
+/// file at once (two `chaosbot run` in two terminals) race to create the tables; the loser's
+/// migration transaction rolls back, and on a retry it finds them applied.
+async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+    let mut attempt = 0u64;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database named by a `sqlite://PATH` or
     /// `sqlite::memory:` URL and applies the migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        // Switching a fresh file to WAL needs a moment of exclusive access, which SQLite's busy
+        // handler does not wait for: another process opening it at the same instant gets
+        // SQLITE_BUSY. That is transient, so try again briefly.
+        let mut attempt = 0u64;
+        loop {
+            match Self::open_once(url).await {
+                Err(StoreError::Connect {
+                    source: sqlx::Error::Database(db),
+                    ..
+                }) if attempt < 10 && db.code().as_deref() == Some("5") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl(url.to_string()))?
             .create_if_missing(true)
@@ -85,7 +122,7 @@ impl SqliteStore {
             source,
         })?;
 
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         tracing::info!(url, "sqlite store open");
         Ok(SqliteStore { pool })
     }
