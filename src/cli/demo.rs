@@ -159,12 +159,19 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         .rev()
         .find(|e| matches!(e.event, Event::FaultReverted { .. }))
         .map(|e| e.at_ms);
+    // The proxy stops with the run, so traffic after the verdict says nothing about it.
+    let closed = journal
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event, Event::Verdict { .. }))
+        .map(|e| e.at_ms)
+        .unwrap_or(i64::MAX);
     if let (Some(i), Some(r)) = (injected, reverted) {
         println!("Demo client traffic through the proxy (10 requests/s):");
         for (name, lo, hi) in [
             ("before", i64::MIN, i),
             ("during", i, r),
-            ("after", r, i64::MAX),
+            ("after", r, closed),
         ] {
             let mut lat: Vec<f64> = samples
                 .iter()

@@ -778,7 +778,7 @@ impl Judge {
         if self.failed[i] > allowed && !self.reported[i] {
             self.reported[i] = true;
             return Some(format!(
-                "{} failed samples so far; the tolerance allows {:.0}%",
+                "{} failed sample(s) so far; the tolerance allows {:.0}%",
                 self.failed[i],
                 self.tolerance[i] * 100.0
             ));
