@@ -8,17 +8,16 @@
 //! TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo test --test store_behaviour
 //! ```
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::journal::{Event, now_ms};
 use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
-use futures::FutureExt;
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::Connection;
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -44,71 +43,11 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
-        eprintln!("skipping: TEST_POSTGRES_URL not set");
-        return;
-    };
-    let name = unique_db_name();
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to TEST_POSTGRES_URL");
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let url = with_database(&admin_url, &name);
-    let result = AssertUnwindSafe(async {
+    support::with_postgres(|url| async move {
         let store = store::open(&url).await.expect("open postgres store");
-        test(Ctx {
-            store,
-            url: url.clone(),
-        })
-        .await;
+        test(Ctx { store, url }).await;
     })
-    .catch_unwind()
     .await;
-    // FORCE: the store's pool may still hold connections while it shuts down.
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("drop test database");
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-fn unique_db_name() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "chaosbot_t_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The same server URL naming database `db` (keeps credentials and query parameters).
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{db}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 macro_rules! behaviour_tests {

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -156,4 +156,72 @@ pub async fn sqlite_store(dir: &std::path::Path) -> chaosbot::store::DynStore {
     chaosbot::store::open(&format!("sqlite://{}", dir.join("chaosbot.db").display()))
         .await
         .unwrap()
+}
+
+/// Runs `test` with the URL of a fresh Postgres database created through `TEST_POSTGRES_URL`,
+/// dropped afterwards even if the test panics. Without `TEST_POSTGRES_URL` it prints a notice
+/// and returns without running the test.
+pub async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    use sqlx::{AssertSqlSafe, Connection};
+    let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("skipping: TEST_POSTGRES_URL not set");
+        return;
+    };
+    let name = unique_db_name();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to TEST_POSTGRES_URL");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = with_database(&admin_url, &name);
+    let result = std::panic::AssertUnwindSafe(test(url)).catch_unwind().await;
+    // FORCE: the store's pool may still hold connections while it shuts down.
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop test database");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+pub fn unique_db_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "chaosbot_t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The same server URL naming database `db` (keeps credentials and query parameters).
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{db}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
