@@ -563,3 +563,34 @@ async fn the_seed_is_recorded_and_a_fresh_one_is_drawn_when_not_given() {
     let r2 = rig.engine.wait(&id2).await.unwrap();
     assert_ne!(r2.seed, 7);
 }
+
+#[tokio::test]
+async fn a_foreground_engine_executes_only_its_own_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service().await;
+    let listen = free_port();
+    let cfg = Arc::new(config(listen, svc.addr));
+    let store = sqlite_store(dir.path()).await;
+    let exp = experiment(
+        vec![http_probe("api-ok", listen, 2000, 100)],
+        vec![latency_step("slow", 10, 200)],
+        vec![],
+    );
+    // Another process's engine queued a run and is not running workers (e.g. it is busy).
+    let other = Engine::new(
+        store.clone(),
+        TargetRegistry::new(cfg.clone()),
+        EngineOptions::new(cfg.guard_rails.clone()),
+    );
+    let theirs = other.submit(&exp, req()).await.unwrap();
+
+    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
+    opts.only_own_runs = true;
+    let mine_engine = Engine::new(store.clone(), TargetRegistry::new(cfg.clone()), opts);
+    mine_engine.start().await.unwrap();
+    let mine = mine_engine.submit(&exp, req()).await.unwrap();
+    let run = mine_engine.wait(&mine).await.unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
+    let left = store.get_run(&theirs).await.unwrap().unwrap();
+    assert_eq!(left.state, RunState::Queued, "someone else's run was taken");
+}

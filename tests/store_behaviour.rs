@@ -74,6 +74,7 @@ macro_rules! behaviour_tests {
 behaviour_tests!(
     create_get_and_list,
     claim_takes_the_oldest_queued_run,
+    claim_run_takes_only_the_named_run,
     claim_is_exactly_once_under_concurrent_claimers,
     claim_respects_max_active,
     claim_respects_max_active_under_concurrent_claimers,
@@ -194,6 +195,43 @@ async fn create_get_and_list(ctx: Ctx) {
         .expect("list limited");
     assert_eq!(ids(limited), ["r3", "r2"]);
     s.ping().await.expect("ping");
+}
+
+async fn claim_run_takes_only_the_named_run(ctx: Ctx) {
+    let s = &ctx.store;
+    for id in ["a", "b", "c"] {
+        create(s, id).await;
+    }
+    let run = s
+        .claim_run("b", "w1", LEASE, 4)
+        .await
+        .expect("claim")
+        .expect("b is queued");
+    assert_eq!(run.id, "b");
+    assert_eq!(run.owner.as_deref(), Some("w1"));
+    // Not queued any more, unknown, or over the limit: nothing is claimed.
+    assert!(
+        s.claim_run("b", "w2", LEASE, 4)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert!(
+        s.claim_run("zz", "w2", LEASE, 4)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert!(
+        s.claim_run("c", "w2", LEASE, 1)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    // The older run "a" was left alone.
+    let a = s.get_run("a").await.expect("get").expect("a");
+    assert_eq!(a.state, RunState::Queued);
+    assert_eq!(claim(s, "w3").await, "a");
 }
 
 async fn claim_takes_the_oldest_queued_run(ctx: Ctx) {

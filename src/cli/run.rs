@@ -99,6 +99,7 @@ pub(crate) async fn run_in_foreground(
 ) -> Result<RunRecord, u8> {
     let mut opts = EngineOptions::new(cfg.guard_rails.clone());
     opts.guard_rails.worker_pool_size = 1;
+    opts.only_own_runs = true;
     let engine = Engine::new(store.clone(), targets, opts);
     match engine.start().await {
         Ok(recovered) => {

@@ -56,6 +56,9 @@ pub struct EngineOptions {
     pub idle_poll: Duration,
     /// Extra time a fault may outlive its step before its own deadline removes it.
     pub deadline_grace: Duration,
+    /// Execute only runs submitted through this engine (a foreground `chaosbot run`), never
+    /// runs that other processes queued in the same store.
+    pub only_own_runs: bool,
 }
 
 impl EngineOptions {
@@ -66,6 +69,7 @@ impl EngineOptions {
             abort_poll: Duration::from_millis(250),
             idle_poll: Duration::from_millis(500),
             deadline_grace: Duration::from_secs(3),
+            only_own_runs: false,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Engine {
     shutdown_reason: Mutex<Option<String>>,
     tracker: TaskTracker,
     family_override: Option<Arc<dyn FaultFamily>>,
+    /// Runs submitted here and not claimed yet (used with `only_own_runs`).
+    own_queue: Mutex<Vec<String>>,
 }
 
 impl Engine {
@@ -129,6 +135,7 @@ impl Engine {
             shutdown_reason: Mutex::new(None),
             tracker: TaskTracker::new(),
             family_override,
+            own_queue: Mutex::new(Vec::new()),
         })
     }
 
@@ -210,6 +217,9 @@ impl Engine {
                 submitted,
             )
             .await?;
+        if self.opts.only_own_runs {
+            lock(&self.own_queue).push(id.clone());
+        }
         self.publish_tail(&id, 1).await;
         info!(run_id = %id, experiment = %exp.name, seed, "run queued");
         self.wake.notify_one();
@@ -311,15 +321,7 @@ impl Engine {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            let claimed = self
-                .store
-                .claim_next(
-                    &self.instance.to_string(),
-                    self.opts.lease,
-                    self.opts.guard_rails.max_concurrent_runs,
-                )
-                .await;
-            match claimed {
+            match self.claim().await {
                 Ok(Some(run)) => {
                     let halt = CancellationToken::new();
                     lock(&self.running).insert(run.id.clone(), halt.clone());
@@ -346,6 +348,35 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The next run for this engine: the oldest queued one, or (with `only_own_runs`) the
+    /// oldest one submitted here.
+    async fn claim(&self) -> Result<Option<RunRecord>, StoreError> {
+        let owner = self.instance.to_string();
+        let (lease, max) = (self.opts.lease, self.opts.guard_rails.max_concurrent_runs);
+        if !self.opts.only_own_runs {
+            return self.store.claim_next(&owner, lease, max).await;
+        }
+        let candidates: Vec<String> = lock(&self.own_queue).clone();
+        for id in candidates {
+            let claimed = self.store.claim_run(&id, &owner, lease, max).await?;
+            let still_queued = match &claimed {
+                Some(_) => false,
+                None => self
+                    .store
+                    .get_run(&id)
+                    .await?
+                    .is_some_and(|r| r.state == RunState::Queued),
+            };
+            if !still_queued {
+                lock(&self.own_queue).retain(|q| q != &id);
+            }
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+        }
+        Ok(None)
     }
 
     async fn sweep_loop(self: Arc<Self>) {

@@ -178,6 +178,17 @@ pub trait Store: Send + Sync + 'static {
         max_active: u32,
     ) -> StoreResult<Option<RunRecord>>;
 
+    /// Like [`Store::claim_next`], for one named queued run only (a foreground `chaosbot run`
+    /// executes its own run, never someone else's). `None` when that run is not queued or
+    /// `max_active` runs are active.
+    async fn claim_run(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        max_active: u32,
+    ) -> StoreResult<Option<RunRecord>>;
+
     /// Extends the lease; `LeaseLost` if another owner holds the run or it is done.
     async fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<()>;
 

@@ -34,6 +34,8 @@ const INSERT_RUN: &str = "INSERT INTO runs (id, num, experiment, title, spec, pa
 const OLDEST_QUEUED: &str =
     "SELECT id FROM runs WHERE state = 'queued' ORDER BY created_ms, num LIMIT 1";
 
+const QUEUED_BY_ID: &str = "SELECT id FROM runs WHERE state = 'queued' AND id = $1";
+
 const RUN_STATE: &str = "SELECT state, owner FROM runs WHERE id = $1";
 
 const ABORTABLE_RUNS: &str =
@@ -175,6 +177,60 @@ async fn finish_in(
     append_in(conn, id, &common::verdict_event(verdict, rollback, reason)).await
 }
 
+impl SqliteStore {
+    /// Claims the oldest queued run, or the queued run `only` names, within `max_active`.
+    async fn claim(
+        &self,
+        only: Option<&str>,
+        owner: &str,
+        lease: Duration,
+        max_active: u32,
+    ) -> StoreResult<Option<RunRecord>> {
+        // The write lock is held from the count to the commit, so no other claimer can slip in
+        // between and exceed `max_active` or take the same run.
+        let mut tx = self.begin_write().await?;
+        let active: i64 = sqlx::query_scalar(common::COUNT_ACTIVE)
+            .fetch_one(&mut *tx)
+            .await?;
+        if active >= i64::from(max_active) {
+            return Ok(None);
+        }
+        let candidate = match only {
+            None => {
+                sqlx::query_scalar(OLDEST_QUEUED)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            Some(id) => {
+                sqlx::query_scalar(QUEUED_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let Some(id): Option<String> = candidate else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let row: RunRow = sqlx::query_as(common::CLAIM_UPDATE)
+            .bind(&id)
+            .bind(owner)
+            .bind(common::lease_until(now, lease))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = RunRecord::try_from(row)?;
+        let event = Event::StateChanged {
+            from: RunState::Queued,
+            to: RunState::CheckingSteadyState,
+        };
+        append_in(&mut tx, &id, &event).await?;
+        tx.commit().await?;
+        tracing::debug!(run = %id, owner, "claimed run");
+        Ok(Some(record))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -247,38 +303,17 @@ impl Store for SqliteStore {
         lease: Duration,
         max_active: u32,
     ) -> StoreResult<Option<RunRecord>> {
-        // The write lock is held from the count to the commit, so no other claimer can slip in
-        // between and exceed `max_active` or take the same run.
-        let mut tx = self.begin_write().await?;
-        let active: i64 = sqlx::query_scalar(common::COUNT_ACTIVE)
-            .fetch_one(&mut *tx)
-            .await?;
-        if active >= i64::from(max_active) {
-            return Ok(None);
-        }
-        let Some(id): Option<String> = sqlx::query_scalar(OLDEST_QUEUED)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        let row: RunRow = sqlx::query_as(common::CLAIM_UPDATE)
-            .bind(&id)
-            .bind(owner)
-            .bind(common::lease_until(now, lease))
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let record = RunRecord::try_from(row)?;
-        let event = Event::StateChanged {
-            from: RunState::Queued,
-            to: RunState::CheckingSteadyState,
-        };
-        append_in(&mut tx, &id, &event).await?;
-        tx.commit().await?;
-        tracing::debug!(run = %id, owner, "claimed run");
-        Ok(Some(record))
+        self.claim(None, owner, lease, max_active).await
+    }
+
+    async fn claim_run(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        max_active: u32,
+    ) -> StoreResult<Option<RunRecord>> {
+        self.claim(Some(id), owner, lease, max_active).await
     }
 
     async fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<()> {
