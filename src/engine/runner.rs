@@ -859,3 +859,109 @@ impl Judge {
             .is_some_and(|i| self.reported[i])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::{ProbeKind, StopCondition, Tolerance};
+
+    fn exp(tolerance: f64, stops: Vec<StopRule>) -> Experiment {
+        Experiment {
+            name: "t".into(),
+            title: "t".into(),
+            description: String::new(),
+            owner: "o".into(),
+            tags: vec![],
+            params: Default::default(),
+            hypothesis: vec![Probe {
+                name: "p".into(),
+                kind: ProbeKind::Tcp {
+                    address: "127.0.0.1:1".into(),
+                    max_latency: None,
+                },
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                tolerance: Tolerance {
+                    max_failure_ratio: tolerance,
+                },
+            }],
+            method: vec![Step::Wait {
+                duration: Duration::from_secs(10),
+            }],
+            stop_conditions: stops
+                .into_iter()
+                .map(|rule| StopCondition {
+                    probe: "p".into(),
+                    rule,
+                })
+                .collect(),
+            rollbacks: vec![],
+            recovery_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn tolerance_is_judged_on_the_whole_method() {
+        // 10 expected samples, 20% tolerated: 2 failures are fine, the 3rd is a breach.
+        let mut j = Judge::new(&exp(0.2, vec![]));
+        assert_eq!(j.tolerance_breach(0, false), None);
+        assert_eq!(j.tolerance_breach(0, false), None);
+        assert!(j.tolerance_breach(0, false).is_some());
+        assert_eq!(j.tolerance_breach(0, false), None, "reported once");
+        for _ in 0..7 {
+            j.tolerance_breach(0, true);
+        }
+        // 4 of 11 failed: above 20%.
+        let breaches = j.final_breaches();
+        assert_eq!(breaches.len(), 1);
+        assert!(breaches[0].1.contains("4 of 11"), "{breaches:?}");
+
+        let mut ok = Judge::new(&exp(0.2, vec![]));
+        ok.tolerance_breach(0, false);
+        for _ in 0..9 {
+            ok.tolerance_breach(0, true);
+        }
+        assert!(ok.final_breaches().is_empty());
+    }
+
+    #[test]
+    fn consecutive_failures_reset_on_success() {
+        let mut j = Judge::new(&exp(1.0, vec![StopRule::ConsecutiveFailures(3)]));
+        assert!(j.stop_condition(0, false).is_none());
+        assert!(j.stop_condition(0, false).is_none());
+        assert!(j.stop_condition(0, true).is_none());
+        assert!(j.stop_condition(0, false).is_none());
+        assert!(j.stop_condition(0, false).is_none());
+        let (rule, detail) = j.stop_condition(0, false).unwrap();
+        assert_eq!(rule, "3 consecutive failures");
+        assert!(detail.contains('3'));
+    }
+
+    #[test]
+    fn failure_ratio_waits_for_min_samples_and_uses_the_window() {
+        let rule = StopRule::FailureRatio {
+            ratio: 0.5,
+            window: Duration::from_secs(60),
+            min_samples: 4,
+        };
+        let mut j = Judge::new(&exp(1.0, vec![rule]));
+        // 3 failures of 3: above the ratio, but fewer than min_samples.
+        for _ in 0..3 {
+            assert!(j.stop_condition(0, false).is_none());
+        }
+        let (_, detail) = j.stop_condition(0, true).unwrap();
+        assert!(detail.contains("3 of the last 4"), "{detail}");
+
+        let short = StopRule::FailureRatio {
+            ratio: 0.5,
+            window: Duration::from_millis(30),
+            min_samples: 2,
+        };
+        let mut j = Judge::new(&exp(1.0, vec![short]));
+        assert!(j.stop_condition(0, false).is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        // The old failure left the window, so only the passing samples count.
+        assert!(j.stop_condition(0, true).is_none());
+        assert!(j.stop_condition(0, true).is_none());
+    }
+}
