@@ -180,7 +180,11 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
         let stop = probes_stop.clone();
         tokio::spawn(
             async move {
-                let mut tick = tokio::time::interval(probe.interval);
+                // The steady-state sample was just taken; the next one is an interval later.
+                let mut tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + probe.interval,
+                    probe.interval,
+                );
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {

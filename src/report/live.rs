@@ -20,6 +20,7 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut state = String::from("queued");
     let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut failing: BTreeMap<String, bool> = BTreeMap::new();
     let mut method_started: Option<i64> = None;
     loop {
         let entry = match rx.recv().await {
@@ -53,8 +54,18 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
                 detail,
             } => {
                 let mark = if *ok { "✓" } else { "✗" };
+                let was_ok = failing.get(probe).is_none_or(|f| !f);
+                failing.insert(probe.clone(), !ok);
                 latest.insert(probe.clone(), format!("{probe} {mark} {latency_ms:.1}ms"));
-                (!ok).then(|| format!("  {probe} ({}) failed: {detail}", phase.as_str()))
+                // One line when a probe starts failing and one when it passes again; the
+                // numbers in between are on the status line.
+                match (was_ok, ok) {
+                    (true, false) => {
+                        Some(format!("✗ {probe} ({}) failing: {detail}", phase.as_str()))
+                    }
+                    (false, true) => Some(format!("✓ {probe} ({}) passing again", phase.as_str())),
+                    _ => None,
+                }
             }
             Event::FaultInjected { summary, .. } => Some(format!("⚡ injected: {summary}")),
             Event::FaultReverted { step, .. } => Some(format!("↺ reverted `{step}`")),
