@@ -45,6 +45,8 @@ pub struct Config {
     pub guard_rails: GuardRails,
     #[serde(default)]
     pub targets: Targets,
+    #[serde(default)]
+    pub slack: SlackConfig,
 }
 
 fn default_catalog() -> PathBuf {
@@ -58,9 +60,78 @@ impl Default for Config {
             catalog: default_catalog(),
             guard_rails: GuardRails::default(),
             targets: Targets::default(),
+            slack: SlackConfig::default(),
         }
     }
 }
+
+/// A secret from the config or the environment; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The Slack app: credentials, where to listen, and who may do what.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Verifies that requests come from Slack. Env: SLACK_SIGNING_SECRET.
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
+    /// `xoxb-…` token for the Web API. Env: SLACK_BOT_TOKEN.
+    #[serde(default)]
+    pub bot_token: Option<Secret>,
+    /// `xapp-…` token; when set, chaosbot connects over Socket Mode (no public URL needed).
+    /// Env: SLACK_APP_TOKEN.
+    #[serde(default)]
+    pub app_token: Option<Secret>,
+    /// Base URL of the Web API, ending in `/`. Env: SLACK_API_URL.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// HTTP listen address of `chaosbot serve`. Env: CHAOSBOT_LISTEN.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The workspace (team id) this bot serves; requests from others are refused.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// Slack user IDs who may start any experiment anywhere and abort any run.
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// Who may start which experiments, and in which channels.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Named in refusals as whom to ask, e.g. "#sre-oncall" or "<@U0123>".
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// One permission: these users (empty = anyone) may start these experiments (names or `*`
+/// globs) in these channels (empty = any channel).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub experiments: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// Slack's Web API base URL.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
+/// Default listen address of `chaosbot serve`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +245,29 @@ impl Config {
             && !url.trim().is_empty()
         {
             self.database_url = Some(url);
+        }
+        for (var, slot) in [
+            ("SLACK_SIGNING_SECRET", &mut self.slack.signing_secret),
+            ("SLACK_BOT_TOKEN", &mut self.slack.bot_token),
+            ("SLACK_APP_TOKEN", &mut self.slack.app_token),
+        ] {
+            if let Ok(v) = std::env::var(var)
+                && !v.trim().is_empty()
+            {
+                *slot = Some(Secret(v.trim().to_string()));
+            }
+        }
+        if let Ok(v) = std::env::var("SLACK_API_URL")
+            && !v.trim().is_empty()
+        {
+            self.slack.api_url = Some(v.trim().to_string());
+        }
+        if let Ok(v) = std::env::var("CHAOSBOT_LISTEN") {
+            self.slack.listen = Some(v.trim().parse().map_err(|_| ConfigError::Env {
+                var: "CHAOSBOT_LISTEN",
+                value: v.clone(),
+                why: "expected host:port, like 0.0.0.0:3000".into(),
+            })?);
         }
         if let Some(dir) = std::env::var_os("CHAOSBOT_CATALOG") {
             self.catalog = PathBuf::from(dir);

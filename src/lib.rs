@@ -18,5 +18,6 @@ pub mod faults;
 pub mod journal;
 pub mod probes;
 pub mod report;
+pub mod slack;
 pub mod spec;
 pub mod store;

@@ -16,8 +16,17 @@ use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 use crate::journal::{Entry, Event};
 
 mod common;
+pub mod outbox;
 pub mod postgres;
+mod postgres_edge;
+mod postgres_outbox;
+pub mod slack_edge;
 pub mod sqlite;
+mod sqlite_edge;
+mod sqlite_outbox;
+
+pub use outbox::OutboxStore;
+pub use slack_edge::EdgeStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -153,7 +162,7 @@ pub struct RunFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OutboxStore + EdgeStore + Send + Sync + 'static {
     /// Backend name for messages ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 

@@ -56,7 +56,7 @@ const ORPHANED: &str = concat!(
 );
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {

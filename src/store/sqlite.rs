@@ -52,7 +52,7 @@ const ORPHANED: &str = concat!(
 );
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 /// Applies the migrations. sqlx takes no lock on SQLite, so two processes opening a fresh

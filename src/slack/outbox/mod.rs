@@ -1,0 +1,1 @@
+//! Outbox delivery (placeholder until the outbox work lands).
