@@ -13,6 +13,7 @@
 //! toxics meanwhile), whoever added it and whether or not they are still alive.
 
 mod link;
+mod timer;
 mod toxics;
 
 use std::net::SocketAddr;
