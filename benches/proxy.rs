@@ -189,6 +189,8 @@ impl Toxics for ProxyHandle {
 /// `noxious-server` driven over its Toxiproxy-compatible HTTP API.
 struct Noxious {
     child: Child,
+    /// Each toxic gets a fresh name, so a removed one still winding down cannot clash.
+    next: std::cell::Cell<u64>,
     api: SocketAddr,
     listen: SocketAddr,
 }
@@ -226,7 +228,12 @@ impl Noxious {
             .stderr(Stdio::null())
             .spawn()?;
         let listen = free_port()?;
-        let mut n = Noxious { child, api, listen };
+        let mut n = Noxious {
+            child,
+            next: std::cell::Cell::new(0),
+            api,
+            listen,
+        };
         for _ in 0..100 {
             if http(api, "GET", "/proxies", "").await.is_ok() {
                 break;
@@ -247,22 +254,34 @@ impl Noxious {
 
 impl Toxics for Noxious {
     async fn add_latency(&self, ms: u64) -> Res<u64> {
+        let id = self.next.get() + 1;
+        self.next.set(id);
         let body = serde_json::json!({
-            "name": "lat", "type": "latency", "stream": "downstream", "toxicity": 1.0,
+            "name": format!("lat{id}"), "type": "latency", "stream": "downstream", "toxicity": 1.0,
             "attributes": { "latency": ms, "jitter": 0 }
         });
         let (st, b) = http(self.api, "POST", "/proxies/bench/toxics", &body.to_string()).await?;
         if st >= 300 {
             return Err(format!("noxious: add toxic: {st} {b}").into());
         }
-        Ok(0)
+        Ok(id)
     }
-    async fn remove(&self, _id: u64) -> Res<()> {
-        let (st, b) = http(self.api, "DELETE", "/proxies/bench/toxics/lat", "").await?;
+    async fn remove(&self, id: u64) -> Res<()> {
+        let path = format!("/proxies/bench/toxics/lat{id}");
+        let (st, b) = http(self.api, "DELETE", &path, "").await?;
         if st >= 300 {
             return Err(format!("noxious: remove toxic: {st} {b}").into());
         }
         Ok(())
+    }
+}
+
+impl Noxious {
+    /// Cleans up after a failed measurement (unknown names just get a 404).
+    async fn remove_all(&self) {
+        for id in 1..=self.next.get() {
+            let _ = self.remove(id).await;
+        }
     }
 }
 
@@ -427,12 +446,12 @@ async fn run() -> Res<()> {
         proxy.remove(id).await?;
     }
     if let Some(n) = &noxious {
-        n.add_latency(100).await?;
+        let id = n.add_latency(100).await?;
         acc.push(report_err(
             "noxious latency accuracy",
             latency_accuracy(n.listen, Duration::from_millis(100), base).await,
         ));
-        n.remove(0).await?;
+        n.remove(id).await?;
     }
     let fmt = |f: &dyn Fn(&Accuracy) -> String| {
         acc.iter()
@@ -470,12 +489,12 @@ async fn run() -> Res<()> {
             "noxious removal",
             removal(n, n.listen, NOXIOUS_REMOVAL_ITERS).await,
         ));
-        let _ = n.remove(0).await;
+        n.remove_all().await;
         sat.push(report_err(
             "noxious saturated removal",
             saturated(n, n.listen, NOXIOUS_REMOVAL_ITERS).await,
         ));
-        let _ = n.remove(0).await;
+        n.remove_all().await;
     }
     let rfmt = |v: &[Option<&Histogram<u64>>], q: f64| {
         v.iter()
