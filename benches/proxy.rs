@@ -25,6 +25,9 @@ type Accuracy = (Histogram<u64>, f64, f64);
 const RTT_ITERS: usize = 20_000;
 const LAT_SAMPLES: usize = 500;
 const REMOVAL_ITERS: usize = 200;
+/// Fewer for noxious: each of its iterations costs an HTTP round trip, and a held request may
+/// wait out the whole 5 s toxic (observed: removal does not cut an ongoing hold short).
+const NOXIOUS_REMOVAL_ITERS: usize = 3;
 
 async fn upstream_server() -> Res<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
@@ -37,18 +40,30 @@ async fn upstream_server() -> Res<SocketAddr> {
                 if s.read_exact(&mut mode).await.is_err() {
                     return;
                 }
+                // Sink: an 8-byte length, then that many bytes, then a one-byte ack (no
+                // half-close needed: not every proxy propagates it).
+                let mut left = u64::MAX;
+                if mode[0] == b'S' {
+                    let mut len = [0u8; 8];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    left = u64::from_le_bytes(len);
+                }
                 let mut buf = vec![0u8; 64 * 1024];
-                loop {
+                while left > 0 {
                     let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
                     if mode[0] == b'E' && s.write_all(&buf[..n]).await.is_err() {
                         return;
                     }
+                    if mode[0] == b'S' {
+                        left = left.saturating_sub(n as u64);
+                    }
                 }
                 let _ = s.write_all(b"k").await;
-                let _ = s.shutdown().await;
             });
         }
     });
@@ -62,9 +77,15 @@ async fn conn(addr: SocketAddr, mode: u8) -> Res<TcpStream> {
     Ok(s)
 }
 
+async fn sink(addr: SocketAddr, bytes: u64) -> Res<TcpStream> {
+    let mut s = conn(addr, b'S').await?;
+    s.write_all(&bytes.to_le_bytes()).await?;
+    Ok(s)
+}
+
 /// Sends `bytes` one way and waits for the sink's acknowledgement; returns GB/s.
 async fn bulk(addr: SocketAddr, bytes: u64) -> Res<f64> {
-    let mut s = conn(addr, b'S').await?;
+    let mut s = sink(addr, bytes).await?;
     let chunk = vec![0x5au8; 64 * 1024];
     let t0 = Instant::now();
     let mut left = bytes;
@@ -73,7 +94,6 @@ async fn bulk(addr: SocketAddr, bytes: u64) -> Res<f64> {
         s.write_all(&chunk[..n]).await?;
         left -= n as u64;
     }
-    s.shutdown().await?;
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack).await?;
     Ok(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9)
@@ -115,9 +135,12 @@ async fn latency_accuracy(addr: SocketAddr, expected: Duration, base: Duration) 
             let mut msg = [0u8; 16];
             msg[..8].copy_from_slice(&at.to_le_bytes());
             if w.write_all(&msg).await.is_err() {
-                return;
+                return None;
             }
         }
+        // Handed back so it is not dropped (shutdown(Write)) before the replies are in:
+        // not every proxy supports half-close.
+        Some(w)
     });
     let mut h = hist();
     let (mut lo, mut hi) = (f64::MAX, f64::MIN);
@@ -134,7 +157,7 @@ async fn latency_accuracy(addr: SocketAddr, expected: Duration, base: Duration) 
         lo = lo.min(err as f64 / 1e3);
         hi = hi.max(err as f64 / 1e3);
     }
-    sender.await?;
+    drop(sender.await?);
     Ok((h, lo, hi))
 }
 
@@ -166,6 +189,8 @@ impl Toxics for ProxyHandle {
 /// `noxious-server` driven over its Toxiproxy-compatible HTTP API.
 struct Noxious {
     child: Child,
+    /// Each toxic gets a fresh name, so a removed one still winding down cannot clash.
+    next: std::cell::Cell<u64>,
     api: SocketAddr,
     listen: SocketAddr,
 }
@@ -203,7 +228,12 @@ impl Noxious {
             .stderr(Stdio::null())
             .spawn()?;
         let listen = free_port()?;
-        let mut n = Noxious { child, api, listen };
+        let mut n = Noxious {
+            child,
+            next: std::cell::Cell::new(0),
+            api,
+            listen,
+        };
         for _ in 0..100 {
             if http(api, "GET", "/proxies", "").await.is_ok() {
                 break;
@@ -224,22 +254,34 @@ impl Noxious {
 
 impl Toxics for Noxious {
     async fn add_latency(&self, ms: u64) -> Res<u64> {
+        let id = self.next.get() + 1;
+        self.next.set(id);
         let body = serde_json::json!({
-            "name": "lat", "type": "latency", "stream": "downstream", "toxicity": 1.0,
+            "name": format!("lat{id}"), "type": "latency", "stream": "downstream", "toxicity": 1.0,
             "attributes": { "latency": ms, "jitter": 0 }
         });
         let (st, b) = http(self.api, "POST", "/proxies/bench/toxics", &body.to_string()).await?;
         if st >= 300 {
             return Err(format!("noxious: add toxic: {st} {b}").into());
         }
-        Ok(0)
+        Ok(id)
     }
-    async fn remove(&self, _id: u64) -> Res<()> {
-        let (st, b) = http(self.api, "DELETE", "/proxies/bench/toxics/lat", "").await?;
+    async fn remove(&self, id: u64) -> Res<()> {
+        let path = format!("/proxies/bench/toxics/lat{id}");
+        let (st, b) = http(self.api, "DELETE", &path, "").await?;
         if st >= 300 {
             return Err(format!("noxious: remove toxic: {st} {b}").into());
         }
         Ok(())
+    }
+}
+
+impl Noxious {
+    /// Cleans up after a failed measurement (unknown names just get a 404).
+    async fn remove_all(&self) {
+        for id in 1..=self.next.get() {
+            let _ = self.remove(id).await;
+        }
     }
 }
 
@@ -257,14 +299,14 @@ struct Removal {
 
 /// Removal latency: (fresh) time from the remove call to a new request's reply on an open
 /// connection; (held) time from the remove call to the reply of a request held by the toxic.
-async fn removal<T: Toxics>(t: &T, addr: SocketAddr) -> Res<Removal> {
+async fn removal<T: Toxics>(t: &T, addr: SocketAddr, iters: usize) -> Res<Removal> {
     let mut s = conn(addr, b'E').await?;
     let mut r = Removal {
         fresh: hist(),
         held: hist(),
     };
     let mut b = [0u8; 8];
-    for i in 0..REMOVAL_ITERS * 2 {
+    for i in 0..iters * 2 {
         let id = t.add_latency(5000).await?;
         let held = i % 2 == 1;
         if held {
@@ -276,7 +318,7 @@ async fn removal<T: Toxics>(t: &T, addr: SocketAddr) -> Res<Removal> {
         if !held {
             s.write_all(b"freshfre").await?;
         }
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b)).await??;
+        tokio::time::timeout(Duration::from_secs(15), s.read_exact(&mut b)).await??;
         let d = t0.elapsed().as_nanos() as u64;
         if held {
             r.held.record(d)?;
@@ -288,11 +330,11 @@ async fn removal<T: Toxics>(t: &T, addr: SocketAddr) -> Res<Removal> {
 }
 
 /// Runs `f` while a bulk upstream transfer saturates the same proxy.
-async fn saturated<T: Toxics>(t: &T, addr: SocketAddr) -> Res<(Removal, f64)> {
+async fn saturated<T: Toxics>(t: &T, addr: SocketAddr, iters: usize) -> Res<(Removal, f64)> {
     let stop = tokio_util::sync::CancellationToken::new();
     let stop2 = stop.clone();
     let load = tokio::spawn(async move {
-        let mut s = conn(addr, b'S').await?;
+        let mut s = sink(addr, u64::MAX).await?;
         let chunk = vec![0x5au8; 64 * 1024];
         let mut sent = 0u64;
         let t0 = Instant::now();
@@ -303,10 +345,21 @@ async fn saturated<T: Toxics>(t: &T, addr: SocketAddr) -> Res<(Removal, f64)> {
         Res::Ok(sent as f64 / t0.elapsed().as_secs_f64() / 1e9)
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = removal(t, addr).await;
+    let r = removal(t, addr, iters).await;
     stop.cancel();
     let gbps = load.await??;
     Ok((r?, gbps))
+}
+
+/// A failed measurement of the peer becomes an empty cell and a note, not an aborted run.
+fn report_err<T>(what: &str, r: Res<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("{what} failed: {e}");
+            None
+        }
+    }
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -351,8 +404,11 @@ async fn run() -> Res<()> {
     println!("{}", "-".repeat(44 + 16 * names.len()));
 
     let mut cols = Vec::new();
-    for (_, a) in &targets {
-        cols.push(format!("{:.2} GB/s", bulk(*a, bulk_bytes).await?));
+    for (n, a) in &targets {
+        let gbps = bulk(*a, bulk_bytes)
+            .await
+            .map_err(|e| format!("bulk via {n}: {e}"))?;
+        cols.push(format!("{gbps:.2} GB/s"));
     }
     row(&format!("bulk {gib} GiB upstream, no toxics"), &cols);
 
@@ -390,11 +446,12 @@ async fn run() -> Res<()> {
         proxy.remove(id).await?;
     }
     if let Some(n) = &noxious {
-        n.add_latency(100).await?;
-        acc.push(Some(
-            latency_accuracy(n.listen, Duration::from_millis(100), base).await?,
+        let id = n.add_latency(100).await?;
+        acc.push(report_err(
+            "noxious latency accuracy",
+            latency_accuracy(n.listen, Duration::from_millis(100), base).await,
         ));
-        n.remove(0).await?;
+        n.remove(id).await?;
     }
     let fmt = |f: &dyn Fn(&Accuracy) -> String| {
         acc.iter()
@@ -419,13 +476,25 @@ async fn run() -> Res<()> {
     );
 
     // Removal latency, idle and saturated.
-    let mut rem: Vec<Option<Removal>> =
-        vec![None, Some(removal(&proxy, proxy.listen_addr()).await?)];
-    let mut sat: Vec<Option<(Removal, f64)>> =
-        vec![None, Some(saturated(&proxy, proxy.listen_addr()).await?)];
+    let mut rem: Vec<Option<Removal>> = vec![
+        None,
+        Some(removal(&proxy, proxy.listen_addr(), REMOVAL_ITERS).await?),
+    ];
+    let mut sat: Vec<Option<(Removal, f64)>> = vec![
+        None,
+        Some(saturated(&proxy, proxy.listen_addr(), REMOVAL_ITERS).await?),
+    ];
     if let Some(n) = &noxious {
-        rem.push(Some(removal(n, n.listen).await?));
-        sat.push(Some(saturated(n, n.listen).await?));
+        rem.push(report_err(
+            "noxious removal",
+            removal(n, n.listen, NOXIOUS_REMOVAL_ITERS).await,
+        ));
+        n.remove_all().await;
+        sat.push(report_err(
+            "noxious saturated removal",
+            saturated(n, n.listen, NOXIOUS_REMOVAL_ITERS).await,
+        ));
+        n.remove_all().await;
     }
     let rfmt = |v: &[Option<&Histogram<u64>>], q: f64| {
         v.iter()
@@ -463,7 +532,7 @@ async fn run() -> Res<()> {
             .collect::<Vec<_>>(),
     );
     println!(
-        "\n(removal: {REMOVAL_ITERS} iterations each; noxious times include its HTTP DELETE round trip)"
+        "\n(removal: {REMOVAL_ITERS} iterations of each kind, noxious {NOXIOUS_REMOVAL_ITERS}; noxious times include its HTTP DELETE round trip)"
     );
     proxy.shutdown().await;
     Ok(())

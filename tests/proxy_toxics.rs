@@ -92,7 +92,7 @@ fn latency(ms: u64) -> ToxicKind {
 
 async fn connect(p: &ProxyHandle) -> TcpStream {
     let s = TcpStream::connect(p.listen_addr()).await.unwrap();
-    // A toxic that resets at once may already have closed it; the read will say so.
+    // May fail if the proxy already reset the connection (reset_peer with zero timeout).
     let _ = s.set_nodelay(true);
     s
 }
@@ -163,14 +163,15 @@ async fn latency_is_pipelined_not_cumulative() {
     let mut s = connect(&p).await;
     p.add_toxic(toxic(latency(60), Direction::Upstream))
         .unwrap();
-    // Ten chunks 10 ms apart: each must arrive ~60 ms after it was sent, not 60 ms × its rank.
+    // 40 chunks 3 ms apart (about 20 in flight at once): each must arrive ~60 ms after it was
+    // sent, not later because of the ones held before it.
     let mut sent = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..40 {
         sent.push(Instant::now());
         s.write_all(b"x").await.unwrap();
-        tokio::time::sleep(10 * MS).await;
+        tokio::time::sleep(3 * MS).await;
     }
-    read_n(&mut s, 10).await;
+    read_n(&mut s, 40).await;
     for (i, t) in sent.iter().enumerate() {
         let arrived = rx.recv().await.unwrap();
         let d = arrived - *t;
@@ -355,7 +356,7 @@ async fn reset_peer_sends_rst_after_timeout() {
     ))
     .unwrap();
     let t0 = Instant::now();
-    // The reset can arrive before connect() returns (tokio then reports it from connect).
+    // The RST can win the race with the connect call itself.
     let end = match TcpStream::connect(p.listen_addr()).await {
         Ok(mut s) => read_to_end(&mut s).await.1,
         Err(e) => Err(e.kind()),

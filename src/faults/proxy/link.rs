@@ -18,19 +18,24 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::network::{Direction, ToxicKind};
 
-use super::Shared;
 use super::toxics::{self, TimerAction, ToxicSet, ToxicState};
+use super::{Shared, timer};
 
-/// Largest single read.
-const READ_SIZE: usize = 64 * 1024;
-/// Chunks in flight between a reader and its writer (bounded for backpressure).
-const CHANNEL_DEPTH: usize = 16;
+/// Largest single read. 256 KiB rather than 64: on loopback the syscall count is what limits
+/// bulk throughput (measured ~40% of a direct connection with 64 KiB, ~50% with 256 KiB).
+const READ_SIZE: usize = 256 * 1024;
+/// Chunks in flight between a reader and its writer. Generous, so that a latency hold over a
+/// stream of small chunks (100 ms of 2 ms-apart requests is 50 chunks) does not stall the reader
+/// and delay chunks cumulatively; memory is bounded by [`BYTE_BUDGET`] instead.
+const CHANNEL_DEPTH: usize = 1024;
+/// Bytes read but not yet written, per direction (backpressure to the sender beyond that).
+const BYTE_BUDGET: usize = 1024 * 1024;
 /// How long we try to reach the upstream before giving up on the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,6 +43,10 @@ enum Msg {
     Data { bytes: Bytes, read_at: Instant },
     Eof,
 }
+
+/// The per-direction byte budget: the reader takes `READ_SIZE` before reading, gives back what
+/// it did not use, and the writer gives back each chunk's length once the chunk is done.
+type Budget = Arc<Semaphore>;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard(Arc<Shared>);
@@ -83,12 +92,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
 
     let (up_tx, up_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (down_tx, down_rx) = mpsc::channel(CHANNEL_DEPTH);
-    shared
-        .tracker
-        .spawn(read_loop(client.clone(), up_tx, kill.clone()));
-    shared
-        .tracker
-        .spawn(read_loop(server.clone(), down_tx, kill.clone()));
+    let up_budget: Budget = Arc::new(Semaphore::new(BYTE_BUDGET));
+    let down_budget: Budget = Arc::new(Semaphore::new(BYTE_BUDGET));
+    let up_reader = read_loop(client.clone(), up_tx, up_budget.clone(), kill.clone());
+    let down_reader = read_loop(server.clone(), down_tx, down_budget.clone(), kill.clone());
 
     let up = Pump::new(
         &shared,
@@ -96,6 +103,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
         conn_seq,
         server,
         up_rx,
+        up_budget,
         kill.clone(),
     );
     let down = Pump::new(
@@ -104,11 +112,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
         conn_seq,
         client,
         down_rx,
+        down_budget,
         kill.clone(),
     );
-    // The downstream pump runs on its own task so both directions can use both cores.
-    let down = shared.tracker.spawn(down.run());
-    up.run().await;
+    // Each direction is one task polling its reader and writer together: still pipelined, but
+    // without a cross-thread wake-up per chunk. The two directions can use two cores.
+    let down = shared.tracker.spawn(async move {
+        tokio::join!(down_reader, down.run());
+    });
+    tokio::join!(up_reader, up.run());
     if down.await.is_err() {
         tracing::warn!(proxy = %shared.name, "downstream pump task failed");
     }
@@ -117,9 +129,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
 }
 
 /// Reads chunks from `src` and hands them, timestamped, to the writer.
-async fn read_loop(src: Arc<TcpStream>, tx: mpsc::Sender<Msg>, kill: CancellationToken) {
+async fn read_loop(
+    src: Arc<TcpStream>,
+    tx: mpsc::Sender<Msg>,
+    budget: Budget,
+    kill: CancellationToken,
+) {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
+        tokio::select! {
+            _ = kill.cancelled() => return,
+            p = budget.acquire_many(READ_SIZE as u32) => match p {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            },
+        }
         // Reuses the allocation once the writer has dropped the previous chunks.
         buf.reserve(READ_SIZE);
         let n = loop {
@@ -143,6 +167,7 @@ async fn read_loop(src: Arc<TcpStream>, tx: mpsc::Sender<Msg>, kill: Cancellatio
                 }
             }
         };
+        budget.add_permits(READ_SIZE - n);
         let msg = if n == 0 {
             Msg::Eof
         } else {
@@ -181,6 +206,13 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
+async fn precise_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => timer::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Why an interruptible wait returned.
 enum Wake {
     /// The awaited instant came.
@@ -205,6 +237,7 @@ struct Pump {
     conn_seq: u64,
     dst: Arc<TcpStream>,
     rx: mpsc::Receiver<Msg>,
+    budget: Budget,
     toxics: watch::Receiver<ToxicSet>,
     kill: CancellationToken,
     /// Toxics of this direction that this connection has seen, by id.
@@ -220,6 +253,7 @@ impl Pump {
         conn_seq: u64,
         dst: Arc<TcpStream>,
         rx: mpsc::Receiver<Msg>,
+        budget: Budget,
         kill: CancellationToken,
     ) -> Self {
         Self {
@@ -228,6 +262,7 @@ impl Pump {
             conn_seq,
             dst,
             rx,
+            budget,
             toxics: shared.toxics.subscribe(),
             kill,
             states: HashMap::new(),
@@ -256,7 +291,12 @@ impl Pump {
             let flow = match msg {
                 None => Flow::Stop,
                 Some(Msg::Eof) => self.close_write().await,
-                Some(Msg::Data { bytes, read_at }) => self.forward(bytes, read_at).await,
+                Some(Msg::Data { bytes, read_at }) => {
+                    let len = bytes.len();
+                    let flow = self.forward(bytes, read_at).await;
+                    self.budget.add_permits(len);
+                    flow
+                }
             };
             if flow == Flow::Stop {
                 return;
@@ -356,7 +396,8 @@ impl Pump {
                 self.refresh();
                 Wake::Changed
             }
-            _ = sleep_opt(first) => {
+            // Holds use the precise timer: tokio's rounds up to the next millisecond.
+            _ = precise_opt(first) => {
                 if until.is_some() && first == until { Wake::Elapsed } else { Wake::Changed }
             }
         }

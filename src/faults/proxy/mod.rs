@@ -11,8 +11,20 @@
 //! data, so a change interrupts a latency hold, a bandwidth sleep or a blackhole at once. Every
 //! toxic carries a deadline that a task owned by the proxy enforces (and writers ignore expired
 //! toxics meanwhile), whoever added it and whether or not they are still alive.
+//!
+//! Choices where Toxiproxy leaves room:
+//! - `down` is proxy-wide: it ignores direction and toxicity (Toxiproxy models it as disabling
+//!   the proxy, not as a toxic).
+//! - `reset_peer` resets the socket that receives the toxic's direction: `downstream` → the
+//!   client sees RST, `upstream` → the server does; the other side is closed normally.
+//! - `timeout` and `reset_peer` timers start when the connection first sees the toxic; a zero
+//!   `timeout` swallows data (and a half-close) until the toxic goes.
+//! - Toxics of one direction apply in a fixed order per chunk (blackhole, latency, limit_data,
+//!   bandwidth, slicer), not in insertion order; latencies of several toxics add up.
+//! - Latency holds use a dedicated sub-millisecond timer thread ([`timer`]).
 
 mod link;
+mod timer;
 mod toxics;
 
 use std::net::SocketAddr;
