@@ -12,6 +12,8 @@
 pub mod api;
 pub mod edge;
 pub mod outbox;
+pub mod projector;
+pub mod render;
 
 /// Where a Slack-started run came from, encoded in the run's `source` as
 /// `slack:<team>:<channel>:<user>`.

@@ -1,0 +1,202 @@
+//! Renders run journals into the Slack outbox: the parent message, its in-place updates, one
+//! thread reply per event that matters, the final summary and a verdict reaction.
+//!
+//! The journal is the source of truth and the outbox is persisted, so the projector keeps a
+//! per-run cursor (advanced in the same transaction as the messages it produced). A restart, a
+//! lagging subscriber or a crash between the journal append and the render loses nothing and
+//! repeats nothing: the next pass starts from the cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::render;
+use super::{SlackOrigin, run_parent_key, run_thread_key};
+use crate::journal::{Entry, Event};
+use crate::report;
+use crate::spec::model::Experiment;
+use crate::store::outbox::{OutboundAction, OutboundMessage};
+use crate::store::{DynStore, RunFilter, StoreResult};
+
+/// How often runs are re-checked for journal entries not rendered yet (besides live events).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Finished runs older than this are not swept any more.
+const SWEEP_HORIZON_MS: i64 = 3_600_000;
+
+pub struct Projector {
+    store: DynStore,
+    on_enqueue: Box<dyn Fn() + Send + Sync>,
+    /// The last parent rendering queued per run, to skip updates that change nothing.
+    last_parent: Mutex<HashMap<String, serde_json::Value>>,
+}
+
+impl Projector {
+    /// `on_enqueue` is called after new messages are queued (to wake the outbox).
+    pub fn new(store: DynStore, on_enqueue: impl Fn() + Send + Sync + 'static) -> Arc<Projector> {
+        Arc::new(Projector {
+            store,
+            on_enqueue: Box::new(on_enqueue),
+            last_parent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Follows live journal entries until `stop`, sweeping for anything missed.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<Entry>,
+        stop: CancellationToken,
+    ) {
+        self.sweep().await;
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    // Render what is already journaled (e.g. verdicts written during shutdown).
+                    self.sweep().await;
+                    return;
+                }
+                _ = tick.tick() => self.sweep().await,
+                msg = events.recv() => match msg {
+                    Ok(entry) => {
+                        if let Err(e) = self.project(&entry.run_id).await {
+                            warn!(run_id = %entry.run_id, error = %e, "cannot render the run to Slack yet; will retry");
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        debug!(missed = n, "journal subscriber lagged; sweeping");
+                        self.sweep().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    /// Renders every recent Slack run that has journal entries past its cursor.
+    pub async fn sweep(&self) {
+        let runs = match self
+            .store
+            .list_runs(RunFilter {
+                experiment: None,
+                limit: 200,
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot list runs to render");
+                return;
+            }
+        };
+        let now = crate::journal::now_ms();
+        for run in runs {
+            if SlackOrigin::from_source(&run.source).is_none() {
+                continue;
+            }
+            if run.finished_ms.is_some_and(|f| now - f > SWEEP_HORIZON_MS) {
+                continue;
+            }
+            if let Err(e) = self.project(&run.id).await {
+                warn!(run_id = %run.id, error = %e, "cannot render the run to Slack yet; will retry");
+            }
+        }
+    }
+
+    /// Queues the Slack messages for the run's journal entries past the cursor. Returns how
+    /// many messages were queued.
+    pub async fn project(&self, run_id: &str) -> StoreResult<usize> {
+        // One projection at a time: the cursor read and the enqueue must not interleave.
+        let mut last_parent = self.last_parent.lock().await;
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Ok(0);
+        };
+        let Some(origin) = SlackOrigin::from_source(&run.source) else {
+            return Ok(0);
+        };
+        let cursor = self.store.render_cursor(run_id).await?;
+        let entries = self.store.journal(run_id, 0).await?;
+        let fresh: Vec<&Entry> = entries.iter().filter(|e| e.seq > cursor).collect();
+        let Some(last_seq) = fresh.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let method_ms = serde_json::from_value::<Experiment>(run.spec.clone())
+            .map(|e| i64::try_from(e.method_duration().as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let summary = report::summarize(&run, &entries);
+        let parent = render::parent(&run, &entries, &summary, method_ms);
+        let thread = run_thread_key(run_id);
+        let parent_key = run_parent_key(run_id);
+        let msg = |action| OutboundMessage {
+            thread_key: thread.clone(),
+            channel: origin.channel.clone(),
+            action,
+        };
+
+        let mut out = Vec::new();
+        if cursor == 0 {
+            out.push(msg(OutboundAction::Post {
+                key: Some(parent_key.clone()),
+                in_thread_of: None,
+                text: parent.text.clone(),
+                blocks: Some(parent.blocks.clone()),
+            }));
+        }
+        for e in &fresh {
+            if let Some(reply) = render::thread_reply(e) {
+                out.push(msg(OutboundAction::Post {
+                    key: None,
+                    in_thread_of: Some(parent_key.clone()),
+                    text: reply.text,
+                    blocks: Some(reply.blocks),
+                }));
+            }
+        }
+        let finished = fresh
+            .iter()
+            .any(|e| matches!(e.event, Event::Verdict { .. }));
+        if finished {
+            for part in render::summary(&summary) {
+                out.push(msg(OutboundAction::Post {
+                    key: None,
+                    in_thread_of: Some(parent_key.clone()),
+                    text: part.text,
+                    blocks: Some(part.blocks),
+                }));
+            }
+        }
+        let changed = last_parent.get(run_id) != Some(&parent.blocks);
+        if cursor > 0 && changed {
+            out.push(msg(OutboundAction::Update {
+                key: parent_key.clone(),
+                text: parent.text.clone(),
+                blocks: Some(parent.blocks.clone()),
+            }));
+        }
+        if finished && let Some(verdict) = &summary.verdict {
+            out.push(msg(OutboundAction::Reaction {
+                key: parent_key.clone(),
+                name: match verdict.as_str() {
+                    "held" => "white_check_mark",
+                    "deviated" => "warning",
+                    "aborted" => "octagonal_sign",
+                    _ => "x",
+                }
+                .into(),
+            }));
+        }
+        self.store.enqueue(&out, Some((run_id, last_seq))).await?;
+        last_parent.insert(run_id.to_string(), parent.blocks);
+        if finished {
+            last_parent.remove(run_id);
+        }
+        drop(last_parent);
+        if !out.is_empty() {
+            (self.on_enqueue)();
+        }
+        Ok(out.len())
+    }
+}
