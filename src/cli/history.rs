@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, load_config, open_store};
+use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, config_and_store};
 use crate::report;
 use crate::store::{AbortScope, RunFilter, StoreError};
 
@@ -48,12 +48,8 @@ fn fmt_time(ms: i64) -> String {
 }
 
 pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> u8 {
-    let cfg = match load_config(global) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let store = match open_store(&cfg).await {
-        Ok(s) => s,
+    let (_, store) = match config_and_store(global).await {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let runs = match store
@@ -101,12 +97,8 @@ pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> u8 {
 }
 
 pub async fn show(global: &GlobalArgs, args: ShowArgs) -> u8 {
-    let cfg = match load_config(global) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let store = match open_store(&cfg).await {
-        Ok(s) => s,
+    let (cfg, store) = match config_and_store(global).await {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let run = match store.get_run(&args.run).await {
@@ -142,12 +134,8 @@ pub async fn show(global: &GlobalArgs, args: ShowArgs) -> u8 {
 }
 
 pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
-    let cfg = match load_config(global) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let store = match open_store(&cfg).await {
-        Ok(s) => s,
+    let (_, store) = match config_and_store(global).await {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let scope = if args.run == "all" {

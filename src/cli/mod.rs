@@ -136,6 +136,15 @@ pub(crate) async fn open_store(cfg: &Config) -> Result<crate::store::DynStore, u
     })
 }
 
+/// The config and the store, or the exit code after printing why not.
+pub(crate) async fn config_and_store(
+    global: &GlobalArgs,
+) -> Result<(Config, crate::store::DynStore), u8> {
+    let cfg = load_config(global)?;
+    let store = open_store(&cfg).await?;
+    Ok((cfg, store))
+}
+
 fn validate(global: &GlobalArgs, args: ValidateArgs) -> u8 {
     let cfg = match load_config(global) {
         Ok(c) => c,
