@@ -1107,3 +1107,44 @@ async fn healthz_and_metrics() {
         "{body}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// EdgeStore on both backends
+
+async fn edge_store_behaviour(store: DynStore) {
+    assert!(store.remember_event("Ev1", 1).await.unwrap());
+    assert!(!store.remember_event("Ev1", 2).await.unwrap());
+    assert!(store.remember_event("Ev2", 3).await.unwrap());
+    for (i, action) in ["command:help", "button:abort_run"].iter().enumerate() {
+        store
+            .audit(&AuditEntry {
+                at_ms: i as i64,
+                team: TEAM.into(),
+                user: "U1".into(),
+                channel: CHAOS_CHANNEL.into(),
+                action: (*action).into(),
+                detail: "d".into(),
+                outcome: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].action, "button:abort_run");
+    assert_eq!(store.audit_log(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn edge_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    edge_store_behaviour(sqlite_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn edge_store_on_postgres() {
+    with_postgres(|url| async move {
+        edge_store_behaviour(chaosbot::store::open(&url).await.unwrap()).await;
+    })
+    .await;
+}
