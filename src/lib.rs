@@ -9,7 +9,8 @@
 //!   faults), samples [`probes`], and always reverts.
 //! - [`journal`] is each run's append-only event list, the single source of truth.
 //! - [`report`] renders journals for people (terminal view, final report).
-//! - The CLI (`src/main.rs`, [`cli`]) and, later, the Slack edge only parse, authorize and submit.
+//! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse, authorize
+//!   and submit.
 
 pub mod cli;
 pub mod config;

@@ -26,7 +26,7 @@ mod sqlite_edge;
 mod sqlite_outbox;
 
 pub use outbox::OutboxStore;
-pub use slack_edge::EdgeStore;
+pub use slack_edge::{AuditEntry, EdgeStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

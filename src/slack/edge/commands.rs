@@ -1,0 +1,298 @@
+//! The `/chaos` command grammar (whatever name the command is installed under):
+//!
+//! ```text
+//! help | (empty)
+//! list
+//! start [<experiment> [key=value ...]]
+//! abort <run-id> [reason...] | abort all [reason...]
+//! status
+//! summary <run-id>
+//! ```
+
+/// Longer command texts are refused before they are tokenized.
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+pub const SUBCOMMANDS: &[&str] = &["help", "list", "start", "abort", "status", "summary"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    List,
+    /// `experiment: None` opens the start form.
+    Start {
+        experiment: Option<String>,
+        params: Vec<(String, String)>,
+    },
+    Abort {
+        target: AbortTarget,
+        reason: Option<String>,
+    },
+    Status,
+    Summary {
+        run: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortTarget {
+    Run(String),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error(
+        "the command text is {len} characters long; the limit is {MAX_TEXT_CHARS}. Shorten it (parameters are `key=value`)"
+    )]
+    TooLong { len: usize },
+    #[error("{}", unknown_message(word, suggestion.as_deref()))]
+    Unknown {
+        word: String,
+        suggestion: Option<String>,
+    },
+    #[error("`{command}` needs {what}. Usage: `{usage}`")]
+    MissingArgument {
+        command: &'static str,
+        what: &'static str,
+        usage: &'static str,
+    },
+    #[error("`{token}` is not a parameter: write parameters as `key=value`, e.g. `latency=500ms`")]
+    BadParameter { token: String },
+    #[error("parameter `{key}` is given twice; give each parameter once")]
+    DuplicateParameter { key: String },
+    #[error("`{command}` takes no arguments, but got `{extra}`. Usage: `{usage}`")]
+    Extra {
+        command: &'static str,
+        extra: String,
+        usage: &'static str,
+    },
+}
+
+fn unknown_message(word: &str, suggestion: Option<&str>) -> String {
+    let list = SUBCOMMANDS.join(", ");
+    match suggestion {
+        Some(s) => format!("unknown command `{word}`; did you mean `{s}`? Commands: {list}"),
+        None => format!("unknown command `{word}`. Commands: {list}"),
+    }
+}
+
+/// The closest subcommand to a mistyped word, if any is close.
+pub fn closest_subcommand(word: &str) -> Option<String> {
+    let lower = word.to_lowercase();
+    SUBCOMMANDS
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&lower, c), *c))
+        .filter(|(score, c)| *score >= 0.7 || strsim::damerau_levenshtein(&lower, c) <= 2)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_string())
+}
+
+pub fn parse(text: &str) -> Result<Command, CommandError> {
+    let len = text.chars().count();
+    if len > MAX_TEXT_CHARS {
+        return Err(CommandError::TooLong { len });
+    }
+    let mut words = text.split_whitespace();
+    let Some(first) = words.next() else {
+        return Ok(Command::Help);
+    };
+    let rest: Vec<&str> = words.collect();
+    let no_args = |command: &'static str, usage: &'static str, cmd: Command| {
+        if rest.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(CommandError::Extra {
+                command,
+                extra: rest.join(" "),
+                usage,
+            })
+        }
+    };
+    match first.to_lowercase().as_str() {
+        "help" | "-h" | "--help" | "?" => Ok(Command::Help),
+        "list" | "ls" => no_args("list", "list", Command::List),
+        "status" => no_args("status", "status", Command::Status),
+        "start" | "run" => {
+            let Some((name, params)) = rest.split_first() else {
+                return Ok(Command::Start {
+                    experiment: None,
+                    params: vec![],
+                });
+            };
+            Ok(Command::Start {
+                experiment: Some((*name).to_string()),
+                params: parse_params(params.iter().copied())?,
+            })
+        }
+        "abort" | "stop" => {
+            let Some((target, reason)) = rest.split_first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "abort",
+                    what: "a run id or `all`",
+                    usage: "abort <run-id> [reason] | abort all [reason]",
+                });
+            };
+            let target = if target.eq_ignore_ascii_case("all") {
+                AbortTarget::All
+            } else {
+                AbortTarget::Run((*target).to_string())
+            };
+            let reason = (!reason.is_empty()).then(|| reason.join(" "));
+            Ok(Command::Abort { target, reason })
+        }
+        "summary" | "show" => match rest.as_slice() {
+            [run] => Ok(Command::Summary {
+                run: (*run).to_string(),
+            }),
+            [] => Err(CommandError::MissingArgument {
+                command: "summary",
+                what: "a run id",
+                usage: "summary <run-id>",
+            }),
+            [_, extra @ ..] => Err(CommandError::Extra {
+                command: "summary",
+                extra: extra.join(" "),
+                usage: "summary <run-id>",
+            }),
+        },
+        _ => Err(CommandError::Unknown {
+            word: first.to_string(),
+            suggestion: closest_subcommand(first),
+        }),
+    }
+}
+
+/// `key=value` tokens (from the command line, or lines of the start form).
+pub fn parse_params<'a>(
+    tokens: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, String)>, CommandError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for token in tokens {
+        let token = token.trim();
+        if token.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = token.split_once('=') else {
+            return Err(CommandError::BadParameter {
+                token: token.to_string(),
+            });
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || v.is_empty() {
+            return Err(CommandError::BadParameter {
+                token: token.to_string(),
+            });
+        }
+        if out.iter().any(|(existing, _)| existing == k) {
+            return Err(CommandError::DuplicateParameter { key: k.to_string() });
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_and_empty() {
+        assert_eq!(parse(""), Ok(Command::Help));
+        assert_eq!(parse("   "), Ok(Command::Help));
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("HELP me"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn start_with_and_without_params() {
+        assert_eq!(
+            parse("start checkout-latency latency=500ms  tox=0.5"),
+            Ok(Command::Start {
+                experiment: Some("checkout-latency".into()),
+                params: vec![
+                    ("latency".into(), "500ms".into()),
+                    ("tox".into(), "0.5".into())
+                ],
+            })
+        );
+        assert_eq!(
+            parse("start"),
+            Ok(Command::Start {
+                experiment: None,
+                params: vec![]
+            })
+        );
+        assert!(matches!(
+            parse("start x latency"),
+            Err(CommandError::BadParameter { .. })
+        ));
+        assert!(matches!(
+            parse("start x =5"),
+            Err(CommandError::BadParameter { .. })
+        ));
+        assert!(matches!(
+            parse("start x a=1 a=2"),
+            Err(CommandError::DuplicateParameter { .. })
+        ));
+    }
+
+    #[test]
+    fn abort_forms() {
+        assert_eq!(
+            parse("abort r-abc too noisy"),
+            Ok(Command::Abort {
+                target: AbortTarget::Run("r-abc".into()),
+                reason: Some("too noisy".into())
+            })
+        );
+        assert_eq!(
+            parse("abort ALL"),
+            Ok(Command::Abort {
+                target: AbortTarget::All,
+                reason: None
+            })
+        );
+        let err = parse("abort").unwrap_err();
+        assert!(err.to_string().contains("run id"), "{err}");
+    }
+
+    #[test]
+    fn summary_status_list() {
+        assert_eq!(
+            parse("summary r-1"),
+            Ok(Command::Summary { run: "r-1".into() })
+        );
+        assert!(matches!(
+            parse("summary"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("summary a b"),
+            Err(CommandError::Extra { .. })
+        ));
+        assert_eq!(parse("status"), Ok(Command::Status));
+        assert_eq!(parse("list"), Ok(Command::List));
+        assert!(matches!(parse("list x"), Err(CommandError::Extra { .. })));
+    }
+
+    #[test]
+    fn unknown_suggests_closest() {
+        let err = parse("strat checkout").unwrap_err();
+        assert_eq!(
+            err,
+            CommandError::Unknown {
+                word: "strat".into(),
+                suggestion: Some("start".into())
+            }
+        );
+        assert!(err.to_string().contains("did you mean `start`"));
+        assert_eq!(closest_subcommand("stauts").as_deref(), Some("status"));
+        assert_eq!(closest_subcommand("xyzzyq"), None);
+    }
+
+    #[test]
+    fn giant_text_refused() {
+        let text = format!("start x {}", "a=b ".repeat(600));
+        assert!(matches!(parse(&text), Err(CommandError::TooLong { .. })));
+    }
+}

@@ -1,0 +1,584 @@
+//! One handler per `/chaos` subcommand. Each answers with an ephemeral [`Reply`]; refusals and
+//! errors say what was wrong and what to do, and change nothing.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{Instrument, info, warn};
+
+use super::blocks::Reply;
+use super::commands::{self, AbortTarget, Command};
+use super::{SlackApp, SlashCommand, auth, interactions};
+use crate::engine::{EngineError, SubmitRequest};
+use crate::report;
+use crate::slack::SlackOrigin;
+use crate::spec::{SpecErrors, catalog::Catalog, load_catalog};
+use crate::store::{AbortScope, RunFilter, RunRecord};
+
+/// Which input of a start request was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Experiment,
+    Params,
+}
+
+/// How many runs `status` looks at (newest first); more active runs than this is unheard of.
+const STATUS_SCAN: u32 = 500;
+
+impl SlackApp {
+    /// Handles a slash command and returns the ephemeral answer (HTTP body or Socket Mode ack
+    /// payload). Slow work (opening the start form) is spawned.
+    pub async fn handle_command(&self, cmd: SlashCommand) -> Value {
+        let span = tracing::info_span!("slack_command", team = %cmd.team_id, user = %cmd.user_id, channel = %cmd.channel_id);
+        async move {
+            let (reply, outcome, action) = match self.command_inner(&cmd).await {
+                Ok((reply, action)) => (reply, "ok".to_string(), action),
+                Err((reply, action)) => {
+                    let outcome = format!("refused: {}", reply.text);
+                    (reply, outcome, action)
+                }
+            };
+            info!(action, outcome = %outcome, "slash command handled");
+            self.audit(
+                &cmd.team_id,
+                &cmd.user_id,
+                &cmd.channel_id,
+                &format!("command:{action}"),
+                &cmd.text,
+                &outcome,
+            )
+            .await;
+            reply.ephemeral()
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `Ok((answer, action))` or `Err((refusal, action))`.
+    async fn command_inner(
+        &self,
+        cmd: &SlashCommand,
+    ) -> Result<(Reply, &'static str), (Reply, &'static str)> {
+        auth::check_team(&self.cfg.slack, &cmd.team_id).map_err(|m| (Reply::error(m), "team"))?;
+        let parsed = commands::parse(&cmd.text).map_err(|e| {
+            (
+                Reply::error(format!("{e}\nType `{} help` for usage.", command_name(cmd))),
+                "parse",
+            )
+        })?;
+        match parsed {
+            Command::Help => Ok((help(command_name(cmd)), "help")),
+            Command::List => Ok((self.list(), "list")),
+            Command::Start {
+                experiment: Some(name),
+                params,
+            } => self
+                .start(cmd, &name, &params)
+                .await
+                .map(|r| (r, "start"))
+                .map_err(|r| (r, "start")),
+            Command::Start {
+                experiment: None, ..
+            } => self
+                .open_start_form(cmd)
+                .map(|r| (r, "start_form"))
+                .map_err(|r| (r, "start_form")),
+            Command::Abort { target, reason } => self
+                .abort(cmd, target, reason)
+                .await
+                .map(|r| (r, "abort"))
+                .map_err(|r| (r, "abort")),
+            Command::Status => self
+                .status(&cmd.team_id, &cmd.user_id)
+                .await
+                .map(|r| (r, "status"))
+                .map_err(|r| (r, "status")),
+            Command::Summary { run } => self
+                .summary(cmd, &run)
+                .await
+                .map(|r| (r, "summary"))
+                .map_err(|r| (r, "summary")),
+        }
+    }
+
+    pub(crate) fn catalog(&self) -> Catalog {
+        load_catalog(&self.cfg.catalog, &self.cfg)
+    }
+
+    fn list(&self) -> Reply {
+        let catalog = self.catalog();
+        if catalog.entries.is_empty() {
+            return Reply::simple(format!(
+                "The experiment catalog is empty{}. Ask {} to add experiment YAML files to it.",
+                problems_note(&catalog),
+                auth::whom_to_ask(&self.cfg.slack)
+            ));
+        }
+        let mut reply = Reply::new(format!(
+            "{} experiment(s) in the catalog",
+            catalog.entries.len()
+        ));
+        reply.push(format!(
+            "*{} experiment(s)* — start one with `start <name> [key=value …]`{}",
+            catalog.entries.len(),
+            problems_note(&catalog)
+        ));
+        for entry in &catalog.entries {
+            let exp = &entry.experiment;
+            let mut s = format!("*`{}`* — {}\n", exp.name, exp.title);
+            let targets = exp.targets();
+            s.push_str(&format!(
+                "targets: {} · runs up to {} with the defaults (guard rail {})",
+                if targets.is_empty() {
+                    "none".to_string()
+                } else {
+                    targets.join(", ")
+                },
+                fmt_duration(exp.method_duration() + exp.recovery_timeout),
+                fmt_duration(self.cfg.guard_rails.max_run_duration),
+            ));
+            for p in &entry.parameters {
+                s.push_str(&format!(
+                    "\n• `{}` — {}, default `{}`{}",
+                    p.name,
+                    p.describe(),
+                    p.default,
+                    if p.description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", p.description)
+                    }
+                ));
+            }
+            reply.push(s);
+        }
+        reply
+    }
+
+    async fn start(
+        &self,
+        cmd: &SlashCommand,
+        name: &str,
+        params: &[(String, String)],
+    ) -> Result<Reply, Reply> {
+        let exp = self
+            .authorize_and_resolve(&cmd.user_id, &cmd.channel_id, name, params)
+            .map_err(|(_, m)| Reply::error(m))?;
+        let id = self
+            .submit(&exp, &cmd.team_id, &cmd.channel_id, &cmd.user_id)
+            .await
+            .map_err(Reply::error)?;
+        let shown: Vec<String> = exp.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Ok(Reply::simple(format!(
+            ":test_tube: Run `{id}` of `{}` is queued{}. It will appear in this channel with its live status and an Abort button. Stop it with `{} abort {id}`.",
+            exp.name,
+            if shown.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", shown.join(" "))
+            },
+            command_name(cmd)
+        )))
+    }
+
+    /// Finds, authorizes and resolves an experiment; the error says which input was wrong
+    /// (the form shows it next to that field) and the text to show.
+    pub(crate) fn authorize_and_resolve(
+        &self,
+        user: &str,
+        channel: &str,
+        name: &str,
+        params: &[(String, String)],
+    ) -> Result<crate::spec::model::Experiment, (Field, String)> {
+        let catalog = self.catalog();
+        catalog
+            .find(name)
+            .map_err(|m| (Field::Experiment, format!("{m} (`list` shows the catalog)")))?;
+        auth::may_start(&self.cfg.slack, user, channel, name)
+            .map_err(|m| (Field::Experiment, m))?;
+        catalog
+            .resolve(name, &self.cfg, params)
+            .map_err(|e| (Field::Params, spec_errors_text(&e)))
+    }
+
+    pub(crate) async fn submit(
+        &self,
+        exp: &crate::spec::model::Experiment,
+        team: &str,
+        channel: &str,
+        user: &str,
+    ) -> Result<String, String> {
+        let origin = SlackOrigin {
+            team: team.to_string(),
+            channel: channel.to_string(),
+            user: user.to_string(),
+        };
+        match self
+            .engine
+            .submit(
+                exp,
+                SubmitRequest {
+                    requested_by: user.to_string(),
+                    source: origin.to_source(),
+                    seed: None,
+                },
+            )
+            .await
+        {
+            Ok(id) => {
+                info!(run_id = %id, experiment = %exp.name, "run submitted from Slack");
+                Ok(id)
+            }
+            Err(e @ (EngineError::TooLong { .. } | EngineError::ShuttingDown)) => {
+                Err(e.to_string())
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot submit a run");
+                Err(format!(
+                    "the run could not be queued ({e}); nothing was started. Try again, or tell {}.",
+                    auth::whom_to_ask(&self.cfg.slack)
+                ))
+            }
+        }
+    }
+
+    fn open_start_form(&self, cmd: &SlashCommand) -> Result<Reply, Reply> {
+        let Some(trigger_id) = cmd.trigger_id.clone().filter(|t| !t.is_empty()) else {
+            return Err(Reply::error(format!(
+                "this request carries no trigger to open a form with; name the experiment instead: `{} start <experiment> [key=value …]`",
+                command_name(cmd)
+            )));
+        };
+        let catalog = self.catalog();
+        if catalog.entries.is_empty() {
+            return Err(Reply::error(format!(
+                "the experiment catalog is empty{}; there is nothing to start. Ask {}.",
+                problems_note(&catalog),
+                auth::whom_to_ask(&self.cfg.slack)
+            )));
+        }
+        let view = interactions::start_modal(&catalog, &cmd.channel_id);
+        let api = self.api.clone();
+        let (store_channel, user) = (cmd.channel_id.clone(), cmd.user_id.clone());
+        let store = self.store.clone();
+        // views.open must happen within 3 s of the trigger, and so must our HTTP answer:
+        // do both at once.
+        tokio::spawn(
+            async move {
+                let body = serde_json::json!({"trigger_id": trigger_id, "view": view});
+                if let Err(e) = api.call("views.open", body).await {
+                    warn!(error = %e, "cannot open the start form");
+                    let reply = Reply::error(format!(
+                        "the start form could not be opened ({e}); use `start <experiment> [key=value …]` instead"
+                    ));
+                    let msg = crate::store::outbox::OutboundMessage {
+                        thread_key: format!("ephemeral:{store_channel}:{user}"),
+                        channel: store_channel.clone(),
+                        action: crate::store::outbox::OutboundAction::Ephemeral {
+                            user: user.clone(),
+                            in_thread_of: None,
+                            text: reply.text.clone(),
+                            blocks: Some(Value::Array(reply.blocks())),
+                        },
+                    };
+                    if let Err(e) = store.enqueue(&[msg], None).await {
+                        warn!(error = %e, "cannot queue the form error message");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("views_open")),
+        );
+        Ok(Reply::simple("Opening the form to start an experiment…"))
+    }
+
+    /// A run the caller may see: it exists and was started from the caller's workspace (runs
+    /// started elsewhere, e.g. the CLI, are visible to operators only).
+    pub(crate) async fn visible_run(
+        &self,
+        id: &str,
+        team: &str,
+        user: &str,
+    ) -> Result<RunRecord, String> {
+        let no_run = || format!("no run `{id}`; `status` lists the queued and running runs");
+        let run = match self.store.get_run(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(no_run()),
+            Err(e) => {
+                warn!(error = %e, run_id = id, "cannot read a run");
+                return Err(format!("cannot read run `{id}` right now ({e}); try again"));
+            }
+        };
+        if self.visible(&run, team, user) {
+            Ok(run)
+        } else {
+            Err(no_run())
+        }
+    }
+
+    fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
+        match SlackOrigin::from_source(&run.source) {
+            Some(o) => o.team == team,
+            None => auth::is_operator(&self.cfg.slack, user),
+        }
+    }
+
+    /// Aborts one run after authorizing; the text of the outcome either way.
+    pub(crate) async fn abort_run(
+        &self,
+        team: &str,
+        user: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<String, String> {
+        let run = self.visible_run(id, team, user).await?;
+        auth::may_abort(&self.cfg.slack, user, &run.id, &run.requested_by)?;
+        if run.state == crate::engine::state::RunState::Done {
+            return Err(format!(
+                "run `{id}` has already finished ({}); there is nothing to abort. `summary {id}` shows how it went.",
+                run.verdict
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "done".into())
+            ));
+        }
+        let reason = reason
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("aborted from Slack by {user}"));
+        match self
+            .engine
+            .abort(AbortScope::Run(run.id.clone()), user, &reason)
+            .await
+        {
+            Ok(o) if !o.cancelled_queued.is_empty() => Ok(format!(
+                ":octagonal_sign: Run `{id}` was still queued and is cancelled; nothing was injected."
+            )),
+            Ok(o) if !o.signalled_running.is_empty() => Ok(format!(
+                ":octagonal_sign: Abort requested for run `{id}`: its faults are being reverted; its thread shows when everything is back."
+            )),
+            Ok(_) => Err(format!(
+                "run `{id}` finished before the abort arrived; `summary {id}` shows how it went."
+            )),
+            Err(e) => {
+                warn!(error = %e, run_id = id, "abort failed");
+                Err(format!(
+                    "the abort of run `{id}` could not be recorded ({e}); try again, or tell {}",
+                    auth::whom_to_ask(&self.cfg.slack)
+                ))
+            }
+        }
+    }
+
+    async fn abort(
+        &self,
+        cmd: &SlashCommand,
+        target: AbortTarget,
+        reason: Option<String>,
+    ) -> Result<Reply, Reply> {
+        match target {
+            AbortTarget::Run(id) => self
+                .abort_run(&cmd.team_id, &cmd.user_id, &id, reason.as_deref())
+                .await
+                .map(Reply::simple)
+                .map_err(Reply::error),
+            AbortTarget::All => {
+                auth::may_abort_all(&self.cfg.slack, &cmd.user_id).map_err(Reply::error)?;
+                let reason =
+                    reason.unwrap_or_else(|| format!("abort all from Slack by {}", cmd.user_id));
+                let o = self
+                    .engine
+                    .abort(AbortScope::All, &cmd.user_id, &reason)
+                    .await
+                    .map_err(|e| {
+                        Reply::error(format!("the abort could not be recorded ({e}); try again"))
+                    })?;
+                let n = o.cancelled_queued.len() + o.signalled_running.len();
+                Ok(Reply::simple(if n == 0 {
+                    "No run was queued or running; nothing to abort.".to_string()
+                } else {
+                    format!(
+                        ":octagonal_sign: Aborting {n} run(s): {} queued cancelled, {} running reverting ({}).",
+                        o.cancelled_queued.len(),
+                        o.signalled_running.len(),
+                        o.cancelled_queued
+                            .iter()
+                            .chain(&o.signalled_running)
+                            .map(|id| format!("`{id}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }))
+            }
+        }
+    }
+
+    /// Queued and running runs of the caller's workspace.
+    pub(crate) async fn status(&self, team: &str, user: &str) -> Result<Reply, Reply> {
+        let runs = self
+            .store
+            .list_runs(RunFilter {
+                experiment: None,
+                limit: STATUS_SCAN,
+            })
+            .await
+            .map_err(|e| {
+                Reply::error(format!("cannot read the runs right now ({e}); try again"))
+            })?;
+        let active: Vec<&RunRecord> = runs
+            .iter()
+            .filter(|r| r.state != crate::engine::state::RunState::Done)
+            .filter(|r| self.visible(r, team, user))
+            .collect();
+        if active.is_empty() {
+            return Ok(Reply::simple(
+                "No run is queued or running. `list` shows what you can start.",
+            ));
+        }
+        let mut reply = Reply::new(format!("{} run(s) queued or running", active.len()));
+        let mut lines = vec![format!("*{} run(s) queued or running*", active.len())];
+        // Oldest first reads like a queue.
+        for r in active.iter().rev() {
+            let since = r.started_ms.unwrap_or(r.created_ms);
+            lines.push(format!(
+                "• `{}` *{}* — {} · by <@{}> · since {}",
+                r.id,
+                r.experiment,
+                r.state,
+                r.requested_by,
+                slack_date(since)
+            ));
+        }
+        reply.push(lines.join("\n"));
+        Ok(reply)
+    }
+
+    async fn summary(&self, cmd: &SlashCommand, id: &str) -> Result<Reply, Reply> {
+        let run = self
+            .visible_run(id, &cmd.team_id, &cmd.user_id)
+            .await
+            .map_err(Reply::error)?;
+        let journal = self.store.journal(&run.id, 0).await.map_err(|e| {
+            Reply::error(format!(
+                "cannot read the journal of `{id}` ({e}); try again"
+            ))
+        })?;
+        Ok(summary_reply(&report::summarize(&run, &journal)))
+    }
+}
+
+fn command_name(cmd: &SlashCommand) -> &str {
+    if cmd.command.trim().is_empty() {
+        "/chaos"
+    } else {
+        cmd.command.trim()
+    }
+}
+
+fn help(cmd: &str) -> Reply {
+    Reply::new(format!("{cmd}: run chaos experiments from the catalog")).section(format!(
+        "*{cmd}* runs chaos experiments from the catalog; every fault is reverted when the run ends.\n\
+         • `{cmd} list` — the experiments, their targets, limits and parameters\n\
+         • `{cmd} start <experiment> [key=value …]` — e.g. `{cmd} start checkout-latency latency=500ms`\n\
+         • `{cmd} start` — pick the experiment and parameters in a form\n\
+         • `{cmd} status` — queued and running runs\n\
+         • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
+         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} help` — this message"
+    ))
+}
+
+fn problems_note(c: &Catalog) -> String {
+    if c.problems.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} file(s) did not load; `chaosbot validate` on the server explains why)",
+            c.problems.len()
+        )
+    }
+}
+
+/// Spec problems without server paths: the message and its hint.
+pub(crate) fn spec_errors_text(e: &SpecErrors) -> String {
+    e.problems
+        .iter()
+        .map(|p| match &p.hint {
+            Some(h) => format!("{} ({h})", p.message),
+            None => p.message.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+}
+
+fn fmt_ms(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms >= 0 => {
+            humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
+        }
+        _ => "–".to_string(),
+    }
+}
+
+/// A timestamp Slack renders in each reader's time zone (UTC as the fallback).
+fn slack_date(ms: i64) -> String {
+    let secs = ms / 1000;
+    let fallback = chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| secs.to_string());
+    format!("<!date^{secs}^{{date_short_pretty}} {{time_secs}}|{fallback}>")
+}
+
+fn summary_reply(s: &report::RunSummary) -> Reply {
+    let verdict = s.verdict.as_deref().unwrap_or("still running");
+    let mut reply = Reply::new(format!("Run {} of {}: {verdict}", s.run_id, s.experiment));
+    reply.push(format!(
+        "*Run `{}`* — {} (`{}`)\n*Verdict:* {} · *Rollback:* {}{}\n*Started by* <@{}> · *state* {} · *duration* {}\n*Time to detect:* {} · *Time to recover:* {}",
+        s.run_id,
+        s.title,
+        s.experiment,
+        verdict.to_uppercase(),
+        s.rollback.as_deref().unwrap_or("–"),
+        s.reason
+            .as_deref()
+            .map(|r| format!("\n*Why:* {r}"))
+            .unwrap_or_default(),
+        s.requested_by,
+        s.state,
+        fmt_ms(s.duration_ms),
+        fmt_ms(s.time_to_detect_ms),
+        fmt_ms(s.time_to_recover_ms),
+    ));
+    if !s.params.is_empty() {
+        let p: Vec<String> = s.params.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        reply.push(format!("*Parameters:* {}", p.join(" ")));
+    }
+    for p in &s.probes {
+        let row = |name: &str, st: &report::PhaseStats| {
+            format!(
+                "{name:<7} {:>5} samples {:>4} failed  p50 {:>8.1} ms  p95 {:>8.1} ms  max {:>8.1} ms",
+                st.samples, st.failed, st.p50_ms, st.p95_ms, st.max_ms
+            )
+        };
+        reply.push(format!(
+            "*Probe `{}`*\n```{}\n{}\n{}```",
+            p.probe,
+            row("before", &p.before),
+            row("during", &p.during),
+            row("after", &p.after)
+        ));
+    }
+    let faults: Vec<String> = s
+        .timeline
+        .iter()
+        .filter(|t| t.text.starts_with("fault") || t.text.starts_with("REVERT FAILED"))
+        .map(|t| format!("+{} {}", fmt_ms(Some(t.offset_ms)), t.text))
+        .collect();
+    reply.push(if faults.is_empty() {
+        "*Faults:* none injected".to_string()
+    } else {
+        format!("*Faults:*\n{}", faults.join("\n"))
+    });
+    reply
+}
