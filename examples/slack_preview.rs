@@ -211,8 +211,8 @@ async fn main() -> anyhow::Result<()> {
             thread.push_str(&message("chaosbot", "", &r.blocks));
         }
     }
-    for part in render::summary(&summary) {
-        thread.push_str(&message("chaosbot", "", &part.blocks));
+    for part in render::summary(&summary).pages() {
+        thread.push_str(&message("chaosbot", "", &part));
     }
     let html = format!(
         r#"<!doctype html><meta charset=utf-8><style>

@@ -10,6 +10,7 @@
 //! views find the channel to render into.
 
 pub mod api;
+pub mod blocks;
 pub mod edge;
 pub mod outbox;
 pub mod projector;

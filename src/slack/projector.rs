@@ -159,12 +159,13 @@ impl Projector {
             .iter()
             .any(|e| matches!(e.event, Event::Verdict { .. }));
         if finished {
-            for part in render::summary(&summary) {
+            let reply = render::summary(&summary);
+            for page in reply.pages() {
                 out.push(msg(OutboundAction::Post {
                     key: None,
                     in_thread_of: Some(parent_key.clone()),
-                    text: part.text,
-                    blocks: Some(part.blocks),
+                    text: reply.text.clone(),
+                    blocks: Some(page),
                 }));
             }
         }

@@ -3,17 +3,16 @@
 //! summary. Slack's limits are respected here: at most 50 blocks per message and 3000
 //! characters per section text; longer content is split over several messages.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+
+use super::blocks::{MAX_SECTION_CHARS, Reply, section, truncate};
 
 use crate::engine::state::RunState;
 use crate::journal::{Entry, Event};
 use crate::report::RunSummary;
 use crate::store::RunRecord;
-
-/// Slack's limit on blocks per message.
-pub const MAX_BLOCKS: usize = 50;
-/// Slack's limit on a section's text.
-pub const MAX_SECTION_CHARS: usize = 3000;
 
 /// A message ready for the outbox: the fallback text and the blocks.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,57 +21,8 @@ pub struct Rendered {
     pub blocks: Value,
 }
 
-/// A section block, its text cut to Slack's limit (with a note) if needed.
-pub fn section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION_CHARS)}})
-}
-
 fn context(text: &str) -> Value {
-    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, MAX_SECTION_CHARS)}]})
-}
-
-/// Cuts `text` to at most `max` characters, saying so.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    const NOTE: &str = "… (cut; `chaosbot show` has it all)";
-    let keep = max.saturating_sub(NOTE.chars().count());
-    let mut out: String = text.chars().take(keep).collect();
-    out.push_str(NOTE);
-    out
-}
-
-/// Splits long text into chunks of at most `max` characters, at line breaks where possible.
-pub fn split_text(text: &str, max: usize) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    for line in text.split_inclusive('\n') {
-        if current.chars().count() + line.chars().count() > max && !current.is_empty() {
-            chunks.push(std::mem::take(&mut current));
-        }
-        if line.chars().count() > max {
-            // One line longer than a whole section: hard-cut it.
-            let chars: Vec<char> = line.chars().collect();
-            for piece in chars.chunks(max) {
-                chunks.push(piece.iter().collect());
-            }
-            continue;
-        }
-        current.push_str(line);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
-/// Groups blocks into messages of at most [`MAX_BLOCKS`] each.
-pub fn paginate(blocks: Vec<Value>) -> Vec<Value> {
-    blocks
-        .chunks(MAX_BLOCKS)
-        .map(|c| Value::Array(c.to_vec()))
-        .collect()
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, MAX_SECTION_CHARS)}]})
 }
 
 fn state_label(state: RunState) -> &'static str {
@@ -196,7 +146,7 @@ pub fn parent(
         ),
     };
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("🧪 {}", run.title), 150), "emoji": true}}),
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("🧪 {}", run.title), 150), "emoji": true}}),
         json!({"type": "section", "fields": [
             {"type": "mrkdwn", "text": format!("*Experiment*\n`{}`", run.experiment)},
             {"type": "mrkdwn", "text": format!("*Started by*\n{}", user(&run.requested_by))},
@@ -324,103 +274,75 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
     })
 }
 
-fn phase_row(name: &str, s: &crate::report::PhaseStats) -> Option<String> {
-    (s.samples > 0).then(|| {
-        format!(
-            "{name:<7} {:>4} samples {:>4} failed   p50 {:>8.1} ms   p99 {:>8.1} ms",
-            s.samples, s.failed, s.p50_ms, s.p99_ms
-        )
-    })
-}
-
-/// The final summary, as one or more messages (each a block array within Slack's limits).
-pub fn summary(summary: &RunSummary) -> Vec<Rendered> {
-    let verdict = summary.verdict.as_deref().unwrap_or("running");
-    let secs =
-        |ms: Option<i64>| ms.map_or("-".to_string(), |v| format!("{:.1} s", v as f64 / 1000.0));
-    let mut blocks = vec![section(&format!(
-        "*Summary of `{}`* — {} · rollback *{}*\n{}",
-        summary.run_id,
-        verdict_label(verdict),
-        summary.rollback.as_deref().unwrap_or("-"),
-        summary.reason.as_deref().unwrap_or("")
-    ))];
-    blocks.push(json!({"type": "section", "fields": [
-        {"type": "mrkdwn", "text": format!("*Started by*\n{}", user(&summary.requested_by))},
-        {"type": "mrkdwn", "text": format!("*Duration*\n{}", secs(summary.duration_ms))},
-        {"type": "mrkdwn", "text": format!("*Time to detect*\n{}", secs(summary.time_to_detect_ms))},
-        {"type": "mrkdwn", "text": format!("*Time to recover*\n{}", secs(summary.time_to_recover_ms))},
-    ]}));
-    let mut numbers = String::new();
-    for p in &summary.probes {
-        numbers.push_str(&format!("{}\n", p.probe));
-        for (name, st) in [
-            ("before", &p.before),
-            ("during", &p.during),
-            ("after", &p.after),
-        ] {
-            if let Some(row) = phase_row(name, st) {
-                numbers.push_str(&format!("  {row}\n"));
-            }
-        }
+/// The run's summary: verdict, who, durations, time to detect and to recover, probe numbers
+/// before/during/after, faults and the timeline. `/chaos summary` answers with it; the thread
+/// gets it (as several replies when it is long) when the run ends.
+pub fn summary(s: &RunSummary) -> Reply {
+    let verdict = s.verdict.as_deref().unwrap_or("still running");
+    let mut reply = Reply::new(format!("Run {} of {}: {verdict}", s.run_id, s.experiment));
+    reply.push(format!(
+        "*Run `{}`* — {} (`{}`)\n*Verdict:* {} · *Rollback:* {}{}\n*Started by* <@{}> · *state* {} · *duration* {}\n*Time to detect:* {} · *Time to recover:* {}",
+        s.run_id,
+        s.title,
+        s.experiment,
+        verdict.to_uppercase(),
+        s.rollback.as_deref().unwrap_or("–"),
+        s.reason
+            .as_deref()
+            .map(|r| format!("\n*Why:* {r}"))
+            .unwrap_or_default(),
+        s.requested_by,
+        s.state,
+        fmt_ms(s.duration_ms),
+        fmt_ms(s.time_to_detect_ms),
+        fmt_ms(s.time_to_recover_ms),
+    ));
+    if !s.params.is_empty() {
+        let p: Vec<String> = s.params.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        reply.push(format!("*Parameters:* {}", p.join(" ")));
     }
-    if !numbers.is_empty() {
-        for chunk in split_text(&numbers, MAX_SECTION_CHARS - 8) {
-            blocks.push(section(&format!("```{chunk}```")));
-        }
+    for p in &s.probes {
+        let row = |name: &str, st: &crate::report::PhaseStats| {
+            format!(
+                "{name:<7} {:>5} samples {:>4} failed  p50 {:>8.1} ms  p95 {:>8.1} ms  max {:>8.1} ms",
+                st.samples, st.failed, st.p50_ms, st.p95_ms, st.max_ms
+            )
+        };
+        reply.push(format!(
+            "*Probe `{}`*\n```{}\n{}\n{}```",
+            p.probe,
+            row("before", &p.before),
+            row("during", &p.during),
+            row("after", &p.after)
+        ));
     }
-    let timeline: String = summary
+    let faults: Vec<String> = s
+        .timeline
+        .iter()
+        .filter(|t| t.text.starts_with("fault") || t.text.starts_with("REVERT FAILED"))
+        .map(|t| format!("+{} {}", fmt_ms(Some(t.offset_ms)), t.text))
+        .collect();
+    reply.push(if faults.is_empty() {
+        "*Faults:* none injected".to_string()
+    } else {
+        format!("*Faults:*\n{}", faults.join("\n"))
+    });
+    let timeline: String = s
         .timeline
         .iter()
         .map(|t| format!("{:>7.1}s  {}\n", t.offset_ms as f64 / 1000.0, t.text))
         .collect();
-    for (i, chunk) in split_text(&timeline, MAX_SECTION_CHARS - 24)
-        .into_iter()
-        .enumerate()
-    {
-        let head = if i == 0 { "*Timeline*\n" } else { "" };
-        blocks.push(section(&format!("{head}```{chunk}```")));
+    if !timeline.is_empty() {
+        reply.push(format!("*Timeline*\n```{timeline}```"));
     }
-    let fallback = format!("Summary of {}: {verdict}", summary.run_id);
-    paginate(blocks)
-        .into_iter()
-        .map(|b| Rendered {
-            text: fallback.clone(),
-            blocks: b,
-        })
-        .collect()
+    reply
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_text_is_split_within_limits() {
-        let text: String = (0..500)
-            .map(|i| format!("line {i} of the timeline\n"))
-            .collect();
-        let chunks = split_text(&text, 3000);
-        assert!(chunks.len() > 3);
-        assert!(chunks.iter().all(|c| c.chars().count() <= 3000));
-        assert_eq!(chunks.concat(), text);
-        let giant = "x".repeat(7000);
-        let chunks = split_text(&giant, 3000);
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks.concat(), giant);
-    }
-
-    #[test]
-    fn clip_and_paginate_respect_slack_limits() {
-        let s = clip(&"y".repeat(5000), MAX_SECTION_CHARS);
-        assert_eq!(s.chars().count(), MAX_SECTION_CHARS);
-        let blocks: Vec<Value> = (0..120).map(|i| section(&i.to_string())).collect();
-        let pages = paginate(blocks);
-        assert_eq!(pages.len(), 3);
-        assert!(
-            pages
-                .iter()
-                .all(|p| p.as_array().unwrap().len() <= MAX_BLOCKS)
-        );
+fn fmt_ms(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms >= 0 => {
+            humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
+        }
+        _ => "–".to_string(),
     }
 }

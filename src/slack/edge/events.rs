@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, warn};
 
-use super::blocks::Reply;
 use super::{SlackApp, auth};
 use crate::journal::now_ms;
+use crate::slack::blocks::Reply;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 
 impl SlackApp {
@@ -97,7 +97,10 @@ impl SlackApp {
             action: OutboundAction::Post {
                 key: None,
                 in_thread_of: None,
-                text: super::blocks::truncate(&reply.text, super::blocks::MAX_TEXT_CHARS),
+                text: crate::slack::blocks::truncate(
+                    &reply.text,
+                    crate::slack::blocks::MAX_TEXT_CHARS,
+                ),
                 blocks: Some(Value::Array(reply.blocks())),
             },
         };

@@ -6,12 +6,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{Instrument, info, warn};
 
-use super::blocks::Reply;
 use super::commands::{self, AbortTarget, Command};
 use super::{SlackApp, SlashCommand, auth, interactions};
 use crate::engine::{EngineError, SubmitRequest};
 use crate::report;
 use crate::slack::SlackOrigin;
+use crate::slack::blocks::Reply;
 use crate::spec::{SpecErrors, catalog::Catalog, load_catalog};
 use crate::store::{AbortScope, RunFilter, RunRecord};
 
@@ -460,7 +460,9 @@ impl SlackApp {
                 "cannot read the journal of `{id}` ({e}); try again"
             ))
         })?;
-        Ok(summary_reply(&report::summarize(&run, &journal)))
+        Ok(crate::slack::render::summary(&report::summarize(
+            &run, &journal,
+        )))
     }
 }
 
@@ -512,15 +514,6 @@ fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 
-fn fmt_ms(ms: Option<i64>) -> String {
-    match ms {
-        Some(ms) if ms >= 0 => {
-            humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
-        }
-        _ => "–".to_string(),
-    }
-}
-
 /// A timestamp Slack renders in each reader's time zone (UTC as the fallback).
 fn slack_date(ms: i64) -> String {
     let secs = ms / 1000;
@@ -528,57 +521,4 @@ fn slack_date(ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| secs.to_string());
     format!("<!date^{secs}^{{date_short_pretty}} {{time_secs}}|{fallback}>")
-}
-
-fn summary_reply(s: &report::RunSummary) -> Reply {
-    let verdict = s.verdict.as_deref().unwrap_or("still running");
-    let mut reply = Reply::new(format!("Run {} of {}: {verdict}", s.run_id, s.experiment));
-    reply.push(format!(
-        "*Run `{}`* — {} (`{}`)\n*Verdict:* {} · *Rollback:* {}{}\n*Started by* <@{}> · *state* {} · *duration* {}\n*Time to detect:* {} · *Time to recover:* {}",
-        s.run_id,
-        s.title,
-        s.experiment,
-        verdict.to_uppercase(),
-        s.rollback.as_deref().unwrap_or("–"),
-        s.reason
-            .as_deref()
-            .map(|r| format!("\n*Why:* {r}"))
-            .unwrap_or_default(),
-        s.requested_by,
-        s.state,
-        fmt_ms(s.duration_ms),
-        fmt_ms(s.time_to_detect_ms),
-        fmt_ms(s.time_to_recover_ms),
-    ));
-    if !s.params.is_empty() {
-        let p: Vec<String> = s.params.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
-        reply.push(format!("*Parameters:* {}", p.join(" ")));
-    }
-    for p in &s.probes {
-        let row = |name: &str, st: &report::PhaseStats| {
-            format!(
-                "{name:<7} {:>5} samples {:>4} failed  p50 {:>8.1} ms  p95 {:>8.1} ms  max {:>8.1} ms",
-                st.samples, st.failed, st.p50_ms, st.p95_ms, st.max_ms
-            )
-        };
-        reply.push(format!(
-            "*Probe `{}`*\n```{}\n{}\n{}```",
-            p.probe,
-            row("before", &p.before),
-            row("during", &p.during),
-            row("after", &p.after)
-        ));
-    }
-    let faults: Vec<String> = s
-        .timeline
-        .iter()
-        .filter(|t| t.text.starts_with("fault") || t.text.starts_with("REVERT FAILED"))
-        .map(|t| format!("+{} {}", fmt_ms(Some(t.offset_ms)), t.text))
-        .collect();
-    reply.push(if faults.is_empty() {
-        "*Faults:* none injected".to_string()
-    } else {
-        format!("*Faults:*\n{}", faults.join("\n"))
-    });
-    reply
 }

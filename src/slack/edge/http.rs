@@ -19,9 +19,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 use tracing::{error, warn};
 
-use super::blocks::Reply;
 use super::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER, VerifyError};
 use super::{SlackApp, SlashCommand};
+use crate::slack::blocks::Reply;
 
 /// Slack's payloads are a few KiB; anything this big is not from Slack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

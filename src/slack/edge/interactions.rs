@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, warn};
 
-use super::blocks::{Reply, truncate};
 use super::handlers::Field;
 use super::{SlackApp, auth, commands};
+use crate::slack::blocks::{Reply, truncate};
 use crate::spec::catalog::Catalog;
 
 /// `action_id` of the Abort button on a run's message; its `value` is the run id.

@@ -7,7 +7,6 @@
 //! [`SlackApp::handle_interaction`], and send back the JSON they return.
 
 pub mod auth;
-pub mod blocks;
 pub mod commands;
 mod events;
 mod handlers;
@@ -24,6 +23,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::journal::now_ms;
 use crate::slack::api::SlackApi;
+use crate::slack::blocks;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{AuditEntry, DynStore};
 

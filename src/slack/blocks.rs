@@ -65,6 +65,21 @@ impl Reply {
         blocks
     }
 
+    /// The whole content as messages of at most [`MAX_BLOCKS`] blocks each: nothing left out
+    /// (for the thread, where a long summary becomes several replies).
+    pub fn pages(&self) -> Vec<Value> {
+        let blocks: Vec<Value> = self
+            .sections
+            .iter()
+            .flat_map(|s| split_text(s, MAX_SECTION_CHARS))
+            .map(|chunk| section(&chunk))
+            .collect();
+        blocks
+            .chunks(MAX_BLOCKS)
+            .map(|page| Value::Array(page.to_vec()))
+            .collect()
+    }
+
     /// `{"response_type":"ephemeral","text":..,"blocks":[..]}`.
     pub fn ephemeral(&self) -> Value {
         json!({
@@ -152,6 +167,14 @@ mod tests {
                 .unwrap()
                 .contains("left out")
         );
+        let pages = r.pages();
+        assert_eq!(
+            pages.len(),
+            2,
+            "80 sections make two messages, none dropped"
+        );
+        assert_eq!(pages[0].as_array().unwrap().len(), MAX_BLOCKS);
+        assert_eq!(pages[1].as_array().unwrap().len(), 30);
         let one_line = "y".repeat(7000);
         assert_eq!(split_text(&one_line, 3000).len(), 3);
         assert_eq!(truncate("abcdef", 4), "abc…");
