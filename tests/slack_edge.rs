@@ -18,7 +18,7 @@ use chaosbot::journal::{Entry, Event};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
-use chaosbot::store::outbox::{OutboundAction, OutboundMessage};
+use chaosbot::store::outbox::{Delivered, MessageRef, OutboundAction, OutboundMessage, OutboxRow};
 use chaosbot::store::{
     AbortOutcome, AbortRequest, AbortScope, AuditEntry, DynStore, EdgeStore, FaultRecord, NewFault,
     NewRun, OutboxStore, RunFilter, RunRecord, Store, StoreError, StoreResult,
@@ -38,8 +38,8 @@ const BOT: &str = "UBOT";
 // ---------------------------------------------------------------------------------------------
 // Test doubles
 
-/// The real SQLite store, with enqueued outbox messages recorded (the outbox tables are built
-/// in parallel) and a switch that makes `ping` fail.
+/// The real SQLite store, with enqueued outbox messages also recorded in order, and a switch
+/// that makes `ping` fail.
 struct RecordingStore {
     inner: DynStore,
     enqueued: Mutex<Vec<OutboundMessage>>,
@@ -48,12 +48,55 @@ struct RecordingStore {
 
 #[async_trait::async_trait]
 impl OutboxStore for RecordingStore {
-    async fn enqueue(&self, m: &[OutboundMessage], _c: Option<(&str, i64)>) -> StoreResult<()> {
+    async fn enqueue(&self, m: &[OutboundMessage], c: Option<(&str, i64)>) -> StoreResult<()> {
         self.enqueued.lock().unwrap().extend_from_slice(m);
-        Ok(())
+        self.inner.enqueue(m, c).await
     }
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
         self.inner.render_cursor(run_id).await
+    }
+    async fn claim_heads(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.claim_heads(owner, now_ms, until, limit).await
+    }
+    async fn message_ref(&self, key: &str) -> StoreResult<Option<MessageRef>> {
+        self.inner.message_ref(key).await
+    }
+    async fn post_pending(&self, key: &str) -> StoreResult<bool> {
+        self.inner.post_pending(key).await
+    }
+    async fn newer_updates(&self, t: &str, key: &str, after: i64) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.newer_updates(t, key, after).await
+    }
+    async fn mark_delivered(&self, done: Delivered<'_>) -> StoreResult<bool> {
+        self.inner.mark_delivered(done).await
+    }
+    async fn reschedule(
+        &self,
+        id: i64,
+        owner: &str,
+        next: i64,
+        error: Option<&str>,
+        count: bool,
+    ) -> StoreResult<bool> {
+        self.inner.reschedule(id, owner, next, error, count).await
+    }
+    async fn mark_failed(&self, id: i64, owner: &str, error: &str) -> StoreResult<bool> {
+        self.inner.mark_failed(id, owner, error).await
+    }
+    async fn release_claims(&self, owner: &str) -> StoreResult<u64> {
+        self.inner.release_claims(owner).await
+    }
+    async fn pending_count(&self) -> StoreResult<i64> {
+        self.inner.pending_count().await
+    }
+    async fn outbox_rows(&self, t: Option<&str>) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.outbox_rows(t).await
     }
 }
 

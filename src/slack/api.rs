@@ -39,3 +39,143 @@ pub trait SlackApi: Send + Sync {
         body: serde_json::Value,
     ) -> Result<serde_json::Value, ApiError>;
 }
+
+/// How long one Web API call may take before it counts as a network error (a hanging Slack
+/// must not hold a thread's delivery forever).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Used when a 429 carries no (readable) `Retry-After`.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiInitError {
+    #[error("SLACK_API_URL `{0}` is not a URL (expected something like https://slack.com/api/)")]
+    BadUrl(String),
+}
+
+type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// [`SlackApi`] over HTTP, on slack-morphism's hyper connector.
+///
+/// slack-morphism's typed methods are not used: the outbox needs raw JSON bodies and answers,
+/// and the connector's `http_post_uri` with `serde_json::Value` gives exactly that while still
+/// mapping 429 + `Retry-After`, HTTP statuses and `ok: false` for us. Its rate control stays off:
+/// it keys `chat.postMessage` per team, and the outbox paces per message itself.
+pub struct HttpSlackApi {
+    connector: slack_morphism::hyper_tokio::SlackClientHyperConnector<HttpsConnector>,
+    base: url::Url,
+    token: slack_morphism::SlackApiToken,
+    timeout: Duration,
+}
+
+/// Installs rustls' ring provider once for the process. reqwest and slack-morphism can pull in
+/// different providers; with two compiled in, rustls refuses to pick one by itself.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn https_or_http() -> HttpsConnector {
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            // Without system roots https cannot be verified; plain http (a local fake) still works.
+            tracing::warn!(error = %e, "no native TLS roots found; https calls to Slack will fail");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build()
+}
+
+impl HttpSlackApi {
+    /// `base_url` is the Web API root ending in `/` (e.g. [`crate::config::DEFAULT_SLACK_API_URL`]
+    /// or a fake's URL); `token` is the bot token (or the app token, for Socket Mode).
+    pub fn new(base_url: &str, token: &str) -> Result<Self, ApiInitError> {
+        install_crypto_provider();
+        let mut base = base_url.trim().to_string();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let base = url::Url::parse(&base).map_err(|_| ApiInitError::BadUrl(base_url.into()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ApiInitError::BadUrl(base_url.into()));
+        }
+        let connector =
+            slack_morphism::hyper_tokio::SlackClientHyperConnector::with_connector(https_or_http());
+        Ok(HttpSlackApi {
+            connector,
+            base,
+            token: slack_morphism::SlackApiToken::new(slack_morphism::SlackApiTokenValue(
+                token.to_string(),
+            )),
+            timeout: CALL_TIMEOUT,
+        })
+    }
+
+    /// Overrides the per-call timeout (default [`CALL_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Maps slack-morphism's error to what a caller can act on.
+fn map_error(err: slack_morphism::errors::SlackClientError) -> ApiError {
+    use slack_morphism::errors::SlackClientError as E;
+    match err {
+        E::ApiError(e) if e.code == "ratelimited" => ApiError::RateLimited {
+            retry_after: DEFAULT_RETRY_AFTER,
+        },
+        E::ApiError(e) => ApiError::Refused(e.code),
+        E::RateLimitError(e) => ApiError::RateLimited {
+            retry_after: e.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+        },
+        E::HttpError(e) if e.status_code.is_server_error() => {
+            ApiError::Server(e.status_code.as_u16())
+        }
+        E::HttpError(e) => ApiError::Refused(format!("HTTP {}", e.status_code.as_u16())),
+        // Broken connections, truncated or unparseable answers: try again later.
+        other => ApiError::Network(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl SlackApi for HttpSlackApi {
+    async fn call(
+        &self,
+        method: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        use slack_morphism::SlackClientHttpConnector;
+        let uri = self
+            .base
+            .join(method)
+            .map_err(|_| ApiError::Refused(format!("bad method name `{method}`")))?;
+        let span = tracing::debug_span!("slack_api", method);
+        let context = slack_morphism::SlackClientApiCallContext {
+            rate_control_params: None,
+            token: Some(&self.token),
+            tracing_span: &span,
+            is_sensitive_url: false,
+        };
+        let call = self
+            .connector
+            .http_post_uri::<serde_json::Value, serde_json::Value>(uri, &body, context);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(map_error(e)),
+            Err(_) => Err(ApiError::Network(format!(
+                "no answer to {method} within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}

@@ -4,6 +4,9 @@
 //!   interactions, authorization and the audit log. It only parses, authorizes and submits.
 //! - [`api`]: the Slack Web API client.
 //! - [`outbox`]: persisted, ordered, retried, coalesced delivery of every write to Slack.
+//! - [`socket`]: Socket Mode, the WebSocket alternative to the HTTP routes.
+//! - [`projector`] and [`render`]: a run's journal rendered into the channel (parent message,
+//!   thread, summary), through the outbox.
 //!
 //! Nothing here injects faults; nothing in the engine knows about Slack. A run started from
 //! Slack carries its origin in `RunRecord::source` (see [`SlackOrigin`]), which is how the
@@ -15,6 +18,7 @@ pub mod edge;
 pub mod outbox;
 pub mod projector;
 pub mod render;
+pub mod socket;
 
 /// Where a Slack-started run came from, encoded in the run's `source` as
 /// `slack:<team>:<channel>:<user>`.

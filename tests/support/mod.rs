@@ -2,6 +2,8 @@
 //! test can switch, experiments built in code, and a fresh SQLite store per test.
 #![allow(dead_code)]
 
+pub mod fake_slack;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

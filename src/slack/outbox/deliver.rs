@@ -1,0 +1,369 @@
+//! Delivering one claimed thread head: resolve the keys it refers to, coalesce updates, call
+//! Slack, and settle the row (delivered, rescheduled or failed).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::pacing::{backoff, millis};
+use super::{Shared, metric};
+use crate::journal::now_ms;
+use crate::slack::api::ApiError;
+use crate::store::outbox::{Delivered, OutboundAction, OutboxRow};
+use crate::store::{StoreError, StoreResult};
+
+/// How long to wait for a parent queued in another thread before looking again.
+const DEPENDENCY_POLL_MS: i64 = 500;
+
+/// What a row needs before it can be sent.
+enum Prepared {
+    Send(Call),
+    /// Not yet: try again at `until` (no call made, no attempt counted).
+    Wait {
+        until: i64,
+        why: String,
+    },
+    /// Never: the row depends on a message that will not exist.
+    Fail(String),
+}
+
+struct Call {
+    method: &'static str,
+    body: Value,
+    /// The row whose content is sent (the newest of coalesced updates).
+    sent_id: i64,
+    superseded: Vec<i64>,
+}
+
+/// Resolution of a message key to (channel, ts).
+enum Resolved {
+    Found {
+        channel: String,
+        ts: String,
+        last_update_ms: Option<i64>,
+    },
+    Wait(String),
+    Fail(String),
+}
+
+async fn resolve(shared: &Shared, key: &str) -> StoreResult<Resolved> {
+    if let Some(m) = shared.store.message_ref(key).await? {
+        return Ok(Resolved::Found {
+            channel: m.channel,
+            ts: m.ts,
+            last_update_ms: m.last_update_ms,
+        });
+    }
+    if shared.store.post_pending(key).await? {
+        return Ok(Resolved::Wait(format!(
+            "waiting for message `{key}` to be posted"
+        )));
+    }
+    Ok(Resolved::Fail(format!(
+        "depends on message `{key}`, which was never delivered (its post failed or was never queued)"
+    )))
+}
+
+/// Resolves an optional `in_thread_of` into a `thread_ts`.
+async fn thread_ts(
+    shared: &Shared,
+    parent: Option<&str>,
+    now: i64,
+) -> StoreResult<Result<Option<String>, Prepared>> {
+    let Some(parent) = parent else {
+        return Ok(Ok(None));
+    };
+    Ok(match resolve(shared, parent).await? {
+        Resolved::Found { ts, .. } => Ok(Some(ts)),
+        Resolved::Wait(why) => Err(Prepared::Wait {
+            until: now + DEPENDENCY_POLL_MS,
+            why,
+        }),
+        Resolved::Fail(why) => Err(Prepared::Fail(why)),
+    })
+}
+
+fn with_blocks(mut body: Value, blocks: &Option<Value>) -> Value {
+    if let (Some(blocks), Some(obj)) = (blocks, body.as_object_mut()) {
+        obj.insert("blocks".into(), blocks.clone());
+    }
+    body
+}
+
+async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prepared> {
+    let method = row.action.method();
+    Ok(match &row.action {
+        OutboundAction::Post {
+            in_thread_of,
+            text,
+            blocks,
+            ..
+        } => {
+            let ts = match thread_ts(shared, in_thread_of.as_deref(), now).await? {
+                Ok(ts) => ts,
+                Err(p) => return Ok(p),
+            };
+            let mut body = json!({"channel": row.channel, "text": text});
+            if let Some(ts) = ts {
+                body["thread_ts"] = json!(ts);
+            }
+            Prepared::Send(Call {
+                method,
+                body: with_blocks(body, blocks),
+                sent_id: row.id,
+                superseded: vec![],
+            })
+        }
+        OutboundAction::Ephemeral {
+            user,
+            in_thread_of,
+            text,
+            blocks,
+        } => {
+            let ts = match thread_ts(shared, in_thread_of.as_deref(), now).await? {
+                Ok(ts) => ts,
+                Err(p) => return Ok(p),
+            };
+            let mut body = json!({"channel": row.channel, "user": user, "text": text});
+            if let Some(ts) = ts {
+                body["thread_ts"] = json!(ts);
+            }
+            Prepared::Send(Call {
+                method,
+                body: with_blocks(body, blocks),
+                sent_id: row.id,
+                superseded: vec![],
+            })
+        }
+        OutboundAction::Reaction { key, name } => match resolve(shared, key).await? {
+            Resolved::Found { channel, ts, .. } => Prepared::Send(Call {
+                method,
+                body: json!({"channel": channel, "timestamp": ts, "name": name}),
+                sent_id: row.id,
+                superseded: vec![],
+            }),
+            Resolved::Wait(why) => Prepared::Wait {
+                until: now + DEPENDENCY_POLL_MS,
+                why,
+            },
+            Resolved::Fail(why) => Prepared::Fail(why),
+        },
+        OutboundAction::Update { key, .. } => match resolve(shared, key).await? {
+            Resolved::Found {
+                channel,
+                ts,
+                last_update_ms,
+            } => {
+                // At most one chat.update per message per window: a later update waits.
+                let window = millis(shared.opts.update_interval);
+                if let Some(last) = last_update_ms
+                    && last + window > now
+                {
+                    return Ok(Prepared::Wait {
+                        until: last + window,
+                        why: format!("pacing updates of `{key}`"),
+                    });
+                }
+                // Coalesce: send the newest pending update of this key, skip the ones between.
+                // Only updates are skipped, so no post this update depends on is overtaken.
+                let newer = shared
+                    .store
+                    .newer_updates(&row.thread_key, key, row.id)
+                    .await?;
+                let (sent_id, action) = match newer.last() {
+                    Some(last) => (last.id, &last.action),
+                    None => (row.id, &row.action),
+                };
+                let superseded: Vec<i64> = std::iter::once(row.id)
+                    .chain(newer.iter().map(|r| r.id))
+                    .filter(|&id| id != sent_id)
+                    .collect();
+                let OutboundAction::Update { text, blocks, .. } = action else {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox row {sent_id} listed as an update is not one"
+                    )));
+                };
+                Prepared::Send(Call {
+                    method,
+                    body: with_blocks(json!({"channel": channel, "ts": ts, "text": text}), blocks),
+                    sent_id,
+                    superseded,
+                })
+            }
+            Resolved::Wait(why) => Prepared::Wait {
+                until: now + DEPENDENCY_POLL_MS,
+                why,
+            },
+            Resolved::Fail(why) => Prepared::Fail(why),
+        },
+    })
+}
+
+/// Delivers one claimed row. Store errors are logged: the claim then lapses with its lease and
+/// the row is tried again, so nothing is lost.
+pub(super) async fn deliver(shared: Arc<Shared>, row: OutboxRow) {
+    if let Err(e) = deliver_inner(&shared, &row).await {
+        tracing::error!(row = row.id, thread = %row.thread_key, error = %e,
+            "outbox store error; the row will be retried when its claim lapses");
+    }
+}
+
+async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
+    let owner = shared.opts.owner.as_str();
+    let now = now_ms();
+    let method = row.action.method();
+    if let Some(until) = shared.holds.held_until(method, now) {
+        shared
+            .store
+            .reschedule(row.id, owner, until, None, false)
+            .await?;
+        return Ok(());
+    }
+    let call = match prepare(shared, row, now).await? {
+        Prepared::Send(call) => call,
+        Prepared::Wait { until, why } => {
+            tracing::trace!(row = row.id, %why, "outbox row waits");
+            shared
+                .store
+                .reschedule(row.id, owner, until, None, false)
+                .await?;
+            return Ok(());
+        }
+        Prepared::Fail(why) => {
+            tracing::error!(row = row.id, thread = %row.thread_key, method, reason = %why,
+                "Slack message cannot be delivered");
+            shared.store.mark_failed(row.id, owner, &why).await?;
+            metric::delivered(method, "failed_dependency");
+            return Ok(());
+        }
+    };
+
+    // The API enforces its own timeout; this outer one guards any SlackApi implementation.
+    let answer = match tokio::time::timeout(
+        shared.opts.call_timeout,
+        shared.api.call(call.method, call.body.clone()),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_) => Err(ApiError::Network(format!(
+            "no answer within {:?}",
+            shared.opts.call_timeout
+        ))),
+    };
+    let now = now_ms();
+    match answer {
+        Ok(answer) => settle_ok(shared, row, &call, &answer, now).await,
+        // Reacting twice is not a failure: the reaction is there.
+        Err(ApiError::Refused(e)) if method == "reactions.add" && e == "already_reacted" => {
+            settle_ok(shared, row, &call, &Value::Null, now).await
+        }
+        Err(ApiError::RateLimited { retry_after }) => {
+            let until = now + millis(retry_after);
+            shared.holds.hold(method, until);
+            metric::retried("rate_limited");
+            tracing::warn!(
+                row = row.id,
+                method,
+                ?retry_after,
+                "Slack rate limit; waiting"
+            );
+            shared
+                .store
+                .reschedule(row.id, owner, until, Some("rate limited"), true)
+                .await?;
+            Ok(())
+        }
+        Err(e @ (ApiError::Network(_) | ApiError::Server(_))) => {
+            let reason = if matches!(e, ApiError::Network(_)) {
+                "network"
+            } else {
+                "server"
+            };
+            let wait = backoff(
+                row.attempts + 1,
+                shared.opts.backoff_base,
+                shared.opts.backoff_max,
+            );
+            metric::retried(reason);
+            tracing::warn!(row = row.id, method, error = %e, ?wait, attempts = row.attempts + 1,
+                "Slack call failed; retrying");
+            shared
+                .store
+                .reschedule(
+                    row.id,
+                    owner,
+                    now + millis(wait),
+                    Some(&e.to_string()),
+                    true,
+                )
+                .await?;
+            Ok(())
+        }
+        Err(ApiError::Refused(e)) => {
+            tracing::error!(row = row.id, thread = %row.thread_key, method, error = %e,
+                "Slack refused a message; it is marked failed");
+            metric::delivered(method, "refused");
+            shared
+                .store
+                .mark_failed(row.id, owner, &format!("Slack refused {method}: {e}"))
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn settle_ok(
+    shared: &Shared,
+    row: &OutboxRow,
+    call: &Call,
+    answer: &Value,
+    now: i64,
+) -> StoreResult<()> {
+    let method = call.method;
+    let (posted_key, updated_key) = match &row.action {
+        OutboundAction::Post { key, .. } => (key.as_deref(), None),
+        OutboundAction::Update { key, .. } => (None, Some(key.as_str())),
+        _ => (None, None),
+    };
+    let ts = answer.get("ts").and_then(Value::as_str);
+    let channel = answer
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or(&row.channel);
+    let posted = match (posted_key, ts) {
+        (Some(key), Some(ts)) => Some((key, channel, ts)),
+        (Some(key), None) => {
+            // Delivered, but replies to it cannot be threaded; they will fail with a reason.
+            tracing::error!(row = row.id, key, "chat.postMessage answered without a ts");
+            None
+        }
+        _ => None,
+    };
+    let recorded = shared
+        .store
+        .mark_delivered(Delivered {
+            claimed_id: row.id,
+            owner: &shared.opts.owner,
+            now_ms: now,
+            sent_id: call.sent_id,
+            superseded: call.superseded.clone(),
+            posted,
+            updated_key,
+        })
+        .await?;
+    if recorded {
+        metric::delivered(method, "ok");
+        if !call.superseded.is_empty() {
+            tracing::debug!(
+                row = row.id,
+                coalesced = call.superseded.len(),
+                "updates coalesced"
+            );
+        }
+    } else {
+        // Our lease lapsed mid-call and another replica took the row over.
+        tracing::warn!(row = row.id, method, "outbox claim lost during delivery");
+    }
+    Ok(())
+}

@@ -1,0 +1,590 @@
+//! Outbox delivery end to end: real stores (SQLite always, Postgres with TEST_POSTGRES_URL),
+//! the HTTP Web API client, and a fake Slack on loopback.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chaosbot::slack::api::{ApiError, HttpSlackApi, SlackApi};
+use chaosbot::slack::outbox::{Outbox, OutboxOptions};
+use chaosbot::store::DynStore;
+use chaosbot::store::outbox::{OutboundAction, OutboundMessage, OutboxState};
+use serde_json::json;
+use support::fake_slack::{Call, FakeSlack};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn opts(owner: &str) -> OutboxOptions {
+    OutboxOptions {
+        owner: owner.into(),
+        poll_interval: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ..OutboxOptions::default()
+    }
+}
+
+fn api(slack: &FakeSlack) -> Arc<dyn SlackApi> {
+    Arc::new(HttpSlackApi::new(&slack.url(), "xoxb-test").unwrap())
+}
+
+fn start(
+    store: &DynStore,
+    api: Arc<dyn SlackApi>,
+    owner: &str,
+) -> (Outbox, tokio::task::JoinHandle<()>) {
+    let outbox = Outbox::new(store.clone(), api, opts(owner));
+    let handle = outbox.start();
+    (outbox, handle)
+}
+
+async fn stop(outbox: Outbox, handle: tokio::task::JoinHandle<()>) {
+    outbox.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("outbox stops in time")
+        .unwrap();
+}
+
+fn post(
+    thread: &str,
+    channel: &str,
+    key: Option<&str>,
+    parent: Option<&str>,
+    text: &str,
+) -> OutboundMessage {
+    OutboundMessage {
+        thread_key: thread.into(),
+        channel: channel.into(),
+        action: OutboundAction::Post {
+            key: key.map(Into::into),
+            in_thread_of: parent.map(Into::into),
+            text: text.into(),
+            blocks: None,
+        },
+    }
+}
+
+fn update(thread: &str, channel: &str, key: &str, text: &str) -> OutboundMessage {
+    OutboundMessage {
+        thread_key: thread.into(),
+        channel: channel.into(),
+        action: OutboundAction::Update {
+            key: key.into(),
+            text: text.into(),
+            blocks: None,
+        },
+    }
+}
+
+/// Successful calls of `method`.
+fn ok_calls(calls: &[Call], method: &str) -> Vec<Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == method && c.status == 200)
+        .cloned()
+        .collect()
+}
+
+fn texts(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| c.str("text").unwrap_or("").to_string())
+        .collect()
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> DynStore {
+    support::sqlite_store(dir.path()).await
+}
+
+async fn postgres(url: &str) -> DynStore {
+    chaosbot::store::open(url).await.unwrap()
+}
+
+async fn wait_no_pending(store: &DynStore) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.pending_count().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows still pending: {:#?}",
+            store.outbox_rows(None).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- behaviours
+
+async fn order_and_thread_ts(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    let mut batch = vec![post("run:a", "CA", Some("a:parent"), None, "a0")];
+    for i in 1..=5 {
+        batch.push(post(
+            "run:a",
+            "CA",
+            None,
+            Some("a:parent"),
+            &format!("a{i}"),
+        ));
+    }
+    batch.push(post("run:b", "CB", Some("b:parent"), None, "b0"));
+    for i in 1..=3 {
+        batch.push(post(
+            "run:b",
+            "CB",
+            None,
+            Some("b:parent"),
+            &format!("b{i}"),
+        ));
+    }
+    store.enqueue(&batch, Some(("a", 7))).await.unwrap();
+    assert_eq!(store.render_cursor("a").await.unwrap(), 7);
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    outbox.notify();
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= 10, WAIT)
+        .await;
+    stop(outbox, handle).await;
+    for (ch, prefix, n) in [("CA", "a", 5), ("CB", "b", 3)] {
+        let of: Vec<Call> = ok_calls(&calls, "chat.postMessage")
+            .into_iter()
+            .filter(|c| c.str("channel") == Some(ch))
+            .collect();
+        let expected: Vec<String> = (0..=n).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(texts(&of), expected);
+        let parent_ts = store
+            .message_ref(&format!("{prefix}:parent"))
+            .await
+            .unwrap()
+            .unwrap()
+            .ts;
+        assert!(of[0].body.get("thread_ts").is_none());
+        for reply in &of[1..] {
+            assert_eq!(reply.str("thread_ts"), Some(parent_ts.as_str()));
+        }
+    }
+    assert!(calls.iter().all(|c| c.headers.get("authorization").map(String::as_str) == Some("Bearer xoxb-test")));
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+async fn coalesces_updates(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    store
+        .enqueue(
+            &[post("run:c", "CC", Some("c:parent"), None, "parent")],
+            None,
+        )
+        .await
+        .unwrap();
+    outbox.notify();
+    slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() == 1, WAIT)
+        .await;
+    for i in 0..10 {
+        store
+            .enqueue(&[update("run:c", "CC", "c:parent", &format!("u{i}"))], None)
+            .await
+            .unwrap();
+        outbox.notify();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    slack
+        .wait_for(
+            |c| {
+                texts(&ok_calls(c, "chat.update"))
+                    .last()
+                    .map(String::as_str)
+                    == Some("u9")
+            },
+            WAIT,
+        )
+        .await;
+    wait_no_pending(&store).await;
+    // Nothing else may follow within the next window.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop(outbox, handle).await;
+    let updates = slack.calls_of("chat.update");
+    assert!(updates.len() <= 2, "{} chat.update calls", updates.len());
+    let ts = store.message_ref("c:parent").await.unwrap().unwrap().ts;
+    assert!(updates.iter().all(|u| u.str("ts") == Some(ts.as_str())));
+    if updates.len() == 2 {
+        let gap = updates[1].at - updates[0].at;
+        assert!(gap >= Duration::from_millis(950), "updates {gap:?} apart");
+    }
+    let rows = store.outbox_rows(Some("run:c")).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == OutboxState::Delivered));
+    let superseded = rows
+        .iter()
+        .filter(|r| r.last_error.as_deref() == Some("superseded by a newer update"))
+        .count();
+    assert_eq!(superseded, 10 - updates.len());
+}
+
+async fn honours_retry_after(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.rate_limit_next(1, Some("chat.postMessage"), 2);
+    store
+        .enqueue(
+            &[
+                post("run:r", "CR", None, None, "r0"),
+                post("run:r", "CR", None, None, "r1"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() == 2, WAIT)
+        .await;
+    stop(outbox, handle).await;
+    let posts = slack.calls_of("chat.postMessage");
+    assert_eq!(posts[0].status, 429);
+    // No call of the method before Retry-After elapsed.
+    let gap = posts[1].at - posts[0].at;
+    assert!(gap >= Duration::from_millis(1990), "retried after {gap:?}");
+    assert_eq!(
+        texts(&ok_calls(&calls, "chat.postMessage")),
+        vec!["r0", "r1"]
+    );
+}
+
+async fn retries_5xx_and_hangs(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.fail_next(3, Some("chat.postMessage"), 500);
+    slack.fail_next(1, Some("chat.postMessage"), 503);
+    slack.hang_next(1, Some("chat.postMessage"), Duration::from_secs(3));
+    let api: Arc<dyn SlackApi> = Arc::new(
+        HttpSlackApi::new(&slack.url(), "xoxb-test")
+            .unwrap()
+            .with_timeout(Duration::from_millis(300)),
+    );
+    let batch: Vec<_> = (0..4)
+        .map(|i| post("run:s", "CS", None, None, &format!("s{i}")))
+        .collect();
+    store.enqueue(&batch, None).await.unwrap();
+    let (outbox, handle) = start(&store, api, "o1");
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= 4, WAIT)
+        .await;
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let mut seen = texts(&ok_calls(&calls, "chat.postMessage"));
+    seen.dedup();
+    assert_eq!(seen, vec!["s0", "s1", "s2", "s3"]);
+    let rows = store.outbox_rows(Some("run:s")).await.unwrap();
+    assert!(
+        rows[0].attempts >= 6,
+        "first row took {} attempts",
+        rows[0].attempts
+    );
+}
+
+async fn survives_restart(store: DynStore, reopen: impl AsyncFnOnce() -> DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.fail_next(10_000, None, 500);
+    let batch: Vec<_> = (0..5)
+        .map(|i| post("run:t", "CT", None, None, &format!("t{i}")))
+        .collect();
+    store.enqueue(&batch, Some(("t", 3))).await.unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "first");
+    slack.wait_for(|c| !c.is_empty(), WAIT).await;
+    stop(outbox, handle).await;
+    drop(store);
+    slack.heal();
+    let store = reopen().await;
+    assert_eq!(store.render_cursor("t").await.unwrap(), 3);
+    let (outbox, handle) = start(&store, api(&slack), "second");
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= 5, WAIT)
+        .await;
+    wait_no_pending(&store).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop(outbox, handle).await;
+    assert_eq!(
+        texts(&ok_calls(&calls, "chat.postMessage")),
+        vec!["t0", "t1", "t2", "t3", "t4"]
+    );
+    assert_eq!(ok_calls(&slack.calls(), "chat.postMessage").len(), 5);
+}
+
+async fn refused_fails_row_and_dependents(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.refuse_channel("CGONE", "channel_not_found");
+    let gone = vec![
+        post("run:x", "CGONE", Some("x:parent"), None, "x0"),
+        post("run:x", "CGONE", None, Some("x:parent"), "x1"),
+        update("run:x", "CGONE", "x:parent", "x2"),
+        OutboundMessage {
+            thread_key: "run:x".into(),
+            channel: "CGONE".into(),
+            action: OutboundAction::Reaction {
+                key: "x:parent".into(),
+                name: "boom".into(),
+            },
+        },
+        // Same thread, no dependency on the failed post: still delivered.
+        post("run:x", "COK", None, None, "x-after"),
+    ];
+    let ok: Vec<_> = (0..3)
+        .map(|i| post("run:y", "COK", None, None, &format!("y{i}")))
+        .collect();
+    store.enqueue(&gone, None).await.unwrap();
+    store.enqueue(&ok, None).await.unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let rows = store.outbox_rows(Some("run:x")).await.unwrap();
+    let states: Vec<_> = rows.iter().map(|r| r.state).collect();
+    use OutboxState::*;
+    assert_eq!(states, vec![Failed, Failed, Failed, Failed, Delivered]);
+    assert!(
+        rows[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("channel_not_found")
+    );
+    for r in &rows[1..4] {
+        assert!(
+            r.last_error.as_deref().unwrap().contains("x:parent"),
+            "{:?}",
+            r.last_error
+        );
+    }
+    let posted = texts(&ok_calls(&slack.calls(), "chat.postMessage"));
+    assert!(posted.contains(&"x-after".to_string()));
+    assert_eq!(posted.iter().filter(|t| t.starts_with('y')).count(), 3);
+    // Dependents were failed without calling Slack.
+    assert_eq!(slack.calls_of("chat.update").len(), 0);
+    assert_eq!(slack.calls_of("reactions.add").len(), 0);
+}
+
+async fn two_replicas_never_double_send(store: DynStore, second: DynStore) {
+    let slack = FakeSlack::start().await;
+    let mut batch = vec![];
+    for t in 0..12 {
+        for i in 0..3 {
+            batch.push(post(
+                &format!("run:{t}"),
+                &format!("C{t}"),
+                None,
+                None,
+                &format!("{t}-{i}"),
+            ));
+        }
+    }
+    store.enqueue(&batch, None).await.unwrap();
+    let (o1, h1) = start(&store, api(&slack), "replica-1");
+    let (o2, h2) = start(&second, api(&slack), "replica-2");
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= 36, WAIT)
+        .await;
+    wait_no_pending(&store).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(o1, h1).await;
+    stop(o2, h2).await;
+    let all = ok_calls(&slack.calls(), "chat.postMessage");
+    assert_eq!(all.len(), 36, "a row was delivered twice");
+    let mut per_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in ok_calls(&calls, "chat.postMessage") {
+        per_channel
+            .entry(c.str("channel").unwrap().into())
+            .or_default()
+            .push(c.str("text").unwrap().into());
+    }
+    for t in 0..12 {
+        let expected: Vec<String> = (0..3).map(|i| format!("{t}-{i}")).collect();
+        assert_eq!(per_channel[&format!("C{t}")], expected);
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for c in &all {
+        *counts.entry(c.str("text").unwrap().into()).or_default() += 1;
+    }
+    assert!(counts.values().all(|&n| n == 1));
+}
+
+async fn cursor_never_moves_back(store: DynStore) {
+    store.enqueue(&[], Some(("run-1", 5))).await.unwrap();
+    store
+        .enqueue(
+            &[post("run:1", "C1", None, None, "late")],
+            Some(("run-1", 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.render_cursor("run-1").await.unwrap(), 5);
+    assert_eq!(store.render_cursor("other").await.unwrap(), 0);
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+}
+
+// ---------------------------------------------------------------- SQLite
+
+#[tokio::test]
+async fn sqlite_order_and_thread_ts() {
+    let dir = tempfile::tempdir().unwrap();
+    order_and_thread_ts(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_coalesces_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    coalesces_updates(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_honours_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    honours_retry_after(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_retries_5xx_and_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    retries_5xx_and_hangs(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir).await;
+    survives_restart(store, async || sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_refused_fails_row_and_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    refused_fails_row_and_dependents(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_two_replicas_never_double_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = sqlite(&dir).await;
+    let b = sqlite(&dir).await;
+    two_replicas_never_double_send(a, b).await;
+}
+
+#[tokio::test]
+async fn sqlite_cursor_never_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    cursor_never_moves_back(sqlite(&dir).await).await;
+}
+
+// ---------------------------------------------------------------- Postgres
+
+#[tokio::test]
+async fn postgres_order_and_thread_ts() {
+    support::with_postgres(|url| async move { order_and_thread_ts(postgres(&url).await).await })
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_coalesces_updates() {
+    support::with_postgres(|url| async move { coalesces_updates(postgres(&url).await).await })
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_honours_retry_after() {
+    support::with_postgres(|url| async move { honours_retry_after(postgres(&url).await).await })
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_retries_5xx_and_hangs() {
+    support::with_postgres(|url| async move { retries_5xx_and_hangs(postgres(&url).await).await })
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_survives_restart() {
+    support::with_postgres(|url| async move {
+        let store = postgres(&url).await;
+        survives_restart(store, async || postgres(&url).await).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_refused_fails_row_and_dependents() {
+    support::with_postgres(|url| async move {
+        refused_fails_row_and_dependents(postgres(&url).await).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_two_replicas_never_double_send() {
+    support::with_postgres(|url| async move {
+        two_replicas_never_double_send(postgres(&url).await, postgres(&url).await).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_cursor_never_moves_back() {
+    support::with_postgres(
+        |url| async move { cursor_never_moves_back(postgres(&url).await).await },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------- the HTTP client
+
+#[tokio::test]
+async fn http_api_maps_slack_answers() {
+    let slack = FakeSlack::start().await;
+    let api = HttpSlackApi::new(&slack.url(), "xoxb-test")
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+    let ok = api.call("auth.test", json!({})).await.unwrap();
+    assert_eq!(ok["team_id"], "T0FAKE");
+    slack.rate_limit_next(1, None, 7);
+    assert_eq!(
+        api.call("chat.postMessage", json!({"channel": "C", "text": "x"}))
+            .await,
+        Err(ApiError::RateLimited {
+            retry_after: Duration::from_secs(7)
+        })
+    );
+    slack.fail_next(1, None, 502);
+    assert_eq!(
+        api.call("chat.update", json!({})).await,
+        Err(ApiError::Server(502))
+    );
+    slack.refuse_next(1, None, "channel_not_found");
+    assert_eq!(
+        api.call("chat.postMessage", json!({})).await,
+        Err(ApiError::Refused("channel_not_found".into()))
+    );
+    slack.refuse_next(1, None, "ratelimited");
+    assert!(matches!(
+        api.call("chat.postMessage", json!({})).await,
+        Err(ApiError::RateLimited { .. })
+    ));
+    slack.hang_next(1, None, Duration::from_secs(2));
+    assert!(matches!(
+        api.call("views.open", json!({})).await,
+        Err(ApiError::Network(_))
+    ));
+    let posted = api
+        .call("chat.postMessage", json!({"channel": "C9", "text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(posted["channel"], "C9");
+    assert!(posted["ts"].as_str().unwrap().starts_with("1700000000."));
+    let last = slack.calls_of("chat.postMessage").pop().unwrap();
+    assert_eq!(last.headers["authorization"], "Bearer xoxb-test");
+    assert_eq!(last.body, json!({"channel": "C9", "text": "hi"}));
+    // Nothing listening: a network error, not a panic.
+    let port = support::free_port();
+    let dead = HttpSlackApi::new(&format!("http://{port}/api/"), "t").unwrap();
+    assert!(matches!(
+        dead.call("auth.test", json!({})).await,
+        Err(ApiError::Network(_))
+    ));
+}
