@@ -130,8 +130,6 @@ pub struct AllowRule {
 
 /// Slack's Web API base URL.
 pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
-/// Default listen address of `chaosbot serve`.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

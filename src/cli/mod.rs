@@ -6,6 +6,7 @@
 mod demo;
 mod history;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -28,7 +29,8 @@ Start with `chaosbot demo` (no setup needed), then write an experiment (see expe
 README) and `chaosbot validate` it before you `chaosbot run` it.",
     after_help = "Examples:\n  chaosbot demo\n  chaosbot validate experiments/*.yaml\n  \
 chaosbot run experiments/checkout-latency.yaml --set latency=300ms --set duration=45s\n  \
-chaosbot history\n  chaosbot show r-abc123defg\n  chaosbot abort all --reason \"incident in progress\""
+chaosbot history\n  chaosbot show r-abc123defg\n  chaosbot abort all --reason \"incident in progress\"\n  \
+SLACK_SIGNING_SECRET=… SLACK_BOT_TOKEN=xoxb-… chaosbot serve --config chaosbot.toml"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -77,6 +79,10 @@ pub enum Command {
     /// Ask a run (or all runs) to abort, wherever it runs. Queued runs close at once;
     /// running ones revert and verify.
     Abort(history::AbortArgs),
+    /// Run the Slack app: the HTTP server (or Socket Mode), the worker pool, the proxies of
+    /// every declared target, and delivery to Slack. Needs SLACK_SIGNING_SECRET and
+    /// SLACK_BOT_TOKEN; SLACK_APP_TOKEN switches to Socket Mode.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +119,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::History(args) => history::history(&cli.global, args).await,
         Command::Show(args) => history::show(&cli.global, args).await,
         Command::Abort(args) => history::abort(&cli.global, args).await,
+        Command::Serve(args) => serve::serve(&cli.global, args).await,
     }
 }
 

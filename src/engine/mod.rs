@@ -419,6 +419,8 @@ impl Engine {
             .store
             .finish_run(run_id, verdict, rollback, reason)
             .await?;
+        metrics::counter!("chaosbot_runs_total", "verdict" => verdict.as_str(), "rollback" => rollback.as_str())
+            .increment(1);
         let _ = self.events.send(entry.clone());
         Ok(entry)
     }

@@ -602,6 +602,7 @@ async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool
         match injected.fault.revert().await {
             Ok(()) => {
                 info!(step = %injected.step, "fault reverted");
+                metrics::gauge!("chaosbot_active_faults").decrement(1.0);
                 if let Err(e) = sh.eng.store().mark_fault_reverted(injected.record_id).await {
                     warn!(error = %e, "fault reverted but not marked in the store");
                 }

@@ -18,6 +18,7 @@ pub mod edge;
 pub mod outbox;
 pub mod projector;
 pub mod render;
+pub mod server;
 pub mod socket;
 
 /// Where a Slack-started run came from, encoded in the run's `source` as

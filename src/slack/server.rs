@@ -1,0 +1,221 @@
+//! `chaosbot serve`: the composition root of the long-running process. One process holds the
+//! HTTP server for Slack (or the Socket Mode connection), the worker pool, the proxies of every
+//! declared target, the projector that renders runs into the channel, and the outbox that
+//! delivers to Slack.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::api::{HttpSlackApi, SlackApi, install_crypto_provider};
+use super::edge::{SlackApp, SlashCommand, http::router};
+use super::outbox::{Outbox, OutboxOptions};
+use super::projector::Projector;
+use super::socket::{SocketHandler, SocketKind, SocketModeClient};
+use crate::config::{Config, DEFAULT_SLACK_API_URL};
+use crate::engine::{Engine, EngineOptions};
+use crate::faults::TargetRegistry;
+use crate::store::DynStore;
+
+/// What `serve` needs and does not have: said before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "SLACK_SIGNING_SECRET is not set: chaosbot checks every request from Slack with it. Copy it from your app's Basic Information page into SLACK_SIGNING_SECRET (or [slack] signing_secret)"
+    )]
+    NoSigningSecret,
+    #[error(
+        "SLACK_BOT_TOKEN is not set: chaosbot needs the bot token (xoxb-…) to post to Slack. Copy it from OAuth & Permissions into SLACK_BOT_TOKEN (or [slack] bot_token)"
+    )]
+    NoBotToken,
+}
+
+/// Checks the settings `serve` cannot run without.
+pub fn check_settings(cfg: &Config) -> Result<(), ServeError> {
+    if cfg.slack.signing_secret.is_none() {
+        return Err(ServeError::NoSigningSecret);
+    }
+    if cfg.slack.bot_token.is_none() {
+        return Err(ServeError::NoBotToken);
+    }
+    Ok(())
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    pub outbox: Outbox,
+    pub app: Arc<SlackApp>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    outbox_task: JoinHandle<()>,
+}
+
+/// Answers Socket Mode envelopes with the same handlers the HTTP routes use.
+struct SocketBridge(Arc<SlackApp>);
+
+#[async_trait::async_trait]
+impl SocketHandler for SocketBridge {
+    async fn handle(
+        &self,
+        kind: SocketKind,
+        payload: serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        match kind {
+            SocketKind::SlashCommands => match SlashCommand::from_json(payload) {
+                Ok(cmd) => Some(self.0.handle_command(cmd).await),
+                Err(e) => {
+                    warn!(error = %e, "malformed slash command over Socket Mode");
+                    None
+                }
+            },
+            SocketKind::EventsApi => self.0.handle_event(payload, None).await,
+            SocketKind::Interactive => {
+                let v = self.0.handle_interaction(payload).await;
+                (!v.is_null()).then_some(v)
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Starts everything on `listener`. The caller has checked [`check_settings`].
+    pub async fn start(
+        cfg: Config,
+        store: DynStore,
+        listener: TcpListener,
+    ) -> anyhow::Result<Server> {
+        check_settings(&cfg)?;
+        install_crypto_provider();
+        let cfg = Arc::new(cfg);
+        let api_url = cfg
+            .slack
+            .api_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_string());
+        let bot_token = cfg
+            .slack
+            .bot_token
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
+        let api: Arc<dyn SlackApi> = Arc::new(
+            HttpSlackApi::new(&api_url, &bot_token)
+                .with_context(|| format!("SLACK_API_URL `{api_url}` is not a usable URL"))?,
+        );
+
+        // Proxies of every declared target run all the time, so traffic always flows.
+        let targets = TargetRegistry::new(cfg.clone());
+        targets
+            .start_all()
+            .await
+            .context("cannot start the proxies of the declared targets")?;
+        let engine = Engine::new(
+            store.clone(),
+            targets,
+            EngineOptions::new(cfg.guard_rails.clone()),
+        );
+        let recovered = engine.start().await.context("cannot start the engine")?;
+        for id in &recovered {
+            warn!(run_id = %id, "recovered a run left in flight by a process that died");
+        }
+
+        let outbox = Outbox::new(store.clone(), api.clone(), OutboxOptions::default());
+        let outbox_task = outbox.start();
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let projector = {
+            let outbox = outbox.clone();
+            Projector::new(store.clone(), move || outbox.notify())
+        };
+        tasks.push(tokio::spawn(
+            projector.run(engine.subscribe(), stop.clone()),
+        ));
+
+        // Who the bot is, to ignore its own messages (best effort: Slack may be down now).
+        let bot_user_id = match tokio::time::timeout(
+            Duration::from_secs(5),
+            api.call("auth.test", serde_json::json!({})),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v["user_id"].as_str().map(str::to_string),
+            Ok(Err(e)) => {
+                warn!(error = %e, "auth.test failed; the bot's own messages are recognised by bot_id only");
+                None
+            }
+            Err(_) => {
+                warn!("auth.test did not answer within 5s");
+                None
+            }
+        };
+        let app = Arc::new(SlackApp {
+            engine: engine.clone(),
+            store: store.clone(),
+            cfg: cfg.clone(),
+            api: api.clone(),
+            bot_user_id,
+        });
+
+        if let Some(app_token) = &cfg.slack.app_token {
+            let client = SocketModeClient::new(
+                &api_url,
+                app_token.expose(),
+                Arc::new(SocketBridge(app.clone())),
+            )
+            .with_context(|| format!("SLACK_API_URL `{api_url}` is not a usable URL"))?;
+            tasks.push(client.start(stop.clone()));
+            info!("Socket Mode on: commands, events and interactions arrive over the WebSocket");
+        }
+
+        let addr = listener.local_addr()?;
+        let http_stop = stop.clone();
+        let routes = router(app.clone());
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, routes)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "the HTTP server stopped");
+            }
+        }));
+        info!(%addr, "chaosbot serve is listening");
+        Ok(Server {
+            addr,
+            engine,
+            outbox,
+            app,
+            stop,
+            tasks,
+            outbox_task,
+        })
+    }
+
+    /// Graceful stop: halts running runs (they revert and journal), renders what they wrote,
+    /// gives the outbox a moment to deliver it (the rest is delivered after the next start),
+    /// then stops.
+    pub async fn shutdown(self, reason: &str) {
+        self.engine.shutdown(reason, Duration::from_secs(60)).await;
+        // The projector renders on stop; then the outbox gets a few seconds to flush.
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let store = self.app.store.clone();
+        for _ in 0..50 {
+            match store.pending_count().await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        self.outbox.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.outbox_task).await;
+    }
+}

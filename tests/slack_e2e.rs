@@ -1,0 +1,491 @@
+//! The whole Slack app end to end: `chaosbot serve`'s composition (HTTP edge, engine, proxy,
+//! projector, outbox) against a fake Slack Web API on loopback. Requests are signed like
+//! Slack's; assertions are on what the fake received: the parent message, the thread replies
+//! with the right `thread_ts`, the updates, the final summary, an abort through the button,
+//! nothing lost under 429s and 500s, across a kill -9 of the process, and over Socket Mode.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
+use chaosbot::engine::state::Verdict;
+use chaosbot::slack::edge::verify;
+use chaosbot::slack::render;
+use chaosbot::slack::server::Server;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use support::fake_slack::{Call, FakeSlack};
+use support::*;
+
+const SECRET: &str = "e2e-signing-secret";
+const TEAM: &str = "T1";
+const CHANNEL: &str = "CCHAOS";
+const ALICE: &str = "UALICE";
+
+const SLOW_API: &str = r#"
+name: slow-api
+title: The API stays fast with 30 ms of latency
+owner: "@sre"
+parameters:
+  duration: {type: duration, default: 2s, min: 1s, max: 2m}
+hypothesis:
+  recovery_timeout: 5s
+  probes:
+    - name: api-ok
+      http: {endpoint: api-http, path: /, status: 200, max_latency: 1s}
+      interval: 200ms
+method:
+  - name: slow
+    target: api
+    fault: latency
+    latency: 30ms
+    duration: ${duration}
+"#;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    fake: FakeSlack,
+    cfg: Config,
+    _service: Service,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let service = service().await;
+    let listen = free_port();
+    let catalog = dir.path().join("experiments");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(catalog.join("slow-api.yaml"), SLOW_API).unwrap();
+    let mut cfg = config(listen, service.addr);
+    cfg.catalog = catalog;
+    cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
+    cfg.slack = SlackConfig {
+        signing_secret: Some(Secret(SECRET.into())),
+        bot_token: Some(Secret("xoxb-e2e".into())),
+        api_url: Some(fake.url()),
+        team_id: Some(TEAM.into()),
+        operators: vec!["UOPS".into()],
+        allow: vec![AllowRule {
+            experiments: vec!["*".into()],
+            users: vec![],
+            channels: vec![CHANNEL.into()],
+        }],
+        contact: Some("#sre-oncall".into()),
+        ..SlackConfig::default()
+    };
+    Rig {
+        dir,
+        fake,
+        cfg,
+        _service: service,
+    }
+}
+
+async fn start(rig: &Rig) -> Server {
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Server::start(rig.cfg.clone(), store, listener)
+        .await
+        .unwrap()
+}
+
+/// POSTs a correctly signed Slack request; returns the status and the body.
+async fn post_signed(addr: std::net::SocketAddr, path: &str, body: String) -> (u16, String) {
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = verify::sign(SECRET, &ts, body.as_bytes());
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
+        .await
+        .expect("Slack gets its answer within 3 s")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> Value {
+    let body = serde_urlencoded::to_string([
+        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+        ("team_id", TEAM),
+        ("team_domain", "example"),
+        ("channel_id", CHANNEL),
+        ("channel_name", "chaos"),
+        ("user_id", user),
+        ("user_name", "alice"),
+        ("command", "/chaos"),
+        ("text", text),
+        ("api_app_id", "A123456"),
+        ("response_url", "https://hooks.slack.com/commands/1234/5678"),
+        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+    ])
+    .unwrap();
+    let (status, body) = post_signed(addr, "/slack/commands", body).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn run_id_in(text: &str) -> String {
+    let at = text.find("r-").expect("the answer names the run");
+    text[at..at + 12].to_string()
+}
+
+fn is_parent(c: &Call) -> bool {
+    c.method == "chat.postMessage" && c.status == 200 && c.body.get("thread_ts").is_none()
+}
+
+fn replies(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.method == "chat.postMessage" && c.status == 200 && c.body.get("thread_ts").is_some()
+        })
+        .collect()
+}
+
+/// The final summary reply is there (its fallback text is "Run <id> of <experiment>: …").
+fn has_summary(calls: &[Call]) -> bool {
+    replies(calls)
+        .iter()
+        .any(|c| c.str("text").is_some_and(|t| t.starts_with("Run r-")))
+}
+
+/// What the thread must contain, in order, from the run's journal: one reply per entry that
+/// deserves one, then the summary.
+async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let run = store.get_run(run_id).await.unwrap().unwrap();
+    let journal = store.journal(run_id, 0).await.unwrap();
+    let mut texts: Vec<String> = journal
+        .iter()
+        .filter_map(render::thread_reply)
+        .map(|r| r.text)
+        .collect();
+    let summary = render::summary(&chaosbot::report::summarize(&run, &journal));
+    for _ in summary.pages() {
+        texts.push(summary.text.clone());
+    }
+    texts
+}
+
+fn delivered_thread(calls: &[Call]) -> Vec<String> {
+    replies(calls)
+        .iter()
+        .map(|c| c.str("text").unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_started_in_slack_lives_in_its_channel() {
+    let rig = rig().await;
+    let server = start(&rig).await;
+    let answer = slash(server.addr, ALICE, "start slow-api duration=2s").await;
+    assert_eq!(answer["response_type"], "ephemeral");
+    let id = run_id_in(&answer.to_string());
+
+    let calls = rig
+        .fake
+        .wait_for(has_summary, Duration::from_secs(30))
+        .await;
+    let run = server.engine.wait(&id).await.unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
+
+    // One parent, in the channel, with the Abort button while running.
+    let parents: Vec<&Call> = calls.iter().filter(|c| is_parent(c)).collect();
+    assert_eq!(parents.len(), 1);
+    let parent = parents[0];
+    assert_eq!(parent.str("channel"), Some(CHANNEL));
+    assert!(parent.body["blocks"].to_string().contains("abort_run"));
+    assert_eq!(
+        parent.headers.get("authorization").map(String::as_str),
+        Some("Bearer xoxb-e2e")
+    );
+
+    // Every reply is in the parent's thread; updates and the reaction target the parent.
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| c.iter().any(|c| c.method == "reactions.add"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let updates: Vec<&Call> = calls.iter().filter(|c| c.method == "chat.update").collect();
+    assert!(!updates.is_empty());
+    let parent_ts = updates[0].str("ts").unwrap().to_string();
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.str("ts") == Some(parent_ts.as_str()))
+    );
+    assert!(
+        replies(&calls)
+            .iter()
+            .all(|r| r.str("thread_ts") == Some(parent_ts.as_str()))
+    );
+    let reaction = calls.iter().find(|c| c.method == "reactions.add").unwrap();
+    assert_eq!(reaction.str("timestamp"), Some(parent_ts.as_str()));
+    assert_eq!(reaction.str("name"), Some("white_check_mark"));
+
+    // The parent's last state shows the verdict and no longer offers Abort.
+    let last = updates.last().unwrap();
+    let blocks = last.body["blocks"].to_string();
+    assert!(
+        blocks.contains("HELD") && !blocks.contains("abort_run"),
+        "{blocks}"
+    );
+
+    // The thread is the journal, in order, nothing missing, nothing twice.
+    assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn the_abort_button_aborts_and_the_thread_says_so() {
+    let rig = rig().await;
+    let server = start(&rig).await;
+    let answer = slash(server.addr, ALICE, "start slow-api duration=60s").await;
+    let id = run_id_in(&answer.to_string());
+    rig.fake
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| c.str("text").is_some_and(|t| t.contains("injected")))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": ALICE, "username": "alice", "name": "alice", "team_id": TEAM},
+        "api_app_id": "A02",
+        "token": "Shh_its_a_seekrit",
+        "container": {"type": "message", "message_ts": "1548261231.000200", "channel_id": CHANNEL, "is_ephemeral": false},
+        "trigger_id": "12466734323.1395872398",
+        "team": {"id": TEAM, "domain": "example"},
+        "channel": {"id": CHANNEL, "name": "chaos"},
+        "response_url": "https://hooks.slack.com/actions/T1/1/2",
+        "actions": [{"action_id": "abort_run", "block_id": "run_actions", "value": id,
+                     "type": "button", "action_ts": "1548426417.840180",
+                     "text": {"type": "plain_text", "text": "Abort"}}]
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let (status, _) = post_signed(server.addr, "/slack/interactions", body).await;
+    assert_eq!(status, 200);
+    let run = tokio::time::timeout(Duration::from_secs(20), server.engine.wait(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    let calls = rig
+        .fake
+        .wait_for(has_summary, Duration::from_secs(20))
+        .await;
+    let thread = delivered_thread(&calls);
+    assert!(
+        thread
+            .iter()
+            .any(|t| t.contains("Abort requested by <@UALICE>")),
+        "{thread:#?}"
+    );
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| c.iter().any(|c| c.method == "reactions.add"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let last = calls.iter().rfind(|c| c.method == "chat.update").unwrap();
+    assert!(last.body["blocks"].to_string().contains("ABORTED"));
+    assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_slack_answers_429_and_500() {
+    let rig = rig().await;
+    // Slack misbehaves from the first call on: rate limits, then server errors.
+    rig.fake.rate_limit_next(2, Some("chat.postMessage"), 1);
+    rig.fake.fail_next(4, None, 500);
+    let server = start(&rig).await;
+    let answer = slash(server.addr, ALICE, "start slow-api duration=1s").await;
+    let id = run_id_in(&answer.to_string());
+    server.engine.wait(&id).await.unwrap();
+    let calls = rig
+        .fake
+        .wait_for(has_summary, Duration::from_secs(60))
+        .await;
+    assert!(calls.iter().any(|c| c.status == 429) && calls.iter().any(|c| c.status == 500));
+    assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+    assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
+    let rig = rig().await;
+    let config = rig.dir.path().join("chaosbot.toml");
+    let p = &rig.cfg.targets.proxy[0];
+    std::fs::write(
+        &config,
+        format!(
+            "catalog = \"experiments\"\n[[targets.proxy]]\nname = \"api\"\nlisten = \"{}\"\nupstream = \"{}\"\n[[targets.http]]\nname = \"api-http\"\nurl = \"http://{}\"\n[slack]\nteam_id = \"{TEAM}\"\n[[slack.allow]]\nexperiments = [\"*\"]\n",
+            p.listen, p.upstream, p.listen
+        ),
+    )
+    .unwrap();
+    let spawn = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("DATABASE_URL", rig.cfg.database_url())
+            .env("SLACK_SIGNING_SECRET", SECRET)
+            .env("SLACK_BOT_TOKEN", "xoxb-e2e")
+            .env("SLACK_API_URL", rig.fake.url())
+            .env("CHAOSBOT_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("SLACK_APP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let port = free_port().port();
+    let mut first = spawn(port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    // Slack is down for this process's whole life: everything stays in the outbox.
+    rig.fake.fail_next(100_000, None, 503);
+    let answer = slash(addr, ALICE, "start slow-api duration=60s").await;
+    let id = run_id_in(&answer.to_string());
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let j = store.journal(&id, 0).await.unwrap();
+        if j.iter().any(|e| e.event.kind() == "fault_injected")
+            && store.pending_count().await.unwrap() > 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let delivered = rig
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.status == 200 && c.method != "auth.test")
+        .count();
+    assert_eq!(delivered, 0, "Slack was down: nothing could be delivered");
+
+    // Slack is back; a new process recovers the run and delivers the whole thread once.
+    rig.fake.heal();
+    let mut second = spawn(port);
+    wait_listening(addr).await;
+    let calls = rig
+        .fake
+        .wait_for(has_summary, Duration::from_secs(60))
+        .await;
+    let run = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    assert!(
+        delivered_thread(&calls)
+            .iter()
+            .any(|t| t.contains("Recovered after a crash"))
+    );
+    assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+    assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(second.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = second.wait();
+}
+
+async fn wait_listening(addr: std::net::SocketAddr) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chaosbot serve did not listen on {addr}");
+}
+
+#[tokio::test]
+async fn socket_mode_starts_a_run_from_an_envelope() {
+    let mut rig = rig().await;
+    rig.cfg.slack.app_token = Some(Secret("xapp-e2e".into()));
+    let server = start(&rig).await;
+    assert!(
+        rig.fake
+            .wait_for_connections(1, Duration::from_secs(10))
+            .await
+    );
+    rig.fake.push(json!({
+        "envelope_id": "env-1",
+        "type": "slash_commands",
+        "accepts_response_payload": true,
+        "payload": {
+            "token": "x", "team_id": TEAM, "team_domain": "example", "channel_id": CHANNEL,
+            "channel_name": "chaos", "user_id": ALICE, "user_name": "alice", "command": "/chaos",
+            "text": "start slow-api duration=1s", "api_app_id": "A1",
+            "response_url": "https://hooks.slack.com/commands/1/2", "trigger_id": "1.2.3"
+        }
+    }));
+    let ack = rig
+        .fake
+        .wait_for_ack("env-1", Duration::from_secs(5))
+        .await
+        .expect("the envelope is acked");
+    let id = run_id_in(&ack.to_string());
+    let run = server.engine.wait(&id).await.unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Held));
+    let calls = rig
+        .fake
+        .wait_for(has_summary, Duration::from_secs(20))
+        .await;
+    assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
+    server.shutdown("test over").await;
+}
+
+#[test]
+fn serve_refuses_to_start_without_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("CHAOSBOT_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SLACK_SIGNING_SECRET"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("SLACK_SIGNING_SECRET", "s")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("CHAOSBOT_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_BOT_TOKEN"));
+    assert!(
+        !Path::new(&dir.path().join("chaosbot.db")).exists(),
+        "nothing started"
+    );
+}
