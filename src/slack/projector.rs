@@ -111,14 +111,25 @@ impl Projector {
     pub async fn project(&self, run_id: &str) -> StoreResult<usize> {
         // One projection at a time: the cursor read and the enqueue must not interleave.
         let mut last_parent = self.last_parent.lock().await;
+        let is_slack = self
+            .store
+            .get_run(run_id)
+            .await?
+            .is_some_and(|r| SlackOrigin::from_source(&r.source).is_some());
+        if !is_slack {
+            return Ok(0);
+        }
+        // The journal first, then the run again: the run record is then at least as new as
+        // the journal (a verdict entry and the run's verdict are written together), so a
+        // rendered verdict entry always comes with the run's verdict.
+        let cursor = self.store.render_cursor(run_id).await?;
+        let entries = self.store.journal(run_id, 0).await?;
         let Some(run) = self.store.get_run(run_id).await? else {
             return Ok(0);
         };
         let Some(origin) = SlackOrigin::from_source(&run.source) else {
             return Ok(0);
         };
-        let cursor = self.store.render_cursor(run_id).await?;
-        let entries = self.store.journal(run_id, 0).await?;
         let fresh: Vec<&Entry> = entries.iter().filter(|e| e.seq > cursor).collect();
         let Some(last_seq) = fresh.last().map(|e| e.seq) else {
             return Ok(0);
