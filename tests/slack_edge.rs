@@ -92,6 +92,9 @@ impl OutboxStore for RecordingStore {
     async fn release_claims(&self, owner: &str) -> StoreResult<u64> {
         self.inner.release_claims(owner).await
     }
+    async fn claim_owners(&self) -> StoreResult<Vec<String>> {
+        self.inner.claim_owners().await
+    }
     async fn pending_count(&self) -> StoreResult<i64> {
         self.inner.pending_count().await
     }

@@ -113,6 +113,9 @@ pub trait OutboxStore: Send + Sync {
     /// Releases every claim `owner` holds (on shutdown), so a successor need not wait out leases.
     async fn release_claims(&self, owner: &str) -> StoreResult<u64>;
 
+    /// Owners holding claims on pending rows (to release those of dead processes).
+    async fn claim_owners(&self) -> StoreResult<Vec<String>>;
+
     /// Rows still pending.
     async fn pending_count(&self) -> StoreResult<i64>;
 
@@ -273,6 +276,9 @@ pub(super) const FAIL: &str = "UPDATE slack_outbox SET state = 'failed', last_er
 
 pub(super) const RELEASE: &str = "UPDATE slack_outbox SET claim_owner = NULL, \
      claim_until_ms = NULL WHERE claim_owner = $1 AND state = 'pending'";
+
+pub(super) const CLAIM_OWNERS: &str = "SELECT DISTINCT claim_owner FROM slack_outbox \
+     WHERE state = 'pending' AND claim_owner IS NOT NULL";
 
 pub(super) const PENDING_COUNT: &str = "SELECT COUNT(*) FROM slack_outbox WHERE state = 'pending'";
 

@@ -211,6 +211,12 @@ impl OutboxStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn claim_owners(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(ob::CLAIM_OWNERS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn pending_count(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(ob::PENDING_COUNT)
             .fetch_one(&self.pool)

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::instance::InstanceId;
 use crate::journal::now_ms;
 use crate::slack::api::SlackApi;
 use crate::store::OutboxStore;
@@ -85,13 +86,39 @@ impl Default for OutboxOptions {
 
 fn default_owner() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     format!(
-        "outbox:{host}:{}:{}:{}",
-        std::process::id(),
-        now_ms(),
+        "outbox:{}:{}",
+        InstanceId::current(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The process behind an outbox claim owner (`outbox:<instance>:<n>`), if it names one.
+fn owner_instance(owner: &str) -> Option<InstanceId> {
+    let rest = owner.strip_prefix("outbox:")?;
+    let (instance, _) = rest.rsplit_once(':')?;
+    InstanceId::parse(instance)
+}
+
+/// Releases the claims of outbox instances whose process is gone (killed mid-call), so their
+/// threads go on now instead of after the lease.
+async fn release_dead_claims(store: &dyn OutboxStore) {
+    let me = InstanceId::current();
+    let Ok(owners) = store.claim_owners().await else {
+        return;
+    };
+    for owner in owners {
+        if owner_instance(&owner).is_some_and(|o| me.is_dead_owner(&o)) {
+            match store.release_claims(&owner).await {
+                Ok(n) => {
+                    tracing::warn!(%owner, rows = n, "released the outbox claims of a process that died")
+                }
+                Err(e) => {
+                    tracing::warn!(%owner, error = %e, "cannot release a dead process's claims yet")
+                }
+            }
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -152,7 +179,12 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     tracing::info!(%owner, "outbox delivery started");
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut store_failures = 0i64;
+    let mut last_dead_check: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
+        if last_dead_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            release_dead_claims(shared.store.as_ref()).await;
+            last_dead_check = Some(std::time::Instant::now());
+        }
         let free = shared.opts.max_in_flight.saturating_sub(in_flight.len());
         let mut pause = shared.opts.poll_interval;
         if free > 0 {
