@@ -249,6 +249,25 @@ async fn a_run_started_in_slack_lives_in_its_channel() {
 
     // The thread is the journal, in order, nothing missing, nothing twice.
     assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+
+    // Prometheus numbers: runs by verdict, Slack deliveries, request latencies.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{}/metrics", server.addr).parse().unwrap())
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    for metric in [
+        "chaosbot_runs_total{verdict=\"held\"",
+        "chaosbot_slack_deliveries_total",
+        "chaosbot_active_faults",
+    ] {
+        assert!(
+            text.contains(metric),
+            "{metric} missing from /metrics:\n{text}"
+        );
+    }
     server.shutdown("test over").await;
 }
 
