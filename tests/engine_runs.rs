@@ -358,15 +358,20 @@ impl FaultFamily for Misbehaving {
     fn name(&self) -> &'static str {
         "network"
     }
-    fn recovery_detail(&self, step: &FaultStep) -> serde_json::Value {
-        NetworkFaults.recovery_detail(step)
+    async fn prepare(
+        &self,
+        step: &FaultStep,
+        ctx: &InjectContext<'_>,
+    ) -> Result<serde_json::Value, FaultError> {
+        NetworkFaults.prepare(step, ctx).await
     }
     async fn inject(
         &self,
         step: &FaultStep,
         ctx: &InjectContext<'_>,
+        prepared: &serde_json::Value,
     ) -> Result<Box<dyn ActiveFault>, FaultError> {
-        let fault = NetworkFaults.inject(step, ctx).await?;
+        let fault = NetworkFaults.inject(step, ctx, prepared).await?;
         if step.name == "second" {
             // Let "first" (running in parallel) get its fault in place before misbehaving.
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -528,6 +528,17 @@ async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, String> {
     let ttl = step_deadline.min(run_left);
     let deadline = Instant::now() + ttl;
     let deadline_ms = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let ctx = InjectContext {
+        targets: eng.targets(),
+        seed: faults::derive_seed(sh.seed, &step.name),
+        deadline,
+    };
+    // What recovery needs (e.g. the pids about to be signalled) is resolved and persisted
+    // before anything is touched.
+    let detail = family
+        .prepare(step, &ctx)
+        .await
+        .map_err(|e| e.to_string())?;
     let record_id = eng
         .store()
         .record_fault(NewFault {
@@ -535,18 +546,16 @@ async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, String> {
             step: step.name.clone(),
             target: step.target.clone(),
             family: family.name().to_string(),
-            detail: family.recovery_detail(step),
+            detail: detail.clone(),
             deadline_ms,
             owner: eng.instance().to_string(),
         })
         .await
         .map_err(|e| format!("cannot record the fault before injecting it: {e}"))?;
-    let ctx = InjectContext {
-        targets: eng.targets(),
-        seed: faults::derive_seed(sh.seed, &step.name),
-        deadline,
-    };
-    let fault = family.inject(step, &ctx).await.map_err(|e| e.to_string())?;
+    let fault = family
+        .inject(step, &ctx, &detail)
+        .await
+        .map_err(|e| e.to_string())?;
     let summary = fault.summary();
     sh.injected_any
         .store(true, std::sync::atomic::Ordering::SeqCst);

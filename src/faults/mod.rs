@@ -47,13 +47,21 @@ pub trait FaultFamily: Send + Sync {
     /// Name stored with each fault record ("network").
     fn name(&self) -> &'static str;
 
-    /// What to persist *before* injecting so that recovery can undo the fault.
-    fn recovery_detail(&self, step: &FaultStep) -> serde_json::Value;
+    /// Resolves what the fault will touch and returns what recovery needs to undo it (pids,
+    /// paths...). The engine persists it *before* calling [`FaultFamily::inject`], so a crash
+    /// between the two leaves a record to recover from. Errors here mean nothing was touched.
+    async fn prepare(
+        &self,
+        step: &FaultStep,
+        ctx: &InjectContext<'_>,
+    ) -> Result<serde_json::Value, FaultError>;
 
+    /// Applies the fault to exactly what `prepared` names.
     async fn inject(
         &self,
         step: &FaultStep,
         ctx: &InjectContext<'_>,
+        prepared: &serde_json::Value,
     ) -> Result<Box<dyn ActiveFault>, FaultError>;
 
     /// Undoes a fault left by a process that died. Returns what was done, for the journal.

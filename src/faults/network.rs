@@ -153,14 +153,19 @@ impl super::FaultFamily for NetworkFaults {
         "network"
     }
 
-    fn recovery_detail(&self, step: &crate::spec::model::FaultStep) -> serde_json::Value {
-        serde_json::json!({ "proxy": step.target, "in_process": true })
+    async fn prepare(
+        &self,
+        step: &crate::spec::model::FaultStep,
+        _ctx: &super::InjectContext<'_>,
+    ) -> Result<serde_json::Value, super::FaultError> {
+        Ok(serde_json::json!({ "proxy": step.target, "in_process": true }))
     }
 
     async fn inject(
         &self,
         step: &crate::spec::model::FaultStep,
         ctx: &super::InjectContext<'_>,
+        _prepared: &serde_json::Value,
     ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
         let crate::spec::model::FaultSpec::Network {
             toxic,
