@@ -45,6 +45,9 @@ const READ_SIZE: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 1024;
 /// Bytes read but not yet written, per direction (backpressure to the sender beyond that).
 const BYTE_BUDGET: usize = 1024 * 1024;
+/// Splice iterations that moved bytes before the fast path yields to other tasks.
+#[cfg(target_os = "linux")]
+const YIELD_EVERY: u32 = 8;
 /// How long we try to reach the upstream before giving up on the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -425,6 +428,7 @@ impl Pump {
         // A toxic arrived, or the kernel refused: stop reading, drain the pipe, leave.
         let mut leaving = false;
         let mut refused = false;
+        let mut spins: u32 = 0;
         loop {
             if self.kill.is_cancelled() {
                 return SpliceEnd::Done;
@@ -512,8 +516,15 @@ impl Pump {
                 }
             }
             if progress {
-                // Cooperative budget: a long bulk transfer must not starve the worker.
-                tokio::task::consume_budget().await;
+                // A bulk transfer may never block: yield now and then so that the other tasks
+                // of this worker (other connections, the listener) are not starved. tokio's
+                // coop budget alone allows 128 splices of up to a pipeful each.
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(YIELD_EVERY) {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::task::consume_budget().await;
+                }
                 continue;
             }
             // Nothing moved: wait for the socket that blocks us. With bytes in the pipe that is
