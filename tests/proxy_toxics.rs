@@ -658,3 +658,227 @@ async fn shutdown_closes_connections_and_listener() {
         Err(ProxyError::ShutDown(_))
     ));
 }
+
+// ---- bulk transfers (splice fast path while no toxic applies) ---------------------------------
+
+/// Bytes per block of patterned data: an 8-byte sequence number, an 8-byte send time (ns since
+/// `epoch`), then words derived from the sequence number.
+const BLOCK: usize = 16 * 1024;
+
+fn pattern_word(seq: u64, i: usize) -> u64 {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+}
+
+fn make_block(seq: u64, sent_ns: u64, out: &mut [u8]) {
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..16].copy_from_slice(&sent_ns.to_le_bytes());
+    for (i, w) in out[16..].chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&pattern_word(seq, i).to_le_bytes());
+    }
+}
+
+/// Checks one block: in order (`seq` expected) and intact. Returns its send time.
+fn check_block(expected_seq: u64, b: &[u8]) -> u64 {
+    let word = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(word(0), expected_seq, "block out of order");
+    for i in 0..(BLOCK - 16) / 8 {
+        if word(16 + i * 8) != pattern_word(expected_seq, i) {
+            panic!("block {expected_seq} corrupted at word {i}");
+        }
+    }
+    word(8)
+}
+
+/// Server that sends patterned blocks (timestamped against `epoch`) to each client: `limit`
+/// blocks then shutdown(Write), or until the client goes.
+async fn block_source(epoch: Instant, limit: u64) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; BLOCK * 16];
+                let mut seq = 0;
+                while seq < limit {
+                    let n = (limit - seq).min(16) as usize;
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    for b in buf[..n * BLOCK].chunks_exact_mut(BLOCK) {
+                        make_block(seq, now, b);
+                        seq += 1;
+                    }
+                    if s.write_all(&buf[..n * BLOCK]).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// 64 MiB each way with half-closes in between: the client sends, shuts down its write side,
+/// the server verifies everything (proving the EOF went through on its own), answers with
+/// 64 MiB and closes; the client verifies those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_64_mib_each_way_arrives_intact_with_half_close() {
+    const BLOCKS: u64 = 64 * 1024 * 1024 / BLOCK as u64;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut b = vec![0u8; BLOCK];
+        for seq in 0..BLOCKS {
+            s.read_exact(&mut b).await.unwrap();
+            check_block(seq, &b);
+        }
+        // The client's half-close arrives as EOF while our sending side is still open.
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            0,
+            "data after the last block"
+        );
+        for seq in 0..BLOCKS {
+            make_block(seq, 0, &mut b);
+            s.write_all(&b).await.unwrap();
+        }
+        s.shutdown().await.unwrap();
+    });
+    let p = start(addr).await;
+    let mut s = connect(&p).await;
+    let t0 = Instant::now();
+    let mut b = vec![0u8; BLOCK];
+    for seq in 0..BLOCKS {
+        make_block(seq, 0, &mut b);
+        s.write_all(&b).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    for seq in 0..BLOCKS {
+        tokio::time::timeout(READ_LIMIT, s.read_exact(&mut b))
+            .await
+            .expect("read timed out")
+            .unwrap();
+        check_block(seq, &b);
+    }
+    let (rest, end, _) = read_to_end(&mut s).await;
+    assert!(rest.is_empty());
+    assert_eq!(end, Ok(()));
+    tokio::time::timeout(READ_LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap();
+    let bytes = BLOCKS * BLOCK as u64;
+    wait_for(|| p.stats().bytes_up == bytes && p.stats().bytes_down == bytes).await;
+    eprintln!("128 MiB through the proxy in {:?}", t0.elapsed());
+}
+
+/// The server half-closes first while the client keeps sending through the fast path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_from_the_server_side_with_the_fast_path() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(b"bye").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        let _ = got_tx.send(all);
+    });
+    let p = start(addr).await;
+    let mut s = connect(&p).await;
+    let (data, end, _) = read_to_end(&mut s).await;
+    assert_eq!(data, b"bye");
+    assert_eq!(end, Ok(()));
+    // Our sending side still works after the server's EOF reached us.
+    let payload = vec![3u8; 4 << 20];
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = tokio::time::timeout(READ_LIMIT, got_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got == payload, "payload changed on the way");
+    assert_eq!(p.stats().bytes_up, 4 << 20);
+    wait_for(|| p.stats().open_connections == 0).await;
+}
+
+/// Reads blocks `from..` until `until` says stop; checks order and content. Returns the next
+/// sequence number and (send time, arrival time) in ns since `epoch` per block.
+async fn read_blocks(
+    s: &mut TcpStream,
+    epoch: Instant,
+    from: u64,
+    mut until: impl FnMut(u64, Instant) -> bool,
+) -> (u64, Vec<(u64, u64)>) {
+    let mut b = vec![0u8; BLOCK];
+    let mut seq = from;
+    let mut times = Vec::new();
+    // Bounded: at most 1 GiB of blocks.
+    for _ in 0..65_536 {
+        if until(seq, Instant::now()) {
+            break;
+        }
+        tokio::time::timeout(READ_LIMIT, s.read_exact(&mut b))
+            .await
+            .expect("read timed out")
+            .unwrap();
+        let sent = check_block(seq, &b);
+        times.push((sent, epoch.elapsed().as_nanos() as u64));
+        seq += 1;
+    }
+    (seq, times)
+}
+
+/// A latency toxic added in the middle of a bulk transfer applies to the bytes sent after it,
+/// the stream stays intact and in order, and removing it restores full speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_added_mid_bulk_applies_and_removal_restores_speed() {
+    const MIB32: u64 = 32 * 1024 * 1024 / BLOCK as u64;
+    let epoch = Instant::now();
+    let p = start(block_source(epoch, 60_000).await).await;
+    let mut s = connect(&p).await;
+
+    // Phase 1: no toxic.
+    let t0 = Instant::now();
+    let (seq, _) = read_blocks(&mut s, epoch, 0, |seq, _| seq == MIB32).await;
+    let fast = t0.elapsed();
+
+    // Phase 2: 100 ms downstream latency for 500 ms.
+    let id = p
+        .add_toxic(toxic(latency(100), Direction::Downstream))
+        .unwrap();
+    // The pump sees the change before its next splice; 1 ms covers one in progress.
+    let added = (epoch.elapsed() + MS).as_nanos() as u64;
+    let until = Instant::now() + 500 * MS;
+    let (seq, times) = read_blocks(&mut s, epoch, seq, |_, now| now >= until).await;
+    // Blocks the server produced after the toxic was in place were read by the proxy after
+    // that, so each was held at least 100 ms.
+    let late: Vec<u64> = times
+        .iter()
+        .filter(|(sent, _)| *sent > added)
+        .map(|(sent, arrived)| arrived - sent)
+        .collect();
+    assert!(
+        late.len() >= 5,
+        "too few blocks under the toxic: {}",
+        late.len()
+    );
+    let min = Duration::from_nanos(*late.iter().min().unwrap());
+    assert!(
+        min >= 99 * MS,
+        "a block sent under the toxic took only {min:?}"
+    );
+
+    // Phase 3: removed; the next 32 MiB go at about the first phase's speed.
+    p.remove_toxic(id).unwrap();
+    let t0 = Instant::now();
+    let (_, _) = read_blocks(&mut s, epoch, seq, |s, _| s == seq + MIB32).await;
+    let after = t0.elapsed();
+    eprintln!("32 MiB: {fast:?} before the toxic, {after:?} after its removal");
+    assert!(
+        after < fast * 3 + 100 * MS,
+        "not back to speed: {after:?} vs {fast:?}"
+    );
+}

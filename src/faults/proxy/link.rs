@@ -1,5 +1,12 @@
 //! One proxied connection: two pumps (client → server is `upstream`, server → client is
-//! `downstream`), each a reader task feeding a writer through a small bounded channel.
+//! `downstream`), each a reader feeding a writer through a small bounded channel.
+//!
+//! Fast path (Linux): while no toxic affects a direction, its pump moves bytes with `splice(2)`
+//! through a pipe instead (see [`super::splice`]). When a toxic that affects it arrives, the pump
+//! first drains the pipe to the destination, then starts the reader/writer path below; once the
+//! direction has no toxic again, the writer asks the reader to stop, writes every chunk still
+//! queued (the reader's hand-off marker comes after them), and splicing resumes. Bytes are
+//! therefore never lost, duplicated or reordered across a switch.
 //!
 //! The reader timestamps every chunk when it is read; the writer applies the toxics. Latency is
 //! therefore pipelined (each chunk is held until `read_at + delay`, so a stream is not delayed
@@ -24,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::network::{Direction, ToxicKind};
 
+#[cfg(target_os = "linux")]
+use super::splice::{self, Pipe};
 use super::toxics::{self, TimerAction, ToxicSet, ToxicState};
 use super::{Shared, timer};
 
@@ -36,12 +45,20 @@ const READ_SIZE: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 1024;
 /// Bytes read but not yet written, per direction (backpressure to the sender beyond that).
 const BYTE_BUDGET: usize = 1024 * 1024;
+/// Splice iterations that moved bytes before the fast path yields to other tasks.
+#[cfg(target_os = "linux")]
+const YIELD_EVERY: u32 = 8;
 /// How long we try to reach the upstream before giving up on the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Msg {
-    Data { bytes: Bytes, read_at: Instant },
+    Data {
+        bytes: Bytes,
+        read_at: Instant,
+    },
     Eof,
+    /// The reader stopped for a switch to splicing; nothing follows.
+    Handoff,
 }
 
 /// The per-direction byte budget: the reader takes `READ_SIZE` before reading, gives back what
@@ -90,37 +107,26 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
     let client = Arc::new(client);
     let server = Arc::new(server);
 
-    let (up_tx, up_rx) = mpsc::channel(CHANNEL_DEPTH);
-    let (down_tx, down_rx) = mpsc::channel(CHANNEL_DEPTH);
-    let up_budget: Budget = Arc::new(Semaphore::new(BYTE_BUDGET));
-    let down_budget: Budget = Arc::new(Semaphore::new(BYTE_BUDGET));
-    let up_reader = read_loop(client.clone(), up_tx, up_budget.clone(), kill.clone());
-    let down_reader = read_loop(server.clone(), down_tx, down_budget.clone(), kill.clone());
-
     let up = Pump::new(
         &shared,
         Direction::Upstream,
         conn_seq,
-        server,
-        up_rx,
-        up_budget,
+        client.clone(),
+        server.clone(),
         kill.clone(),
     );
     let down = Pump::new(
         &shared,
         Direction::Downstream,
         conn_seq,
+        server,
         client,
-        down_rx,
-        down_budget,
         kill.clone(),
     );
-    // Each direction is one task polling its reader and writer together: still pipelined, but
-    // without a cross-thread wake-up per chunk. The two directions can use two cores.
-    let down = shared.tracker.spawn(async move {
-        tokio::join!(down_reader, down.run());
-    });
-    tokio::join!(up_reader, up.run());
+    // Each direction is one task (its reader and writer polled together: still pipelined, but
+    // without a cross-thread wake-up per chunk). The two directions can use two cores.
+    let down = shared.tracker.spawn(down.drive());
+    up.drive().await;
     if down.await.is_err() {
         tracing::warn!(proxy = %shared.name, "downstream pump task failed");
     }
@@ -128,17 +134,28 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, conn_seq: u64)
     kill.cancel();
 }
 
-/// Reads chunks from `src` and hands them, timestamped, to the writer.
+/// Reads chunks from `src` and hands them, timestamped, to the writer, until EOF, kill, or
+/// `pause` (the writer wants to splice again): then it sends [`Msg::Handoff`] and stops. It
+/// only stops between reads, so every byte it read is in the channel before the marker.
 async fn read_loop(
     src: Arc<TcpStream>,
     tx: mpsc::Sender<Msg>,
     budget: Budget,
     kill: CancellationToken,
+    pause: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
+        if pause.is_cancelled() {
+            tokio::select! {
+                _ = kill.cancelled() => {}
+                _ = tx.send(Msg::Handoff) => {}
+            }
+            return;
+        }
         tokio::select! {
             _ = kill.cancelled() => return,
+            _ = pause.cancelled() => continue,
             p = budget.acquire_many(READ_SIZE as u32) => match p {
                 Ok(p) => p.forget(),
                 Err(_) => return,
@@ -152,10 +169,11 @@ async fn read_loop(
                 src.try_read_buf(&mut limited)
             };
             match r {
-                Ok(n) => break n,
+                Ok(n) => break Some(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     tokio::select! {
                         _ = kill.cancelled() => return,
+                        _ = pause.cancelled() => break None,
                         r = src.readable() => if r.is_err() { kill.cancel(); return },
                     }
                 }
@@ -166,6 +184,11 @@ async fn read_loop(
                     return;
                 }
             }
+        };
+        let Some(n) = n else {
+            // Paused while waiting for data: nothing was read; hand off at the loop's top.
+            budget.add_permits(READ_SIZE);
+            continue;
         };
         budget.add_permits(READ_SIZE - n);
         let msg = if n == 0 {
@@ -230,20 +253,42 @@ enum Flow {
     Stop,
 }
 
-/// The writer side of one direction: applies the toxics and writes to `dst`.
+/// How a copy phase ended.
+#[derive(PartialEq, Eq)]
+enum Phase {
+    /// This direction is finished.
+    Done,
+    /// The reader handed off: the direction has no toxic, splice again.
+    Splice,
+}
+
+/// How a splice phase ended.
+#[cfg(target_os = "linux")]
+enum SpliceEnd {
+    /// This direction is finished.
+    Done,
+    /// A toxic now affects this direction; the pipe is empty.
+    Toxic,
+    /// The kernel refused to splice; the pipe is empty. Use the copy path from now on.
+    Unsupported,
+}
+
+/// One direction: splices while no toxic affects it, otherwise a reader and a writer that
+/// applies the toxics and writes to `dst`.
 struct Pump {
     shared: Arc<Shared>,
     dir: Direction,
     conn_seq: u64,
+    src: Arc<TcpStream>,
     dst: Arc<TcpStream>,
-    rx: mpsc::Receiver<Msg>,
-    budget: Budget,
     toxics: watch::Receiver<ToxicSet>,
     kill: CancellationToken,
     /// Toxics of this direction that this connection has seen, by id.
     states: HashMap<u64, ToxicState>,
     /// Ids of affected, unexpired toxics of this direction, in the order they were added.
     active: Vec<u64>,
+    /// Whether the splice fast path may be used (cleared when the kernel refuses it).
+    splice_ok: bool,
 }
 
 impl Pump {
@@ -251,57 +296,299 @@ impl Pump {
         shared: &Arc<Shared>,
         dir: Direction,
         conn_seq: u64,
+        src: Arc<TcpStream>,
         dst: Arc<TcpStream>,
-        rx: mpsc::Receiver<Msg>,
-        budget: Budget,
         kill: CancellationToken,
     ) -> Self {
         Self {
             shared: shared.clone(),
             dir,
             conn_seq,
+            src,
             dst,
-            rx,
-            budget,
             toxics: shared.toxics.subscribe(),
             kill,
             states: HashMap::new(),
             active: Vec::new(),
+            splice_ok: cfg!(target_os = "linux"),
         }
     }
 
-    async fn run(mut self) {
+    /// Runs this direction to its end, switching between splicing and copying as the toxic set
+    /// changes.
+    async fn drive(mut self) {
         self.refresh();
+        #[cfg(target_os = "linux")]
+        let mut pipe: Option<Pipe> = None;
+        loop {
+            if self.kill.is_cancelled() {
+                return;
+            }
+            #[cfg(target_os = "linux")]
+            if self.splice_ok && self.active.is_empty() {
+                if pipe.is_none() {
+                    match Pipe::new() {
+                        Ok(p) => pipe = Some(p),
+                        Err(e) => {
+                            // Typically out of descriptors: copying still works.
+                            tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                                "no pipe for splicing; copying instead");
+                            self.splice_ok = false;
+                        }
+                    }
+                }
+                if let Some(p) = pipe.as_mut() {
+                    match self.splice(p).await {
+                        SpliceEnd::Done => return,
+                        SpliceEnd::Toxic => {}
+                        SpliceEnd::Unsupported => {
+                            self.splice_ok = false;
+                            // Its descriptors are of no further use.
+                            pipe = None;
+                        }
+                    }
+                    continue;
+                }
+            }
+            // Fresh channel and budget per phase: the previous reader is gone, and whatever
+            // it read was written before it handed off.
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            let budget: Budget = Arc::new(Semaphore::new(BYTE_BUDGET));
+            let pause = CancellationToken::new();
+            let reader = read_loop(
+                self.src.clone(),
+                tx,
+                budget.clone(),
+                self.kill.clone(),
+                pause.clone(),
+            );
+            let ((), phase) = tokio::join!(reader, self.run(rx, budget, pause));
+            if phase == Phase::Done {
+                return;
+            }
+        }
+    }
+
+    /// The copy path: takes chunks from the reader and applies the toxics, until the direction
+    /// ends or, with no toxic left, the reader has handed off.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        budget: Budget,
+        pause: CancellationToken,
+    ) -> Phase {
         loop {
             if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
-                return;
+                return Phase::Done;
+            }
+            if self.splice_ok && self.active.is_empty() {
+                // Idempotent; the reader stops at its next read boundary.
+                pause.cancel();
             }
             let wake = self.next_timer();
             let msg = tokio::select! {
                 biased;
-                _ = self.kill.cancelled() => return,
+                _ = self.kill.cancelled() => return Phase::Done,
                 r = self.toxics.changed() => {
-                    if r.is_err() { return }
+                    if r.is_err() { return Phase::Done }
                     self.refresh();
                     continue;
                 }
                 _ = sleep_opt(wake) => continue,
-                m = self.rx.recv() => m,
+                m = rx.recv() => m,
             };
             let flow = match msg {
                 None => Flow::Stop,
+                Some(Msg::Handoff) => return Phase::Splice,
                 Some(Msg::Eof) => self.close_write().await,
                 Some(Msg::Data { bytes, read_at }) => {
                     let len = bytes.len();
                     let flow = self.forward(bytes, read_at).await;
-                    self.budget.add_permits(len);
+                    budget.add_permits(len);
                     flow
                 }
             };
             if flow == Flow::Stop {
-                return;
+                return Phase::Done;
             }
         }
+    }
+
+    /// The fast path: `src` → pipe → `dst` with splice(2), driven by readiness, until the
+    /// direction ends or a toxic affects it (then the pipe is drained first).
+    #[cfg(target_os = "linux")]
+    async fn splice(&mut self, pipe: &mut Pipe) -> SpliceEnd {
+        use std::os::fd::AsRawFd;
+        use tokio::io::Interest;
+
+        tracing::trace!(proxy = %self.shared.name, dir = %self.dir, "splicing");
+        let src_fd = self.src.as_raw_fd();
+        let dst_fd = self.dst.as_raw_fd();
+        let mut eof = false;
+        // A toxic arrived, or the kernel refused: stop reading, drain the pipe, leave.
+        let mut leaving = false;
+        let mut refused = false;
+        let mut spins: u32 = 0;
+        loop {
+            if self.kill.is_cancelled() {
+                return SpliceEnd::Done;
+            }
+            // The loop below may run long without awaiting anything: look at the set here too.
+            if matches!(self.toxics.has_changed(), Ok(true)) {
+                self.refresh();
+            }
+            if !self.active.is_empty() {
+                leaving = true;
+            }
+            let mut progress = false;
+            if !eof && !leaving && pipe.len < pipe.cap {
+                // With bytes in the pipe, EAGAIN may mean "pipe full" rather than "socket
+                // empty": then it must not clear the socket's read readiness (we would wait for
+                // an edge that never comes). Such an attempt reports `None` instead.
+                let ambiguous = pipe.len > 0;
+                let r = self
+                    .src
+                    .try_io(Interest::READABLE, || match pipe.fill_from(src_fd) {
+                        Err(e) if ambiguous && e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                        r => r.map(Some),
+                    });
+                match r {
+                    Ok(Some(0)) => {
+                        eof = true;
+                        progress = true;
+                    }
+                    Ok(Some(_)) => progress = true,
+                    Ok(None) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if splice::unsupported(&e) => {
+                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                            "splice from the socket refused; copying instead");
+                        leaving = true;
+                        refused = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                            "read failed; closing the connection");
+                        self.kill.cancel();
+                        return SpliceEnd::Done;
+                    }
+                }
+            }
+            if pipe.len > 0 {
+                match self
+                    .dst
+                    .try_io(Interest::WRITABLE, || pipe.drain_to(dst_fd))
+                {
+                    Ok(n) => {
+                        self.account(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if splice::unsupported(&e) => {
+                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                            "splice to the socket refused; copying instead");
+                        if self.write_pipe_by_copy(pipe).await == Flow::Stop {
+                            return SpliceEnd::Done;
+                        }
+                        leaving = true;
+                        refused = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                            "write failed; closing the connection");
+                        self.kill.cancel();
+                        return SpliceEnd::Done;
+                    }
+                }
+            }
+            if pipe.len == 0 {
+                if eof {
+                    // Also honours a slow_close or blackhole that arrived meanwhile.
+                    self.close_write().await;
+                    return SpliceEnd::Done;
+                }
+                if leaving {
+                    return if refused {
+                        SpliceEnd::Unsupported
+                    } else {
+                        SpliceEnd::Toxic
+                    };
+                }
+            }
+            if progress {
+                // A bulk transfer may never block: yield now and then so that the other tasks
+                // of this worker (other connections, the listener) are not starved. tokio's
+                // coop budget alone allows 128 splices of up to a pipeful each.
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(YIELD_EVERY) {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::task::consume_budget().await;
+                }
+                continue;
+            }
+            // Nothing moved: wait for the socket that blocks us. With bytes in the pipe that is
+            // `dst`; otherwise `src` (its EAGAIN was unambiguous and cleared its readiness).
+            let timer = self.next_timer();
+            let want_read = pipe.len == 0 && !eof && !leaving;
+            let want_write = pipe.len > 0;
+            tokio::select! {
+                biased;
+                _ = self.kill.cancelled() => return SpliceEnd::Done,
+                r = self.toxics.changed() => {
+                    if r.is_err() { return SpliceEnd::Done }
+                    self.refresh();
+                }
+                // Only while draining for a toxic can a timer (timeout, reset_peer) be due.
+                _ = sleep_opt(timer) => {
+                    if self.fire_timers() == Flow::Stop { return SpliceEnd::Done }
+                }
+                r = self.src.readable(), if want_read => if let Err(e) = r {
+                    tracing::debug!(error = %e, "waiting to read failed; closing the connection");
+                    self.kill.cancel();
+                    return SpliceEnd::Done;
+                },
+                r = self.dst.writable(), if want_write => if let Err(e) = r {
+                    tracing::debug!(error = %e, "waiting to write failed; closing the connection");
+                    self.kill.cancel();
+                    return SpliceEnd::Done;
+                },
+            }
+        }
+    }
+
+    /// Writes what sits in the pipe the ordinary way (splicing into `dst` was refused).
+    #[cfg(target_os = "linux")]
+    async fn write_pipe_by_copy(&mut self, pipe: &mut Pipe) -> Flow {
+        let data = match pipe.read_all() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                    "reading back the pipe failed; closing the connection");
+                self.kill.cancel();
+                return Flow::Stop;
+            }
+        };
+        let mut done = 0;
+        while done < data.len() {
+            let r = tokio::select! {
+                _ = self.kill.cancelled() => return Flow::Stop,
+                r = write_some(&self.dst, &data[done..]) => r,
+            };
+            match r {
+                Ok(n) => {
+                    done += n;
+                    self.account(n);
+                }
+                Err(e) => {
+                    tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
+                        "write failed; closing the connection");
+                    self.kill.cancel();
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Go
     }
 
     /// Re-reads the toxic set: new toxics get their per-connection state (and toxicity draw),

@@ -4,8 +4,8 @@
 //! API CONTRACT (implemented by the proxy work; the engine depends only on this surface).
 //!
 //! Layout: this file holds the contract types, the handle and the listener; [`link`] runs one
-//! connection (a reader task and a writer per direction); [`toxics`] holds what each toxic
-//! decides. Toxic semantics follow Toxiproxy (<https://github.com/Shopify/toxiproxy#toxics>).
+//! connection (per direction: `splice(2)` zero-copy while no toxic affects it, otherwise a
+//! reader and a writer that applies the toxics); [`toxics`] holds what each toxic decides. Toxic semantics follow Toxiproxy (<https://github.com/Shopify/toxiproxy#toxics>).
 //!
 //! The toxic set lives in a `tokio::sync::watch` channel: every writer waits on it alongside its
 //! data, so a change interrupts a latency hold, a bandwidth sleep or a blackhole at once. Every
@@ -24,6 +24,8 @@
 //! - Latency holds use a dedicated sub-millisecond timer thread ([`timer`]).
 
 mod link;
+#[cfg(target_os = "linux")]
+mod splice;
 mod timer;
 mod toxics;
 
