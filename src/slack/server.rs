@@ -139,30 +139,30 @@ impl Server {
             projector.run(engine.subscribe(), stop.clone()),
         ));
 
-        // Who the bot is, to ignore its own messages (best effort: Slack may be down now).
-        let bot_user_id = match tokio::time::timeout(
-            Duration::from_secs(5),
-            api.call("auth.test", serde_json::json!({})),
-        )
-        .await
-        {
-            Ok(Ok(v)) => v["user_id"].as_str().map(str::to_string),
-            Ok(Err(e)) => {
-                warn!(error = %e, "auth.test failed; the bot's own messages are recognised by bot_id only");
-                None
-            }
-            Err(_) => {
-                warn!("auth.test did not answer within 5s");
-                None
-            }
-        };
         let app = Arc::new(SlackApp {
             engine: engine.clone(),
             store: store.clone(),
             cfg: cfg.clone(),
             api: api.clone(),
-            bot_user_id,
+            bot_user_id: std::sync::OnceLock::new(),
         });
+        // Who the bot is, to ignore its own messages. Asked in the background: a slow or
+        // unreachable Slack must not hold up start-up (bot_id still identifies its messages).
+        {
+            let app = app.clone();
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(30), api.call("auth.test", serde_json::json!({}))).await {
+                    Ok(Ok(v)) => {
+                        if let Some(id) = v["user_id"].as_str() {
+                            let _ = app.bot_user_id.set(id.to_string());
+                        }
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "auth.test failed; the bot's own messages are recognised by bot_id only"),
+                    Err(_) => warn!("auth.test did not answer within 30s; the bot's own messages are recognised by bot_id only"),
+                }
+            }));
+        }
 
         if let Some(app_token) = &cfg.slack.app_token {
             let client = SocketModeClient::new(

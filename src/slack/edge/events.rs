@@ -71,7 +71,7 @@ impl SlackApp {
         }
         let user = s(&event, "user");
         let own = event.get("bot_id").is_some_and(|b| !b.is_null())
-            || self.bot_user_id.as_deref().is_some_and(|b| b == user);
+            || self.bot_user_id.get().is_some_and(|b| *b == user);
         if own {
             debug!("own message ignored");
             return;

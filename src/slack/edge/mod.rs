@@ -36,7 +36,7 @@ pub struct SlackApp {
     pub cfg: Arc<Config>,
     pub api: Arc<dyn SlackApi>,
     /// The bot's own user id (from `auth.test`), so its own messages are ignored.
-    pub bot_user_id: Option<String>,
+    pub bot_user_id: std::sync::OnceLock<String>,
 }
 
 /// A slash command as Slack sends it: a form body over HTTP, the same fields as JSON over
