@@ -18,11 +18,9 @@ use crate::journal::{Entry, Event};
 mod common;
 pub mod outbox;
 pub mod postgres;
-mod postgres_edge;
 mod postgres_outbox;
 pub mod slack_edge;
 pub mod sqlite;
-mod sqlite_edge;
 mod sqlite_outbox;
 
 pub use outbox::OutboxStore;
