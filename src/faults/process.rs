@@ -640,6 +640,16 @@ impl super::FaultFamily for ProcessFaults {
                     }
                     stopped.push(pid.clone());
                 }
+                // SIGSTOP lands when the target is next scheduled: wait (briefly) until the
+                // kernel shows it stopped, so "injected" means paused.
+                let settle = Instant::now();
+                while settle.elapsed() < Duration::from_millis(500)
+                    && stopped
+                        .iter()
+                        .any(|p| !matches!(process_state(p.pid), Some('T') | Some('Z') | None))
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 let summary = format!(
                     "paused {} process(es) of `{target}` (pid {})",
                     stopped.len(),
