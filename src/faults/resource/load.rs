@@ -10,6 +10,23 @@ use super::{MIB, ResourceError, Running, Stop};
 /// that the busy/idle switch costs nothing.
 const PERIOD: Duration = Duration::from_millis(100);
 
+/// CPU time this thread has used (None if the clock cannot be read).
+fn thread_cpu() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
 /// `workers` threads, each busy `percent` of every period until stopped or the deadline.
 pub(super) fn cpu(
     target: &str,
@@ -27,7 +44,16 @@ pub(super) fn cpu(
             .spawn(move || {
                 let mut cycle = Instant::now();
                 while !st.is_stopped() && Instant::now() < deadline {
-                    while cycle.elapsed() < busy {
+                    // Busy until this thread has had `busy` of CPU in this period (not `busy`
+                    // of wall time), so time lost to preemption on a loaded host is made up,
+                    // within the period.
+                    let cpu0 = thread_cpu();
+                    // Without a thread clock, wall time stands in for CPU time.
+                    let used = || match (cpu0, thread_cpu()) {
+                        (Some(a), Some(b)) => b.saturating_sub(a),
+                        _ => cycle.elapsed(),
+                    };
+                    while used() < busy && cycle.elapsed() < PERIOD {
                         if st.is_stopped() {
                             return;
                         }
