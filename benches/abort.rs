@@ -146,6 +146,7 @@ async fn measure(saturated: bool, iterations: usize) -> (Histogram<u64>, f64) {
                 url: format!("http://{listen}"),
                 description: String::new(),
             }],
+            ..Default::default()
         },
         ..Config::default()
     });

@@ -171,6 +171,114 @@ pub struct Targets {
     /// HTTP endpoints that probes and rollbacks may call.
     #[serde(default)]
     pub http: Vec<HttpEndpoint>,
+    /// Processes that `kill` and `pause` faults may signal.
+    #[serde(default)]
+    pub process: Vec<ProcessTarget>,
+    /// The host chaosbot runs on, with the guard rails of `cpu` and `memory` faults.
+    #[serde(default)]
+    pub host: Vec<HostTarget>,
+    /// Directories that `disk` and `io` faults may write into.
+    #[serde(default)]
+    pub disk: Vec<DiskTarget>,
+}
+
+/// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`
+/// or `find_command`. Only what the matcher returns is ever signalled.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessTarget {
+    pub name: String,
+    /// Exact process name as in /proc/PID/comm (at most 15 bytes): every process with it.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// A file holding one pid.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
+    /// A shell command the operator wrote that prints pids (whitespace separated).
+    #[serde(default)]
+    pub find_command: Option<String>,
+    /// Shell command that starts the process again; run when a `kill` step with
+    /// `restart: true` ends, is reverted, or is recovered after a crash.
+    #[serde(default)]
+    pub restart_command: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How a [`ProcessTarget`] finds its processes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessMatch {
+    Comm(String),
+    PidFile(PathBuf),
+    FindCommand(String),
+}
+
+impl ProcessTarget {
+    /// The one matcher this target declares (checked by [`Config::validate`]).
+    pub fn matcher(&self) -> Option<ProcessMatch> {
+        match (&self.comm, &self.pid_file, &self.find_command) {
+            (Some(c), None, None) => Some(ProcessMatch::Comm(c.clone())),
+            (None, Some(p), None) => Some(ProcessMatch::PidFile(p.clone())),
+            (None, None, Some(f)) => Some(ProcessMatch::FindCommand(f.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The host chaosbot runs on, for `cpu` and `memory` faults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostTarget {
+    pub name: String,
+    /// A memory fault is refused if it would leave less than this available (MemAvailable).
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_memory_mib: u64,
+    /// Largest memory fault, checked when the experiment is validated (no limit when unset).
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
+    /// Most CPU workers one fault may start (default: the number of CPUs).
+    #[serde(default)]
+    pub max_cpu_workers: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_min_free_mib() -> u64 {
+    256
+}
+
+impl HostTarget {
+    pub fn cpu_worker_limit(&self) -> u32 {
+        self.max_cpu_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// A directory that `disk` (fill) and `io` (write load) faults may write into.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskTarget {
+    pub name: String,
+    pub path: PathBuf,
+    /// A disk fault is refused if the filesystem would be fuller than this (percent used).
+    #[serde(default = "default_max_fill")]
+    pub max_fill_percent: f64,
+    /// Highest write rate an `io` fault may ask for.
+    #[serde(default = "default_max_io")]
+    pub max_io_mib_per_s: u64,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_max_fill() -> f64 {
+    90.0
+}
+fn default_max_io() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -335,6 +443,37 @@ impl Config {
                 )));
             }
         }
+        for p in &self.targets.process {
+            if p.matcher().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "process target `{}` needs exactly one of `comm`, `pid_file` or `find_command`",
+                    p.name
+                )));
+            }
+            if p.comm
+                .as_ref()
+                .is_some_and(|c| c.is_empty() || c.len() > 15)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "process target `{}`: `comm` must be 1 to 15 bytes, the name the kernel keeps in /proc/PID/comm",
+                    p.name
+                )));
+            }
+        }
+        for d in &self.targets.disk {
+            if !(d.max_fill_percent > 0.0 && d.max_fill_percent <= 100.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "disk target `{}`: max_fill_percent must be above 0 and at most 100",
+                    d.name
+                )));
+            }
+            if d.path.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "disk target `{}`: path is empty; name the directory faults may write into",
+                    d.name
+                )));
+            }
+        }
         for h in &self.targets.http {
             if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -352,6 +491,38 @@ impl Config {
             .iter()
             .map(|p| p.name.as_str())
             .chain(self.targets.http.iter().map(|h| h.name.as_str()))
+            .chain(self.targets.process.iter().map(|p| p.name.as_str()))
+            .chain(self.targets.host.iter().map(|h| h.name.as_str()))
+            .chain(self.targets.disk.iter().map(|d| d.name.as_str()))
+    }
+
+    pub fn process_target(&self, name: &str) -> Option<&ProcessTarget> {
+        self.targets.process.iter().find(|p| p.name == name)
+    }
+
+    pub fn host_target(&self, name: &str) -> Option<&HostTarget> {
+        self.targets.host.iter().find(|h| h.name == name)
+    }
+
+    pub fn disk_target(&self, name: &str) -> Option<&DiskTarget> {
+        self.targets.disk.iter().find(|d| d.name == name)
+    }
+
+    /// What kind of target a declared name is ("proxy", "http", "process", "host", "disk").
+    pub fn target_kind(&self, name: &str) -> Option<&'static str> {
+        if self.proxy_target(name).is_some() {
+            Some("proxy")
+        } else if self.http_endpoint(name).is_some() {
+            Some("http")
+        } else if self.process_target(name).is_some() {
+            Some("process")
+        } else if self.host_target(name).is_some() {
+            Some("host")
+        } else if self.disk_target(name).is_some() {
+            Some("disk")
+        } else {
+            None
+        }
     }
 
     pub fn proxy_target(&self, name: &str) -> Option<&ProxyTarget> {

@@ -96,7 +96,7 @@ async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
     // the service path, so the ones this run used are brought back up first.
     let verified = match serde_json::from_value::<Experiment>(run.spec.clone()) {
         Ok(exp) => {
-            for target in exp.targets() {
+            for target in eng.targets().proxies_for(&exp) {
                 if let Err(e) = eng.targets().proxy(&target).await {
                     warn!(run_id = %run.id, %target, error = %e, "cannot restart the proxy");
                 }

@@ -134,7 +134,8 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
     let exp = &sh.exp;
 
     // Pre-flight: bind the proxies and reach the upstreams before anything is injected.
-    for target in exp.targets() {
+    // (Process and resource targets are resolved by their family's `prepare`.)
+    for target in eng.targets().proxies_for(exp) {
         let ready = async {
             eng.targets().proxy(&target).await?;
             eng.targets().check_upstream(&target).await

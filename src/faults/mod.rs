@@ -3,7 +3,9 @@
 //! restarted process can use to undo what a dead one injected.
 
 pub mod network;
+pub mod process;
 pub mod proxy;
+pub mod resource;
 pub mod targets;
 
 use std::time::Instant;
@@ -19,6 +21,10 @@ pub enum FaultError {
     Target(#[from] targets::TargetError),
     #[error(transparent)]
     Proxy(#[from] proxy::ProxyError),
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    #[error(transparent)]
+    Resource(#[from] resource::ResourceError),
     #[error("{0}")]
     Other(String),
 }
@@ -72,6 +78,8 @@ pub trait FaultFamily: Send + Sync {
 pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
     match spec {
         FaultSpec::Network { .. } => &network::NetworkFaults,
+        FaultSpec::Process { .. } => &process::ProcessFaults,
+        FaultSpec::Resource { .. } => &resource::ResourceFaults,
     }
 }
 
@@ -79,6 +87,8 @@ pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
 pub fn family_named(name: &str) -> Option<&'static dyn FaultFamily> {
     match name {
         "network" => Some(&network::NetworkFaults),
+        "process" => Some(&process::ProcessFaults),
+        "resource" => Some(&resource::ResourceFaults),
         _ => None,
     }
 }

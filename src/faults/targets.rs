@@ -115,6 +115,28 @@ impl TargetRegistry {
         }
     }
 
+    /// The declared proxies a run of `exp` needs up: those its network faults act through, and
+    /// those its probes reach the service through (a process or resource experiment still
+    /// probes the service via its proxy).
+    pub fn proxies_for(&self, exp: &crate::spec::model::Experiment) -> Vec<String> {
+        use crate::spec::model::ProbeKind;
+        let mut names = exp.proxy_targets();
+        for p in &self.cfg.targets.proxy {
+            let listen = p.listen.to_string();
+            let probed = exp.hypothesis.iter().any(|probe| match &probe.kind {
+                ProbeKind::Http { url, .. } => url
+                    .split_once("://")
+                    .map(|(_, rest)| rest.split(['/', '?', '#']).next() == Some(listen.as_str()))
+                    .unwrap_or(false),
+                ProbeKind::Tcp { address, .. } => *address == listen,
+            });
+            if probed && !names.contains(&p.name) {
+                names.push(p.name.clone());
+            }
+        }
+        names
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::network::{Direction, ToxicKind};
+use crate::faults::process::ProcessAction;
+use crate::faults::resource::ResourceKind;
 
 /// A validated experiment with its run parameters applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +52,19 @@ impl Experiment {
         let mut out = Vec::new();
         walk(&self.method, &mut out);
         out
+    }
+
+    /// The proxied targets this experiment's network faults act through (bound before a run).
+    pub fn proxy_targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .fault_steps()
+            .iter()
+            .filter(|f| matches!(f.fault, FaultSpec::Network { .. }))
+            .map(|f| f.target.clone())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
     }
 
     /// The declared targets this experiment touches (its blast radius).
@@ -107,6 +122,10 @@ pub enum FaultSpec {
         /// Probability in [0, 1] that a given connection is affected.
         toxicity: f64,
     },
+    /// A signal to the processes of a declared process target (`kill`, `pause`).
+    Process { action: ProcessAction },
+    /// Load on this host (`cpu`, `memory`) or a declared directory (`disk`, `io`).
+    Resource { stress: ResourceKind },
 }
 
 impl FaultSpec {
@@ -114,6 +133,8 @@ impl FaultSpec {
     pub fn kind_name(&self) -> &'static str {
         match self {
             FaultSpec::Network { toxic, .. } => toxic.name(),
+            FaultSpec::Process { action } => action.name(),
+            FaultSpec::Resource { stress } => stress.name(),
         }
     }
 }

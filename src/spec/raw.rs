@@ -107,6 +107,15 @@ pub struct RawStep {
     pub average_size: Option<String>,
     pub size_variation: Option<String>,
     pub bytes: Option<String>,
+    pub signal: Option<String>,
+    pub restart: Option<String>,
+    pub workers: Option<String>,
+    pub percent: Option<String>,
+    pub mib: Option<String>,
+    pub fraction: Option<String>,
+    pub until_percent: Option<String>,
+    pub block_kib: Option<String>,
+    pub mib_per_s: Option<String>,
 }
 
 /// The keys every fault step has, whatever its kind.
@@ -134,6 +143,42 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
             ("delay", false),
         ],
         "limit_data" => &[("bytes", true)],
+        "kill" => &[("signal", false), ("restart", false)],
+        "pause" => &[],
+        "cpu" => &[("workers", false), ("percent", true)],
+        // Exactly one of the two amounts; checked in validate.
+        "memory" => &[("mib", false), ("fraction", false)],
+        "disk" => &[("mib", false), ("until_percent", false)],
+        "io" => &[("block_kib", false), ("mib_per_s", true)],
+        _ => return None,
+    })
+}
+
+/// Every fault kind, for "did you mean" hints and help texts.
+pub const FAULT_KINDS: &[&str] = &[
+    "latency",
+    "bandwidth",
+    "timeout",
+    "reset_peer",
+    "down",
+    "slow_close",
+    "slicer",
+    "limit_data",
+    "kill",
+    "pause",
+    "cpu",
+    "memory",
+    "disk",
+    "io",
+];
+
+/// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
+pub fn target_kind_for(fault: &str) -> Option<&'static str> {
+    Some(match fault {
+        "kill" | "pause" => "process",
+        "cpu" | "memory" => "host",
+        "disk" | "io" => "disk",
+        other if fault_attributes(other).is_some() => "proxy",
         _ => return None,
     })
 }

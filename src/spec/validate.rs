@@ -12,12 +12,14 @@ use super::model::{
     StopCondition, StopRule, Tolerance,
 };
 use super::raw::{
-    OneOrMany, RawExperiment, RawHttpAction, RawProbe, RawStep, RawStopCondition, STEP_KEYS,
-    fault_attributes,
+    FAULT_KINDS, OneOrMany, RawExperiment, RawHttpAction, RawProbe, RawStep, RawStopCondition,
+    STEP_KEYS, fault_attributes, target_kind_for,
 };
 use super::{Problem, did_you_mean, duration_serde};
 use crate::config::Config;
 use crate::faults::network::{Direction, ToxicKind};
+use crate::faults::process::{ProcessAction, Signal};
+use crate::faults::resource::{DiskAmount, MemoryAmount, ResourceKind};
 
 /// Longer than this is certainly a typo (`30h` for `30s`).
 pub const ABSURD: Duration = Duration::from_secs(24 * 3600);
@@ -718,7 +720,7 @@ fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackActio
 }
 
 fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
-    let fault_keys: [(&str, bool); 14] = [
+    let fault_keys: [(&str, bool); 23] = [
         ("name", s.name.is_some()),
         ("target", s.target.is_some()),
         ("fault", s.fault.is_some()),
@@ -733,6 +735,15 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         ("average_size", s.average_size.is_some()),
         ("size_variation", s.size_variation.is_some()),
         ("bytes", s.bytes.is_some()),
+        ("signal", s.signal.is_some()),
+        ("restart", s.restart.is_some()),
+        ("workers", s.workers.is_some()),
+        ("percent", s.percent.is_some()),
+        ("mib", s.mib.is_some()),
+        ("fraction", s.fraction.is_some()),
+        ("until_percent", s.until_percent.is_some()),
+        ("block_kib", s.block_kib.is_some()),
+        ("mib_per_s", s.mib_per_s.is_some()),
     ];
     let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
     let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
@@ -794,42 +805,6 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
     if let Some(n) = name {
         cx.unique_step_name(&format!("{path}.name"), n);
     }
-    let target = cx
-        .required(
-            &format!("{path}.target"),
-            &s.target,
-            "this fault step",
-            "payments",
-        )
-        .map(str::to_string);
-    let target = target.and_then(|t| {
-        if cx.cfg.proxy_target(&t).is_some() {
-            return Some(t);
-        }
-        let proxies: Vec<&str> = cx.cfg.targets.proxy.iter().map(|p| p.name.as_str()).collect();
-        let (message, hint) = if cx.cfg.http_endpoint(&t).is_some() {
-            (
-                format!("`{t}` is an http endpoint, not a proxied target"),
-                format!(
-                    "faults need a proxied target ([[targets.proxy]]) to act on{}",
-                    list_suffix(&proxies)
-                ),
-            )
-        } else {
-            (
-                format!("target `{t}` is not declared in the operator config"),
-                match did_you_mean(&t, proxies.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if proxies.is_empty() => {
-                        "the operator config declares no [[targets.proxy]]; ask the operator to add the service".into()
-                    }
-                    None => format!("declared proxy targets: {}", proxies.join(", ")),
-                },
-            )
-        };
-        cx.at(&format!("{path}.target"), message, hint);
-        None
-    });
     let kind = cx
         .required(
             &format!("{path}.fault"),
@@ -841,9 +816,9 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
     let attrs = kind.as_deref().and_then(|k| {
         let a = fault_attributes(k);
         if a.is_none() {
-            let hint = match did_you_mean(k, ToxicKind::NAMES.iter().copied()) {
+            let hint = match did_you_mean(k, FAULT_KINDS.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None => format!("fault kinds: {}", ToxicKind::NAMES.join(", ")),
+                None => format!("fault kinds: {}", FAULT_KINDS.join(", ")),
             };
             cx.at(
                 &format!("{path}.fault"),
@@ -853,7 +828,21 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         }
         a
     });
+    // Which kind of declared target the fault acts on (None: the kind is unknown).
+    let wants = kind.as_deref().and_then(target_kind_for);
+    let network = wants.is_none_or(|w| w == "proxy");
+    let target = cx
+        .required(
+            &format!("{path}.target"),
+            &s.target,
+            "this fault step",
+            "payments",
+        )
+        .map(str::to_string);
+    let target = target
+        .and_then(|t| fault_target(cx, &format!("{path}.target"), &t, kind.as_deref(), wants));
     let direction = match s.direction.as_deref().map(str::trim) {
+        _ if !network => Some(Direction::Downstream),
         None | Some("downstream") => Some(Direction::Downstream),
         Some("upstream") => Some(Direction::Upstream),
         Some(other) => {
@@ -871,7 +860,11 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             None
         }
     };
-    let toxicity = cx.ratio(&format!("{path}.toxicity"), &s.toxicity, 1.0);
+    let toxicity = if network {
+        cx.ratio(&format!("{path}.toxicity"), &s.toxicity, 1.0)
+    } else {
+        Some(1.0)
+    };
     let dpath = format!("{path}.duration");
     let duration = if s.duration.is_none() {
         cx.required(&dpath, &s.duration, "this fault step", "30s");
@@ -887,11 +880,15 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         );
     }
 
-    // Attributes of the fault kind.
+    // Attributes of the fault kind. `direction` and `toxicity` belong to network faults only.
     let mut toxic = None;
+    let mut host_fault = None;
     if let (Some(k), Some(attrs)) = (kind.as_deref(), attrs) {
         let mut ok = true;
-        for (key, present) in &fault_keys[6..] {
+        let checked = fault_keys[6..]
+            .iter()
+            .chain(fault_keys[3..5].iter().filter(|_| !network));
+        for (key, present) in checked {
             if *present && !attrs.iter().any(|(a, _)| a == key) {
                 let takes = if attrs.is_empty() {
                     format!("a `{k}` fault takes no attributes")
@@ -918,6 +915,8 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
                     "delay" => "1s",
                     "average_size" => "64",
                     "bytes" => "1024",
+                    "percent" => "50",
+                    "mib_per_s" => "20",
                     _ => "...",
                 };
                 cx.at(
@@ -934,7 +933,9 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         let u = |cx: &mut Cx, key: &str, v: &Option<String>, ex: &str| {
             cx.uint(&format!("{path}.{key}"), v, ex)
         };
-        if ok {
+        if ok && !network {
+            host_fault = host_fault_spec(cx, path, k, s, target.as_deref());
+        } else if ok {
             toxic = match k {
                 "latency" => match (d(cx, "latency", &s.latency), d(cx, "jitter", &s.jitter)) {
                     (Some(latency), Some(jitter)) => Some(ToxicKind::Latency { latency, jitter }),
@@ -982,18 +983,389 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             };
         }
     }
+    let fault = if network {
+        FaultSpec::Network {
+            toxic: toxic?,
+            direction: direction?,
+            toxicity: toxicity?,
+        }
+    } else {
+        host_fault?
+    };
     let fs = FaultStep {
         name: name?.to_string(),
         target: target?,
         duration: duration.filter(|d| !d.is_zero())?,
-        fault: FaultSpec::Network {
-            toxic: toxic?,
-            direction: direction?,
-            toxicity: toxicity?,
-        },
+        fault,
     };
     cx.faults.push((path.to_string(), group, fs.clone()));
     Some(Step::Fault(fs))
+}
+
+/// Checks that a fault step names a declared target of the kind its fault acts on.
+fn fault_target(
+    cx: &mut Cx,
+    path: &str,
+    t: &str,
+    kind: Option<&str>,
+    wants: Option<&'static str>,
+) -> Option<String> {
+    let have = cx.cfg.target_kind(t);
+    match (wants, have) {
+        (Some(w), Some(h)) if w == h => return Some(t.to_string()),
+        // The fault kind is unknown (reported already): any fault-able target will do.
+        (None, Some(h)) if h != "http" => return Some(t.to_string()),
+        _ => {}
+    }
+    let want = wants.unwrap_or("proxy");
+    let names: Vec<&str> = match want {
+        "process" => cx
+            .cfg
+            .targets
+            .process
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        "host" => cx
+            .cfg
+            .targets
+            .host
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        "disk" => cx
+            .cfg
+            .targets
+            .disk
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        _ => cx
+            .cfg
+            .targets
+            .proxy
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+    };
+    let kind = kind.unwrap_or("network");
+    let (message, hint) = match have {
+        Some("http") if want == "proxy" => (
+            format!("`{t}` is an http endpoint, not a proxied target"),
+            format!(
+                "faults need a proxied target ([[targets.proxy]]) to act on{}",
+                list_suffix(&names)
+            ),
+        ),
+        Some(h) => (
+            format!("`{t}` is a {h} target; a `{kind}` fault needs a {want} target"),
+            format!(
+                "name a [[targets.{want}]] target{}",
+                if names.is_empty() {
+                    " (the operator config declares none; ask the operator to add one)".to_string()
+                } else {
+                    list_suffix(&names)
+                }
+            ),
+        ),
+        None => (
+            format!("target `{t}` is not declared in the operator config"),
+            match did_you_mean(t, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if names.is_empty() && want == "proxy" => {
+                    "the operator config declares no [[targets.proxy]]; ask the operator to add the service".into()
+                }
+                None if names.is_empty() => format!(
+                    "the operator config declares no [[targets.{want}]]; ask the operator to add one"
+                ),
+                None if want == "proxy" => format!("declared proxy targets: {}", names.join(", ")),
+                None => format!("declared {want} targets: {}", names.join(", ")),
+            },
+        ),
+    };
+    cx.at(path, message, hint);
+    None
+}
+
+impl Cx<'_> {
+    /// A number within `lo..=hi` (`lo` excluded when `open_lo`).
+    fn number(
+        &mut self,
+        path: &str,
+        v: &Option<String>,
+        lo: f64,
+        hi: f64,
+        example: &str,
+    ) -> Option<f64> {
+        let text = v.as_deref()?;
+        let key = path.rsplit('.').next().unwrap_or(path);
+        match text.trim().parse::<f64>() {
+            Ok(f) if f > lo && f <= hi => Some(f),
+            Ok(f) if f > hi => {
+                self.at(
+                    path,
+                    format!("`{key}: {text}` is over {hi}"),
+                    format!("use a value above {lo} and at most {hi}, like `{key}: {example}`"),
+                );
+                None
+            }
+            Ok(_) => {
+                self.at(
+                    path,
+                    format!("`{key}: {text}` is not above {lo}"),
+                    format!("use a value above {lo} and at most {hi}, like `{key}: {example}`"),
+                );
+                None
+            }
+            Err(_) => {
+                self.at(
+                    path,
+                    format!("`{key}: {text}` is not a number"),
+                    format!("write it like `{key}: {example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole number of at least 1.
+    fn positive(&mut self, path: &str, v: &Option<String>, example: &str) -> Option<u64> {
+        let n = self.uint(path, v, example)?;
+        if n == 0 {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            self.at(
+                path,
+                format!("`{key}` is zero"),
+                format!("use 1 or more, like `{key}: {example}`"),
+            );
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Exactly one of two keys (`a` or `b`); reports none or both.
+    fn one_of(&mut self, path: &str, kind: &str, a: (&str, bool), b: (&str, bool)) -> bool {
+        match (a.1, b.1) {
+            (true, true) => {
+                self.at_key(
+                    &format!("{path}.{}", b.0),
+                    format!(
+                        "a `{kind}` fault takes either `{}` or `{}`, not both",
+                        a.0, b.0
+                    ),
+                    "keep one of them".to_string(),
+                );
+                false
+            }
+            (false, false) => {
+                if !self.loc.has(&format!("{path}.{}", a.0))
+                    && !self.loc.has(&format!("{path}.{}", b.0))
+                {
+                    self.at(
+                        path,
+                        format!("a `{kind}` fault needs `{}` or `{}`", a.0, b.0),
+                        format!("add one, like `{}: 256`", a.0),
+                    );
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The process and resource kinds: their attributes checked against the target's guard rails.
+fn host_fault_spec(
+    cx: &mut Cx,
+    path: &str,
+    k: &str,
+    s: &RawStep,
+    target: Option<&str>,
+) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    match k {
+        "kill" => {
+            let signal = match s.signal.as_deref() {
+                None => Some(Signal::Term),
+                Some(text) => match Signal::parse(text) {
+                    Some(sig) => Some(sig),
+                    None => {
+                        let up = text.trim().to_ascii_uppercase();
+                        let bare = up.strip_prefix("SIG").unwrap_or(&up).to_string();
+                        let hint = match did_you_mean(&bare, Signal::NAMES.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!(
+                                "signals a kill step may send: {}",
+                                Signal::NAMES.join(", ")
+                            ),
+                        };
+                        cx.at(&at("signal"), format!("unknown signal `{text}`"), hint);
+                        None
+                    }
+                },
+            };
+            let restart = match s.restart.as_deref().map(str::trim) {
+                None | Some("false") => Some(false),
+                Some("true") => Some(true),
+                Some(other) => {
+                    cx.at(
+                        &at("restart"),
+                        format!("`restart: {other}` is not true or false"),
+                        "write `restart: true` to run the target's restart_command when the step ends",
+                    );
+                    None
+                }
+            };
+            if restart == Some(true)
+                && let Some(t) = target
+                && cx
+                    .cfg
+                    .process_target(t)
+                    .is_some_and(|p| p.restart_command.is_none())
+            {
+                cx.at(
+                    &at("restart"),
+                    format!("target `{t}` declares no `restart_command`"),
+                    "ask the operator to add `restart_command` to the target, or remove `restart: true`",
+                );
+                return None;
+            }
+            Some(FaultSpec::Process {
+                action: ProcessAction::Kill {
+                    signal: signal?,
+                    restart: restart?,
+                },
+            })
+        }
+        "pause" => Some(FaultSpec::Process {
+            action: ProcessAction::Pause,
+        }),
+        "cpu" => {
+            let workers = match &s.workers {
+                None => Some(1),
+                Some(_) => cx.positive(&at("workers"), &s.workers, "1"),
+            };
+            let max = target
+                .and_then(|t| cx.cfg.host_target(t))
+                .map(|h| h.cpu_worker_limit());
+            if let (Some(w), Some(max)) = (workers, max)
+                && w > u64::from(max)
+            {
+                cx.at(
+                    &at("workers"),
+                    format!(
+                        "{w} cpu workers is above the guard rail of `{}` ({max})",
+                        target.unwrap_or_default()
+                    ),
+                    format!("use at most {max}, or ask the operator to raise max_cpu_workers"),
+                );
+                return None;
+            }
+            let percent = cx.number(&at("percent"), &s.percent, 0.0, 100.0, "50");
+            Some(FaultSpec::Resource {
+                stress: ResourceKind::Cpu {
+                    workers: u32::try_from(workers?).unwrap_or(u32::MAX),
+                    percent: percent?,
+                },
+            })
+        }
+        "memory" => {
+            if !cx.one_of(
+                path,
+                k,
+                ("mib", s.mib.is_some()),
+                ("fraction", s.fraction.is_some()),
+            ) {
+                return None;
+            }
+            let host = target.and_then(|t| cx.cfg.host_target(t)).cloned();
+            let amount = if s.mib.is_some() {
+                let mib = cx.positive(&at("mib"), &s.mib, "256")?;
+                if let Some(h) = &host
+                    && let Some(max) = h.max_memory_mib
+                    && mib > max
+                {
+                    cx.at(
+                        &at("mib"),
+                        format!("{mib} MiB is beyond the memory guard rail of `{}` (max_memory_mib = {max})", h.name),
+                        format!("use at most {max}, or ask the operator to raise max_memory_mib"),
+                    );
+                    return None;
+                }
+                MemoryAmount::Mib(mib)
+            } else {
+                MemoryAmount::Fraction(cx.number(&at("fraction"), &s.fraction, 0.0, 1.0, "0.5")?)
+            };
+            Some(FaultSpec::Resource {
+                stress: ResourceKind::Memory { amount },
+            })
+        }
+        "disk" => {
+            if !cx.one_of(
+                path,
+                k,
+                ("mib", s.mib.is_some()),
+                ("until_percent", s.until_percent.is_some()),
+            ) {
+                return None;
+            }
+            let amount = if s.mib.is_some() {
+                DiskAmount::Mib(cx.positive(&at("mib"), &s.mib, "256")?)
+            } else {
+                let p = cx.number(&at("until_percent"), &s.until_percent, 0.0, 100.0, "80")?;
+                if let Some(d) = target.and_then(|t| cx.cfg.disk_target(t))
+                    && p > d.max_fill_percent
+                {
+                    let (name, max) = (d.name.clone(), d.max_fill_percent);
+                    cx.at(
+                        &at("until_percent"),
+                        format!("filling to {p}% is beyond the guard rail of `{name}` (max_fill_percent = {max})"),
+                        format!("use at most {max}"),
+                    );
+                    return None;
+                }
+                DiskAmount::UntilPercent(p)
+            };
+            Some(FaultSpec::Resource {
+                stress: ResourceKind::Disk { amount },
+            })
+        }
+        "io" => {
+            let block_kib = match &s.block_kib {
+                None => Some(64),
+                Some(_) => cx.positive(&at("block_kib"), &s.block_kib, "64"),
+            };
+            if let Some(b) = block_kib
+                && b > 65536
+            {
+                cx.at(
+                    &at("block_kib"),
+                    format!("`block_kib: {b}` is over 65536 (64 MiB)"),
+                    "use blocks of 4 to 65536 KiB, like `block_kib: 64`",
+                );
+                return None;
+            }
+            let rate = cx.positive(&at("mib_per_s"), &s.mib_per_s, "20")?;
+            if let Some(d) = target.and_then(|t| cx.cfg.disk_target(t))
+                && rate > d.max_io_mib_per_s
+            {
+                let (name, max) = (d.name.clone(), d.max_io_mib_per_s);
+                cx.at(
+                    &at("mib_per_s"),
+                    format!("{rate} MiB/s is beyond the io guard rail of `{name}` (max_io_mib_per_s = {max})"),
+                    format!("use at most {max}, or ask the operator to raise max_io_mib_per_s"),
+                );
+                return None;
+            }
+            Some(FaultSpec::Resource {
+                stress: ResourceKind::Io {
+                    block_kib: block_kib?,
+                    mib_per_s: rate,
+                },
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Two faults at the same time on one target and direction, or `down` with anything else on
@@ -1006,18 +1378,33 @@ fn overlaps(cx: &mut Cx) {
             if group_a != &Some(*g) || a.target != b.target {
                 continue;
             }
-            let (
-                FaultSpec::Network {
-                    toxic: ta,
-                    direction: da,
-                    ..
-                },
-                FaultSpec::Network {
-                    toxic: tb,
-                    direction: db,
-                    ..
-                },
-            ) = (&a.fault, &b.fault);
+            let (ta, da, tb, db) = match (&a.fault, &b.fault) {
+                (
+                    FaultSpec::Network {
+                        toxic: ta,
+                        direction: da,
+                        ..
+                    },
+                    FaultSpec::Network {
+                        toxic: tb,
+                        direction: db,
+                        ..
+                    },
+                ) => (ta, da, tb, db),
+                (FaultSpec::Process { .. }, FaultSpec::Process { .. }) => {
+                    // One step's revert (SIGCONT, restart) would undo the other's fault.
+                    cx.at(
+                        &format!("{path_b}.target"),
+                        format!(
+                            "steps `{}` and `{}` signal the processes of `{}` at the same time",
+                            a.name, b.name, b.target
+                        ),
+                        "run process faults on one target one after the other",
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
             let down = matches!(ta, ToxicKind::Down) || matches!(tb, ToxicKind::Down);
             if down {
                 cx.at(

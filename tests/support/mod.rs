@@ -93,6 +93,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
                 url: format!("http://{listen}"),
                 description: String::new(),
             }],
+            ..Default::default()
         },
         ..Config::default()
     }
