@@ -329,7 +329,10 @@ fn overrides_within_bounds_change_the_model() {
     };
     let FaultSpec::Network {
         toxic, toxicity, ..
-    } = &f.fault;
+    } = &f.fault
+    else {
+        panic!("not a network fault: {f:?}");
+    };
     assert_eq!(*toxicity, 0.25);
     assert_eq!(
         *toxic,

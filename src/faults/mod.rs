@@ -2,6 +2,7 @@
 //! enforces by itself, revert on demand (idempotently), and leave a persisted record that a
 //! restarted process can use to undo what a dead one injected.
 
+pub mod load;
 pub mod network;
 pub mod proxy;
 pub mod targets;
@@ -19,6 +20,8 @@ pub enum FaultError {
     Target(#[from] targets::TargetError),
     #[error(transparent)]
     Proxy(#[from] proxy::ProxyError),
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
     #[error("{0}")]
     Other(String),
 }
@@ -30,6 +33,9 @@ pub struct InjectContext<'a> {
     pub seed: u64,
     /// The fault must be gone by this instant even if nobody reverts it.
     pub deadline: Instant,
+    /// Where a fault reports what it measures while in place (the load's numbers); the
+    /// runner journals these events and judges them against thresholds.
+    pub events: tokio::sync::mpsc::UnboundedSender<crate::journal::Event>,
 }
 
 /// A fault in place; dropping it does not revert it (the deadline does, eventually).
@@ -72,6 +78,7 @@ pub trait FaultFamily: Send + Sync {
 pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
     match spec {
         FaultSpec::Network { .. } => &network::NetworkFaults,
+        FaultSpec::Load { .. } => &load::LoadFaults,
     }
 }
 
@@ -79,6 +86,7 @@ pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
 pub fn family_named(name: &str) -> Option<&'static dyn FaultFamily> {
     match name {
         "network" => Some(&network::NetworkFaults),
+        "load" => Some(&load::LoadFaults),
         _ => None,
     }
 }

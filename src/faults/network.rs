@@ -171,7 +171,13 @@ impl super::FaultFamily for NetworkFaults {
             toxic,
             direction,
             toxicity,
-        } = &step.fault;
+        } = &step.fault
+        else {
+            return Err(super::FaultError::Other(format!(
+                "step `{}` is not a network fault",
+                step.name
+            )));
+        };
         let proxy = ctx.targets.proxy(&step.target).await?;
         let id = proxy.add_toxic(super::proxy::ToxicRequest {
             label: step.name.clone(),

@@ -54,30 +54,43 @@ fn user(requested_by: &str) -> String {
     }
 }
 
-/// The latest sample of each probe in the journal: "name ✓ 12.3 ms".
+/// The latest sample of each probe in the journal ("name ✓ 12.3 ms"), and the latest second
+/// of each load step still running ("`api-load` ⚡ 400 req/s (target 400) · p99 12.3 ms").
 fn latest_numbers(entries: &[Entry]) -> Vec<String> {
-    let mut latest: Vec<(String, String)> = Vec::new();
+    let mut latest: Vec<(String, Option<String>)> = Vec::new();
+    let mut set =
+        |key: String, text: Option<String>| match latest.iter_mut().find(|(p, _)| *p == key) {
+            Some(slot) => slot.1 = text,
+            None => latest.push((key, text)),
+        };
     for e in entries {
-        if let Event::ProbeSample {
-            probe,
-            ok,
-            latency_ms,
-            detail,
-            ..
-        } = &e.event
-        {
-            let text = if *ok {
-                format!("`{probe}` ✓ {latency_ms:.1} ms")
-            } else {
-                format!("`{probe}` ✗ {latency_ms:.1} ms — {detail}")
-            };
-            match latest.iter_mut().find(|(p, _)| p == probe) {
-                Some(slot) => slot.1 = text,
-                None => latest.push((probe.clone(), text)),
+        match &e.event {
+            Event::ProbeSample {
+                probe,
+                ok,
+                latency_ms,
+                detail,
+                ..
+            } => {
+                let text = if *ok {
+                    format!("`{probe}` ✓ {latency_ms:.1} ms")
+                } else {
+                    format!("`{probe}` ✗ {latency_ms:.1} ms — {detail}")
+                };
+                set(format!("probe:{probe}"), Some(text));
             }
+            Event::LoadStats { step, stats, .. } => {
+                set(
+                    format!("load:{step}"),
+                    Some(format!("`{step}` ⚡ {}", stats.line())),
+                );
+            }
+            // The final report has its own reply; a finished load has no "latest" second.
+            Event::LoadReport { step, .. } => set(format!("load:{step}"), None),
+            _ => {}
         }
     }
-    latest.into_iter().map(|(_, t)| t).collect()
+    latest.into_iter().filter_map(|(_, t)| t).collect()
 }
 
 /// How far through the method the run is, from the journal (0–100).
@@ -156,7 +169,10 @@ pub fn parent(
     ];
     let numbers = latest_numbers(entries);
     if !numbers.is_empty() {
-        blocks.push(section(&format!("*Latest probes*\n{}", numbers.join("\n"))));
+        blocks.push(section(&format!(
+            "*Latest numbers*\n{}",
+            numbers.join("\n")
+        )));
     }
     if let Some(reason) = &summary.reason {
         blocks.push(section(&format!("*Why:* {reason}")));
@@ -266,7 +282,31 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             if *ok { "↩️" } else { "🚨" }
         ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
-        Event::ProbeSample { .. } | Event::Verdict { .. } => return None,
+        Event::LoadReport {
+            step,
+            target,
+            duration_ms,
+            stats,
+            service_time,
+            stopped_early,
+        } => {
+            let report = crate::report::LoadSummary {
+                step: step.clone(),
+                target: target.clone(),
+                duration_ms: *duration_ms,
+                stats: stats.clone(),
+                service_time: service_time.clone(),
+                stopped_early: *stopped_early,
+            };
+            format!(
+                "📈 Load `{step}` on `{target}` finished\n```{}```",
+                report.lines().join("\n")
+            )
+        }
+        // Per-second load numbers show in the parent's latest numbers, not as replies.
+        Event::ProbeSample { .. } | Event::Verdict { .. } | Event::LoadStats { .. } => {
+            return None;
+        }
     };
     Some(Rendered {
         blocks: json!([section(&text)]),
@@ -314,6 +354,14 @@ pub fn summary(s: &RunSummary) -> Reply {
             row("before", &p.before),
             row("during", &p.during),
             row("after", &p.after)
+        ));
+    }
+    for l in &s.loads {
+        reply.push(format!(
+            "*Load `{}`* on `{}`\n```{}```",
+            l.step,
+            l.target,
+            l.lines().join("\n")
         ));
     }
     let faults: Vec<String> = s

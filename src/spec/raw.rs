@@ -107,6 +107,27 @@ pub struct RawStep {
     pub average_size: Option<String>,
     pub size_variation: Option<String>,
     pub bytes: Option<String>,
+    // `load` attributes (`timeout` above is shared with the toxics).
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub rate: Option<String>,
+    pub ramp: Option<RawRamp>,
+    pub connections: Option<String>,
+    pub thresholds: Option<Vec<String>>,
+}
+
+/// `ramp: {from: 10, to: 500, over: 30s}` (req/s; `over` defaults to the step's duration).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a ramp (a map with from, to and optionally over)"
+)]
+pub struct RawRamp {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub over: Option<String>,
 }
 
 /// The keys every fault step has, whatever its kind.
@@ -134,6 +155,18 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
             ("delay", false),
         ],
         "limit_data" => &[("bytes", true)],
+        // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
+        "load" => &[
+            ("path", false),
+            ("method", false),
+            ("headers", false),
+            ("body", false),
+            ("rate", false),
+            ("ramp", false),
+            ("connections", false),
+            ("timeout", false),
+            ("thresholds", false),
+        ],
         _ => return None,
     })
 }
@@ -141,10 +174,13 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a stop condition (a map with probe and consecutive_failures or failure_ratio)"
+    expecting = "a stop condition (a map with probe and consecutive_failures or failure_ratio, or with load and threshold)"
 )]
 pub struct RawStopCondition {
     pub probe: Option<String>,
+    /// A load step whose one-second windows are judged against `threshold`.
+    pub load: Option<String>,
+    pub threshold: Option<String>,
     pub consecutive_failures: Option<String>,
     pub failure_ratio: Option<String>,
     pub window: Option<String>,

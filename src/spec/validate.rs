@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use super::locate::{DeError, Locations, Node, Seg, path_string};
+use crate::load::Schedule;
+
 use super::model::{
     Experiment, FaultSpec, FaultStep, Probe, ProbeKind, Rollback, RollbackAction, Step,
     StopCondition, StopRule, Tolerance,
@@ -718,7 +720,7 @@ fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackActio
 }
 
 fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
-    let fault_keys: [(&str, bool); 14] = [
+    let fault_keys: [(&str, bool); 22] = [
         ("name", s.name.is_some()),
         ("target", s.target.is_some()),
         ("fault", s.fault.is_some()),
@@ -733,6 +735,14 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         ("average_size", s.average_size.is_some()),
         ("size_variation", s.size_variation.is_some()),
         ("bytes", s.bytes.is_some()),
+        ("path", s.path.is_some()),
+        ("method", s.method.is_some()),
+        ("headers", s.headers.is_some()),
+        ("body", s.body.is_some()),
+        ("rate", s.rate.is_some()),
+        ("ramp", s.ramp.is_some()),
+        ("connections", s.connections.is_some()),
+        ("thresholds", s.thresholds.is_some()),
     ];
     let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
     let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
@@ -802,8 +812,15 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             "payments",
         )
         .map(str::to_string);
+    let is_load = s.fault.as_deref().map(str::trim) == Some("load");
+    // A load step aims at an HTTP endpoint; every other fault acts on a proxied target.
+    let load_base = match (&target, is_load) {
+        (Some(t), true) => cx.endpoint(&format!("{path}.target"), t, "load steps"),
+        _ => None,
+    };
+    let target = target.filter(|_| !is_load || load_base.is_some());
     let target = target.and_then(|t| {
-        if cx.cfg.proxy_target(&t).is_some() {
+        if is_load || cx.cfg.proxy_target(&t).is_some() {
             return Some(t);
         }
         let proxies: Vec<&str> = cx.cfg.targets.proxy.iter().map(|p| p.name.as_str()).collect();
@@ -841,9 +858,10 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
     let attrs = kind.as_deref().and_then(|k| {
         let a = fault_attributes(k);
         if a.is_none() {
-            let hint = match did_you_mean(k, ToxicKind::NAMES.iter().copied()) {
+            let kinds = ToxicKind::NAMES.iter().copied().chain(["load"]);
+            let hint = match did_you_mean(k, kinds.clone()) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None => format!("fault kinds: {}", ToxicKind::NAMES.join(", ")),
+                None => format!("fault kinds: {}", kinds.collect::<Vec<_>>().join(", ")),
             };
             cx.at(
                 &format!("{path}.fault"),
@@ -853,6 +871,17 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         }
         a
     });
+    if is_load {
+        for key in ["direction", "toxicity"] {
+            if cx.loc.has(&format!("{path}.{key}")) {
+                cx.at_key(
+                    &format!("{path}.{key}"),
+                    format!("`{key}` is not an attribute of a `load` fault"),
+                    "remove it; a load step sends requests, it does not act on a proxy's traffic",
+                );
+            }
+        }
+    }
     let direction = match s.direction.as_deref().map(str::trim) {
         None | Some("downstream") => Some(Direction::Downstream),
         Some("upstream") => Some(Direction::Upstream),
@@ -889,6 +918,8 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
 
     // Attributes of the fault kind.
     let mut toxic = None;
+    // The step's keys all belong to its fault kind (and the required ones are there).
+    let mut attrs_ok = false;
     if let (Some(k), Some(attrs)) = (kind.as_deref(), attrs) {
         let mut ok = true;
         for (key, present) in &fault_keys[6..] {
@@ -934,6 +965,7 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         let u = |cx: &mut Cx, key: &str, v: &Option<String>, ex: &str| {
             cx.uint(&format!("{path}.{key}"), v, ex)
         };
+        attrs_ok = ok;
         if ok {
             toxic = match k {
                 "latency" => match (d(cx, "latency", &s.latency), d(cx, "jitter", &s.jitter)) {
@@ -982,18 +1014,241 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             };
         }
     }
+    let fault = if is_load {
+        let spec = load_spec(cx, path, s, load_base.as_deref(), duration);
+        if !attrs_ok
+            || cx.loc.has(&format!("{path}.direction"))
+            || cx.loc.has(&format!("{path}.toxicity"))
+        {
+            return None;
+        }
+        spec?
+    } else {
+        FaultSpec::Network {
+            toxic: toxic?,
+            direction: direction?,
+            toxicity: toxicity?,
+        }
+    };
     let fs = FaultStep {
         name: name?.to_string(),
         target: target?,
         duration: duration.filter(|d| !d.is_zero())?,
-        fault: FaultSpec::Network {
-            toxic: toxic?,
-            direction: direction?,
-            toxicity: toxicity?,
-        },
+        fault,
     };
     cx.faults.push((path.to_string(), group, fs.clone()));
     Some(Step::Fault(fs))
+}
+
+/// Highest rate a load step may ask for: above it, a typo is likelier than an intent.
+pub const MAX_LOAD_RATE: f64 = 1_000_000.0;
+/// Most connections one load step may open.
+pub const MAX_LOAD_CONNECTIONS: u64 = 10_000;
+
+/// The attributes of a `load` step. `base` is the endpoint's URL (None: already reported).
+fn load_spec(
+    cx: &mut Cx,
+    path: &str,
+    s: &RawStep,
+    base: Option<&str>,
+    duration: Option<Duration>,
+) -> Option<FaultSpec> {
+    let rate_of = |cx: &mut Cx, p: &str, v: &Option<String>, ex: &str| -> Option<f64> {
+        let text = v.as_deref()?;
+        let key = p.rsplit('.').next().unwrap_or(p);
+        match text.trim().parse::<f64>() {
+            Ok(r) if r.is_finite() && (0.0..=MAX_LOAD_RATE).contains(&r) => Some(r),
+            Ok(_) => {
+                cx.at(
+                    p,
+                    format!("`{key}: {text}` is outside 0..{MAX_LOAD_RATE}"),
+                    format!("write requests per second, like `{key}: {ex}`"),
+                );
+                None
+            }
+            Err(_) => {
+                cx.at(
+                    p,
+                    format!("`{key}: {text}` is not a number of requests per second"),
+                    format!("write it like `{key}: {ex}`"),
+                );
+                None
+            }
+        }
+    };
+    let schedule = match (&s.rate, &s.ramp) {
+        (Some(_), Some(_)) => {
+            cx.at_key(
+                &format!("{path}.ramp"),
+                "a load step has either `rate` or `ramp`, not both",
+                "keep `rate: 200` for a constant load, or `ramp: {from: 10, to: 200}` for a growing one",
+            );
+            None
+        }
+        (None, None) => {
+            if !cx.loc.has(&format!("{path}.rate")) && !cx.loc.has(&format!("{path}.ramp")) {
+                cx.at(
+                    path,
+                    "a `load` fault needs `rate` or `ramp`",
+                    "add `rate: 200` (requests per second), or `ramp: {from: 10, to: 200}`",
+                );
+            }
+            None
+        }
+        (Some(_), None) => {
+            let p = format!("{path}.rate");
+            match rate_of(cx, &p, &s.rate, "200") {
+                Some(r) if r > 0.0 => Some(Schedule::Constant { rate: r }),
+                Some(_) => {
+                    cx.at(
+                        &p,
+                        "`rate: 0` sends nothing",
+                        "use a rate above zero, like `rate: 200`",
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+        (None, Some(r)) => {
+            let rp = format!("{path}.ramp");
+            let from = cx
+                .required(&format!("{rp}.from"), &r.from, "this ramp", "10")
+                .map(|_| ())
+                .and_then(|_| rate_of(cx, &format!("{rp}.from"), &r.from, "10"));
+            let to = cx
+                .required(&format!("{rp}.to"), &r.to, "this ramp", "200")
+                .map(|_| ())
+                .and_then(|_| rate_of(cx, &format!("{rp}.to"), &r.to, "200"));
+            let over = match &r.over {
+                None => duration,
+                Some(_) => cx.duration(&format!("{rp}.over"), &r.over, None),
+            };
+            if let (Some(o), Some(d)) = (over, duration)
+                && (o.is_zero() || o > d)
+            {
+                cx.at(
+                    &format!("{rp}.over"),
+                    format!(
+                        "the ramp lasts {} but the step {}",
+                        humantime::format_duration(o),
+                        humantime::format_duration(d)
+                    ),
+                    "give `over` a duration above zero and at most the step's (or leave it out: the ramp then spans the step)",
+                );
+                return None;
+            }
+            match (from, to, over) {
+                (Some(f), Some(t), Some(o)) if f > 0.0 || t > 0.0 => Some(Schedule::Ramp {
+                    from: f,
+                    to: t,
+                    over: o,
+                }),
+                (Some(_), Some(_), Some(_)) => {
+                    cx.at(
+                        &rp,
+                        "this ramp goes from 0 to 0 and sends nothing",
+                        "ramp to a rate above zero, like `to: 200`",
+                    );
+                    None
+                }
+                _ => None,
+            }
+        }
+    };
+    let url_path = http_path(cx, &format!("{path}.path"), &s.path);
+    let method = http_method(cx, &format!("{path}.method"), &s.method, "GET");
+    let connections = match &s.connections {
+        None => Some(10),
+        Some(_) => {
+            let p = format!("{path}.connections");
+            match cx.uint(&p, &s.connections, "10") {
+                Some(n) if (1..=MAX_LOAD_CONNECTIONS).contains(&n) => Some(n as usize),
+                Some(n) => {
+                    cx.at(
+                        &p,
+                        format!("`connections: {n}` is outside 1..{MAX_LOAD_CONNECTIONS}"),
+                        "use a handful per core of the target, like `connections: 10`",
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    let tp = format!("{path}.timeout");
+    let timeout = cx.duration(&tp, &s.timeout, Some(Duration::from_secs(5)));
+    if timeout == Some(Duration::ZERO) {
+        cx.at(
+            &tp,
+            "`timeout: 0s` fails every request",
+            "give requests time, like `timeout: 5s`",
+        );
+        return None;
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in s.headers.iter().flatten() {
+        let hp = format!("{path}.headers.{k}");
+        if hyper::header::HeaderName::from_bytes(k.trim().as_bytes()).is_err() {
+            cx.at_key(
+                &hp,
+                format!("`{k}` is not a valid header name"),
+                "header names are letters, digits and `-`, like `x-request-source`",
+            );
+        } else if hyper::header::HeaderValue::from_str(v).is_err() {
+            cx.at(
+                &hp,
+                format!("the value of header `{k}` has characters HTTP headers cannot carry"),
+                "use visible ASCII text (no line breaks)",
+            );
+        } else {
+            headers.insert(k.trim().to_string(), v.clone());
+        }
+    }
+    let mut thresholds = Vec::new();
+    let mut thresholds_ok = true;
+    for (i, t) in s.thresholds.iter().flatten().enumerate() {
+        match crate::load::Threshold::parse(t) {
+            Ok(t) => thresholds.push(t),
+            Err(e) => {
+                cx.at(&format!("{path}.thresholds[{i}]"), e.message, e.hint);
+                thresholds_ok = false;
+            }
+        }
+    }
+    let base = base?;
+    if !base.starts_with("http://") {
+        cx.at(
+            &format!("{path}.target"),
+            format!("endpoint `{base}` is not plain http"),
+            "the load generator speaks HTTP/1.1 without TLS; point the step at an http:// endpoint",
+        );
+        return None;
+    }
+    let spec = FaultSpec::Load {
+        url: join_url(base, &url_path?),
+        method: method?,
+        headers,
+        body: s.body.clone(),
+        schedule: schedule?,
+        connections: connections?,
+        timeout: timeout?,
+        thresholds,
+    };
+    if !thresholds_ok {
+        return None;
+    }
+    if let Some(plan) = spec.load_plan(duration.unwrap_or_default())
+        && let Err(e) = crate::load::check(&plan)
+    {
+        cx.at(
+            &format!("{path}.target"),
+            e.to_string(),
+            "fix the endpoint's URL in the operator config, or the step's path",
+        );
+        return None;
+    }
+    Some(spec)
 }
 
 /// Two faults at the same time on one target and direction, or `down` with anything else on
@@ -1006,6 +1261,7 @@ fn overlaps(cx: &mut Cx) {
             if group_a != &Some(*g) || a.target != b.target {
                 continue;
             }
+            // Load steps only send requests: several may share an endpoint.
             let (
                 FaultSpec::Network {
                     toxic: ta,
@@ -1017,7 +1273,10 @@ fn overlaps(cx: &mut Cx) {
                     direction: db,
                     ..
                 },
-            ) = (&a.fault, &b.fault);
+            ) = (&a.fault, &b.fault)
+            else {
+                continue;
+            };
             let down = matches!(ta, ToxicKind::Down) || matches!(tb, ToxicKind::Down);
             if down {
                 cx.at(
@@ -1049,6 +1308,9 @@ fn stop_condition(
     s: &RawStopCondition,
     probes: &[String],
 ) -> Option<StopCondition> {
+    if s.load.is_some() || s.threshold.is_some() || cx.loc.has(&format!("{path}.load")) {
+        return load_stop_condition(cx, path, s);
+    }
     let probe = cx
         .required(
             &format!("{path}.probe"),
@@ -1167,6 +1429,77 @@ fn stop_condition(
     Some(StopCondition {
         probe: probe?,
         rule: rule?,
+    })
+}
+
+/// `- load: <load step>` with `threshold: "error_rate < 20%"`: halts the run when one second
+/// of that step breaches the threshold.
+fn load_stop_condition(cx: &mut Cx, path: &str, s: &RawStopCondition) -> Option<StopCondition> {
+    for (key, present) in [
+        ("probe", s.probe.is_some()),
+        ("consecutive_failures", s.consecutive_failures.is_some()),
+        ("failure_ratio", s.failure_ratio.is_some()),
+        ("window", s.window.is_some()),
+        ("min_samples", s.min_samples.is_some()),
+    ] {
+        if present {
+            cx.at_key(
+                &format!("{path}.{key}"),
+                format!("a `load` stop condition takes no `{key}`"),
+                "a load stop condition is `load: <step name>` with `threshold: \"error_rate < 20%\"`; put probe rules in their own stop condition",
+            );
+        }
+    }
+    let step = cx
+        .required(
+            &format!("{path}.load"),
+            &s.load,
+            "this stop condition",
+            "api-load",
+        )
+        .map(str::to_string);
+    let loads: Vec<String> = cx
+        .faults
+        .iter()
+        .filter(|(_, _, f)| matches!(f.fault, FaultSpec::Load { .. }))
+        .map(|(_, _, f)| f.name.clone())
+        .collect();
+    let step = step.and_then(|name| {
+        if loads.contains(&name) {
+            return Some(name);
+        }
+        let message = if cx.faults.iter().any(|(_, _, f)| f.name == name) {
+            format!("step `{name}` is not a load step")
+        } else {
+            format!("stop condition names load step `{name}`, which does not exist")
+        };
+        let hint = match did_you_mean(&name, loads.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if loads.is_empty() => "add a step with `fault: load` to the method first".into(),
+            None => format!("load steps of this experiment: {}", loads.join(", ")),
+        };
+        cx.at(&format!("{path}.load"), message, hint);
+        None
+    });
+    let tp = format!("{path}.threshold");
+    let threshold = cx
+        .required(
+            &tp,
+            &s.threshold,
+            "this load stop condition",
+            "\"error_rate < 20%\"",
+        )
+        .map(str::to_string)
+        .and_then(|t| match crate::load::Threshold::parse(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                cx.at(&tp, e.message, e.hint);
+                None
+            }
+        });
+    Some(StopCondition {
+        probe: step?,
+        rule: StopRule::LoadThreshold(threshold?),
     })
 }
 
