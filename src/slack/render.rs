@@ -394,3 +394,73 @@ fn fmt_ms(ms: Option<i64>) -> String {
         _ => "–".to_string(),
     }
 }
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use crate::load::{Latencies, LoadFigures};
+
+    fn entry(event: Event) -> Entry {
+        Entry {
+            run_id: "r1".into(),
+            seq: 1,
+            at_ms: 0,
+            event,
+        }
+    }
+
+    fn figures() -> LoadFigures {
+        LoadFigures {
+            target_rps: 200.0,
+            achieved_rps: 198.0,
+            requests: 1980,
+            ok: 1970,
+            errors: 10,
+            latency: Latencies {
+                p99_ms: 42.5,
+                ..Latencies::default()
+            },
+            status_counts: [("200".to_string(), 1970)].into(),
+            error_counts: [("connect refused".to_string(), 10)].into(),
+        }
+    }
+
+    #[test]
+    fn the_final_load_report_gets_one_reply_and_seconds_none() {
+        let second = entry(Event::LoadStats {
+            step: "api-load".into(),
+            second: 3,
+            stats: figures(),
+        });
+        assert!(thread_reply(&second).is_none());
+        let report = entry(Event::LoadReport {
+            step: "api-load".into(),
+            target: "api-http".into(),
+            duration_ms: 10_000,
+            stats: figures(),
+            service_time: Latencies::default(),
+            stopped_early: false,
+        });
+        let r = thread_reply(&report).unwrap();
+        assert!(
+            r.text.contains("Load `api-load` on `api-http` finished"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains("198.0 req/s achieved of 200.0 targeted"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("p99 42.5"), "{}", r.text);
+        assert!(r.text.contains("connect refused: 10"), "{}", r.text);
+        // The parent shows the latest second while the load runs, and drops it at the end.
+        let live = latest_numbers(std::slice::from_ref(&second));
+        assert_eq!(live.len(), 1);
+        assert!(
+            live[0].contains("198 req/s (target 200) · p99 42.5 ms"),
+            "{live:?}"
+        );
+        assert!(latest_numbers(&[second, report]).is_empty());
+    }
+}

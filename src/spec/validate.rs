@@ -97,6 +97,8 @@ struct Cx<'a> {
     step_names: HashMap<String, String>,
     /// Fault steps with the top-level parallel group they run in (None: in sequence).
     faults: Vec<(String, Option<usize>, FaultStep)>,
+    /// Names of the steps with `fault: load` (valid or not), for load stop conditions.
+    load_steps: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -315,6 +317,7 @@ pub(crate) fn experiment(
         suggested,
         step_names: HashMap::new(),
         faults: Vec::new(),
+        load_steps: Vec::new(),
     };
     let cx = &mut cx;
 
@@ -813,6 +816,9 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         )
         .map(str::to_string);
     let is_load = s.fault.as_deref().map(str::trim) == Some("load");
+    if let (true, Some(n)) = (is_load, name) {
+        cx.load_steps.push(n.to_string());
+    }
     // A load step aims at an HTTP endpoint; every other fault acts on a proxied target.
     let load_base = match (&target, is_load) {
         (Some(t), true) => cx.endpoint(&format!("{path}.target"), t, "load steps"),
@@ -1458,17 +1464,12 @@ fn load_stop_condition(cx: &mut Cx, path: &str, s: &RawStopCondition) -> Option<
             "api-load",
         )
         .map(str::to_string);
-    let loads: Vec<String> = cx
-        .faults
-        .iter()
-        .filter(|(_, _, f)| matches!(f.fault, FaultSpec::Load { .. }))
-        .map(|(_, _, f)| f.name.clone())
-        .collect();
+    let loads = cx.load_steps.clone();
     let step = step.and_then(|name| {
         if loads.contains(&name) {
             return Some(name);
         }
-        let message = if cx.faults.iter().any(|(_, _, f)| f.name == name) {
+        let message = if cx.step_names.contains_key(&name) {
             format!("step `{name}` is not a load step")
         } else {
             format!("stop condition names load step `{name}`, which does not exist")
@@ -1560,5 +1561,105 @@ mod tests {
             e.stop_conditions[0].rule,
             crate::spec::model::StopRule::ConsecutiveFailures(5)
         );
+    }
+
+    fn load_problems(method: &str, stops: &str) -> Vec<String> {
+        let cfg = Config::from_toml(
+            "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080\"\n[[targets.http]]\nname = \"secure\"\nurl = \"https://127.0.0.1:18443\"\n",
+        )
+        .unwrap();
+        let text = format!("{HEAD}method:\n{method}{stops}");
+        match parse_experiment(&text, "t.yaml", &cfg, &[]) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn load_steps_parse_into_the_model() {
+        let cfg = Config::from_toml(
+            "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080/\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "{HEAD}method:\n  - name: l\n    target: shop\n    fault: load\n    path: /search?q=1\n    method: post\n    headers: {{x-a: b}}\n    body: hi\n    ramp: {{from: 10, to: 100}}\n    thresholds: [\"p99 < 300ms\", \"error_rate < 1%\"]\n    duration: 10s\nstop_conditions:\n  - load: l\n    threshold: \"error_rate < 20%\"\n"
+        );
+        let e = parse_experiment(&text, "t.yaml", &cfg, &[]).unwrap();
+        let f = e.fault_steps()[0].clone();
+        let crate::spec::model::FaultSpec::Load {
+            url,
+            method,
+            headers,
+            schedule,
+            connections,
+            thresholds,
+            ..
+        } = &f.fault
+        else {
+            panic!("{f:?}")
+        };
+        assert_eq!(url, "http://127.0.0.1:18080/search?q=1");
+        assert_eq!(method, "POST");
+        assert_eq!(headers["x-a"], "b");
+        assert_eq!(*connections, 10);
+        assert_eq!(thresholds.len(), 2);
+        assert_eq!(
+            *schedule,
+            crate::load::Schedule::Ramp {
+                from: 10.0,
+                to: 100.0,
+                over: std::time::Duration::from_secs(10)
+            }
+        );
+        assert!(matches!(
+            e.stop_conditions[0].rule,
+            crate::spec::model::StopRule::LoadThreshold(_)
+        ));
+    }
+
+    #[test]
+    fn load_mistakes_are_located_with_hints() {
+        let ps = load_problems(
+            "  - name: l\n    target: shop\n    fault: load\n    rate: 10\n    thresholds: [\"p99 < 300ms\", \"eror_rate < 1%\"]\n    duration: 5s\n",
+            "stop_conditions:\n  - load: lod\n    threshold: \"p99 < soon\"\n",
+        );
+        assert_eq!(ps.len(), 3, "{ps:#?}");
+        assert!(
+            ps[0].starts_with("t.yaml:12:33: `eror_rate` is not a load metric")
+                && ps[0].contains("did you mean `error_rate`?"),
+            "{ps:#?}"
+        );
+        assert!(
+            ps[1].contains("load step `lod`, which does not exist")
+                && ps[1].contains("did you mean `l`?"),
+            "{ps:#?}"
+        );
+        assert!(ps[2].contains("p99 < soon"), "{ps:#?}");
+
+        let ps = load_problems(
+            "  - {name: l, target: payments, fault: load, rate: 10, duration: 5s}\n  - {name: m, target: secure, fault: load, ramp: {from: 1, to: 2}, rate: 3, duration: 5s}\n  - {name: n, target: shop, fault: load, toxicity: 1, duration: 5s}\n  - {name: o, target: shop, fault: load, rate: 1, latency: 1s, duration: 5s}\n",
+            "",
+        );
+        let all = ps.join("\n");
+        assert!(
+            all.contains(
+                "`payments` is a proxy target; load steps call a declared [[targets.http]] endpoint"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("either `rate` or `ramp`, not both"), "{all}");
+        assert!(
+            all.contains("`toxicity` is not an attribute of a `load` fault"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a `load` fault needs `rate` or `ramp`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`latency` is not an attribute of a `load` fault"),
+            "{all}"
+        );
+        assert!(all.contains("not plain http"), "{all}");
     }
 }
