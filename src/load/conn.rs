@@ -13,7 +13,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -53,17 +52,14 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
 }
 
-/// An open connection and the task driving it (aborted with the connection, so that no
-/// request outlives a stop).
+type Driver = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+/// An open connection. Its driver (hyper's connection future, which does the socket I/O) is
+/// polled by the worker itself alongside each request rather than spawned: no cross-task
+/// wake-ups per request, and dropping the worker closes the socket at once.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    driver: std::pin::Pin<Box<Driver>>,
 }
 
 fn io_kind(e: &io::Error) -> ErrorKind {
@@ -112,27 +108,43 @@ async fn connect(t: &RequestTemplate) -> Result<Conn, ErrorKind> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| hyper_kind(&e))?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(Conn { sender, driver })
+    Ok(Conn {
+        sender,
+        driver: Box::pin(conn),
+    })
 }
 
 /// Sends one request on `conn` and reads the whole answer. `Ok(status)` or why not.
 async fn exchange(conn: &mut Conn, t: &RequestTemplate) -> Result<u16, ErrorKind> {
-    conn.sender.ready().await.map_err(|e| hyper_kind(&e))?;
-    let resp = conn
-        .sender
-        .send_request(t.build())
-        .await
-        .map_err(|e| hyper_kind(&e))?;
-    let status = resp.status().as_u16();
-    // Read the body to the end so that the connection can carry the next request.
-    let mut body = resp.into_body();
-    while let Some(frame) = body.frame().await {
-        frame.map_err(|e| hyper_kind(&e))?;
+    let Conn { sender, driver } = conn;
+    let request = async {
+        sender.ready().await.map_err(|e| hyper_kind(&e))?;
+        let resp = sender
+            .send_request(t.build())
+            .await
+            .map_err(|e| hyper_kind(&e))?;
+        let status = resp.status().as_u16();
+        // Read the body to the end so that the connection can carry the next request.
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| hyper_kind(&e))?;
+        }
+        Ok(status)
+    };
+    let mut request = std::pin::pin!(request);
+    tokio::select! {
+        biased;
+        r = &mut request => r,
+        // The driver ends when the connection does. It may have handed the request its
+        // answer or its error (garbage, a reset) just before: ask the request first.
+        r = driver.as_mut() => match futures::FutureExt::now_or_never(request) {
+            Some(answer) => answer,
+            None => Err(match r {
+                Ok(()) => ErrorKind::ClosedEarly,
+                Err(e) => hyper_kind(&e),
+            }),
+        },
     }
-    Ok(status)
 }
 
 /// Runs one worker until the schedule ends, the end instant passes or `stop` fires.
@@ -161,7 +173,12 @@ pub(crate) async fn worker(sh: Arc<Shared>, window: Arc<std::sync::Mutex<Window>
         let attempt = async {
             // A connection the server closed (keep-alive ended) is replaced silently: that is
             // HTTP doing its job, not an error of the target.
-            if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            // (The driver is polled once here: a close while idle is seen only then.)
+            let dead = conn.as_mut().is_none_or(|c| {
+                c.sender.is_closed()
+                    || futures::FutureExt::now_or_never(c.driver.as_mut()).is_some()
+            });
+            if dead {
                 conn = None;
                 conn = Some(connect(t).await?);
             }
