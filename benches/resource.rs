@@ -161,6 +161,7 @@ async fn inject(targets: &TargetRegistry, stress: ResourceKind) -> Box<dyn Activ
         targets,
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(60),
+        events: tokio::sync::mpsc::unbounded_channel().0,
     };
     let prepared = match ResourceFaults.prepare(&s, &ctx).await {
         Ok(p) => p,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::state::{RollbackOutcome, RunState, Verdict};
+use crate::load::{Latencies, LoadFigures};
 
 /// When in the run a probe sample was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -106,6 +107,26 @@ pub enum Event {
         rollback: RollbackOutcome,
         reason: String,
     },
+    /// One second of a load step: rates, latencies (corrected for coordinated omission),
+    /// status codes and errors.
+    LoadStats {
+        step: String,
+        /// 1 for the first second of the step.
+        second: u64,
+        stats: LoadFigures,
+    },
+    /// A load step's totals, when it ends.
+    LoadReport {
+        step: String,
+        target: String,
+        /// How long the load ran.
+        duration_ms: u64,
+        stats: LoadFigures,
+        /// Latency from the actual send (not corrected), for comparison.
+        service_time: Latencies,
+        /// Ended before its duration (reverted early, aborted, deadline).
+        stopped_early: bool,
+    },
 }
 
 impl Event {
@@ -125,6 +146,8 @@ impl Event {
             Event::RollbackAction { .. } => "rollback_action",
             Event::Recovered { .. } => "recovered",
             Event::Verdict { .. } => "verdict",
+            Event::LoadStats { .. } => "load_stats",
+            Event::LoadReport { .. } => "load_report",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`engine`] executes runs: a worker pool claims queued runs from the [`store`], walks the
 //!   lifecycle state machine, injects [`faults`] (a fault-injecting TCP proxy for network
 //!   faults), samples [`probes`], and always reverts.
+//! - [`load`] generates open-loop HTTP load for the `load` fault step.
 //! - [`journal`] is each run's append-only event list, the single source of truth.
 //! - [`report`] renders journals for people (terminal view, final report).
 //! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse, authorize
@@ -17,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod faults;
 pub mod journal;
+pub mod load;
 pub mod probes;
 pub mod report;
 pub mod slack;

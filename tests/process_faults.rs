@@ -155,7 +155,10 @@ async fn pause_stops_the_process_during_the_step_and_resumes_it_after() {
     let run = rig.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
     assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
-    assert_eq!(process_state(pid), Some('S'), "resumed after the step");
+    assert!(
+        matches!(process_state(pid), Some('S' | 'R')),
+        "resumed after the step"
+    );
     assert!(rig.store.open_faults(&id).await.unwrap().is_empty());
     let j = rig.store.journal(&id, 0).await.unwrap();
     let injected = j
@@ -187,6 +190,7 @@ async fn the_deadline_resumes_a_paused_process_without_any_revert() {
         targets: &rig.targets,
         seed: 1,
         deadline: Instant::now() + Duration::from_millis(300),
+        events: tokio::sync::mpsc::unbounded_channel().0,
     };
     let prepared = ProcessFaults.prepare(&step, &ctx).await.unwrap();
     let fault = ProcessFaults.inject(&step, &ctx, &prepared).await.unwrap();
@@ -319,6 +323,7 @@ async fn a_process_replaced_between_prepare_and_inject_is_not_signalled() {
         targets: &rig.targets,
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(5),
+        events: tokio::sync::mpsc::unbounded_channel().0,
     };
     let mut prepared = ProcessFaults.prepare(&step, &ctx).await.unwrap();
     // Same pid, another start time: what a recycled pid looks like.
@@ -330,7 +335,9 @@ async fn a_process_replaced_between_prepare_and_inject_is_not_signalled() {
         .unwrap()
         .to_string();
     assert!(err.contains("is gone"), "{err}");
-    assert_eq!(process_state(pid), Some('S'), "untouched");
+    // Untouched: running or sleeping, never stopped (it may still be starting up).
+    let state = process_state(pid);
+    assert!(matches!(state, Some('S' | 'R')), "{state:?}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -475,7 +482,7 @@ async fn kill_9_while_paused_then_restart_resumes_the_process() {
     );
     assert!(text.contains(&format!("recovered run {run_id}")), "{text}");
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(process_state(pid), Some('S'), "resumed");
+    assert!(matches!(process_state(pid), Some('S' | 'R')), "resumed");
     let run = store.get_run(&run_id).await.unwrap().unwrap();
     assert_eq!(run.verdict, Some(Verdict::Aborted));
     assert_eq!(

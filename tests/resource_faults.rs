@@ -292,6 +292,7 @@ async fn a_fill_file_left_by_a_crash_is_deleted_by_recovery() {
         targets: &rig.targets,
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(60),
+        events: tokio::sync::mpsc::unbounded_channel().0,
     };
     let detail = ResourceFaults.prepare(&step, &ctx).await.unwrap();
     // The path is known (and persisted by the engine) before the file exists.

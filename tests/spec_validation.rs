@@ -331,7 +331,7 @@ fn overrides_within_bounds_change_the_model() {
         toxic, toxicity, ..
     } = &f.fault
     else {
-        panic!("{:?}", f.fault)
+        panic!("not a network fault: {f:?}");
     };
     assert_eq!(*toxicity, 0.25);
     assert_eq!(

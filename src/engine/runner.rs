@@ -18,8 +18,9 @@ use super::Engine;
 use super::state::{RollbackOutcome, RunState, Verdict};
 use crate::faults::{self, ActiveFault, FaultFamily, InjectContext};
 use crate::journal::{Event, SamplePhase, now_ms};
+use crate::load::{LoadFigures, Threshold};
 use crate::probes::{self, Sample};
-use crate::spec::model::{Experiment, FaultStep, Probe, RollbackAction, Step, StopRule};
+use crate::spec::model::{Experiment, FaultSpec, FaultStep, Probe, RollbackAction, Step, StopRule};
 use crate::store::{NewFault, RunRecord, StoreError};
 
 /// Why the method stopped before its end.
@@ -51,6 +52,8 @@ struct Shared {
     state: Mutex<RunState>,
     active: Mutex<Vec<Injected>>,
     injected_any: std::sync::atomic::AtomicBool,
+    /// Faults report measurements here (the load's numbers); the run loop journals them.
+    events: mpsc::UnboundedSender<Event>,
 }
 
 pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: CancellationToken) {
@@ -74,6 +77,7 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
                 }
             }
             Ok(exp) => {
+                let (events, events_rx) = mpsc::unbounded_channel();
                 let shared = Arc::new(Shared {
                     eng: Arc::clone(eng),
                     run_id,
@@ -84,8 +88,9 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
                     state: Mutex::new(RunState::CheckingSteadyState),
                     active: Mutex::new(Vec::new()),
                     injected_any: std::sync::atomic::AtomicBool::new(false),
+                    events,
                 });
-                drive(shared).await;
+                drive(shared, events_rx).await;
             }
         }
     }
@@ -93,9 +98,9 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
     .await
 }
 
-async fn drive(sh: Arc<Shared>) {
+async fn drive(sh: Arc<Shared>, events: mpsc::UnboundedReceiver<Event>) {
     let eng = Arc::clone(&sh.eng);
-    let outcome = run_to_verdict(&sh).await;
+    let outcome = run_to_verdict(&sh, events).await;
     let (verdict, rollback, reason) = match outcome {
         Ok(v) => v,
         Err(Halt::LeaseLost) => {
@@ -129,7 +134,10 @@ fn describe(h: &Halt) -> String {
 }
 
 /// Walks the lifecycle. `Err` only for a lease lost or a run that could not start.
-async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, String), Halt> {
+async fn run_to_verdict(
+    sh: &Arc<Shared>,
+    mut fault_events: mpsc::UnboundedReceiver<Event>,
+) -> Result<(Verdict, RollbackOutcome, String), Halt> {
     let eng = &sh.eng;
     let exp = &sh.exp;
 
@@ -252,6 +260,9 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
                     sh.halt.cancel();
                 }
             }
+            Some(ev) = fault_events.recv() => {
+                on_fault_event(sh, &mut judge, &mut halt, ev).await?;
+            }
             _ = abort_poll.tick(), if halt.is_none() => {
                 if let Some(h) = pending_halt(sh).await? {
                     halt = Some(h);
@@ -308,6 +319,10 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
 
     // Revert, run the extra rollbacks, and verify.
     let revert_ok = revert_all(sh, true).await;
+    // What faults reported up to their revert (a load's final report) is judged too.
+    while let Ok(ev) = fault_events.try_recv() {
+        on_fault_event(sh, &mut judge, &mut halt, ev).await?;
+    }
     run_rollbacks(sh).await?;
     let injected = sh.injected_any.load(std::sync::atomic::Ordering::SeqCst);
     let rollback = if !injected {
@@ -348,7 +363,13 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
                 }
                 let text: Vec<String> = breaches
                     .iter()
-                    .map(|(p, d)| format!("probe `{p}`: {d}"))
+                    .map(|(p, d)| {
+                        if judge.is_load_step(p) {
+                            format!("load step `{p}`: {d}")
+                        } else {
+                            format!("probe `{p}`: {d}")
+                        }
+                    })
                     .collect();
                 (
                     Verdict::Deviated,
@@ -362,6 +383,58 @@ async fn run_to_verdict(sh: &Arc<Shared>) -> Result<(Verdict, RollbackOutcome, S
         _ => reason,
     };
     Ok((verdict, rollback, reason))
+}
+
+/// Journals an event a fault reported, and judges load numbers against the stop conditions
+/// (each second) and the step's thresholds (at its end).
+async fn on_fault_event(
+    sh: &Shared,
+    judge: &mut Judge,
+    halt: &mut Option<Halt>,
+    ev: Event,
+) -> Result<(), Halt> {
+    match &ev {
+        Event::LoadStats { step, stats, .. } => {
+            let hit = if halt.is_none() {
+                judge.load_stop(step, stats)
+            } else {
+                None
+            };
+            let step = step.clone();
+            append(sh, ev).await?;
+            if let Some((condition, detail)) = hit {
+                warn!(%step, %detail, "load stop condition met");
+                append(
+                    sh,
+                    Event::StopConditionMet {
+                        probe: step.clone(),
+                        condition,
+                        detail: detail.clone(),
+                    },
+                )
+                .await?;
+                *halt = Some(Halt::StopCondition(format!("load step `{step}`: {detail}")));
+                sh.halt.cancel();
+            }
+        }
+        Event::LoadReport { step, stats, .. } => {
+            let breaches = judge.load_report(step, stats);
+            let step = step.clone();
+            append(sh, ev).await?;
+            for detail in breaches {
+                append(
+                    sh,
+                    Event::ToleranceExceeded {
+                        probe: step.clone(),
+                        detail,
+                    },
+                )
+                .await?;
+            }
+        }
+        _ => append(sh, ev).await?,
+    }
+    Ok(())
 }
 
 fn current_step_hint(e: &str) -> String {
@@ -533,6 +606,7 @@ async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, String> {
         targets: eng.targets(),
         seed: faults::derive_seed(sh.seed, &step.name),
         deadline,
+        events: sh.events.clone(),
     };
     // What recovery needs (e.g. the pids about to be signalled) is resolved and persisted
     // before anything is touched.
@@ -740,6 +814,12 @@ struct Judge {
     reported: Vec<bool>,
     windows: HashMap<usize, VecDeque<(Instant, bool)>>,
     stops: Vec<(usize, StopRule)>,
+    /// Thresholds of each load step, judged on its totals.
+    load_thresholds: HashMap<String, Vec<Threshold>>,
+    /// (load step, threshold) judged on each of its seconds.
+    load_stops: Vec<(String, Threshold)>,
+    /// Load steps whose totals breached a threshold, with the detail.
+    load_breaches: Vec<(String, String)>,
 }
 
 impl Judge {
@@ -776,9 +856,61 @@ impl Judge {
             stops: exp
                 .stop_conditions
                 .iter()
+                .filter(|s| !matches!(s.rule, StopRule::LoadThreshold(_)))
                 .filter_map(|s| index.get(s.probe.as_str()).map(|i| (*i, s.rule.clone())))
                 .collect(),
+            load_thresholds: exp
+                .fault_steps()
+                .iter()
+                .filter_map(|f| match &f.fault {
+                    FaultSpec::Load { thresholds, .. } => {
+                        Some((f.name.clone(), thresholds.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            load_stops: exp
+                .stop_conditions
+                .iter()
+                .filter_map(|s| match &s.rule {
+                    StopRule::LoadThreshold(t) => Some((s.probe.clone(), t.clone())),
+                    _ => None,
+                })
+                .collect(),
+            load_breaches: Vec::new(),
         }
+    }
+
+    fn is_load_step(&self, name: &str) -> bool {
+        self.load_thresholds.contains_key(name)
+    }
+
+    /// A stop condition breached by one second of a load step: (condition, detail).
+    fn load_stop(&self, step: &str, second: &LoadFigures) -> Option<(String, String)> {
+        self.load_stops
+            .iter()
+            .filter(|(s, t)| s == step && t.judgeable(second))
+            .find_map(|(_, t)| {
+                t.check(second)
+                    .err()
+                    .map(|why| (StopRule::LoadThreshold(t.clone()).to_string(), why))
+            })
+    }
+
+    /// The thresholds a load step's totals breach (each becomes a tolerance breach).
+    fn load_report(&mut self, step: &str, total: &LoadFigures) -> Vec<String> {
+        let breaches: Vec<String> = self
+            .load_thresholds
+            .get(step)
+            .into_iter()
+            .flatten()
+            .filter(|t| t.judgeable(total))
+            .filter_map(|t| t.check(total).err())
+            .collect();
+        for b in &breaches {
+            self.load_breaches.push((step.to_string(), b.clone()));
+        }
+        breaches
     }
 
     /// Reports (once) when failures already exceed what the tolerance allows for the whole
@@ -847,6 +979,12 @@ impl Judge {
     }
 
     fn final_breaches(&self) -> Vec<(String, String)> {
+        let mut out = self.probe_breaches();
+        out.extend(self.load_breaches.iter().cloned());
+        out
+    }
+
+    fn probe_breaches(&self) -> Vec<(String, String)> {
         (0..self.names.len())
             .filter(|&i| self.total[i] > 0)
             .filter_map(|i| {
@@ -868,10 +1006,12 @@ impl Judge {
     }
 
     fn reported(&self, probe: &str) -> bool {
-        self.names
-            .iter()
-            .position(|n| n == probe)
-            .is_some_and(|i| self.reported[i])
+        self.load_breaches.iter().any(|(s, _)| s == probe)
+            || self
+                .names
+                .iter()
+                .position(|n| n == probe)
+                .is_some_and(|i| self.reported[i])
     }
 }
 

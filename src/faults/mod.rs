@@ -2,6 +2,7 @@
 //! enforces by itself, revert on demand (idempotently), and leave a persisted record that a
 //! restarted process can use to undo what a dead one injected.
 
+pub mod load;
 pub mod network;
 pub mod process;
 pub mod proxy;
@@ -25,6 +26,8 @@ pub enum FaultError {
     Process(#[from] process::ProcessError),
     #[error(transparent)]
     Resource(#[from] resource::ResourceError),
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
     #[error("{0}")]
     Other(String),
 }
@@ -36,6 +39,9 @@ pub struct InjectContext<'a> {
     pub seed: u64,
     /// The fault must be gone by this instant even if nobody reverts it.
     pub deadline: Instant,
+    /// Where a fault reports what it measures while in place (the load's numbers); the
+    /// runner journals these events and judges them against thresholds.
+    pub events: tokio::sync::mpsc::UnboundedSender<crate::journal::Event>,
 }
 
 /// A fault in place; dropping it does not revert it (the deadline does, eventually).
@@ -80,6 +86,7 @@ pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
         FaultSpec::Network { .. } => &network::NetworkFaults,
         FaultSpec::Process { .. } => &process::ProcessFaults,
         FaultSpec::Resource { .. } => &resource::ResourceFaults,
+        FaultSpec::Load { .. } => &load::LoadFaults,
     }
 }
 
@@ -89,6 +96,7 @@ pub fn family_named(name: &str) -> Option<&'static dyn FaultFamily> {
         "network" => Some(&network::NetworkFaults),
         "process" => Some(&process::ProcessFaults),
         "resource" => Some(&resource::ResourceFaults),
+        "load" => Some(&load::LoadFaults),
         _ => None,
     }
 }

@@ -87,6 +87,22 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
                 if *ok { "ok" } else { "FAILED" }
             )),
             Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
+            Event::LoadStats { step, stats, .. } => {
+                latest.insert(
+                    step.clone(),
+                    format!(
+                        "{step} {:.0} rps p99 {:.1}ms {:.1}% err",
+                        stats.achieved_rps,
+                        stats.latency.p99_ms,
+                        stats.error_rate() * 100.0
+                    ),
+                );
+                None
+            }
+            Event::LoadReport { step, stats, .. } => {
+                latest.remove(step);
+                Some(format!("▤ load `{step}` done: {}", stats.line()))
+            }
             Event::Submitted { .. } => None,
             Event::Verdict {
                 verdict, rollback, ..

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::journal::{Entry, Event, SamplePhase};
+use crate::load::{Latencies, LoadFigures};
 use crate::store::RunRecord;
 
 /// Latency and success numbers of one probe in one phase.
@@ -29,6 +30,71 @@ pub struct ProbeStats {
     pub before: PhaseStats,
     pub during: PhaseStats,
     pub after: PhaseStats,
+}
+
+/// The totals of one load step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoadSummary {
+    pub step: String,
+    pub target: String,
+    pub duration_ms: u64,
+    /// Latencies corrected for coordinated omission, rates, status codes and errors.
+    pub stats: LoadFigures,
+    /// Latency from the actual send, for comparison.
+    pub service_time: Latencies,
+    pub stopped_early: bool,
+}
+
+impl LoadSummary {
+    /// Several lines for people: rates, percentiles, codes, errors.
+    pub fn lines(&self) -> Vec<String> {
+        let s = &self.stats;
+        let l = &s.latency;
+        let mut out = vec![
+            format!(
+                "{} requests in {:.1}s{}: {:.1} req/s achieved{} · {:.2}% failed",
+                s.requests,
+                self.duration_ms as f64 / 1000.0,
+                if self.stopped_early {
+                    " (stopped early)"
+                } else {
+                    ""
+                },
+                s.achieved_rps,
+                if s.target_rps > 0.0 {
+                    format!(" of {:.1} targeted", s.target_rps)
+                } else {
+                    String::new()
+                },
+                s.error_rate() * 100.0
+            ),
+            format!(
+                "latency p50 {:.1} · p90 {:.1} · p95 {:.1} · p99 {:.1} · p99.9 {:.1} · max {:.1} ms (from intended send time)",
+                l.p50_ms, l.p90_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+            ),
+            format!(
+                "service time p50 {:.1} · p99 {:.1} · max {:.1} ms (uncorrected)",
+                self.service_time.p50_ms, self.service_time.p99_ms, self.service_time.max_ms
+            ),
+        ];
+        if !s.status_counts.is_empty() {
+            let codes: Vec<String> = s
+                .status_counts
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            out.push(format!("status {}", codes.join(", ")));
+        }
+        if !s.error_counts.is_empty() {
+            let errs: Vec<String> = s
+                .error_counts
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            out.push(format!("errors {}", errs.join(", ")));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -58,6 +124,8 @@ pub struct RunSummary {
     pub time_to_detect_ms: Option<i64>,
     /// From the last fault removed to the steady state being back (probes passing again).
     pub time_to_recover_ms: Option<i64>,
+    /// One entry per load step that ran, in journal order.
+    pub loads: Vec<LoadSummary>,
 }
 
 /// Builds the summary from the run record and its journal.
@@ -70,6 +138,7 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
     let mut first_trouble = None;
     let mut last_reverted = None;
     let mut after_samples: Vec<(i64, bool)> = Vec::new();
+    let mut loads = Vec::new();
 
     for e in entries {
         let at = e.at_ms - t0;
@@ -170,6 +239,29 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                 offset_ms: at,
                 text: format!("verdict: {verdict} ({rollback})"),
             }),
+            // Per-second numbers are for live views; the report below has the totals.
+            Event::LoadStats { .. } => {}
+            Event::LoadReport {
+                step,
+                target,
+                duration_ms,
+                stats,
+                service_time,
+                stopped_early,
+            } => {
+                timeline.push(TimelineItem {
+                    offset_ms: at,
+                    text: format!("load `{step}` done: {}", stats.line()),
+                });
+                loads.push(LoadSummary {
+                    step: step.clone(),
+                    target: target.clone(),
+                    duration_ms: *duration_ms,
+                    stats: stats.clone(),
+                    service_time: service_time.clone(),
+                    stopped_early: *stopped_early,
+                });
+            }
         }
     }
 
@@ -230,6 +322,7 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
             _ => None,
         },
         time_to_recover_ms,
+        loads,
     }
 }
 
@@ -294,6 +387,12 @@ pub fn render_text(s: &RunSummary) -> String {
                     st.max_ms
                 );
             }
+        }
+    }
+    for l in &s.loads {
+        let _ = writeln!(out, "\nLoad `{}` on {}", l.step, l.target);
+        for line in l.lines() {
+            let _ = writeln!(out, "  {line}");
         }
     }
     if !s.timeline.is_empty() {

@@ -54,30 +54,43 @@ fn user(requested_by: &str) -> String {
     }
 }
 
-/// The latest sample of each probe in the journal: "name ✓ 12.3 ms".
+/// The latest sample of each probe in the journal ("name ✓ 12.3 ms"), and the latest second
+/// of each load step still running ("`api-load` ⚡ 400 req/s (target 400) · p99 12.3 ms").
 fn latest_numbers(entries: &[Entry]) -> Vec<String> {
-    let mut latest: Vec<(String, String)> = Vec::new();
+    let mut latest: Vec<(String, Option<String>)> = Vec::new();
+    let mut set =
+        |key: String, text: Option<String>| match latest.iter_mut().find(|(p, _)| *p == key) {
+            Some(slot) => slot.1 = text,
+            None => latest.push((key, text)),
+        };
     for e in entries {
-        if let Event::ProbeSample {
-            probe,
-            ok,
-            latency_ms,
-            detail,
-            ..
-        } = &e.event
-        {
-            let text = if *ok {
-                format!("`{probe}` ✓ {latency_ms:.1} ms")
-            } else {
-                format!("`{probe}` ✗ {latency_ms:.1} ms — {detail}")
-            };
-            match latest.iter_mut().find(|(p, _)| p == probe) {
-                Some(slot) => slot.1 = text,
-                None => latest.push((probe.clone(), text)),
+        match &e.event {
+            Event::ProbeSample {
+                probe,
+                ok,
+                latency_ms,
+                detail,
+                ..
+            } => {
+                let text = if *ok {
+                    format!("`{probe}` ✓ {latency_ms:.1} ms")
+                } else {
+                    format!("`{probe}` ✗ {latency_ms:.1} ms — {detail}")
+                };
+                set(format!("probe:{probe}"), Some(text));
             }
+            Event::LoadStats { step, stats, .. } => {
+                set(
+                    format!("load:{step}"),
+                    Some(format!("`{step}` ⚡ {}", stats.line())),
+                );
+            }
+            // The final report has its own reply; a finished load has no "latest" second.
+            Event::LoadReport { step, .. } => set(format!("load:{step}"), None),
+            _ => {}
         }
     }
-    latest.into_iter().map(|(_, t)| t).collect()
+    latest.into_iter().filter_map(|(_, t)| t).collect()
 }
 
 /// How far through the method the run is, from the journal (0–100).
@@ -156,7 +169,10 @@ pub fn parent(
     ];
     let numbers = latest_numbers(entries);
     if !numbers.is_empty() {
-        blocks.push(section(&format!("*Latest probes*\n{}", numbers.join("\n"))));
+        blocks.push(section(&format!(
+            "*Latest numbers*\n{}",
+            numbers.join("\n")
+        )));
     }
     if let Some(reason) = &summary.reason {
         blocks.push(section(&format!("*Why:* {reason}")));
@@ -266,7 +282,31 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             if *ok { "↩️" } else { "🚨" }
         ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
-        Event::ProbeSample { .. } | Event::Verdict { .. } => return None,
+        Event::LoadReport {
+            step,
+            target,
+            duration_ms,
+            stats,
+            service_time,
+            stopped_early,
+        } => {
+            let report = crate::report::LoadSummary {
+                step: step.clone(),
+                target: target.clone(),
+                duration_ms: *duration_ms,
+                stats: stats.clone(),
+                service_time: service_time.clone(),
+                stopped_early: *stopped_early,
+            };
+            format!(
+                "📈 Load `{step}` on `{target}` finished\n```{}```",
+                report.lines().join("\n")
+            )
+        }
+        // Per-second load numbers show in the parent's latest numbers, not as replies.
+        Event::ProbeSample { .. } | Event::Verdict { .. } | Event::LoadStats { .. } => {
+            return None;
+        }
     };
     Some(Rendered {
         blocks: json!([section(&text)]),
@@ -316,6 +356,14 @@ pub fn summary(s: &RunSummary) -> Reply {
             row("after", &p.after)
         ));
     }
+    for l in &s.loads {
+        reply.push(format!(
+            "*Load `{}`* on `{}`\n```{}```",
+            l.step,
+            l.target,
+            l.lines().join("\n")
+        ));
+    }
     let faults: Vec<String> = s
         .timeline
         .iter()
@@ -344,5 +392,75 @@ fn fmt_ms(ms: Option<i64>) -> String {
             humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
         }
         _ => "–".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use crate::load::{Latencies, LoadFigures};
+
+    fn entry(event: Event) -> Entry {
+        Entry {
+            run_id: "r1".into(),
+            seq: 1,
+            at_ms: 0,
+            event,
+        }
+    }
+
+    fn figures() -> LoadFigures {
+        LoadFigures {
+            target_rps: 200.0,
+            achieved_rps: 198.0,
+            requests: 1980,
+            ok: 1970,
+            errors: 10,
+            latency: Latencies {
+                p99_ms: 42.5,
+                ..Latencies::default()
+            },
+            status_counts: [("200".to_string(), 1970)].into(),
+            error_counts: [("connect refused".to_string(), 10)].into(),
+        }
+    }
+
+    #[test]
+    fn the_final_load_report_gets_one_reply_and_seconds_none() {
+        let second = entry(Event::LoadStats {
+            step: "api-load".into(),
+            second: 3,
+            stats: figures(),
+        });
+        assert!(thread_reply(&second).is_none());
+        let report = entry(Event::LoadReport {
+            step: "api-load".into(),
+            target: "api-http".into(),
+            duration_ms: 10_000,
+            stats: figures(),
+            service_time: Latencies::default(),
+            stopped_early: false,
+        });
+        let r = thread_reply(&report).unwrap();
+        assert!(
+            r.text.contains("Load `api-load` on `api-http` finished"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains("198.0 req/s achieved of 200.0 targeted"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("p99 42.5"), "{}", r.text);
+        assert!(r.text.contains("connect refused: 10"), "{}", r.text);
+        // The parent shows the latest second while the load runs, and drops it at the end.
+        let live = latest_numbers(std::slice::from_ref(&second));
+        assert_eq!(live.len(), 1);
+        assert!(
+            live[0].contains("198 req/s (target 200) · p99 42.5 ms"),
+            "{live:?}"
+        );
+        assert!(latest_numbers(&[second, report]).is_empty());
     }
 }

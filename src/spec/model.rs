@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::faults::network::{Direction, ToxicKind};
 use crate::faults::process::ProcessAction;
 use crate::faults::resource::ResourceKind;
+use crate::load::{LoadPlan, Schedule, Threshold};
 
 /// A validated experiment with its run parameters applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +81,9 @@ impl Experiment {
     }
 }
 
+// A method has a handful of steps, built once per run: boxing the fault (large since the load
+// step's attributes) would cost every pattern match for bytes nobody misses.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
@@ -126,15 +130,66 @@ pub enum FaultSpec {
     Process { action: ProcessAction },
     /// Load on this host (`cpu`, `memory`) or a declared directory (`disk`, `io`).
     Resource { stress: ResourceKind },
+    /// HTTP load on a declared endpoint (the step's target is a `[[targets.http]]` name).
+    Load {
+        /// Full URL: the endpoint's URL plus the step's `path`.
+        url: String,
+        method: String,
+        headers: BTreeMap<String, String>,
+        body: Option<String>,
+        schedule: Schedule,
+        connections: usize,
+        /// Per request.
+        #[serde(with = "crate::spec::duration_serde")]
+        timeout: Duration,
+        /// Judged on the whole step as hypothesis tolerances.
+        thresholds: Vec<Threshold>,
+    },
 }
 
 impl FaultSpec {
-    /// Short kind name as shown to people ("latency", "bandwidth", ...).
+    /// Short kind name as shown to people ("latency", "bandwidth", "load", ...).
     pub fn kind_name(&self) -> &'static str {
         match self {
             FaultSpec::Network { toxic, .. } => toxic.name(),
             FaultSpec::Process { action } => action.name(),
             FaultSpec::Resource { stress } => stress.name(),
+            FaultSpec::Load { .. } => "load",
+        }
+    }
+
+    /// Whether the fault acts through the built-in proxy of its target (which the engine
+    /// binds and checks before anything is injected).
+    pub fn uses_proxy(&self) -> bool {
+        matches!(self, FaultSpec::Network { .. })
+    }
+
+    /// The generator's plan for a load step lasting `duration`.
+    pub fn load_plan(&self, duration: Duration) -> Option<LoadPlan> {
+        match self {
+            FaultSpec::Load {
+                url,
+                method,
+                headers,
+                body,
+                schedule,
+                connections,
+                timeout,
+                ..
+            } => Some(LoadPlan {
+                url: url.clone(),
+                method: method.clone(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                body: body.clone(),
+                schedule: *schedule,
+                connections: *connections,
+                timeout: *timeout,
+                duration,
+            }),
+            _ => None,
         }
     }
 }
@@ -188,6 +243,7 @@ impl Default for Tolerance {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopCondition {
+    /// The probe it watches; for [`StopRule::LoadThreshold`], the load step.
     pub probe: String,
     pub rule: StopRule,
 }
@@ -205,6 +261,8 @@ pub enum StopRule {
         window: Duration,
         min_samples: u32,
     },
+    /// Halt when one second of the named load step breaches the threshold.
+    LoadThreshold(Threshold),
 }
 
 impl std::fmt::Display for StopRule {
@@ -217,6 +275,7 @@ impl std::fmt::Display for StopRule {
                 ratio * 100.0,
                 humantime::format_duration(*window)
             ),
+            StopRule::LoadThreshold(t) => write!(f, "load threshold `{t}` over one second"),
         }
     }
 }

@@ -116,6 +116,27 @@ pub struct RawStep {
     pub until_percent: Option<String>,
     pub block_kib: Option<String>,
     pub mib_per_s: Option<String>,
+    // `load` attributes (`timeout` above is shared with the toxics).
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub rate: Option<String>,
+    pub ramp: Option<RawRamp>,
+    pub connections: Option<String>,
+    pub thresholds: Option<Vec<String>>,
+}
+
+/// `ramp: {from: 10, to: 500, over: 30s}` (req/s; `over` defaults to the step's duration).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a ramp (a map with from, to and optionally over)"
+)]
+pub struct RawRamp {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub over: Option<String>,
 }
 
 /// The keys every fault step has, whatever its kind.
@@ -150,6 +171,18 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "memory" => &[("mib", false), ("fraction", false)],
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
+        // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
+        "load" => &[
+            ("path", false),
+            ("method", false),
+            ("headers", false),
+            ("body", false),
+            ("rate", false),
+            ("ramp", false),
+            ("connections", false),
+            ("timeout", false),
+            ("thresholds", false),
+        ],
         _ => return None,
     })
 }
@@ -170,6 +203,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "memory",
     "disk",
     "io",
+    "load",
 ];
 
 /// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
@@ -178,6 +212,7 @@ pub fn target_kind_for(fault: &str) -> Option<&'static str> {
         "kill" | "pause" => "process",
         "cpu" | "memory" => "host",
         "disk" | "io" => "disk",
+        "load" => "http",
         other if fault_attributes(other).is_some() => "proxy",
         _ => return None,
     })
@@ -186,10 +221,13 @@ pub fn target_kind_for(fault: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a stop condition (a map with probe and consecutive_failures or failure_ratio)"
+    expecting = "a stop condition (a map with probe and consecutive_failures or failure_ratio, or with load and threshold)"
 )]
 pub struct RawStopCondition {
     pub probe: Option<String>,
+    /// A load step whose one-second windows are judged against `threshold`.
+    pub load: Option<String>,
+    pub threshold: Option<String>,
     pub consecutive_failures: Option<String>,
     pub failure_ratio: Option<String>,
     pub window: Option<String>,

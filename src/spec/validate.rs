@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::faults::network::{Direction, ToxicKind};
 use crate::faults::process::{ProcessAction, Signal};
 use crate::faults::resource::{DiskAmount, MemoryAmount, ResourceKind};
+use crate::load::Schedule;
 
 /// Longer than this is certainly a typo (`30h` for `30s`).
 pub const ABSURD: Duration = Duration::from_secs(24 * 3600);
@@ -97,6 +98,8 @@ struct Cx<'a> {
     step_names: HashMap<String, String>,
     /// Fault steps with the top-level parallel group they run in (None: in sequence).
     faults: Vec<(String, Option<usize>, FaultStep)>,
+    /// Names of the steps with `fault: load` (valid or not), for load stop conditions.
+    load_steps: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -315,6 +318,7 @@ pub(crate) fn experiment(
         suggested,
         step_names: HashMap::new(),
         faults: Vec::new(),
+        load_steps: Vec::new(),
     };
     let cx = &mut cx;
 
@@ -720,7 +724,7 @@ fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackActio
 }
 
 fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
-    let fault_keys: [(&str, bool); 23] = [
+    let fault_keys: [(&str, bool); 31] = [
         ("name", s.name.is_some()),
         ("target", s.target.is_some()),
         ("fault", s.fault.is_some()),
@@ -744,6 +748,14 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         ("until_percent", s.until_percent.is_some()),
         ("block_kib", s.block_kib.is_some()),
         ("mib_per_s", s.mib_per_s.is_some()),
+        ("path", s.path.is_some()),
+        ("method", s.method.is_some()),
+        ("headers", s.headers.is_some()),
+        ("body", s.body.is_some()),
+        ("rate", s.rate.is_some()),
+        ("ramp", s.ramp.is_some()),
+        ("connections", s.connections.is_some()),
+        ("thresholds", s.thresholds.is_some()),
     ];
     let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
     let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
@@ -839,8 +851,21 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             "payments",
         )
         .map(str::to_string);
-    let target = target
-        .and_then(|t| fault_target(cx, &format!("{path}.target"), &t, kind.as_deref(), wants));
+    let is_load = kind.as_deref().map(str::trim) == Some("load");
+    if let (true, Some(n)) = (is_load, name) {
+        cx.load_steps.push(n.to_string());
+    }
+    // A load step aims at an HTTP endpoint (its URL is the base of the requests); every other
+    // fault acts on a declared target of its kind.
+    let load_base = match (&target, is_load) {
+        (Some(t), true) => cx.endpoint(&format!("{path}.target"), t, "load steps"),
+        _ => None,
+    };
+    let target = if is_load {
+        target.filter(|_| load_base.is_some())
+    } else {
+        target.and_then(|t| fault_target(cx, &format!("{path}.target"), &t, kind.as_deref(), wants))
+    };
     let direction = match s.direction.as_deref().map(str::trim) {
         _ if !network => Some(Direction::Downstream),
         None | Some("downstream") => Some(Direction::Downstream),
@@ -883,6 +908,7 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
     // Attributes of the fault kind. `direction` and `toxicity` belong to network faults only.
     let mut toxic = None;
     let mut host_fault = None;
+    let mut load_fault = None;
     if let (Some(k), Some(attrs)) = (kind.as_deref(), attrs) {
         let mut ok = true;
         let checked = fault_keys[6..]
@@ -933,7 +959,11 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
         let u = |cx: &mut Cx, key: &str, v: &Option<String>, ex: &str| {
             cx.uint(&format!("{path}.{key}"), v, ex)
         };
-        if ok && !network {
+        if is_load {
+            // Checked even when a key is wrong, so every problem of the step is reported.
+            let spec = load_spec(cx, path, s, load_base.as_deref(), duration);
+            load_fault = spec.filter(|_| ok);
+        } else if ok && !network {
             host_fault = host_fault_spec(cx, path, k, s, target.as_deref());
         } else if ok {
             toxic = match k {
@@ -983,7 +1013,9 @@ fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<St
             };
         }
     }
-    let fault = if network {
+    let fault = if is_load {
+        load_fault?
+    } else if network {
         FaultSpec::Network {
             toxic: toxic?,
             direction: direction?,
@@ -1368,6 +1400,217 @@ fn host_fault_spec(
     }
 }
 
+/// Highest rate a load step may ask for: above it, a typo is likelier than an intent.
+pub const MAX_LOAD_RATE: f64 = 1_000_000.0;
+/// Most connections one load step may open.
+pub const MAX_LOAD_CONNECTIONS: u64 = 10_000;
+
+/// The attributes of a `load` step. `base` is the endpoint's URL (None: already reported).
+fn load_spec(
+    cx: &mut Cx,
+    path: &str,
+    s: &RawStep,
+    base: Option<&str>,
+    duration: Option<Duration>,
+) -> Option<FaultSpec> {
+    let rate_of = |cx: &mut Cx, p: &str, v: &Option<String>, ex: &str| -> Option<f64> {
+        let text = v.as_deref()?;
+        let key = p.rsplit('.').next().unwrap_or(p);
+        match text.trim().parse::<f64>() {
+            Ok(r) if r.is_finite() && (0.0..=MAX_LOAD_RATE).contains(&r) => Some(r),
+            Ok(_) => {
+                cx.at(
+                    p,
+                    format!("`{key}: {text}` is outside 0..{MAX_LOAD_RATE}"),
+                    format!("write requests per second, like `{key}: {ex}`"),
+                );
+                None
+            }
+            Err(_) => {
+                cx.at(
+                    p,
+                    format!("`{key}: {text}` is not a number of requests per second"),
+                    format!("write it like `{key}: {ex}`"),
+                );
+                None
+            }
+        }
+    };
+    let schedule = match (&s.rate, &s.ramp) {
+        (Some(_), Some(_)) => {
+            cx.at_key(
+                &format!("{path}.ramp"),
+                "a load step has either `rate` or `ramp`, not both",
+                "keep `rate: 200` for a constant load, or `ramp: {from: 10, to: 200}` for a growing one",
+            );
+            None
+        }
+        (None, None) => {
+            if !cx.loc.has(&format!("{path}.rate")) && !cx.loc.has(&format!("{path}.ramp")) {
+                cx.at(
+                    path,
+                    "a `load` fault needs `rate` or `ramp`",
+                    "add `rate: 200` (requests per second), or `ramp: {from: 10, to: 200}`",
+                );
+            }
+            None
+        }
+        (Some(_), None) => {
+            let p = format!("{path}.rate");
+            match rate_of(cx, &p, &s.rate, "200") {
+                Some(r) if r > 0.0 => Some(Schedule::Constant { rate: r }),
+                Some(_) => {
+                    cx.at(
+                        &p,
+                        "`rate: 0` sends nothing",
+                        "use a rate above zero, like `rate: 200`",
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+        (None, Some(r)) => {
+            let rp = format!("{path}.ramp");
+            let from = cx
+                .required(&format!("{rp}.from"), &r.from, "this ramp", "10")
+                .map(|_| ())
+                .and_then(|_| rate_of(cx, &format!("{rp}.from"), &r.from, "10"));
+            let to = cx
+                .required(&format!("{rp}.to"), &r.to, "this ramp", "200")
+                .map(|_| ())
+                .and_then(|_| rate_of(cx, &format!("{rp}.to"), &r.to, "200"));
+            let over = match &r.over {
+                None => duration,
+                Some(_) => cx.duration(&format!("{rp}.over"), &r.over, None),
+            };
+            if let (Some(o), Some(d)) = (over, duration)
+                && (o.is_zero() || o > d)
+            {
+                cx.at(
+                    &format!("{rp}.over"),
+                    format!(
+                        "the ramp lasts {} but the step {}",
+                        humantime::format_duration(o),
+                        humantime::format_duration(d)
+                    ),
+                    "give `over` a duration above zero and at most the step's (or leave it out: the ramp then spans the step)",
+                );
+                return None;
+            }
+            match (from, to, over) {
+                (Some(f), Some(t), Some(o)) if f > 0.0 || t > 0.0 => Some(Schedule::Ramp {
+                    from: f,
+                    to: t,
+                    over: o,
+                }),
+                (Some(_), Some(_), Some(_)) => {
+                    cx.at(
+                        &rp,
+                        "this ramp goes from 0 to 0 and sends nothing",
+                        "ramp to a rate above zero, like `to: 200`",
+                    );
+                    None
+                }
+                _ => None,
+            }
+        }
+    };
+    let url_path = http_path(cx, &format!("{path}.path"), &s.path);
+    let method = http_method(cx, &format!("{path}.method"), &s.method, "GET");
+    let connections = match &s.connections {
+        None => Some(10),
+        Some(_) => {
+            let p = format!("{path}.connections");
+            match cx.uint(&p, &s.connections, "10") {
+                Some(n) if (1..=MAX_LOAD_CONNECTIONS).contains(&n) => Some(n as usize),
+                Some(n) => {
+                    cx.at(
+                        &p,
+                        format!("`connections: {n}` is outside 1..{MAX_LOAD_CONNECTIONS}"),
+                        "use a handful per core of the target, like `connections: 10`",
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    let tp = format!("{path}.timeout");
+    let timeout = cx.duration(&tp, &s.timeout, Some(Duration::from_secs(5)));
+    if timeout == Some(Duration::ZERO) {
+        cx.at(
+            &tp,
+            "`timeout: 0s` fails every request",
+            "give requests time, like `timeout: 5s`",
+        );
+        return None;
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in s.headers.iter().flatten() {
+        let hp = format!("{path}.headers.{k}");
+        if hyper::header::HeaderName::from_bytes(k.trim().as_bytes()).is_err() {
+            cx.at_key(
+                &hp,
+                format!("`{k}` is not a valid header name"),
+                "header names are letters, digits and `-`, like `x-request-source`",
+            );
+        } else if hyper::header::HeaderValue::from_str(v).is_err() {
+            cx.at(
+                &hp,
+                format!("the value of header `{k}` has characters HTTP headers cannot carry"),
+                "use visible ASCII text (no line breaks)",
+            );
+        } else {
+            headers.insert(k.trim().to_string(), v.clone());
+        }
+    }
+    let mut thresholds = Vec::new();
+    let mut thresholds_ok = true;
+    for (i, t) in s.thresholds.iter().flatten().enumerate() {
+        match crate::load::Threshold::parse(t) {
+            Ok(t) => thresholds.push(t),
+            Err(e) => {
+                cx.at(&format!("{path}.thresholds[{i}]"), e.message, e.hint);
+                thresholds_ok = false;
+            }
+        }
+    }
+    let base = base?;
+    if !base.starts_with("http://") {
+        cx.at(
+            &format!("{path}.target"),
+            format!("endpoint `{base}` is not plain http"),
+            "the load generator speaks HTTP/1.1 without TLS; point the step at an http:// endpoint",
+        );
+        return None;
+    }
+    let spec = FaultSpec::Load {
+        url: join_url(base, &url_path?),
+        method: method?,
+        headers,
+        body: s.body.clone(),
+        schedule: schedule?,
+        connections: connections?,
+        timeout: timeout?,
+        thresholds,
+    };
+    if !thresholds_ok {
+        return None;
+    }
+    if let Some(plan) = spec.load_plan(duration.unwrap_or_default())
+        && let Err(e) = crate::load::check(&plan)
+    {
+        cx.at(
+            &format!("{path}.target"),
+            e.to_string(),
+            "fix the endpoint's URL in the operator config, or the step's path",
+        );
+        return None;
+    }
+    Some(spec)
+}
+
 /// Two faults at the same time on one target and direction, or `down` with anything else on
 /// that target, would fight each other.
 fn overlaps(cx: &mut Cx) {
@@ -1436,6 +1679,9 @@ fn stop_condition(
     s: &RawStopCondition,
     probes: &[String],
 ) -> Option<StopCondition> {
+    if s.load.is_some() || s.threshold.is_some() || cx.loc.has(&format!("{path}.load")) {
+        return load_stop_condition(cx, path, s);
+    }
     let probe = cx
         .required(
             &format!("{path}.probe"),
@@ -1557,6 +1803,72 @@ fn stop_condition(
     })
 }
 
+/// `- load: <load step>` with `threshold: "error_rate < 20%"`: halts the run when one second
+/// of that step breaches the threshold.
+fn load_stop_condition(cx: &mut Cx, path: &str, s: &RawStopCondition) -> Option<StopCondition> {
+    for (key, present) in [
+        ("probe", s.probe.is_some()),
+        ("consecutive_failures", s.consecutive_failures.is_some()),
+        ("failure_ratio", s.failure_ratio.is_some()),
+        ("window", s.window.is_some()),
+        ("min_samples", s.min_samples.is_some()),
+    ] {
+        if present {
+            cx.at_key(
+                &format!("{path}.{key}"),
+                format!("a `load` stop condition takes no `{key}`"),
+                "a load stop condition is `load: <step name>` with `threshold: \"error_rate < 20%\"`; put probe rules in their own stop condition",
+            );
+        }
+    }
+    let step = cx
+        .required(
+            &format!("{path}.load"),
+            &s.load,
+            "this stop condition",
+            "api-load",
+        )
+        .map(str::to_string);
+    let loads = cx.load_steps.clone();
+    let step = step.and_then(|name| {
+        if loads.contains(&name) {
+            return Some(name);
+        }
+        let message = if cx.step_names.contains_key(&name) {
+            format!("step `{name}` is not a load step")
+        } else {
+            format!("stop condition names load step `{name}`, which does not exist")
+        };
+        let hint = match did_you_mean(&name, loads.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if loads.is_empty() => "add a step with `fault: load` to the method first".into(),
+            None => format!("load steps of this experiment: {}", loads.join(", ")),
+        };
+        cx.at(&format!("{path}.load"), message, hint);
+        None
+    });
+    let tp = format!("{path}.threshold");
+    let threshold = cx
+        .required(
+            &tp,
+            &s.threshold,
+            "this load stop condition",
+            "\"error_rate < 20%\"",
+        )
+        .map(str::to_string)
+        .and_then(|t| match crate::load::Threshold::parse(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                cx.at(&tp, e.message, e.hint);
+                None
+            }
+        });
+    Some(StopCondition {
+        probe: step?,
+        rule: StopRule::LoadThreshold(threshold?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -1614,5 +1926,105 @@ mod tests {
             e.stop_conditions[0].rule,
             crate::spec::model::StopRule::ConsecutiveFailures(5)
         );
+    }
+
+    fn load_problems(method: &str, stops: &str) -> Vec<String> {
+        let cfg = Config::from_toml(
+            "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080\"\n[[targets.http]]\nname = \"secure\"\nurl = \"https://127.0.0.1:18443\"\n",
+        )
+        .unwrap();
+        let text = format!("{HEAD}method:\n{method}{stops}");
+        match parse_experiment(&text, "t.yaml", &cfg, &[]) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn load_steps_parse_into_the_model() {
+        let cfg = Config::from_toml(
+            "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080/\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "{HEAD}method:\n  - name: l\n    target: shop\n    fault: load\n    path: /search?q=1\n    method: post\n    headers: {{x-a: b}}\n    body: hi\n    ramp: {{from: 10, to: 100}}\n    thresholds: [\"p99 < 300ms\", \"error_rate < 1%\"]\n    duration: 10s\nstop_conditions:\n  - load: l\n    threshold: \"error_rate < 20%\"\n"
+        );
+        let e = parse_experiment(&text, "t.yaml", &cfg, &[]).unwrap();
+        let f = e.fault_steps()[0].clone();
+        let crate::spec::model::FaultSpec::Load {
+            url,
+            method,
+            headers,
+            schedule,
+            connections,
+            thresholds,
+            ..
+        } = &f.fault
+        else {
+            panic!("{f:?}")
+        };
+        assert_eq!(url, "http://127.0.0.1:18080/search?q=1");
+        assert_eq!(method, "POST");
+        assert_eq!(headers["x-a"], "b");
+        assert_eq!(*connections, 10);
+        assert_eq!(thresholds.len(), 2);
+        assert_eq!(
+            *schedule,
+            crate::load::Schedule::Ramp {
+                from: 10.0,
+                to: 100.0,
+                over: std::time::Duration::from_secs(10)
+            }
+        );
+        assert!(matches!(
+            e.stop_conditions[0].rule,
+            crate::spec::model::StopRule::LoadThreshold(_)
+        ));
+    }
+
+    #[test]
+    fn load_mistakes_are_located_with_hints() {
+        let ps = load_problems(
+            "  - name: l\n    target: shop\n    fault: load\n    rate: 10\n    thresholds: [\"p99 < 300ms\", \"eror_rate < 1%\"]\n    duration: 5s\n",
+            "stop_conditions:\n  - load: lod\n    threshold: \"p99 < soon\"\n",
+        );
+        assert_eq!(ps.len(), 3, "{ps:#?}");
+        assert!(
+            ps[0].starts_with("t.yaml:12:33: `eror_rate` is not a load metric")
+                && ps[0].contains("did you mean `error_rate`?"),
+            "{ps:#?}"
+        );
+        assert!(
+            ps[1].contains("load step `lod`, which does not exist")
+                && ps[1].contains("did you mean `l`?"),
+            "{ps:#?}"
+        );
+        assert!(ps[2].contains("p99 < soon"), "{ps:#?}");
+
+        let ps = load_problems(
+            "  - {name: l, target: payments, fault: load, rate: 10, duration: 5s}\n  - {name: m, target: secure, fault: load, ramp: {from: 1, to: 2}, rate: 3, duration: 5s}\n  - {name: n, target: shop, fault: load, toxicity: 1, duration: 5s}\n  - {name: o, target: shop, fault: load, rate: 1, latency: 1s, duration: 5s}\n",
+            "",
+        );
+        let all = ps.join("\n");
+        assert!(
+            all.contains(
+                "`payments` is a proxy target; load steps call a declared [[targets.http]] endpoint"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("either `rate` or `ramp`, not both"), "{all}");
+        assert!(
+            all.contains("`toxicity` is not an attribute of a `load` fault"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a `load` fault needs `rate` or `ramp`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`latency` is not an attribute of a `load` fault"),
+            "{all}"
+        );
+        assert!(all.contains("not plain http"), "{all}");
     }
 }

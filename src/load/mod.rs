@@ -1,0 +1,276 @@
+//! The HTTP load attack: open-loop request generation at a constant rate or a ramp over a
+//! fixed pool of keep-alive connections, with latencies measured from each request's
+//! *intended* send time (corrected for coordinated omission, as wrk2 and oha's
+//! `--latency-correction` do), a per-request timeout, and a breakdown of status codes and
+//! errors. Numbers are reported once a second and in total.
+//!
+//! - [`schedule`]: when each request is due.
+//! - `conn`: the connection workers.
+//! - [`stats`]: histograms and counts.
+//! - [`threshold`]: k6-style pass/fail criteria (`p99 < 300ms`).
+
+mod conn;
+pub mod schedule;
+pub mod stats;
+pub mod threshold;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Uri};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info};
+
+pub use schedule::Schedule;
+pub use stats::{ErrorKind, Latencies, LoadFigures};
+pub use threshold::{Threshold, ThresholdError};
+
+use stats::Window;
+
+/// What to send, how fast, for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadPlan {
+    /// Full `http://host:port/path?query` URL.
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub schedule: Schedule,
+    /// Keep-alive connections (each carries one request at a time).
+    pub connections: usize,
+    /// Per request, from connect (when needed) to the last byte of the answer.
+    pub timeout: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("load URL `{url}` is not valid: {why}; use an http://host:port/path URL")]
+    BadUrl { url: String, why: String },
+    #[error(
+        "load URL `{0}` is not plain http; the load generator speaks HTTP/1.1 without TLS, point it at an http:// endpoint"
+    )]
+    UnsupportedScheme(String),
+    #[error("`{0}` is not an HTTP method; use GET, POST, PUT, ...")]
+    BadMethod(String),
+    #[error("header `{name}` cannot be sent: {why}; fix its name or value")]
+    BadHeader { name: String, why: String },
+    #[error("`connections` must be at least 1")]
+    NoConnections,
+}
+
+/// What a finished attack measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOutcome {
+    /// Over the whole attack (latency corrected for coordinated omission).
+    pub total: LoadFigures,
+    /// Service time (from the actual send) over the whole attack, for comparison.
+    pub service_time: Latencies,
+    pub elapsed: Duration,
+    /// Stopped before the end of its duration (revert, abort, deadline).
+    pub stopped_early: bool,
+}
+
+/// A running attack. Dropping the handle does not stop it (its deadline does).
+pub struct LoadHandle {
+    stop: CancellationToken,
+    task: JoinHandle<LoadOutcome>,
+}
+
+impl LoadHandle {
+    /// Stops sending at once (in-flight requests are abandoned and their connections
+    /// closed) and returns the totals.
+    pub async fn stop(self) -> Option<LoadOutcome> {
+        self.stop.cancel();
+        self.task.await.ok()
+    }
+
+    /// Waits for the attack to end by itself.
+    pub async fn finish(self) -> Option<LoadOutcome> {
+        self.task.await.ok()
+    }
+
+    /// A token that stops the attack when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+fn template(plan: &LoadPlan) -> Result<conn::RequestTemplate, LoadError> {
+    let bad = |why: String| LoadError::BadUrl {
+        url: plan.url.clone(),
+        why,
+    };
+    let url = url::Url::parse(&plan.url).map_err(|e| bad(e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(LoadError::UnsupportedScheme(plan.url.clone()));
+    }
+    let host = url.host_str().ok_or_else(|| bad("it has no host".into()))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addr = format!("{host}:{port}");
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let mut pq = url.path().to_string();
+    if let Some(q) = url.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let uri: Uri = pq
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
+    let method = Method::from_bytes(plan.method.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| LoadError::BadMethod(plan.method.clone()))?;
+    let mut headers = HeaderMap::new();
+    let hv = |name: &str, v: &str| {
+        HeaderValue::from_str(v).map_err(|e| LoadError::BadHeader {
+            name: name.to_string(),
+            why: e.to_string(),
+        })
+    };
+    headers.insert(HOST, hv("host", &authority)?);
+    for (k, v) in &plan.headers {
+        let name =
+            HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| LoadError::BadHeader {
+                name: k.clone(),
+                why: e.to_string(),
+            })?;
+        headers.insert(name, hv(k, v)?);
+    }
+    let body = Bytes::from(plan.body.clone().unwrap_or_default());
+    Ok(conn::RequestTemplate {
+        addr,
+        method,
+        uri,
+        headers,
+        body,
+        timeout: plan.timeout,
+    })
+}
+
+/// Checks a plan without sending anything (what `spawn` would refuse).
+pub fn check(plan: &LoadPlan) -> Result<(), LoadError> {
+    if plan.connections == 0 {
+        return Err(LoadError::NoConnections);
+    }
+    template(plan).map(|_| ())
+}
+
+/// Starts the attack. It ends by itself after `plan.duration` or at `deadline`, whichever
+/// comes first; `on_second(n, figures)` is called after each full second (n from 1).
+pub fn spawn<F>(
+    plan: &LoadPlan,
+    deadline: std::time::Instant,
+    on_second: F,
+) -> Result<LoadHandle, LoadError>
+where
+    F: Fn(u64, LoadFigures) + Send + 'static,
+{
+    if plan.connections == 0 {
+        return Err(LoadError::NoConnections);
+    }
+    let template = template(plan)?;
+    let stop = CancellationToken::new();
+    let start = Instant::now();
+    let until_deadline = deadline.saturating_duration_since(std::time::Instant::now());
+    let end = start + plan.duration.min(until_deadline);
+    let shared = Arc::new(conn::Shared {
+        template,
+        schedule: plan.schedule,
+        next: AtomicU64::new(0),
+        start,
+        end,
+        stop: stop.child_token(),
+    });
+    let connections = plan.connections;
+    let span = tracing::info_span!("load", url = %plan.url, schedule = %plan.schedule.describe());
+    let stop_outer = stop.clone();
+    let task = tokio::spawn(
+        async move { drive(shared, connections, stop_outer, on_second).await }.instrument(span),
+    );
+    Ok(LoadHandle { stop, task })
+}
+
+async fn drive<F>(
+    sh: Arc<conn::Shared>,
+    connections: usize,
+    stop: CancellationToken,
+    on_second: F,
+) -> LoadOutcome
+where
+    F: Fn(u64, LoadFigures) + Send + 'static,
+{
+    let windows: Vec<Arc<std::sync::Mutex<Window>>> = (0..connections)
+        .map(|_| Arc::new(std::sync::Mutex::new(Window::default())))
+        .collect();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in &windows {
+        workers.spawn(conn::worker(Arc::clone(&sh), Arc::clone(w)).in_current_span());
+    }
+    info!(connections, "load started");
+    let mut second = Window::default();
+    let mut total = Window::default();
+    let collect = |into: &mut Window| {
+        for w in &windows {
+            let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+            into.merge(&w);
+            w.reset();
+        }
+    };
+    let mut tick =
+        tokio::time::interval_at(sh.start + Duration::from_secs(1), Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    let mut last = sh.start;
+    let mut stopped_early = false;
+    let end = sh.end;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => { stopped_early = Instant::now() < end; break; }
+            _ = tokio::time::sleep_until(end) => break,
+            done = workers.join_next() => {
+                if done.is_none() { break; }
+            }
+            now = tick.tick() => {
+                if now > end { continue; }
+                n += 1;
+                collect(&mut second);
+                let planned = sh.schedule.planned_by(now - sh.start) - sh.schedule.planned_by(last - sh.start);
+                let secs = (now - last).as_secs_f64().max(1e-9);
+                let figures = second.figures(now - last, planned / secs);
+                debug!(second = n, rps = figures.achieved_rps, p99_ms = figures.latency.p99_ms, "load second");
+                on_second(n, figures);
+                total.merge(&second);
+                second.reset();
+                last = now;
+            }
+        }
+    }
+    // Stop every worker: in-flight requests are dropped and their connections closed.
+    sh.stop.cancel();
+    while workers.join_next().await.is_some() {}
+    collect(&mut total);
+    let elapsed = (Instant::now().min(end)) - sh.start;
+    let planned = sh.schedule.planned_by(elapsed);
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let figures = total.figures(elapsed, planned / secs);
+    info!(
+        requests = figures.requests,
+        rps = figures.achieved_rps,
+        p99_ms = figures.latency.p99_ms,
+        errors = figures.errors,
+        "load finished"
+    );
+    LoadOutcome {
+        total: figures,
+        service_time: total.service_latencies(),
+        elapsed,
+        stopped_early,
+    }
+}
