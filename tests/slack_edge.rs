@@ -962,7 +962,20 @@ async fn mentions_are_answered_once_and_own_messages_ignored() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let audit = audit_actions(&rig).await;
+    // The audit row is written by the spawned handler, right after it enqueues the answer.
+    let mut audit = audit_actions(&rig).await;
+    for _ in 0..100 {
+        if audit
+            .iter()
+            .filter(|(a, _)| a == "event:app_mention")
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        audit = audit_actions(&rig).await;
+    }
     assert_eq!(
         audit
             .iter()
