@@ -374,6 +374,40 @@ fn row(name: &str, cols: &[String]) {
     println!();
 }
 
+/// Starts the proxy on a runtime with threads of its own, as it runs inside the chaosbot
+/// process: it must not share worker threads with this bench's clients and server (noxious, a
+/// separate process, gets its own threads from the OS too).
+fn start_proxy_in_its_own_runtime(name: &str, up: SocketAddr) -> Res<ProxyHandle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let started = Proxy::start(ProxySettings {
+                name,
+                listen: "127.0.0.1:0".parse().expect("literal address"),
+                upstream: up.to_string(),
+            })
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            let _ = tx.send(started);
+            // Serve until the bench process exits.
+            std::future::pending::<()>().await
+        });
+    });
+    rx.recv()?
+}
+
 async fn run() -> Res<()> {
     let gib: u64 = std::env::var("BULK_GIB")
         .ok()
@@ -381,14 +415,7 @@ async fn run() -> Res<()> {
         .unwrap_or(2);
     let bulk_bytes = gib << 30;
     let up = upstream_server().await?;
-    let start = |name: &str| {
-        Proxy::start(ProxySettings {
-            name: name.into(),
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            upstream: up.to_string(),
-        })
-    };
-    let proxy = start("bench").await?;
+    let proxy = start_proxy_in_its_own_runtime("bench", up)?;
     let noxious = match std::env::var("NOXIOUS_BIN") {
         Ok(bin) => Some(Noxious::start(&bin, up).await?),
         Err(_) => None,

@@ -117,20 +117,27 @@ impl TargetRegistry {
 
     /// The declared proxies a run of `exp` needs up: those its network faults act through, and
     /// those its probes reach the service through (a process or resource experiment still
-    /// probes the service via its proxy).
+    /// probes the service via its proxy), and those its load steps send requests through.
     pub fn proxies_for(&self, exp: &crate::spec::model::Experiment) -> Vec<String> {
         use crate::spec::model::ProbeKind;
         let mut names = exp.proxy_targets();
+        let url_hits = |url: &str, listen: &str| {
+            url.split_once("://")
+                .map(|(_, rest)| rest.split(['/', '?', '#']).next() == Some(listen))
+                .unwrap_or(false)
+        };
         for p in &self.cfg.targets.proxy {
             let listen = p.listen.to_string();
             let probed = exp.hypothesis.iter().any(|probe| match &probe.kind {
-                ProbeKind::Http { url, .. } => url
-                    .split_once("://")
-                    .map(|(_, rest)| rest.split(['/', '?', '#']).next() == Some(listen.as_str()))
-                    .unwrap_or(false),
+                ProbeKind::Http { url, .. } => url_hits(url, &listen),
                 ProbeKind::Tcp { address, .. } => *address == listen,
             });
-            if probed && !names.contains(&p.name) {
+            // A load step may send its requests through a proxy too (an endpoint at its listen).
+            let loaded = exp.fault_steps().iter().any(|f| match &f.fault {
+                crate::spec::model::FaultSpec::Load { url, .. } => url_hits(url, &listen),
+                _ => false,
+            });
+            if (probed || loaded) && !names.contains(&p.name) {
                 names.push(p.name.clone());
             }
         }
