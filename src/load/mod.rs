@@ -209,9 +209,48 @@ where
     let windows: Vec<Arc<std::sync::Mutex<Window>>> = (0..connections)
         .map(|_| Arc::new(std::sync::Mutex::new(Window::default())))
         .collect();
+    // The connection workers run on one single-threaded runtime per core, on threads of their
+    // own: at high rates that saves the work-stealing hand-offs of a shared runtime, and it
+    // keeps the generator off the threads the engine and the probes use.
+    let cores = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, connections);
     let mut workers = tokio::task::JoinSet::new();
-    for w in &windows {
-        workers.spawn(conn::worker(Arc::clone(&sh), Arc::clone(w)).in_current_span());
+    for k in 0..cores {
+        let mine: Vec<_> = windows.iter().skip(k).step_by(cores).cloned().collect();
+        let sh = Arc::clone(&sh);
+        let span = tracing::Span::current();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("chaosbot-load-{k}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a load worker thread's runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut set = tokio::task::JoinSet::new();
+                    for w in mine {
+                        set.spawn(conn::worker(Arc::clone(&sh), w).instrument(span.clone()));
+                    }
+                    while set.join_next().await.is_some() {}
+                });
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a load worker thread");
+            continue;
+        }
+        // Finishes when the thread's workers are done (or the thread ended without them).
+        workers.spawn(async move {
+            let _ = done_rx.await;
+        });
     }
     info!(connections, "load started");
     let mut second = Window::default();
