@@ -5,13 +5,15 @@
 //! - [`config`] loads the operator's settings: the declared targets and the guard rails.
 //! - [`spec`] turns experiment YAML into a validated [`spec::model::Experiment`].
 //! - [`engine`] executes runs: a worker pool claims queued runs from the [`store`], walks the
-//!   lifecycle state machine, injects [`faults`] (a fault-injecting TCP proxy for network
-//!   faults), samples [`probes`], and always reverts.
+//!   lifecycle state machine, injects [`faults`] (network toxics through a fault-injecting
+//!   TCP proxy; process signals; cpu, memory, disk and io stress; HTTP load), samples
+//!   [`probes`], and always reverts.
 //! - [`load`] generates open-loop HTTP load for the `load` fault step.
 //! - [`journal`] is each run's append-only event list, the single source of truth.
 //! - [`report`] renders journals for people (terminal view, final report).
 //! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse, authorize
-//!   and submit.
+//!   and submit; [`slack::projector`] renders journals into the channel through the persisted
+//!   [`slack::outbox`], and [`slack::server`] puts the long-running process together.
 
 pub mod cli;
 pub mod config;

@@ -1,8 +1,8 @@
 //! The Slack Web API as chaosbot uses it: JSON in, JSON out, with errors a caller can act on
 //! (rate limits with their Retry-After, server errors, network errors, Slack's own `ok: false`).
 //!
-//! CONTRACT: the outbox work implements [`SlackApi`] over HTTP (base URL from `SLACK_API_URL`,
-//! so tests can point it at a fake Slack).
+//! [`HttpSlackApi`] implements [`SlackApi`] over HTTP; its base URL comes from `SLACK_API_URL`,
+//! so tests can point it at a fake Slack.
 
 use std::time::Duration;
 

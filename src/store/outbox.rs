@@ -3,8 +3,8 @@
 //! run's journal the Slack thread has been rendered, advanced in the same transaction as the
 //! messages it produced (so a restart neither skips nor repeats a line).
 //!
-//! CONTRACT: the outbox work implements this for both backends
-//! (`sqlite_outbox.rs`, `postgres_outbox.rs`) and may add delivery-side methods.
+//! Implemented for both backends in `sqlite_outbox.rs` and `postgres_outbox.rs`; delivered by
+//! [`crate::slack::outbox`].
 
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;

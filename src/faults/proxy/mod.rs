@@ -1,11 +1,12 @@
 //! The built-in fault-injecting TCP proxy: one listener per declared proxied target, forwarding
 //! to its upstream, with toxics that can be added and removed while connections stay open.
 //!
-//! API CONTRACT (implemented by the proxy work; the engine depends only on this surface).
+//! The engine depends only on the surface here ([`Proxy::start`], [`ProxyHandle`]).
 //!
-//! Layout: this file holds the contract types, the handle and the listener; [`link`] runs one
+//! Layout: this file holds the public types, the handle and the listener; [`link`] runs one
 //! connection (per direction: `splice(2)` zero-copy while no toxic affects it, otherwise a
-//! reader and a writer that applies the toxics); [`toxics`] holds what each toxic decides. Toxic semantics follow Toxiproxy (<https://github.com/Shopify/toxiproxy#toxics>).
+//! reader and a writer that applies the toxics); [`toxics`] holds what each toxic decides.
+//! Toxic semantics follow Toxiproxy (<https://github.com/Shopify/toxiproxy#toxics>).
 //!
 //! The toxic set lives in a `tokio::sync::watch` channel: every writer waits on it alongside its
 //! data, so a change interrupts a latency hold, a bandwidth sleep or a blackhole at once. Every
