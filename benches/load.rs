@@ -242,44 +242,84 @@ fn main() {
     let mut rows = Vec::new();
     let pause = || std::thread::sleep(Duration::from_millis(500));
 
-    // 1. Highest sustained rate.
-    let sc = format!("max req/s, c={conns}, {secs}s");
+    // 1. Highest sustained rate. The tools take turns for several rounds (the machine's noise
+    // is large: one tool's rate swings by 20% between runs) and each keeps its best round.
+    let rounds = env("LOAD_BENCH_ROUNDS", 3).max(1);
+    let sc = format!("max req/s, c={conns}, {secs}s, best of {rounds}");
     eprintln!("running: {sc}");
-    let t = Instant::now();
-    let o = ours(addr, Schedule::Unthrottled, conns as usize, secs);
-    rows.push(Row {
-        scenario: sc.clone(),
-        tool: "chaosbot".into(),
-        rps: o.total.achieved_rps,
-        p50: o.service_time.p50_ms,
-        p99: o.service_time.p99_ms,
-        max: o.service_time.max_ms,
-        note: format!(
-            "{} errors, {:.1}s",
-            o.total.errors,
-            t.elapsed().as_secs_f64()
-        ),
-    });
-    pause();
-    if let Some(b) = &oha_bin
-        && let Some(r) = oha(b, addr, conns, secs, None, false)
-    {
-        rows.push(Row {
-            scenario: sc.clone(),
-            tool: "oha".into(),
-            ..r
-        });
+    let mut best: Vec<(String, Row, Vec<f64>)> = Vec::new();
+    let mut keep = |tool: &str, r: Row| match best.iter_mut().find(|(t, _, _)| t == tool) {
+        Some((_, b, all)) => {
+            all.push(r.rps);
+            if r.rps > b.rps {
+                *b = r;
+            }
+        }
+        None => best.push((tool.to_string(), r.clone(), vec![r.rps])),
+    };
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let o = ours(addr, Schedule::Unthrottled, conns as usize, secs);
+        keep(
+            "chaosbot",
+            Row {
+                scenario: sc.clone(),
+                tool: "chaosbot".into(),
+                rps: o.total.achieved_rps,
+                p50: o.service_time.p50_ms,
+                p99: o.service_time.p99_ms,
+                max: o.service_time.max_ms,
+                note: format!(
+                    "{} errors, {:.1}s",
+                    o.total.errors,
+                    t.elapsed().as_secs_f64()
+                ),
+            },
+        );
         pause();
+        if let Some(b) = &oha_bin
+            && let Some(r) = oha(b, addr, conns, secs, None, false)
+        {
+            keep(
+                "oha",
+                Row {
+                    scenario: sc.clone(),
+                    tool: "oha".into(),
+                    ..r
+                },
+            );
+            pause();
+        }
+        if let Some(b) = &wrk_bin
+            && let Some(r) = wrk(b, addr, conns, secs)
+        {
+            keep(
+                "wrk -t2",
+                Row {
+                    scenario: sc.clone(),
+                    tool: "wrk -t2".into(),
+                    ..r
+                },
+            );
+            pause();
+        }
     }
-    if let Some(b) = &wrk_bin
-        && let Some(r) = wrk(b, addr, conns, secs)
-    {
-        rows.push(Row {
-            scenario: sc.clone(),
-            tool: "wrk -t2".into(),
-            ..r
-        });
-        pause();
+    let ours_best = best.first().map_or(0.0, |(_, r, _)| r.rps);
+    let peer_best = best
+        .iter()
+        .skip(1)
+        .map(|(_, r, _)| r.rps)
+        .fold(0.0, f64::max);
+    for (_, mut r, all) in best {
+        let runs: Vec<String> = all.iter().map(|v| format!("{:.0}k", v / 1000.0)).collect();
+        r.note = format!("rounds: {}; {}", runs.join(" "), r.note);
+        rows.push(r);
+    }
+    if peer_best > 0.0 {
+        eprintln!(
+            "max req/s: chaosbot best {ours_best:.0} = {:.2}x the best peer ({peer_best:.0})",
+            ours_best / peer_best
+        );
     }
 
     // 2. Fixed rate, server stalling 100 ms every second.
