@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaosbot::config::Config;
+use chaosbot::engine::Engine;
 use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
-use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::process::{ProcessAction, ProcessFaults, Signal, process_state};
 use chaosbot::faults::{FaultFamily, InjectContext, TargetRegistry};
 use chaosbot::spec::model::{FaultSpec, FaultStep, Step};
@@ -102,11 +102,7 @@ comm = "no-such-proc-x"
     .unwrap();
     let cfg = Arc::new(cfg);
     let store = sqlite_store(dir.path()).await;
-    let targets = TargetRegistry::new(cfg.clone());
-    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
-    opts.abort_poll = Duration::from_millis(50);
-    let engine = Engine::new(store.clone(), targets.clone(), opts);
-    engine.start().await.unwrap();
+    let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
     Rig {
         engine,
         store,
@@ -128,14 +124,6 @@ fn process_step(name: &str, target: &str, action: ProcessAction, ms: u64) -> Ste
     })
 }
 
-fn req() -> SubmitRequest {
-    SubmitRequest {
-        requested_by: "tester".into(),
-        source: "test".into(),
-        seed: Some(1),
-    }
-}
-
 #[tokio::test]
 async fn pause_stops_the_process_during_the_step_and_resumes_it_after() {
     let rig = rig().await;
@@ -147,7 +135,7 @@ async fn pause_stops_the_process_during_the_step_and_resumes_it_after() {
         vec![process_step("freeze", "worker", ProcessAction::Pause, 1500)],
         vec![],
     );
-    let id = rig.engine.submit(&exp, req()).await.unwrap();
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
     let stopped = tokio::task::spawn_blocking(move || wait_state(pid, 'T', Duration::from_secs(5)))
         .await
         .unwrap();
@@ -223,7 +211,7 @@ async fn kill_with_restart_signals_then_runs_the_restart_command() {
         )],
         vec![],
     );
-    let id = rig.engine.submit(&exp, req()).await.unwrap();
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
     let run = rig.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
     assert_eq!(run.rollback, Some(RollbackOutcome::Reverted));
@@ -263,7 +251,7 @@ async fn a_term_without_restart_ends_the_process() {
         )],
         vec![],
     );
-    let id = rig.engine.submit(&exp, req()).await.unwrap();
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
     let run = rig.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
     use std::os::unix::process::ExitStatusExt;
@@ -277,7 +265,7 @@ async fn failed_reason(rig: &Rig, target: &str) -> String {
         vec![process_step("freeze", target, ProcessAction::Pause, 500)],
         vec![],
     );
-    let id = rig.engine.submit(&exp, req()).await.unwrap();
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
     let run = rig.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Failed), "{:?}", run.reason);
     assert_eq!(run.rollback, Some(RollbackOutcome::NothingToRevert));
@@ -353,7 +341,7 @@ async fn a_process_that_exits_while_paused_ends_the_run_cleanly() {
         vec![process_step("freeze", "worker", ProcessAction::Pause, 1500)],
         vec![],
     );
-    let id = rig.engine.submit(&exp, req()).await.unwrap();
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
     let stopped = tokio::task::spawn_blocking(move || wait_state(pid, 'T', Duration::from_secs(5)))
         .await
         .unwrap();

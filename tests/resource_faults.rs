@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chaosbot::config::Config;
 use chaosbot::engine::state::{RollbackOutcome, Verdict};
-use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
+use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::resource::{DiskAmount, MemoryAmount, ResourceFaults, ResourceKind};
 use chaosbot::faults::{FaultFamily, InjectContext, TargetRegistry};
 use chaosbot::spec::model::{FaultSpec, FaultStep, Step};
@@ -66,11 +66,7 @@ max_fill_percent = 0.001
     cfg.validate().unwrap();
     let shared = Arc::new(cfg.clone());
     let store = sqlite_store(dir.path()).await;
-    let targets = TargetRegistry::new(shared.clone());
-    let mut opts = EngineOptions::new(shared.guard_rails.clone());
-    opts.abort_poll = Duration::from_millis(50);
-    let engine = Engine::new(store.clone(), targets.clone(), opts);
-    engine.start().await.unwrap();
+    let (engine, targets) = started_engine(shared.clone(), store.clone()).await;
     Rig {
         engine,
         store,
@@ -90,17 +86,9 @@ fn resource_step(name: &str, target: &str, stress: ResourceKind, ms: u64) -> Ste
     })
 }
 
-fn req() -> SubmitRequest {
-    SubmitRequest {
-        requested_by: "tester".into(),
-        source: "test".into(),
-        seed: Some(1),
-    }
-}
-
 async fn submit(rig: &Rig, step: Step) -> String {
     rig.engine
-        .submit(&experiment(vec![], vec![step], vec![]), req())
+        .submit(&experiment(vec![], vec![step], vec![]), test_request())
         .await
         .unwrap()
 }
@@ -529,7 +517,7 @@ async fn the_example_experiments_run_against_local_targets() {
     ] {
         let exp = chaosbot::spec::load_experiment(Path::new(file), &cfg, &set)
             .unwrap_or_else(|e| panic!("{e}"));
-        let id = engine.submit(&exp, req()).await.unwrap();
+        let id = engine.submit(&exp, test_request()).await.unwrap();
         let run = engine.wait(&id).await.unwrap();
         assert_eq!(run.verdict, Some(Verdict::Held), "{file}: {:?}", run.reason);
         assert_eq!(run.rollback, Some(RollbackOutcome::Reverted), "{file}");

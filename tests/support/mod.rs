@@ -155,6 +155,32 @@ pub fn experiment(probes: Vec<Probe>, method: Vec<Step>, stops: Vec<StopConditio
     }
 }
 
+/// A started engine on `cfg` and `store` that notices abort requests within 50 ms, and its
+/// target registry.
+pub async fn started_engine(
+    cfg: Arc<Config>,
+    store: chaosbot::store::DynStore,
+) -> (
+    Arc<chaosbot::engine::Engine>,
+    chaosbot::faults::TargetRegistry,
+) {
+    let targets = chaosbot::faults::TargetRegistry::new(cfg.clone());
+    let mut opts = chaosbot::engine::EngineOptions::new(cfg.guard_rails.clone());
+    opts.abort_poll = Duration::from_millis(50);
+    let engine = chaosbot::engine::Engine::new(store, targets.clone(), opts);
+    engine.start().await.unwrap();
+    (engine, targets)
+}
+
+/// A submission by "tester" with a fixed seed.
+pub fn test_request() -> chaosbot::engine::SubmitRequest {
+    chaosbot::engine::SubmitRequest {
+        requested_by: "tester".into(),
+        source: "test".into(),
+        seed: Some(1),
+    }
+}
+
 pub async fn sqlite_store(dir: &std::path::Path) -> chaosbot::store::DynStore {
     chaosbot::store::open(&format!("sqlite://{}", dir.join("chaosbot.db").display()))
         .await
