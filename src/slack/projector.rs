@@ -123,6 +123,11 @@ impl Projector {
         // the journal (a verdict entry and the run's verdict are written together), so a
         // rendered verdict entry always comes with the run's verdict.
         let cursor = self.store.render_cursor(run_id).await?;
+        // The periodic sweep visits every recent run: most have nothing new, so look past the
+        // cursor before reading the whole journal.
+        if self.store.journal(run_id, cursor).await?.is_empty() {
+            return Ok(0);
+        }
         let entries = self.store.journal(run_id, 0).await?;
         let Some(run) = self.store.get_run(run_id).await? else {
             return Ok(0);
