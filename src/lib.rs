@@ -23,6 +23,7 @@ pub mod journal;
 pub mod load;
 pub mod probes;
 pub mod report;
+pub mod schedule;
 pub mod slack;
 pub mod spec;
 pub mod store;

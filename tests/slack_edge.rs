@@ -18,6 +18,9 @@ use chaosbot::journal::{Entry, Event};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
+use chaosbot::store::learning::{
+    Answer, Learning, LearningKind, LearningStore, NewQuestion, QaSession, Question,
+};
 use chaosbot::store::outbox::{Delivered, MessageRef, OutboundAction, OutboundMessage, OutboxRow};
 use chaosbot::store::{
     AbortOutcome, AbortRequest, AbortScope, AuditEntry, DynStore, EdgeStore, FaultRecord, NewFault,
@@ -113,6 +116,68 @@ impl EdgeStore for RecordingStore {
     }
     async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         self.inner.audit_log(limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LearningStore for RecordingStore {
+    async fn open_qa(&self, run: &str, ch: &str, opened: i64, closes: i64) -> StoreResult<bool> {
+        self.inner.open_qa(run, ch, opened, closes).await
+    }
+    async fn qa_session(&self, run: &str) -> StoreResult<Option<QaSession>> {
+        self.inner.qa_session(run).await
+    }
+    async fn run_for_thread(&self, ch: &str, ts: &str) -> StoreResult<Option<String>> {
+        self.inner.run_for_thread(ch, ts).await
+    }
+    async fn add_question(&self, q: &NewQuestion) -> StoreResult<(Question, bool)> {
+        self.inner.add_question(q).await
+    }
+    async fn question_by_ts(&self, ch: &str, ts: &str) -> StoreResult<Option<Question>> {
+        self.inner.question_by_ts(ch, ts).await
+    }
+    async fn question(&self, id: i64) -> StoreResult<Option<Question>> {
+        self.inner.question(id).await
+    }
+    async fn edit_question(
+        &self,
+        ch: &str,
+        ts: &str,
+        text: &str,
+        at: i64,
+    ) -> StoreResult<Option<Question>> {
+        self.inner.edit_question(ch, ts, text, at).await
+    }
+    async fn remove_question(&self, ch: &str, ts: &str, at: i64) -> StoreResult<Option<Question>> {
+        self.inner.remove_question(ch, ts, at).await
+    }
+    async fn questions(&self, run: &str) -> StoreResult<Vec<Question>> {
+        self.inner.questions(run).await
+    }
+    async fn unanswered_questions(&self, since: i64) -> StoreResult<Vec<Question>> {
+        self.inner.unanswered_questions(since).await
+    }
+    async fn add_vote(&self, id: i64, voter: &str, at: i64) -> StoreResult<bool> {
+        self.inner.add_vote(id, voter, at).await
+    }
+    async fn remove_vote(&self, id: i64, voter: &str) -> StoreResult<bool> {
+        self.inner.remove_vote(id, voter).await
+    }
+    async fn answer_question(&self, id: i64, a: &Answer) -> StoreResult<Option<Question>> {
+        self.inner.answer_question(id, a).await
+    }
+    async fn add_learning(
+        &self,
+        run: &str,
+        kind: LearningKind,
+        text: &str,
+        by: &str,
+        at: i64,
+    ) -> StoreResult<Learning> {
+        self.inner.add_learning(run, kind, text, by, at).await
+    }
+    async fn learnings(&self, run: &str) -> StoreResult<Vec<Learning>> {
+        self.inner.learnings(run).await
     }
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::journal::{Event, now_ms};
+use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
+use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
 use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
 use sqlx::Connection;
 
@@ -90,6 +92,9 @@ behaviour_tests!(
     orphaned_by_lease_expiry,
     orphaned_by_dead_owner_and_active_owners,
     migrations_are_idempotent_on_reopen,
+    qa_questions_votes_and_answers,
+    qa_thread_lookup_and_session,
+    learnings_in_order,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -943,4 +948,205 @@ async fn sqlite_concurrent_first_opens_all_succeed() {
     for o in opens {
         o.await.unwrap().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The learning loop: Q&A and learnings
+
+fn question(run: &str, ts: &str, by: &str, text: &str, at: i64) -> NewQuestion {
+    NewQuestion {
+        run_id: run.into(),
+        channel: "C1".into(),
+        ts: ts.into(),
+        asked_by: by.into(),
+        text: text.into(),
+        asked_ms: at,
+    }
+}
+
+async fn qa_questions_votes_and_answers(ctx: Ctx) {
+    let s = &ctx.store;
+    let (q1, fresh) = s
+        .add_question(&question("r1", "1.1", "U1", "why 503?", 1_000))
+        .await
+        .unwrap();
+    assert!(fresh);
+    // A redelivered event finds the same question.
+    let (again, fresh) = s
+        .add_question(&question("r1", "1.1", "U1", "why 503?", 1_000))
+        .await
+        .unwrap();
+    assert!(!fresh);
+    assert_eq!(again.id, q1.id);
+    let (q2, _) = s
+        .add_question(&question("r1", "1.2", "U2", "who started it?", 2_000))
+        .await
+        .unwrap();
+    s.add_question(&question("r2", "1.3", "U2", "other run", 3_000))
+        .await
+        .unwrap();
+
+    // Oldest first while votes are equal; most votes first after.
+    let ids: Vec<i64> = s
+        .questions("r1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(ids, vec![q1.id, q2.id]);
+    assert!(s.add_vote(q2.id, "U3", 10).await.unwrap());
+    assert!(
+        !s.add_vote(q2.id, "U3", 11).await.unwrap(),
+        "one vote per person"
+    );
+    assert!(s.add_vote(q2.id, "U4", 12).await.unwrap());
+    assert!(s.add_vote(q1.id, "U4", 12).await.unwrap());
+    let board = s.questions("r1").await.unwrap();
+    assert_eq!(
+        board.iter().map(|q| (q.id, q.votes)).collect::<Vec<_>>(),
+        vec![(q2.id, 2), (q1.id, 1)]
+    );
+    assert!(s.remove_vote(q2.id, "U3").await.unwrap());
+    assert!(!s.remove_vote(q2.id, "U3").await.unwrap());
+    assert_eq!(s.question(q2.id).await.unwrap().unwrap().votes, 1);
+
+    // Edits change the text; deletion takes the question off the board.
+    let edited = s
+        .edit_question("C1", "1.1", "why 503 and not 504?", 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.text, "why 503 and not 504?");
+    assert_eq!(edited.edited_ms, Some(5_000));
+    assert!(
+        s.edit_question("C1", "9.9", "x", 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Answers are stored and replace earlier ones.
+    let answer = Answer {
+        text: "the proxy refused".into(),
+        by: "U9".into(),
+        at_ms: 6_000,
+        auto: false,
+    };
+    let answered = s.answer_question(q1.id, &answer).await.unwrap().unwrap();
+    assert_eq!(answered.answer, Some(answer));
+    assert!(
+        s.answer_question(99_999, &answered.answer.clone().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let unanswered: Vec<i64> = s
+        .unanswered_questions(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(unanswered.len(), 2);
+    assert!(!unanswered.contains(&q1.id));
+    assert_eq!(s.unanswered_questions(2_500).await.unwrap().len(), 1);
+
+    let removed = s
+        .remove_question("C1", "1.2", 7_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed.deleted_ms, Some(7_000));
+    let ids: Vec<i64> = s
+        .questions("r1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(ids, vec![q1.id]);
+    assert!(
+        s.question_by_ts("C1", "1.2").await.unwrap().is_some(),
+        "the row stays"
+    );
+}
+
+async fn qa_thread_lookup_and_session(ctx: Ctx) {
+    let s = &ctx.store;
+    assert!(s.run_for_thread("C1", "111.222").await.unwrap().is_none());
+    let post = |key: &str| OutboundMessage {
+        thread_key: "run:r7".into(),
+        channel: "C1".into(),
+        action: OutboundAction::Post {
+            key: Some(key.into()),
+            in_thread_of: None,
+            text: "t".into(),
+            blocks: None,
+        },
+    };
+    s.enqueue(&[post("run:r7:parent")], None).await.unwrap();
+    let rows = s
+        .claim_heads("me", now_ms(), now_ms() + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let done = s
+        .mark_delivered(Delivered {
+            claimed_id: rows[0].id,
+            owner: "me",
+            now_ms: now_ms(),
+            sent_id: rows[0].id,
+            superseded: vec![],
+            posted: Some(("run:r7:parent", "C1", "111.222")),
+            updated_key: None,
+        })
+        .await
+        .unwrap();
+    assert!(done);
+    assert_eq!(
+        s.run_for_thread("C1", "111.222").await.unwrap().as_deref(),
+        Some("r7")
+    );
+    assert!(s.run_for_thread("C2", "111.222").await.unwrap().is_none());
+
+    assert!(s.qa_session("r7").await.unwrap().is_none());
+    assert!(s.open_qa("r7", "C1", 1_000, 5_000).await.unwrap());
+    assert!(
+        !s.open_qa("r7", "C1", 2_000, 9_000).await.unwrap(),
+        "opened once"
+    );
+    let session = s.qa_session("r7").await.unwrap().unwrap();
+    assert_eq!((session.opened_ms, session.closes_ms), (1_000, 5_000));
+    assert!(session.is_open(4_999));
+    assert!(!session.is_open(5_000));
+}
+
+async fn learnings_in_order(ctx: Ctx) {
+    let s = &ctx.store;
+    s.add_learning(
+        "r1",
+        LearningKind::Learned,
+        "retries hide the fault",
+        "U1",
+        2,
+    )
+    .await
+    .unwrap();
+    s.add_learning("r1", LearningKind::Change, "alert on p99", "U1", 3)
+        .await
+        .unwrap();
+    s.add_learning("r2", LearningKind::Change, "other", "U1", 1)
+        .await
+        .unwrap();
+    let l = s.learnings("r1").await.unwrap();
+    assert_eq!(
+        l.iter()
+            .map(|l| (l.kind, l.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (LearningKind::Learned, "retries hide the fault"),
+            (LearningKind::Change, "alert on p99")
+        ]
+    );
 }

@@ -16,6 +16,7 @@ use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 use crate::journal::{Entry, Event};
 
 mod common;
+pub mod learning;
 pub mod outbox;
 pub mod postgres;
 mod postgres_outbox;
@@ -23,6 +24,7 @@ pub mod slack_edge;
 pub mod sqlite;
 mod sqlite_outbox;
 
+pub use learning::LearningStore;
 pub use outbox::OutboxStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
 
@@ -160,7 +162,7 @@ pub struct RunFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: OutboxStore + EdgeStore + Send + Sync + 'static {
+pub trait Store: OutboxStore + EdgeStore + LearningStore + Send + Sync + 'static {
     /// Backend name for messages ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 
