@@ -16,6 +16,7 @@
 //!   [`slack::outbox`], and [`slack::server`] puts the long-running process together.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod faults;
