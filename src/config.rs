@@ -47,6 +47,9 @@ pub struct Config {
     pub targets: Targets,
     #[serde(default)]
     pub slack: SlackConfig,
+    /// Game days (`/chaos gameday`).
+    #[serde(default)]
+    pub gameday: GamedayConfig,
 }
 
 fn default_catalog() -> PathBuf {
@@ -61,6 +64,28 @@ impl Default for Config {
             guard_rails: GuardRails::default(),
             targets: Targets::default(),
             slack: SlackConfig::default(),
+            gameday: GamedayConfig::default(),
+        }
+    }
+}
+
+/// `[gameday]`: defaults for game-day plans that do not set their own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GamedayConfig {
+    /// How long each run's Q&A lasts before the next agenda item starts.
+    #[serde(default = "default_qa_window", with = "crate::spec::duration_serde")]
+    pub qa_window: Duration,
+}
+
+fn default_qa_window() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for GamedayConfig {
+    fn default() -> Self {
+        GamedayConfig {
+            qa_window: default_qa_window(),
         }
     }
 }
@@ -416,6 +441,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "guard_rails.max_concurrent_runs and worker_pool_size must be at least 1".into(),
             ));
+        }
+        if self.gameday.qa_window > crate::gameday::plan::MAX_QA_WINDOW {
+            return Err(ConfigError::Invalid(format!(
+                "gameday.qa_window is {}; keep it at most {} (a Q&A longer than that loses the room)",
+                humantime::format_duration(self.gameday.qa_window),
+                humantime::format_duration(crate::gameday::plan::MAX_QA_WINDOW)
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for name in self.target_names() {

@@ -10,6 +10,8 @@
 //!   [`probes`], and always reverts.
 //! - [`load`] generates open-loop HTTP load for the `load` fault step.
 //! - [`journal`] is each run's append-only event list, the single source of truth.
+//! - [`gameday`] runs an agenda of experiments in one channel, one after another, with a Q&A
+//!   window after each (a conference track), from plan files in the catalog.
 //! - [`report`] renders journals for people (terminal view, final report).
 //! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse, authorize
 //!   and submit; [`slack::projector`] renders journals into the channel through the persisted
@@ -20,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod faults;
+pub mod gameday;
 pub mod journal;
 pub mod load;
 pub mod probes;

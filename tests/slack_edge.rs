@@ -181,6 +181,71 @@ impl LearningStore for RecordingStore {
     }
 }
 
+// Game days: plain delegation.
+#[async_trait::async_trait]
+impl chaosbot::store::GamedayStore for RecordingStore {
+    async fn create_gameday(
+        &self,
+        g: &chaosbot::store::gamedays::NewGameday,
+    ) -> StoreResult<chaosbot::store::gamedays::GamedayRecord> {
+        self.inner.create_gameday(g).await
+    }
+    async fn get_gameday(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<chaosbot::store::gamedays::GamedayRecord>> {
+        self.inner.get_gameday(id).await
+    }
+    async fn list_gamedays(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<chaosbot::store::gamedays::GamedayRecord>> {
+        self.inner.list_gamedays(limit).await
+    }
+    async fn open_gamedays(&self) -> StoreResult<Vec<chaosbot::store::gamedays::GamedayRecord>> {
+        self.inner.open_gamedays().await
+    }
+    async fn claim_gameday(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        self.inner.claim_gameday(id, owner, now, until).await
+    }
+    async fn release_gameday(&self, id: &str, owner: &str) -> StoreResult<()> {
+        self.inner.release_gameday(id, owner).await
+    }
+    async fn save_gameday_progress(
+        &self,
+        id: &str,
+        owner: &str,
+        p: &chaosbot::store::gamedays::GamedayProgress,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        self.inner
+            .save_gameday_progress(id, owner, p, now, until)
+            .await
+    }
+    async fn stop_gameday(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Option<chaosbot::store::gamedays::GamedayRecord>> {
+        self.inner.stop_gameday(id, by, reason, now).await
+    }
+    async fn finish_gameday(&self, id: &str, owner: &str, now: i64) -> StoreResult<bool> {
+        self.inner.finish_gameday(id, owner, now).await
+    }
+    async fn close_gameday(&self, id: &str, owner: &str, now: i64) -> StoreResult<bool> {
+        self.inner.close_gameday(id, owner, now).await
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for RecordingStore {
     fn backend(&self) -> &'static str {

@@ -69,8 +69,9 @@ pub enum Command {
     /// Exit code: 0 held, 1 deviated, 2 aborted or failed, 64 invalid input. Ctrl-C aborts
     /// the run cleanly: faults are removed, the steady state re-checked, the report printed.
     Run(run::RunArgs),
-    /// Check experiment files, syntax and meaning, against the config; print every problem
-    /// with file, line and column. Exit code 64 when any file has a problem.
+    /// Check experiment files and game-day plans, syntax and meaning, against the config (and
+    /// plans against the catalog); print every problem with file, line and column. Exit code 64
+    /// when any file has a problem.
     Validate(ValidateArgs),
     /// List past runs, newest first.
     History(history::HistoryArgs),
@@ -87,7 +88,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Experiment YAML files.
+    /// Experiment YAML files, and game-day plans (files with an `agenda`, or in a `gamedays`
+    /// folder), which are checked against the catalog the config names.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -158,7 +160,27 @@ fn validate(global: &GlobalArgs, args: ValidateArgs) -> u8 {
         Err(code) => return code,
     };
     let mut bad = 0;
+    // Game-day plans are checked against the catalog, loaded once when the first plan shows up.
+    let mut catalog: Option<crate::spec::Catalog> = None;
     for file in &args.files {
+        if crate::gameday::plan::is_plan_file(file) {
+            let catalog =
+                catalog.get_or_insert_with(|| crate::spec::load_catalog(&cfg.catalog, &cfg));
+            match crate::gameday::plan::load_plan(file, &cfg, catalog) {
+                Ok(plan) => println!(
+                    "{}: ok — game-day plan `{}`: {} experiment(s), up to {} in all",
+                    file.display(),
+                    plan.name,
+                    plan.agenda.len(),
+                    humantime::format_duration(plan.longest_duration())
+                ),
+                Err(errors) => {
+                    bad += 1;
+                    println!("{errors}");
+                }
+            }
+            continue;
+        }
         match crate::spec::load_experiment(file, &cfg, &[]) {
             Ok(exp) => println!(
                 "{}: ok — `{}` touches {} for at most {}",

@@ -56,6 +56,9 @@ pub struct Server {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     outbox_task: JoinHandle<()>,
+    /// Game days: stopped before the engine, so a shutdown never reads as a run's end.
+    gameday_stop: CancellationToken,
+    gameday_task: JoinHandle<()>,
 }
 
 /// Answers Socket Mode envelopes with the same handlers the HTTP routes use.
@@ -164,6 +167,19 @@ impl Server {
             }));
         }
 
+        // Game days: resumes those left open by an earlier process (or a dead replica).
+        let gameday_stop = CancellationToken::new();
+        let gameday_task = {
+            let outbox = outbox.clone();
+            let driver = crate::gameday::GamedayDriver::new(
+                app.clone(),
+                crate::clock::system(),
+                crate::gameday::GamedayOptions::default(),
+                move || outbox.notify(),
+            );
+            tokio::spawn(driver.run(gameday_stop.clone()))
+        };
+
         if let Some(app_token) = &cfg.slack.app_token {
             let client = SocketModeClient::new(
                 &api_url,
@@ -195,6 +211,8 @@ impl Server {
             stop,
             tasks,
             outbox_task,
+            gameday_stop,
+            gameday_task,
         })
     }
 
@@ -202,6 +220,9 @@ impl Server {
     /// gives the outbox a moment to deliver it (the rest is delivered after the next start),
     /// then stops.
     pub async fn shutdown(self, reason: &str) {
+        // Game days first: they hand their leases back and leave their progress as it is.
+        self.gameday_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.gameday_task).await;
         self.engine.shutdown(reason, Duration::from_secs(60)).await;
         // The projector renders on stop; then the outbox gets a few seconds to flush.
         self.stop.cancel();

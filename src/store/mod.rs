@@ -16,6 +16,7 @@ use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 use crate::journal::{Entry, Event};
 
 mod common;
+pub mod gamedays;
 pub mod learning;
 pub mod outbox;
 pub mod postgres;
@@ -24,6 +25,7 @@ pub mod slack_edge;
 pub mod sqlite;
 mod sqlite_outbox;
 
+pub use gamedays::GamedayStore;
 pub use learning::LearningStore;
 pub use outbox::OutboxStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
@@ -162,7 +164,9 @@ pub struct RunFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: OutboxStore + EdgeStore + LearningStore + Send + Sync + 'static {
+pub trait Store:
+    OutboxStore + EdgeStore + LearningStore + GamedayStore + Send + Sync + 'static
+{
     /// Backend name for messages ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 

@@ -7,12 +7,16 @@
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
 //! summary <run-id>
+//! gameday [list] | gameday <plan> | gameday stop <gameday-id> [reason...]
 //! ```
 
 /// Longer command texts are refused before they are tokenized.
 pub const MAX_TEXT_CHARS: usize = 2000;
 
-pub const SUBCOMMANDS: &[&str] = &["help", "list", "start", "abort", "status", "summary"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "help", "list", "start", "abort", "status", "summary", // game days:
+    "gameday",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -31,6 +35,15 @@ pub enum Command {
     Summary {
         run: String,
     },
+    Gameday(GamedayCommand),
+}
+
+/// `gameday …`: list the plans, start one, or stop a running game day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GamedayCommand {
+    List,
+    Start { plan: String },
+    Stop { id: String, reason: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,11 +168,44 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 usage: "summary <run-id>",
             }),
         },
+        "gameday" | "game-day" => parse_gameday(&rest),
         _ => Err(CommandError::Unknown {
             word: first.to_string(),
             suggestion: closest_subcommand(first),
         }),
     }
+}
+
+fn parse_gameday(rest: &[&str]) -> Result<Command, CommandError> {
+    const USAGE: &str = "gameday | gameday <plan> | gameday stop <gameday-id> [reason]";
+    let cmd = match rest {
+        [] => GamedayCommand::List,
+        [list] if list.eq_ignore_ascii_case("list") => GamedayCommand::List,
+        [stop, rest @ ..] if stop.eq_ignore_ascii_case("stop") => {
+            let Some((id, reason)) = rest.split_first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "gameday stop",
+                    what: "a game-day id (like `g-abc123defg`)",
+                    usage: USAGE,
+                });
+            };
+            GamedayCommand::Stop {
+                id: (*id).to_string(),
+                reason: (!reason.is_empty()).then(|| reason.join(" ")),
+            }
+        }
+        [plan] => GamedayCommand::Start {
+            plan: (*plan).to_string(),
+        },
+        [_, extra @ ..] => {
+            return Err(CommandError::Extra {
+                command: "gameday",
+                extra: extra.join(" "),
+                usage: USAGE,
+            });
+        }
+    };
+    Ok(Command::Gameday(cmd))
 }
 
 /// `key=value` tokens (from the command line, or lines of the start form).
@@ -288,6 +334,35 @@ mod tests {
         assert!(err.to_string().contains("did you mean `start`"));
         assert_eq!(closest_subcommand("stauts").as_deref(), Some("status"));
         assert_eq!(closest_subcommand("xyzzyq"), None);
+    }
+
+    #[test]
+    fn gameday_forms() {
+        assert_eq!(parse("gameday"), Ok(Command::Gameday(GamedayCommand::List)));
+        assert_eq!(
+            parse("gameday list"),
+            Ok(Command::Gameday(GamedayCommand::List))
+        );
+        assert_eq!(
+            parse("gameday api-day"),
+            Ok(Command::Gameday(GamedayCommand::Start {
+                plan: "api-day".into()
+            }))
+        );
+        assert_eq!(
+            parse("gameday stop g-1 enough for today"),
+            Ok(Command::Gameday(GamedayCommand::Stop {
+                id: "g-1".into(),
+                reason: Some("enough for today".into())
+            }))
+        );
+        let err = parse("gameday stop").unwrap_err();
+        assert!(err.to_string().contains("game-day id"), "{err}");
+        assert!(matches!(
+            parse("gameday a b"),
+            Err(CommandError::Extra { .. })
+        ));
+        assert_eq!(closest_subcommand("gamday").as_deref(), Some("gameday"));
     }
 
     #[test]

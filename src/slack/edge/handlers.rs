@@ -98,6 +98,11 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
+            Command::Gameday(sub) => self
+                .gameday(cmd, sub)
+                .await
+                .map(|r| (r, "gameday"))
+                .map_err(|r| (r, "gameday")),
         }
     }
 
@@ -483,6 +488,7 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} status` — queued and running runs\n\
          • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
          • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} gameday [<plan>]` — list the game-day plans, or run one: its experiments one after another here, a Q&A window after each; `{cmd} gameday stop <id>` ends it\n\
          • `{cmd} help` — this message"
     ))
 }
