@@ -475,10 +475,7 @@ impl Cx<'_> {
                 self.at(
                     &exp_path,
                     format!("agenda item {}: {m}", i + 1),
-                    format!(
-                        "name an experiment of the catalog `{}` (`/chaos list` or `chaosbot validate` shows them)",
-                        cfg.catalog.display()
-                    ),
+                    "name an experiment of the catalog; `/chaos list` shows them",
                 );
                 ok = false;
                 continue;
