@@ -907,3 +907,46 @@ async fn the_gameday_lease_on_postgres() {
     })
     .await;
 }
+
+#[test]
+fn chaosbot_validate_checks_plans_against_the_catalog() {
+    let bin = env!("CARGO_BIN_EXE_chaosbot");
+    let ok = std::process::Command::new(bin)
+        .args([
+            "--config",
+            "chaosbot.example.toml",
+            "validate",
+            "experiments/gamedays/api-resilience-day.yaml",
+            "experiments/api-latency.yaml",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(
+        out.contains("ok — game-day plan `api-resilience-day`: 3 experiment(s)"),
+        "{out}"
+    );
+    assert!(out.contains("ok — `api-latency`"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("day.yaml");
+    std::fs::write(
+        &bad,
+        "name: day\ntitle: T\nowner: o\nagenda:\n  - experiment: api-latensy\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--config", "chaosbot.example.toml", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains(
+            ":5:17: agenda item 1: no experiment `api-latensy`; did you mean `api-latency`?"
+        ),
+        "{text}"
+    );
+}
