@@ -950,3 +950,106 @@ fn chaosbot_validate_checks_plans_against_the_catalog() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_person_aborting_a_run_stops_the_game_day() {
+    let rig = rig().await;
+    let server = start(&rig).await;
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let id = gameday_id_in(&slash(server.addr, ALICE, "gameday long-first").await);
+    let mut run1 = None;
+    for _ in 0..300 {
+        if let Some(r) = gameday(&store, &id).await.run_ids[0].clone() {
+            run1 = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run1 = run1.expect("the first item was submitted within 30 s");
+    let answer = slash(
+        server.addr,
+        ALICE,
+        &format!("abort {run1} the API is paging"),
+    )
+    .await;
+    assert!(
+        answer.contains("Abort") || answer.contains("cancelled"),
+        "{answer}"
+    );
+
+    let calls = rig
+        .fake
+        .wait_for(is_closing(&id), Duration::from_secs(60))
+        .await;
+    let g = gameday(&store, &id).await;
+    assert_eq!(g.state, GamedayState::Stopped);
+    assert_eq!(g.stopped_by.as_deref(), Some(ALICE));
+    assert_eq!(g.run_ids[1], None);
+    let reason = g.reason.unwrap();
+    assert!(
+        reason.contains(&run1) && reason.contains("the API is paging"),
+        "{reason}"
+    );
+    let closing = post_index(&calls, |t, c| {
+        t.starts_with(&format!("Game day {id} `"))
+            && t.contains("experiment(s) ran")
+            && c.body.get("thread_ts").is_none()
+    })
+    .unwrap();
+    assert!(
+        calls[closing]
+            .str("text")
+            .unwrap()
+            .contains("was aborted by <@UALICE>"),
+        "{:?}",
+        calls[closing].str("text")
+    );
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn with_two_drivers_on_one_store_exactly_one_drives() {
+    let rig = rig().await;
+    let server = start(&rig).await;
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    // A second, eager driver (another replica's) on the same store.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let other = chaosbot::gameday::GamedayDriver::new(
+        server.app.clone(),
+        chaosbot::clock::system(),
+        chaosbot::gameday::GamedayOptions {
+            poll: Duration::from_millis(50),
+            ..Default::default()
+        },
+        || {},
+    );
+    let other_task = tokio::spawn(other.clone().run(stop.clone()));
+    let id = gameday_id_in(&slash(server.addr, ALICE, "gameday two-short").await);
+    let calls = rig
+        .fake
+        .wait_for(is_closing(&id), Duration::from_secs(90))
+        .await;
+    let g = gameday(&store, &id).await;
+    assert_eq!(g.state, GamedayState::Done);
+    let all = store
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "each item ran once");
+    let count = |needle: &str| {
+        posts(&calls)
+            .iter()
+            .filter(|(_, c)| c.str("text").unwrap_or_default().contains(needle))
+            .count()
+    };
+    assert_eq!(count("started by"), 1);
+    assert_eq!(count("Q&A for `slow-api`"), 1);
+    assert_eq!(count("Q&A for `blip-api`"), 1);
+    assert_eq!(count("experiment(s) ran"), 1);
+    stop.cancel();
+    other_task.await.unwrap();
+    server.shutdown("test over").await;
+}

@@ -198,10 +198,15 @@ impl GamedayDriver {
             return Ok(Step::Leave);
         };
         let now = self.clock.now_ms();
+        // Renew when half the lease is spent (not on every poll: that would be a write each).
+        let fresh = g.owner.as_deref() == Some(self.owner.as_str())
+            && g.lease_until_ms
+                .is_some_and(|u| u - now > ms(self.opts.lease) / 2);
         if g.closed_ms.is_some()
-            || !store
-                .claim_gameday(id, &self.owner, now, now + ms(self.opts.lease))
-                .await?
+            || (!fresh
+                && !store
+                    .claim_gameday(id, &self.owner, now, now + ms(self.opts.lease))
+                    .await?)
         {
             info!(
                 gameday = id,
@@ -330,11 +335,12 @@ impl GamedayDriver {
         )
         .await?;
         let last = i + 1 >= plan.agenda.len();
-        let finished = run.finished_ms.unwrap_or(now);
+        // The window runs from when this driver saw the run end (its own clock; at most one
+        // poll after the verdict).
         let progress = GamedayProgress {
             current: i + 1,
             run_ids: g.run_ids.clone(),
-            wait_until_ms: (!last).then(|| finished + ms(plan.qa_window) + ms(plan.pause_between)),
+            wait_until_ms: (!last).then(|| now + ms(plan.qa_window) + ms(plan.pause_between)),
         };
         store
             .save_gameday_progress(id, &self.owner, &progress, now, now + ms(self.opts.lease))
