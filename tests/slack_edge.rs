@@ -397,6 +397,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config)) -> Rig {
         cfg,
         api: api.clone(),
         bot_user_id: std::sync::OnceLock::from(BOT.to_string()),
+        qa_boards: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

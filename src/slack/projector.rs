@@ -14,8 +14,9 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::render;
 use super::{SlackOrigin, run_parent_key, run_thread_key};
+use super::{qa, render};
+use crate::config::QaConfig;
 use crate::journal::{Entry, Event};
 use crate::report;
 use crate::spec::model::Experiment;
@@ -29,6 +30,8 @@ const SWEEP_HORIZON_MS: i64 = 3_600_000;
 
 pub struct Projector {
     store: DynStore,
+    /// The Q&A opened in the thread when a run ends.
+    qa: QaConfig,
     on_enqueue: Box<dyn Fn() + Send + Sync>,
     /// The last parent rendering queued per run, to skip updates that change nothing.
     last_parent: Mutex<HashMap<String, serde_json::Value>>,
@@ -36,9 +39,14 @@ pub struct Projector {
 
 impl Projector {
     /// `on_enqueue` is called after new messages are queued (to wake the outbox).
-    pub fn new(store: DynStore, on_enqueue: impl Fn() + Send + Sync + 'static) -> Arc<Projector> {
+    pub fn new(
+        store: DynStore,
+        qa: QaConfig,
+        on_enqueue: impl Fn() + Send + Sync + 'static,
+    ) -> Arc<Projector> {
         Arc::new(Projector {
             store,
+            qa,
             on_enqueue: Box::new(on_enqueue),
             last_parent: Mutex::new(HashMap::new()),
         })
@@ -184,6 +192,19 @@ impl Projector {
                     blocks: Some(page),
                 }));
             }
+            // The talk is over: the thread becomes its Q&A.
+            out.extend(
+                qa::open_for_finished_run(
+                    &self.store,
+                    &run,
+                    &entries,
+                    &summary,
+                    &origin.channel,
+                    &self.qa,
+                    crate::journal::now_ms(),
+                )
+                .await?,
+            );
         }
         let changed = last_parent.get(run_id) != Some(&parent.blocks);
         if cursor > 0 && changed {
