@@ -357,10 +357,7 @@ async fn nothing_is_lost_when_slack_answers_429_and_500() {
     let answer = slash(server.addr, ALICE, "start slow-api duration=1s").await;
     let id = run_id_in(&answer.to_string());
     server.engine.wait(&id).await.unwrap();
-    let calls = rig
-        .fake
-        .wait_for(has_board, Duration::from_secs(60))
-        .await;
+    let calls = rig.fake.wait_for(has_board, Duration::from_secs(60)).await;
     assert!(calls.iter().any(|c| c.status == 429) && calls.iter().any(|c| c.status == 500));
     assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
     assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
@@ -434,10 +431,7 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
     let restarted = Instant::now();
     let mut second = spawn(port);
     wait_listening(addr).await;
-    let calls = rig
-        .fake
-        .wait_for(has_board, Duration::from_secs(50))
-        .await;
+    let calls = rig.fake.wait_for(has_board, Duration::from_secs(50)).await;
     assert!(
         restarted.elapsed() < Duration::from_secs(40),
         "{:?}",
