@@ -216,7 +216,7 @@ async fn wait_board(rig: &Rig, board_ts: &str, pred: impl Fn(&str) -> bool) -> S
         .fake
         .wait_for(
             |c| last_board(c, board_ts).is_some_and(|b| pred(&b)),
-            Duration::from_secs(20),
+            Duration::from_secs(40),
         )
         .await;
     last_board(&calls, board_ts).unwrap_or_default()
@@ -289,7 +289,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
                     .iter()
                     .any(|p| text_of(p).contains("Answered from the run's journal"))
             },
-            Duration::from_secs(20),
+            Duration::from_secs(40),
         )
         .await;
     let auto = posts_in_thread(&calls, &parent)
@@ -354,7 +354,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
                     .iter()
                     .any(|p| text_of(p).contains("started by <@UALICE>"))
             },
-            Duration::from_secs(20),
+            Duration::from_secs(40),
         )
         .await;
     wait_board(&rig, &board_ts, |b| {
@@ -437,7 +437,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
                         && text_of(c).contains("only <@UALICE>")
                 })
             },
-            Duration::from_secs(10),
+            Duration::from_secs(30),
         )
         .await;
     assert!(!calls.iter().any(|c| c.method == "views.open"));
@@ -448,7 +448,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         .fake
         .wait_for(
             |c| c.iter().any(|c| c.method == "views.open"),
-            Duration::from_secs(10),
+            Duration::from_secs(30),
         )
         .await;
     let view = calls
@@ -499,7 +499,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
                         && text_of(p).contains("one retry with jitter")
                 })
             },
-            Duration::from_secs(20),
+            Duration::from_secs(40),
         )
         .await;
     wait_board(&rig, &board_ts, |b| b.contains("answered by <@UALICE>")).await;
@@ -652,7 +652,7 @@ async fn questions_after_the_window_are_turned_away_kindly() {
                         && text_of(c).contains("closed")
                 })
             },
-            Duration::from_secs(10),
+            Duration::from_secs(30),
         )
         .await;
     let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
@@ -664,5 +664,58 @@ async fn questions_after_the_window_are_turned_away_kindly() {
             .is_none()
     );
     assert!(store.questions(&id).await.unwrap().is_empty());
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
+    let rig = rig(Duration::from_secs(3600)).await;
+    let server = start(&rig).await;
+    let (id, parent, board_ts) = finished_run_with_board(&rig, &server).await;
+    // chaosbot goes down; Slack's delivery of the question fails, so Slack redelivers it to
+    // the process that comes back (same store).
+    server.shutdown("restart").await;
+    let server = start(&rig).await;
+    event(
+        server.addr,
+        "Ev-during-downtime",
+        reply_in_thread(
+            BOB,
+            "1800000000.000042",
+            &parent,
+            "When did the fault start?",
+        ),
+    )
+    .await;
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| {
+                posts_in_thread(c, &parent)
+                    .iter()
+                    .any(|p| text_of(p).contains("fault `slow` on `api` started at"))
+            },
+            Duration::from_secs(40),
+        )
+        .await;
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let injected = store
+        .journal(&id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event.kind() == "fault_injected")
+        .unwrap();
+    let answer = posts_in_thread(&calls, &parent)
+        .into_iter()
+        .map(text_of)
+        .find(|t| t.contains("started at"))
+        .unwrap();
+    assert!(
+        answer.contains(&format!("journal #{}", injected.seq)),
+        "quotes the entry: {answer}"
+    );
+    // The board, posted by the first process, is updated by the second.
+    wait_board(&rig, &board_ts, |b| b.contains("When did the fault start?")).await;
     server.shutdown("test over").await;
 }
