@@ -635,8 +635,9 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
 async fn questions_after_the_window_are_turned_away_kindly() {
     let rig = rig(Duration::from_secs(2)).await;
     let server = start(&rig).await;
-    let (id, parent, _board_ts) = finished_run_with_board(&rig, &server).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (id, parent, board_ts) = finished_run_with_board(&rig, &server).await;
+    // When the window closes, the board says so by itself.
+    wait_board(&rig, &board_ts, |b| b.contains("closed")).await;
     event(
         server.addr,
         "Ev-late",
