@@ -127,6 +127,9 @@ impl LearningStore for RecordingStore {
     async fn qa_session(&self, run: &str) -> StoreResult<Option<QaSession>> {
         self.inner.qa_session(run).await
     }
+    async fn qa_sessions_closed(&self, after: i64, until: i64) -> StoreResult<Vec<QaSession>> {
+        self.inner.qa_sessions_closed(after, until).await
+    }
     async fn run_for_thread(&self, ch: &str, ts: &str) -> StoreResult<Option<String>> {
         self.inner.run_for_thread(ch, ts).await
     }
@@ -462,6 +465,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config)) -> Rig {
         cfg,
         api: api.clone(),
         bot_user_id: std::sync::OnceLock::from(BOT.to_string()),
+        qa_boards: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

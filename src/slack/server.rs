@@ -136,7 +136,7 @@ impl Server {
         let mut tasks = Vec::new();
         let projector = {
             let outbox = outbox.clone();
-            Projector::new(store.clone(), move || outbox.notify())
+            Projector::new(store.clone(), cfg.qa.clone(), move || outbox.notify())
         };
         tasks.push(tokio::spawn(
             projector.run(engine.subscribe(), stop.clone()),
@@ -148,6 +148,7 @@ impl Server {
             cfg: cfg.clone(),
             api: api.clone(),
             bot_user_id: std::sync::OnceLock::new(),
+            qa_boards: Default::default(),
         });
         // Who the bot is, to ignore its own messages. Asked in the background: a slow or
         // unreachable Slack must not hold up start-up (bot_id still identifies its messages).

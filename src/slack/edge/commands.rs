@@ -7,6 +7,8 @@
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
 //! summary <run-id>
+//! qa <run-id>
+//! learn <run-id> [change:] <text...>
 //! gameday [list] | gameday <plan> | gameday stop <gameday-id> [reason...]
 //! ```
 
@@ -14,7 +16,7 @@
 pub const MAX_TEXT_CHARS: usize = 2000;
 
 pub const SUBCOMMANDS: &[&str] = &[
-    "help", "list", "start", "abort", "status", "summary", // game days:
+    "help", "list", "start", "abort", "status", "summary", "qa", "learn", // game days:
     "gameday",
 ];
 
@@ -34,6 +36,16 @@ pub enum Command {
     Status,
     Summary {
         run: String,
+    },
+    /// The run's Q&A board, to the caller.
+    Qa {
+        run: String,
+    },
+    /// A "what we learned" (or, with `change:`, "what we change") note on a run.
+    Learn {
+        run: String,
+        kind: crate::store::learning::LearningKind,
+        text: String,
     },
     Gameday(GamedayCommand),
 }
@@ -168,12 +180,75 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 usage: "summary <run-id>",
             }),
         },
+        "qa" | "questions" => match rest.as_slice() {
+            [run] => Ok(Command::Qa {
+                run: (*run).to_string(),
+            }),
+            [] => Err(CommandError::MissingArgument {
+                command: "qa",
+                what: "a run id",
+                usage: "qa <run-id>",
+            }),
+            [_, extra @ ..] => Err(CommandError::Extra {
+                command: "qa",
+                extra: extra.join(" "),
+                usage: "qa <run-id>",
+            }),
+        },
+        "learn" | "learned" => {
+            const USAGE: &str =
+                "learn <run-id> <what we learned> | learn <run-id> change: <what we change>";
+            let Some(run) = rest.first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "learn",
+                    what: "a run id and the note",
+                    usage: USAGE,
+                });
+            };
+            // The note keeps its own spacing and lines: take it from the text, not the words.
+            let after_run = text
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+                .and_then(|r| r.split_once(char::is_whitespace).map(|(_, n)| n.trim()))
+                .unwrap_or("");
+            let (kind, note) = split_learning_kind(after_run);
+            if note.is_empty() {
+                return Err(CommandError::MissingArgument {
+                    command: "learn",
+                    what: "the note after the run id",
+                    usage: USAGE,
+                });
+            }
+            Ok(Command::Learn {
+                run: (*run).to_string(),
+                kind,
+                text: note.to_string(),
+            })
+        }
         "gameday" | "game-day" => parse_gameday(&rest),
         _ => Err(CommandError::Unknown {
             word: first.to_string(),
             suggestion: closest_subcommand(first),
         }),
     }
+}
+
+/// `change: text` is a "what we change" note; `learned: text` or plain text a "what we learned".
+fn split_learning_kind(note: &str) -> (crate::store::learning::LearningKind, &str) {
+    use crate::store::learning::LearningKind;
+    let lower = note.to_lowercase();
+    for (prefix, kind) in [
+        ("change:", LearningKind::Change),
+        ("changes:", LearningKind::Change),
+        ("learned:", LearningKind::Learned),
+        ("learnt:", LearningKind::Learned),
+    ] {
+        if lower.starts_with(prefix) {
+            return (kind, note[prefix.len()..].trim());
+        }
+    }
+    (LearningKind::Learned, note)
 }
 
 fn parse_gameday(rest: &[&str]) -> Result<Command, CommandError> {
@@ -240,6 +315,40 @@ pub fn parse_params<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qa_and_learn() {
+        use crate::store::learning::LearningKind;
+        assert_eq!(parse("qa r-1"), Ok(Command::Qa { run: "r-1".into() }));
+        assert!(matches!(
+            parse("qa"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert_eq!(
+            parse("learn r-1  retries  hid the fault\nfor 30 s"),
+            Ok(Command::Learn {
+                run: "r-1".into(),
+                kind: LearningKind::Learned,
+                text: "retries  hid the fault\nfor 30 s".into()
+            })
+        );
+        assert_eq!(
+            parse("learn r-1 Change: alert on p99 > 300ms"),
+            Ok(Command::Learn {
+                run: "r-1".into(),
+                kind: LearningKind::Change,
+                text: "alert on p99 > 300ms".into()
+            })
+        );
+        assert!(matches!(
+            parse("learn r-1"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("learn r-1 change:"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+    }
 
     #[test]
     fn help_and_empty() {

@@ -98,6 +98,27 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
+            Command::Qa { run } => self
+                .qa_board_reply(&cmd.team_id, &cmd.user_id, &run)
+                .await
+                .map(|r| (r, "qa"))
+                .map_err(|r| (r, "qa")),
+            Command::Learn { run, kind, text } => {
+                let result = match self.visible_run(&run, &cmd.team_id, &cmd.user_id).await {
+                    Ok(_) => self.add_learning(&cmd.user_id, &run, kind, &text).await,
+                    Err(m) => Err(m),
+                };
+                result
+                    .map(|_| {
+                        (
+                            Reply::simple(format!(
+                                ":memo: Noted on run `{run}` and posted in its thread; it is part of the run's learning record."
+                            )),
+                            "learn",
+                        )
+                    })
+                    .map_err(|m| (Reply::error(m), "learn"))
+            }
             Command::Gameday(sub) => self
                 .gameday(cmd, sub)
                 .await
@@ -488,6 +509,8 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} status` — queued and running runs\n\
          • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
          • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} qa <run-id>` — the run's Q&A board: questions by votes, answers, learnings\n\
+         • `{cmd} learn <run-id> <text>` — what we learned (`change: <text>` — what we change); the speaker or operators\n\
          • `{cmd} gameday [<plan>]` — list the game-day plans, or run one: its experiments one after another here, a Q&A window after each; `{cmd} gameday stop <id>` ends it\n\
          • `{cmd} help` — this message"
     ))

@@ -12,6 +12,7 @@ mod events;
 mod handlers;
 pub mod http;
 mod interactions;
+mod qa;
 pub mod verify;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct SlackApp {
     pub api: Arc<dyn SlackApi>,
     /// The bot's own user id (from `auth.test`), so its own messages are ignored.
     pub bot_user_id: std::sync::OnceLock<String>,
+    /// Orders the Q&A board updates of each run (see [`crate::slack::qa::BoardUpdates`]).
+    pub qa_boards: crate::slack::qa::BoardUpdates,
 }
 
 /// A slash command as Slack sends it: a form body over HTTP, the same fields as JSON over
