@@ -269,6 +269,19 @@ async fn gameday(store: &DynStore, id: &str) -> GamedayRecord {
     store.get_gameday(id).await.unwrap().unwrap()
 }
 
+/// The game day once its row is closed (the closing post may be delivered a moment before
+/// the row records it).
+async fn closed_gameday(store: &DynStore, id: &str) -> GamedayRecord {
+    for _ in 0..200 {
+        let g = gameday(store, id).await;
+        if g.closed_ms.is_some() {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("game day {id} was not closed within 10 s");
+}
+
 #[tokio::test]
 async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
     let rig = rig().await;
@@ -287,7 +300,7 @@ async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(90))
         .await;
-    let g = gameday(&store, &id).await;
+    let g = closed_gameday(&store, &id).await;
     assert_eq!(g.state, GamedayState::Done);
     assert!(g.closed_ms.is_some());
     let runs: Vec<String> = g.run_ids.iter().map(|r| r.clone().unwrap()).collect();
@@ -376,14 +389,15 @@ async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
     );
 
     // Each message once.
-    let openings = posts(&calls)
+    let openings: Vec<&str> = posts(&calls)
         .iter()
         .filter(|(_, c)| {
             c.str("text").unwrap_or_default().contains("started by")
                 && c.body.get("thread_ts").is_none()
         })
-        .count();
-    assert_eq!(openings, 1);
+        .map(|(_, c)| c.str("text").unwrap_or_default())
+        .collect();
+    assert_eq!(openings.len(), 1, "{openings:#?}");
     server.shutdown("test over").await;
 }
 
@@ -479,7 +493,7 @@ async fn stopping_mid_way_aborts_the_current_run_and_closes_the_game_day() {
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(60))
         .await;
-    let g = gameday(&store, &id).await;
+    let g = closed_gameday(&store, &id).await;
     assert_eq!(g.state, GamedayState::Stopped);
     assert_eq!(g.stopped_by.as_deref(), Some(ALICE));
     assert_eq!(g.run_ids[1], None, "the second item never started");
@@ -547,7 +561,7 @@ async fn a_restarted_server_resumes_the_game_day_with_the_next_item() {
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(90))
         .await;
-    let g = gameday(&store, &id).await;
+    let g = closed_gameday(&store, &id).await;
     assert_eq!(g.state, GamedayState::Done);
     assert_eq!(g.run_ids[0].as_deref(), Some(first.as_str()));
     let second = g.run_ids[1].clone().unwrap();
@@ -892,6 +906,23 @@ async fn lease_behaviour(store: DynStore) {
             .unwrap()
             .is_none()
     );
+
+    // A post counts as queued from its enqueue on, whatever becomes of it.
+    let key = chaosbot::gameday::opening_key("g-test");
+    assert!(!store.post_queued(&key).await.unwrap());
+    let msg = chaosbot::store::outbox::OutboundMessage {
+        thread_key: chaosbot::gameday::thread_key("g-test"),
+        channel: CHANNEL.into(),
+        action: chaosbot::store::outbox::OutboundAction::Post {
+            key: Some(key.clone()),
+            in_thread_of: None,
+            text: "opening".into(),
+            blocks: None,
+        },
+    };
+    store.enqueue(&[msg], None).await.unwrap();
+    assert!(store.post_queued(&key).await.unwrap());
+    assert!(!store.post_queued("gameday:g-test:closing").await.unwrap());
 }
 
 #[tokio::test]
@@ -981,7 +1012,7 @@ async fn a_person_aborting_a_run_stops_the_game_day() {
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(60))
         .await;
-    let g = gameday(&store, &id).await;
+    let g = closed_gameday(&store, &id).await;
     assert_eq!(g.state, GamedayState::Stopped);
     assert_eq!(g.stopped_by.as_deref(), Some(ALICE));
     assert_eq!(g.run_ids[1], None);
@@ -1029,7 +1060,7 @@ async fn with_two_drivers_on_one_store_exactly_one_drives() {
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(90))
         .await;
-    let g = gameday(&store, &id).await;
+    let g = closed_gameday(&store, &id).await;
     assert_eq!(g.state, GamedayState::Done);
     let all = store
         .list_runs(RunFilter {

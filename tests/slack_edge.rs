@@ -247,6 +247,9 @@ impl chaosbot::store::GamedayStore for RecordingStore {
     async fn close_gameday(&self, id: &str, owner: &str, now: i64) -> StoreResult<bool> {
         self.inner.close_gameday(id, owner, now).await
     }
+    async fn post_queued(&self, key: &str) -> StoreResult<bool> {
+        self.inner.post_queued(key).await
+    }
 }
 
 #[async_trait::async_trait]

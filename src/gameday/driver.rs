@@ -21,6 +21,7 @@ use super::plan::Plan;
 use super::render::{self, ItemOutcome};
 use crate::clock::DynClock;
 use crate::engine::state::{RunState, Verdict};
+use crate::journal::Event;
 use crate::slack::blocks::{self, Reply};
 use crate::slack::edge::SlackApp;
 use crate::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState};
@@ -51,6 +52,9 @@ impl Default for GamedayOptions {
 
 /// Who asks, when the driver itself stops a game day.
 const CHAOSBOT: &str = "chaosbot";
+/// Steps taken without a pause before the driver pauses anyway (a game day needs at most a
+/// handful: submit, save, note, close).
+const MAX_STEPS_IN_A_ROW: u32 = 20;
 
 pub struct GamedayDriver {
     app: Arc<SlackApp>,
@@ -168,6 +172,7 @@ impl GamedayDriver {
 
     /// Drives one game day until it is closed, the lease is lost, or `stop`.
     async fn drive(&self, id: &str, stop: &CancellationToken) {
+        let mut in_a_row = 0;
         loop {
             if stop.is_cancelled() {
                 if let Err(e) = self.app.store.release_gameday(id, &self.owner).await {
@@ -177,13 +182,22 @@ impl GamedayDriver {
             }
             let pause = match self.step(id).await {
                 Ok(Step::Leave) => return,
-                Ok(Step::Again) => continue,
+                // Steps taken back to back are bounded; a game day never needs many in a row.
+                Ok(Step::Again) if in_a_row < MAX_STEPS_IN_A_ROW => {
+                    in_a_row += 1;
+                    continue;
+                }
+                Ok(Step::Again) => {
+                    warn!("many game-day steps in a row; pausing");
+                    self.opts.poll
+                }
                 Ok(Step::Wait(d)) => d,
                 Err(e) => {
                     warn!(error = %e, "game-day step failed; will retry");
                     self.opts.poll
                 }
             };
+            in_a_row = 0;
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = tokio::time::sleep(pause.min(self.opts.poll)) => {}
@@ -305,14 +319,21 @@ impl GamedayDriver {
         // The run is over: a person's abort or a run that could not execute ends the game day.
         match run.verdict {
             Some(Verdict::Aborted) => {
-                if let Some(req) = store.pending_abort(&run_id).await? {
+                // A person's abort is journaled (queued or running alike); a stop condition's
+                // or a shutdown's is not.
+                let journal = store.journal(&run_id, 0).await?;
+                let asked = journal.iter().find_map(|e| match &e.event {
+                    Event::AbortRequested { by, reason } if by != CHAOSBOT => {
+                        Some((by.clone(), reason.clone()))
+                    }
+                    _ => None,
+                });
+                if let Some((by, why)) = asked {
                     let reason = format!(
-                        "run `{run_id}` (`{}`) was aborted by <@{}>: {}",
-                        item.experiment, req.requested_by, req.reason
+                        "run `{run_id}` (`{}`) was aborted by <@{by}>: {why}",
+                        item.experiment
                     );
-                    store
-                        .stop_gameday(id, &req.requested_by, &reason, now)
-                        .await?;
+                    store.stop_gameday(id, &by, &reason, now).await?;
                     return Ok(Step::Again);
                 }
             }
@@ -389,7 +410,8 @@ impl GamedayDriver {
         Ok(Step::Leave)
     }
 
-    /// Queues a post named `key` unless a post with that key is already queued or delivered.
+    /// Queues a post named `key` unless a post with that key was ever queued (so a restart,
+    /// or a step taken again, never posts it twice).
     async fn post_once(
         &self,
         g: &GamedayRecord,
@@ -398,7 +420,7 @@ impl GamedayDriver {
         in_thread_of: Option<String>,
     ) -> StoreResult<()> {
         let store = &self.app.store;
-        if store.message_ref(&key).await?.is_some() || store.post_pending(&key).await? {
+        if store.post_queued(&key).await? {
             return Ok(());
         }
         let msg = OutboundMessage {

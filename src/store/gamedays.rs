@@ -148,6 +148,11 @@ pub trait GamedayStore: Send + Sync {
 
     /// Records that the closing summary is queued; the game day leaves `open_gamedays`.
     async fn close_gameday(&self, id: &str, owner: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Whether a post named `key` was ever queued in the outbox, whatever became of it
+    /// (pending, delivered or failed): one query, so a delivery finishing between two checks
+    /// cannot make a message look never sent.
+    async fn post_queued(&self, key: &str) -> StoreResult<bool>;
 }
 
 // ---- one implementation for both backends (`$n` placeholders, plain conditional updates) ----
@@ -181,6 +186,7 @@ const STOP: &str = "UPDATE gamedays SET state = 'stopped', stopped_by = $2, reas
      finished_ms = $4, updated_ms = $4 WHERE id = $1 AND state = 'running'";
 const FINISH: &str = "UPDATE gamedays SET state = 'done', finished_ms = $3, updated_ms = $3 \
      WHERE id = $1 AND owner = $2 AND state = 'running'";
+const POST_QUEUED: &str = "SELECT COUNT(*) FROM slack_outbox WHERE msg_key = $1 AND kind = 'post'";
 const CLOSE: &str = "UPDATE gamedays SET closed_ms = $3, updated_ms = $3, owner = NULL, \
      lease_until_ms = NULL WHERE id = $1 AND owner = $2 AND state <> 'running' \
      AND closed_ms IS NULL";
@@ -367,6 +373,14 @@ macro_rules! impl_gameday_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn post_queued(&self, key: &str) -> StoreResult<bool> {
+                let n: i64 = sqlx::query_scalar(POST_QUEUED)
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
             }
 
             async fn close_gameday(&self, id: &str, owner: &str, now_ms: i64) -> StoreResult<bool> {
