@@ -1084,3 +1084,101 @@ async fn with_two_drivers_on_one_store_exactly_one_drives() {
     other_task.await.unwrap();
     server.shutdown("test over").await;
 }
+
+#[tokio::test]
+async fn the_qa_window_is_timed_on_the_drivers_clock() {
+    use chaosbot::clock::Clock;
+    use std::sync::Arc;
+    let rig = rig().await;
+    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let cfg = Arc::new(rig.cfg.clone());
+    let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
+    targets.start_all().await.unwrap();
+    let api =
+        Arc::new(chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap());
+    let app = Arc::new(chaosbot::slack::edge::SlackApp {
+        engine: engine.clone(),
+        store: store.clone(),
+        cfg: cfg.clone(),
+        api,
+        bot_user_id: std::sync::OnceLock::new(),
+        qa_boards: Default::default(),
+    });
+    let clock = chaosbot::clock::ManualClock::new(chaosbot::journal::now_ms());
+    let driver = chaosbot::gameday::GamedayDriver::new(
+        app,
+        clock.clone(),
+        chaosbot::gameday::GamedayOptions {
+            poll: Duration::from_millis(50),
+            ..Default::default()
+        },
+        || {},
+    );
+    // Ten minutes of Q&A, on a clock that only the test moves.
+    let catalog = chaosbot::spec::load_catalog(&cfg.catalog, &cfg);
+    let text = TWO_SHORT.replace("qa_window: 2s", "qa_window: 10m");
+    let plan = parse_plan(&text, "two-short.yaml", &cfg, &catalog).unwrap();
+    store
+        .create_gameday(&NewGameday {
+            id: "g-clock".into(),
+            plan: plan.name.clone(),
+            plan_json: serde_json::to_value(&plan).unwrap(),
+            team: TEAM.into(),
+            channel: CHANNEL.into(),
+            started_by: ALICE.into(),
+            items: plan.agenda.len(),
+            created_ms: chaosbot::journal::now_ms(),
+        })
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(driver.run(stop.clone()));
+
+    // The first item runs and ends; the game day then waits out the window.
+    let mut waiting = None;
+    for _ in 0..600 {
+        let g = gameday(&store, "g-clock").await;
+        if g.current == 1 {
+            waiting = Some(g);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = waiting.expect("the first item finished within 30 s");
+    assert_eq!(
+        waiting.wait_until_ms,
+        Some(clock.now_ms() + 600_000),
+        "the window ends ten minutes after the driver saw the run end, on its clock"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = gameday(&store, "g-clock").await;
+    assert_eq!(
+        g.run_ids[1], None,
+        "nothing starts while the clock stands still"
+    );
+    assert!(store.post_queued("gameday:g-clock:note:0").await.unwrap());
+
+    // Ten minutes later (on the clock), the second item starts and the game day closes.
+    clock.advance_ms(600_000);
+    let g = closed_gameday_within(&store, "g-clock", Duration::from_secs(60)).await;
+    assert_eq!(g.state, GamedayState::Done);
+    assert!(g.run_ids.iter().all(Option::is_some));
+    stop.cancel();
+    task.await.unwrap();
+    engine.shutdown("test over", Duration::from_secs(10)).await;
+}
+
+async fn closed_gameday_within(store: &DynStore, id: &str, limit: Duration) -> GamedayRecord {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let g = gameday(store, id).await;
+        if g.closed_ms.is_some() {
+            return g;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "game day {id} not closed within {limit:?}: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
