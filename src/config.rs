@@ -47,6 +47,9 @@ pub struct Config {
     pub targets: Targets,
     #[serde(default)]
     pub slack: SlackConfig,
+    /// Scheduled runs: heads-up time, allowed hours, minimum interval.
+    #[serde(default)]
+    pub schedules: crate::schedule::ScheduleConfig,
 }
 
 fn default_catalog() -> PathBuf {
@@ -61,6 +64,7 @@ impl Default for Config {
             guard_rails: GuardRails::default(),
             targets: Targets::default(),
             slack: SlackConfig::default(),
+            schedules: crate::schedule::ScheduleConfig::default(),
         }
     }
 }
@@ -406,6 +410,7 @@ impl Config {
 
     /// Checks what the types cannot: unique names, positive limits, parseable URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.schedules.window().map_err(ConfigError::Invalid)?;
         let g = &self.guard_rails;
         if g.max_run_duration.is_zero() {
             return Err(ConfigError::Invalid(

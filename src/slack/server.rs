@@ -54,6 +54,7 @@ pub struct Server {
     pub outbox: Outbox,
     pub app: Arc<SlackApp>,
     stop: CancellationToken,
+    scheduler_stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     outbox_task: JoinHandle<()>,
 }
@@ -91,6 +92,17 @@ impl Server {
         cfg: Config,
         store: DynStore,
         listener: TcpListener,
+    ) -> anyhow::Result<Server> {
+        Server::start_with_clock(cfg, store, listener, crate::clock::system()).await
+    }
+
+    /// Like [`Server::start`], with the clock planned times are read from (schedules; a
+    /// [`crate::clock::ManualClock`] in tests).
+    pub async fn start_with_clock(
+        cfg: Config,
+        store: DynStore,
+        listener: TcpListener,
+        clock: crate::clock::DynClock,
     ) -> anyhow::Result<Server> {
         check_settings(&cfg)?;
         install_crypto_provider();
@@ -145,7 +157,14 @@ impl Server {
             cfg: cfg.clone(),
             api: api.clone(),
             bot_user_id: std::sync::OnceLock::new(),
+            clock: clock.clone(),
         });
+        // Schedules: stopped first on shutdown, so nothing new starts while runs wind down.
+        let scheduler_stop = CancellationToken::new();
+        tasks.push(tokio::spawn(
+            crate::schedule::scheduler::Scheduler::new(app.clone(), clock)
+                .run(scheduler_stop.clone()),
+        ));
         // Who the bot is, to ignore its own messages. Asked in the background: a slow or
         // unreachable Slack must not hold up start-up (bot_id still identifies its messages).
         {
@@ -193,6 +212,7 @@ impl Server {
             outbox,
             app,
             stop,
+            scheduler_stop,
             tasks,
             outbox_task,
         })
@@ -202,6 +222,7 @@ impl Server {
     /// gives the outbox a moment to deliver it (the rest is delivered after the next start),
     /// then stops.
     pub async fn shutdown(self, reason: &str) {
+        self.scheduler_stop.cancel();
         self.engine.shutdown(reason, Duration::from_secs(60)).await;
         // The projector renders on stop; then the outbox gets a few seconds to flush.
         self.stop.cancel();

@@ -20,12 +20,14 @@ pub mod learning;
 pub mod outbox;
 pub mod postgres;
 mod postgres_outbox;
+pub mod schedules;
 pub mod slack_edge;
 pub mod sqlite;
 mod sqlite_outbox;
 
 pub use learning::LearningStore;
 pub use outbox::OutboxStore;
+pub use schedules::ScheduleStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +164,9 @@ pub struct RunFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: OutboxStore + EdgeStore + LearningStore + Send + Sync + 'static {
+pub trait Store:
+    OutboxStore + EdgeStore + LearningStore + ScheduleStore + Send + Sync + 'static
+{
     /// Backend name for messages ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 

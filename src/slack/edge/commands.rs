@@ -7,12 +7,25 @@
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
 //! summary <run-id>
+//! schedule <experiment> <when> [key=value ...] | schedules | unschedule <id> | resume
 //! ```
 
 /// Longer command texts are refused before they are tokenized.
 pub const MAX_TEXT_CHARS: usize = 2000;
 
-pub const SUBCOMMANDS: &[&str] = &["help", "list", "start", "abort", "status", "summary"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "help",
+    "list",
+    "start",
+    "abort",
+    "status",
+    "summary",
+    // Schedules and the halt (issue 5).
+    "schedule",
+    "schedules",
+    "unschedule",
+    "resume",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -31,6 +44,17 @@ pub enum Command {
     Summary {
         run: String,
     },
+    /// `when` is the words between the experiment and the first `key=value`.
+    Schedule {
+        experiment: String,
+        when: String,
+        params: Vec<(String, String)>,
+    },
+    Schedules,
+    Unschedule {
+        id: String,
+    },
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +179,49 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 usage: "summary <run-id>",
             }),
         },
+        "schedule" => {
+            const USAGE: &str = "schedule <experiment> <when> [key=value …], e.g. schedule checkout-latency every tue,thu at 14:00 latency=300ms";
+            let Some((name, rest)) = rest.split_first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "schedule",
+                    what: "an experiment and a time",
+                    usage: USAGE,
+                });
+            };
+            let split = rest
+                .iter()
+                .position(|w| w.contains('='))
+                .unwrap_or(rest.len());
+            if split == 0 {
+                return Err(CommandError::MissingArgument {
+                    command: "schedule",
+                    what: "a time after the experiment",
+                    usage: USAGE,
+                });
+            }
+            Ok(Command::Schedule {
+                experiment: (*name).to_string(),
+                when: rest[..split].join(" "),
+                params: parse_params(rest[split..].iter().copied())?,
+            })
+        }
+        "schedules" => no_args("schedules", "schedules", Command::Schedules),
+        "unschedule" => match rest.as_slice() {
+            [id] => Ok(Command::Unschedule {
+                id: (*id).to_string(),
+            }),
+            [] => Err(CommandError::MissingArgument {
+                command: "unschedule",
+                what: "a schedule id (`schedules` lists them)",
+                usage: "unschedule <id>",
+            }),
+            [_, extra @ ..] => Err(CommandError::Extra {
+                command: "unschedule",
+                extra: extra.join(" "),
+                usage: "unschedule <id>",
+            }),
+        },
+        "resume" => no_args("resume", "resume", Command::Resume),
         _ => Err(CommandError::Unknown {
             word: first.to_string(),
             suggestion: closest_subcommand(first),
@@ -288,6 +355,50 @@ mod tests {
         assert!(err.to_string().contains("did you mean `start`"));
         assert_eq!(closest_subcommand("stauts").as_deref(), Some("status"));
         assert_eq!(closest_subcommand("xyzzyq"), None);
+    }
+
+    #[test]
+    fn schedule_forms() {
+        assert_eq!(
+            parse("schedule slow-api every tue,thu at 14:00 in Europe/Berlin duration=2s"),
+            Ok(Command::Schedule {
+                experiment: "slow-api".into(),
+                when: "every tue,thu at 14:00 in Europe/Berlin".into(),
+                params: vec![("duration".into(), "2s".into())],
+            })
+        );
+        assert_eq!(
+            parse("schedule x */5 9 * * 1-5"),
+            Ok(Command::Schedule {
+                experiment: "x".into(),
+                when: "*/5 9 * * 1-5".into(),
+                params: vec![],
+            })
+        );
+        let e = parse("schedule x a=1").unwrap_err();
+        assert!(e.to_string().contains("a time after the experiment"), "{e}");
+        assert!(matches!(
+            parse("schedule"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("schedule x every day at 10:00 a=1 stray"),
+            Err(CommandError::BadParameter { .. })
+        ));
+        assert_eq!(parse("schedules"), Ok(Command::Schedules));
+        assert_eq!(
+            parse("unschedule 4"),
+            Ok(Command::Unschedule { id: "4".into() })
+        );
+        assert!(matches!(
+            parse("unschedule"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert_eq!(parse("resume"), Ok(Command::Resume));
+        assert_eq!(
+            closest_subcommand("unshedule").as_deref(),
+            Some("unschedule")
+        );
     }
 
     #[test]

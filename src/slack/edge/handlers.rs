@@ -98,6 +98,31 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
+            // Schedules and the halt: handlers in `crate::schedule::commands`.
+            Command::Schedule {
+                experiment,
+                when,
+                params,
+            } => self
+                .schedule(cmd, &experiment, &when, &params)
+                .await
+                .map(|r| (r, "schedule"))
+                .map_err(|r| (r, "schedule")),
+            Command::Schedules => self
+                .schedules(cmd)
+                .await
+                .map(|r| (r, "schedules"))
+                .map_err(|r| (r, "schedules")),
+            Command::Unschedule { id } => self
+                .unschedule(cmd, &id)
+                .await
+                .map(|r| (r, "unschedule"))
+                .map_err(|r| (r, "unschedule")),
+            Command::Resume => self
+                .resume(cmd)
+                .await
+                .map(|r| (r, "resume"))
+                .map_err(|r| (r, "resume")),
         }
     }
 
@@ -208,6 +233,22 @@ impl SlackApp {
         channel: &str,
         user: &str,
     ) -> Result<String, String> {
+        // A halt (`abort all`) stops every start, from a command, the form or a schedule.
+        match self.store.current_halt().await {
+            Ok(None) => {}
+            Ok(Some(h)) => {
+                return Err(format!(
+                    "nothing was started: {}.",
+                    crate::schedule::halt_text(&h, self.cfg.schedules.when_rules().default_tz)
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the halt");
+                return Err(format!(
+                    "cannot check whether a halt is in force ({e}); nothing was started. Try again."
+                ));
+            }
+        }
         let origin = SlackOrigin {
             team: team.to_string(),
             channel: channel.to_string(),
@@ -383,6 +424,8 @@ impl SlackApp {
                 auth::may_abort_all(&self.cfg.slack, &cmd.user_id).map_err(Reply::error)?;
                 let reason =
                     reason.unwrap_or_else(|| format!("abort all from Slack by {}", cmd.user_id));
+                // The halt goes in first, so nothing new starts while the runs are aborted.
+                let halt_note = self.put_halt(&cmd.user_id, &reason).await;
                 let o = self
                     .engine
                     .abort(AbortScope::All, &cmd.user_id, &reason)
@@ -391,21 +434,24 @@ impl SlackApp {
                         Reply::error(format!("the abort could not be recorded ({e}); try again"))
                     })?;
                 let n = o.cancelled_queued.len() + o.signalled_running.len();
-                Ok(Reply::simple(if n == 0 {
-                    "No run was queued or running; nothing to abort.".to_string()
-                } else {
-                    format!(
-                        ":octagonal_sign: Aborting {n} run(s): {} queued cancelled, {} running reverting ({}).",
-                        o.cancelled_queued.len(),
-                        o.signalled_running.len(),
-                        o.cancelled_queued
-                            .iter()
-                            .chain(&o.signalled_running)
-                            .map(|id| format!("`{id}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }))
+                Ok(Reply::simple(format!(
+                    "{}\n{halt_note}",
+                    if n == 0 {
+                        "No run was queued or running; nothing to abort.".to_string()
+                    } else {
+                        format!(
+                            ":octagonal_sign: Aborting {n} run(s): {} queued cancelled, {} running reverting ({}).",
+                            o.cancelled_queued.len(),
+                            o.signalled_running.len(),
+                            o.cancelled_queued
+                                .iter()
+                                .chain(&o.signalled_running)
+                                .map(|id| format!("`{id}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )))
             }
         }
     }
@@ -481,8 +527,11 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} start <experiment> [key=value …]` — e.g. `{cmd} start checkout-latency latency=500ms`\n\
          • `{cmd} start` — pick the experiment and parameters in a form\n\
          • `{cmd} status` — queued and running runs\n\
-         • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
+         • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators; also halts every start until `{cmd} resume`)\n\
          • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} schedule <experiment> <when> [key=value …]` — e.g. `{cmd} schedule checkout-latency every tue,thu at 14:00 in Europe/Berlin`, or a cron expression (`0 14 * * 2,4`)\n\
+         • `{cmd} schedules` — the schedules and their next runs; `{cmd} unschedule <id>` removes one\n\
+         • `{cmd} resume` — lift the halt `abort all` put in force (operators)\n\
          • `{cmd} help` — this message"
     ))
 }

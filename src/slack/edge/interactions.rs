@@ -132,6 +132,12 @@ impl SlackApp {
             return;
         };
         for action in actions {
+            // The Skip button of a schedule's heads-up (`crate::schedule::commands`).
+            if str_at(action, &["action_id"]) == Some(crate::schedule::commands::SKIP_ACTION_ID) {
+                let value = str_at(action, &["value"]).unwrap_or("").to_string();
+                self.skip_button(&team, &user, &channel, &value).await;
+                continue;
+            }
             if str_at(action, &["action_id"]) != Some(ABORT_ACTION_ID) {
                 debug!(action = ?action.get("action_id"), "action not handled");
                 continue;

@@ -27,6 +27,7 @@ use crate::slack::blocks;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{AuditEntry, DynStore};
 
+pub use crate::schedule::commands::SKIP_ACTION_ID;
 pub use interactions::{ABORT_ACTION_ID, START_MODAL_CALLBACK_ID};
 
 /// Everything the edge needs. Cheap to share (`Arc<SlackApp>`).
@@ -37,6 +38,8 @@ pub struct SlackApp {
     pub api: Arc<dyn SlackApi>,
     /// The bot's own user id (from `auth.test`), so its own messages are ignored.
     pub bot_user_id: std::sync::OnceLock<String>,
+    /// Where "now" comes from for planned times (schedules); a manual clock in tests.
+    pub clock: crate::clock::DynClock,
 }
 
 /// A slash command as Slack sends it: a form body over HTTP, the same fields as JSON over
