@@ -22,6 +22,7 @@ use chaosbot::store::learning::{
     Answer, Learning, LearningKind, LearningStore, NewQuestion, QaSession, Question,
 };
 use chaosbot::store::outbox::{Delivered, MessageRef, OutboundAction, OutboundMessage, OutboxRow};
+use chaosbot::store::schedules::{Fire, Halt, NewSchedule, Schedule, ScheduleStore, SkipOutcome};
 use chaosbot::store::{
     AbortOutcome, AbortRequest, AbortScope, AuditEntry, DynStore, EdgeStore, FaultRecord, NewFault,
     NewRun, OutboxStore, RunFilter, RunRecord, Store, StoreError, StoreResult,
@@ -178,6 +179,64 @@ impl LearningStore for RecordingStore {
     }
     async fn learnings(&self, run: &str) -> StoreResult<Vec<Learning>> {
         self.inner.learnings(run).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ScheduleStore for RecordingStore {
+    async fn create_schedule(&self, s: &NewSchedule) -> StoreResult<Schedule> {
+        self.inner.create_schedule(s).await
+    }
+    async fn get_schedule(&self, id: i64) -> StoreResult<Option<Schedule>> {
+        self.inner.get_schedule(id).await
+    }
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.inner.list_schedules().await
+    }
+    async fn remove_schedule(&self, id: i64, by: &str, at: i64) -> StoreResult<bool> {
+        self.inner.remove_schedule(id, by, at).await
+    }
+    async fn get_fire(&self, id: i64, fire: i64) -> StoreResult<Option<Fire>> {
+        self.inner.get_fire(id, fire).await
+    }
+    async fn claim_heads_up(&self, id: i64, fire: i64, at: i64) -> StoreResult<bool> {
+        self.inner.claim_heads_up(id, fire, at).await
+    }
+    async fn claim_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        owner: &str,
+        at: i64,
+    ) -> StoreResult<Option<Fire>> {
+        self.inner.claim_fire(id, fire, owner, at).await
+    }
+    async fn skip_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        by: &str,
+        reason: &str,
+    ) -> StoreResult<SkipOutcome> {
+        self.inner.skip_fire(id, fire, by, reason).await
+    }
+    async fn finish_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        run: Option<&str>,
+        skipped: Option<&str>,
+    ) -> StoreResult<()> {
+        self.inner.finish_fire(id, fire, run, skipped).await
+    }
+    async fn set_halt(&self, by: &str, reason: &str, at: i64) -> StoreResult<Halt> {
+        self.inner.set_halt(by, reason, at).await
+    }
+    async fn lift_halt(&self, by: &str, at: i64) -> StoreResult<Option<Halt>> {
+        self.inner.lift_halt(by, at).await
+    }
+    async fn current_halt(&self) -> StoreResult<Option<Halt>> {
+        self.inner.current_halt().await
     }
 }
 
@@ -397,6 +456,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config)) -> Rig {
         cfg,
         api: api.clone(),
         bot_user_id: std::sync::OnceLock::from(BOT.to_string()),
+        clock: chaosbot::clock::system(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -907,6 +967,61 @@ async fn abort_all_is_for_operators() {
     for id in [a, b] {
         assert_eq!(rig.wait_done(&id).await.verdict, Some(Verdict::Aborted));
     }
+}
+
+#[tokio::test]
+async fn abort_all_halts_starts_until_resume() {
+    let rig = rig().await;
+    let t = all_text(&rig.command("UOP", "abort all game day prep").await);
+    assert!(t.contains("A halt is now in force"), "{t}");
+    // A second abort all keeps the first halt.
+    let t = all_text(&rig.command("UOP", "abort all again").await);
+    assert!(t.contains("already in force"), "{t}");
+    let halt = rig.store.current_halt().await.unwrap().unwrap();
+    assert_eq!(
+        (halt.halted_by.as_str(), halt.reason.as_str()),
+        ("UOP", "game day prep")
+    );
+
+    // start is refused, naming who, when, why and how to resume; nothing is queued.
+    let before = rig
+        .store
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    let t = all_text(&rig.command("UALICE", "start api-latency").await);
+    assert!(
+        t.contains("a halt is in force since")
+            && t.contains("<@UOP>")
+            && t.contains("game day prep")
+            && t.contains("/chaos resume"),
+        "{t}"
+    );
+    let after = rig
+        .store
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+
+    // Only operators resume; then starts work again.
+    let t = all_text(&rig.command("UALICE", "resume").await);
+    assert!(t.contains("only operators"), "{t}");
+    let t = all_text(&rig.command("UOP", "resume").await);
+    assert!(t.contains("is lifted") && t.contains("<@UOP>"), "{t}");
+    assert!(rig.store.current_halt().await.unwrap().is_none());
+    let t = all_text(&rig.command("UOP", "resume").await);
+    assert!(t.contains("No halt is in force"), "{t}");
+    let id = run_id_in(&all_text(&rig.command("UALICE", "start api-latency").await));
+    rig.wait_done(&id).await;
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ pub struct Fire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipOutcome {
     Skipped,
-    /// Someone skipped it before.
+    /// It was skipped before (by a Skip, or by the scheduler with a reason).
     AlreadySkipped(Fire),
     /// A scheduler already claimed it (it ran or is starting).
     AlreadyClaimed(Fire),
@@ -378,10 +378,10 @@ macro_rules! impl_schedule_store {
                 let fire = self.get_fire(schedule_id, fire_ms).await?.ok_or_else(|| {
                     StoreError::Corrupt(format!("fire {schedule_id}/{fire_ms} vanished"))
                 })?;
-                Ok(if fire.claimed_ms.is_some() {
-                    SkipOutcome::AlreadyClaimed(fire)
-                } else {
+                Ok(if fire.skipped.is_some() {
                     SkipOutcome::AlreadySkipped(fire)
+                } else {
+                    SkipOutcome::AlreadyClaimed(fire)
                 })
             }
 
