@@ -792,3 +792,171 @@ async fn two_servers_on_one_postgres_fire_each_fire_once() {
     })
     .await;
 }
+
+/// The schedule store on one backend: create, list, remove, fires, the halt, and the planned
+/// runs `upcoming` reports (a skipped fire left out).
+async fn store_round_trip(store: DynStore) {
+    let new = |experiment: &str, expr: &str, tz: &str| NewSchedule {
+        experiment: experiment.into(),
+        when_text: format!("{expr} in {tz}"),
+        expr: expr.into(),
+        tz: tz.into(),
+        params: [("latency".to_string(), "300ms".to_string())].into(),
+        team: TEAM.into(),
+        channel: CHANNEL.into(),
+        created_by: ALICE.into(),
+        created_ms: ms("2026-11-24T00:00:00Z"),
+    };
+    let a = store
+        .create_schedule(&new("a", "0 14 * * 2,4", "Europe/Berlin"))
+        .await
+        .unwrap();
+    let b = store
+        .create_schedule(&new("b", "30 9 * * *", "UTC"))
+        .await
+        .unwrap();
+    assert_eq!(a.params.get("latency").map(String::as_str), Some("300ms"));
+    assert_eq!(
+        (a.tz.as_str(), a.last_claimed_fire_ms),
+        ("Europe/Berlin", None)
+    );
+    let listed = store.list_schedules().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [a.id, b.id]
+    );
+
+    // Planned runs over Tue 24th .. Fri 27th: a on Tue and Thu at 13:00 UTC, b daily at 09:30.
+    let from = ms("2026-11-24T00:00:00Z");
+    let to = ms("2026-11-28T00:00:00Z");
+    let plan = chaosbot::schedule::upcoming(&store, from, to)
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = plan
+        .iter()
+        .map(|u| (u.experiment.clone(), u.at_ms))
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("b", "2026-11-24T09:30:00Z"),
+        ("a", "2026-11-24T13:00:00Z"),
+        ("b", "2026-11-25T09:30:00Z"),
+        ("b", "2026-11-26T09:30:00Z"),
+        ("a", "2026-11-26T13:00:00Z"),
+        ("b", "2026-11-27T09:30:00Z"),
+    ]
+    .iter()
+    .map(|(e, t)| (e.to_string(), ms(t)))
+    .collect();
+    assert_eq!(got, want);
+    assert!(plan.iter().all(|u| u.channel == CHANNEL));
+
+    // A skipped fire leaves the plan; a second Skip says it was skipped; a claim then sees it.
+    let f = ms("2026-11-26T13:00:00Z");
+    assert_eq!(
+        store
+            .skip_fire(a.id, f, ALICE, "skipped by <@UALICE>")
+            .await
+            .unwrap(),
+        SkipOutcome::Skipped
+    );
+    assert!(matches!(
+        store.skip_fire(a.id, f, OPS, "again").await.unwrap(),
+        SkipOutcome::AlreadySkipped(_)
+    ));
+    let plan = chaosbot::schedule::upcoming(&store, from, to)
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 5);
+    assert!(!plan.iter().any(|u| u.at_ms == f));
+    let claimed = store.claim_fire(a.id, f, "me", 1).await.unwrap().unwrap();
+    assert_eq!(claimed.skipped_by.as_deref(), Some(ALICE));
+    assert!(
+        store
+            .claim_fire(a.id, f, "other", 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .get_schedule(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_claimed_fire_ms,
+        Some(f)
+    );
+    // A run recorded on a claimed fire; a Skip after the claim is refused.
+    let g = ms("2026-11-24T09:30:00Z");
+    assert!(store.claim_heads_up(b.id, g, 5).await.unwrap());
+    assert!(!store.claim_heads_up(b.id, g, 6).await.unwrap());
+    store.claim_fire(b.id, g, "me", 7).await.unwrap().unwrap();
+    store
+        .finish_fire(b.id, g, Some("r-123"), None)
+        .await
+        .unwrap();
+    match store.skip_fire(b.id, g, ALICE, "late").await.unwrap() {
+        SkipOutcome::AlreadyClaimed(fire) => {
+            assert_eq!(fire.run_id.as_deref(), Some("r-123"));
+            assert_eq!(fire.heads_up_ms, Some(5));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Remove: once.
+    assert!(store.remove_schedule(b.id, OPS, 10).await.unwrap());
+    assert!(!store.remove_schedule(b.id, OPS, 11).await.unwrap());
+    assert_eq!(store.list_schedules().await.unwrap().len(), 1);
+    assert!(
+        store
+            .get_schedule(b.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .removed_ms
+            .is_some()
+    );
+
+    // The halt: one in force until lifted; a second one keeps the first.
+    assert!(
+        chaosbot::schedule::halt_in_force(&store)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let h = store.set_halt(OPS, "release freeze", 100).await.unwrap();
+    assert_eq!(
+        (h.halted_by.as_str(), h.reason.as_str(), h.since_ms),
+        (OPS, "release freeze", 100)
+    );
+    let again = store.set_halt(ALICE, "other", 200).await.unwrap();
+    assert_eq!(again.id, h.id);
+    let now = chaosbot::schedule::halt_in_force(&store)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.id, h.id);
+    let lifted = store.lift_halt(ALICE, 300).await.unwrap().unwrap();
+    assert_eq!(
+        (lifted.lifted_by.as_deref(), lifted.lifted_ms),
+        (Some(ALICE), Some(300))
+    );
+    assert!(store.current_halt().await.unwrap().is_none());
+    assert!(store.lift_halt(ALICE, 400).await.unwrap().is_none());
+    let next = store.set_halt(ALICE, "second", 500).await.unwrap();
+    assert_ne!(next.id, h.id);
+}
+
+#[tokio::test]
+async fn schedule_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    store_round_trip(sqlite_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn schedule_store_on_postgres() {
+    with_postgres(|url| async move {
+        store_round_trip(chaosbot::store::open(&url).await.unwrap()).await;
+    })
+    .await;
+}
