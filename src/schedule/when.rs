@@ -578,7 +578,11 @@ fn field(s: &str, name: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, S
         let mut v = a;
         while v <= b {
             bits |= 1 << v;
-            v += step;
+            // A huge step (`*/4000000000`) ends the range instead of overflowing.
+            match v.checked_add(step) {
+                Some(n) => v = n,
+                None => break,
+            }
         }
     }
     Ok(bits)
@@ -798,6 +802,17 @@ mod tests {
             let e = When::parse(text, &rules(), now).unwrap_err();
             assert!(e.to_string().contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn huge_numbers_do_not_overflow() {
+        let now = ms(TUE_NOON);
+        let w = When::parse("0 0/4294967295 * * *", &rules(), now).unwrap();
+        assert_eq!(utc(w.next_after(now).unwrap()), "2026-11-25T00:00:00Z");
+        let e = When::parse("0 99999999999 * * *", &rules(), now).unwrap_err();
+        assert!(e.to_string().contains("not a number"), "{e}");
+        let e = When::parse("every 99999999999999999999 hours", &rules(), now).unwrap_err();
+        assert!(matches!(e, WhenError::Unparsable { .. }), "{e}");
     }
 
     #[test]
