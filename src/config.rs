@@ -47,6 +47,8 @@ pub struct Config {
     pub targets: Targets,
     #[serde(default)]
     pub slack: SlackConfig,
+    #[serde(default)]
+    pub qa: QaConfig,
     /// Scheduled runs: heads-up time, allowed hours, minimum interval.
     #[serde(default)]
     pub schedules: crate::schedule::ScheduleConfig,
@@ -64,6 +66,7 @@ impl Default for Config {
             guard_rails: GuardRails::default(),
             targets: Targets::default(),
             slack: SlackConfig::default(),
+            qa: QaConfig::default(),
             schedules: crate::schedule::ScheduleConfig::default(),
         }
     }
@@ -130,6 +133,34 @@ pub struct AllowRule {
     pub users: Vec<String>,
     #[serde(default)]
     pub channels: Vec<String>,
+}
+
+/// The speaker Q&A in a run's thread.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QaConfig {
+    /// How long after a run ends its thread takes questions.
+    #[serde(default = "default_qa_window", with = "crate::spec::duration_serde")]
+    pub window: Duration,
+    /// Questions shown on the board (most votes first); `/chaos qa` shows them all.
+    #[serde(default = "default_board_top")]
+    pub board_top: u32,
+}
+
+fn default_qa_window() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_board_top() -> u32 {
+    10
+}
+
+impl Default for QaConfig {
+    fn default() -> Self {
+        QaConfig {
+            window: default_qa_window(),
+            board_top: default_board_top(),
+        }
+    }
 }
 
 /// Slack's Web API base URL.
@@ -420,6 +451,11 @@ impl Config {
         if g.max_concurrent_runs == 0 || g.worker_pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "guard_rails.max_concurrent_runs and worker_pool_size must be at least 1".into(),
+            ));
+        }
+        if self.qa.window.is_zero() || self.qa.board_top == 0 || self.qa.board_top > 40 {
+            return Err(ConfigError::Invalid(
+                "qa.window must be above zero (e.g. \"72h\") and qa.board_top between 1 and 40 (Slack shows at most 50 blocks per message)".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -616,6 +616,7 @@ async fn racing_schedulers(url: String, dir: &std::path::Path) {
             cfg: cfg.clone(),
             api: Arc::new(HttpSlackApi::new("http://127.0.0.1:9/", "xoxb-unused").unwrap()),
             bot_user_id: std::sync::OnceLock::new(),
+            qa_boards: Default::default(),
             clock: clock.clone(),
         });
         schedulers.push(Arc::new(Scheduler::new(app, clock.clone())));

@@ -163,6 +163,13 @@ fn has_summary(calls: &[Call]) -> bool {
         .any(|c| c.str("text").is_some_and(|t| t.starts_with("Run r-")))
 }
 
+/// The run's Q&A board, posted in the thread after the summary, is there.
+fn has_board(calls: &[Call]) -> bool {
+    replies(calls)
+        .iter()
+        .any(|c| c.str("text").is_some_and(|t| t.starts_with("Q&A on run")))
+}
+
 /// What the thread must contain, in order, from the run's journal: one reply per entry that
 /// deserves one, then the summary.
 async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
@@ -177,6 +184,14 @@ async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
     let summary = render::summary(&chaosbot::report::summarize(&run, &journal));
     for _ in summary.pages() {
         texts.push(summary.text.clone());
+    }
+    if run.finished_ms.is_some() {
+        // Then the thread becomes the run's Q&A: its board.
+        let board =
+            chaosbot::slack::qa::render_board(&store, &run, 10, chaosbot::journal::now_ms(), true)
+                .await
+                .unwrap();
+        texts.push(board.text);
     }
     texts
 }
@@ -342,10 +357,7 @@ async fn nothing_is_lost_when_slack_answers_429_and_500() {
     let answer = slash(server.addr, ALICE, "start slow-api duration=1s").await;
     let id = run_id_in(&answer.to_string());
     server.engine.wait(&id).await.unwrap();
-    let calls = rig
-        .fake
-        .wait_for(has_summary, Duration::from_secs(60))
-        .await;
+    let calls = rig.fake.wait_for(has_board, Duration::from_secs(60)).await;
     assert!(calls.iter().any(|c| c.status == 429) && calls.iter().any(|c| c.status == 500));
     assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
     assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
@@ -419,10 +431,7 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
     let restarted = Instant::now();
     let mut second = spawn(port);
     wait_listening(addr).await;
-    let calls = rig
-        .fake
-        .wait_for(has_summary, Duration::from_secs(50))
-        .await;
+    let calls = rig.fake.wait_for(has_board, Duration::from_secs(50)).await;
     assert!(
         restarted.elapsed() < Duration::from_secs(40),
         "{:?}",

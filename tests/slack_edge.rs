@@ -128,6 +128,9 @@ impl LearningStore for RecordingStore {
     async fn qa_session(&self, run: &str) -> StoreResult<Option<QaSession>> {
         self.inner.qa_session(run).await
     }
+    async fn qa_sessions_closed(&self, after: i64, until: i64) -> StoreResult<Vec<QaSession>> {
+        self.inner.qa_sessions_closed(after, until).await
+    }
     async fn run_for_thread(&self, ch: &str, ts: &str) -> StoreResult<Option<String>> {
         self.inner.run_for_thread(ch, ts).await
     }
@@ -456,6 +459,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config)) -> Rig {
         cfg,
         api: api.clone(),
         bot_user_id: std::sync::OnceLock::from(BOT.to_string()),
+        qa_boards: Default::default(),
         clock: chaosbot::clock::system(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1201,14 +1205,20 @@ async fn abort_button_checks_who_and_reports_through_the_outbox() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(rig.wait_done(&id).await.verdict, Some(Verdict::Aborted));
-    let audit = audit_actions(&rig).await;
-    assert_eq!(
+    // The audit row is written after the answer is queued: wait for it (bounded).
+    let abort_rows = |audit: &[(String, String)]| {
         audit
             .iter()
             .filter(|(a, _)| a == "button:abort_run")
-            .count(),
-        2
-    );
+            .count()
+    };
+    for _ in 0..100 {
+        if abort_rows(&audit_actions(&rig).await) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(abort_rows(&audit_actions(&rig).await), 2);
 }
 
 #[tokio::test]

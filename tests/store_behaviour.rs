@@ -1120,6 +1120,23 @@ async fn qa_thread_lookup_and_session(ctx: Ctx) {
     assert_eq!((session.opened_ms, session.closes_ms), (1_000, 5_000));
     assert!(session.is_open(4_999));
     assert!(!session.is_open(5_000));
+    let closed = |a, b| {
+        let s = s.clone();
+        async move {
+            s.qa_sessions_closed(a, b)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|q| q.run_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(closed(4_000, 5_000).await, vec!["r7".to_string()]);
+    assert!(
+        closed(5_000, 9_000).await.is_empty(),
+        "reported once per window"
+    );
+    assert!(closed(0, 4_999).await.is_empty());
 }
 
 async fn learnings_in_order(ctx: Ctx) {

@@ -1,6 +1,7 @@
 //! Renderings of a run's journal for people: the final summary (numbers before, during and
 //! after; timeline; time to detect and to recover) and the live terminal view.
 
+pub mod ask;
 pub mod live;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@ pub mod blocks;
 pub mod edge;
 pub mod outbox;
 pub mod projector;
+pub mod qa;
 pub mod render;
 pub mod server;
 pub mod socket;

@@ -14,8 +14,9 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::render;
 use super::{SlackOrigin, run_parent_key, run_thread_key};
+use super::{qa, render};
+use crate::config::QaConfig;
 use crate::journal::{Entry, Event};
 use crate::report;
 use crate::spec::model::Experiment;
@@ -29,18 +30,29 @@ const SWEEP_HORIZON_MS: i64 = 3_600_000;
 
 pub struct Projector {
     store: DynStore,
+    /// The Q&A opened in the thread when a run ends.
+    qa: QaConfig,
     on_enqueue: Box<dyn Fn() + Send + Sync>,
     /// The last parent rendering queued per run, to skip updates that change nothing.
     last_parent: Mutex<HashMap<String, serde_json::Value>>,
+    /// Q&A windows that closed up to here have had their boards updated.
+    qa_closed_until_ms: Mutex<i64>,
 }
 
 impl Projector {
     /// `on_enqueue` is called after new messages are queued (to wake the outbox).
-    pub fn new(store: DynStore, on_enqueue: impl Fn() + Send + Sync + 'static) -> Arc<Projector> {
+    pub fn new(
+        store: DynStore,
+        qa: QaConfig,
+        on_enqueue: impl Fn() + Send + Sync + 'static,
+    ) -> Arc<Projector> {
         Arc::new(Projector {
             store,
+            qa,
             on_enqueue: Box::new(on_enqueue),
             last_parent: Mutex::new(HashMap::new()),
+            // After a restart, look back one sweep horizon for windows that closed meanwhile.
+            qa_closed_until_ms: Mutex::new(crate::journal::now_ms() - SWEEP_HORIZON_MS),
         })
     }
 
@@ -76,8 +88,49 @@ impl Projector {
         }
     }
 
+    /// Updates the boards of Q&A windows that closed since the last look, so they say so.
+    async fn close_boards(&self) {
+        let mut until = self.qa_closed_until_ms.lock().await;
+        let now = crate::journal::now_ms();
+        let sessions = match self.store.qa_sessions_closed(*until, now).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot list the Q&A windows that closed");
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        for session in sessions {
+            let run = match self.store.get_run(&session.run_id).await {
+                Ok(Some(r)) => r,
+                _ => continue,
+            };
+            match qa::render_board(&self.store, &run, self.qa.board_top as usize, now, true).await {
+                Ok(board) => out.push(OutboundMessage {
+                    thread_key: run_thread_key(&run.id),
+                    channel: session.channel.clone(),
+                    action: OutboundAction::Update {
+                        key: qa::board_key(&run.id),
+                        text: board.text,
+                        blocks: Some(board.blocks),
+                    },
+                }),
+                Err(e) => warn!(run_id = %run.id, error = %e, "cannot render a closed Q&A board"),
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = self.store.enqueue(&out, None).await {
+                warn!(error = %e, "cannot queue the closed Q&A boards; will retry");
+                return;
+            }
+            (self.on_enqueue)();
+        }
+        *until = now;
+    }
+
     /// Renders every recent Slack run that has journal entries past its cursor.
     pub async fn sweep(&self) {
+        self.close_boards().await;
         let runs = match self
             .store
             .list_runs(RunFilter {
@@ -184,6 +237,19 @@ impl Projector {
                     blocks: Some(page),
                 }));
             }
+            // The talk is over: the thread becomes its Q&A.
+            out.extend(
+                qa::open_for_finished_run(
+                    &self.store,
+                    &run,
+                    &entries,
+                    &summary,
+                    &origin.channel,
+                    &self.qa,
+                    crate::journal::now_ms(),
+                )
+                .await?,
+            );
         }
         let changed = last_parent.get(run_id) != Some(&parent.blocks);
         if cursor > 0 && changed {

@@ -145,7 +145,7 @@ impl Server {
         let mut tasks = Vec::new();
         let projector = {
             let outbox = outbox.clone();
-            Projector::new(store.clone(), move || outbox.notify())
+            Projector::new(store.clone(), cfg.qa.clone(), move || outbox.notify())
         };
         tasks.push(tokio::spawn(
             projector.run(engine.subscribe(), stop.clone()),
@@ -157,6 +157,7 @@ impl Server {
             cfg: cfg.clone(),
             api: api.clone(),
             bot_user_id: std::sync::OnceLock::new(),
+            qa_boards: Default::default(),
             clock: clock.clone(),
         });
         // Schedules: stopped first on shutdown, so nothing new starts while runs wind down.

@@ -111,6 +111,11 @@ pub trait LearningStore: Send + Sync {
 
     async fn qa_session(&self, run_id: &str) -> StoreResult<Option<QaSession>>;
 
+    /// Q&A windows that closed after `after_ms` and at or before `until_ms` (their boards must
+    /// say so).
+    async fn qa_sessions_closed(&self, after_ms: i64, until_ms: i64)
+    -> StoreResult<Vec<QaSession>>;
+
     /// The run whose parent message is `thread_ts` in `channel` (a thread reply names its
     /// parent this way), if any.
     async fn run_for_thread(&self, channel: &str, thread_ts: &str) -> StoreResult<Option<String>>;
@@ -244,6 +249,8 @@ const OPEN_QA: &str = "INSERT INTO qa_sessions (run_id, channel, opened_ms, clos
      VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING";
 const QA_SESSION: &str =
     "SELECT run_id, channel, opened_ms, closes_ms FROM qa_sessions WHERE run_id = $1";
+const QA_CLOSED: &str = "SELECT run_id, channel, opened_ms, closes_ms FROM qa_sessions \
+     WHERE closes_ms > $1 AND closes_ms <= $2 ORDER BY closes_ms";
 const RUN_FOR_THREAD: &str = "SELECT msg_key FROM slack_messages \
      WHERE channel = $1 AND ts = $2 AND msg_key LIKE 'run:%:parent'";
 const INSERT_QUESTION: &str = "INSERT INTO qa_questions \
@@ -312,6 +319,27 @@ macro_rules! impl_learning_store {
                         closes_ms,
                     }),
                 )
+            }
+
+            async fn qa_sessions_closed(
+                &self,
+                after_ms: i64,
+                until_ms: i64,
+            ) -> StoreResult<Vec<QaSession>> {
+                let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(QA_CLOSED)
+                    .bind(after_ms)
+                    .bind(until_ms)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(run_id, channel, opened_ms, closes_ms)| QaSession {
+                        run_id,
+                        channel,
+                        opened_ms,
+                        closes_ms,
+                    })
+                    .collect())
             }
 
             async fn run_for_thread(

@@ -7,6 +7,8 @@
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
 //! summary <run-id>
+//! qa <run-id>
+//! learn <run-id> [change:] <text...>
 //! schedule <experiment> <when> [key=value ...] | schedules | unschedule <id> | resume
 //! ```
 
@@ -20,6 +22,8 @@ pub const SUBCOMMANDS: &[&str] = &[
     "abort",
     "status",
     "summary",
+    "qa",
+    "learn",
     // Schedules and the halt (issue 5).
     "schedule",
     "schedules",
@@ -43,6 +47,16 @@ pub enum Command {
     Status,
     Summary {
         run: String,
+    },
+    /// The run's Q&A board, to the caller.
+    Qa {
+        run: String,
+    },
+    /// A "what we learned" (or, with `change:`, "what we change") note on a run.
+    Learn {
+        run: String,
+        kind: crate::store::learning::LearningKind,
+        text: String,
     },
     /// `when` is the words between the experiment and the first `key=value`.
     Schedule {
@@ -179,6 +193,52 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 usage: "summary <run-id>",
             }),
         },
+        "qa" | "questions" => match rest.as_slice() {
+            [run] => Ok(Command::Qa {
+                run: (*run).to_string(),
+            }),
+            [] => Err(CommandError::MissingArgument {
+                command: "qa",
+                what: "a run id",
+                usage: "qa <run-id>",
+            }),
+            [_, extra @ ..] => Err(CommandError::Extra {
+                command: "qa",
+                extra: extra.join(" "),
+                usage: "qa <run-id>",
+            }),
+        },
+        "learn" | "learned" => {
+            const USAGE: &str =
+                "learn <run-id> <what we learned> | learn <run-id> change: <what we change>";
+            let Some(run) = rest.first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "learn",
+                    what: "a run id and the note",
+                    usage: USAGE,
+                });
+            };
+            // The note keeps its own spacing and lines: take it from the text, not the words.
+            let after_run = text
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+                .and_then(|r| r.split_once(char::is_whitespace).map(|(_, n)| n.trim()))
+                .unwrap_or("");
+            let (kind, note) = split_learning_kind(after_run);
+            if note.is_empty() {
+                return Err(CommandError::MissingArgument {
+                    command: "learn",
+                    what: "the note after the run id",
+                    usage: USAGE,
+                });
+            }
+            Ok(Command::Learn {
+                run: (*run).to_string(),
+                kind,
+                text: note.to_string(),
+            })
+        }
         "schedule" => {
             const USAGE: &str = "schedule <experiment> <when> [key=value …], e.g. schedule checkout-latency every tue,thu at 14:00 latency=300ms";
             let Some((name, rest)) = rest.split_first() else {
@@ -229,6 +289,23 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
     }
 }
 
+/// `change: text` is a "what we change" note; `learned: text` or plain text a "what we learned".
+fn split_learning_kind(note: &str) -> (crate::store::learning::LearningKind, &str) {
+    use crate::store::learning::LearningKind;
+    let lower = note.to_lowercase();
+    for (prefix, kind) in [
+        ("change:", LearningKind::Change),
+        ("changes:", LearningKind::Change),
+        ("learned:", LearningKind::Learned),
+        ("learnt:", LearningKind::Learned),
+    ] {
+        if lower.starts_with(prefix) {
+            return (kind, note[prefix.len()..].trim());
+        }
+    }
+    (LearningKind::Learned, note)
+}
+
 /// `key=value` tokens (from the command line, or lines of the start form).
 pub fn parse_params<'a>(
     tokens: impl IntoIterator<Item = &'a str>,
@@ -261,6 +338,40 @@ pub fn parse_params<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qa_and_learn() {
+        use crate::store::learning::LearningKind;
+        assert_eq!(parse("qa r-1"), Ok(Command::Qa { run: "r-1".into() }));
+        assert!(matches!(
+            parse("qa"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert_eq!(
+            parse("learn r-1  retries  hid the fault\nfor 30 s"),
+            Ok(Command::Learn {
+                run: "r-1".into(),
+                kind: LearningKind::Learned,
+                text: "retries  hid the fault\nfor 30 s".into()
+            })
+        );
+        assert_eq!(
+            parse("learn r-1 Change: alert on p99 > 300ms"),
+            Ok(Command::Learn {
+                run: "r-1".into(),
+                kind: LearningKind::Change,
+                text: "alert on p99 > 300ms".into()
+            })
+        );
+        assert!(matches!(
+            parse("learn r-1"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("learn r-1 change:"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+    }
 
     #[test]
     fn help_and_empty() {

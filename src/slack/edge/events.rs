@@ -1,4 +1,5 @@
-//! The Events API: `url_verification`, and `app_mention` answered through the outbox.
+//! The Events API: `url_verification`, `app_mention` answered through the outbox, and the
+//! thread replies and reactions of the run Q&A (see `qa.rs`).
 //! Events are deduplicated by `event_id` in the store (Slack retries, with
 //! `X-Slack-Retry-Num`, what it thinks was not acknowledged), and the bot's own messages are
 //! ignored. The answer to Slack is always immediate; the work is spawned.
@@ -57,6 +58,15 @@ impl SlackApp {
         if event_id.is_empty() {
             warn!("event without event_id ignored");
             return;
+        }
+        // The Q&A handlers are idempotent (a question is its message, a vote one row per
+        // person), so they skip the dedup table: a redelivery after a crash mid-way still
+        // completes the work.
+        match kind.as_str() {
+            "message" => return self.qa_message_event(&team, &event).await,
+            "reaction_added" => return self.qa_reaction_event(&event, true).await,
+            "reaction_removed" => return self.qa_reaction_event(&event, false).await,
+            _ => {}
         }
         match self.store.remember_event(&event_id, now_ms()).await {
             Ok(true) => {}

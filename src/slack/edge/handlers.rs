@@ -98,6 +98,27 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
+            Command::Qa { run } => self
+                .qa_board_reply(&cmd.team_id, &cmd.user_id, &run)
+                .await
+                .map(|r| (r, "qa"))
+                .map_err(|r| (r, "qa")),
+            Command::Learn { run, kind, text } => {
+                let result = match self.visible_run(&run, &cmd.team_id, &cmd.user_id).await {
+                    Ok(_) => self.add_learning(&cmd.user_id, &run, kind, &text).await,
+                    Err(m) => Err(m),
+                };
+                result
+                    .map(|_| {
+                        (
+                            Reply::simple(format!(
+                                ":memo: Noted on run `{run}` and posted in its thread; it is part of the run's learning record."
+                            )),
+                            "learn",
+                        )
+                    })
+                    .map_err(|m| (Reply::error(m), "learn"))
+            }
             // Schedules and the halt: handlers in `crate::schedule::commands`.
             Command::Schedule {
                 experiment,
@@ -529,6 +550,8 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} status` — queued and running runs\n\
          • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators; also halts every start until `{cmd} resume`)\n\
          • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} qa <run-id>` — the run's Q&A board: questions by votes, answers, learnings\n\
+         • `{cmd} learn <run-id> <text>` — what we learned (`change: <text>` — what we change); the speaker or operators\n\
          • `{cmd} schedule <experiment> <when> [key=value …]` — e.g. `{cmd} schedule checkout-latency every tue,thu at 14:00 in Europe/Berlin`, or a cron expression (`0 14 * * 2,4`)\n\
          • `{cmd} schedules` — the schedules and their next runs; `{cmd} unschedule <id>` removes one\n\
          • `{cmd} resume` — lift the halt `abort all` put in force (operators)\n\

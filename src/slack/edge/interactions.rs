@@ -132,13 +132,19 @@ impl SlackApp {
             return;
         };
         for action in actions {
+            let action_id = str_at(action, &["action_id"]).unwrap_or("");
+            if super::qa::is_qa_action(action_id) {
+                self.qa_action(&payload, action, &team, &user, &channel)
+                    .await;
+                continue;
+            }
             // The Skip button of a schedule's heads-up (`crate::schedule::commands`).
-            if str_at(action, &["action_id"]) == Some(crate::schedule::commands::SKIP_ACTION_ID) {
+            if action_id == crate::schedule::commands::SKIP_ACTION_ID {
                 let value = str_at(action, &["value"]).unwrap_or("").to_string();
                 self.skip_button(&team, &user, &channel, &value).await;
                 continue;
             }
-            if str_at(action, &["action_id"]) != Some(ABORT_ACTION_ID) {
+            if action_id != ABORT_ACTION_ID {
                 debug!(action = ?action.get("action_id"), "action not handled");
                 continue;
             }
@@ -173,8 +179,51 @@ impl SlackApp {
         }
     }
 
+    /// The board's Answer and "Add a learning" buttons.
+    async fn qa_action(
+        &self,
+        payload: &Value,
+        action: &Value,
+        team: &str,
+        user: &str,
+        channel: &str,
+    ) {
+        let action_id = str_at(action, &["action_id"]).unwrap_or("");
+        let value = str_at(action, &["value"]).unwrap_or("");
+        let trigger = str_at(payload, &["trigger_id"]);
+        let result = match auth::check_team(&self.cfg.slack, team) {
+            Err(m) => Err(m),
+            Ok(()) if action_id == crate::slack::qa::ANSWER_ACTION_ID => {
+                self.qa_answer_button(user, channel, value, trigger).await
+            }
+            Ok(()) => self.qa_learn_button(user, channel, value, trigger).await,
+        };
+        let outcome = match result {
+            Ok(m) => format!("ok: {m}"),
+            Err(m) => {
+                if !channel.is_empty() {
+                    self.tell(channel, user, &Reply::error(&m)).await;
+                }
+                format!("refused: {m}")
+            }
+        };
+        info!(action_id, value, outcome, "Q&A button handled");
+        self.audit(
+            team,
+            user,
+            channel,
+            &format!("button:{action_id}"),
+            value,
+            &outcome,
+        )
+        .await;
+    }
+
     async fn view_submission(&self, payload: &Value, team: &str, user: &str) -> Value {
         let view = payload.get("view").cloned().unwrap_or(Value::Null);
+        if super::qa::is_qa_view(str_at(&view, &["callback_id"]).unwrap_or("")) {
+            return self.qa_view_submission(&view, team, user).await;
+        }
         if str_at(&view, &["callback_id"]) != Some(START_MODAL_CALLBACK_ID) {
             debug!("view submission of another view ignored");
             return Value::Null;

@@ -12,6 +12,7 @@ mod events;
 mod handlers;
 pub mod http;
 mod interactions;
+mod qa;
 pub mod verify;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct SlackApp {
     pub api: Arc<dyn SlackApi>,
     /// The bot's own user id (from `auth.test`), so its own messages are ignored.
     pub bot_user_id: std::sync::OnceLock<String>,
+    /// Orders the Q&A board updates of each run (see [`crate::slack::qa::BoardUpdates`]).
+    pub qa_boards: crate::slack::qa::BoardUpdates,
     /// Where "now" comes from for planned times (schedules); a manual clock in tests.
     pub clock: crate::clock::DynClock,
 }
