@@ -2,6 +2,8 @@
 //! after; timeline; time to detect and to recover) and the live terminal view.
 
 pub mod live;
+pub mod period;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
