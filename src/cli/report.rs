@@ -89,7 +89,11 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
         }
         Some(path) => match std::fs::write(path, text.as_bytes()) {
             Ok(()) => {
-                eprintln!("wrote the learning record of `{}` to {}", run.id, path.display());
+                eprintln!(
+                    "wrote the learning record of `{}` to {}",
+                    run.id,
+                    path.display()
+                );
                 0
             }
             Err(e) => {
