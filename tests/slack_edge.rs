@@ -18,6 +18,7 @@ use chaosbot::journal::{Entry, Event};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
+use chaosbot::store::digest::{DigestRecord, DigestStore};
 use chaosbot::store::learning::{
     Answer, Learning, LearningKind, LearningStore, NewQuestion, QaSession, Question,
 };
@@ -182,6 +183,26 @@ impl LearningStore for RecordingStore {
 }
 
 #[async_trait::async_trait]
+impl DigestStore for RecordingStore {
+    async fn enqueue_digest(
+        &self,
+        start: i64,
+        end: i64,
+        by: &str,
+        m: &[OutboundMessage],
+    ) -> StoreResult<bool> {
+        let fresh = self.inner.enqueue_digest(start, end, by, m).await?;
+        if fresh {
+            self.enqueued.lock().unwrap().extend_from_slice(m);
+        }
+        Ok(fresh)
+    }
+    async fn digest(&self, start: i64) -> StoreResult<Option<DigestRecord>> {
+        self.inner.digest(start).await
+    }
+}
+
+#[async_trait::async_trait]
 impl Store for RecordingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
@@ -200,6 +221,9 @@ impl Store for RecordingStore {
     }
     async fn list_runs(&self, filter: RunFilter) -> StoreResult<Vec<RunRecord>> {
         self.inner.list_runs(filter).await
+    }
+    async fn runs_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<RunRecord>> {
+        self.inner.runs_between(from_ms, to_ms).await
     }
     async fn claim_next(
         &self,

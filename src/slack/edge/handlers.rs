@@ -98,6 +98,16 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
+            Command::SummaryPeriod { period } => self
+                .summary_period(period)
+                .await
+                .map(|r| (r, "summary_period"))
+                .map_err(|r| (r, "summary_period")),
+            Command::Report { run, as_file } => self
+                .report(cmd, &run, as_file)
+                .await
+                .map(|r| (r, "report"))
+                .map_err(|r| (r, "report")),
         }
     }
 
@@ -460,9 +470,9 @@ impl SlackApp {
                 "cannot read the journal of `{id}` ({e}); try again"
             ))
         })?;
-        Ok(crate::slack::render::summary(&report::summarize(
-            &run, &journal,
-        )))
+        let mut reply = crate::slack::render::summary(&report::summarize(&run, &journal));
+        self.add_qa(&mut reply, &run.id).await;
+        Ok(reply)
     }
 }
 
@@ -482,7 +492,9 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} start` — pick the experiment and parameters in a form\n\
          • `{cmd} status` — queued and running runs\n\
          • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
-         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover, Q&A and learnings\n\
+         • `{cmd} summary week` — runs by verdict, what deviated, detect/recover trends, open questions (also `day`, `month`, `14d`)\n\
+         • `{cmd} report <run-id> [as file]` — the whole learning record, as messages or a markdown file\n\
          • `{cmd} help` — this message"
     ))
 }

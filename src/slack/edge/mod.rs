@@ -12,6 +12,7 @@ mod events;
 mod handlers;
 pub mod http;
 mod interactions;
+mod reports;
 pub mod verify;
 
 use std::sync::Arc;
