@@ -4,12 +4,14 @@
 //! planned runs; [`load`] reads what they need from the store. `/chaos summary week` and the
 //! weekly digest render the result.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::{RunSummary, summarize};
 use crate::schedule::UpcomingRun;
 use crate::store::learning::Question;
-use crate::store::{DynStore, StoreResult};
+use crate::store::{DynStore, RunRecord, StoreResult};
 
 pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -301,11 +303,18 @@ pub fn summarize_period(
     }
 }
 
-/// The summaries of the runs created in `window`.
-pub async fn run_summaries(store: &DynStore, window: Window) -> StoreResult<Vec<RunSummary>> {
+/// Which runs a reader may see (a Slack user sees their own workspace's runs).
+pub type RunFilter<'a> = &'a (dyn Fn(&RunRecord) -> bool + Send + Sync);
+
+/// The summaries of the runs created in `window` that `keep` accepts.
+pub async fn run_summaries(
+    store: &DynStore,
+    window: Window,
+    keep: RunFilter<'_>,
+) -> StoreResult<Vec<RunSummary>> {
     let runs = store.runs_between(window.from_ms, window.to_ms).await?;
     let mut out = Vec::with_capacity(runs.len());
-    for run in runs {
+    for run in runs.into_iter().filter(|r| keep(r)) {
         let journal = store.journal(&run.id, 0).await?;
         out.push(summarize(&run, &journal));
     }
@@ -321,9 +330,34 @@ pub async fn load(
     questions_since_ms: i64,
     upcoming: Window,
 ) -> StoreResult<PeriodSummary> {
-    let current = run_summaries(store, window).await?;
-    let previous = run_summaries(store, window.previous()).await?;
-    let questions = store.unanswered_questions(questions_since_ms).await?;
+    load_visible(store, window, questions_since_ms, upcoming, &|_| true).await
+}
+
+/// [`load`] with only the runs (and the questions on runs) that `keep` accepts.
+pub async fn load_visible(
+    store: &DynStore,
+    window: Window,
+    questions_since_ms: i64,
+    upcoming: Window,
+    keep: RunFilter<'_>,
+) -> StoreResult<PeriodSummary> {
+    let current = run_summaries(store, window, keep).await?;
+    let previous = run_summaries(store, window.previous(), keep).await?;
+    let mut questions = Vec::new();
+    let mut seen: HashMap<String, bool> = HashMap::new();
+    for q in store.unanswered_questions(questions_since_ms).await? {
+        let visible = match seen.get(&q.run_id) {
+            Some(v) => *v,
+            None => {
+                let v = store.get_run(&q.run_id).await?.is_some_and(|r| keep(&r));
+                seen.insert(q.run_id.clone(), v);
+                v
+            }
+        };
+        if visible {
+            questions.push(q);
+        }
+    }
     let planned = crate::schedule::upcoming(store, upcoming.from_ms, upcoming.to_ms).await?;
     Ok(summarize_period(
         window, &current, &previous, &questions, &planned,

@@ -99,7 +99,7 @@ impl SlackApp {
                 .map(|r| (r, "summary"))
                 .map_err(|r| (r, "summary")),
             Command::SummaryPeriod { period } => self
-                .summary_period(period)
+                .summary_period(cmd, period)
                 .await
                 .map(|r| (r, "summary_period"))
                 .map_err(|r| (r, "summary_period")),
@@ -325,7 +325,7 @@ impl SlackApp {
         }
     }
 
-    fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
+    pub(crate) fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
         match SlackOrigin::from_source(&run.source) {
             Some(o) => o.team == team,
             None => auth::is_operator(&self.cfg.slack, user),

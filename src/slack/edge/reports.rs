@@ -92,14 +92,20 @@ impl SlackApp {
     }
 
     /// `/chaos summary week` (day, month, N days): the period that ends now.
-    pub(crate) async fn summary_period(&self, period: PeriodSpec) -> Result<Reply, Reply> {
+    /// Only the runs the caller may see are counted (their workspace's; CLI runs for operators).
+    pub(crate) async fn summary_period(
+        &self,
+        cmd: &SlashCommand,
+        period: PeriodSpec,
+    ) -> Result<Reply, Reply> {
         let now = now_ms();
         let window = period.window_ending(now);
         let upcoming = Window {
             from_ms: now,
             to_ms: now + period.length_ms().min(7 * period::DAY_MS),
         };
-        let s = period::load(&self.store, window, window.from_ms, upcoming)
+        let keep = |r: &crate::store::RunRecord| self.visible(r, &cmd.team_id, &cmd.user_id);
+        let s = period::load_visible(&self.store, window, window.from_ms, upcoming, &keep)
             .await
             .map_err(|e| {
                 warn!(error = %e, "cannot build a period summary");
