@@ -407,6 +407,108 @@ mod tests {
     }
 
     #[test]
+    fn period_reply_shows_trends_and_planned_runs() {
+        use crate::report::period::{DeviatedRun, OpenQuestion, VerdictCounts};
+        let trend = |now: Option<f64>, before: Option<f64>, direction| Trend {
+            mean_ms: now,
+            runs: now.map_or(0, |_| 2),
+            previous_mean_ms: before,
+            previous_runs: before.map_or(0, |_| 1),
+            direction,
+        };
+        let planned = |at_ms: i64, experiment: &str, id: i64| UpcomingRun {
+            at_ms,
+            experiment: experiment.into(),
+            schedule_id: id,
+            channel: "CPLAN".into(),
+        };
+        let mut s = PeriodSummary {
+            window: Window {
+                from_ms: 1_700_000_000_000,
+                to_ms: 1_700_000_000_000 + 7 * DAY_MS,
+            },
+            counts: VerdictCounts {
+                total: 3,
+                held: 1,
+                deviated: 1,
+                aborted: 0,
+                failed: 0,
+                unfinished: 1,
+                revert_failed: 0,
+            },
+            previous_counts: VerdictCounts::default(),
+            deviated: vec![DeviatedRun {
+                run_id: "r-1".into(),
+                experiment: "e".into(),
+                title: "T".into(),
+                reason: None,
+            }],
+            time_to_detect: trend(Some(1_500.0), Some(4_000.0), Direction::Faster),
+            time_to_recover: trend(Some(9_000.0), Some(3_000.0), Direction::Slower),
+            unanswered: vec![OpenQuestion {
+                run_id: "r-1".into(),
+                question_id: 1,
+                asked_by: "U1".into(),
+                asked_ms: 1_700_000_100_000,
+                text: "why?".into(),
+                votes: 2,
+            }],
+            upcoming: vec![
+                planned(1_700_000_000_000 + 8 * DAY_MS, "checkout-latency", 4),
+                planned(1_700_000_000_000 + 9 * DAY_MS, "cache-outage", 5),
+            ],
+        };
+        let text = |s: &PeriodSummary| {
+            period_reply(s, "the last 7 days")
+                .blocks()
+                .iter()
+                .map(|b| b["text"]["text"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let t = text(&s);
+        assert!(
+            t.contains("1 still running · every rollback verified"),
+            "{t}"
+        );
+        assert!(
+            t.contains("*Mean time to detect:* 1.5s (mean of 2 runs) · :arrow_down: 2.5s faster than before (4.0s)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("*Mean time to recover:* 9.0s (mean of 2 runs) · :arrow_up: 6.0s slower than before (3.0s)"),
+            "{t}"
+        );
+        assert!(t.contains("• `r-1` *e* — T"), "{t}");
+        assert!(t.contains("*Next scheduled runs (2)*"), "{t}");
+        assert!(
+            t.contains("• <!date^1700691200^{date_short_pretty} {time}|2023-11-22 22:13 UTC> — *checkout-latency* in <#CPLAN> (schedule 4)"),
+            "{t}"
+        );
+        let first = t.find("checkout-latency").unwrap();
+        assert!(first < t.find("cache-outage").unwrap());
+
+        // Long lists are cut with a count.
+        s.upcoming = (0..40)
+            .map(|i| planned(1_700_000_000_000 + i * 60_000, "many", i))
+            .collect();
+        let t = text(&s);
+        assert_eq!(t.matches("*many*").count(), MAX_LIST);
+        assert!(
+            t.contains(&format!("_… and {} more_", 40 - MAX_LIST)),
+            "{t}"
+        );
+        s.upcoming.clear();
+        s.time_to_detect = trend(None, Some(1.0), Direction::NoComparison);
+        let t = text(&s);
+        assert!(t.contains("*Next scheduled runs:* none planned."), "{t}");
+        assert!(
+            t.contains("*Mean time to detect:* – (no run measured it) · no comparison"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn markdown_pages_respect_the_limit_and_fences() {
         let mut md = String::from("# Title\n\n```json\n");
         for i in 0..400 {
