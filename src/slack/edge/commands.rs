@@ -75,6 +75,12 @@ pub enum CommandError {
     DuplicateParameter { key: String },
     #[error("{0}")]
     BadPeriod(#[from] crate::report::period::PeriodError),
+    #[error("`{command}` does not understand `{extra}`. Usage: `{usage}`")]
+    Unexpected {
+        command: &'static str,
+        extra: String,
+        usage: &'static str,
+    },
     #[error("`{command}` takes no arguments, but got `{extra}`. Usage: `{usage}`")]
     Extra {
         command: &'static str,
@@ -167,7 +173,7 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 what: "a run id or a period",
                 usage: SUMMARY_USAGE,
             }),
-            [_, extra @ ..] => Err(CommandError::Extra {
+            [_, extra @ ..] => Err(CommandError::Unexpected {
                 command: "summary",
                 extra: extra.join(" "),
                 usage: SUMMARY_USAGE,
@@ -198,7 +204,7 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                     as_file: true,
                 })
             }
-            [_, extra @ ..] => Err(CommandError::Extra {
+            [_, extra @ ..] => Err(CommandError::Unexpected {
                 command: "report",
                 extra: extra.join(" "),
                 usage: REPORT_USAGE,
@@ -320,7 +326,7 @@ mod tests {
         ));
         assert!(matches!(
             parse("summary a b"),
-            Err(CommandError::Extra { .. })
+            Err(CommandError::Unexpected { .. })
         ));
         assert_eq!(parse("status"), Ok(Command::Status));
         assert_eq!(parse("list"), Ok(Command::List));
@@ -387,10 +393,11 @@ mod tests {
                 as_file: true
             })
         );
-        assert!(matches!(
-            parse("report r-1 as pdf"),
-            Err(CommandError::Extra { .. })
-        ));
+        let err = parse("report r-1 as pdf").unwrap_err();
+        assert!(
+            err.to_string().contains("does not understand `as pdf`"),
+            "{err}"
+        );
         assert!(matches!(
             parse("report"),
             Err(CommandError::MissingArgument { .. })
