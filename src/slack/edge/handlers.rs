@@ -325,11 +325,8 @@ impl SlackApp {
         }
     }
 
-    pub(crate) fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
-        match SlackOrigin::from_source(&run.source) {
-            Some(o) => o.team == team,
-            None => auth::is_operator(&self.cfg.slack, user),
-        }
+    fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
+        visible_to(&self.cfg.slack, run, team, user)
     }
 
     /// Aborts one run after authorizing; the text of the outcome either way.
@@ -473,6 +470,20 @@ impl SlackApp {
         let mut reply = crate::slack::render::summary(&report::summarize(&run, &journal));
         self.add_qa(&mut reply, &run.id).await;
         Ok(reply)
+    }
+}
+
+/// Whether `user` of `team` may see `run`: runs of their workspace; runs started elsewhere
+/// (the CLI) for operators only.
+pub(crate) fn visible_to(
+    cfg: &crate::config::SlackConfig,
+    run: &RunRecord,
+    team: &str,
+    user: &str,
+) -> bool {
+    match SlackOrigin::from_source(&run.source) {
+        Some(o) => o.team == team,
+        None => auth::is_operator(cfg, user),
     }
 }
 

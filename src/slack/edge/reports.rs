@@ -12,6 +12,10 @@ use crate::slack::digest;
 use crate::store::learning::{Learning, LearningKind, Question};
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 
+/// How long a period summary may take before the answer goes out without it (it follows as
+/// an ephemeral message): well inside Slack's 3 s.
+pub const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(2_000);
+
 /// At most this many questions in a run's summary (most votes first); the rest are counted.
 pub const SUMMARY_QUESTIONS: usize = 10;
 
@@ -91,30 +95,75 @@ impl SlackApp {
         }
     }
 
-    /// `/chaos summary week` (day, month, N days): the period that ends now.
-    /// Only the runs the caller may see are counted (their workspace's; CLI runs for operators).
+    /// `/chaos summary week` (day, month, N days): the period that ends now. Only the runs the
+    /// caller may see are counted (their workspace's; CLI runs for operators).
+    ///
+    /// A long period reads many journals; when that takes longer than [`INLINE_WAIT`], the
+    /// caller is told it is on its way and gets it as an ephemeral message (Slack wants its
+    /// answer within 3 s).
     pub(crate) async fn summary_period(
         &self,
         cmd: &SlashCommand,
         period: PeriodSpec,
     ) -> Result<Reply, Reply> {
-        let now = now_ms();
-        let window = period.window_ending(now);
-        let upcoming = Window {
-            from_ms: now,
-            to_ms: now + period.length_ms().min(7 * period::DAY_MS),
-        };
-        let keep = |r: &crate::store::RunRecord| self.visible(r, &cmd.team_id, &cmd.user_id);
-        let s = period::load_visible(&self.store, window, window.from_ms, upcoming, &keep)
-            .await
-            .map_err(|e| {
-                warn!(error = %e, "cannot build a period summary");
-                Reply::error(format!(
-                    "the runs of {} could not be read right now ({e}); try again in a moment",
-                    period.label()
-                ))
-            })?;
-        Ok(digest::period_reply(&s, &period.label()))
+        let store = self.store.clone();
+        let cfg = self.cfg.clone();
+        let (team, user, channel) = (
+            cmd.team_id.clone(),
+            cmd.user_id.clone(),
+            cmd.channel_id.clone(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Reply, Reply>>();
+        tokio::spawn(async move {
+            let now = now_ms();
+            let window = period.window_ending(now);
+            let upcoming = Window {
+                from_ms: now,
+                to_ms: now + period.length_ms().min(7 * period::DAY_MS),
+            };
+            let keep = |r: &crate::store::RunRecord| {
+                super::handlers::visible_to(&cfg.slack, r, &team, &user)
+            };
+            let answer = period::load_visible(&store, window, window.from_ms, upcoming, &keep)
+                .await
+                .map(|s| digest::period_reply(&s, &period.label()))
+                .map_err(|e| {
+                    warn!(error = %e, "cannot build a period summary");
+                    Reply::error(format!(
+                        "the runs of {} could not be read right now ({e}); try again in a moment",
+                        period.label()
+                    ))
+                });
+            // The caller stopped waiting: deliver it through the outbox instead.
+            if let Err(late) = tx.send(answer) {
+                let reply = match late {
+                    Ok(r) | Err(r) => r,
+                };
+                let msg = OutboundMessage {
+                    thread_key: format!("ephemeral:{channel}:{user}"),
+                    channel: channel.clone(),
+                    action: OutboundAction::Ephemeral {
+                        user: user.clone(),
+                        in_thread_of: None,
+                        text: blocks::truncate(&reply.text, blocks::MAX_TEXT_CHARS),
+                        blocks: Some(json!(reply.blocks())),
+                    },
+                };
+                if let Err(e) = store.enqueue(&[msg], None).await {
+                    warn!(error = %e, "cannot queue a late period summary");
+                }
+            }
+        });
+        match tokio::time::timeout(INLINE_WAIT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Reply::error(
+                "the summary could not be built (an internal task stopped); try again",
+            )),
+            Err(_) => Ok(Reply::simple(format!(
+                ":hourglass_flowing_sand: Counting the runs of {}… the summary appears here in a moment.",
+                period.label()
+            ))),
+        }
     }
 
     /// `/chaos report <run>`: the learning record posted in the channel as markdown messages
