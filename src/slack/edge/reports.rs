@@ -75,6 +75,36 @@ pub fn qa_sections(reply: &mut Reply, questions: &[Question], learnings: &[Learn
     }
 }
 
+/// Runs `work` in its own task and waits up to `wait` for it: its answer when it is done in
+/// time; otherwise `pending` at once, and `late` gets the answer when it is ready.
+pub(crate) async fn answer_within<W, L, LF>(
+    wait: std::time::Duration,
+    work: W,
+    late: L,
+    pending: Reply,
+) -> Result<Reply, Reply>
+where
+    W: std::future::Future<Output = Result<Reply, Reply>> + Send + 'static,
+    L: FnOnce(Reply) -> LF + Send + 'static,
+    LF: std::future::Future<Output = ()> + Send,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<Reply, Reply>>();
+    tokio::spawn(async move {
+        let answer = work.await;
+        // The caller stopped waiting (its receiver is gone): deliver it the other way.
+        if let Err(Ok(reply) | Err(reply)) = tx.send(answer) {
+            late(reply).await;
+        }
+    });
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(Reply::error(
+            "the answer could not be built (an internal task stopped); try again",
+        )),
+        Err(_) => Ok(pending),
+    }
+}
+
 impl SlackApp {
     /// Adds the run's Q&A and learnings to its summary; when they cannot be read, says so
     /// instead (the rest of the summary is still worth showing).
@@ -113,8 +143,7 @@ impl SlackApp {
             cmd.user_id.clone(),
             cmd.channel_id.clone(),
         );
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Reply, Reply>>();
-        tokio::spawn(async move {
+        let work = async move {
             let now = now_ms();
             let window = period.window_ending(now);
             let upcoming = Window {
@@ -124,7 +153,7 @@ impl SlackApp {
             let keep = |r: &crate::store::RunRecord| {
                 super::handlers::visible_to(&cfg.slack, r, &team, &user)
             };
-            let answer = period::load_visible(&store, window, window.from_ms, upcoming, &keep)
+            period::load_visible(&store, window, window.from_ms, upcoming, &keep)
                 .await
                 .map(|s| digest::period_reply(&s, &period.label()))
                 .map_err(|e| {
@@ -133,37 +162,30 @@ impl SlackApp {
                         "the runs of {} could not be read right now ({e}); try again in a moment",
                         period.label()
                     ))
-                });
-            // The caller stopped waiting: deliver it through the outbox instead.
-            if let Err(late) = tx.send(answer) {
-                let reply = match late {
-                    Ok(r) | Err(r) => r,
-                };
-                let msg = OutboundMessage {
-                    thread_key: format!("ephemeral:{channel}:{user}"),
-                    channel: channel.clone(),
-                    action: OutboundAction::Ephemeral {
-                        user: user.clone(),
-                        in_thread_of: None,
-                        text: blocks::truncate(&reply.text, blocks::MAX_TEXT_CHARS),
-                        blocks: Some(json!(reply.blocks())),
-                    },
-                };
-                if let Err(e) = store.enqueue(&[msg], None).await {
-                    warn!(error = %e, "cannot queue a late period summary");
-                }
+                })
+        };
+        let store = self.store.clone();
+        let user = cmd.user_id.clone();
+        let late = move |reply: Reply| async move {
+            let msg = OutboundMessage {
+                thread_key: format!("ephemeral:{channel}:{user}"),
+                channel: channel.clone(),
+                action: OutboundAction::Ephemeral {
+                    user: user.clone(),
+                    in_thread_of: None,
+                    text: blocks::truncate(&reply.text, blocks::MAX_TEXT_CHARS),
+                    blocks: Some(json!(reply.blocks())),
+                },
+            };
+            if let Err(e) = store.enqueue(&[msg], None).await {
+                warn!(error = %e, "cannot queue a late period summary");
             }
-        });
-        match tokio::time::timeout(INLINE_WAIT, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Reply::error(
-                "the summary could not be built (an internal task stopped); try again",
-            )),
-            Err(_) => Ok(Reply::simple(format!(
-                ":hourglass_flowing_sand: Counting the runs of {}… the summary appears here in a moment.",
-                period.label()
-            ))),
-        }
+        };
+        let pending = Reply::simple(format!(
+            ":hourglass_flowing_sand: Counting the runs of {}… the summary appears here in a moment.",
+            period.label()
+        ));
+        answer_within(INLINE_WAIT, work, late, pending).await
     }
 
     /// `/chaos report <run>`: the learning record posted in the channel as markdown messages
@@ -271,5 +293,48 @@ impl SlackApp {
         Ok(Reply::simple(format!(
             ":page_facing_up: Uploading the learning record of `{run_id}` to this channel as `chaosbot-{run_id}.md`…"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn quick_answers_inline_slow_ones_later() {
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = got.clone();
+        let late = move |r: Reply| async move { sink.lock().unwrap().push(r.text) };
+        let quick = answer_within(
+            Duration::from_secs(5),
+            async { Ok(Reply::simple("done")) },
+            late,
+            Reply::simple("pending"),
+        )
+        .await;
+        assert_eq!(quick.unwrap().text, "done");
+
+        let sink = got.clone();
+        let late = move |r: Reply| async move { sink.lock().unwrap().push(r.text) };
+        let slow = answer_within(
+            Duration::from_millis(50),
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err(Reply::simple("slow but here"))
+            },
+            late,
+            Reply::simple("pending"),
+        )
+        .await;
+        assert_eq!(slow.unwrap().text, "pending");
+        for _ in 0..200 {
+            if !got.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(*got.lock().unwrap(), ["slow but here"], "only the late one");
     }
 }
