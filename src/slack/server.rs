@@ -184,6 +184,26 @@ impl Server {
             }));
         }
 
+        // The weekly digest, when a channel is configured.
+        if let Some(channel) = cfg.digest.enabled_channel() {
+            let time = cfg
+                .digest
+                .time()
+                .context("the [digest] settings are not usable")?;
+            let outbox = outbox.clone();
+            let task = super::digest::DigestTask {
+                store: store.clone(),
+                clock: crate::clock::system(),
+                channel: channel.to_string(),
+                time,
+                poll: Duration::from_secs(30),
+                instance: format!("pid-{}", std::process::id()),
+                notify: Arc::new(move || outbox.notify()),
+            };
+            tasks.push(tokio::spawn(task.run(stop.clone())));
+            info!(%channel, weekday = %time.weekday, at = %time.at, timezone = %time.timezone, "weekly digest on");
+        }
+
         if let Some(app_token) = &cfg.slack.app_token {
             let client = SocketModeClient::new(
                 &api_url,

@@ -6,7 +6,8 @@
 //! start [<experiment> [key=value ...]]
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
-//! summary <run-id>
+//! summary <run-id> | summary day|week|month|<N>|<N>d
+//! report <run-id> [as file]
 //! qa <run-id>
 //! learn <run-id> [change:] <text...>
 //! schedule <experiment> <when> [key=value ...] | schedules | unschedule <id> | resume
@@ -22,6 +23,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "abort",
     "status",
     "summary",
+    "report",
     "qa",
     "learn",
     // Schedules and the halt (issue 5).
@@ -69,6 +71,16 @@ pub enum Command {
         id: String,
     },
     Resume,
+    /// `summary week` and the like: a period, not a run (run ids start with `r-`, period
+    /// words never do).
+    SummaryPeriod {
+        period: crate::report::period::PeriodSpec,
+    },
+    /// The run's learning record, as messages or (`as file`) as a file.
+    Report {
+        run: String,
+        as_file: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +110,14 @@ pub enum CommandError {
     BadParameter { token: String },
     #[error("parameter `{key}` is given twice; give each parameter once")]
     DuplicateParameter { key: String },
+    #[error("{0}")]
+    BadPeriod(#[from] crate::report::period::PeriodError),
+    #[error("`{command}` does not understand `{extra}`. Usage: `{usage}`")]
+    Unexpected {
+        command: &'static str,
+        extra: String,
+        usage: &'static str,
+    },
     #[error("`{command}` takes no arguments, but got `{extra}`. Usage: `{usage}`")]
     Extra {
         command: &'static str,
@@ -179,18 +199,52 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
             Ok(Command::Abort { target, reason })
         }
         "summary" | "show" => match rest.as_slice() {
-            [run] => Ok(Command::Summary {
-                run: (*run).to_string(),
-            }),
+            [word] => match crate::report::period::PeriodSpec::parse(word)? {
+                Some(period) => Ok(Command::SummaryPeriod { period }),
+                None => Ok(Command::Summary {
+                    run: (*word).to_string(),
+                }),
+            },
             [] => Err(CommandError::MissingArgument {
                 command: "summary",
-                what: "a run id",
-                usage: "summary <run-id>",
+                what: "a run id or a period",
+                usage: SUMMARY_USAGE,
             }),
-            [_, extra @ ..] => Err(CommandError::Extra {
+            [_, extra @ ..] => Err(CommandError::Unexpected {
                 command: "summary",
                 extra: extra.join(" "),
-                usage: "summary <run-id>",
+                usage: SUMMARY_USAGE,
+            }),
+        },
+        "report" | "record" => match rest.as_slice() {
+            [] => Err(CommandError::MissingArgument {
+                command: "report",
+                what: "a run id",
+                usage: REPORT_USAGE,
+            }),
+            [run] => Ok(Command::Report {
+                run: (*run).to_string(),
+                as_file: false,
+            }),
+            [run, how @ ..]
+                if matches!(
+                    how.iter()
+                        .map(|w| w.to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .as_str(),
+                    "as file" | "file" | "--file"
+                ) =>
+            {
+                Ok(Command::Report {
+                    run: (*run).to_string(),
+                    as_file: true,
+                })
+            }
+            [_, extra @ ..] => Err(CommandError::Unexpected {
+                command: "report",
+                extra: extra.join(" "),
+                usage: REPORT_USAGE,
             }),
         },
         "qa" | "questions" => match rest.as_slice() {
@@ -305,6 +359,8 @@ fn split_learning_kind(note: &str) -> (crate::store::learning::LearningKind, &st
     }
     (LearningKind::Learned, note)
 }
+const SUMMARY_USAGE: &str = "summary <run-id> | summary day|week|month|<days>";
+const REPORT_USAGE: &str = "report <run-id> [as file]";
 
 /// `key=value` tokens (from the command line, or lines of the start form).
 pub fn parse_params<'a>(
@@ -446,7 +502,7 @@ mod tests {
         ));
         assert!(matches!(
             parse("summary a b"),
-            Err(CommandError::Extra { .. })
+            Err(CommandError::Unexpected { .. })
         ));
         assert_eq!(parse("status"), Ok(Command::Status));
         assert_eq!(parse("list"), Ok(Command::List));
@@ -516,5 +572,55 @@ mod tests {
     fn giant_text_refused() {
         let text = format!("start x {}", "a=b ".repeat(600));
         assert!(matches!(parse(&text), Err(CommandError::TooLong { .. })));
+    }
+
+    #[test]
+    fn summary_periods_and_report() {
+        use crate::report::period::PeriodSpec;
+        assert_eq!(
+            parse("summary week"),
+            Ok(Command::SummaryPeriod {
+                period: PeriodSpec::Week
+            })
+        );
+        assert_eq!(
+            parse("summary 10d"),
+            Ok(Command::SummaryPeriod {
+                period: PeriodSpec::Days(10)
+            })
+        );
+        assert_eq!(
+            parse("summary r-abcdefghjk"),
+            Ok(Command::Summary {
+                run: "r-abcdefghjk".into()
+            })
+        );
+        let err = parse("summary 0d").unwrap_err();
+        assert!(err.to_string().contains("between 1 and"), "{err}");
+        let err = parse("summary 3w").unwrap_err();
+        assert!(err.to_string().contains("`week`"), "{err}");
+        assert_eq!(
+            parse("report r-1"),
+            Ok(Command::Report {
+                run: "r-1".into(),
+                as_file: false
+            })
+        );
+        assert_eq!(
+            parse("report r-1 as file"),
+            Ok(Command::Report {
+                run: "r-1".into(),
+                as_file: true
+            })
+        );
+        let err = parse("report r-1 as pdf").unwrap_err();
+        assert!(
+            err.to_string().contains("does not understand `as pdf`"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse("report"),
+            Err(CommandError::MissingArgument { .. })
+        ));
     }
 }

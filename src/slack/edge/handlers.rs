@@ -144,6 +144,16 @@ impl SlackApp {
                 .await
                 .map(|r| (r, "resume"))
                 .map_err(|r| (r, "resume")),
+            Command::SummaryPeriod { period } => self
+                .summary_period(cmd, period)
+                .await
+                .map(|r| (r, "summary_period"))
+                .map_err(|r| (r, "summary_period")),
+            Command::Report { run, as_file } => self
+                .report(cmd, &run, as_file)
+                .await
+                .map(|r| (r, "report"))
+                .map_err(|r| (r, "report")),
         }
     }
 
@@ -378,10 +388,7 @@ impl SlackApp {
     }
 
     fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
-        match SlackOrigin::from_source(&run.source) {
-            Some(o) => o.team == team,
-            None => auth::is_operator(&self.cfg.slack, user),
-        }
+        visible_to(&self.cfg.slack, run, team, user)
     }
 
     /// Aborts one run after authorizing; the text of the outcome either way.
@@ -527,9 +534,23 @@ impl SlackApp {
                 "cannot read the journal of `{id}` ({e}); try again"
             ))
         })?;
-        Ok(crate::slack::render::summary(&report::summarize(
-            &run, &journal,
-        )))
+        let mut reply = crate::slack::render::summary(&report::summarize(&run, &journal));
+        self.add_qa(&mut reply, &run.id).await;
+        Ok(reply)
+    }
+}
+
+/// Whether `user` of `team` may see `run`: runs of their workspace; runs started elsewhere
+/// (the CLI) for operators only.
+pub(crate) fn visible_to(
+    cfg: &crate::config::SlackConfig,
+    run: &RunRecord,
+    team: &str,
+    user: &str,
+) -> bool {
+    match SlackOrigin::from_source(&run.source) {
+        Some(o) => o.team == team,
+        None => auth::is_operator(cfg, user),
     }
 }
 
@@ -549,7 +570,9 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} start` — pick the experiment and parameters in a form\n\
          • `{cmd} status` — queued and running runs\n\
          • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators; also halts every start until `{cmd} resume`)\n\
-         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover, Q&A and learnings\n\
+         • `{cmd} summary week` — runs by verdict, what deviated, detect/recover trends, open questions (also `day`, `month`, `14d`)\n\
+         • `{cmd} report <run-id> [as file]` — the whole learning record, as messages or a markdown file\n\
          • `{cmd} qa <run-id>` — the run's Q&A board: questions by votes, answers, learnings\n\
          • `{cmd} learn <run-id> <text>` — what we learned (`change: <text>` — what we change); the speaker or operators\n\
          • `{cmd} schedule <experiment> <when> [key=value …]` — e.g. `{cmd} schedule checkout-latency every tue,thu at 14:00 in Europe/Berlin`, or a cron expression (`0 14 * * 2,4`)\n\

@@ -13,6 +13,7 @@ mod handlers;
 pub mod http;
 mod interactions;
 mod qa;
+mod reports;
 pub mod verify;
 
 use std::sync::Arc;
