@@ -49,6 +49,12 @@ pub struct Config {
     pub slack: SlackConfig,
     #[serde(default)]
     pub qa: QaConfig,
+    /// Scheduled runs: heads-up time, allowed hours, minimum interval.
+    #[serde(default)]
+    pub schedules: crate::schedule::ScheduleConfig,
+    /// The weekly digest (issue 5): off unless a channel is set.
+    #[serde(default)]
+    pub digest: DigestConfig,
     /// Game days (`/chaos gameday`).
     #[serde(default)]
     pub gameday: GamedayConfig,
@@ -67,6 +73,8 @@ impl Default for Config {
             targets: Targets::default(),
             slack: SlackConfig::default(),
             qa: QaConfig::default(),
+            schedules: crate::schedule::ScheduleConfig::default(),
+            digest: DigestConfig::default(),
             gameday: GamedayConfig::default(),
         }
     }
@@ -93,6 +101,90 @@ impl Default for GamedayConfig {
         GamedayConfig {
             qa_window: default_gameday_qa_window(),
         }
+    }
+}
+
+/// `[digest]`: when and where the weekly digest is posted.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Slack channel id (`C…`) to post to; no channel, no digest.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Day of the week: `mon` … `sun` (or the full name).
+    #[serde(default = "default_digest_weekday")]
+    pub weekday: String,
+    /// Local time of day, `HH:MM` (24-hour).
+    #[serde(default = "default_digest_at")]
+    pub at: String,
+    /// IANA time zone name, e.g. `Europe/Berlin`; `weekday` and `at` are read in it.
+    #[serde(default = "default_digest_timezone")]
+    pub timezone: String,
+}
+
+fn default_digest_weekday() -> String {
+    "mon".into()
+}
+fn default_digest_at() -> String {
+    "09:00".into()
+}
+fn default_digest_timezone() -> String {
+    "UTC".into()
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            channel: None,
+            weekday: default_digest_weekday(),
+            at: default_digest_at(),
+            timezone: default_digest_timezone(),
+        }
+    }
+}
+
+/// A [`DigestConfig`] read and checked: the moment of the week the digest is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestTime {
+    pub weekday: chrono::Weekday,
+    pub at: chrono::NaiveTime,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl DigestConfig {
+    /// The channel, when the digest is on.
+    pub fn enabled_channel(&self) -> Option<&str> {
+        self.channel
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Reads `weekday`, `at` and `timezone`; the error says which one is wrong and how to write it.
+    pub fn time(&self) -> Result<DigestTime, ConfigError> {
+        let weekday = self.weekday.trim().parse::<chrono::Weekday>().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "digest.weekday `{}` is not a day of the week; write mon, tue, wed, thu, fri, sat or sun",
+                self.weekday
+            ))
+        })?;
+        let at = chrono::NaiveTime::parse_from_str(self.at.trim(), "%H:%M").map_err(|_| {
+            ConfigError::Invalid(format!(
+                "digest.at `{}` is not a time of day; write it as HH:MM on a 24-hour clock, e.g. \"09:00\"",
+                self.at
+            ))
+        })?;
+        let timezone = self.timezone.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "digest.timezone `{}` is not a time zone; use an IANA name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\"",
+                self.timezone
+            ))
+        })?;
+        Ok(DigestTime {
+            weekday,
+            at,
+            timezone,
+        })
     }
 }
 
@@ -465,6 +557,8 @@ impl Config {
 
     /// Checks what the types cannot: unique names, positive limits, parseable URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.schedules.window().map_err(ConfigError::Invalid)?;
+        self.digest.time()?;
         let g = &self.guard_rails;
         if g.max_run_duration.is_zero() {
             return Err(ConfigError::Invalid(

@@ -16,6 +16,8 @@
 //! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse, authorize
 //!   and submit; [`slack::projector`] renders journals into the channel through the persisted
 //!   [`slack::outbox`], and [`slack::server`] puts the long-running process together.
+//! - [`schedule`] starts experiments at planned times (heads-up, Skip, allowed hours, the halt
+//!   `abort all` puts in force), through the same path as `/chaos start`.
 
 pub mod cli;
 pub mod clock;

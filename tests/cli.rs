@@ -366,3 +366,211 @@ async fn demo_runs_with_no_setup() {
         "the default SQLite store is created"
     );
 }
+
+#[tokio::test]
+async fn report_exports_the_learning_record_as_markdown_and_json() {
+    use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
+    let s = setup().await;
+    let json_out = s.dir.path().join("journal.json");
+    let ran = output(cmd(
+        &s,
+        &[
+            "run",
+            &example("api-outage.yaml"),
+            "--set",
+            "duration=1s",
+            "--json",
+            json_out.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    let id = doc["run"]["id"].as_str().unwrap().to_string();
+
+    // The thread's Q&A and the team's notes, as the Slack side stores them.
+    let st = store(&s).await;
+    let ask = |ts: &str, by: &str, text: &str, at: i64| NewQuestion {
+        run_id: id.clone(),
+        channel: "C1".into(),
+        ts: ts.into(),
+        asked_by: by.into(),
+        text: text.into(),
+        asked_ms: at,
+    };
+    let (q_auto, _) = st
+        .add_question(&ask("1.1", "UASK1", "how long did detection take?", 1_000))
+        .await
+        .unwrap();
+    let (q_person, _) = st
+        .add_question(&ask("1.2", "UASK2", "why no retry?", 2_000))
+        .await
+        .unwrap();
+    let (q_open, _) = st
+        .add_question(&ask("1.3", "UASK3", "is prod the same?", 3_000))
+        .await
+        .unwrap();
+    for voter in ["U1", "U2", "U3"] {
+        st.add_vote(q_person.id, voter, 4_000).await.unwrap();
+    }
+    st.add_vote(q_open.id, "U1", 4_000).await.unwrap();
+    st.answer_question(
+        q_auto.id,
+        &Answer {
+            text: "detection took 0.4 s (journal)".into(),
+            by: "chaosbot".into(),
+            at_ms: 5_000,
+            auto: true,
+        },
+    )
+    .await
+    .unwrap();
+    st.answer_question(
+        q_person.id,
+        &Answer {
+            text: "the client has no retry budget".into(),
+            by: "USPEAKER".into(),
+            at_ms: 6_000,
+            auto: false,
+        },
+    )
+    .await
+    .unwrap();
+    st.add_learning(
+        &id,
+        LearningKind::Learned,
+        "outages surface in 1 s",
+        "USPEAKER",
+        7_000,
+    )
+    .await
+    .unwrap();
+    st.add_learning(
+        &id,
+        LearningKind::Change,
+        "add a retry budget",
+        "USPEAKER",
+        8_000,
+    )
+    .await
+    .unwrap();
+    let run = st.get_run(&id).await.unwrap().unwrap();
+    let journal = st.journal(&id, 0).await.unwrap();
+    let summary = chaosbot::report::summarize(&run, &journal);
+
+    // JSON to a file.
+    let rec_path = s.dir.path().join("record.json");
+    let out = output(cmd(
+        &s,
+        &[
+            "report",
+            &id,
+            "--format",
+            "json",
+            "--output",
+            rec_path.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec_path).unwrap()).unwrap();
+    assert_eq!(rec["schema_version"], 1);
+    assert_eq!(rec["run"]["id"], id.as_str());
+    assert_eq!(rec["run"]["experiment"], "api-outage");
+    assert_eq!(rec["run"]["state"], "done");
+    assert_eq!(rec["run"]["created_ms"], run.created_ms);
+    assert_eq!(rec["definition"], run.spec, "the resolved experiment");
+    assert_eq!(rec["definition"]["name"], "api-outage");
+    assert_eq!(rec["parameters"]["duration"], "1s");
+    assert_eq!(rec["seed"], run.seed);
+    assert_eq!(rec["outcome"]["verdict"], "deviated");
+    assert_eq!(rec["outcome"]["rollback"], "reverted");
+    assert_eq!(
+        rec["numbers"]["time_to_detect_ms"],
+        serde_json::json!(summary.time_to_detect_ms)
+    );
+    assert!(summary.time_to_detect_ms.is_some(), "an outage is detected");
+    assert_eq!(
+        rec["numbers"]["time_to_recover_ms"],
+        serde_json::json!(summary.time_to_recover_ms)
+    );
+    let probes = rec["numbers"]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), summary.probes.len());
+    assert!(probes[0]["during"]["failed"].as_u64().unwrap() > 0);
+    assert_eq!(
+        probes[0]["before"]["samples"].as_u64().unwrap(),
+        summary.probes[0].before.samples
+    );
+    let timeline = rec["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), summary.timeline.len());
+    assert_eq!(timeline[0]["at_ms"], journal[0].at_ms);
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t["text"].as_str().unwrap().starts_with("verdict: deviated"))
+    );
+    let qs = rec["questions"].as_array().unwrap();
+    let order: Vec<i64> = qs.iter().map(|q| q["id"].as_i64().unwrap()).collect();
+    assert_eq!(
+        order,
+        [q_person.id, q_open.id, q_auto.id],
+        "most votes first, then oldest"
+    );
+    assert_eq!(qs[0]["votes"], 3);
+    assert_eq!(qs[0]["asked_by"], "UASK2");
+    assert_eq!(qs[0]["asked_ms"], 2_000);
+    assert_eq!(qs[0]["answer"]["by"], "USPEAKER");
+    assert_eq!(qs[0]["answer"]["auto"], false);
+    assert_eq!(qs[0]["answer"]["at_ms"], 6_000);
+    assert!(qs[1]["answer"].is_null());
+    assert_eq!(qs[2]["answer"]["auto"], true);
+    let notes: Vec<(&str, &str)> = rec["learnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            ("learned", "outages surface in 1 s"),
+            ("change", "add a retry budget")
+        ]
+    );
+
+    // Markdown on stdout (the default).
+    let md = output(cmd(&s, &["report", &id])).await;
+    assert_eq!(md.status.code(), Some(0), "{}", text(&md));
+    let md = String::from_utf8_lossy(&md.stdout).to_string();
+    for needle in [
+        format!("# Learning record: run `{id}`"),
+        "Verdict: **DEVIATED**".to_string(),
+        format!("Seed: `{}`", run.seed),
+        "`duration` = `1s`".to_string(),
+        "## Timeline".to_string(),
+        "why no retry? — asked by UASK2".to_string(),
+        "the client has no retry budget — USPEAKER".to_string(),
+        "(answered automatically from the journal)".to_string(),
+        "_not answered yet_".to_string(),
+        "## What we learned\n\n- outages surface in 1 s".to_string(),
+        "## What we change\n\n- add a retry budget".to_string(),
+        "\"name\": \"api-outage\"".to_string(),
+    ] {
+        assert!(md.contains(&needle), "missing {needle:?} in:\n{md}");
+    }
+
+    // A run that does not exist: exit 64 and a pointer to `history`.
+    let missing = output(cmd(&s, &["report", "r-nope", "--format", "json"])).await;
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(text(&missing).contains("no run `r-nope`"));
+    // An output file that cannot be written: exit 2 and what to check.
+    let bad = output(cmd(
+        &s,
+        &["report", &id, "--output", "/nonexistent-dir/record.md"],
+    ))
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("folder exists"), "{}", text(&bad));
+}

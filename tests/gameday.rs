@@ -1094,6 +1094,7 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     let cfg = Arc::new(rig.cfg.clone());
     let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
     targets.start_all().await.unwrap();
+    let clock = chaosbot::clock::ManualClock::new(chaosbot::journal::now_ms());
     let api =
         Arc::new(chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap());
     let app = Arc::new(chaosbot::slack::edge::SlackApp {
@@ -1103,8 +1104,8 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
         api,
         bot_user_id: std::sync::OnceLock::new(),
         qa_boards: Default::default(),
+        clock: clock.clone(),
     });
-    let clock = chaosbot::clock::ManualClock::new(chaosbot::journal::now_ms());
     let driver = chaosbot::gameday::GamedayDriver::new(
         app,
         clock.clone(),

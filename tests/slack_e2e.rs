@@ -529,3 +529,124 @@ fn serve_refuses_to_start_without_its_secrets() {
         "nothing started"
     );
 }
+
+#[tokio::test]
+async fn report_summary_week_and_the_digest_through_the_server() {
+    let mut rig = rig().await;
+    // The digest's moment passed a minute ago: a server starting now posts this week's digest.
+    let due = chrono::Utc::now() - chrono::Duration::minutes(1);
+    rig.cfg.digest = chaosbot::config::DigestConfig {
+        channel: Some("CDIGEST".into()),
+        weekday: chrono::Datelike::weekday(&due).to_string(),
+        at: due.format("%H:%M").to_string(),
+        timezone: "UTC".into(),
+    };
+    let server = start(&rig).await;
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| c.method == "chat.postMessage" && c.str("channel") == Some("CDIGEST"))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let digest = calls
+        .iter()
+        .find(|c| c.str("channel") == Some("CDIGEST"))
+        .unwrap();
+    assert!(
+        digest.str("text").unwrap().contains("Weekly chaos digest"),
+        "{:?}",
+        digest.body
+    );
+    assert!(
+        digest.body["blocks"]
+            .to_string()
+            .contains("Chaos summary of the past week")
+    );
+
+    let id = run_id_in(
+        &slash(server.addr, ALICE, "start slow-api duration=1s")
+            .await
+            .to_string(),
+    );
+    let run = server.engine.wait(&id).await.unwrap();
+    assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
+
+    let week = slash(server.addr, ALICE, "summary week").await.to_string();
+    assert!(week.contains("*1 run(s)*: 1 held · 0 deviated"), "{week}");
+
+    // As messages: markdown blocks in the channel.
+    let answer = slash(server.addr, ALICE, &format!("report {id}")).await;
+    assert!(
+        answer.to_string().contains("Posting the learning record"),
+        "{answer}"
+    );
+    let heading = format!("# Learning record: run `{id}`");
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| {
+                c.iter().any(|c| {
+                    c.method == "chat.postMessage"
+                        && c.body["blocks"][0]["type"] == "markdown"
+                        && c.body["blocks"][0]["text"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with(&heading))
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let post = calls
+        .iter()
+        .find(|c| c.body["blocks"][0]["type"] == "markdown")
+        .unwrap();
+    assert_eq!(post.str("channel"), Some(CHANNEL));
+
+    // As a file: the external upload flow, shared in the channel.
+    let answer = slash(server.addr, ALICE, &format!("report {id} as file")).await;
+    assert!(answer.to_string().contains("Uploading"), "{answer}");
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| c.iter().any(|c| c.method == "files.completeUploadExternal"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let done = calls
+        .iter()
+        .find(|c| c.method == "files.completeUploadExternal")
+        .unwrap();
+    assert_eq!(done.str("channel_id"), Some(CHANNEL));
+    let file_id = done.body["files"][0]["id"].as_str().unwrap().to_string();
+    let bytes = rig
+        .fake
+        .uploads()
+        .remove(&file_id)
+        .expect("the bytes were uploaded");
+    let md = String::from_utf8(bytes).unwrap();
+    assert!(md.starts_with(&heading), "{md}");
+    assert!(md.contains("Verdict: **HELD**"), "{md}");
+    let ticket = calls
+        .iter()
+        .find(|c| c.method == "files.getUploadURLExternal")
+        .unwrap();
+    assert_eq!(
+        ticket.str("filename"),
+        Some(format!("chaosbot-{id}.md").as_str())
+    );
+    assert_eq!(ticket.str("length"), Some(md.len().to_string().as_str()));
+
+    // The digest was posted once.
+    let digests = rig
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.str("channel") == Some("CDIGEST"))
+        .count();
+    assert_eq!(digests, 1);
+    server.shutdown("test over").await;
+}

@@ -18,10 +18,12 @@ use chaosbot::journal::{Entry, Event};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
+use chaosbot::store::digest::{DigestRecord, DigestStore};
 use chaosbot::store::learning::{
     Answer, Learning, LearningKind, LearningStore, NewQuestion, QaSession, Question,
 };
 use chaosbot::store::outbox::{Delivered, MessageRef, OutboundAction, OutboundMessage, OutboxRow};
+use chaosbot::store::schedules::{Fire, Halt, NewSchedule, Schedule, ScheduleStore, SkipOutcome};
 use chaosbot::store::{
     AbortOutcome, AbortRequest, AbortScope, AuditEntry, DynStore, EdgeStore, FaultRecord, NewFault,
     NewRun, OutboxStore, RunFilter, RunRecord, Store, StoreError, StoreResult,
@@ -253,6 +255,84 @@ impl chaosbot::store::GamedayStore for RecordingStore {
 }
 
 #[async_trait::async_trait]
+impl ScheduleStore for RecordingStore {
+    async fn create_schedule(&self, s: &NewSchedule) -> StoreResult<Schedule> {
+        self.inner.create_schedule(s).await
+    }
+    async fn get_schedule(&self, id: i64) -> StoreResult<Option<Schedule>> {
+        self.inner.get_schedule(id).await
+    }
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.inner.list_schedules().await
+    }
+    async fn remove_schedule(&self, id: i64, by: &str, at: i64) -> StoreResult<bool> {
+        self.inner.remove_schedule(id, by, at).await
+    }
+    async fn get_fire(&self, id: i64, fire: i64) -> StoreResult<Option<Fire>> {
+        self.inner.get_fire(id, fire).await
+    }
+    async fn claim_heads_up(&self, id: i64, fire: i64, at: i64) -> StoreResult<bool> {
+        self.inner.claim_heads_up(id, fire, at).await
+    }
+    async fn claim_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        owner: &str,
+        at: i64,
+    ) -> StoreResult<Option<Fire>> {
+        self.inner.claim_fire(id, fire, owner, at).await
+    }
+    async fn skip_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        by: &str,
+        reason: &str,
+    ) -> StoreResult<SkipOutcome> {
+        self.inner.skip_fire(id, fire, by, reason).await
+    }
+    async fn finish_fire(
+        &self,
+        id: i64,
+        fire: i64,
+        run: Option<&str>,
+        skipped: Option<&str>,
+    ) -> StoreResult<()> {
+        self.inner.finish_fire(id, fire, run, skipped).await
+    }
+    async fn set_halt(&self, by: &str, reason: &str, at: i64) -> StoreResult<Halt> {
+        self.inner.set_halt(by, reason, at).await
+    }
+    async fn lift_halt(&self, by: &str, at: i64) -> StoreResult<Option<Halt>> {
+        self.inner.lift_halt(by, at).await
+    }
+    async fn current_halt(&self) -> StoreResult<Option<Halt>> {
+        self.inner.current_halt().await
+    }
+}
+
+#[async_trait::async_trait]
+impl DigestStore for RecordingStore {
+    async fn enqueue_digest(
+        &self,
+        start: i64,
+        end: i64,
+        by: &str,
+        m: &[OutboundMessage],
+    ) -> StoreResult<bool> {
+        let fresh = self.inner.enqueue_digest(start, end, by, m).await?;
+        if fresh {
+            self.enqueued.lock().unwrap().extend_from_slice(m);
+        }
+        Ok(fresh)
+    }
+    async fn digest(&self, start: i64) -> StoreResult<Option<DigestRecord>> {
+        self.inner.digest(start).await
+    }
+}
+
+#[async_trait::async_trait]
 impl Store for RecordingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
@@ -271,6 +351,9 @@ impl Store for RecordingStore {
     }
     async fn list_runs(&self, filter: RunFilter) -> StoreResult<Vec<RunRecord>> {
         self.inner.list_runs(filter).await
+    }
+    async fn runs_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<RunRecord>> {
+        self.inner.runs_between(from_ms, to_ms).await
     }
     async fn claim_next(
         &self,
@@ -469,6 +552,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config)) -> Rig {
         api: api.clone(),
         bot_user_id: std::sync::OnceLock::from(BOT.to_string()),
         qa_boards: Default::default(),
+        clock: chaosbot::clock::system(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -982,6 +1066,61 @@ async fn abort_all_is_for_operators() {
 }
 
 #[tokio::test]
+async fn abort_all_halts_starts_until_resume() {
+    let rig = rig().await;
+    let t = all_text(&rig.command("UOP", "abort all game day prep").await);
+    assert!(t.contains("A halt is now in force"), "{t}");
+    // A second abort all keeps the first halt.
+    let t = all_text(&rig.command("UOP", "abort all again").await);
+    assert!(t.contains("already in force"), "{t}");
+    let halt = rig.store.current_halt().await.unwrap().unwrap();
+    assert_eq!(
+        (halt.halted_by.as_str(), halt.reason.as_str()),
+        ("UOP", "game day prep")
+    );
+
+    // start is refused, naming who, when, why and how to resume; nothing is queued.
+    let before = rig
+        .store
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    let t = all_text(&rig.command("UALICE", "start api-latency").await);
+    assert!(
+        t.contains("a halt is in force since")
+            && t.contains("<@UOP>")
+            && t.contains("game day prep")
+            && t.contains("/chaos resume"),
+        "{t}"
+    );
+    let after = rig
+        .store
+        .list_runs(RunFilter {
+            experiment: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+
+    // Only operators resume; then starts work again.
+    let t = all_text(&rig.command("UALICE", "resume").await);
+    assert!(t.contains("only operators"), "{t}");
+    let t = all_text(&rig.command("UOP", "resume").await);
+    assert!(t.contains("is lifted") && t.contains("<@UOP>"), "{t}");
+    assert!(rig.store.current_halt().await.unwrap().is_none());
+    let t = all_text(&rig.command("UOP", "resume").await);
+    assert!(t.contains("No halt is in force"), "{t}");
+    let id = run_id_in(&all_text(&rig.command("UALICE", "start api-latency").await));
+    rig.wait_done(&id).await;
+}
+
+#[tokio::test]
 async fn status_lists_queued_and_running_runs() {
     let rig = rig().await;
     let t = all_text(&rig.command("U1", "status").await);
@@ -1158,14 +1297,20 @@ async fn abort_button_checks_who_and_reports_through_the_outbox() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(rig.wait_done(&id).await.verdict, Some(Verdict::Aborted));
-    let audit = audit_actions(&rig).await;
-    assert_eq!(
+    // The audit row is written after the answer is queued: wait for it (bounded).
+    let abort_rows = |audit: &[(String, String)]| {
         audit
             .iter()
             .filter(|(a, _)| a == "button:abort_run")
-            .count(),
-        2
-    );
+            .count()
+    };
+    for _ in 0..100 {
+        if abort_rows(&audit_actions(&rig).await) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(abort_rows(&audit_actions(&rig).await), 2);
 }
 
 #[tokio::test]
@@ -1343,4 +1488,317 @@ async fn edge_store_on_postgres() {
         edge_store_behaviour(chaosbot::store::open(&url).await.unwrap()).await;
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summaries with Q&A, period summaries, the learning record
+
+fn ask(run: &str, ts: &str, by: &str, text: &str) -> NewQuestion {
+    NewQuestion {
+        run_id: run.into(),
+        channel: CHAOS_CHANNEL.into(),
+        ts: ts.into(),
+        asked_by: by.into(),
+        text: text.into(),
+        asked_ms: chaosbot::journal::now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn summary_of_a_run_shows_its_qa_and_learnings() {
+    let rig = rig().await;
+    let id = run_id_in(&all_text(&rig.command("U1", "start api-latency").await));
+    rig.wait_done(&id).await;
+    let t = all_text(&rig.command("U1", &format!("summary {id}")).await);
+    assert!(t.contains("*Questions and answers:* none asked yet"), "{t}");
+    assert!(t.contains("*What we learned:* nothing noted yet."), "{t}");
+
+    let s = &rig.store;
+    let (auto, _) = s
+        .add_question(&ask(
+            &id,
+            "5.1",
+            "UQ1",
+            "what was the p99 during the fault?",
+        ))
+        .await
+        .unwrap();
+    let (person, _) = s
+        .add_question(&ask(&id, "5.2", "UQ2", "would a retry have hidden it?"))
+        .await
+        .unwrap();
+    s.add_question(&ask(&id, "5.3", "UQ3", "does staging differ?"))
+        .await
+        .unwrap();
+    s.add_vote(person.id, "UV1", 1).await.unwrap();
+    s.add_vote(person.id, "UV2", 1).await.unwrap();
+    let answer = |text: &str, by: &str, auto: bool| Answer {
+        text: text.into(),
+        by: by.into(),
+        at_ms: chaosbot::journal::now_ms(),
+        auto,
+    };
+    s.answer_question(auto.id, &answer("p99 was 14.2 ms", "chaosbot", true))
+        .await
+        .unwrap();
+    s.answer_question(person.id, &answer("yes, twice over", "USPEAK", false))
+        .await
+        .unwrap();
+    s.add_learning(
+        &id,
+        LearningKind::Learned,
+        "10 ms is invisible",
+        "USPEAK",
+        1,
+    )
+    .await
+    .unwrap();
+    s.add_learning(&id, LearningKind::Change, "try 200 ms next", "USPEAK", 2)
+        .await
+        .unwrap();
+
+    let v = rig.command("U1", &format!("summary {id}")).await;
+    let t = all_text(&v);
+    assert!(t.contains("*Verdict:* HELD"), "the run part stays: {t}");
+    assert!(t.contains("(3 asked, 1 still open)"), "{t}");
+    // Most votes first.
+    let first = t
+        .find("would a retry have hidden it?")
+        .expect("voted question");
+    let second = t
+        .find("what was the p99 during the fault?")
+        .expect("auto question");
+    assert!(first < second, "{t}");
+    assert!(
+        t.contains("*2* vote(s) — “would a retry have hidden it?” (<@UQ2>)"),
+        "{t}"
+    );
+    assert!(t.contains("↳ yes, twice over — <@USPEAK>"), "{t}");
+    assert!(
+        t.contains("↳ p99 was 14.2 ms _(answered by chaosbot from the journal)_"),
+        "{t}"
+    );
+    assert!(t.contains("“does staging differ?”"), "{t}");
+    assert!(t.contains("_open: waiting for the speaker_"), "{t}");
+    assert!(
+        t.contains("*What we learned*\n• 10 ms is invisible — <@USPEAK>"),
+        "{t}"
+    );
+    assert!(
+        t.contains("*What we change*\n• try 200 ms next — <@USPEAK>"),
+        "{t}"
+    );
+    assert!(v["blocks"].as_array().unwrap().len() <= 50);
+}
+
+/// A finished run of `team`, created through the store like the engine does.
+async fn seeded_run(rig: &Rig, id: &str, team: &str, verdict: Verdict, rollback: RollbackOutcome) {
+    let source = SlackOrigin {
+        team: team.into(),
+        channel: CHAOS_CHANNEL.into(),
+        user: "U1".into(),
+    }
+    .to_source();
+    rig.store
+        .create_run(
+            NewRun {
+                id: id.into(),
+                experiment: format!("exp-{id}"),
+                title: format!("Title of {id}"),
+                spec: json!({"name": format!("exp-{id}")}),
+                params: Default::default(),
+                seed: 7,
+                requested_by: "U1".into(),
+                source: source.clone(),
+            },
+            Event::Submitted {
+                experiment: format!("exp-{id}"),
+                title: format!("Title of {id}"),
+                requested_by: "U1".into(),
+                source,
+                params: Default::default(),
+                seed: 7,
+                targets: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    rig.store
+        .finish_run(id, verdict, rollback, &format!("{verdict} on purpose"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn summary_week_counts_the_callers_runs_by_verdict() {
+    let rig = rig().await;
+    let held = run_id_in(&all_text(&rig.command("U1", "start api-latency").await));
+    rig.wait_done(&held).await;
+    seeded_run(
+        &rig,
+        "r-deviated01",
+        TEAM,
+        Verdict::Deviated,
+        RollbackOutcome::Reverted,
+    )
+    .await;
+    seeded_run(
+        &rig,
+        "r-aborted001",
+        TEAM,
+        Verdict::Aborted,
+        RollbackOutcome::RevertFailed,
+    )
+    .await;
+    seeded_run(
+        &rig,
+        "r-failed0001",
+        TEAM,
+        Verdict::Failed,
+        RollbackOutcome::NothingToRevert,
+    )
+    .await;
+    // Another workspace's run is not counted, nor its questions shown.
+    seeded_run(
+        &rig,
+        "r-otherteam1",
+        "T2",
+        Verdict::Deviated,
+        RollbackOutcome::Reverted,
+    )
+    .await;
+    rig.store
+        .add_question(&ask("r-deviated01", "6.1", "UQ1", "why did it deviate?"))
+        .await
+        .unwrap();
+    rig.store
+        .add_question(&ask("r-otherteam1", "6.2", "UQ9", "secret question"))
+        .await
+        .unwrap();
+
+    let v = rig.command("U1", "summary week").await;
+    let t = all_text(&v);
+    assert!(t.contains("*Chaos summary of the last 7 days*"), "{t}");
+    assert!(
+        t.contains("*4 run(s)*: 1 held · 1 deviated · 1 aborted · 1 failed"),
+        "{t}"
+    );
+    assert!(t.contains("*1 run(s) could not revert*"), "{t}");
+    assert!(
+        t.contains("_Previous period: 0 run(s), 0 held, 0 deviated_"),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "• `r-deviated01` *exp-r-deviated01* — Title of r-deviated01: deviated on purpose"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("*Mean time to detect:*"), "{t}");
+    assert!(
+        t.contains("no comparison"),
+        "nothing ran the week before: {t}"
+    );
+    assert!(t.contains("*Open questions (1)*"), "{t}");
+    assert!(
+        t.contains("on `r-deviated01`: “why did it deviate?” — <@UQ1>"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("r-otherteam1") && !t.contains("secret question"),
+        "{t}"
+    );
+    assert!(t.contains("*Next scheduled runs:*"), "{t}");
+
+    // Other lengths, and bad ones with a precise answer.
+    let t = all_text(&rig.command("U1", "summary 30d").await);
+    assert!(
+        t.contains("the last 30 days") && t.contains("*4 run(s)*"),
+        "{t}"
+    );
+    let t = all_text(&rig.command("U1", "summary day").await);
+    assert!(t.contains("the last day"), "{t}");
+    let t = all_text(&rig.command("U1", "summary 0").await);
+    assert!(t.contains("between 1 and 366 days"), "{t}");
+    let t = all_text(&rig.command("U1", "summary 9999d").await);
+    assert!(t.contains("between 1 and 366 days"), "{t}");
+    let t = all_text(&rig.command("U1", "summary 2w").await);
+    assert!(t.contains("use `day`, `week`, `month`"), "{t}");
+    // A run id still means the run.
+    let t = all_text(&rig.command("U1", "summary r-deviated01").await);
+    assert!(t.contains("*Verdict:* DEVIATED"), "{t}");
+}
+
+#[tokio::test]
+async fn report_posts_the_learning_record_in_pages() {
+    // No team_id: several workspaces, each sees only its own runs.
+    let rig = rig_with(|c| c.slack.team_id = None).await;
+    let id = run_id_in(&all_text(&rig.command("U1", "start api-latency").await));
+    rig.wait_done(&id).await;
+    rig.store
+        .add_question(&ask(&id, "7.1", "UQ1", "how much latency did we add?"))
+        .await
+        .unwrap();
+    // A long learning, so the record needs more than one message.
+    let long = "a long note. ".repeat(1_200);
+    rig.store
+        .add_learning(&id, LearningKind::Learned, &long, "USPEAK", 1)
+        .await
+        .unwrap();
+    let before = rig.store.enqueued.lock().unwrap().len();
+    let t = all_text(&rig.command("U1", &format!("report {id}")).await);
+    assert!(t.contains("Posting the learning record"), "{t}");
+    let posted: Vec<OutboundMessage> = rig.store.enqueued.lock().unwrap()[before..]
+        .iter()
+        .filter(|m| m.thread_key.starts_with("report:"))
+        .cloned()
+        .collect();
+    assert!(posted.len() >= 2, "{} message(s)", posted.len());
+    assert!(t.contains(&format!("({} message(s))", posted.len())), "{t}");
+    let mut whole = String::new();
+    for m in &posted {
+        assert_eq!(m.channel, CHAOS_CHANNEL);
+        let OutboundAction::Post { blocks, .. } = &m.action else {
+            panic!("a post: {m:?}");
+        };
+        let blocks = blocks.as_ref().unwrap().as_array().unwrap().clone();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0]["type"], "markdown");
+        let text = blocks[0]["text"].as_str().unwrap();
+        assert!(text.chars().count() <= 12_000);
+        whole.push_str(text);
+    }
+    assert!(
+        whole.starts_with(&format!("# Learning record: run `{id}`")),
+        "{whole}"
+    );
+    assert!(whole.contains("how much latency did we add?"));
+    assert!(whole.contains("## What we change"));
+
+    // Another workspace cannot export it; a bad argument is explained.
+    let t = all_text(
+        &rig.command_in("T2", "C9", "U9", &format!("report {id}"))
+            .await,
+    );
+    assert!(t.contains(&format!("no run `{id}`")), "{t}");
+    let t = all_text(&rig.command("U1", &format!("report {id} as pdf")).await);
+    assert!(t.contains("report <run-id> [as file]"), "{t}");
+    // This rig's Web API stub cannot upload: the caller is told, privately, what to do instead.
+    let t = all_text(&rig.command("U1", &format!("report {id} as file")).await);
+    assert!(t.contains("Uploading the learning record"), "{t}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let told = rig.store.enqueued.lock().unwrap().iter().any(|m| {
+            matches!(&m.action, OutboundAction::Ephemeral { user, text, .. }
+                if user == "U1" && text.contains("could not be uploaded as a file"))
+        });
+        if told {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no upload error message within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

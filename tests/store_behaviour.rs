@@ -15,7 +15,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
-use chaosbot::journal::{Event, now_ms};
+use chaosbot::journal::{Entry, Event, SamplePhase, now_ms};
+use chaosbot::report::period::{self, Direction, Window};
 use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
 use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
 use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
@@ -95,6 +96,9 @@ behaviour_tests!(
     qa_questions_votes_and_answers,
     qa_thread_lookup_and_session,
     learnings_in_order,
+    runs_between_is_a_half_open_window,
+    digest_is_recorded_once_with_its_messages,
+    period_summary_of_seeded_runs,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,4 +1170,321 @@ async fn learnings_in_order(ctx: Ctx) {
             (LearningKind::Change, "alert on p99")
         ]
     );
+}
+
+async fn runs_between_is_a_half_open_window(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut created = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        create(s, id).await;
+        created.push(s.get_run(id).await.unwrap().unwrap().created_ms);
+        // Distinct creation times, so the window edges are unambiguous.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids = |runs: Vec<chaosbot::store::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(
+        ids(s.runs_between(created[0], created[2]).await.unwrap()),
+        ["w1", "w2"],
+        "from is inclusive, to exclusive, oldest first"
+    );
+    assert_eq!(
+        ids(s
+            .runs_between(created[0] + 1, created[2] + 1)
+            .await
+            .unwrap()),
+        ["w2", "w3"]
+    );
+    assert!(s.runs_between(0, created[0]).await.unwrap().is_empty());
+    let all = s.runs_between(0, i64::MAX).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].seed, u64::MAX - 7, "rows decode fully");
+}
+
+async fn digest_is_recorded_once_with_its_messages(ctx: Ctx) {
+    let s = &ctx.store;
+    let msg = |i: usize| OutboundMessage {
+        thread_key: "digest:1000".into(),
+        channel: "CDIGEST".into(),
+        action: OutboundAction::Post {
+            key: Some(format!("digest:1000:{i}")),
+            in_thread_of: None,
+            text: "weekly".into(),
+            blocks: None,
+        },
+    };
+    assert!(s.digest(1_000).await.unwrap().is_none());
+    // Racing writers (two replicas): exactly one records it, and only its messages are queued.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        let m = vec![msg(0), msg(1)];
+        tasks.push(tokio::spawn(async move {
+            s.enqueue_digest(1_000, 2_000, &format!("replica-{w}"), &m)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "one writer records the week");
+    assert_eq!(s.pending_count().await.unwrap(), 2, "one digest's messages");
+    let rec = s.digest(1_000).await.unwrap().unwrap();
+    assert_eq!((rec.period_start_ms, rec.period_end_ms), (1_000, 2_000));
+    assert_eq!(rec.channel, "CDIGEST");
+    assert!(rec.queued_by.starts_with("replica-"));
+    // Later attempts (a restart) change nothing; another week is its own row.
+    assert!(
+        !s.enqueue_digest(1_000, 2_000, "again", &[msg(0)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    assert!(
+        s.enqueue_digest(2_000, 3_000, "next", &[msg(2)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 3);
+}
+
+/// What a seeded run looks like in its journal.
+struct Seed {
+    id: &'static str,
+    verdict: Verdict,
+    rollback: RollbackOutcome,
+    /// Milliseconds from the fault injected to the first failing sample.
+    detect_after: Option<u64>,
+    /// Milliseconds from the fault reverted to the passing sample.
+    recover_after: Option<u64>,
+}
+
+async fn seed_run(s: &DynStore, seed: &Seed) {
+    let (run, submitted) = new_run(seed.id, &format!("exp-{}", seed.id));
+    s.create_run(run, submitted).await.unwrap();
+    let sample = |phase, ok| Event::ProbeSample {
+        probe: "api".into(),
+        phase,
+        ok,
+        latency_ms: 5.0,
+        detail: "200".into(),
+    };
+    if seed.detect_after.is_some() || seed.recover_after.is_some() {
+        s.append(
+            seed.id,
+            &Event::FaultInjected {
+                step: "slow".into(),
+                fault: "latency".into(),
+                target: "api".into(),
+                summary: "+250ms".into(),
+                deadline_ms: now_ms() + 60_000,
+            },
+        )
+        .await
+        .unwrap();
+        if let Some(ms) = seed.detect_after {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            s.append(seed.id, &sample(SamplePhase::During, false))
+                .await
+                .unwrap();
+        }
+        s.append(
+            seed.id,
+            &Event::FaultReverted {
+                step: "slow".into(),
+                target: "api".into(),
+            },
+        )
+        .await
+        .unwrap();
+        if let Some(ms) = seed.recover_after {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            s.append(seed.id, &sample(SamplePhase::After, true))
+                .await
+                .unwrap();
+        }
+    }
+    s.finish_run(seed.id, seed.verdict, seed.rollback, "seeded")
+        .await
+        .unwrap();
+}
+
+/// Time from the first `a` entry to the first `b` entry after it, read from the journal itself.
+fn gap(entries: &[Entry], a: &str, b: &str) -> Option<i64> {
+    let i = entries.iter().position(|e| e.event.kind() == a)?;
+    let later = entries[i..].iter().find(|e| e.event.kind() == b)?;
+    Some(later.at_ms - entries[i].at_ms)
+}
+
+async fn period_summary_of_seeded_runs(ctx: Ctx) {
+    let s = &ctx.store;
+    let ok = RollbackOutcome::Reverted;
+    // The previous period: one deviated run with slow detection and quick recovery.
+    let previous = [Seed {
+        id: "p1",
+        verdict: Verdict::Deviated,
+        rollback: ok,
+        detect_after: Some(120),
+        recover_after: Some(10),
+    }];
+    let first_ms = now_ms();
+    for seed in &previous {
+        seed_run(s, seed).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let split = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let current = [
+        Seed {
+            id: "c-held",
+            verdict: Verdict::Held,
+            rollback: ok,
+            detect_after: None,
+            recover_after: None,
+        },
+        Seed {
+            id: "c-dev1",
+            verdict: Verdict::Deviated,
+            rollback: ok,
+            detect_after: Some(20),
+            recover_after: Some(60),
+        },
+        Seed {
+            id: "c-dev2",
+            verdict: Verdict::Deviated,
+            rollback: RollbackOutcome::RevertFailed,
+            detect_after: Some(40),
+            recover_after: None,
+        },
+        Seed {
+            id: "c-abort",
+            verdict: Verdict::Aborted,
+            rollback: ok,
+            detect_after: None,
+            recover_after: Some(30),
+        },
+        Seed {
+            id: "c-fail",
+            verdict: Verdict::Failed,
+            rollback: RollbackOutcome::NothingToRevert,
+            detect_after: None,
+            recover_after: None,
+        },
+    ];
+    for seed in &current {
+        seed_run(s, seed).await;
+    }
+    let open_q = s
+        .add_question(&question("c-dev1", "9.1", "U5", "why 60 ms?", now_ms()))
+        .await
+        .unwrap()
+        .0;
+    let answered = s
+        .add_question(&question("c-dev1", "9.2", "U6", "which probe?", now_ms()))
+        .await
+        .unwrap()
+        .0;
+    s.answer_question(
+        answered.id,
+        &Answer {
+            text: "api".into(),
+            by: "chaosbot".into(),
+            at_ms: now_ms(),
+            auto: true,
+        },
+    )
+    .await
+    .unwrap();
+    let end = now_ms() + 1;
+    // Long enough that the previous window reaches back over the first run.
+    let len = (end - split).max(split - first_ms + 1);
+    let window = Window {
+        from_ms: split,
+        to_ms: split + len,
+    };
+    let summary = period::load(
+        s,
+        window,
+        window.from_ms,
+        Window {
+            from_ms: end,
+            to_ms: end + 7 * period::DAY_MS,
+        },
+    )
+    .await
+    .unwrap();
+
+    let c = &summary.counts;
+    assert_eq!(
+        (
+            c.total,
+            c.held,
+            c.deviated,
+            c.aborted,
+            c.failed,
+            c.unfinished
+        ),
+        (5, 1, 2, 1, 1, 0)
+    );
+    assert_eq!(c.revert_failed, 1);
+    assert_eq!(
+        (
+            summary.previous_counts.total,
+            summary.previous_counts.deviated
+        ),
+        (1, 1)
+    );
+    let deviated: Vec<&str> = summary.deviated.iter().map(|d| d.run_id.as_str()).collect();
+    assert_eq!(deviated, ["c-dev1", "c-dev2"]);
+
+    // The means, from the journals' own timestamps.
+    let journal = |id: &'static str| async move { s.journal(id, 0).await.unwrap() };
+    let d1 = gap(&journal("c-dev1").await, "fault_injected", "probe_sample").unwrap();
+    let d2 = gap(&journal("c-dev2").await, "fault_injected", "probe_sample").unwrap();
+    let dp = gap(&journal("p1").await, "fault_injected", "probe_sample").unwrap();
+    assert!(
+        d1 >= 20 && d2 >= 40 && dp >= 120,
+        "the sleeps are in the journal"
+    );
+    let r1 = gap(&journal("c-dev1").await, "fault_reverted", "probe_sample").unwrap();
+    let ra = gap(&journal("c-abort").await, "fault_reverted", "probe_sample").unwrap();
+    let rp = gap(&journal("p1").await, "fault_reverted", "probe_sample").unwrap();
+    assert!(r1 >= 60 && ra >= 30, "recover gaps {r1} {ra}");
+    let t = &summary.time_to_detect;
+    assert_eq!(t.runs, 2);
+    assert_eq!(t.mean_ms, Some((d1 + d2) as f64 / 2.0));
+    assert_eq!(t.previous_mean_ms, Some(dp as f64));
+    let expected = |now: f64, before: f64| {
+        if (now - before).abs() < 0.5 {
+            Direction::Same
+        } else if now < before {
+            Direction::Faster
+        } else {
+            Direction::Slower
+        }
+    };
+    assert_eq!(t.direction, expected((d1 + d2) as f64 / 2.0, dp as f64));
+    let t = &summary.time_to_recover;
+    assert_eq!(t.runs, 2);
+    assert_eq!(t.mean_ms, Some((r1 + ra) as f64 / 2.0));
+    assert_eq!(t.previous_mean_ms, Some(rp as f64));
+    assert_eq!(t.direction, expected((r1 + ra) as f64 / 2.0, rp as f64));
+
+    let open: Vec<(i64, &str)> = summary
+        .unanswered
+        .iter()
+        .map(|q| (q.question_id, q.run_id.as_str()))
+        .collect();
+    assert_eq!(
+        open,
+        [(open_q.id, "c-dev1")],
+        "answered questions are not open"
+    );
+    // Nothing is scheduled in this store.
+    assert!(summary.upcoming.is_empty());
 }

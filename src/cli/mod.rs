@@ -1,10 +1,11 @@
-//! The command line: `run`, `validate`, `demo`, `history`, `show`, `abort`.
+//! The command line: `run`, `validate`, `demo`, `history`, `show`, `abort`, `report`.
 //!
 //! Exit codes: 0 held (or success), 1 deviated, 2 aborted or failed (or the tool could not do
 //! its job, e.g. the database is unreachable), 64 invalid input (bad file, flag or config).
 
 mod demo;
 mod history;
+mod report;
 mod run;
 mod serve;
 
@@ -84,6 +85,15 @@ pub enum Command {
     /// every declared target, and delivery to Slack. Needs SLACK_SIGNING_SECRET and
     /// SLACK_BOT_TOKEN; SLACK_APP_TOKEN switches to Socket Mode.
     Serve(serve::ServeArgs),
+    /// Export a run's learning record: definition, parameters and seed, timeline, numbers,
+    /// verdict and rollback, the Q&A of its thread and what the team learned.
+    ///
+    /// `--format md` (the default) is for people; `--format json` is for tools and is stable
+    /// (`schema_version` 1, every field described in docs/learning-record.md). Exit code: 0
+    /// written, 64 no such run, 2 the database or the output file failed.
+    #[command(after_help = "Examples:\n  chaosbot report r-abc123defg\n  \
+chaosbot report r-abc123defg --format json --output r-abc123defg.json")]
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +132,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::Show(args) => history::show(&cli.global, args).await,
         Command::Abort(args) => history::abort(&cli.global, args).await,
         Command::Serve(args) => serve::serve(&cli.global, args).await,
+        Command::Report(args) => report::report(&cli.global, args).await,
     }
 }
 

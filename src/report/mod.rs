@@ -3,6 +3,8 @@
 
 pub mod ask;
 pub mod live;
+pub mod period;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

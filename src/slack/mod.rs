@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod blocks;
+pub mod digest;
 pub mod edge;
 pub mod outbox;
 pub mod projector;

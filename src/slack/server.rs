@@ -54,6 +54,7 @@ pub struct Server {
     pub outbox: Outbox,
     pub app: Arc<SlackApp>,
     stop: CancellationToken,
+    scheduler_stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     outbox_task: JoinHandle<()>,
     /// Game days: stopped before the engine, so a shutdown never reads as a run's end.
@@ -94,6 +95,17 @@ impl Server {
         cfg: Config,
         store: DynStore,
         listener: TcpListener,
+    ) -> anyhow::Result<Server> {
+        Server::start_with_clock(cfg, store, listener, crate::clock::system()).await
+    }
+
+    /// Like [`Server::start`], with the clock planned times are read from (schedules; a
+    /// [`crate::clock::ManualClock`] in tests).
+    pub async fn start_with_clock(
+        cfg: Config,
+        store: DynStore,
+        listener: TcpListener,
+        clock: crate::clock::DynClock,
     ) -> anyhow::Result<Server> {
         check_settings(&cfg)?;
         install_crypto_provider();
@@ -149,7 +161,14 @@ impl Server {
             api: api.clone(),
             bot_user_id: std::sync::OnceLock::new(),
             qa_boards: Default::default(),
+            clock: clock.clone(),
         });
+        // Schedules: stopped first on shutdown, so nothing new starts while runs wind down.
+        let scheduler_stop = CancellationToken::new();
+        tasks.push(tokio::spawn(
+            crate::schedule::scheduler::Scheduler::new(app.clone(), clock)
+                .run(scheduler_stop.clone()),
+        ));
         // Who the bot is, to ignore its own messages. Asked in the background: a slow or
         // unreachable Slack must not hold up start-up (bot_id still identifies its messages).
         {
@@ -168,13 +187,32 @@ impl Server {
             }));
         }
 
+        // The weekly digest, when a channel is configured.
+        if let Some(channel) = cfg.digest.enabled_channel() {
+            let time = cfg
+                .digest
+                .time()
+                .context("the [digest] settings are not usable")?;
+            let outbox = outbox.clone();
+            let task = super::digest::DigestTask {
+                store: store.clone(),
+                clock: crate::clock::system(),
+                channel: channel.to_string(),
+                time,
+                poll: Duration::from_secs(30),
+                instance: format!("pid-{}", std::process::id()),
+                notify: Arc::new(move || outbox.notify()),
+            };
+            tasks.push(tokio::spawn(task.run(stop.clone())));
+            info!(%channel, weekday = %time.weekday, at = %time.at, timezone = %time.timezone, "weekly digest on");
+        }
         // Game days: resumes those left open by an earlier process (or a dead replica).
         let gameday_stop = CancellationToken::new();
         let gameday_task = {
             let outbox = outbox.clone();
             let driver = crate::gameday::GamedayDriver::new(
                 app.clone(),
-                crate::clock::system(),
+                app.clock.clone(),
                 crate::gameday::GamedayOptions::default(),
                 move || outbox.notify(),
             );
@@ -210,6 +248,7 @@ impl Server {
             outbox,
             app,
             stop,
+            scheduler_stop,
             tasks,
             outbox_task,
             gameday_stop,
@@ -224,6 +263,7 @@ impl Server {
         // Game days first: they hand their leases back and leave their progress as it is.
         self.gameday_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.gameday_task).await;
+        self.scheduler_stop.cancel();
         self.engine.shutdown(reason, Duration::from_secs(60)).await;
         // The projector renders on stop; then the outbox gets a few seconds to flush.
         self.stop.cancel();

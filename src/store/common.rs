@@ -36,6 +36,13 @@ pub(crate) const LIST_RUNS: &str = concat!(
     " FROM runs WHERE ($1 IS NULL OR experiment = $1) ORDER BY created_ms DESC, num DESC LIMIT $2"
 );
 
+/// Runs created in `[$1, $2)`, oldest first (period summaries, the weekly digest).
+pub(crate) const RUNS_BETWEEN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs WHERE created_ms >= $1 AND created_ms < $2 ORDER BY created_ms, num"
+);
+
 pub(crate) const COUNT_ACTIVE: &str =
     concat!("SELECT COUNT(*) FROM runs WHERE ", active_predicate!());
 

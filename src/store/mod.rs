@@ -16,18 +16,22 @@ use crate::engine::state::{RollbackOutcome, RunState, Verdict};
 use crate::journal::{Entry, Event};
 
 mod common;
+pub mod digest;
 pub mod gamedays;
 pub mod learning;
 pub mod outbox;
 pub mod postgres;
 mod postgres_outbox;
+pub mod schedules;
 pub mod slack_edge;
 pub mod sqlite;
 mod sqlite_outbox;
 
+pub use digest::DigestStore;
 pub use gamedays::GamedayStore;
 pub use learning::LearningStore;
 pub use outbox::OutboxStore;
+pub use schedules::ScheduleStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +169,15 @@ pub struct RunFilter {
 
 #[async_trait::async_trait]
 pub trait Store:
-    OutboxStore + EdgeStore + LearningStore + GamedayStore + Send + Sync + 'static
+    OutboxStore
+    + EdgeStore
+    + LearningStore
+    + ScheduleStore
+    + DigestStore
+    + GamedayStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Backend name for messages ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
@@ -180,6 +192,9 @@ pub trait Store:
 
     /// Newest first.
     async fn list_runs(&self, filter: RunFilter) -> StoreResult<Vec<RunRecord>>;
+
+    /// Runs created at or after `from_ms` and before `to_ms`, oldest first (period summaries).
+    async fn runs_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<RunRecord>>;
 
     /// Claims the oldest queued run for `owner` (moving it to `checking_steady_state` with a
     /// lease), unless `max_active` runs are already active across all workers. Safe under

@@ -266,6 +266,15 @@ impl Store for PostgresStore {
         common::runs(rows)
     }
 
+    async fn runs_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = sqlx::query_as(common::RUNS_BETWEEN)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        common::runs(rows)
+    }
+
     async fn claim_next(
         &self,
         owner: &str,

@@ -83,6 +83,9 @@ struct Inner {
     received: Mutex<Vec<Value>>,
     connections: AtomicU64,
     addr: Mutex<Option<SocketAddr>>,
+    /// Bytes POSTed to upload URLs handed out by `files.getUploadURLExternal`, by file id.
+    uploads: Mutex<BTreeMap<String, Vec<u8>>>,
+    files: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +113,7 @@ impl FakeSlack {
         let app = Router::new()
             .route("/api/{method}", any(api))
             .route("/socket", get(socket))
+            .route("/upload/{file_id}", axum::routing::post(upload))
             .with_state(inner.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -128,6 +132,11 @@ impl FakeSlack {
 
     pub fn socket_url(&self) -> String {
         format!("ws://{}/socket", self.addr)
+    }
+
+    /// What was uploaded to each file id (external upload flow).
+    pub fn uploads(&self) -> BTreeMap<String, Vec<u8>> {
+        lock(&self.inner.uploads).clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -313,15 +322,36 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
+/// The upload URL of the external upload flow: keeps the bytes, answers like Slack (plain text).
+async fn upload(
+    State(inner): State<Arc<Inner>>,
+    Path(file_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let len = body.len();
+    lock(&inner.uploads).insert(file_id, body.to_vec());
+    inner.changed.notify_waiters();
+    (StatusCode::OK, format!("OK - {len}")).into_response()
+}
+
 async fn api(
     State(inner): State<Arc<Inner>>,
     Path(method): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // GET calls carry their arguments in the query string.
+    let mut parsed = parse_body(&headers, &body);
+    if let (Some(q), Value::Object(map)) = (query, &mut parsed) {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q).unwrap_or_default();
+        for (k, v) in pairs {
+            map.entry(k).or_insert(Value::String(v));
+        }
+    }
     let call = Call {
         method: method.clone(),
-        body: parse_body(&headers, &body),
+        body: parsed,
         headers: headers
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
@@ -383,6 +413,32 @@ fn answer(inner: &Inner, method: &str, body: &Value) -> Response {
         }
         "chat.postEphemeral" => json!({"ok": true, "message_ts": next_ts()}),
         "reactions.add" => json!({"ok": true}),
+        "files.getUploadURLExternal" => {
+            if body.get("filename").is_none() || body.get("length").is_none() {
+                json!({"ok": false, "error": "invalid_arguments"})
+            } else {
+                let n = inner.files.fetch_add(1, Ordering::SeqCst) + 1;
+                let addr = lock(&inner.addr).map(|a| a.to_string()).unwrap_or_default();
+                let id = format!("F{n:08}");
+                json!({"ok": true, "upload_url": format!("http://{addr}/upload/{id}"), "file_id": id})
+            }
+        }
+        "files.completeUploadExternal" => {
+            let files = body.get("files").cloned().unwrap_or(json!([]));
+            let known = files.as_array().is_some_and(|fs| {
+                !fs.is_empty()
+                    && fs.iter().all(|f| {
+                        f["id"]
+                            .as_str()
+                            .is_some_and(|id| lock(&inner.uploads).contains_key(id))
+                    })
+            });
+            if known {
+                json!({"ok": true, "files": files})
+            } else {
+                json!({"ok": false, "error": "file_not_found"})
+            }
+        }
         "views.open" | "views.update" | "views.push" => {
             json!({"ok": true, "view": {"id": "V0FAKE", "hash": "fake"}})
         }

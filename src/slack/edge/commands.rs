@@ -6,9 +6,11 @@
 //! start [<experiment> [key=value ...]]
 //! abort <run-id> [reason...] | abort all [reason...]
 //! status
-//! summary <run-id>
+//! summary <run-id> | summary day|week|month|<N>|<N>d
+//! report <run-id> [as file]
 //! qa <run-id>
 //! learn <run-id> [change:] <text...>
+//! schedule <experiment> <when> [key=value ...] | schedules | unschedule <id> | resume
 //! gameday [list] | gameday <plan> | gameday stop <gameday-id> [reason...]
 //! ```
 
@@ -16,7 +18,21 @@
 pub const MAX_TEXT_CHARS: usize = 2000;
 
 pub const SUBCOMMANDS: &[&str] = &[
-    "help", "list", "start", "abort", "status", "summary", "qa", "learn", // game days:
+    "help",
+    "list",
+    "start",
+    "abort",
+    "status",
+    "summary",
+    "report",
+    "qa",
+    "learn",
+    // Schedules and the halt (issue 5).
+    "schedule",
+    "schedules",
+    "unschedule",
+    "resume",
+    // Game days.
     "gameday",
 ];
 
@@ -46,6 +62,27 @@ pub enum Command {
         run: String,
         kind: crate::store::learning::LearningKind,
         text: String,
+    },
+    /// `when` is the words between the experiment and the first `key=value`.
+    Schedule {
+        experiment: String,
+        when: String,
+        params: Vec<(String, String)>,
+    },
+    Schedules,
+    Unschedule {
+        id: String,
+    },
+    Resume,
+    /// `summary week` and the like: a period, not a run (run ids start with `r-`, period
+    /// words never do).
+    SummaryPeriod {
+        period: crate::report::period::PeriodSpec,
+    },
+    /// The run's learning record, as messages or (`as file`) as a file.
+    Report {
+        run: String,
+        as_file: bool,
     },
     Gameday(GamedayCommand),
 }
@@ -85,6 +122,14 @@ pub enum CommandError {
     BadParameter { token: String },
     #[error("parameter `{key}` is given twice; give each parameter once")]
     DuplicateParameter { key: String },
+    #[error("{0}")]
+    BadPeriod(#[from] crate::report::period::PeriodError),
+    #[error("`{command}` does not understand `{extra}`. Usage: `{usage}`")]
+    Unexpected {
+        command: &'static str,
+        extra: String,
+        usage: &'static str,
+    },
     #[error("`{command}` takes no arguments, but got `{extra}`. Usage: `{usage}`")]
     Extra {
         command: &'static str,
@@ -166,18 +211,52 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
             Ok(Command::Abort { target, reason })
         }
         "summary" | "show" => match rest.as_slice() {
-            [run] => Ok(Command::Summary {
-                run: (*run).to_string(),
-            }),
+            [word] => match crate::report::period::PeriodSpec::parse(word)? {
+                Some(period) => Ok(Command::SummaryPeriod { period }),
+                None => Ok(Command::Summary {
+                    run: (*word).to_string(),
+                }),
+            },
             [] => Err(CommandError::MissingArgument {
                 command: "summary",
-                what: "a run id",
-                usage: "summary <run-id>",
+                what: "a run id or a period",
+                usage: SUMMARY_USAGE,
             }),
-            [_, extra @ ..] => Err(CommandError::Extra {
+            [_, extra @ ..] => Err(CommandError::Unexpected {
                 command: "summary",
                 extra: extra.join(" "),
-                usage: "summary <run-id>",
+                usage: SUMMARY_USAGE,
+            }),
+        },
+        "report" | "record" => match rest.as_slice() {
+            [] => Err(CommandError::MissingArgument {
+                command: "report",
+                what: "a run id",
+                usage: REPORT_USAGE,
+            }),
+            [run] => Ok(Command::Report {
+                run: (*run).to_string(),
+                as_file: false,
+            }),
+            [run, how @ ..]
+                if matches!(
+                    how.iter()
+                        .map(|w| w.to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .as_str(),
+                    "as file" | "file" | "--file"
+                ) =>
+            {
+                Ok(Command::Report {
+                    run: (*run).to_string(),
+                    as_file: true,
+                })
+            }
+            [_, extra @ ..] => Err(CommandError::Unexpected {
+                command: "report",
+                extra: extra.join(" "),
+                usage: REPORT_USAGE,
             }),
         },
         "qa" | "questions" => match rest.as_slice() {
@@ -226,6 +305,49 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 text: note.to_string(),
             })
         }
+        "schedule" => {
+            const USAGE: &str = "schedule <experiment> <when> [key=value …], e.g. schedule checkout-latency every tue,thu at 14:00 latency=300ms";
+            let Some((name, rest)) = rest.split_first() else {
+                return Err(CommandError::MissingArgument {
+                    command: "schedule",
+                    what: "an experiment and a time",
+                    usage: USAGE,
+                });
+            };
+            let split = rest
+                .iter()
+                .position(|w| w.contains('='))
+                .unwrap_or(rest.len());
+            if split == 0 {
+                return Err(CommandError::MissingArgument {
+                    command: "schedule",
+                    what: "a time after the experiment",
+                    usage: USAGE,
+                });
+            }
+            Ok(Command::Schedule {
+                experiment: (*name).to_string(),
+                when: rest[..split].join(" "),
+                params: parse_params(rest[split..].iter().copied())?,
+            })
+        }
+        "schedules" => no_args("schedules", "schedules", Command::Schedules),
+        "unschedule" => match rest.as_slice() {
+            [id] => Ok(Command::Unschedule {
+                id: (*id).to_string(),
+            }),
+            [] => Err(CommandError::MissingArgument {
+                command: "unschedule",
+                what: "a schedule id (`schedules` lists them)",
+                usage: "unschedule <id>",
+            }),
+            [_, extra @ ..] => Err(CommandError::Extra {
+                command: "unschedule",
+                extra: extra.join(" "),
+                usage: "unschedule <id>",
+            }),
+        },
+        "resume" => no_args("resume", "resume", Command::Resume),
         "gameday" | "game-day" => parse_gameday(&rest),
         _ => Err(CommandError::Unknown {
             word: first.to_string(),
@@ -250,6 +372,8 @@ fn split_learning_kind(note: &str) -> (crate::store::learning::LearningKind, &st
     }
     (LearningKind::Learned, note)
 }
+const SUMMARY_USAGE: &str = "summary <run-id> | summary day|week|month|<days>";
+const REPORT_USAGE: &str = "report <run-id> [as file]";
 
 fn parse_gameday(rest: &[&str]) -> Result<Command, CommandError> {
     const USAGE: &str = "gameday | gameday <plan> | gameday stop <gameday-id> [reason]";
@@ -423,7 +547,7 @@ mod tests {
         ));
         assert!(matches!(
             parse("summary a b"),
-            Err(CommandError::Extra { .. })
+            Err(CommandError::Unexpected { .. })
         ));
         assert_eq!(parse("status"), Ok(Command::Status));
         assert_eq!(parse("list"), Ok(Command::List));
@@ -443,6 +567,50 @@ mod tests {
         assert!(err.to_string().contains("did you mean `start`"));
         assert_eq!(closest_subcommand("stauts").as_deref(), Some("status"));
         assert_eq!(closest_subcommand("xyzzyq"), None);
+    }
+
+    #[test]
+    fn schedule_forms() {
+        assert_eq!(
+            parse("schedule slow-api every tue,thu at 14:00 in Europe/Berlin duration=2s"),
+            Ok(Command::Schedule {
+                experiment: "slow-api".into(),
+                when: "every tue,thu at 14:00 in Europe/Berlin".into(),
+                params: vec![("duration".into(), "2s".into())],
+            })
+        );
+        assert_eq!(
+            parse("schedule x */5 9 * * 1-5"),
+            Ok(Command::Schedule {
+                experiment: "x".into(),
+                when: "*/5 9 * * 1-5".into(),
+                params: vec![],
+            })
+        );
+        let e = parse("schedule x a=1").unwrap_err();
+        assert!(e.to_string().contains("a time after the experiment"), "{e}");
+        assert!(matches!(
+            parse("schedule"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("schedule x every day at 10:00 a=1 stray"),
+            Err(CommandError::BadParameter { .. })
+        ));
+        assert_eq!(parse("schedules"), Ok(Command::Schedules));
+        assert_eq!(
+            parse("unschedule 4"),
+            Ok(Command::Unschedule { id: "4".into() })
+        );
+        assert!(matches!(
+            parse("unschedule"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert_eq!(parse("resume"), Ok(Command::Resume));
+        assert_eq!(
+            closest_subcommand("unshedule").as_deref(),
+            Some("unschedule")
+        );
     }
 
     #[test]
@@ -478,5 +646,55 @@ mod tests {
     fn giant_text_refused() {
         let text = format!("start x {}", "a=b ".repeat(600));
         assert!(matches!(parse(&text), Err(CommandError::TooLong { .. })));
+    }
+
+    #[test]
+    fn summary_periods_and_report() {
+        use crate::report::period::PeriodSpec;
+        assert_eq!(
+            parse("summary week"),
+            Ok(Command::SummaryPeriod {
+                period: PeriodSpec::Week
+            })
+        );
+        assert_eq!(
+            parse("summary 10d"),
+            Ok(Command::SummaryPeriod {
+                period: PeriodSpec::Days(10)
+            })
+        );
+        assert_eq!(
+            parse("summary r-abcdefghjk"),
+            Ok(Command::Summary {
+                run: "r-abcdefghjk".into()
+            })
+        );
+        let err = parse("summary 0d").unwrap_err();
+        assert!(err.to_string().contains("between 1 and"), "{err}");
+        let err = parse("summary 3w").unwrap_err();
+        assert!(err.to_string().contains("`week`"), "{err}");
+        assert_eq!(
+            parse("report r-1"),
+            Ok(Command::Report {
+                run: "r-1".into(),
+                as_file: false
+            })
+        );
+        assert_eq!(
+            parse("report r-1 as file"),
+            Ok(Command::Report {
+                run: "r-1".into(),
+                as_file: true
+            })
+        );
+        let err = parse("report r-1 as pdf").unwrap_err();
+        assert!(
+            err.to_string().contains("does not understand `as pdf`"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse("report"),
+            Err(CommandError::MissingArgument { .. })
+        ));
     }
 }

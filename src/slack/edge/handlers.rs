@@ -119,6 +119,41 @@ impl SlackApp {
                     })
                     .map_err(|m| (Reply::error(m), "learn"))
             }
+            // Schedules and the halt: handlers in `crate::schedule::commands`.
+            Command::Schedule {
+                experiment,
+                when,
+                params,
+            } => self
+                .schedule(cmd, &experiment, &when, &params)
+                .await
+                .map(|r| (r, "schedule"))
+                .map_err(|r| (r, "schedule")),
+            Command::Schedules => self
+                .schedules(cmd)
+                .await
+                .map(|r| (r, "schedules"))
+                .map_err(|r| (r, "schedules")),
+            Command::Unschedule { id } => self
+                .unschedule(cmd, &id)
+                .await
+                .map(|r| (r, "unschedule"))
+                .map_err(|r| (r, "unschedule")),
+            Command::Resume => self
+                .resume(cmd)
+                .await
+                .map(|r| (r, "resume"))
+                .map_err(|r| (r, "resume")),
+            Command::SummaryPeriod { period } => self
+                .summary_period(cmd, period)
+                .await
+                .map(|r| (r, "summary_period"))
+                .map_err(|r| (r, "summary_period")),
+            Command::Report { run, as_file } => self
+                .report(cmd, &run, as_file)
+                .await
+                .map(|r| (r, "report"))
+                .map_err(|r| (r, "report")),
             Command::Gameday(sub) => self
                 .gameday(cmd, sub)
                 .await
@@ -234,6 +269,22 @@ impl SlackApp {
         channel: &str,
         user: &str,
     ) -> Result<String, String> {
+        // A halt (`abort all`) stops every start, from a command, the form or a schedule.
+        match self.store.current_halt().await {
+            Ok(None) => {}
+            Ok(Some(h)) => {
+                return Err(format!(
+                    "nothing was started: {}.",
+                    crate::schedule::halt_text(&h, self.cfg.schedules.when_rules().default_tz)
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the halt");
+                return Err(format!(
+                    "cannot check whether a halt is in force ({e}); nothing was started. Try again."
+                ));
+            }
+        }
         let origin = SlackOrigin {
             team: team.to_string(),
             channel: channel.to_string(),
@@ -342,10 +393,7 @@ impl SlackApp {
     }
 
     fn visible(&self, run: &RunRecord, team: &str, user: &str) -> bool {
-        match SlackOrigin::from_source(&run.source) {
-            Some(o) => o.team == team,
-            None => auth::is_operator(&self.cfg.slack, user),
-        }
+        visible_to(&self.cfg.slack, run, team, user)
     }
 
     /// Aborts one run after authorizing; the text of the outcome either way.
@@ -409,6 +457,8 @@ impl SlackApp {
                 auth::may_abort_all(&self.cfg.slack, &cmd.user_id).map_err(Reply::error)?;
                 let reason =
                     reason.unwrap_or_else(|| format!("abort all from Slack by {}", cmd.user_id));
+                // The halt goes in first, so nothing new starts while the runs are aborted.
+                let halt_note = self.put_halt(&cmd.user_id, &reason).await;
                 let o = self
                     .engine
                     .abort(AbortScope::All, &cmd.user_id, &reason)
@@ -417,21 +467,24 @@ impl SlackApp {
                         Reply::error(format!("the abort could not be recorded ({e}); try again"))
                     })?;
                 let n = o.cancelled_queued.len() + o.signalled_running.len();
-                Ok(Reply::simple(if n == 0 {
-                    "No run was queued or running; nothing to abort.".to_string()
-                } else {
-                    format!(
-                        ":octagonal_sign: Aborting {n} run(s): {} queued cancelled, {} running reverting ({}).",
-                        o.cancelled_queued.len(),
-                        o.signalled_running.len(),
-                        o.cancelled_queued
-                            .iter()
-                            .chain(&o.signalled_running)
-                            .map(|id| format!("`{id}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }))
+                Ok(Reply::simple(format!(
+                    "{}\n{halt_note}",
+                    if n == 0 {
+                        "No run was queued or running; nothing to abort.".to_string()
+                    } else {
+                        format!(
+                            ":octagonal_sign: Aborting {n} run(s): {} queued cancelled, {} running reverting ({}).",
+                            o.cancelled_queued.len(),
+                            o.signalled_running.len(),
+                            o.cancelled_queued
+                                .iter()
+                                .chain(&o.signalled_running)
+                                .map(|id| format!("`{id}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )))
             }
         }
     }
@@ -486,9 +539,23 @@ impl SlackApp {
                 "cannot read the journal of `{id}` ({e}); try again"
             ))
         })?;
-        Ok(crate::slack::render::summary(&report::summarize(
-            &run, &journal,
-        )))
+        let mut reply = crate::slack::render::summary(&report::summarize(&run, &journal));
+        self.add_qa(&mut reply, &run.id).await;
+        Ok(reply)
+    }
+}
+
+/// Whether `user` of `team` may see `run`: runs of their workspace; runs started elsewhere
+/// (the CLI) for operators only.
+pub(crate) fn visible_to(
+    cfg: &crate::config::SlackConfig,
+    run: &RunRecord,
+    team: &str,
+    user: &str,
+) -> bool {
+    match SlackOrigin::from_source(&run.source) {
+        Some(o) => o.team == team,
+        None => auth::is_operator(cfg, user),
     }
 }
 
@@ -507,10 +574,15 @@ fn help(cmd: &str) -> Reply {
          • `{cmd} start <experiment> [key=value …]` — e.g. `{cmd} start checkout-latency latency=500ms`\n\
          • `{cmd} start` — pick the experiment and parameters in a form\n\
          • `{cmd} status` — queued and running runs\n\
-         • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators)\n\
-         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover\n\
+         • `{cmd} abort <run-id> [reason]` — stop a run and revert its faults; `{cmd} abort all [reason]` (operators; also halts every start until `{cmd} resume`)\n\
+         • `{cmd} summary <run-id>` — verdict, numbers before/during/after, time to detect and recover, Q&A and learnings\n\
+         • `{cmd} summary week` — runs by verdict, what deviated, detect/recover trends, open questions (also `day`, `month`, `14d`)\n\
+         • `{cmd} report <run-id> [as file]` — the whole learning record, as messages or a markdown file\n\
          • `{cmd} qa <run-id>` — the run's Q&A board: questions by votes, answers, learnings\n\
          • `{cmd} learn <run-id> <text>` — what we learned (`change: <text>` — what we change); the speaker or operators\n\
+         • `{cmd} schedule <experiment> <when> [key=value …]` — e.g. `{cmd} schedule checkout-latency every tue,thu at 14:00 in Europe/Berlin`, or a cron expression (`0 14 * * 2,4`)\n\
+         • `{cmd} schedules` — the schedules and their next runs; `{cmd} unschedule <id>` removes one\n\
+         • `{cmd} resume` — lift the halt `abort all` put in force (operators)\n\
          • `{cmd} gameday [<plan>]` — list the game-day plans, or run one: its experiments one after another here, a Q&A window after each; `{cmd} gameday stop <id>` ends it\n\
          • `{cmd} help` — this message"
     ))

@@ -138,6 +138,12 @@ impl SlackApp {
                     .await;
                 continue;
             }
+            // The Skip button of a schedule's heads-up (`crate::schedule::commands`).
+            if action_id == crate::schedule::commands::SKIP_ACTION_ID {
+                let value = str_at(action, &["value"]).unwrap_or("").to_string();
+                self.skip_button(&team, &user, &channel, &value).await;
+                continue;
+            }
             if action_id != ABORT_ACTION_ID {
                 debug!(action = ?action.get("action_id"), "action not handled");
                 continue;

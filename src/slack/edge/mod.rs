@@ -13,6 +13,7 @@ mod handlers;
 pub mod http;
 mod interactions;
 mod qa;
+mod reports;
 pub mod verify;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::slack::blocks;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{AuditEntry, DynStore};
 
+pub use crate::schedule::commands::SKIP_ACTION_ID;
 pub use interactions::{ABORT_ACTION_ID, START_MODAL_CALLBACK_ID};
 
 /// Everything the edge needs. Cheap to share (`Arc<SlackApp>`).
@@ -40,6 +42,8 @@ pub struct SlackApp {
     pub bot_user_id: std::sync::OnceLock<String>,
     /// Orders the Q&A board updates of each run (see [`crate::slack::qa::BoardUpdates`]).
     pub qa_boards: crate::slack::qa::BoardUpdates,
+    /// Where "now" comes from for planned times (schedules); a manual clock in tests.
+    pub clock: crate::clock::DynClock,
 }
 
 /// A slash command as Slack sends it: a form body over HTTP, the same fields as JSON over
