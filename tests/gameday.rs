@@ -438,6 +438,16 @@ async fn bad_plans_and_users_not_allowed_are_refused_and_nothing_starts() {
     let answer = slash(server.addr, ALICE, "gameday stop g-nonexisting").await;
     assert!(answer.contains("no game day `g-nonexisting`"), "{answer}");
 
+    // While a halt (`abort all`) is in force, no game day starts.
+    let answer = slash(server.addr, "UOPS", "abort all incident").await;
+    assert!(answer.contains("halt"), "{answer}");
+    let answer = slash(server.addr, ALICE, "gameday two-short").await;
+    assert!(
+        answer.contains("was not started") && answer.contains("halt is in force"),
+        "{answer}"
+    );
+    slash(server.addr, "UOPS", "resume").await;
+
     assert!(store.list_gamedays(10).await.unwrap().is_empty());
     let runs = store
         .list_runs(RunFilter {

@@ -121,6 +121,23 @@ impl SlackApp {
                 refusals.join("\n")
             )));
         }
+        // A halt (`abort all`) stops every start; a game day would stop at its first item.
+        match self.store.current_halt().await {
+            Ok(None) => {}
+            Ok(Some(h)) => {
+                return Err(Reply::error(format!(
+                    "game day `{}` was not started: {}.",
+                    plan.name,
+                    crate::schedule::halt_text(&h, self.cfg.schedules.when_rules().default_tz)
+                )));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the halt");
+                return Err(Reply::error(format!(
+                    "cannot check whether a halt is in force ({e}); nothing was started. Try again."
+                )));
+            }
+        }
         // One track per channel: two game days interleaving their runs would be unreadable.
         match self.store.open_gamedays().await {
             Ok(open) => {
