@@ -578,3 +578,110 @@ async fn a_load_stop_condition_halts_the_run() {
             .any(|e| matches!(e.event, Event::FaultReverted { .. }))
     );
 }
+
+/// A hand-written HTTP/1.1 server answering with every way a body can be framed: by length,
+/// chunked (with extensions and trailers), none (204, HEAD), until the connection closes, and
+/// after an interim `100 Continue`. Counts the requests it read whole (a POST's body included).
+async fn framing_server(answer: &'static [u8], close_after: bool) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::new();
+                // Bounded: a test connection carries a few hundred requests at most.
+                for _ in 0..100_000 {
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let body_len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + body_len {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + body_len);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if close_after {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn every_way_of_framing_a_body_is_read_to_its_end() {
+    let cases: [(&str, &str, &'static [u8], bool, u16); 6] = [
+        ("length", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, 200),
+        (
+            "chunked",
+            "GET",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+            200,
+        ),
+        ("no content", "POST", b"HTTP/1.1 204 No Content\r\n\r\n", false, 204),
+        ("head", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", false, 200),
+        (
+            "until close",
+            "GET",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe body ends with the connection",
+            true,
+            200,
+        ),
+        (
+            "interim 100",
+            "GET",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            false,
+            201,
+        ),
+    ];
+    for (name, method, answer, close_after, status) in cases {
+        let (addr, served) = framing_server(answer, close_after).await;
+        let mut p = plan(addr, Schedule::Constant { rate: 200.0 }, 4, 600);
+        p.method = method.into();
+        if method == "POST" {
+            p.body = Some("{\"k\":1}".into());
+        }
+        let out = load::spawn(&p, far(), |_, _| {})
+            .unwrap()
+            .finish()
+            .await
+            .unwrap();
+        let t = &out.total;
+        assert!(t.requests >= 100, "{name}: {t:?}");
+        assert_eq!(t.errors, 0, "{name}: {t:?}");
+        assert_eq!(
+            t.status_counts.get(&status.to_string()),
+            Some(&t.requests),
+            "{name}: {t:?}"
+        );
+        // Every answer was read to its end: the next request on the connection parsed.
+        assert_eq!(served.load(Ordering::SeqCst), t.requests, "{name}");
+    }
+}

@@ -1,17 +1,19 @@
-//! One connection worker: a keep-alive HTTP/1.1 connection (hyper's client `conn` API, no
-//! pool) that takes the next request number, waits for its intended send time, sends it and
-//! records what came back.
+//! One connection worker: a keep-alive HTTP/1.1 connection that takes the next request number,
+//! waits for its intended send time, sends it and records what came back.
+//!
+//! The request is serialized once, when the attack starts, and written as-is; the answer is
+//! parsed in place with `httparse` from one reusable buffer. A general HTTP client (hyper's
+//! `conn` API, used before) builds a request, hands it through a dispatch channel and frames
+//! its body for every request; at the highest rates that work was the generator's largest cost
+//! (see `benches/load.rs`).
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{HeaderMap, Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,23 +25,11 @@ use super::stats::{ErrorKind, Window};
 pub(crate) struct RequestTemplate {
     /// host:port to connect to.
     pub addr: String,
-    pub method: Method,
-    /// Path and query only (origin form), as HTTP/1.1 wants.
-    pub uri: Uri,
-    /// Includes `Host`.
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    /// The whole request as it goes on the wire: request line, headers, body.
+    pub wire: Bytes,
+    /// A HEAD request: the answer has no body, whatever its headers say.
+    pub head: bool,
     pub timeout: Duration,
-}
-
-impl RequestTemplate {
-    fn build(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
 }
 
 /// What the workers share: the request counter, the schedule and the clock.
@@ -52,14 +42,17 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
 }
 
-type Driver = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+/// Longest status line plus headers accepted; longer is not a sane answer.
+const MAX_HEAD: usize = 64 * 1024;
+/// Headers parsed per answer.
+const MAX_HEADERS: usize = 64;
 
-/// An open connection. Its driver (hyper's connection future, which does the socket I/O) is
-/// polled by the worker itself alongside each request rather than spawned: no cross-task
-/// wake-ups per request, and dropping the worker closes the socket at once.
+/// An open connection and what has been read from it but not consumed yet.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    driver: std::pin::Pin<Box<Driver>>,
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The server said `Connection: close` or ended the body with the connection.
+    closing: bool,
 }
 
 fn io_kind(e: &io::Error) -> ErrorKind {
@@ -69,28 +62,6 @@ fn io_kind(e: &io::Error) -> ErrorKind {
         io::ErrorKind::TimedOut => ErrorKind::Timeout,
         _ => ErrorKind::Other,
     }
-}
-
-/// Classifies a hyper error by what a person would want to know.
-fn hyper_kind(e: &hyper::Error) -> ErrorKind {
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-        return ErrorKind::BadResponse;
-    }
-    if e.is_timeout() {
-        return ErrorKind::Timeout;
-    }
-    // The io error, if any, is somewhere down the source chain.
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            return io_kind(io);
-        }
-        src = s.source();
-    }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        return ErrorKind::ClosedEarly;
-    }
-    ErrorKind::Other
 }
 
 async fn connect(t: &RequestTemplate) -> Result<Conn, ErrorKind> {
@@ -104,46 +75,192 @@ async fn connect(t: &RequestTemplate) -> Result<Conn, ErrorKind> {
     };
     // Small requests must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| hyper_kind(&e))?;
     Ok(Conn {
-        sender,
-        driver: Box::pin(conn),
+        stream,
+        buf: BytesMut::with_capacity(8 * 1024),
+        closing: false,
     })
+}
+
+impl Conn {
+    /// Whether the server closed the connection while it was idle (keep-alive ended): then it
+    /// is replaced silently, as HTTP intends, rather than counted as an error of the target.
+    fn closed_while_idle(&mut self) -> bool {
+        if self.closing {
+            return true;
+        }
+        let mut probe = [0u8; 512];
+        match self.stream.try_read(&mut probe) {
+            Ok(0) => true,
+            // Bytes nobody asked for: the next answer will not parse; keep them for that.
+            Ok(n) => {
+                self.buf.extend_from_slice(&probe[..n]);
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Reads more bytes into the buffer; the connection ending is `ClosedEarly`.
+    async fn fill(&mut self) -> Result<(), ErrorKind> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 * 1024);
+        }
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) => Err(ErrorKind::ClosedEarly),
+            Ok(_) => Ok(()),
+            Err(e) => Err(io_kind(&e)),
+        }
+    }
+
+    /// Consumes `n` body bytes, reading as needed.
+    async fn skip(&mut self, mut n: u64) -> Result<(), ErrorKind> {
+        loop {
+            let have = self.buf.len() as u64;
+            if have >= n {
+                self.buf.advance(n as usize);
+                return Ok(());
+            }
+            n -= have;
+            self.buf.clear();
+            self.fill().await?;
+        }
+    }
+
+    /// A line ending in CRLF (without it), for chunk sizes and trailers.
+    async fn line(&mut self) -> Result<BytesMut, ErrorKind> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf.split_to(at);
+                self.buf.advance(2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(ErrorKind::BadResponse);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Consumes a chunked body (RFC 9112 §7.1), trailers included.
+    async fn skip_chunked(&mut self) -> Result<(), ErrorKind> {
+        loop {
+            let line = self.line().await?;
+            let size = line[..].split(|b| *b == b';').next().unwrap_or_default();
+            let size = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                .ok_or(ErrorKind::BadResponse)?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.line().await?.is_empty() {}
+                return Ok(());
+            }
+            self.skip(size).await?;
+            if !self.line().await?.is_empty() {
+                return Err(ErrorKind::BadResponse);
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection (a body without a length).
+    async fn skip_to_close(&mut self) -> Result<(), ErrorKind> {
+        self.closing = true;
+        loop {
+            self.buf.clear();
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(io_kind(&e)),
+            }
+        }
+    }
+}
+
+/// How the answer's body is framed.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Parses the status line and headers at the front of `buf`: `Some((head length, status,
+/// framing, connection close))` once they are complete.
+fn parse_head(
+    buf: &[u8],
+    head_request: bool,
+) -> Result<Option<(usize, u16, Framing, bool)>, ErrorKind> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ErrorKind::BadResponse),
+    };
+    let status = resp.code.ok_or(ErrorKind::BadResponse)?;
+    let mut length = None;
+    let mut chunked = false;
+    let mut close = resp.version == Some(0);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(ErrorKind::BadResponse)?;
+            length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close = h.value.trim_ascii().eq_ignore_ascii_case(b"close");
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status)
+    {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(len) = length {
+        Framing::Length(len)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some((n, status, framing, close)))
 }
 
 /// Sends one request on `conn` and reads the whole answer. `Ok(status)` or why not.
 async fn exchange(conn: &mut Conn, t: &RequestTemplate) -> Result<u16, ErrorKind> {
-    let Conn { sender, driver } = conn;
-    let request = async {
-        sender.ready().await.map_err(|e| hyper_kind(&e))?;
-        let resp = sender
-            .send_request(t.build())
-            .await
-            .map_err(|e| hyper_kind(&e))?;
-        let status = resp.status().as_u16();
-        // Read the body to the end so that the connection can carry the next request.
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| hyper_kind(&e))?;
+    conn.stream
+        .write_all(&t.wire)
+        .await
+        .map_err(|e| io_kind(&e))?;
+    loop {
+        let parsed = parse_head(&conn.buf, t.head)?;
+        let Some((n, status, framing, close)) = parsed else {
+            if conn.buf.len() > MAX_HEAD {
+                return Err(ErrorKind::BadResponse);
+            }
+            conn.fill().await?;
+            continue;
+        };
+        conn.buf.advance(n);
+        // An interim answer (100 Continue, 103 Early Hints): the real one follows.
+        if (100..200).contains(&status) && status != 101 {
+            continue;
         }
-        Ok(status)
-    };
-    let mut request = std::pin::pin!(request);
-    tokio::select! {
-        biased;
-        r = &mut request => r,
-        // The driver ends when the connection does. It may have handed the request its
-        // answer or its error (garbage, a reset) just before: ask the request first.
-        r = driver.as_mut() => match futures::FutureExt::now_or_never(request) {
-            Some(answer) => answer,
-            None => Err(match r {
-                Ok(()) => ErrorKind::ClosedEarly,
-                Err(e) => hyper_kind(&e),
-            }),
-        },
+        match framing {
+            Framing::None => {}
+            Framing::Length(len) => conn.skip(len).await?,
+            Framing::Chunked => conn.skip_chunked().await?,
+            Framing::UntilClose => conn.skip_to_close().await?,
+        }
+        conn.closing |= close || status == 101;
+        return Ok(status);
     }
 }
 
@@ -173,11 +290,7 @@ pub(crate) async fn worker(sh: Arc<Shared>, window: Arc<std::sync::Mutex<Window>
         let attempt = async {
             // A connection the server closed (keep-alive ended) is replaced silently: that is
             // HTTP doing its job, not an error of the target.
-            // (The driver is polled once here: a close while idle is seen only then.)
-            let dead = conn.as_mut().is_none_or(|c| {
-                c.sender.is_closed()
-                    || futures::FutureExt::now_or_never(c.driver.as_mut()).is_some()
-            });
+            let dead = conn.as_mut().is_none_or(|c| c.closed_while_idle());
             if dead {
                 conn = None;
                 conn = Some(connect(t).await?);

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Uri};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -122,7 +122,8 @@ fn template(plan: &LoadPlan) -> Result<conn::RequestTemplate, LoadError> {
         pq.push('?');
         pq.push_str(q);
     }
-    let uri: Uri = pq
+    // Checked with the `http` types, then written out once.
+    let _: Uri = pq
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
     let method = Method::from_bytes(plan.method.trim().to_ascii_uppercase().as_bytes())
@@ -143,13 +144,31 @@ fn template(plan: &LoadPlan) -> Result<conn::RequestTemplate, LoadError> {
             })?;
         headers.insert(name, hv(k, v)?);
     }
-    let body = Bytes::from(plan.body.clone().unwrap_or_default());
+    let body = plan.body.clone().unwrap_or_default();
+    // A body is framed by its length; methods that usually carry one say 0 when it is empty
+    // (as HTTP clients do), so servers do not wait for a body that never comes.
+    let carries_body =
+        !body.is_empty() || matches!(method, Method::POST | Method::PUT | Method::PATCH);
+    if carries_body && !headers.contains_key(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let mut wire = Vec::with_capacity(256 + body.len());
+    wire.extend_from_slice(method.as_str().as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(pq.as_bytes());
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &headers {
+        wire.extend_from_slice(name.as_str().as_bytes());
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(body.as_bytes());
     Ok(conn::RequestTemplate {
         addr,
-        method,
-        uri,
-        headers,
-        body,
+        wire: Bytes::from(wire),
+        head: method == Method::HEAD,
         timeout: plan.timeout,
     })
 }
