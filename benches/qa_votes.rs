@@ -12,17 +12,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chaosbot::config::{AllowRule, Secret, SlackConfig};
-use chaosbot::slack::edge::verify;
+use chaosbot::config::AllowRule;
 use chaosbot::slack::server::Server;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use support::fake_slack::{Call, FakeSlack};
+use support::slack;
 
 const SECRET: &str = "bench-secret";
 const TEAM: &str = "T1";
@@ -46,38 +41,8 @@ method:
     duration: 500ms
 "#;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-async fn post(
-    client: &HttpClient,
-    addr: std::net::SocketAddr,
-    path: &str,
-    ct: &str,
-    body: String,
-) -> String {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = verify::sign(SECRET, &ts, body.as_bytes());
-    let req = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", ct)
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let resp = client.request(req).await.expect("chaosbot answers");
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-async fn event(client: &HttpClient, addr: std::net::SocketAddr, id: &str, event: Value) {
-    let body = json!({"team_id": TEAM, "type": "event_callback", "event_id": id, "event": event});
-    post(
-        client,
-        addr,
-        "/slack/events",
-        "application/json",
-        body.to_string(),
-    )
-    .await;
+async fn event(addr: std::net::SocketAddr, id: &str, event: Value) {
+    slack::event(SECRET, addr, TEAM, id, event).await
 }
 
 /// Votes the board shows on its first question (`*N* :+1:`).
@@ -109,18 +74,17 @@ async fn main() {
     let mut cfg = support::config(support::free_port(), service.addr);
     cfg.catalog = catalog;
     cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.slack = SlackConfig {
-        signing_secret: Some(Secret(SECRET.into())),
-        bot_token: Some(Secret("xoxb-bench".into())),
-        api_url: Some(fake.url()),
-        team_id: Some(TEAM.into()),
-        allow: vec![AllowRule {
+    cfg.slack = slack::settings(
+        SECRET,
+        fake.url(),
+        TEAM,
+        &[],
+        vec![AllowRule {
             experiments: vec!["*".into()],
             users: vec![],
             channels: vec![CHANNEL.into()],
         }],
-        ..SlackConfig::default()
-    };
+    );
     let store = chaosbot::store::open(cfg.database_url())
         .await
         .expect("store");
@@ -131,25 +95,11 @@ async fn main() {
         .await
         .expect("server");
     let addr = server.addr;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // A finished run with its board.
-    let body = serde_urlencoded::to_string([
-        ("team_id", TEAM),
-        ("channel_id", CHANNEL),
-        ("user_id", "UALICE"),
-        ("command", "/chaos"),
-        ("text", "start quick"),
-    ])
-    .expect("form");
-    let answer = post(
-        &client,
-        addr,
-        "/slack/commands",
-        "application/x-www-form-urlencoded",
-        body,
-    )
-    .await;
+    let answer = slack::slash(SECRET, addr, (TEAM, CHANNEL), "UALICE", "start quick")
+        .await
+        .to_string();
     let Some(at) = answer.find("r-") else {
         panic!("the start command was refused: {answer}");
     };
@@ -168,7 +118,6 @@ async fn main() {
     };
     let question_ts = "1800000000.000001";
     event(
-        &client,
         addr,
         "Ev-q",
         json!({"type": "message", "channel": CHANNEL, "user": "UBOB", "ts": question_ts,
@@ -185,7 +134,6 @@ async fn main() {
         tokio::time::sleep_until(due.into()).await;
         let t = Instant::now();
         event(
-            &client,
             addr,
             &format!("Ev-v{i}"),
             json!({"type": "reaction_added", "user": format!("UVOTER{i:04}"), "reaction": "+1",

@@ -8,20 +8,14 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
 use chaosbot::engine::state::Verdict;
 use chaosbot::gameday::plan::{load_plans, parse_plan};
-use chaosbot::slack::edge::verify;
 use chaosbot::slack::server::Server;
 use chaosbot::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState, NewGameday};
 use chaosbot::store::{DynStore, RunFilter};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use support::fake_slack::{Call, FakeSlack};
+use support::slack;
 use support::*;
 
 const SECRET: &str = "gameday-signing-secret";
@@ -193,30 +187,7 @@ async fn start(rig: &Rig) -> Server {
 }
 
 async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> String {
-    let body = serde_urlencoded::to_string([
-        ("team_id", TEAM),
-        ("channel_id", CHANNEL),
-        ("user_id", user),
-        ("command", "/chaos"),
-        ("text", text),
-    ])
-    .unwrap();
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = verify::sign(SECRET, &ts, body.as_bytes());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::post(format!("http://{addr}/slack/commands"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
-        .await
-        .expect("Slack gets its answer within 3 s")
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    let v = slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await;
     assert_eq!(v["response_type"], "ephemeral");
     v["text"].as_str().unwrap_or_default().to_string()
 }

@@ -9,7 +9,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chaosbot::clock::{Clock, DynClock, ManualClock};
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
 use chaosbot::engine::state::{RunState, Verdict};
@@ -18,16 +17,12 @@ use chaosbot::faults::TargetRegistry;
 use chaosbot::schedule::ScheduleConfig;
 use chaosbot::schedule::scheduler::Scheduler;
 use chaosbot::slack::api::HttpSlackApi;
-use chaosbot::slack::edge::{SKIP_ACTION_ID, SlackApp, verify};
+use chaosbot::slack::edge::{SKIP_ACTION_ID, SlackApp};
 use chaosbot::slack::server::Server;
 use chaosbot::store::schedules::{NewSchedule, SkipOutcome};
 use chaosbot::store::{DynStore, RunFilter};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
 use support::fake_slack::{Call, FakeSlack};
+use support::slack;
 use support::*;
 
 const SECRET: &str = "sched-signing-secret";
@@ -118,71 +113,15 @@ async fn start(rig: &Rig) -> Server {
         .unwrap()
 }
 
-async fn post_signed(addr: std::net::SocketAddr, path: &str, body: String) -> (u16, String) {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = verify::sign(SECRET, &ts, body.as_bytes());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
-        .await
-        .expect("Slack gets its answer within 3 s")
-        .unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
 /// A slash command; the text of the ephemeral answer.
 async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> String {
-    let body = serde_urlencoded::to_string([
-        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
-        ("team_id", TEAM),
-        ("team_domain", "example"),
-        ("channel_id", CHANNEL),
-        ("channel_name", "chaos"),
-        ("user_id", user),
-        ("user_name", "someone"),
-        ("command", "/chaos"),
-        ("text", text),
-        ("api_app_id", "A123456"),
-        ("response_url", "https://hooks.slack.com/commands/1234/5678"),
-        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
-    ])
-    .unwrap();
-    let (status, body) = post_signed(addr, "/slack/commands", body).await;
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let mut out = v["text"].as_str().unwrap_or("").to_string();
-    for b in v["blocks"].as_array().into_iter().flatten() {
-        out.push('\n');
-        out.push_str(b["text"]["text"].as_str().unwrap_or(""));
-    }
-    out
+    slack::answer_text(&slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await)
 }
 
 /// Presses a button as `user` (a `block_actions` payload shaped like Slack's).
 async fn press(addr: std::net::SocketAddr, user: &str, action_id: &str, value: &str) {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": user, "username": "someone", "name": "someone", "team_id": TEAM},
-        "api_app_id": "A02",
-        "token": "Shh_its_a_seekrit",
-        "container": {"type": "message", "message_ts": "1548261231.000200", "channel_id": CHANNEL, "is_ephemeral": false},
-        "trigger_id": "12466734323.1395872398",
-        "team": {"id": TEAM, "domain": "example"},
-        "channel": {"id": CHANNEL, "name": "chaos"},
-        "response_url": "https://hooks.slack.com/actions/T1/1/2",
-        "actions": [{"action_id": action_id, "block_id": "schedule_fire", "value": value,
-                     "type": "button", "action_ts": "1548426417.840180",
-                     "text": {"type": "plain_text", "text": "Skip this run"}}]
-    });
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-    let (status, _) = post_signed(addr, "/slack/interactions", body).await;
+    let payload = slack::button_press(TEAM, CHANNEL, user, action_id, value);
+    let (status, _) = slack::interaction(SECRET, addr, &payload).await;
     assert_eq!(status, 200);
 }
 

@@ -11,17 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
+use chaosbot::config::{AllowRule, Config, Secret};
 use chaosbot::engine::state::Verdict;
-use chaosbot::slack::edge::verify;
 use chaosbot::slack::render;
 use chaosbot::slack::server::Server;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use support::fake_slack::{Call, FakeSlack};
+use support::slack;
 use support::*;
 
 const SECRET: &str = "e2e-signing-secret";
@@ -67,20 +66,17 @@ async fn rig() -> Rig {
     let mut cfg = config(listen, service.addr);
     cfg.catalog = catalog;
     cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.slack = SlackConfig {
-        signing_secret: Some(Secret(SECRET.into())),
-        bot_token: Some(Secret("xoxb-e2e".into())),
-        api_url: Some(fake.url()),
-        team_id: Some(TEAM.into()),
-        operators: vec!["UOPS".into()],
-        allow: vec![AllowRule {
+    cfg.slack = slack::settings(
+        SECRET,
+        fake.url(),
+        TEAM,
+        &["UOPS"],
+        vec![AllowRule {
             experiments: vec!["*".into()],
             users: vec![],
             channels: vec![CHANNEL.into()],
         }],
-        contact: Some("#sre-oncall".into()),
-        ..SlackConfig::default()
-    };
+    );
     Rig {
         dir,
         fake,
@@ -97,45 +93,13 @@ async fn start(rig: &Rig) -> Server {
         .unwrap()
 }
 
-/// POSTs a correctly signed Slack request; returns the status and the body.
+/// POSTs a correctly signed Slack request (a form); returns the status and the body.
 async fn post_signed(addr: std::net::SocketAddr, path: &str, body: String) -> (u16, String) {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = verify::sign(SECRET, &ts, body.as_bytes());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
-        .await
-        .expect("Slack gets its answer within 3 s")
-        .unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    slack::post_signed(SECRET, addr, path, slack::FORM, body).await
 }
 
 async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> Value {
-    let body = serde_urlencoded::to_string([
-        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
-        ("team_id", TEAM),
-        ("team_domain", "example"),
-        ("channel_id", CHANNEL),
-        ("channel_name", "chaos"),
-        ("user_id", user),
-        ("user_name", "alice"),
-        ("command", "/chaos"),
-        ("text", text),
-        ("api_app_id", "A123456"),
-        ("response_url", "https://hooks.slack.com/commands/1234/5678"),
-        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
-    ])
-    .unwrap();
-    let (status, body) = post_signed(addr, "/slack/commands", body).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await
 }
 
 fn run_id_in(text: &str) -> String {
@@ -226,7 +190,7 @@ async fn a_run_started_in_slack_lives_in_its_channel() {
     assert!(parent.body["blocks"].to_string().contains("abort_run"));
     assert_eq!(
         parent.headers.get("authorization").map(String::as_str),
-        Some("Bearer xoxb-e2e")
+        Some("Bearer xoxb-test")
     );
 
     // Every reply is in the parent's thread; updates and the reaction target the parent.

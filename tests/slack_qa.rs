@@ -8,16 +8,11 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
-use chaosbot::slack::edge::verify;
+use chaosbot::config::{AllowRule, Config};
 use chaosbot::slack::server::Server;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use support::fake_slack::{Call, FakeSlack};
+use support::slack;
 use support::*;
 
 const SECRET: &str = "qa-signing-secret";
@@ -66,20 +61,17 @@ async fn rig(qa_window: Duration) -> Rig {
     cfg.catalog = catalog;
     cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
     cfg.qa.window = qa_window;
-    cfg.slack = SlackConfig {
-        signing_secret: Some(Secret(SECRET.into())),
-        bot_token: Some(Secret("xoxb-qa".into())),
-        api_url: Some(fake.url()),
-        team_id: Some(TEAM.into()),
-        operators: vec!["UOPS".into()],
-        allow: vec![AllowRule {
+    cfg.slack = slack::settings(
+        SECRET,
+        fake.url(),
+        TEAM,
+        &["UOPS"],
+        vec![AllowRule {
             experiments: vec!["*".into()],
             users: vec![],
             channels: vec![CHANNEL.into()],
         }],
-        contact: Some("#sre-oncall".into()),
-        ..SlackConfig::default()
-    };
+    );
     Rig {
         _dir: dir,
         fake,
@@ -96,70 +88,16 @@ async fn start(rig: &Rig) -> Server {
         .unwrap()
 }
 
-async fn post_signed(
-    addr: std::net::SocketAddr,
-    path: &str,
-    content_type: &str,
-    body: String,
-) -> (u16, String) {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = verify::sign(SECRET, &ts, body.as_bytes());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", content_type)
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
-        .await
-        .expect("Slack gets its answer within 3 s")
-        .unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
 async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> Value {
-    let body = serde_urlencoded::to_string([
-        ("team_id", TEAM),
-        ("channel_id", CHANNEL),
-        ("user_id", user),
-        ("command", "/chaos"),
-        ("text", text),
-        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
-    ])
-    .unwrap();
-    let (status, body) = post_signed(
-        addr,
-        "/slack/commands",
-        "application/x-www-form-urlencoded",
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await
 }
 
 async fn event(addr: std::net::SocketAddr, event_id: &str, event: Value) {
-    let body = json!({
-        "token": "x", "team_id": TEAM, "api_app_id": "A1", "type": "event_callback",
-        "event_id": event_id, "event_time": 1_700_000_000, "event": event,
-    });
-    let (status, body) =
-        post_signed(addr, "/slack/events", "application/json", body.to_string()).await;
-    assert_eq!(status, 200, "{body}");
+    slack::event(SECRET, addr, TEAM, event_id, event).await
 }
 
 async fn interaction(addr: std::net::SocketAddr, payload: Value) -> (u16, String) {
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-    post_signed(
-        addr,
-        "/slack/interactions",
-        "application/x-www-form-urlencoded",
-        body,
-    )
-    .await
+    slack::interaction(SECRET, addr, &payload).await
 }
 
 fn reply_in_thread(user: &str, ts: &str, thread_ts: &str, text: &str) -> Value {
@@ -173,14 +111,7 @@ fn reaction(kind: &str, user: &str, ts: &str, name: &str) -> Value {
 }
 
 fn button(user: &str, action_id: &str, value: &str) -> Value {
-    json!({
-        "type": "block_actions",
-        "user": {"id": user, "team_id": TEAM},
-        "team": {"id": TEAM},
-        "channel": {"id": CHANNEL},
-        "trigger_id": "trigger-1",
-        "actions": [{"action_id": action_id, "value": value, "type": "button"}],
-    })
+    slack::button_press(TEAM, CHANNEL, user, action_id, value)
 }
 
 fn run_id_in(text: &str) -> String {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_slack;
+pub mod slack;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
