@@ -635,7 +635,7 @@ async fn framing_server(answer: &'static [u8], close_after: bool) -> (SocketAddr
 
 #[tokio::test]
 async fn every_way_of_framing_a_body_is_read_to_its_end() {
-    let cases: [(&str, &str, &'static [u8], bool, u16); 6] = [
+    let cases: [(&str, &str, &'static [u8], bool, u16); 7] = [
         ("length", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, 200),
         (
             "chunked",
@@ -650,6 +650,15 @@ async fn every_way_of_framing_a_body_is_read_to_its_end() {
             "until close",
             "GET",
             b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe body ends with the connection",
+            true,
+            200,
+        ),
+        // Keep-alive as far as the client knows, but the server closes the connection after
+        // each answer: the next request on it is retried on a fresh one, not an error.
+        (
+            "closed while idle",
+            "GET",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             true,
             200,
         ),

@@ -53,6 +53,8 @@ struct Conn {
     buf: BytesMut,
     /// The server said `Connection: close` or ended the body with the connection.
     closing: bool,
+    /// Some byte of the current answer has arrived.
+    answered: bool,
 }
 
 fn io_kind(e: &io::Error) -> ErrorKind {
@@ -79,29 +81,11 @@ async fn connect(t: &RequestTemplate) -> Result<Conn, ErrorKind> {
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
         closing: false,
+        answered: false,
     })
 }
 
 impl Conn {
-    /// Whether the server closed the connection while it was idle (keep-alive ended): then it
-    /// is replaced silently, as HTTP intends, rather than counted as an error of the target.
-    fn closed_while_idle(&mut self) -> bool {
-        if self.closing {
-            return true;
-        }
-        let mut probe = [0u8; 512];
-        match self.stream.try_read(&mut probe) {
-            Ok(0) => true,
-            // Bytes nobody asked for: the next answer will not parse; keep them for that.
-            Ok(n) => {
-                self.buf.extend_from_slice(&probe[..n]);
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        }
-    }
-
     /// Reads more bytes into the buffer; the connection ending is `ClosedEarly`.
     async fn fill(&mut self) -> Result<(), ErrorKind> {
         if self.buf.capacity() - self.buf.len() < 4096 {
@@ -109,7 +93,10 @@ impl Conn {
         }
         match self.stream.read_buf(&mut self.buf).await {
             Ok(0) => Err(ErrorKind::ClosedEarly),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.answered = true;
+                Ok(())
+            }
             Err(e) => Err(io_kind(&e)),
         }
     }
@@ -235,6 +222,8 @@ fn parse_head(
 
 /// Sends one request on `conn` and reads the whole answer. `Ok(status)` or why not.
 async fn exchange(conn: &mut Conn, t: &RequestTemplate) -> Result<u16, ErrorKind> {
+    // Bytes left over from the last answer count as an answer already begun (garbage).
+    conn.answered = !conn.buf.is_empty();
     conn.stream
         .write_all(&t.wire)
         .await
@@ -275,36 +264,39 @@ pub(crate) async fn worker(sh: Arc<Shared>, window: Arc<std::sync::Mutex<Window>
             return;
         };
         let intended = sh.start + offset;
-        if intended >= sh.end || sh.stop.is_cancelled() {
+        if intended >= sh.end {
             return;
         }
+        // Stopping aborts this task (see `drive`): nothing here watches the stop token, whose
+        // every poll takes a lock all workers share.
         if paced && intended > Instant::now() {
-            tokio::select! {
-                biased;
-                _ = sh.stop.cancelled() => return,
-                _ = tokio::time::sleep_until(intended) => {}
-            }
+            tokio::time::sleep_until(intended).await;
         }
         // Unthrottled: each request is "intended" when the connection is free.
         let intended = if paced { intended } else { Instant::now() };
         let attempt = async {
-            // A connection the server closed (keep-alive ended) is replaced silently: that is
-            // HTTP doing its job, not an error of the target.
-            let dead = conn.as_mut().is_none_or(|c| c.closed_while_idle());
-            if dead {
+            let mut fresh = false;
+            if conn.as_ref().is_none_or(|c| c.closing) {
                 conn = None;
                 conn = Some(connect(t).await?);
+                fresh = true;
             }
             let c = conn.as_mut().ok_or(ErrorKind::Other)?;
             let sent = Instant::now();
-            let status = exchange(c, t).await?;
-            Ok::<_, ErrorKind>((sent, status))
+            match exchange(c, t).await {
+                Ok(status) => Ok((sent, status)),
+                // A kept-alive connection the server closed while it sat idle fails before a
+                // single byte of the answer: that is HTTP doing its job, not an error of the
+                // target. Like HTTP clients, try once more on a fresh connection.
+                Err(ErrorKind::ClosedEarly | ErrorKind::Reset) if !fresh && !c.answered => {
+                    let c = conn.insert(connect(t).await?);
+                    let sent = Instant::now();
+                    Ok((sent, exchange(c, t).await?))
+                }
+                Err(kind) => Err(kind),
+            }
         };
-        let outcome = tokio::select! {
-            biased;
-            _ = sh.stop.cancelled() => return,
-            r = tokio::time::timeout(t.timeout, attempt) => r,
-        };
+        let outcome = tokio::time::timeout(t.timeout, attempt).await;
         let done = Instant::now();
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {

@@ -258,6 +258,19 @@ where
                     for w in mine {
                         set.spawn(conn::worker(Arc::clone(&sh), w).instrument(span.clone()));
                     }
+                    // Stopping aborts the workers: in-flight requests are dropped and their
+                    // connections closed at once.
+                    let stop = sh.stop.cancelled();
+                    tokio::pin!(stop);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop => {
+                                set.abort_all();
+                                break;
+                            }
+                            done = set.join_next() => if done.is_none() { break },
+                        }
+                    }
                     while set.join_next().await.is_some() {}
                 });
                 let _ = done_tx.send(());
