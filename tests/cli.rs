@@ -574,3 +574,61 @@ async fn report_exports_the_learning_record_as_markdown_and_json() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad).contains("folder exists"), "{}", text(&bad));
 }
+
+#[tokio::test]
+async fn abort_all_halts_runs_until_resume() {
+    let s = setup().await;
+    let halted = output(cmd(
+        &s,
+        &["abort", "all", "--reason", "incident", "--by", "ops"],
+    ))
+    .await;
+    assert!(halted.status.success(), "{}", text(&halted));
+    assert!(text(&halted).contains("halt in force"), "{}", text(&halted));
+
+    // While the halt holds, nothing runs: no run is created, exit code 2.
+    let refused = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("a halt is in force (by ops: incident)"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        store(&s)
+            .await
+            .list_runs(RunFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same halt holds for Slack and schedules: it is one row in the store.
+    let halt = store(&s).await.current_halt().await.unwrap().unwrap();
+    assert_eq!(
+        (halt.halted_by.as_str(), halt.reason.as_str()),
+        ("ops", "incident")
+    );
+
+    let resumed = output(cmd(&s, &["resume", "--by", "ops"])).await;
+    assert!(text(&resumed).contains("halt lifted"), "{}", text(&resumed));
+    let again = output(cmd(&s, &["resume"])).await;
+    assert!(
+        text(&again).contains("no halt is in force"),
+        "{}",
+        text(&again)
+    );
+    let ran = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    assert!(
+        ran.status.code() == Some(0),
+        "runs again after resume: {}",
+        text(&ran)
+    );
+}

@@ -144,6 +144,26 @@ pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
         AbortScope::Run(args.run.clone())
     };
     let by = args.by.unwrap_or_else(super::run::current_user);
+    if scope == AbortScope::All {
+        // The big red button halts starts too, as it does from Slack: nothing new begins
+        // until someone lifts the halt on purpose.
+        let reason = if args.reason.is_empty() {
+            "abort all from the command line"
+        } else {
+            args.reason.as_str()
+        };
+        match store.set_halt(&by, reason, crate::journal::now_ms()).await {
+            Ok(h) => println!(
+                "halt in force since {} (by {}: {}): no run starts — `chaosbot run`, Slack, schedules, game days — until `chaosbot resume` or `/chaos resume`",
+                fmt_time(h.since_ms),
+                h.halted_by,
+                h.reason
+            ),
+            Err(e) => {
+                eprintln!("error: cannot put the halt in force ({e}); runs are aborted anyway");
+            }
+        }
+    }
     match store.request_abort(scope, &by, &args.reason).await {
         Ok(out) => {
             for id in &out.cancelled_queued {
@@ -163,6 +183,41 @@ pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Who lifts the halt (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+/// Lifts the halt `abort all` put in force.
+pub async fn resume(global: &GlobalArgs, args: ResumeArgs) -> u8 {
+    let (_, store) = match config_and_store(global).await {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let by = args.by.unwrap_or_else(super::run::current_user);
+    match store.lift_halt(&by, crate::journal::now_ms()).await {
+        Ok(Some(h)) => {
+            println!(
+                "halt lifted (it was in force since {}, by {}: {}); runs may start again",
+                fmt_time(h.since_ms),
+                h.halted_by,
+                h.reason
+            );
+            0
+        }
+        Ok(None) => {
+            println!("no halt is in force; nothing to lift");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: cannot lift the halt ({e}); try again");
             EXIT_FAILED
         }
     }

@@ -79,8 +79,11 @@ pub enum Command {
     /// Show one run: verdict, numbers before/during/after, timeline.
     Show(history::ShowArgs),
     /// Ask a run (or all runs) to abort, wherever it runs. Queued runs close at once;
-    /// running ones revert and verify.
+    /// running ones revert and verify. `abort all` also puts a halt in force: no run starts
+    /// (here, from Slack, a schedule or a game day) until `chaosbot resume`.
     Abort(history::AbortArgs),
+    /// Lift the halt `abort all` put in force, so runs may start again.
+    Resume(history::ResumeArgs),
     /// Run the Slack app: the HTTP server (or Socket Mode), the worker pool, the proxies of
     /// every declared target, and delivery to Slack. Needs SLACK_SIGNING_SECRET and
     /// SLACK_BOT_TOKEN; SLACK_APP_TOKEN switches to Socket Mode.
@@ -131,6 +134,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::History(args) => history::history(&cli.global, args).await,
         Command::Show(args) => history::show(&cli.global, args).await,
         Command::Abort(args) => history::abort(&cli.global, args).await,
+        Command::Resume(args) => history::resume(&cli.global, args).await,
         Command::Serve(args) => serve::serve(&cli.global, args).await,
         Command::Report(args) => report::report(&cli.global, args).await,
     }

@@ -59,6 +59,20 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    match store.current_halt().await {
+        Ok(Some(h)) => {
+            eprintln!(
+                "a halt is in force (by {}: {}); nothing was run. `chaosbot resume` lifts it.",
+                h.halted_by, h.reason
+            );
+            return EXIT_FAILED;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: cannot check for a halt ({e}); nothing was run");
+            return EXIT_FAILED;
+        }
+    }
     let targets = TargetRegistry::new(Arc::new(cfg.clone()));
     let outcome = run_in_foreground(
         &cfg,
