@@ -113,6 +113,9 @@ impl EdgeStore for RecordingStore {
     async fn remember_event(&self, id: &str, at: i64) -> StoreResult<bool> {
         self.inner.remember_event(id, at).await
     }
+    async fn prune_events(&self, before: i64) -> StoreResult<u64> {
+        self.inner.prune_events(before).await
+    }
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
         self.inner.audit(e).await
     }
@@ -1456,6 +1459,13 @@ async fn edge_store_behaviour(store: DynStore) {
     assert!(store.remember_event("Ev1", 1).await.unwrap());
     assert!(!store.remember_event("Ev1", 2).await.unwrap());
     assert!(store.remember_event("Ev2", 3).await.unwrap());
+    // Old rows go; a pruned event would be taken again (Slack no longer retries it by then).
+    assert_eq!(store.prune_events(3).await.unwrap(), 1);
+    assert!(
+        !store.remember_event("Ev2", 4).await.unwrap(),
+        "newer rows stay"
+    );
+    assert!(store.remember_event("Ev1", 5).await.unwrap());
     for (i, action) in ["command:help", "button:abort_run"].iter().enumerate() {
         store
             .audit(&AuditEntry {

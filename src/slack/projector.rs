@@ -25,6 +25,9 @@ use crate::store::{DynStore, RunFilter, StoreResult};
 
 /// How often runs are re-checked for journal entries not rendered yet (besides live events).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How long delivered event ids are remembered: Slack retries an event for about an hour.
+const EVENT_MEMORY_MS: i64 = 24 * 3_600_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Finished runs older than this are not swept any more.
 const SWEEP_HORIZON_MS: i64 = 3_600_000;
 
@@ -37,6 +40,8 @@ pub struct Projector {
     last_parent: Mutex<HashMap<String, serde_json::Value>>,
     /// Q&A windows that closed up to here have had their boards updated.
     qa_closed_until_ms: Mutex<i64>,
+    /// When delivered-event ids were last pruned.
+    events_pruned_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Projector {
@@ -53,6 +58,7 @@ impl Projector {
             last_parent: Mutex::new(HashMap::new()),
             // After a restart, look back one sweep horizon for windows that closed meanwhile.
             qa_closed_until_ms: Mutex::new(crate::journal::now_ms() - SWEEP_HORIZON_MS),
+            events_pruned_at: Mutex::new(None),
         })
     }
 
@@ -128,9 +134,25 @@ impl Projector {
         *until = now;
     }
 
+    /// Forgets delivered-event ids older than a day, at most every ten minutes.
+    async fn prune_events(&self) {
+        let mut at = self.events_pruned_at.lock().await;
+        if at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        *at = Some(std::time::Instant::now());
+        let before = crate::journal::now_ms() - EVENT_MEMORY_MS;
+        match self.store.prune_events(before).await {
+            Ok(n) if n > 0 => debug!(removed = n, "old Slack event ids pruned"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot prune old Slack event ids; will retry"),
+        }
+    }
+
     /// Renders every recent Slack run that has journal entries past its cursor.
     pub async fn sweep(&self) {
         self.close_boards().await;
+        self.prune_events().await;
         let runs = match self
             .store
             .list_runs(RunFilter {

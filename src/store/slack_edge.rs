@@ -27,6 +27,10 @@ pub trait EdgeStore: Send + Sync {
     /// Records that the event was seen. `true` the first time, `false` for a repeat.
     async fn remember_event(&self, event_id: &str, at_ms: i64) -> StoreResult<bool>;
 
+    /// Forgets the events received before `before_ms` (Slack stops retrying an event within
+    /// about an hour, so older rows only take space). Returns how many were removed.
+    async fn prune_events(&self, before_ms: i64) -> StoreResult<u64>;
+
     /// Appends an audit row.
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
 
@@ -38,6 +42,8 @@ pub trait EdgeStore: Send + Sync {
 // work on both backends) ----
 
 const REMEMBER_EVENT: &str = "INSERT INTO slack_events (event_id, received_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING";
+
+const PRUNE_EVENTS: &str = "DELETE FROM slack_events WHERE received_ms < $1";
 
 const INSERT_AUDIT: &str = "INSERT INTO slack_audit \
      (at_ms, team, user_id, channel, action, detail, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -59,6 +65,14 @@ macro_rules! impl_edge_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn prune_events(&self, before_ms: i64) -> StoreResult<u64> {
+                let done = sqlx::query(PRUNE_EVENTS)
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
