@@ -168,8 +168,8 @@ impl LearningStore for RecordingStore {
     async fn add_vote(&self, id: i64, voter: &str, at: i64) -> StoreResult<bool> {
         self.inner.add_vote(id, voter, at).await
     }
-    async fn remove_vote(&self, id: i64, voter: &str) -> StoreResult<bool> {
-        self.inner.remove_vote(id, voter).await
+    async fn remove_vote(&self, id: i64, voter: &str, at: i64) -> StoreResult<bool> {
+        self.inner.remove_vote(id, voter, at).await
     }
     async fn answer_question(&self, id: i64, a: &Answer) -> StoreResult<Option<Question>> {
         self.inner.answer_question(id, a).await

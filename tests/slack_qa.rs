@@ -105,9 +105,13 @@ fn reply_in_thread(user: &str, ts: &str, thread_ts: &str, text: &str) -> Value {
            "thread_ts": thread_ts, "channel_type": "channel", "event_ts": ts})
 }
 
+/// A reaction event; each gets a later `event_ts`, as Slack's do.
 fn reaction(kind: &str, user: &str, ts: &str, name: &str) -> Value {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     json!({"type": kind, "user": user, "reaction": name, "item_user": BOB,
-           "item": {"type": "message", "channel": CHANNEL, "ts": ts}, "event_ts": "1700000999.000100"})
+           "item": {"type": "message", "channel": CHANNEL, "ts": ts},
+           "event_ts": format!("1700000999.{n:06}")})
 }
 
 fn button(user: &str, action_id: &str, value: &str) -> Value {
@@ -301,18 +305,9 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         reaction("reaction_added", BOB, q2, "+1"),
     )
     .await;
-    event(
-        server.addr,
-        "Ev-v2",
-        reaction("reaction_added", ALICE, q2, "+1::skin-tone-3"),
-    )
-    .await;
-    event(
-        server.addr,
-        "Ev-v2",
-        reaction("reaction_added", ALICE, q2, "+1::skin-tone-3"),
-    )
-    .await; // redelivered
+    let alice_vote = reaction("reaction_added", ALICE, q2, "+1::skin-tone-3");
+    event(server.addr, "Ev-v2", alice_vote.clone()).await;
+    event(server.addr, "Ev-v2", alice_vote).await; // redelivered
     event(
         server.addr,
         "Ev-v3",
@@ -331,6 +326,8 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         reaction("reaction_added", "UERIN", q2, "eyes"),
     )
     .await;
+    // Dave's removal is processed while his add may still be in flight (handlers run
+    // concurrently, as Slack's deliveries can arrive out of order): the later event wins.
     event(
         server.addr,
         "Ev-v6",

@@ -1011,8 +1011,22 @@ async fn qa_questions_votes_and_answers(ctx: Ctx) {
         board.iter().map(|q| (q.id, q.votes)).collect::<Vec<_>>(),
         vec![(q2.id, 2), (q1.id, 1)]
     );
-    assert!(s.remove_vote(q2.id, "U3").await.unwrap());
-    assert!(!s.remove_vote(q2.id, "U3").await.unwrap());
+    assert!(s.remove_vote(q2.id, "U3", 13).await.unwrap());
+    assert!(!s.remove_vote(q2.id, "U3", 14).await.unwrap());
+    // Out of order: a removal (at 30) seen before its add (at 20) wins; a later add counts.
+    assert!(!s.remove_vote(q1.id, "U5", 30).await.unwrap());
+    assert!(
+        !s.add_vote(q1.id, "U5", 20).await.unwrap(),
+        "older than the removal"
+    );
+    assert_eq!(s.question(q1.id).await.unwrap().unwrap().votes, 1);
+    assert!(s.add_vote(q1.id, "U5", 40).await.unwrap());
+    assert_eq!(s.question(q1.id).await.unwrap().unwrap().votes, 2);
+    assert!(
+        !s.remove_vote(q1.id, "U5", 35).await.unwrap(),
+        "older than the add"
+    );
+    assert!(s.remove_vote(q1.id, "U5", 50).await.unwrap());
     assert_eq!(s.question(q2.id).await.unwrap().unwrap().votes, 1);
 
     // Edits change the text; deletion takes the question off the board.

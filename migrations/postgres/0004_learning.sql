@@ -33,10 +33,14 @@ CREATE TABLE qa_questions (
 CREATE INDEX qa_questions_run ON qa_questions (run_id);
 CREATE INDEX qa_questions_asked ON qa_questions (asked_ms);
 
+-- One row per person and question: the latest reaction event wins (Slack may deliver an
+-- add and its removal out of order), so a removal leaves the row with active false.
 CREATE TABLE qa_votes (
     question_id BIGINT NOT NULL REFERENCES qa_questions (id),
     voter       TEXT NOT NULL,
-    voted_ms    BIGINT NOT NULL,
+    -- The reaction event's time (Slack's event_ts, in microseconds).
+    event_at    BIGINT NOT NULL,
+    active      BOOLEAN NOT NULL DEFAULT TRUE,
     PRIMARY KEY (question_id, voter)
 );
 

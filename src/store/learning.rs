@@ -153,11 +153,14 @@ pub trait LearningStore: Send + Sync {
     /// Questions asked since `since_ms` (across runs) that nobody answered yet, oldest first.
     async fn unanswered_questions(&self, since_ms: i64) -> StoreResult<Vec<Question>>;
 
-    /// A vote by `voter`. `false` when that voter had already voted for it.
-    async fn add_vote(&self, question_id: i64, voter: &str, at_ms: i64) -> StoreResult<bool>;
+    /// A vote by `voter`, from a reaction event at `event_at` (µs). The latest event per
+    /// person and question wins, whatever order they arrive in. `true` when the vote now counts
+    /// and did not before.
+    async fn add_vote(&self, question_id: i64, voter: &str, event_at: i64) -> StoreResult<bool>;
 
-    /// Takes `voter`'s vote back. `false` when there was none.
-    async fn remove_vote(&self, question_id: i64, voter: &str) -> StoreResult<bool>;
+    /// Takes `voter`'s vote back (a reaction removed at `event_at`, µs); an older add arriving
+    /// later does not bring it back. `true` when a counted vote stopped counting.
+    async fn remove_vote(&self, question_id: i64, voter: &str, event_at: i64) -> StoreResult<bool>;
 
     /// Stores (or replaces) the answer. `None` if there is no such question.
     async fn answer_question(&self, id: i64, answer: &Answer) -> StoreResult<Option<Question>>;
@@ -238,7 +241,7 @@ macro_rules! select_questions {
         concat!(
             "SELECT q.id, q.run_id, q.channel, q.ts, q.asked_by, q.text, q.asked_ms, ",
             "q.edited_ms, q.deleted_ms, q.answer, q.answered_by, q.answered_ms, q.answer_auto, ",
-            "(SELECT COUNT(*) FROM qa_votes v WHERE v.question_id = q.id) AS votes ",
+            "(SELECT COUNT(*) FROM qa_votes v WHERE v.question_id = q.id AND v.active) AS votes ",
             "FROM qa_questions q ",
             $tail
         )
@@ -268,9 +271,14 @@ const BOARD: &str = select_questions!(
 const UNANSWERED: &str = select_questions!(
     "WHERE q.asked_ms >= $1 AND q.deleted_ms IS NULL AND q.answer IS NULL ORDER BY q.asked_ms, q.id"
 );
-const ADD_VOTE: &str = "INSERT INTO qa_votes (question_id, voter, voted_ms) VALUES ($1, $2, $3) \
-     ON CONFLICT (question_id, voter) DO NOTHING";
-const REMOVE_VOTE: &str = "DELETE FROM qa_votes WHERE question_id = $1 AND voter = $2";
+// A vote's state changes only for a newer event: first a change of state, else just the time.
+const TOGGLE_VOTE: &str = "UPDATE qa_votes SET active = $4, event_at = $3 \
+     WHERE question_id = $1 AND voter = $2 AND event_at < $3 AND active <> $4";
+const TOUCH_VOTE: &str = "UPDATE qa_votes SET event_at = $3 \
+     WHERE question_id = $1 AND voter = $2 AND event_at < $3";
+const INSERT_VOTE: &str = "INSERT INTO qa_votes (question_id, voter, event_at, active) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (question_id, voter) DO NOTHING";
+const VOTE_EXISTS: &str = "SELECT COUNT(*) FROM qa_votes WHERE question_id = $1 AND voter = $2";
 const ANSWER: &str = "UPDATE qa_questions SET answer = $2, answered_by = $3, answered_ms = $4, \
      answer_auto = $5 WHERE id = $1";
 const ADD_LEARNING: &str = "INSERT INTO learnings (run_id, kind, text, added_by, added_ms) \
@@ -287,6 +295,58 @@ fn run_of_parent_key(key: &str) -> Option<String> {
 
 macro_rules! impl_learning_store {
     ($store:ty) => {
+        impl $store {
+            /// Applies a reaction event to a vote, the latest event winning. Each statement is
+            /// conditional on the event being newer, so concurrent handlers converge.
+            async fn set_vote(
+                &self,
+                question_id: i64,
+                voter: &str,
+                event_at: i64,
+                active: bool,
+            ) -> StoreResult<bool> {
+                // Bounded: a lost insert race means the row now exists; the next pass updates it.
+                for _ in 0..3 {
+                    let toggled = sqlx::query(TOGGLE_VOTE)
+                        .bind(question_id)
+                        .bind(voter)
+                        .bind(event_at)
+                        .bind(active)
+                        .execute(&self.pool)
+                        .await?;
+                    if toggled.rows_affected() == 1 {
+                        return Ok(true);
+                    }
+                    let (exists,): (i64,) = sqlx::query_as(VOTE_EXISTS)
+                        .bind(question_id)
+                        .bind(voter)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    if exists > 0 {
+                        sqlx::query(TOUCH_VOTE)
+                            .bind(question_id)
+                            .bind(voter)
+                            .bind(event_at)
+                            .execute(&self.pool)
+                            .await?;
+                        return Ok(false);
+                    }
+                    let inserted = sqlx::query(INSERT_VOTE)
+                        .bind(question_id)
+                        .bind(voter)
+                        .bind(event_at)
+                        .bind(active)
+                        .execute(&self.pool)
+                        .await?;
+                    if inserted.rows_affected() == 1 {
+                        // A first removal leaves a marker so an older add cannot count later.
+                        return Ok(active);
+                    }
+                }
+                Ok(false)
+            }
+        }
+
         #[async_trait::async_trait]
         impl LearningStore for $store {
             async fn open_qa(
@@ -448,24 +508,18 @@ macro_rules! impl_learning_store {
                 &self,
                 question_id: i64,
                 voter: &str,
-                at_ms: i64,
+                event_at: i64,
             ) -> StoreResult<bool> {
-                let done = sqlx::query(ADD_VOTE)
-                    .bind(question_id)
-                    .bind(voter)
-                    .bind(at_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+                self.set_vote(question_id, voter, event_at, true).await
             }
 
-            async fn remove_vote(&self, question_id: i64, voter: &str) -> StoreResult<bool> {
-                let done = sqlx::query(REMOVE_VOTE)
-                    .bind(question_id)
-                    .bind(voter)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+            async fn remove_vote(
+                &self,
+                question_id: i64,
+                voter: &str,
+                event_at: i64,
+            ) -> StoreResult<bool> {
+                self.set_vote(question_id, voter, event_at, false).await
             }
 
             async fn answer_question(

@@ -34,6 +34,15 @@ fn is_vote(reaction: &str) -> bool {
     base == "+1" || base == "thumbsup"
 }
 
+/// Slack's `event_ts` ("1700000999.000100": seconds and microseconds) in microseconds.
+fn event_micros(ts: &str) -> Option<i64> {
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let frac = format!("{:0<6}", frac.get(..6.min(frac.len()))?);
+    let micros: i64 = frac.parse().ok()?;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
 fn is_own(event: &Value, bot_user: Option<&String>) -> bool {
     event.get("bot_id").is_some_and(|b| !b.is_null())
         || bot_user.is_some_and(|b| b == s(event, "user"))
@@ -307,10 +316,12 @@ impl SlackApp {
                 return;
             }
         };
+        // Slack may deliver an add and its removal out of order: the event's own time decides.
+        let at = event_micros(s(event, "event_ts")).unwrap_or_else(|| now_ms() * 1000);
         let changed = if added {
-            self.store.add_vote(q.id, user, now_ms()).await
+            self.store.add_vote(q.id, user, at).await
         } else {
-            self.store.remove_vote(q.id, user).await
+            self.store.remove_vote(q.id, user, at).await
         };
         match changed {
             Ok(true) => {
@@ -647,6 +658,18 @@ pub(super) fn is_qa_view(callback_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_times_in_microseconds() {
+        assert_eq!(
+            event_micros("1700000999.000100"),
+            Some(1_700_000_999_000_100)
+        );
+        assert_eq!(event_micros("1700000999.5"), Some(1_700_000_999_500_000));
+        assert_eq!(event_micros("1700000999"), Some(1_700_000_999_000_000));
+        assert_eq!(event_micros("soon"), None);
+        assert_eq!(event_micros(""), None);
+    }
 
     #[test]
     fn votes_are_thumbs_up_in_any_skin_tone() {
