@@ -94,6 +94,7 @@ behaviour_tests!(
     orphaned_by_dead_owner_and_active_owners,
     migrations_are_idempotent_on_reopen,
     qa_questions_votes_and_answers,
+    qa_votes_converge_when_add_and_removal_race,
     qa_thread_lookup_and_session,
     learnings_in_order,
     runs_between_is_a_half_open_window,
@@ -1087,6 +1088,47 @@ async fn qa_questions_votes_and_answers(ctx: Ctx) {
     assert!(
         s.question_by_ts("C1", "1.2").await.unwrap().is_some(),
         "the row stays"
+    );
+}
+
+/// A reaction added and removed moments apart may be handled at the same time, in either
+/// order: the later event must win every time.
+async fn qa_votes_converge_when_add_and_removal_race(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut wrong = Vec::new();
+    for i in 0..60i64 {
+        let (q, _) = s
+            .add_question(&question("race", &format!("9.{i}"), "U1", "q", 1))
+            .await
+            .unwrap();
+        // Even: added then removed (ends uncounted); odd: removed then added again (counted).
+        let (first, second) = if i % 2 == 0 {
+            (true, false)
+        } else {
+            (false, true)
+        };
+        let (a, b) = (s.clone(), s.clone());
+        let apply = |store: DynStore, add: bool, at: i64| async move {
+            if add {
+                store.add_vote(q.id, "UD", at).await
+            } else {
+                store.remove_vote(q.id, "UD", at).await
+            }
+        };
+        let (x, y) = tokio::join!(
+            tokio::spawn(apply(a, first, 100)),
+            tokio::spawn(apply(b, second, 200))
+        );
+        x.unwrap().unwrap();
+        y.unwrap().unwrap();
+        let votes = s.question(q.id).await.unwrap().unwrap().votes;
+        if votes != i64::from(second) {
+            wrong.push((i, votes));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "(iteration, votes) that ended wrong: {wrong:?}"
     );
 }
 

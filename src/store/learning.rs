@@ -275,10 +275,11 @@ const UNANSWERED: &str = select_questions!(
 const TOGGLE_VOTE: &str = "UPDATE qa_votes SET active = $4, event_at = $3 \
      WHERE question_id = $1 AND voter = $2 AND event_at < $3 AND active <> $4";
 const TOUCH_VOTE: &str = "UPDATE qa_votes SET event_at = $3 \
-     WHERE question_id = $1 AND voter = $2 AND event_at < $3";
+     WHERE question_id = $1 AND voter = $2 AND event_at < $3 AND active = $4";
 const INSERT_VOTE: &str = "INSERT INTO qa_votes (question_id, voter, event_at, active) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (question_id, voter) DO NOTHING";
-const VOTE_EXISTS: &str = "SELECT COUNT(*) FROM qa_votes WHERE question_id = $1 AND voter = $2";
+const VOTE_IS_NEWER: &str = "SELECT COUNT(*) FROM qa_votes \
+     WHERE question_id = $1 AND voter = $2 AND event_at >= $3";
 const ANSWER: &str = "UPDATE qa_questions SET answer = $2, answered_by = $3, answered_ms = $4, \
      answer_auto = $5 WHERE id = $1";
 const ADD_LEARNING: &str = "INSERT INTO learnings (run_id, kind, text, added_by, added_ms) \
@@ -305,8 +306,9 @@ macro_rules! impl_learning_store {
                 event_at: i64,
                 active: bool,
             ) -> StoreResult<bool> {
-                // Bounded: a lost insert race means the row now exists; the next pass updates it.
-                for _ in 0..3 {
+                // Each step is one conditional statement; when another handler changes the row
+                // between two steps, none applies and the loop looks again (bounded).
+                for _ in 0..5 {
                     let toggled = sqlx::query(TOGGLE_VOTE)
                         .bind(question_id)
                         .bind(voter)
@@ -317,19 +319,15 @@ macro_rules! impl_learning_store {
                     if toggled.rows_affected() == 1 {
                         return Ok(true);
                     }
-                    let (exists,): (i64,) = sqlx::query_as(VOTE_EXISTS)
+                    let touched = sqlx::query(TOUCH_VOTE)
                         .bind(question_id)
                         .bind(voter)
-                        .fetch_one(&self.pool)
+                        .bind(event_at)
+                        .bind(active)
+                        .execute(&self.pool)
                         .await?;
-                    if exists > 0 {
-                        sqlx::query(TOUCH_VOTE)
-                            .bind(question_id)
-                            .bind(voter)
-                            .bind(event_at)
-                            .execute(&self.pool)
-                            .await?;
-                        return Ok(false);
+                    if touched.rows_affected() == 1 {
+                        return Ok(false); // already in that state
                     }
                     let inserted = sqlx::query(INSERT_VOTE)
                         .bind(question_id)
@@ -341,6 +339,15 @@ macro_rules! impl_learning_store {
                     if inserted.rows_affected() == 1 {
                         // A first removal leaves a marker so an older add cannot count later.
                         return Ok(active);
+                    }
+                    let (newer,): (i64,) = sqlx::query_as(VOTE_IS_NEWER)
+                        .bind(question_id)
+                        .bind(voter)
+                        .bind(event_at)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    if newer > 0 {
+                        return Ok(false); // a later event already decided
                     }
                 }
                 Ok(false)
