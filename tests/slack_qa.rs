@@ -146,6 +146,26 @@ fn last_board(calls: &[Call], board_ts: &str) -> Option<String> {
         .map(|c| c.body["blocks"].to_string())
 }
 
+/// Waits for a reply in the run's thread whose text holds every one of `needles`; its text.
+async fn wait_reply(rig: &Rig, parent: &str, needles: &[&str]) -> String {
+    let matches = |p: &Call| {
+        let t = text_of(p);
+        needles.iter().all(|n| t.contains(n))
+    };
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| posts_in_thread(c, parent).into_iter().any(matches),
+            Duration::from_secs(40),
+        )
+        .await;
+    posts_in_thread(&calls, parent)
+        .into_iter()
+        .find(|p| matches(p))
+        .map(text_of)
+        .unwrap_or_default()
+}
+
 async fn wait_board(rig: &Rig, board_ts: &str, pred: impl Fn(&str) -> bool) -> String {
     let calls = rig
         .fake
@@ -216,22 +236,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         ),
     )
     .await;
-    let calls = rig
-        .fake
-        .wait_for(
-            |c| {
-                posts_in_thread(c, &parent)
-                    .iter()
-                    .any(|p| text_of(p).contains("Answered from the run's journal"))
-            },
-            Duration::from_secs(40),
-        )
-        .await;
-    let auto = posts_in_thread(&calls, &parent)
-        .into_iter()
-        .find(|p| text_of(p).contains("Answered from the run's journal"))
-        .unwrap();
-    let auto_text = text_of(auto);
+    let auto_text = wait_reply(&rig, &parent, &["Answered from the run's journal"]).await;
     let run = store.get_run(&id).await.unwrap().unwrap();
     let journal = store.journal(&id, 0).await.unwrap();
     let summary = chaosbot::report::summarize(&run, &journal);
@@ -282,16 +287,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         reply_in_thread(CAROL, "1800000000.000003", &parent, "Who started this run?"),
     )
     .await;
-    rig.fake
-        .wait_for(
-            |c| {
-                posts_in_thread(c, &parent)
-                    .iter()
-                    .any(|p| text_of(p).contains("started by <@UALICE>"))
-            },
-            Duration::from_secs(40),
-        )
-        .await;
+    wait_reply(&rig, &parent, &["started by <@UALICE>"]).await;
     wait_board(&rig, &board_ts, |b| {
         b.contains("waiting for the speaker") && b.contains("retry on timeouts")
     })
@@ -419,17 +415,12 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     .await;
     assert_eq!(status, 200);
     assert!(!body.contains("errors"), "{body}");
-    rig.fake
-        .wait_for(
-            |c| {
-                posts_in_thread(c, &parent).iter().any(|p| {
-                    text_of(p).contains("<@UALICE> answers")
-                        && text_of(p).contains("one retry with jitter")
-                })
-            },
-            Duration::from_secs(40),
-        )
-        .await;
+    wait_reply(
+        &rig,
+        &parent,
+        &["<@UALICE> answers", "one retry with jitter"],
+    )
+    .await;
     wait_board(&rig, &board_ts, |b| b.contains("answered by <@UALICE>")).await;
     let answered = store.question(q2_id).await.unwrap().unwrap();
     assert_eq!(answered.answer.as_ref().map(|a| a.by.as_str()), Some(ALICE));
@@ -616,17 +607,7 @@ async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
         ),
     )
     .await;
-    let calls = rig
-        .fake
-        .wait_for(
-            |c| {
-                posts_in_thread(c, &parent)
-                    .iter()
-                    .any(|p| text_of(p).contains("fault `slow` on `api` started at"))
-            },
-            Duration::from_secs(40),
-        )
-        .await;
+    let answer = wait_reply(&rig, &parent, &["fault `slow` on `api` started at"]).await;
     let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
     let injected = store
         .journal(&id, 0)
@@ -634,11 +615,6 @@ async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
         .unwrap()
         .into_iter()
         .find(|e| e.event.kind() == "fault_injected")
-        .unwrap();
-    let answer = posts_in_thread(&calls, &parent)
-        .into_iter()
-        .map(text_of)
-        .find(|t| t.contains("started at"))
         .unwrap();
     assert!(
         answer.contains(&format!("journal #{}", injected.seq)),
