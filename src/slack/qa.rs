@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::blocks::{MAX_SECTION_CHARS, section, truncate};
+use super::digest::slack_date;
 use super::render::Rendered;
 use super::{SlackOrigin, run_parent_key, run_thread_key};
 use crate::config::QaConfig;
@@ -48,17 +49,6 @@ pub fn mention(user: &str) -> String {
     } else {
         format!("`{user}`")
     }
-}
-
-/// A time in the reader's own time zone (Slack's date formatting), with a UTC fallback.
-fn slack_time(ms: i64) -> String {
-    let fallback = chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default();
-    format!(
-        "<!date^{}^{{date_short_pretty}} {{time}}|{fallback}>",
-        ms.div_euclid(1000)
-    )
 }
 
 fn quote(text: &str) -> String {
@@ -103,10 +93,10 @@ pub fn board(
         questions.len()
     );
     let status = match session {
-        Some(s) if s.is_open(now_ms) => format!("open until {}", slack_time(s.closes_ms)),
+        Some(s) if s.is_open(now_ms) => format!("open until {}", slack_date(s.closes_ms)),
         Some(s) => format!(
             "closed {} — no new questions; answers are still welcome",
-            slack_time(s.closes_ms)
+            slack_date(s.closes_ms)
         ),
         None => "opens when the run ends".to_string(),
     };
@@ -391,6 +381,5 @@ mod tests {
         assert_eq!(mention("U123"), "<@U123>");
         assert_eq!(mention("cli"), "`cli`");
         assert_eq!(quote("a\nb"), "> a\n> b");
-        assert!(slack_time(1_700_000_000_000).starts_with("<!date^1700000000^"));
     }
 }

@@ -172,9 +172,7 @@ impl SlackApp {
             let reply = Reply::simple(format!(
                 "The Q&A on run `{}` closed {}; your reply stays in the thread but is not on the board. Ask {} directly, or add what you learned with `/chaos learn {} <text>`.",
                 run.id,
-                chrono::DateTime::from_timestamp_millis(sess.closes_ms)
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default(),
+                crate::slack::digest::slack_date(sess.closes_ms),
                 mention(&qa::speaker(&run)),
                 run.id
             ));
