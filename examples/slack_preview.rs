@@ -18,7 +18,7 @@ use bytes::Bytes;
 use chaosbot::config::{Config, HttpEndpoint, ProxyTarget};
 use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::TargetRegistry;
-use chaosbot::journal::Event;
+use chaosbot::run::Event;
 use chaosbot::slack::{SlackOrigin, render};
 use http_body_util::Full;
 use hyper::{Request, Response};
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
             &exp,
             SubmitRequest {
                 requested_by: origin.user.clone(),
-                source: origin.to_source(),
+                source: chaosbot::run::RunSource::Slack(origin.clone()),
                 seed: Some(42),
             },
         )

@@ -18,7 +18,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        crate::journal::now_ms()
+        crate::run::now_ms()
     }
 }
 

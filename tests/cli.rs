@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::{DynStore, RunFilter};
 use support::*;
 

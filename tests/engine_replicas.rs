@@ -7,10 +7,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::TargetRegistry;
-use chaosbot::journal::Event;
+use chaosbot::run::Event;
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::AbortScope;
 use support::*;
 

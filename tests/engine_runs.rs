@@ -6,12 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::{
     ActiveFault, FaultError, FaultFamily, InjectContext, TargetRegistry, network::NetworkFaults,
 };
-use chaosbot::journal::{Entry, Event, SamplePhase};
+use chaosbot::run::{Entry, Event, SamplePhase};
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::spec::model::{Experiment, FaultStep, StopCondition, StopRule};
 use chaosbot::store::{AbortScope, DynStore, FaultRecord};
 use support::*;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaosbot::config::Config;
-use chaosbot::engine::state::{RollbackOutcome, Verdict};
 use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::TargetRegistry;
+use chaosbot::run::{RollbackOutcome, Verdict};
 use support::*;
 
 #[test]

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
-use chaosbot::engine::state::Verdict;
 use chaosbot::gameday::plan::{load_plans, parse_plan};
+use chaosbot::run::Verdict;
 use chaosbot::slack::server::Server;
 use chaosbot::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState, NewGameday};
 use chaosbot::store::{DynStore, RunFilter};
@@ -1075,7 +1075,7 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     let cfg = Arc::new(rig.cfg.clone());
     let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
     targets.start_all().await.unwrap();
-    let clock = chaosbot::clock::ManualClock::new(chaosbot::journal::now_ms());
+    let clock = chaosbot::clock::ManualClock::new(chaosbot::run::now_ms());
     let api =
         Arc::new(chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap());
     let app = Arc::new(chaosbot::slack::edge::SlackApp {
@@ -1109,7 +1109,7 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
             channel: CHANNEL.into(),
             started_by: ALICE.into(),
             items: plan.agenda.len(),
-            created_ms: chaosbot::journal::now_ms(),
+            created_ms: chaosbot::run::now_ms(),
         })
         .await
         .unwrap();

@@ -310,11 +310,11 @@ fn bad_plans_are_refused_with_reasons() {
 // ---- The `load` step through a real engine run ----
 
 use chaosbot::config::HttpEndpoint;
-use chaosbot::engine::state::{RollbackOutcome, Verdict};
 use chaosbot::engine::{Engine, EngineOptions, SubmitRequest};
 use chaosbot::faults::TargetRegistry;
-use chaosbot::journal::{Entry, Event};
 use chaosbot::load::Threshold;
+use chaosbot::run::{Entry, Event};
+use chaosbot::run::{RollbackOutcome, Verdict};
 use chaosbot::spec::model::{
     FaultSpec, FaultStep, Probe, ProbeKind, Step, StopCondition, StopRule, Tolerance,
 };

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use chaosbot::config::Config;
 use chaosbot::engine::Engine;
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::faults::process::{ProcessAction, ProcessFaults, Signal, process_state};
 use chaosbot::faults::{FaultFamily, InjectContext, TargetRegistry};
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::spec::model::{FaultSpec, FaultStep, Step};
 use chaosbot::store::{DynStore, RunFilter};
 use support::*;
@@ -152,7 +152,7 @@ async fn pause_stops_the_process_during_the_step_and_resumes_it_after() {
     let injected = j
         .iter()
         .find_map(|e| match &e.event {
-            chaosbot::journal::Event::FaultInjected { summary, .. } => Some(summary.clone()),
+            chaosbot::run::Event::FaultInjected { summary, .. } => Some(summary.clone()),
             _ => None,
         })
         .unwrap();

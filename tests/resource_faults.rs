@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaosbot::config::Config;
-use chaosbot::engine::state::{RollbackOutcome, Verdict};
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::resource::{DiskAmount, MemoryAmount, ResourceFaults, ResourceKind};
 use chaosbot::faults::{FaultFamily, InjectContext, TargetRegistry};
+use chaosbot::run::{RollbackOutcome, Verdict};
 use chaosbot::spec::model::{FaultSpec, FaultStep, Step};
 use chaosbot::store::{DynStore, FaultRecord};
 use support::*;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chaosbot::clock::{Clock, DynClock, ManualClock};
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
-use chaosbot::engine::state::{RunState, Verdict};
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::TargetRegistry;
+use chaosbot::run::{RunState, Verdict};
 use chaosbot::schedule::ScheduleConfig;
 use chaosbot::schedule::scheduler::Scheduler;
 use chaosbot::slack::api::HttpSlackApi;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chaosbot::clock::{Clock, DynClock, ManualClock};
 use chaosbot::config::{Config, DigestConfig};
-use chaosbot::engine::state::{RollbackOutcome, Verdict};
-use chaosbot::journal::{Event, now_ms};
+use chaosbot::run::{Event, now_ms};
+use chaosbot::run::{RollbackOutcome, Verdict};
 use chaosbot::slack::api::{HttpSlackApi, SlackApi, upload_file};
 use chaosbot::slack::digest::{DigestTask, latest_due};
 use chaosbot::slack::outbox::{Outbox, OutboxOptions};

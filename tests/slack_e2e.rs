@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaosbot::config::{AllowRule, Config, Secret};
-use chaosbot::engine::state::Verdict;
+use chaosbot::run::Verdict;
 use chaosbot::slack::render;
 use chaosbot::slack::server::Server;
 use http_body_util::{BodyExt, Full};
@@ -152,7 +152,7 @@ async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
     if run.finished_ms.is_some() {
         // Then the thread becomes the run's Q&A: its board.
         let board =
-            chaosbot::slack::qa::render_board(&store, &run, 10, chaosbot::journal::now_ms(), true)
+            chaosbot::slack::qa::render_board(&store, &run, 10, chaosbot::run::now_ms(), true)
                 .await
                 .unwrap();
         texts.push(board.text);

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::TargetRegistry;
-use chaosbot::journal::{Entry, Event};
+use chaosbot::run::{Entry, Event};
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
@@ -940,7 +940,7 @@ async fn start_submits_a_run_with_the_slack_origin() {
     let run = rig.store.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.requested_by, "U1");
     assert_eq!(
-        SlackOrigin::from_source(&run.source),
+        run.source.slack().cloned(),
         Some(SlackOrigin {
             team: TEAM.into(),
             channel: CHAOS_CHANNEL.into(),
@@ -1380,10 +1380,7 @@ async fn start_form_opens_and_its_submission_starts_a_run() {
     assert!(body.is_empty(), "{body}");
     let runs = rig.runs().await;
     assert_eq!(runs.len(), 1);
-    assert_eq!(
-        SlackOrigin::from_source(&runs[0].source).unwrap().channel,
-        CHAOS_CHANNEL
-    );
+    assert_eq!(runs[0].source.slack().unwrap().channel, CHAOS_CHANNEL);
     assert_eq!(
         runs[0].params.get("duration").map(String::as_str),
         Some("200ms")
@@ -1510,7 +1507,7 @@ fn ask(run: &str, ts: &str, by: &str, text: &str) -> NewQuestion {
         ts: ts.into(),
         asked_by: by.into(),
         text: text.into(),
-        asked_ms: chaosbot::journal::now_ms(),
+        asked_ms: chaosbot::run::now_ms(),
     }
 }
 
@@ -1545,7 +1542,7 @@ async fn summary_of_a_run_shows_its_qa_and_learnings() {
     let answer = |text: &str, by: &str, auto: bool| Answer {
         text: text.into(),
         by: by.into(),
-        at_ms: chaosbot::journal::now_ms(),
+        at_ms: chaosbot::run::now_ms(),
         auto,
     };
     s.answer_question(auto.id, &answer("p99 was 14.2 ms", "chaosbot", true))
@@ -1619,13 +1616,13 @@ async fn seeded_run(rig: &Rig, id: &str, team: &str, verdict: Verdict, rollback:
                 params: Default::default(),
                 seed: 7,
                 requested_by: "U1".into(),
-                source: source.clone(),
+                source: chaosbot::run::RunSource::parse(&source),
             },
             Event::Submitted {
                 experiment: format!("exp-{id}"),
                 title: format!("Title of {id}"),
                 requested_by: "U1".into(),
-                source,
+                source: chaosbot::run::RunSource::parse(&source),
                 params: Default::default(),
                 seed: 7,
                 targets: vec![],

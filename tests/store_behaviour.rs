@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use chaosbot::engine::state::{RollbackOutcome, RunState, Verdict};
-use chaosbot::journal::{Entry, Event, SamplePhase, now_ms};
 use chaosbot::report::period::{self, Direction, Window};
+use chaosbot::run::{Entry, Event, SamplePhase, now_ms};
+use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
 use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
 use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
@@ -117,13 +117,13 @@ fn new_run(id: &str, experiment: &str) -> (NewRun, Event) {
         params: params.clone(),
         seed,
         requested_by: "alice".to_string(),
-        source: "cli".to_string(),
+        source: chaosbot::run::RunSource::Terminal,
     };
     let submitted = Event::Submitted {
         experiment: experiment.to_string(),
         title: run.title.clone(),
         requested_by: "alice".to_string(),
-        source: "cli".to_string(),
+        source: chaosbot::run::RunSource::Terminal,
         params,
         seed,
         targets: vec!["checkout".to_string()],
@@ -533,7 +533,7 @@ async fn journal_is_dense_under_concurrent_appends(ctx: Ctx) {
             for i in 0..25 {
                 let event = Event::ProbeSample {
                     probe: format!("p{t}"),
-                    phase: chaosbot::journal::SamplePhase::During,
+                    phase: chaosbot::run::SamplePhase::During,
                     ok: true,
                     latency_ms: f64::from(i),
                     detail: "200".into(),

@@ -19,10 +19,10 @@ use super::run::{current_user, run_in_foreground};
 use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, open_store};
 use crate::config::{Config, HttpEndpoint, ProxyTarget};
 use crate::engine::SubmitRequest;
-use crate::engine::state::{RollbackOutcome, Verdict};
 use crate::faults::TargetRegistry;
 use crate::faults::proxy::{Proxy, ProxySettings};
-use crate::journal::{Event, now_ms};
+use crate::run::{Event, now_ms};
+use crate::run::{RollbackOutcome, Verdict};
 
 const DEMO_EXPERIMENT: &str = include_str!("../../experiments/demo-latency.yaml");
 

@@ -152,7 +152,7 @@ pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
         } else {
             args.reason.as_str()
         };
-        match store.set_halt(&by, reason, crate::journal::now_ms()).await {
+        match store.set_halt(&by, reason, crate::run::now_ms()).await {
             Ok(h) => println!(
                 "halt in force since {} (by {}: {}): no run starts — `chaosbot run`, Slack, schedules, game days — until `chaosbot resume` or `/chaos resume`",
                 fmt_time(h.since_ms),
@@ -202,7 +202,7 @@ pub async fn resume(global: &GlobalArgs, args: ResumeArgs) -> u8 {
         Err(code) => return code,
     };
     let by = args.by.unwrap_or_else(super::run::current_user);
-    match store.lift_halt(&by, crate::journal::now_ms()).await {
+    match store.lift_halt(&by, crate::run::now_ms()).await {
         Ok(Some(h)) => {
             println!(
                 "halt lifted (it was in force since {}, by {}: {}); runs may start again",

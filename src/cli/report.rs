@@ -62,13 +62,7 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let rec = record::build(
-        &run,
-        &journal,
-        &questions,
-        &learnings,
-        crate::journal::now_ms(),
-    );
+    let rec = record::build(&run, &journal, &questions, &learnings, crate::run::now_ms());
     let text = match args.format {
         Format::Md => record::to_markdown(&rec),
         Format::Json => match record::to_json(&rec) {

@@ -81,7 +81,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
         &exp,
         SubmitRequest {
             requested_by: args.by.unwrap_or_else(current_user),
-            source: "cli".into(),
+            source: crate::run::RunSource::Terminal,
             seed: args.seed,
         },
         args.json.as_deref(),

@@ -17,7 +17,7 @@ impl InstanceId {
         ID.get_or_init(|| InstanceId {
             host: hostname(),
             pid: std::process::id(),
-            started_ms: crate::journal::now_ms(),
+            started_ms: crate::run::now_ms(),
         })
         .clone()
     }

@@ -9,7 +9,6 @@
 pub mod instance;
 pub mod recovery;
 pub mod runner;
-pub mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,11 +21,11 @@ use tracing::{Instrument, info, warn};
 
 use crate::config::GuardRails;
 use crate::faults::{FaultFamily, TargetRegistry};
-use crate::journal::{Entry, Event};
+use crate::run::{Entry, Event};
+use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 use crate::spec::model::Experiment;
 use crate::store::{AbortOutcome, AbortScope, DynStore, NewRun, RunRecord, StoreError};
 use instance::InstanceId;
-use state::{RollbackOutcome, RunState, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -78,7 +77,7 @@ impl EngineOptions {
 #[derive(Debug, Clone)]
 pub struct SubmitRequest {
     pub requested_by: String,
-    pub source: String,
+    pub source: RunSource,
     /// Replays a run's random decisions when given; a fresh random seed otherwise.
     pub seed: Option<u64>,
 }

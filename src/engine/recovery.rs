@@ -5,10 +5,10 @@ use tracing::{info, warn};
 
 use super::Engine;
 use super::instance::InstanceId;
-use super::state::{RollbackOutcome, Verdict};
 use crate::faults;
-use crate::journal::{Event, SamplePhase, now_ms};
 use crate::probes;
+use crate::run::{Event, SamplePhase, now_ms};
+use crate::run::{RollbackOutcome, Verdict};
 use crate::spec::model::Experiment;
 use crate::store::{RunRecord, StoreError};
 

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
 use super::Engine;
-use super::state::{RollbackOutcome, RunState, Verdict};
 use crate::faults::{self, ActiveFault, FaultFamily, InjectContext};
-use crate::journal::{Event, SamplePhase, now_ms};
 use crate::load::{LoadFigures, Threshold};
 use crate::probes::{self, Sample};
+use crate::run::{Event, SamplePhase, now_ms};
+use crate::run::{RollbackOutcome, RunState, Verdict};
 use crate::spec::model::{Experiment, FaultSpec, FaultStep, Probe, RollbackAction, Step, StopRule};
 use crate::store::{NewFault, RunRecord, StoreError};
 

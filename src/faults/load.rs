@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::journal::Event;
+use crate::run::Event;
 use crate::spec::model::{FaultSpec, FaultStep};
 
 /// The load family.

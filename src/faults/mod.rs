@@ -41,7 +41,7 @@ pub struct InjectContext<'a> {
     pub deadline: Instant,
     /// Where a fault reports what it measures while in place (the load's numbers); the
     /// runner journals these events and judges them against thresholds.
-    pub events: tokio::sync::mpsc::UnboundedSender<crate::journal::Event>,
+    pub events: tokio::sync::mpsc::UnboundedSender<crate::run::Event>,
 }
 
 /// A fault in place; dropping it does not revert it (the deadline does, eventually).

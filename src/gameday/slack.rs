@@ -5,7 +5,7 @@
 use tracing::{info, warn};
 
 use super::plan::{Plan, load_plans};
-use crate::engine::state::RunState;
+use crate::run::RunState;
 use crate::slack::blocks::Reply;
 use crate::slack::edge::commands::GamedayCommand;
 use crate::slack::edge::{SlackApp, SlashCommand, auth};
@@ -175,7 +175,7 @@ impl SlackApp {
             channel: cmd.channel_id.clone(),
             started_by: cmd.user_id.clone(),
             items: plan.agenda.len(),
-            created_ms: crate::journal::now_ms(),
+            created_ms: crate::run::now_ms(),
         };
         let g = self.store.create_gameday(&new).await.map_err(|e| {
             warn!(error = %e, "cannot record a game day");
@@ -235,7 +235,7 @@ impl SlackApp {
             .unwrap_or_else(|| "stopped from Slack".to_string());
         let stopped = self
             .store
-            .stop_gameday(id, &cmd.user_id, &reason, crate::journal::now_ms())
+            .stop_gameday(id, &cmd.user_id, &reason, crate::run::now_ms())
             .await
             .map_err(|e| {
                 Reply::error(format!(

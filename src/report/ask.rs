@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::journal::{Entry, Event, SamplePhase};
 use crate::report::{PhaseStats, RunSummary};
+use crate::run::{Entry, Event, SamplePhase};
 
 /// What a question asks for (a question may ask for several).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,7 +469,7 @@ fn who_started(out: &mut Vec<String>, entries: &[Entry]) {
         } else {
             format!("`{requested_by}`")
         };
-        let from = match crate::slack::SlackOrigin::from_source(source) {
+        let from = match source.slack() {
             Some(o) => format!("from Slack, channel <#{}>", o.channel),
             None => format!("from `{source}`"),
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast;
 
-use crate::journal::{Entry, Event};
+use crate::run::{Entry, Event};
 
 /// Follows the run's journal until its verdict; `method_ms` sizes the progress bar.
 pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_ms: u64) {

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::journal::{Entry, Event, SamplePhase};
 use crate::load::{Latencies, LoadFigures};
+use crate::run::{Entry, Event, SamplePhase};
 use crate::store::RunRecord;
 
 /// Latency and success numbers of one probe in one phase.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{LoadSummary, ProbeStats, summarize};
-use crate::journal::Entry;
+use crate::run::Entry;
 use crate::store::RunRecord;
 use crate::store::learning::{Learning, LearningKind, Question};
 
@@ -119,7 +119,7 @@ pub fn build(
             experiment: run.experiment.clone(),
             title: run.title.clone(),
             requested_by: run.requested_by.clone(),
-            source: run.source.clone(),
+            source: run.source.to_string(),
             state: run.state.to_string(),
             created_ms: run.created_ms,
             started_ms: run.started_ms,

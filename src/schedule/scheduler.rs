@@ -21,7 +21,7 @@ use super::commands::{heads_up_blocks, heads_up_key, note, schedule_thread_key};
 use super::when::{When, human};
 use super::{AllowedWindow, halt_text};
 use crate::clock::DynClock;
-use crate::engine::state::RunState;
+use crate::run::RunState;
 use crate::slack::edge::SlackApp;
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};

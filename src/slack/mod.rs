@@ -23,35 +23,7 @@ pub mod render;
 pub mod server;
 pub mod socket;
 
-/// Where a Slack-started run came from, encoded in the run's `source` as
-/// `slack:<team>:<channel>:<user>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlackOrigin {
-    pub team: String,
-    pub channel: String,
-    pub user: String,
-}
-
-impl SlackOrigin {
-    pub fn to_source(&self) -> String {
-        format!("slack:{}:{}:{}", self.team, self.channel, self.user)
-    }
-
-    pub fn from_source(source: &str) -> Option<SlackOrigin> {
-        let mut parts = source.strip_prefix("slack:")?.splitn(3, ':');
-        let team = parts.next()?.to_string();
-        let channel = parts.next()?.to_string();
-        let user = parts.next()?.to_string();
-        if team.is_empty() || channel.is_empty() || user.is_empty() {
-            return None;
-        }
-        Some(SlackOrigin {
-            team,
-            channel,
-            user,
-        })
-    }
-}
+pub use crate::run::SlackOrigin;
 
 /// The outbox thread key of a run: its parent message and thread replies share it.
 pub fn run_thread_key(run_id: &str) -> String {
@@ -61,21 +33,4 @@ pub fn run_thread_key(run_id: &str) -> String {
 /// The outbox message key of a run's parent message.
 pub fn run_parent_key(run_id: &str) -> String {
     format!("run:{run_id}:parent")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_round_trips() {
-        let o = SlackOrigin {
-            team: "T1".into(),
-            channel: "C2".into(),
-            user: "U3".into(),
-        };
-        assert_eq!(SlackOrigin::from_source(&o.to_source()), Some(o));
-        assert_eq!(SlackOrigin::from_source("cli"), None);
-        assert_eq!(SlackOrigin::from_source("slack:T1::U3"), None);
-    }
 }

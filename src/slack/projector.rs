@@ -14,11 +14,11 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{SlackOrigin, run_parent_key, run_thread_key};
 use super::{qa, render};
+use super::{run_parent_key, run_thread_key};
 use crate::config::QaConfig;
-use crate::journal::{Entry, Event};
 use crate::report;
+use crate::run::{Entry, Event};
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{DynStore, RunFilter, StoreResult};
@@ -57,7 +57,7 @@ impl Projector {
             on_enqueue: Box::new(on_enqueue),
             last_parent: Mutex::new(HashMap::new()),
             // After a restart, look back one sweep horizon for windows that closed meanwhile.
-            qa_closed_until_ms: Mutex::new(crate::journal::now_ms() - SWEEP_HORIZON_MS),
+            qa_closed_until_ms: Mutex::new(crate::run::now_ms() - SWEEP_HORIZON_MS),
             events_pruned_at: Mutex::new(None),
         })
     }
@@ -97,7 +97,7 @@ impl Projector {
     /// Updates the boards of Q&A windows that closed since the last look, so they say so.
     async fn close_boards(&self) {
         let mut until = self.qa_closed_until_ms.lock().await;
-        let now = crate::journal::now_ms();
+        let now = crate::run::now_ms();
         let sessions = match self.store.qa_sessions_closed(*until, now).await {
             Ok(s) => s,
             Err(e) => {
@@ -141,7 +141,7 @@ impl Projector {
             return;
         }
         *at = Some(std::time::Instant::now());
-        let before = crate::journal::now_ms() - EVENT_MEMORY_MS;
+        let before = crate::run::now_ms() - EVENT_MEMORY_MS;
         match self.store.prune_events(before).await {
             Ok(n) if n > 0 => debug!(removed = n, "old Slack event ids pruned"),
             Ok(_) => {}
@@ -167,9 +167,9 @@ impl Projector {
                 return;
             }
         };
-        let now = crate::journal::now_ms();
+        let now = crate::run::now_ms();
         for run in runs {
-            if SlackOrigin::from_source(&run.source).is_none() {
+            if run.source.slack().cloned().is_none() {
                 continue;
             }
             if run.finished_ms.is_some_and(|f| now - f > SWEEP_HORIZON_MS) {
@@ -190,7 +190,7 @@ impl Projector {
             .store
             .get_run(run_id)
             .await?
-            .is_some_and(|r| SlackOrigin::from_source(&r.source).is_some());
+            .is_some_and(|r| r.source.slack().cloned().is_some());
         if !is_slack {
             return Ok(0);
         }
@@ -207,7 +207,7 @@ impl Projector {
         let Some(run) = self.store.get_run(run_id).await? else {
             return Ok(0);
         };
-        let Some(origin) = SlackOrigin::from_source(&run.source) else {
+        let Some(origin) = run.source.slack().cloned() else {
             return Ok(0);
         };
         let fresh: Vec<&Entry> = entries.iter().filter(|e| e.seq > cursor).collect();
@@ -268,7 +268,7 @@ impl Projector {
                     &summary,
                     &origin.channel,
                     &self.qa,
-                    crate::journal::now_ms(),
+                    crate::run::now_ms(),
                 )
                 .await?,
             );

@@ -14,10 +14,10 @@ use tracing::warn;
 use super::blocks::{MAX_SECTION_CHARS, section, truncate};
 use super::digest::slack_date;
 use super::render::Rendered;
-use super::{SlackOrigin, run_parent_key, run_thread_key};
+use super::{run_parent_key, run_thread_key};
 use crate::config::QaConfig;
-use crate::journal::Entry;
 use crate::report::{self, RunSummary};
+use crate::run::Entry;
 use crate::store::learning::{Answer, Learning, LearningKind, QaSession, Question};
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{DynStore, RunRecord, StoreResult};
@@ -69,7 +69,9 @@ fn button(text: &str, action_id: &str, value: &str) -> Value {
 
 /// The speaker of a run: who started it.
 pub fn speaker(run: &RunRecord) -> String {
-    SlackOrigin::from_source(&run.source)
+    run.source
+        .slack()
+        .cloned()
         .map(|o| o.user)
         .unwrap_or_else(|| run.requested_by.clone())
 }

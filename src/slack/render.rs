@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::blocks::{MAX_SECTION_CHARS, Reply, section, truncate};
 
-use crate::engine::state::RunState;
-use crate::journal::{Entry, Event};
 use crate::report::RunSummary;
+use crate::run::RunState;
+use crate::run::{Entry, Event};
 use crate::store::RunRecord;
 
 /// A message ready for the outbox: the fallback text and the blocks.

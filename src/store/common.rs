@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use sqlx::types::Json;
 
 use super::{AbortRequest, FaultRecord, RunRecord, StoreError, StoreResult};
-use crate::engine::state::{RollbackOutcome, RunState, Verdict};
-use crate::journal::{Entry, Event};
+use crate::run::{Entry, Event};
+use crate::run::{RollbackOutcome, RunState, Verdict};
 
 /// Columns of `runs` read into [`RunRow`]. A macro so it can be `concat!`ed into `'static` SQL.
 macro_rules! run_columns {
@@ -161,7 +161,7 @@ impl TryFrom<RunRow> for RunRecord {
             // Stored bit-for-bit (see the migration).
             seed: r.seed as u64,
             requested_by: r.requested_by,
-            source: r.source,
+            source: crate::run::RunSource::parse(&r.source),
             state,
             verdict,
             rollback,

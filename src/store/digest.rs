@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::StoreResult;
 use super::outbox::{self as ob, OutboundMessage};
-use crate::journal::now_ms;
+use crate::run::now_ms;
 
 /// A digest as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::state::{RollbackOutcome, RunState, Verdict};
-use crate::journal::{Entry, Event};
+use crate::run::{Entry, Event};
+use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 
 mod common;
 pub mod digest;
@@ -62,6 +62,9 @@ pub enum StoreError {
         from: RunState,
         to: RunState,
     },
+    /// `create_run` found a halt in force (checked in the transaction that would create it).
+    #[error("a halt is in force since {} (set by {}: {}); nothing was started", .0.since_ms, .0.halted_by, .0.reason)]
+    Halted(Box<schedules::Halt>),
     #[error("run `{0}` is owned by another worker (its lease was lost)")]
     LeaseLost(String),
     #[error("stored data is corrupt: {0}")]
@@ -83,7 +86,7 @@ pub struct RunRecord {
     pub params: BTreeMap<String, String>,
     pub seed: u64,
     pub requested_by: String,
-    pub source: String,
+    pub source: RunSource,
     pub state: RunState,
     pub verdict: Option<Verdict>,
     pub rollback: Option<RollbackOutcome>,
@@ -105,7 +108,7 @@ pub struct NewRun {
     pub params: BTreeMap<String, String>,
     pub seed: u64,
     pub requested_by: String,
-    pub source: String,
+    pub source: RunSource,
 }
 
 /// What an abort request names.

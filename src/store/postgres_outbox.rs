@@ -6,7 +6,7 @@ use super::outbox::{
     self as ob, Delivered, MessageRef, OutboundMessage, OutboxRow, OutboxStore, RowRecord,
 };
 use super::postgres::PostgresStore;
-use crate::journal::now_ms;
+use crate::run::now_ms;
 use sqlx::types::Json;
 
 /// The cursor never moves backwards: a late writer with an older position keeps the newer one.

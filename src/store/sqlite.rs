@@ -18,8 +18,8 @@ use super::{
     AbortOutcome, AbortRequest, AbortScope, FaultRecord, NewFault, NewRun, RunFilter, RunRecord,
     Store, StoreError, StoreResult,
 };
-use crate::engine::state::{RollbackOutcome, RunState, Verdict};
-use crate::journal::{Entry, Event, now_ms};
+use crate::run::{Entry, Event, now_ms};
+use crate::run::{RollbackOutcome, RunState, Verdict};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -253,7 +253,7 @@ impl Store for SqliteStore {
             .bind(Json(&run.params))
             .bind(run.seed as i64)
             .bind(&run.requested_by)
-            .bind(&run.source)
+            .bind(run.source.to_string())
             .bind(created_ms)
             .execute(&mut *tx)
             .await?;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, warn};
 
 use super::{SlackApp, auth};
-use crate::journal::now_ms;
+use crate::run::now_ms;
 use crate::slack::blocks::Reply;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 

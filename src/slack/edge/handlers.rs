@@ -296,7 +296,7 @@ impl SlackApp {
                 exp,
                 SubmitRequest {
                     requested_by: user.to_string(),
-                    source: origin.to_source(),
+                    source: crate::run::RunSource::Slack(origin),
                     seed: None,
                 },
             )
@@ -406,7 +406,7 @@ impl SlackApp {
     ) -> Result<String, String> {
         let run = self.visible_run(id, team, user).await?;
         auth::may_abort(&self.cfg.slack, user, &run.id, &run.requested_by)?;
-        if run.state == crate::engine::state::RunState::Done {
+        if run.state == crate::run::RunState::Done {
             return Err(format!(
                 "run `{id}` has already finished ({}); there is nothing to abort. `summary {id}` shows how it went.",
                 run.verdict
@@ -503,7 +503,7 @@ impl SlackApp {
             })?;
         let active: Vec<&RunRecord> = runs
             .iter()
-            .filter(|r| r.state != crate::engine::state::RunState::Done)
+            .filter(|r| r.state != crate::run::RunState::Done)
             .filter(|r| self.visible(r, team, user))
             .collect();
         if active.is_empty() {
@@ -553,7 +553,7 @@ pub(crate) fn visible_to(
     team: &str,
     user: &str,
 ) -> bool {
-    match SlackOrigin::from_source(&run.source) {
+    match run.source.slack().cloned() {
         Some(o) => o.team == team,
         None => auth::is_operator(cfg, user),
     }

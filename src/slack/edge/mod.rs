@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::journal::now_ms;
+use crate::run::now_ms;
 use crate::slack::api::SlackApi;
 use crate::slack::blocks;
 use crate::store::outbox::{OutboundAction, OutboundMessage};

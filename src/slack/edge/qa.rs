@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use super::{SlackApp, auth};
-use crate::journal::now_ms;
 use crate::report;
+use crate::run::now_ms;
 use crate::slack::blocks::{Reply, truncate};
 use crate::slack::qa::{
     self, ANSWER_ACTION_ID, ANSWER_BLOCK, ANSWER_MODAL_CALLBACK_ID, LEARN_KIND_BLOCK,
@@ -546,7 +546,7 @@ impl SlackApp {
             LearningKind::Learned => "What we learned",
             LearningKind::Change => "What we change",
         };
-        if let Some(origin) = crate::slack::SlackOrigin::from_source(&run.source) {
+        if let Some(origin) = run.source.slack().cloned() {
             let post = qa::thread_post(
                 &run.id,
                 &origin.channel,

@@ -4,9 +4,9 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{SlackApp, SlashCommand, auth};
-use crate::journal::now_ms;
 use crate::report::period::{self, PeriodSpec, Window};
 use crate::report::record;
+use crate::run::now_ms;
 use crate::slack::blocks::{self, Reply};
 use crate::slack::digest;
 use crate::store::learning::{Learning, LearningKind, Question};

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::pacing::{backoff, millis};
 use super::{Shared, metric};
-use crate::journal::now_ms;
+use crate::run::now_ms;
 use crate::slack::api::ApiError;
 use crate::store::outbox::{Delivered, OutboundAction, OutboxRow};
 use crate::store::{StoreError, StoreResult};

@@ -25,7 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::instance::InstanceId;
-use crate::journal::now_ms;
+use crate::run::now_ms;
 use crate::slack::api::SlackApi;
 use crate::store::OutboxStore;
 

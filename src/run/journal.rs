@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::state::{RollbackOutcome, RunState, Verdict};
-use crate::load::{Latencies, LoadFigures};
+use crate::run::figures::{Latencies, LoadFigures};
+use crate::run::source::RunSource;
+use crate::run::{RollbackOutcome, RunState, Verdict};
 
 /// When in the run a probe sample was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,8 +39,8 @@ pub enum Event {
         experiment: String,
         title: String,
         requested_by: String,
-        /// Where the request came from ("cli", "slack:C123", ...).
-        source: String,
+        /// Where the request came from (stored as "cli", "slack:T:C:U", ...).
+        source: RunSource,
         params: BTreeMap<String, String>,
         /// Every random decision in the run derives from this seed.
         seed: u64,
