@@ -142,7 +142,21 @@ async fn finish_locked(
     append_locked(conn, id, &common::verdict_event(verdict, rollback, reason)).await
 }
 
+/// The advisory lock that orders run creation against `set_halt` (key: "halt" in ASCII).
+const HALT_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(1751215220)";
+const HALT_LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(1751215220)";
+
 impl PostgresStore {
+    /// A transaction that may put a halt in force, holding the halt lock exclusively until it
+    /// commits (`create_run` takes it shared).
+    pub(crate) async fn begin_halt_change(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(HALT_LOCK_EXCLUSIVE).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
     /// Claims the oldest queued run, or the queued run `only` names, within `max_active`.
     async fn claim(
         &self,
@@ -213,6 +227,19 @@ impl Store for PostgresStore {
     async fn create_run(&self, run: NewRun, submitted: Event) -> StoreResult<RunRecord> {
         let created_ms = now_ms();
         let mut tx = self.pool.begin().await?;
+        // The halt is checked where the run is created, under the lock `set_halt` takes
+        // exclusively: either this run commits first (and the `abort all` that follows the
+        // halt sees and aborts it), or this check sees the halt.
+        sqlx::query(HALT_LOCK_SHARED).execute(&mut *tx).await?;
+        let halt: Option<super::schedules::HaltRow> =
+            sqlx::query_as(super::schedules::CURRENT_HALT)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(h) = halt {
+            return Err(StoreError::Halted(Box::new(
+                super::schedules::halt_from_row(h),
+            )));
+        }
         sqlx::query(INSERT_RUN)
             .bind(&run.id)
             .bind(&run.experiment)

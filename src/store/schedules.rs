@@ -176,7 +176,7 @@ const SKIP_FIRE: &str = "UPDATE schedule_fires SET skipped = $3, skipped_by = $4
 const FINISH_FIRE: &str = "UPDATE schedule_fires SET run_id = $3, skipped = COALESCE($4, skipped) \
      WHERE schedule_id = $1 AND fire_ms = $2";
 
-const CURRENT_HALT: &str = "SELECT id, halted_by, reason, since_ms, lifted_by, lifted_ms \
+pub(crate) const CURRENT_HALT: &str = "SELECT id, halted_by, reason, since_ms, lifted_by, lifted_ms \
      FROM halts WHERE lifted_ms IS NULL ORDER BY id DESC LIMIT 1";
 
 const INSERT_HALT: &str = "INSERT INTO halts (halted_by, reason, since_ms) VALUES ($1, $2, $3) \
@@ -242,9 +242,9 @@ fn fire_from_row(r: FireRow) -> Fire {
     }
 }
 
-type HaltRow = (i64, String, String, i64, Option<String>, Option<i64>);
+pub(crate) type HaltRow = (i64, String, String, i64, Option<String>, Option<i64>);
 
-fn halt_from_row(r: HaltRow) -> Halt {
+pub(crate) fn halt_from_row(r: HaltRow) -> Halt {
     Halt {
         id: r.0,
         halted_by: r.1,
@@ -403,15 +403,23 @@ macro_rules! impl_schedule_store {
             }
 
             async fn set_halt(&self, by: &str, reason: &str, at_ms: i64) -> StoreResult<Halt> {
-                if let Some(h) = self.current_halt().await? {
-                    return Ok(h);
+                // The same lock `create_run` takes: a run is created either before the halt
+                // (and `abort all`, which follows it, aborts the run) or sees it and is refused.
+                let mut tx = self.begin_halt_change().await?;
+                let current: Option<HaltRow> = sqlx::query_as(CURRENT_HALT)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(h) = current {
+                    tx.commit().await?;
+                    return Ok(halt_from_row(h));
                 }
                 let row: HaltRow = sqlx::query_as(INSERT_HALT)
                     .bind(by)
                     .bind(reason)
                     .bind(at_ms)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(halt_from_row(row))
             }
 

@@ -132,6 +132,14 @@ impl SqliteStore {
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// A transaction that may put a halt in force: SQLite serializes writers, so a write
+    /// transaction is all the exclusion `create_run` needs.
+    pub(crate) async fn begin_halt_change(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_write().await
+    }
 }
 
 async fn append_in(conn: &mut SqliteConnection, id: &str, event: &Event) -> StoreResult<Entry> {
@@ -245,6 +253,17 @@ impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun, submitted: Event) -> StoreResult<RunRecord> {
         let created_ms = now_ms();
         let mut tx = self.begin_write().await?;
+        // The halt is checked where the run is created: writers are serialized, so no
+        // `abort all` can land between this check and the insert.
+        let halt: Option<super::schedules::HaltRow> =
+            sqlx::query_as(super::schedules::CURRENT_HALT)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(h) = halt {
+            return Err(StoreError::Halted(Box::new(
+                super::schedules::halt_from_row(h),
+            )));
+        }
         sqlx::query(INSERT_RUN)
             .bind(&run.id)
             .bind(&run.experiment)
