@@ -19,6 +19,19 @@ const READ_LIMIT: Duration = Duration::from_secs(5);
 
 /// Echo server; reports the arrival time of every chunk it reads on `arrivals`.
 async fn echo_server(arrivals: Option<mpsc::UnboundedSender<Instant>>) -> SocketAddr {
+    echo_server_counting(arrivals, false).await
+}
+
+/// Like [`echo_server`], with one arrival per byte instead of one per read: a busy machine may
+/// deliver two one-byte writes in one read, and each byte still arrived at that moment.
+async fn echo_server_per_byte(arrivals: mpsc::UnboundedSender<Instant>) -> SocketAddr {
+    echo_server_counting(Some(arrivals), true).await
+}
+
+async fn echo_server_counting(
+    arrivals: Option<mpsc::UnboundedSender<Instant>>,
+    per_byte: bool,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -33,7 +46,10 @@ async fn echo_server(arrivals: Option<mpsc::UnboundedSender<Instant>>) -> Socket
                         Ok(n) => n,
                     };
                     if let Some(tx) = &arrivals {
-                        let _ = tx.send(Instant::now());
+                        let now = Instant::now();
+                        for _ in 0..if per_byte { n } else { 1 } {
+                            let _ = tx.send(now);
+                        }
                     }
                     if s.write_all(&buf[..n]).await.is_err() {
                         return;
@@ -159,7 +175,7 @@ async fn latency_delays_each_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_pipelined_not_cumulative() {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let p = start(echo_server(Some(tx)).await).await;
+    let p = start(echo_server_per_byte(tx).await).await;
     let mut s = connect(&p).await;
     p.add_toxic(toxic(latency(60), Direction::Upstream))
         .unwrap();
@@ -173,7 +189,10 @@ async fn latency_is_pipelined_not_cumulative() {
     }
     read_n(&mut s, 40).await;
     for (i, t) in sent.iter().enumerate() {
-        let arrived = rx.recv().await.unwrap();
+        let arrived = tokio::time::timeout(READ_LIMIT, rx.recv())
+            .await
+            .expect("the echo server saw fewer bytes than were sent")
+            .unwrap();
         let d = arrived - *t;
         assert!(d >= 60 * MS && d < 100 * MS, "chunk {i}: {d:?}");
     }
@@ -215,7 +234,10 @@ async fn direction_matters() {
     // Downstream latency: the request reaches the server at once, the reply is late.
     let t0 = Instant::now();
     s.write_all(b"abc").await.unwrap();
-    let arrived = rx.recv().await.unwrap();
+    let arrived = tokio::time::timeout(READ_LIMIT, rx.recv())
+        .await
+        .expect("no arrival")
+        .unwrap();
     read_n(&mut s, 3).await;
     assert!(
         arrived - t0 < 20 * MS,
@@ -229,7 +251,10 @@ async fn direction_matters() {
         .unwrap();
     let t0 = Instant::now();
     s.write_all(b"abc").await.unwrap();
-    let arrived = rx.recv().await.unwrap();
+    let arrived = tokio::time::timeout(READ_LIMIT, rx.recv())
+        .await
+        .expect("no arrival")
+        .unwrap();
     read_n(&mut s, 3).await;
     assert!(arrived - t0 >= 50 * MS, "{:?}", arrived - t0);
 }
