@@ -12,7 +12,8 @@
 //! Cron fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or `jan`-`dec`)
 //! and day of week (0-7 or `sun`-`sat`, 0 and 7 both Sunday); each takes `*`, numbers, ranges
 //! `a-b`, steps `*/n` or `a-b/n`, and lists `a,b`. When both day fields are restricted, a day
-//! matching either fires (as in Vixie cron).
+//! matching either fires; a day field that starts with `*` (`*/2`) is not restricted, so the two
+//! are then both required (as in Vixie cron).
 
 use std::time::Duration;
 
@@ -497,8 +498,10 @@ impl Cron {
             dom,
             months,
             dow,
-            dom_any: fields[2] == "*",
-            dow_any: fields[4] == "*",
+            // As in Vixie cron, a day field that starts with `*` (`*`, `*/2`) is unrestricted:
+            // the day fields are then ANDed, and ORed only when both are restricted.
+            dom_any: fields[2].starts_with('*'),
+            dow_any: fields[4].starts_with('*'),
         })
     }
 
@@ -508,11 +511,10 @@ impl Cron {
         }
         let dom = self.dom & (1 << date.day()) != 0;
         let dow = self.dow & (1 << date.weekday().num_days_from_sunday()) != 0;
-        match (self.dom_any, self.dow_any) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
+        if self.dom_any || self.dow_any {
+            dom && dow
+        } else {
+            dom || dow
         }
     }
 
@@ -682,6 +684,24 @@ mod tests {
                 "2026-12-01T08:00:00Z",
                 "2026-12-04T08:00:00Z"
             ]
+        );
+        // A day field that starts with `*` is unrestricted, so the fields are ANDed: odd days
+        // of the month that are Mondays (Vixie cron), not every odd day and every Monday.
+        let w = When::parse("0 9 */2 * mon", &rules(), now).unwrap();
+        let next: Vec<String> = w.next_n(now, 3).into_iter().map(utc).collect();
+        assert_eq!(
+            next,
+            [
+                "2026-12-07T09:00:00Z",
+                "2026-12-21T09:00:00Z",
+                "2027-01-11T09:00:00Z"
+            ]
+        );
+        let w = When::parse("0 9 13 * */3", &rules(), now).unwrap();
+        assert_eq!(
+            utc(w.next_after(now).unwrap()),
+            // The next 13th that is a Sunday, Wednesday or Saturday: 2026-12-13, a Sunday.
+            "2026-12-13T09:00:00Z"
         );
     }
 
