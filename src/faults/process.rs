@@ -152,6 +152,9 @@ pub enum ProcessError {
         "the recorded process fault cannot be read ({0}); check the processes of its target by hand"
     )]
     Record(String),
+    /// An undo that already ran and failed, asked again.
+    #[error("{0}")]
+    UndoFailed(String),
 }
 
 /// One process as seen at `prepare`: enough to recognise it again (a recycled pid has another
@@ -449,16 +452,117 @@ fn resume_all(target: &str, pids: &[ProcIdentity]) -> (usize, usize) {
 
 fn run_restart(target: &str, cmd: &str) -> Result<(), ProcessError> {
     info!(target, cmd, "running the restart command");
-    match run_shell(cmd, Duration::from_secs(30), false) {
-        Ok((0, _)) => Ok(()),
-        Ok((code, _)) => Err(ProcessError::Restart {
-            target: target.to_string(),
-            what: format!("`{cmd}` exited with status {code}"),
-        }),
-        Err(what) => Err(ProcessError::Restart {
-            target: target.to_string(),
-            what,
-        }),
+    let started = Instant::now();
+    let fail = |what: String| ProcessError::Restart {
+        target: target.to_string(),
+        what,
+    };
+    let out = RestartOutput::create().map_err(|e| fail(format!("cannot keep its output: {e}")))?;
+    let result = run_shell_to(cmd, RESTART_LIMIT, out.stdio());
+    let took = started.elapsed();
+    let tail = out.tail();
+    match result {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(fail(format!(
+            "`{cmd}` exited with status {code} after {}{tail}",
+            humantime::format_duration(round_ms(took))
+        ))),
+        Err(what) => Err(fail(format!("{what}{tail}"))),
+    }
+}
+
+/// How long a restart command may take to return (it must start the process in the background).
+const RESTART_LIMIT: Duration = Duration::from_secs(30);
+
+/// How many of the last output lines a failed restart quotes.
+const OUTPUT_TAIL_LINES: usize = 5;
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Runs `sh -c cmd` with stdout and stderr going to `output`, waiting at most `limit`; its exit
+/// code.
+fn run_shell_to(cmd: &str, limit: Duration, output: Option<(Stdio, Stdio)>) -> Result<i32, String> {
+    let (stdout, stderr) = output.unwrap_or_else(|| (Stdio::null(), Stdio::null()));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start `sh -c {cmd}`: {e}"))?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status.code().unwrap_or(-1)),
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                return Err(format!(
+                    "`{cmd}` still runs after {}s (timed out: it must start the process in the background and return)",
+                    limit.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for `{cmd}`: {e}")),
+        }
+    }
+}
+
+/// A restart command's output, kept in a file rather than a pipe: the process it starts in the
+/// background inherits the descriptor, and a pipe would stay open as long as that process lives.
+struct RestartOutput {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl RestartOutput {
+    fn create() -> std::io::Result<RestartOutput> {
+        let path = std::env::temp_dir().join(format!(
+            "chaosbot-restart-{}-{}.log",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = std::fs::File::create(&path)?;
+        Ok(RestartOutput {
+            path,
+            file: Some(file),
+        })
+    }
+
+    fn stdio(&self) -> Option<(Stdio, Stdio)> {
+        let f = self.file.as_ref()?;
+        Some((
+            Stdio::from(f.try_clone().ok()?),
+            Stdio::from(f.try_clone().ok()?),
+        ))
+    }
+
+    /// "; last output: a | b" (the last few non-empty lines), or nothing when it printed none.
+    fn tail(&self) -> String {
+        let text = std::fs::read(&self.path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return "; it printed nothing".into();
+        }
+        let from = lines.len().saturating_sub(OUTPUT_TAIL_LINES);
+        let mut tail = lines[from..].join(" | ");
+        if tail.chars().count() > 400 {
+            tail = tail.chars().take(400).collect::<String>() + "…";
+        }
+        format!("; last output: {tail}")
+    }
+}
+
+impl Drop for RestartOutput {
+    fn drop(&mut self) {
+        self.file.take();
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -467,19 +571,43 @@ struct Undo {
     done: Mutex<bool>,
     wake: Condvar,
     action: Box<dyn Fn() -> Result<String, ProcessError> + Send + Sync>,
+    /// Why the undo failed, when it did: asked again (the engine retries a revert, or the
+    /// deadline thread ran it first), it says so again instead of "already done".
+    failed: Mutex<Option<String>>,
 }
 
 impl Undo {
-    /// Runs the undo unless it already ran; Ok(None) when it had.
+    fn new(action: Box<dyn Fn() -> Result<String, ProcessError> + Send + Sync>) -> Undo {
+        Undo {
+            done: Mutex::new(false),
+            wake: Condvar::new(),
+            action,
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// Runs the undo unless it already ran; Ok(None) when it had and succeeded, the same
+    /// error when it had and failed.
     fn run_once(&self) -> Result<Option<String>, ProcessError> {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         if *done {
-            return Ok(None);
+            return match self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                Some(why) => Err(ProcessError::UndoFailed(why)),
+                None => Ok(None),
+            };
         }
-        // Marked done even on error: a restart that failed is reported once, not re-run by
-        // the deadline thread behind the operator's back.
+        // Marked done even on error: a restart that failed is reported, not re-run by the
+        // deadline thread behind the operator's back.
         *done = true;
         let r = (self.action)();
+        if let Err(e) = &r {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
         self.wake.notify_all();
         r.map(Some)
     }
@@ -656,21 +784,17 @@ impl super::FaultFamily for ProcessFaults {
                     pid_list(&stopped)
                 );
                 let (t, s) = (target.clone(), stopped.clone());
-                let undo = Arc::new(Undo {
-                    done: Mutex::new(false),
-                    wake: Condvar::new(),
-                    action: Box::new(move || {
-                        let (resumed, gone) = resume_all(&t, &s);
-                        Ok(format!(
-                            "resumed {resumed} process(es) of `{t}`{}",
-                            if gone > 0 {
-                                format!(" ({gone} exited while paused)")
-                            } else {
-                                String::new()
-                            }
-                        ))
-                    }),
-                });
+                let undo = Arc::new(Undo::new(Box::new(move || {
+                    let (resumed, gone) = resume_all(&t, &s);
+                    Ok(format!(
+                        "resumed {resumed} process(es) of `{t}`{}",
+                        if gone > 0 {
+                            format!(" ({gone} exited while paused)")
+                        } else {
+                            String::new()
+                        }
+                    ))
+                })));
                 undo.arm(ctx.deadline, format!("pause of `{target}`"));
                 info!(step = %step.name, %summary, "processes paused");
                 Ok(Box::new(ActiveProcessFault { undo, summary }))
@@ -710,14 +834,10 @@ impl super::FaultFamily for ProcessFaults {
                     }
                 );
                 let (t, cmd) = (target.clone(), p.restart_command.clone());
-                let undo = Arc::new(Undo {
-                    done: Mutex::new(false),
-                    wake: Condvar::new(),
-                    action: Box::new(move || match &cmd {
-                        Some(c) => run_restart(&t, c).map(|()| format!("restarted `{t}`")),
-                        None => Ok(format!("nothing to undo for `{t}` (no restart asked)")),
-                    }),
-                });
+                let undo = Arc::new(Undo::new(Box::new(move || match &cmd {
+                    Some(c) => run_restart(&t, c).map(|()| format!("restarted `{t}`")),
+                    None => Ok(format!("nothing to undo for `{t}` (no restart asked)")),
+                })));
                 if p.restart_command.is_some() {
                     undo.arm(ctx.deadline, format!("restart of `{target}`"));
                 }
