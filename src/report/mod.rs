@@ -1,10 +1,14 @@
 //! Renderings of a run's journal for people: the final summary (numbers before, during and
 //! after; timeline; time to detect and to recover) and the live terminal view.
+//!
+//! Views write no transport's markup: what goes to Slack is built from [`text`] pieces that
+//! `slack/` renders as mrkdwn.
 
 pub mod ask;
 pub mod live;
 pub mod period;
 pub mod record;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
