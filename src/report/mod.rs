@@ -1,5 +1,7 @@
 //! Renderings of a run's journal for people: the final summary (numbers before, during and
-//! after; timeline; time to detect and to recover) and the live terminal view.
+//! after; timeline; time to detect and to recover), the live terminal view ([`live`]), answers
+//! to questions from the journal ([`ask`]), period summaries ([`period`]) and the learning
+//! record ([`record`]).
 //!
 //! Views write no transport's markup: what goes to Slack is built from [`text`] pieces that
 //! `slack/` renders as mrkdwn.
