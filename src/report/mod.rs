@@ -18,8 +18,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{Latencies, LoadFigures};
-use crate::run::{Entry, Event, SamplePhase};
+use crate::run::{Entry, Event, Latencies, LoadFigures, SamplePhase};
 use crate::store::RunRecord;
 
 /// Latency and success numbers of one probe in one phase.
