@@ -9,7 +9,8 @@
 //!   TCP proxy; process signals; cpu, memory, disk and io stress; HTTP load), samples
 //!   [`probes`], and always reverts.
 //! - [`load`] generates open-loop HTTP load for the `load` fault step.
-//! - [`journal`] is each run's append-only event list, the single source of truth.
+//! - [`run`] holds the types every layer shares: a run's lifecycle state, its source and its
+//!   journal, the append-only event list that is the single source of truth.
 //! - [`gameday`] runs an agenda of experiments in one channel, one after another, with a Q&A
 //!   window after each (a conference track), from plan files in the catalog.
 //! - [`report`] renders journals for people (terminal view, final report).
@@ -18,6 +19,7 @@
 //!   [`slack::outbox`], and [`slack::server`] puts the long-running process together.
 //! - [`schedule`] starts experiments at planned times (heads-up, Skip, allowed hours, the halt
 //!   `abort all` puts in force), through the same path as `/chaos start`.
+//! - [`clock`] and [`suggest`] (the "did you mean" hints) are small helpers any layer may use.
 
 pub mod cli;
 pub mod clock;
@@ -33,3 +35,4 @@ pub mod schedule;
 pub mod slack;
 pub mod spec;
 pub mod store;
+pub mod suggest;

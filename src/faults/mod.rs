@@ -53,7 +53,7 @@ pub trait ActiveFault: Send + Sync {
     fn summary(&self) -> String;
 }
 
-/// One family of faults (network, later process, resource, load).
+/// One family of faults: network, process, resource, load.
 #[async_trait::async_trait]
 pub trait FaultFamily: Send + Sync {
     /// Name stored with each fault record ("network").

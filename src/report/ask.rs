@@ -6,8 +6,7 @@
 //! Recognition is by keywords, on purpose: a question that does not clearly ask for one of these
 //! numbers is left to the speaker rather than answered wrongly.
 
-use std::fmt::Write as _;
-
+use crate::report::text::{Line, journal_time};
 use crate::report::{PhaseStats, RunSummary};
 use crate::run::{Entry, Event, SamplePhase};
 
@@ -144,13 +143,12 @@ pub fn topics(question: &str) -> Vec<Topic> {
 }
 
 fn at(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%H:%M:%S%.3f UTC").to_string())
-        .unwrap_or_else(|| format!("{ms} ms"))
+    journal_time(ms)
 }
 
-fn cite(e: &Entry) -> String {
-    format!("journal #{} at {}", e.seq, at(e.at_ms))
+/// `line` followed by " (quote of `e`)".
+fn cited(line: Line, e: &Entry) -> Line {
+    line.text(" (").cite(e.seq, e.at_ms).text(")")
 }
 
 fn fmt_ms(ms: i64) -> String {
@@ -212,7 +210,7 @@ fn sample_span(entries: &[Entry], phase: SamplePhase, probe: &str) -> Option<(i6
     Some((*seqs.first()?, *seqs.last()?))
 }
 
-fn latency(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[Entry]) {
+fn latency(out: &mut Vec<Line>, ws: &[String], s: &RunSummary, entries: &[Entry]) {
     let mut asked = percentiles(ws);
     if asked.is_empty() {
         asked = vec![Pct::P50, Pct::P95, Pct::P99];
@@ -233,13 +231,12 @@ fn latency(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[Entr
             let span = sample_span(entries, phase, &probe.probe)
                 .map(|(a, b)| format!(" (journal #{a}–#{b})"))
                 .unwrap_or_default();
-            out.push(format!(
-                "probe `{}` {}: {} over {} samples{span}",
-                probe.probe,
+            out.push(Line::from("probe ").code(&probe.probe).text(format!(
+                " {}: {} over {} samples{span}",
                 phase_label(phase),
                 nums.join(" · "),
                 st.samples
-            ));
+            )));
         }
     }
     for (l, e) in s.loads.iter().zip(load_reports(entries)) {
@@ -258,14 +255,16 @@ fn latency(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[Entr
                 format!("{} {v:.1} ms", p.label())
             })
             .collect();
-        out.push(format!(
-            "load `{}` on `{}`: {} over {} requests, from each request's intended send time ({})",
-            l.step,
-            l.target,
-            nums.join(" · "),
-            l.stats.requests,
-            cite(e)
-        ));
+        let line = Line::from("load ")
+            .code(&l.step)
+            .text(" on ")
+            .code(&l.target)
+            .text(format!(
+                ": {} over {} requests, from each request's intended send time",
+                nums.join(" · "),
+                l.stats.requests,
+            ));
+        out.push(cited(line, e));
     }
 }
 
@@ -283,7 +282,7 @@ fn phase_label(p: SamplePhase) -> &'static str {
     }
 }
 
-fn error_rate(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[Entry]) {
+fn error_rate(out: &mut Vec<Line>, ws: &[String], s: &RunSummary, entries: &[Entry]) {
     for probe in &s.probes {
         for phase in phases_asked(ws) {
             let st = phase_stats(probe, phase);
@@ -293,24 +292,22 @@ fn error_rate(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[E
             let span = sample_span(entries, phase, &probe.probe)
                 .map(|(a, b)| format!(" (journal #{a}–#{b})"))
                 .unwrap_or_default();
-            out.push(format!(
-                "probe `{}` {}: {} of {} samples failed ({:.1}%){span}",
-                probe.probe,
+            out.push(Line::from("probe ").code(&probe.probe).text(format!(
+                " {}: {} of {} samples failed ({:.1}%){span}",
                 phase_label(phase),
                 st.failed,
                 st.samples,
                 st.failed as f64 * 100.0 / st.samples as f64
-            ));
+            )));
         }
     }
     for (l, e) in s.loads.iter().zip(load_reports(entries)) {
-        let mut line = format!(
-            "load `{}`: {} of {} requests failed ({:.2}%)",
-            l.step,
+        let mut line = Line::from("load ").code(&l.step).text(format!(
+            ": {} of {} requests failed ({:.2}%)",
             l.stats.errors,
             l.stats.requests,
             l.stats.error_rate() * 100.0
-        );
+        ));
         if !l.stats.status_counts.is_empty() {
             let codes: Vec<String> = l
                 .stats
@@ -318,10 +315,9 @@ fn error_rate(out: &mut Vec<String>, ws: &[String], s: &RunSummary, entries: &[E
                 .iter()
                 .map(|(c, n)| format!("{c}: {n}"))
                 .collect();
-            let _ = write!(line, "; status {}", codes.join(", "));
+            line = line.text(format!("; status {}", codes.join(", ")));
         }
-        let _ = write!(line, " ({})", cite(e));
-        out.push(line);
+        out.push(cited(line, e));
     }
 }
 
@@ -329,7 +325,7 @@ fn first(entries: &[Entry], pred: impl Fn(&Event) -> bool) -> Option<&Entry> {
     entries.iter().find(|e| pred(&e.event))
 }
 
-fn time_to_detect(out: &mut Vec<String>, entries: &[Entry]) {
+fn time_to_detect(out: &mut Vec<Line>, entries: &[Entry]) {
     let injected = first(entries, |e| matches!(e, Event::FaultInjected { .. }));
     let Some(injected) = injected else {
         out.push("no fault was injected in this run, so there was nothing to detect".into());
@@ -347,31 +343,38 @@ fn time_to_detect(out: &mut Vec<String>, entries: &[Entry]) {
             )
     });
     match trouble {
-        Some(t) => out.push(format!(
-            "time to detect: {} — from the first fault injected ({}) to the first sign of trouble, {} ({})",
-            fmt_ms(t.at_ms - injected.at_ms),
-            cite(injected),
-            describe(&t.event),
-            cite(t)
-        )),
-        None => out.push(format!(
-            "time to detect: none — no probe saw trouble after the fault was injected ({}); the hypothesis held",
-            cite(injected)
-        )),
-    }
-}
-
-fn describe(e: &Event) -> String {
-    match e {
-        Event::ProbeSample { probe, detail, .. } => format!("probe `{probe}` failed ({detail})"),
-        Event::ToleranceExceeded { probe, detail } => {
-            format!("`{probe}` breached the hypothesis ({detail})")
+        Some(t) => {
+            let line = Line::from(format!(
+                "time to detect: {} — from the first fault injected",
+                fmt_ms(t.at_ms - injected.at_ms)
+            ));
+            let line = cited(line, injected)
+                .text(" to the first sign of trouble, ")
+                .then(describe(&t.event));
+            out.push(cited(line, t));
         }
-        _ => e.kind().to_string(),
+        None => {
+            let line = Line::from(
+                "time to detect: none — no probe saw trouble after the fault was injected",
+            );
+            out.push(cited(line, injected).text("; the hypothesis held"));
+        }
     }
 }
 
-fn time_to_recover(out: &mut Vec<String>, s: &RunSummary, entries: &[Entry]) {
+fn describe(e: &Event) -> Line {
+    match e {
+        Event::ProbeSample { probe, detail, .. } => Line::from("probe ")
+            .code(probe)
+            .text(format!(" failed ({detail})")),
+        Event::ToleranceExceeded { probe, detail } => Line::new()
+            .code(probe)
+            .text(format!(" breached the hypothesis ({detail})")),
+        _ => Line::from(e.kind()),
+    }
+}
+
+fn time_to_recover(out: &mut Vec<Line>, s: &RunSummary, entries: &[Entry]) {
     let last_reverted = entries
         .iter()
         .rev()
@@ -393,22 +396,28 @@ fn time_to_recover(out: &mut Vec<String>, s: &RunSummary, entries: &[Entry]) {
                         }
                     )
             });
-            out.push(format!(
-                "time to recover: {} — from the last fault removed ({}) to the steady state being back{}",
-                fmt_ms(ms),
-                cite(rev),
-                back.map(|b| format!(" ({})", cite(b))).unwrap_or_default()
+            let line = Line::from(format!(
+                "time to recover: {} — from the last fault removed",
+                fmt_ms(ms)
             ));
+            let line = cited(line, rev).text(" to the steady state being back");
+            out.push(match back {
+                Some(b) => cited(line, b),
+                None => line,
+            });
         }
-        None => out.push(format!(
-            "time to recover: not measured — after the last fault was removed ({}) no probe showed the steady state back for good",
-            cite(rev)
-        )),
+        None => {
+            let line =
+                Line::from("time to recover: not measured — after the last fault was removed");
+            out.push(cited(line, rev).text(" no probe showed the steady state back for good"));
+        }
     }
 }
 
-fn fault_times(out: &mut Vec<String>, entries: &[Entry], start: bool) {
+fn fault_times(out: &mut Vec<Line>, entries: &[Entry], start: bool) {
     let mut any = false;
+    let fault =
+        |step: &str, target: &str| Line::from("fault ").code(step).text(" on ").code(target);
     for e in entries {
         match &e.event {
             Event::FaultInjected {
@@ -418,19 +427,19 @@ fn fault_times(out: &mut Vec<String>, entries: &[Entry], start: bool) {
                 ..
             } if start => {
                 any = true;
-                out.push(format!(
-                    "fault `{step}` on `{target}` started at {} ({summary}; journal #{})",
+                out.push(fault(step, target).text(format!(
+                    " started at {} ({summary}; journal #{})",
                     at(e.at_ms),
                     e.seq
-                ));
+                )));
             }
             Event::FaultReverted { step, target } if !start => {
                 any = true;
-                out.push(format!(
-                    "fault `{step}` on `{target}` ended (reverted) at {} (journal #{})",
+                out.push(fault(step, target).text(format!(
+                    " ended (reverted) at {} (journal #{})",
                     at(e.at_ms),
                     e.seq
-                ));
+                )));
             }
             Event::FaultRevertFailed {
                 step,
@@ -438,11 +447,11 @@ fn fault_times(out: &mut Vec<String>, entries: &[Entry], start: bool) {
                 error,
             } if !start => {
                 any = true;
-                out.push(format!(
-                    "fault `{step}` on `{target}` could NOT be reverted at {}: {error} (journal #{})",
+                out.push(fault(step, target).text(format!(
+                    " could NOT be reverted at {}: {error} (journal #{})",
                     at(e.at_ms),
                     e.seq
-                ));
+                )));
             }
             _ => {}
         }
@@ -456,7 +465,7 @@ fn fault_times(out: &mut Vec<String>, entries: &[Entry], start: bool) {
     }
 }
 
-fn who_started(out: &mut Vec<String>, entries: &[Entry]) {
+fn who_started(out: &mut Vec<Line>, entries: &[Entry]) {
     if let Some(e) = first(entries, |e| matches!(e, Event::Submitted { .. }))
         && let Event::Submitted {
             requested_by,
@@ -464,42 +473,33 @@ fn who_started(out: &mut Vec<String>, entries: &[Entry]) {
             ..
         } = &e.event
     {
-        let who = if requested_by.starts_with('U') || requested_by.starts_with('W') {
-            format!("<@{requested_by}>")
-        } else {
-            format!("`{requested_by}`")
+        let line = Line::from("the run was started by ").person(requested_by);
+        let line = match source.slack() {
+            Some(o) => line.text(" from Slack, channel ").channel(&o.channel),
+            None => line.text(" from ").code(source.to_string()),
         };
-        let from = match source.slack() {
-            Some(o) => format!("from Slack, channel <#{}>", o.channel),
-            None => format!("from `{source}`"),
-        };
-        out.push(format!(
-            "the run was started by {who} {from} at {} ({})",
-            at(e.at_ms),
-            cite(e)
-        ));
+        out.push(cited(line.text(format!(" at {}", at(e.at_ms))), e));
     }
 }
 
-fn run_duration(out: &mut Vec<String>, entries: &[Entry]) {
+fn run_duration(out: &mut Vec<Line>, entries: &[Entry]) {
     let submitted = entries.first();
     let verdict = entries
         .iter()
         .rev()
         .find(|e| matches!(e.event, Event::Verdict { .. }));
     if let (Some(a), Some(b)) = (submitted, verdict) {
-        out.push(format!(
-            "the run took {} from submission ({}) to its verdict ({})",
-            fmt_ms(b.at_ms - a.at_ms),
-            cite(a),
-            cite(b)
+        let line = Line::from(format!(
+            "the run took {} from submission",
+            fmt_ms(b.at_ms - a.at_ms)
         ));
+        out.push(cited(cited(line, a).text(" to its verdict"), b));
     }
 }
 
-/// The journal-backed answer to `question`, or `None` when it does not ask for a number the
-/// journal holds (the speaker answers those).
-pub fn answer(question: &str, summary: &RunSummary, entries: &[Entry]) -> Option<String> {
+/// The journal-backed answer to `question`, one line per number, or `None` when it does not ask
+/// for a number the journal holds (the speaker answers those). The edges render the lines.
+pub fn answer(question: &str, summary: &RunSummary, entries: &[Entry]) -> Option<Vec<Line>> {
     let asked = topics(question);
     if asked.is_empty() {
         return None;
@@ -518,16 +518,7 @@ pub fn answer(question: &str, summary: &RunSummary, entries: &[Entry]) -> Option
             Topic::RunDuration => run_duration(&mut lines, entries),
         }
     }
-    if lines.is_empty() {
-        return None;
-    }
-    Some(
-        lines
-            .iter()
-            .map(|l| format!("• {l}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+    (!lines.is_empty()).then_some(lines)
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
 //! Renderings of a run's journal for people: the final summary (numbers before, during and
-//! after; timeline; time to detect and to recover) and the live terminal view.
+//! after; timeline; time to detect and to recover), the live terminal view ([`live`]), answers
+//! to questions from the journal ([`ask`]), period summaries ([`period`]) and the learning
+//! record ([`record`]).
+//!
+//! Views write no transport's markup: what goes to Slack is built from [`text`] pieces that
+//! `slack/` renders as mrkdwn.
 
 pub mod ask;
 pub mod live;
 pub mod period;
 pub mod record;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,8 +18,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{Latencies, LoadFigures};
-use crate::run::{Entry, Event, SamplePhase};
+use crate::run::{Entry, Event, Latencies, LoadFigures, SamplePhase};
 use crate::store::RunRecord;
 
 /// Latency and success numbers of one probe in one phase.

@@ -127,24 +127,9 @@ pub fn parse_zone(name: &str) -> Result<Tz, WhenError> {
 
 /// Up to three zone names close to `name` (whole name or its last part, e.g. `Berlin`).
 fn close_zones(name: &str) -> Vec<String> {
-    let lower = name.to_lowercase();
-    let mut scored: Vec<(f64, &str)> = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|t| {
-            let full = t.name().to_lowercase();
-            let last = full.rsplit('/').next().unwrap_or(&full).to_string();
-            let score =
-                strsim::jaro_winkler(&lower, &full).max(strsim::jaro_winkler(&lower, &last));
-            (score, t.name())
-        })
-        .filter(|(score, _)| *score >= 0.85)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-    scored
-        .into_iter()
-        .take(3)
-        .map(|(_, n)| n.to_string())
-        .collect()
+    let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
+    let close = crate::suggest::ranked(name, names);
+    close.into_iter().take(3).map(str::to_string).collect()
 }
 
 impl When {

@@ -4,10 +4,44 @@
 
 use serde_json::{Value, json};
 
+use crate::report::text::{Line, Piece};
+
 pub const MAX_BLOCKS: usize = 50;
 pub const MAX_SECTION_CHARS: usize = 3000;
 /// Slack truncates longer top-level `text`; keep ours short (it is the notification text).
 pub const MAX_TEXT_CHARS: usize = 3000;
+
+/// A view's line as mrkdwn: names in code, people as mentions, channels as links.
+pub fn mrkdwn(line: &Line) -> String {
+    let mut out = String::new();
+    for p in line.pieces() {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Code(c) => {
+                out.push('`');
+                out.push_str(c);
+                out.push('`');
+            }
+            Piece::Person(who) => out.push_str(&super::qa::mention(who)),
+            Piece::Channel(c) => {
+                out.push_str("<#");
+                out.push_str(c);
+                out.push('>');
+            }
+            Piece::Cite { seq, at_ms } => out.push_str(&Piece::cite_words(*seq, *at_ms)),
+        }
+    }
+    out
+}
+
+/// Lines as a bulleted mrkdwn list.
+pub fn mrkdwn_list(lines: &[Line]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("• {}", mrkdwn(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// An ephemeral answer being built: a plain-text fallback and mrkdwn sections.
 #[derive(Debug, Clone, Default)]
@@ -144,6 +178,25 @@ pub fn split_text(s: &str, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn view_lines_as_mrkdwn() {
+        let l = Line::from("started by ")
+            .person("UALICE")
+            .text(" and ")
+            .person("cli")
+            .text(" in ")
+            .channel("C1")
+            .text(", probe ")
+            .code("api")
+            .text(" (")
+            .cite(2, 1_000)
+            .text(")");
+        assert_eq!(
+            mrkdwn_list(&[l, Line::from("x")]),
+            "• started by <@UALICE> and `cli` in <#C1>, probe `api` (journal #2 at 00:00:01.000 UTC)\n• x"
+        );
+    }
 
     #[test]
     fn long_sections_split_and_blocks_capped() {

@@ -269,9 +269,11 @@ pub async fn auto_answer(
     if q.answer.is_some() || run.finished_ms.is_none() {
         return Ok(None);
     }
-    let Some(body) = report::ask::answer(&q.text, summary, entries) else {
+    let Some(lines) = report::ask::answer(&q.text, summary, entries) else {
         return Ok(None);
     };
+    // Stored as posted: the board and `/chaos summary` show the same text as the thread.
+    let body = super::blocks::mrkdwn_list(&lines);
     let answer = Answer {
         text: body.clone(),
         by: AUTO_ANSWERER.to_string(),

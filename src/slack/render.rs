@@ -398,7 +398,7 @@ fn fmt_ms(ms: Option<i64>) -> String {
 #[cfg(test)]
 mod load_tests {
     use super::*;
-    use crate::load::{Latencies, LoadFigures};
+    use crate::run::{Latencies, LoadFigures};
 
     fn entry(event: Event) -> Entry {
         Entry {

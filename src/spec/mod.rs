@@ -134,19 +134,7 @@ pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let mut best: Option<(f64, &str)> = None;
-    for c in candidates {
-        if c == word {
-            continue;
-        }
-        let score = strsim::jaro_winkler(word, c);
-        let dist = strsim::damerau_levenshtein(word, c);
-        let close = dist <= 2.max(word.len() / 3) || score >= 0.88;
-        if close && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
-        }
-    }
-    best.map(|(_, c)| c.to_string())
+    crate::suggest::closest(word, candidates).map(str::to_string)
 }
 
 /// One problem found in an experiment file.

@@ -115,7 +115,7 @@ pub struct FaultStep {
     pub fault: FaultSpec,
 }
 
-/// What a fault step does. Later fault families (process, resource, load) add variants here.
+/// What a fault step does: one variant per fault family (network, process, resource, load).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "family")]
 pub enum FaultSpec {

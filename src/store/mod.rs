@@ -142,7 +142,7 @@ pub struct FaultRecord {
     pub run_id: String,
     pub step: String,
     pub target: String,
-    /// Fault family ("network", later "process", ...).
+    /// Fault family: "network", "process", "resource" or "load".
     pub family: String,
     /// What recovery needs to undo it (family-specific JSON: pids, paths, toxic ids...).
     pub detail: serde_json::Value,

@@ -148,13 +148,7 @@ fn unknown_message(word: &str, suggestion: Option<&str>) -> String {
 
 /// The closest subcommand to a mistyped word, if any is close.
 pub fn closest_subcommand(word: &str) -> Option<String> {
-    let lower = word.to_lowercase();
-    SUBCOMMANDS
-        .iter()
-        .map(|c| (strsim::jaro_winkler(&lower, c), *c))
-        .filter(|(score, c)| *score >= 0.7 || strsim::damerau_levenshtein(&lower, c) <= 2)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c.to_string())
+    crate::suggest::closest(word, SUBCOMMANDS.iter().copied()).map(str::to_string)
 }
 
 pub fn parse(text: &str) -> Result<Command, CommandError> {

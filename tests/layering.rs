@@ -1,0 +1,524 @@
+//! Imports point down the flow (DESIGN.md, "Shape of the code"):
+//!
+//! ```text
+//! edges (main.rs, cli, slack) → app → engine, schedule, gameday → agent → faults, probes, load,
+//! report → spec → store → config → run        (clock, suggest: small helpers, anywhere)
+//! ```
+//!
+//! This test reads every file under `src/`, collects the `crate::<module>` paths each top-level
+//! module names (in `use` items, multi-line `use crate::{...}` groups, inline paths such as
+//! `crate::slack::foo(...)`, and path strings such as `with = "crate::spec::duration_serde"`;
+//! `chaosbot::<module>` in `main.rs`), and fails on every edge the table below does not allow,
+//! with file and line. Comments and other string literals are not read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What each top-level module may import: what is lower in the flow, nothing above it, and
+/// siblings only where named. A module missing here fails the test: place it in the flow.
+const ALLOWED: &[(&str, &[&str])] = &[
+    // Bottom: the run types every layer shares, and helpers that import nothing else.
+    ("run", &[]),
+    ("suggest", &[]),
+    ("clock", &["run"]),
+    // Settings, validated once at start: they name nothing above the run types.
+    ("config", &["run", "clock", "suggest"]),
+    ("store", &["config", "run", "clock", "suggest"]),
+    ("spec", &["store", "config", "run", "clock", "suggest"]),
+    // The machinery and the views. A view reads the store and the run types and writes no
+    // transport's markup (the edges render). The load fault family drives the generator.
+    (
+        "probes",
+        &["spec", "store", "config", "run", "clock", "suggest"],
+    ),
+    (
+        "load",
+        &["spec", "store", "config", "run", "clock", "suggest"],
+    ),
+    (
+        "report",
+        &["spec", "store", "config", "run", "clock", "suggest"],
+    ),
+    (
+        "faults",
+        &["load", "spec", "store", "config", "run", "clock", "suggest"],
+    ),
+    // The data plane: the faults of its host.
+    (
+        "agent",
+        &[
+            "faults", "probes", "load", "spec", "store", "config", "run", "clock", "suggest",
+        ],
+    ),
+    // The run lifecycle, and what starts runs at planned times: none knows about Slack.
+    (
+        "engine",
+        &[
+            "agent", "faults", "probes", "load", "report", "spec", "store", "config", "run",
+            "clock", "suggest",
+        ],
+    ),
+    (
+        "schedule",
+        &[
+            "engine", "agent", "faults", "probes", "load", "report", "spec", "store", "config",
+            "run", "clock", "suggest",
+        ],
+    ),
+    (
+        "gameday",
+        &[
+            "engine", "agent", "faults", "probes", "load", "report", "spec", "store", "config",
+            "run", "clock", "suggest",
+        ],
+    ),
+    // Use cases, transport-neutral.
+    (
+        "app",
+        &[
+            "engine", "schedule", "gameday", "agent", "faults", "probes", "load", "report", "spec",
+            "store", "config", "run", "clock", "suggest",
+        ],
+    ),
+    // Edges: parse, authorize, render; they call the use cases, not the machinery.
+    (
+        "slack",
+        &[
+            "app", "report", "spec", "store", "config", "run", "clock", "suggest",
+        ],
+    ),
+    // `chaosbot serve` starts the Slack edge.
+    (
+        "cli",
+        &[
+            "slack", "app", "report", "spec", "store", "config", "run", "clock", "suggest",
+        ],
+    ),
+    // The binary and the module map wire everything.
+    ("main", ALL),
+    ("lib", ALL),
+];
+
+const ALL: &[&str] = &[
+    "cli", "slack", "app", "engine", "schedule", "gameday", "agent", "faults", "probes", "load",
+    "report", "spec", "store", "config", "run", "clock", "suggest",
+];
+
+// KNOWN_VIOLATIONS — edges that still exist on this branch and are being moved on others.
+// (importing file, imported module). Remove an entry once its edge is gone (the test says
+// which entries are stale); never add one for new code.
+const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
+    // Edges that call the machinery directly until the use cases are in app/.
+    ("src/cli/demo.rs", "engine"),
+    ("src/cli/demo.rs", "faults"),
+    ("src/cli/demo.rs", "probes"),
+    ("src/cli/mod.rs", "gameday"),
+    ("src/cli/run.rs", "engine"),
+    ("src/cli/run.rs", "faults"),
+    ("src/slack/edge/handlers.rs", "engine"),
+    ("src/slack/edge/handlers.rs", "schedule"),
+    ("src/slack/edge/interactions.rs", "schedule"),
+    ("src/slack/edge/mod.rs", "engine"),
+    ("src/slack/edge/mod.rs", "schedule"),
+    ("src/slack/outbox/mod.rs", "engine"),
+    ("src/slack/digest.rs", "schedule"),
+    ("src/slack/server.rs", "engine"),
+    ("src/slack/server.rs", "faults"),
+    ("src/slack/server.rs", "gameday"),
+    ("src/slack/server.rs", "schedule"),
+    // Settings that name the modules they configure.
+    ("src/config.rs", "gameday"),
+    ("src/config.rs", "schedule"),
+    ("src/config.rs", "spec"),
+    // Experiment definitions that reuse fault and load types.
+    ("src/spec/model.rs", "faults"),
+    ("src/spec/model.rs", "load"),
+    ("src/spec/validate.rs", "faults"),
+    ("src/spec/validate.rs", "load"),
+    // Schedules and game days that answer Slack themselves.
+    ("src/schedule/commands.rs", "slack"),
+    ("src/schedule/scheduler.rs", "slack"),
+    ("src/gameday/driver.rs", "slack"),
+    ("src/gameday/render.rs", "slack"),
+    ("src/gameday/slack.rs", "slack"),
+    ("src/gameday/slack.rs", "schedule"),
+    // The period summary lists planned runs through `schedule::upcoming`.
+    ("src/report/period.rs", "schedule"),
+];
+
+/// One `crate::<module>` a file names.
+#[derive(Debug)]
+struct Use {
+    file: String,
+    line: usize,
+    module: String,
+}
+
+/// `src` with comments and string literals blanked (newlines kept, so lines still count), and
+/// the string literals that are exactly a crate path (`"crate::spec::duration_serde"`).
+fn code_of(src: &str) -> (String, Vec<(String, usize)>) {
+    let b: Vec<char> = src.chars().collect();
+    let n = b.len();
+    let mut out = String::with_capacity(src.len());
+    let mut paths = Vec::new();
+    let mut line = 1;
+    let blank = |out: &mut String, line: &mut usize, s: &[char]| {
+        for c in s {
+            if *c == '\n' {
+                *line += 1;
+                out.push('\n');
+            } else {
+                out.push(' ');
+            }
+        }
+    };
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut i = 0;
+    while i < n {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            let end = (i..n).find(|&j| b[j] == '\n').unwrap_or(n);
+            blank(&mut out, &mut line, &b[i..end]);
+            i = end;
+            continue;
+        }
+        if c == '/' && next == Some('*') {
+            let (mut depth, mut j) = (0, i);
+            while j < n {
+                if b[j] == '/' && b.get(j + 1) == Some(&'*') {
+                    depth += 1;
+                    j += 2;
+                } else if b[j] == '*' && b.get(j + 1) == Some(&'/') {
+                    depth -= 1;
+                    j += 2;
+                } else {
+                    j += 1;
+                }
+                if depth == 0 {
+                    break;
+                }
+            }
+            blank(&mut out, &mut line, &b[i..j.min(n)]);
+            i = j.min(n);
+            continue;
+        }
+        let starts_word = i == 0 || !is_ident(b[i - 1]);
+        // Raw strings: r"..", r#".."#, br#".."#.
+        if starts_word && (c == 'r' || (c == 'b' && next == Some('r'))) {
+            let mut j = if c == 'b' { i + 2 } else { i + 1 };
+            let mut hashes = 0;
+            while j < n && b[j] == '#' {
+                hashes += 1;
+                j += 1;
+            }
+            if j < n && b[j] == '"' {
+                let start = j + 1;
+                let mut k = start;
+                let end = loop {
+                    if k >= n {
+                        break n;
+                    }
+                    if b[k] == '"' && (0..hashes).all(|h| b.get(k + 1 + h) == Some(&'#')) {
+                        break k;
+                    }
+                    k += 1;
+                };
+                let close = (end + 1 + hashes).min(n);
+                blank(&mut out, &mut line, &b[i..close]);
+                i = close;
+                continue;
+            }
+        }
+        if c == '"' {
+            let at_line = line;
+            let mut j = i + 1;
+            while j < n && b[j] != '"' {
+                j += if b[j] == '\\' { 2 } else { 1 };
+            }
+            let text: String = b[i + 1..j.min(n)].iter().collect();
+            if is_crate_path(&text) {
+                paths.push((text, at_line));
+            }
+            let close = (j + 1).min(n);
+            blank(&mut out, &mut line, &b[i..close]);
+            i = close;
+            continue;
+        }
+        if c == '\'' {
+            // A char literal ('x', '\n', '\''), not a lifetime ('a).
+            if next == Some('\\') {
+                let end = (i + 2..n).find(|&j| b[j] == '\'').unwrap_or(n - 1);
+                blank(&mut out, &mut line, &b[i..=end]);
+                i = end + 1;
+                continue;
+            }
+            if b.get(i + 2) == Some(&'\'') {
+                blank(&mut out, &mut line, &b[i..i + 3]);
+                i += 3;
+                continue;
+            }
+        }
+        if c == '\n' {
+            line += 1;
+        }
+        out.push(c);
+        i += 1;
+    }
+    (out, paths)
+}
+
+fn is_crate_path(s: &str) -> bool {
+    let mut parts = s.split("::");
+    parts.next() == Some("crate")
+        && s.contains("::")
+        && parts.all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+        })
+}
+
+fn ident_at(code: &[char], i: usize) -> Option<String> {
+    let first = *code.get(i)?;
+    if !(first.is_alphabetic() || first == '_') {
+        return None;
+    }
+    Some(
+        code[i..]
+            .iter()
+            .take_while(|c| c.is_alphanumeric() || **c == '_')
+            .collect(),
+    )
+}
+
+fn skip_ws(code: &[char], mut i: usize) -> usize {
+    while i < code.len() && code[i].is_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// The modules named right after each `<prefix>::` in `code` (a path or a `{...}` group), with
+/// the line each is named on.
+fn modules_after(code: &str, prefix: &str) -> Vec<(String, usize)> {
+    let chars: Vec<char> = code.chars().collect();
+    let p: Vec<char> = prefix.chars().collect();
+    let line_at = |i: usize| chars[..i].iter().filter(|c| **c == '\n').count() + 1;
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + p.len() <= chars.len() {
+        // `$crate::` in a macro is this crate too.
+        let before_ok = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        if !(before_ok && chars[i..i + p.len()] == p[..]) {
+            i += 1;
+            continue;
+        }
+        let mut j = skip_ws(&chars, i + p.len());
+        if !(chars.get(j) == Some(&':') && chars.get(j + 1) == Some(&':')) {
+            i += p.len();
+            continue;
+        }
+        j = skip_ws(&chars, j + 2);
+        if chars.get(j) == Some(&'{') {
+            // A group: the first identifier of each item at depth 1.
+            let (mut depth, mut item_start, mut k) = (0usize, true, j);
+            while k < chars.len() {
+                let c = chars[k];
+                match c {
+                    '{' => {
+                        depth += 1;
+                        item_start = depth == 1;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    ',' if depth == 1 => item_start = true,
+                    _ if depth == 1 && item_start => {
+                        if let Some(name) = ident_at(&chars, k) {
+                            found.push((name.clone(), line_at(k)));
+                            item_start = false;
+                            k += name.chars().count();
+                            continue;
+                        }
+                        if !c.is_whitespace() {
+                            item_start = false;
+                        }
+                    }
+                    _ => {}
+                }
+                k += 1;
+            }
+            i = k.max(i + 1);
+        } else {
+            if let Some(name) = ident_at(&chars, j) {
+                found.push((name, line_at(j)));
+            }
+            i = j.max(i + 1);
+        }
+    }
+    found
+}
+
+/// The top-level module a file under `src/` belongs to: `src/slack/qa.rs` → `slack`,
+/// `src/config.rs` → `config`, `src/main.rs` → `main`.
+fn top_module(rel: &Path) -> String {
+    let first = rel
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .unwrap_or_default();
+    first.strip_suffix(".rs").unwrap_or(&first).to_string()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every `crate::<module>` (and, in `main.rs`, `chaosbot::<module>`) under `src/`, by module.
+fn uses(src_dir: &Path) -> BTreeMap<String, Vec<Use>> {
+    let mut files = Vec::new();
+    rust_files(src_dir, &mut files);
+    files.sort();
+    let mut by_module: BTreeMap<String, Vec<Use>> = BTreeMap::new();
+    for path in files {
+        let rel = path.strip_prefix(src_dir).expect("under src/");
+        let module = top_module(rel);
+        let file = format!("src/{}", rel.display());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (code, path_strings) = code_of(&text);
+        let mut named = modules_after(&code, "crate");
+        if module == "main" {
+            named.extend(modules_after(&code, "chaosbot"));
+        }
+        for (s, line) in path_strings {
+            named.extend(s.split("::").nth(1).map(|m| (m.to_string(), line)));
+        }
+        let list = by_module.entry(module.clone()).or_default();
+        for (imported, line) in named {
+            if imported != module && imported != "self" {
+                list.push(Use {
+                    file: file.clone(),
+                    line,
+                    module: imported,
+                });
+            }
+        }
+    }
+    by_module
+}
+
+/// (file, imported module) → the lines that name it.
+type Edges = BTreeMap<(String, String), Vec<usize>>;
+
+/// Edges the table does not allow, and the modules it does not place.
+fn violations(by_module: &BTreeMap<String, Vec<Use>>) -> (Edges, Vec<String>) {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(m, to)| (*m, to.iter().copied().collect()))
+        .collect();
+    let mut bad = Edges::new();
+    let mut unplaced = Vec::new();
+    for (module, list) in by_module {
+        let Some(ok) = allowed.get(module.as_str()) else {
+            unplaced.push(format!("src/{module}: not in the layering table"));
+            continue;
+        };
+        for u in list {
+            if !ok.contains(u.module.as_str()) {
+                bad.entry((u.file.clone(), u.module.clone()))
+                    .or_default()
+                    .push(u.line);
+            }
+        }
+    }
+    (bad, unplaced)
+}
+
+#[test]
+fn imports_point_down_the_flow() {
+    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let by_module = uses(&src_dir);
+    // The scan must see the code: a few edges every version of chaosbot has.
+    let sees = |from: &str, to: &str| {
+        by_module
+            .get(from)
+            .is_some_and(|l| l.iter().any(|u| u.module == to))
+    };
+    assert!(sees("store", "run") && sees("engine", "store") && sees("main", "cli"));
+
+    let (bad, unplaced) = violations(&by_module);
+    let known: BTreeSet<(&str, &str)> = KNOWN_VIOLATIONS.iter().copied().collect();
+    let mut report = unplaced;
+    for ((file, module), lines) in &bad {
+        if known.contains(&(file.as_str(), module.as_str())) {
+            continue;
+        }
+        for line in lines {
+            report.push(format!(
+                "{file}:{line}: `{}` imports `{module}`, which is above it or beside it",
+                top_module(Path::new(file.trim_start_matches("src/")))
+            ));
+        }
+    }
+    let stale: Vec<String> = KNOWN_VIOLATIONS
+        .iter()
+        .filter(|(f, m)| !bad.contains_key(&(f.to_string(), m.to_string())))
+        .map(|(f, m)| format!("KNOWN_VIOLATIONS has ({f:?}, {m:?}), which is gone: remove it"))
+        .collect();
+    report.extend(stale);
+    assert!(
+        report.is_empty(),
+        "imports against the flow (see ALLOWED in tests/layering.rs):\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn the_scan_reads_paths_not_comments_or_strings() {
+    let src = r##"
+use crate::run::Entry;
+use crate::{
+    store::{self, DynStore},
+    config::Config,
+};
+// use crate::slack::ignored;
+/* crate::engine::ignored /* nested */ */
+fn f<'a>(x: &'a str) -> char {
+    let _ = "crate::gameday is only text";
+    let _ = r#"crate::schedule"#;
+    crate::report::summarize(x);
+    '"'
+}
+#[serde(with = "crate::spec::duration_serde")]
+struct S;
+"##;
+    let (code, strings) = code_of(src);
+    let mut named: Vec<(String, usize)> = modules_after(&code, "crate");
+    named.extend(
+        strings
+            .iter()
+            .filter_map(|(s, l)| s.split("::").nth(1).map(|m| (m.to_string(), *l))),
+    );
+    assert_eq!(
+        named,
+        vec![
+            ("run".to_string(), 2),
+            ("store".to_string(), 4),
+            ("config".to_string(), 5),
+            ("report".to_string(), 12),
+            ("spec".to_string(), 15),
+        ]
+    );
+}
