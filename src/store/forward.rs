@@ -76,8 +76,10 @@ macro_rules! forward_store {
     };
     (@part OutboxQueue, $ty:ty, $field:ident) => {
         $crate::forward_store!(@impl OutboxQueue, $ty, $field {
-            fn enqueue(messages: &[$crate::store::outbox::OutboundMessage], cursor: Option<(&str, i64)>)
-                -> ();
+            fn enqueue(
+                messages: &[$crate::store::outbox::OutboundMessage],
+                cursor: Option<(&str, i64)>
+            ) -> ();
             fn render_cursor(run_id: &str) -> i64;
         });
     };
@@ -156,8 +158,12 @@ macro_rules! forward_store {
                 -> Option<$crate::store::schedules::Fire>;
             fn skip_fire(schedule_id: i64, fire_ms: i64, by: &str, reason: &str)
                 -> $crate::store::schedules::SkipOutcome;
-            fn finish_fire(schedule_id: i64, fire_ms: i64, run_id: Option<&str>, skipped: Option<&str>)
-                -> ();
+            fn finish_fire(
+                schedule_id: i64,
+                fire_ms: i64,
+                run_id: Option<&str>,
+                skipped: Option<&str>
+            ) -> ();
             fn set_halt(by: &str, reason: &str, at_ms: i64) -> $crate::store::schedules::Halt;
             fn lift_halt(by: &str, at_ms: i64) -> Option<$crate::store::schedules::Halt>;
             fn current_halt() -> Option<$crate::store::schedules::Halt>;

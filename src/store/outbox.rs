@@ -342,7 +342,8 @@ pub(super) fn into_rows(records: Vec<RowRecord>) -> StoreResult<Vec<OutboxRow>> 
 /// The cursor never moves backwards: a late writer with an older position keeps the newer one.
 const SQLITE_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, seq) VALUES ($1, $2) \
      ON CONFLICT (run_id) DO UPDATE SET seq = max(slack_render_cursors.seq, excluded.seq)";
-const POSTGRES_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, seq) VALUES ($1, $2) \
+const POSTGRES_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, seq) \
+     VALUES ($1, $2) \
      ON CONFLICT (run_id) DO UPDATE SET seq = GREATEST(slack_render_cursors.seq, EXCLUDED.seq)";
 
 /// Arbitrary constant naming the Postgres outbox claim lock ("SLKOUTBX").

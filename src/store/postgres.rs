@@ -72,8 +72,8 @@ const HALT_LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(1751215220)";
 
 /// The dialect points of the shared bodies (see `runs.rs`).
 impl PostgresStore {
-    pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, experiment, title, spec, params, seed, \
-         requested_by, source, state, created_ms) \
+    pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, experiment, title, spec, \
+         params, seed, requested_by, source, state, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9)";
 
     pub(super) const OLDEST_QUEUED: &str = "SELECT id FROM runs WHERE state = 'queued' \

@@ -104,9 +104,9 @@ impl SqliteStore {
 
 /// The dialect points of the shared bodies (see `runs.rs`).
 impl SqliteStore {
-    pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, num, experiment, title, spec, params, seed, \
-     requested_by, source, state, created_ms) \
-     SELECT $1, COALESCE(MAX(num), 0) + 1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9 FROM runs";
+    pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, num, experiment, title, spec, \
+         params, seed, requested_by, source, state, created_ms) \
+         SELECT $1, COALESCE(MAX(num), 0) + 1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9 FROM runs";
 
     // The reads that lock rows on Postgres are plain reads here: the write transaction they
     // run in is the lock.
@@ -124,9 +124,9 @@ impl SqliteStore {
         "SELECT ",
         run_columns!(),
         " FROM runs WHERE state NOT IN ('queued', 'done') \
-     AND (lease_until_ms IS NULL OR lease_until_ms < $1 \
-          OR owner IN (SELECT value FROM json_each($2))) \
-     ORDER BY created_ms, num"
+         AND (lease_until_ms IS NULL OR lease_until_ms < $1 \
+              OR owner IN (SELECT value FROM json_each($2))) \
+         ORDER BY created_ms, num"
     );
 
     /// Takes the write lock at once (`BEGIN IMMEDIATE`).
