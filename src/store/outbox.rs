@@ -170,7 +170,7 @@ pub struct MessageRef {
     pub last_update_ms: Option<i64>,
 }
 
-/// What [`OutboxStore::mark_delivered`] records.
+/// What [`OutboxDelivery::mark_delivered`] records.
 #[derive(Debug, Clone)]
 pub struct Delivered<'a> {
     /// The claimed thread head.
