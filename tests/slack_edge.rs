@@ -13,20 +13,18 @@ use bytes::Bytes;
 use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::TargetRegistry;
-use chaosbot::run::{Entry, Event};
+use chaosbot::run::Event;
 use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::slack::SlackOrigin;
 use chaosbot::slack::api::{ApiError, SlackApi};
 use chaosbot::slack::edge::{SlackApp, http::router, verify};
 use chaosbot::store::digest::{DigestRecord, DigestStore};
-use chaosbot::store::learning::{
-    Answer, Learning, LearningKind, LearningStore, NewQuestion, QaSession, Question,
-};
-use chaosbot::store::outbox::{Delivered, MessageRef, OutboundAction, OutboundMessage, OutboxRow};
-use chaosbot::store::schedules::{Fire, Halt, NewSchedule, Schedule, ScheduleStore, SkipOutcome};
+use chaosbot::store::learning::{Answer, LearningKind, LearningStore, NewQuestion};
+use chaosbot::store::outbox::{OutboundAction, OutboundMessage};
+use chaosbot::store::schedules::ScheduleStore;
 use chaosbot::store::{
-    AbortOutcome, AbortRequest, AbortScope, AuditEntry, DynStore, EdgeStore, FaultRecord, NewFault,
-    NewRun, OutboxStore, RunFilter, RunRecord, Store, StoreError, StoreResult,
+    AuditEntry, DynStore, EdgeStore, NewRun, OutboxQueue, RunFilter, RunRecord, RunStore, Store,
+    StoreError, StoreResult,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -44,274 +42,25 @@ const BOT: &str = "UBOT";
 // Test doubles
 
 /// The real SQLite store, with enqueued outbox messages also recorded in order, and a switch
-/// that makes `ping` fail.
+/// that makes `ping` fail. Every other call goes straight to the real store.
 struct RecordingStore {
     inner: DynStore,
     enqueued: Mutex<Vec<OutboundMessage>>,
     fail_ping: AtomicBool,
 }
 
+chaosbot::forward_store!(RecordingStore => inner:
+    RunStore, JournalStore, AbortStore, FaultStore, OutboxDelivery, EdgeStore, LearningStore,
+    ScheduleStore, GamedayStore);
+
 #[async_trait::async_trait]
-impl OutboxStore for RecordingStore {
+impl OutboxQueue for RecordingStore {
     async fn enqueue(&self, m: &[OutboundMessage], c: Option<(&str, i64)>) -> StoreResult<()> {
         self.enqueued.lock().unwrap().extend_from_slice(m);
         self.inner.enqueue(m, c).await
     }
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
         self.inner.render_cursor(run_id).await
-    }
-    async fn claim_heads(
-        &self,
-        owner: &str,
-        now_ms: i64,
-        until: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRow>> {
-        self.inner.claim_heads(owner, now_ms, until, limit).await
-    }
-    async fn message_ref(&self, key: &str) -> StoreResult<Option<MessageRef>> {
-        self.inner.message_ref(key).await
-    }
-    async fn post_pending(&self, key: &str) -> StoreResult<bool> {
-        self.inner.post_pending(key).await
-    }
-    async fn newer_updates(&self, t: &str, key: &str, after: i64) -> StoreResult<Vec<OutboxRow>> {
-        self.inner.newer_updates(t, key, after).await
-    }
-    async fn mark_delivered(&self, done: Delivered<'_>) -> StoreResult<bool> {
-        self.inner.mark_delivered(done).await
-    }
-    async fn reschedule(
-        &self,
-        id: i64,
-        owner: &str,
-        next: i64,
-        error: Option<&str>,
-        count: bool,
-    ) -> StoreResult<bool> {
-        self.inner.reschedule(id, owner, next, error, count).await
-    }
-    async fn mark_failed(&self, id: i64, owner: &str, error: &str) -> StoreResult<bool> {
-        self.inner.mark_failed(id, owner, error).await
-    }
-    async fn release_claims(&self, owner: &str) -> StoreResult<u64> {
-        self.inner.release_claims(owner).await
-    }
-    async fn claim_owners(&self) -> StoreResult<Vec<String>> {
-        self.inner.claim_owners().await
-    }
-    async fn pending_count(&self) -> StoreResult<i64> {
-        self.inner.pending_count().await
-    }
-    async fn outbox_rows(&self, t: Option<&str>) -> StoreResult<Vec<OutboxRow>> {
-        self.inner.outbox_rows(t).await
-    }
-}
-
-#[async_trait::async_trait]
-impl EdgeStore for RecordingStore {
-    async fn remember_event(&self, id: &str, at: i64) -> StoreResult<bool> {
-        self.inner.remember_event(id, at).await
-    }
-    async fn prune_events(&self, before: i64) -> StoreResult<u64> {
-        self.inner.prune_events(before).await
-    }
-    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
-        self.inner.audit(e).await
-    }
-    async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        self.inner.audit_log(limit).await
-    }
-}
-
-#[async_trait::async_trait]
-impl LearningStore for RecordingStore {
-    async fn open_qa(&self, run: &str, ch: &str, opened: i64, closes: i64) -> StoreResult<bool> {
-        self.inner.open_qa(run, ch, opened, closes).await
-    }
-    async fn qa_session(&self, run: &str) -> StoreResult<Option<QaSession>> {
-        self.inner.qa_session(run).await
-    }
-    async fn qa_sessions_closed(&self, after: i64, until: i64) -> StoreResult<Vec<QaSession>> {
-        self.inner.qa_sessions_closed(after, until).await
-    }
-    async fn run_for_thread(&self, ch: &str, ts: &str) -> StoreResult<Option<String>> {
-        self.inner.run_for_thread(ch, ts).await
-    }
-    async fn add_question(&self, q: &NewQuestion) -> StoreResult<(Question, bool)> {
-        self.inner.add_question(q).await
-    }
-    async fn question_by_ts(&self, ch: &str, ts: &str) -> StoreResult<Option<Question>> {
-        self.inner.question_by_ts(ch, ts).await
-    }
-    async fn question(&self, id: i64) -> StoreResult<Option<Question>> {
-        self.inner.question(id).await
-    }
-    async fn edit_question(
-        &self,
-        ch: &str,
-        ts: &str,
-        text: &str,
-        at: i64,
-    ) -> StoreResult<Option<Question>> {
-        self.inner.edit_question(ch, ts, text, at).await
-    }
-    async fn remove_question(&self, ch: &str, ts: &str, at: i64) -> StoreResult<Option<Question>> {
-        self.inner.remove_question(ch, ts, at).await
-    }
-    async fn questions(&self, run: &str) -> StoreResult<Vec<Question>> {
-        self.inner.questions(run).await
-    }
-    async fn unanswered_questions(&self, since: i64) -> StoreResult<Vec<Question>> {
-        self.inner.unanswered_questions(since).await
-    }
-    async fn add_vote(&self, id: i64, voter: &str, at: i64) -> StoreResult<bool> {
-        self.inner.add_vote(id, voter, at).await
-    }
-    async fn remove_vote(&self, id: i64, voter: &str, at: i64) -> StoreResult<bool> {
-        self.inner.remove_vote(id, voter, at).await
-    }
-    async fn answer_question(&self, id: i64, a: &Answer) -> StoreResult<Option<Question>> {
-        self.inner.answer_question(id, a).await
-    }
-    async fn add_learning(
-        &self,
-        run: &str,
-        kind: LearningKind,
-        text: &str,
-        by: &str,
-        at: i64,
-    ) -> StoreResult<Learning> {
-        self.inner.add_learning(run, kind, text, by, at).await
-    }
-    async fn learnings(&self, run: &str) -> StoreResult<Vec<Learning>> {
-        self.inner.learnings(run).await
-    }
-}
-
-// Game days: plain delegation.
-#[async_trait::async_trait]
-impl chaosbot::store::GamedayStore for RecordingStore {
-    async fn create_gameday(
-        &self,
-        g: &chaosbot::store::gamedays::NewGameday,
-    ) -> StoreResult<chaosbot::store::gamedays::GamedayRecord> {
-        self.inner.create_gameday(g).await
-    }
-    async fn get_gameday(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<chaosbot::store::gamedays::GamedayRecord>> {
-        self.inner.get_gameday(id).await
-    }
-    async fn list_gamedays(
-        &self,
-        limit: u32,
-    ) -> StoreResult<Vec<chaosbot::store::gamedays::GamedayRecord>> {
-        self.inner.list_gamedays(limit).await
-    }
-    async fn open_gamedays(&self) -> StoreResult<Vec<chaosbot::store::gamedays::GamedayRecord>> {
-        self.inner.open_gamedays().await
-    }
-    async fn claim_gameday(
-        &self,
-        id: &str,
-        owner: &str,
-        now: i64,
-        until: i64,
-    ) -> StoreResult<bool> {
-        self.inner.claim_gameday(id, owner, now, until).await
-    }
-    async fn release_gameday(&self, id: &str, owner: &str) -> StoreResult<()> {
-        self.inner.release_gameday(id, owner).await
-    }
-    async fn save_gameday_progress(
-        &self,
-        id: &str,
-        owner: &str,
-        p: &chaosbot::store::gamedays::GamedayProgress,
-        now: i64,
-        until: i64,
-    ) -> StoreResult<bool> {
-        self.inner
-            .save_gameday_progress(id, owner, p, now, until)
-            .await
-    }
-    async fn stop_gameday(
-        &self,
-        id: &str,
-        by: &str,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<Option<chaosbot::store::gamedays::GamedayRecord>> {
-        self.inner.stop_gameday(id, by, reason, now).await
-    }
-    async fn finish_gameday(&self, id: &str, owner: &str, now: i64) -> StoreResult<bool> {
-        self.inner.finish_gameday(id, owner, now).await
-    }
-    async fn close_gameday(&self, id: &str, owner: &str, now: i64) -> StoreResult<bool> {
-        self.inner.close_gameday(id, owner, now).await
-    }
-    async fn post_queued(&self, key: &str) -> StoreResult<bool> {
-        self.inner.post_queued(key).await
-    }
-}
-
-#[async_trait::async_trait]
-impl ScheduleStore for RecordingStore {
-    async fn create_schedule(&self, s: &NewSchedule) -> StoreResult<Schedule> {
-        self.inner.create_schedule(s).await
-    }
-    async fn get_schedule(&self, id: i64) -> StoreResult<Option<Schedule>> {
-        self.inner.get_schedule(id).await
-    }
-    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
-        self.inner.list_schedules().await
-    }
-    async fn remove_schedule(&self, id: i64, by: &str, at: i64) -> StoreResult<bool> {
-        self.inner.remove_schedule(id, by, at).await
-    }
-    async fn get_fire(&self, id: i64, fire: i64) -> StoreResult<Option<Fire>> {
-        self.inner.get_fire(id, fire).await
-    }
-    async fn claim_heads_up(&self, id: i64, fire: i64, at: i64) -> StoreResult<bool> {
-        self.inner.claim_heads_up(id, fire, at).await
-    }
-    async fn claim_fire(
-        &self,
-        id: i64,
-        fire: i64,
-        owner: &str,
-        at: i64,
-    ) -> StoreResult<Option<Fire>> {
-        self.inner.claim_fire(id, fire, owner, at).await
-    }
-    async fn skip_fire(
-        &self,
-        id: i64,
-        fire: i64,
-        by: &str,
-        reason: &str,
-    ) -> StoreResult<SkipOutcome> {
-        self.inner.skip_fire(id, fire, by, reason).await
-    }
-    async fn finish_fire(
-        &self,
-        id: i64,
-        fire: i64,
-        run: Option<&str>,
-        skipped: Option<&str>,
-    ) -> StoreResult<()> {
-        self.inner.finish_fire(id, fire, run, skipped).await
-    }
-    async fn set_halt(&self, by: &str, reason: &str, at: i64) -> StoreResult<Halt> {
-        self.inner.set_halt(by, reason, at).await
-    }
-    async fn lift_halt(&self, by: &str, at: i64) -> StoreResult<Option<Halt>> {
-        self.inner.lift_halt(by, at).await
-    }
-    async fn current_halt(&self) -> StoreResult<Option<Halt>> {
-        self.inner.current_halt().await
     }
 }
 
@@ -345,82 +94,6 @@ impl Store for RecordingStore {
             return Err(StoreError::Corrupt("ping switched off by the test".into()));
         }
         self.inner.ping().await
-    }
-    async fn create_run(&self, run: NewRun, submitted: Event) -> StoreResult<RunRecord> {
-        self.inner.create_run(run, submitted).await
-    }
-    async fn get_run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
-        self.inner.get_run(id).await
-    }
-    async fn list_runs(&self, filter: RunFilter) -> StoreResult<Vec<RunRecord>> {
-        self.inner.list_runs(filter).await
-    }
-    async fn runs_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<RunRecord>> {
-        self.inner.runs_between(from_ms, to_ms).await
-    }
-    async fn claim_next(
-        &self,
-        owner: &str,
-        lease: Duration,
-        max: u32,
-    ) -> StoreResult<Option<RunRecord>> {
-        self.inner.claim_next(owner, lease, max).await
-    }
-    async fn claim_run(
-        &self,
-        id: &str,
-        owner: &str,
-        lease: Duration,
-        max: u32,
-    ) -> StoreResult<Option<RunRecord>> {
-        self.inner.claim_run(id, owner, lease, max).await
-    }
-    async fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<()> {
-        self.inner.renew_lease(id, owner, lease).await
-    }
-    async fn transition(&self, id: &str, owner: &str, to: RunState) -> StoreResult<Entry> {
-        self.inner.transition(id, owner, to).await
-    }
-    async fn finish_run(
-        &self,
-        id: &str,
-        v: Verdict,
-        r: RollbackOutcome,
-        reason: &str,
-    ) -> StoreResult<Entry> {
-        self.inner.finish_run(id, v, r, reason).await
-    }
-    async fn append(&self, id: &str, event: &Event) -> StoreResult<Entry> {
-        self.inner.append(id, event).await
-    }
-    async fn journal(&self, id: &str, after: i64) -> StoreResult<Vec<Entry>> {
-        self.inner.journal(id, after).await
-    }
-    async fn request_abort(
-        &self,
-        scope: AbortScope,
-        by: &str,
-        reason: &str,
-    ) -> StoreResult<AbortOutcome> {
-        self.inner.request_abort(scope, by, reason).await
-    }
-    async fn pending_abort(&self, id: &str) -> StoreResult<Option<AbortRequest>> {
-        self.inner.pending_abort(id).await
-    }
-    async fn record_fault(&self, f: NewFault) -> StoreResult<i64> {
-        self.inner.record_fault(f).await
-    }
-    async fn mark_fault_reverted(&self, id: i64) -> StoreResult<()> {
-        self.inner.mark_fault_reverted(id).await
-    }
-    async fn open_faults(&self, run_id: &str) -> StoreResult<Vec<FaultRecord>> {
-        self.inner.open_faults(run_id).await
-    }
-    async fn orphaned_runs(&self, now: i64, dead: &[String]) -> StoreResult<Vec<RunRecord>> {
-        self.inner.orphaned_runs(now, dead).await
-    }
-    async fn active_owners(&self) -> StoreResult<Vec<String>> {
-        self.inner.active_owners().await
     }
 }
 

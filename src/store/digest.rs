@@ -42,11 +42,11 @@ const INSERT_DIGEST: &str = "INSERT INTO digests \
 const SELECT_DIGEST: &str = "SELECT period_start_ms, period_end_ms, channel, queued_by, \
      queued_ms FROM digests WHERE period_start_ms = $1";
 
-/// One implementation for both backends; `$begin` is how a write transaction starts (SQLite
-/// takes its write lock up front; on Postgres the primary key makes a second inserter wait for
-/// the first to commit, then insert nothing).
+/// One implementation for both backends. The write transaction is the store's `begin_write()`
+/// (see `runs.rs`): SQLite takes its write lock up front; on Postgres the primary key makes a
+/// second inserter wait for the first to commit, then insert nothing.
 macro_rules! impl_digest_store {
-    ($store:ty, $begin:literal) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl DigestStore for $store {
             async fn enqueue_digest(
@@ -58,7 +58,7 @@ macro_rules! impl_digest_store {
             ) -> StoreResult<bool> {
                 let now = now_ms();
                 let channel = messages.first().map(|m| m.channel.as_str()).unwrap_or("");
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query(INSERT_DIGEST)
                     .bind(period_start_ms)
                     .bind(period_end_ms)
@@ -107,5 +107,5 @@ macro_rules! impl_digest_store {
     };
 }
 
-impl_digest_store!(super::sqlite::SqliteStore, "BEGIN IMMEDIATE");
-impl_digest_store!(super::postgres::PostgresStore, "BEGIN");
+impl_digest_store!(super::sqlite::SqliteStore);
+impl_digest_store!(super::postgres::PostgresStore);

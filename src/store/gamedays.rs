@@ -51,7 +51,7 @@ impl std::fmt::Display for GamedayState {
 pub struct GamedayRecord {
     pub id: String,
     pub plan: String,
-    /// The validated plan (JSON of [`crate::gameday::plan::Plan`]).
+    /// The validated plan (JSON of the game day plan).
     pub plan_json: serde_json::Value,
     pub team: String,
     pub channel: String,

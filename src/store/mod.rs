@@ -1,10 +1,14 @@
 //! Persistence: runs, their journals, abort requests and the faults in flight.
 //!
-//! One [`Store`] trait, two implementations: [`sqlite::SqliteStore`] (the default, one file)
-//! and [`postgres::PostgresStore`] (several replicas). The same behaviour tests run on both
-//! (`tests/store_behaviour.rs`). Nothing about a run lives only in memory: who owns it (a lease),
-//! whether someone asked to abort it, and which faults are injected are all rows, so a restarted
-//! or different process can take over.
+//! One [`Store`] trait made of narrow parts ([`RunStore`], [`JournalStore`], [`AbortStore`],
+//! [`FaultStore`], the outbox, ...), two backends: [`sqlite::SqliteStore`] (the default, one
+//! file) and [`postgres::PostgresStore`] (several replicas). Each part has one implementation,
+//! a macro expanded for both backends with their dialect points as parameters (see `runs.rs`);
+//! the same behaviour tests run on both (`tests/store_behaviour.rs`).
+//!
+//! Nothing about a run lives only in memory: who owns it (a lease), whether someone asked to
+//! abort it, and which faults are injected are all rows, so a restarted or different process
+//! can take over.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,22 +21,26 @@ use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 
 mod common;
 pub mod digest;
+mod forward;
 pub mod gamedays;
 pub mod learning;
 pub mod outbox;
 pub mod postgres;
-mod postgres_outbox;
+mod runs;
 pub mod schedules;
 pub mod slack_edge;
 pub mod sqlite;
-mod sqlite_outbox;
 
 pub use digest::DigestStore;
 pub use gamedays::GamedayStore;
 pub use learning::LearningStore;
-pub use outbox::OutboxStore;
+pub use outbox::{OutboxDelivery, OutboxQueue, OutboxStore};
 pub use schedules::ScheduleStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
+
+/// For [`forward_store!`](crate::forward_store), which expands in other crates.
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -170,9 +178,16 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
+/// The whole database: its backend and health, and every part below. Consumers hold a
+/// [`DynStore`]; code that needs one part names that part's trait (a test double forwards the
+/// parts it does not intercept, see [`forward_store!`](crate::forward_store)).
 #[async_trait::async_trait]
 pub trait Store:
-    OutboxStore
+    RunStore
+    + JournalStore
+    + AbortStore
+    + FaultStore
+    + OutboxStore
     + EdgeStore
     + LearningStore
     + ScheduleStore
@@ -187,8 +202,14 @@ pub trait Store:
 
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+}
 
+/// Runs and their lifecycle: creation, claiming under a lease, transitions, the verdict, and
+/// what crash recovery looks for.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync {
     /// Inserts a run in state `queued` and appends `submitted` to its journal, atomically.
+    /// `Halted` when a halt is in force (checked in the same transaction).
     async fn create_run(&self, run: NewRun, submitted: Event) -> StoreResult<RunRecord>;
 
     async fn get_run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
@@ -209,7 +230,7 @@ pub trait Store:
         max_active: u32,
     ) -> StoreResult<Option<RunRecord>>;
 
-    /// Like [`Store::claim_next`], for one named queued run only (a foreground `chaosbot run`
+    /// Like [`RunStore::claim_next`], for one named queued run only (a foreground `chaosbot run`
     /// executes its own run, never someone else's). `None` when that run is not queued or
     /// `max_active` runs are active.
     async fn claim_run(
@@ -236,12 +257,31 @@ pub trait Store:
         reason: &str,
     ) -> StoreResult<Entry>;
 
+    /// Active runs (not queued, not done) whose lease ended before `now_ms`, or whose owner is
+    /// one of `dead_owners`: candidates for crash recovery.
+    async fn orphaned_runs(
+        &self,
+        now_ms: i64,
+        dead_owners: &[String],
+    ) -> StoreResult<Vec<RunRecord>>;
+
+    /// Owners of all active runs (to check which are still alive).
+    async fn active_owners(&self) -> StoreResult<Vec<String>>;
+}
+
+/// Each run's journal: what happened, in order.
+#[async_trait::async_trait]
+pub trait JournalStore: Send + Sync {
     /// Appends one event to the run's journal (sequence numbers are dense, from 1).
     async fn append(&self, id: &str, event: &Event) -> StoreResult<Entry>;
 
     /// The run's journal from `after_seq` on (0 = all), in order.
     async fn journal(&self, id: &str, after_seq: i64) -> StoreResult<Vec<Entry>>;
+}
 
+/// Abort requests, for a worker to act on.
+#[async_trait::async_trait]
+pub trait AbortStore: Send + Sync {
     /// Records an abort request. Queued runs are closed at once as `aborted`; running ones get
     /// a pending request (and an `abort_requested` journal entry) for their worker.
     async fn request_abort(
@@ -253,7 +293,11 @@ pub trait Store:
 
     /// The first abort request for the run, if any.
     async fn pending_abort(&self, id: &str) -> StoreResult<Option<AbortRequest>>;
+}
 
+/// Faults in flight, persisted before injection so a restart can revert them.
+#[async_trait::async_trait]
+pub trait FaultStore: Send + Sync {
     /// Persists a fault before injection; returns its id.
     async fn record_fault(&self, fault: NewFault) -> StoreResult<i64>;
 
@@ -261,17 +305,6 @@ pub trait Store:
 
     /// Faults of the run not yet marked reverted.
     async fn open_faults(&self, run_id: &str) -> StoreResult<Vec<FaultRecord>>;
-
-    /// Active runs (not queued, not done) whose lease ended before `now_ms`, or whose owner is
-    /// one of `dead_owners`: candidates for crash recovery.
-    async fn orphaned_runs(
-        &self,
-        now_ms: i64,
-        dead_owners: &[String],
-    ) -> StoreResult<Vec<RunRecord>>;
-
-    /// Owners of all active runs (to check which are still alive).
-    async fn active_owners(&self) -> StoreResult<Vec<String>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

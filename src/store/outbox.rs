@@ -1,15 +1,20 @@
-//! Persistence of the Slack outbox: every write to Slack is a row first, so a Slack outage or
-//! a crash delays messages and never loses them. Also the render cursor: how far into each
-//! run's journal the Slack thread has been rendered, advanced in the same transaction as the
+//! Persistence of the outbox: every message to the chat is a row first, so an outage or a
+//! crash delays messages and never loses them. Also the render cursor: how far into each
+//! run's journal the chat thread has been rendered, advanced in the same transaction as the
 //! messages it produced (so a restart neither skips nor repeats a line).
 //!
-//! Implemented for both backends in `sqlite_outbox.rs` and `postgres_outbox.rs`; delivered by
-//! [`crate::slack::outbox`].
+//! The store keeps what to deliver ([`OutboundAction`], stored by `kind`); the delivery side
+//! (the Slack outbox worker) decides how each kind is sent. Producers use [`OutboxQueue`], the
+//! delivery side [`OutboxDelivery`]. One implementation for both backends, at the end.
 
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
+use sqlx::{PgConnection, SqliteConnection};
 
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
 use super::{StoreError, StoreResult};
+use crate::run::now_ms;
 
 /// One write to Slack, as queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,35 +29,36 @@ pub struct OutboundMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OutboundAction {
-    /// `chat.postMessage`. `key` names the message so later updates, replies and reactions
-    /// can refer to it before its `ts` is known; `in_thread_of` is the key of the parent
-    /// (its `ts` becomes `thread_ts` at delivery).
+    /// A new message. `key` names the message so later updates, replies and reactions can
+    /// refer to it before its `ts` is known; `in_thread_of` is the key of the parent (its `ts`
+    /// becomes the thread's at delivery).
     Post {
         key: Option<String>,
         in_thread_of: Option<String>,
         text: String,
         blocks: Option<serde_json::Value>,
     },
-    /// `chat.update` of the message named `key`. Pending updates of one key coalesce: only
+    /// A new content for the message named `key`. Pending updates of one key coalesce: only
     /// the newest is sent, and at most about one per second per message.
     Update {
         key: String,
         text: String,
         blocks: Option<serde_json::Value>,
     },
-    /// `chat.postEphemeral` to `user`.
+    /// A message only `user` sees.
     Ephemeral {
         user: String,
         in_thread_of: Option<String>,
         text: String,
         blocks: Option<serde_json::Value>,
     },
-    /// `reactions.add` on the message named `key`.
+    /// A reaction (emoji `name`) on the message named `key`.
     Reaction { key: String, name: String },
 }
 
+/// The producers' side: queue messages (and advance a run's render cursor).
 #[async_trait::async_trait]
-pub trait OutboxStore: Send + Sync {
+pub trait OutboxQueue: Send + Sync {
     /// Queues messages, in order; when `cursor` is given, also records that the run's journal
     /// has been rendered up to that sequence number, in the same transaction.
     async fn enqueue(
@@ -63,9 +69,11 @@ pub trait OutboxStore: Send + Sync {
 
     /// The last journal sequence number of the run rendered to Slack (0 if none).
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64>;
+}
 
-    // ---- delivery side (used by `crate::slack::outbox`) ----
-
+/// The delivery side: claim thread heads, record what was sent.
+#[async_trait::async_trait]
+pub trait OutboxDelivery: Send + Sync {
     /// Claims for `owner`, until `lease_until_ms`, up to `limit` thread heads (the oldest pending
     /// row of a thread) that are due at `now_ms` and not claimed by a live lease. Only heads are
     /// claimable, so a thread has at most one row in flight across all replicas.
@@ -123,6 +131,11 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_rows(&self, thread_key: Option<&str>) -> StoreResult<Vec<OutboxRow>>;
 }
 
+/// Both sides of the outbox.
+pub trait OutboxStore: OutboxQueue + OutboxDelivery {}
+
+impl<T: OutboxQueue + OutboxDelivery + ?Sized> OutboxStore for T {}
+
 /// Delivery state of an outbox row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,11 +166,11 @@ pub struct OutboxRow {
 pub struct MessageRef {
     pub channel: String,
     pub ts: String,
-    /// When its last `chat.update` was sent (unix ms).
+    /// When its last update was sent (unix ms).
     pub last_update_ms: Option<i64>,
 }
 
-/// What [`OutboxStore::mark_delivered`] records.
+/// What [`OutboxDelivery::mark_delivered`] records.
 #[derive(Debug, Clone)]
 pub struct Delivered<'a> {
     /// The claimed thread head.
@@ -191,16 +204,6 @@ impl OutboundAction {
             OutboundAction::Post { key, .. } => key.as_deref(),
             OutboundAction::Update { key, .. } | OutboundAction::Reaction { key, .. } => Some(key),
             OutboundAction::Ephemeral { .. } => None,
-        }
-    }
-
-    /// The Web API method that delivers it.
-    pub fn method(&self) -> &'static str {
-        match self {
-            OutboundAction::Post { .. } => "chat.postMessage",
-            OutboundAction::Update { .. } => "chat.update",
-            OutboundAction::Ephemeral { .. } => "chat.postEphemeral",
-            OutboundAction::Reaction { .. } => "reactions.add",
         }
     }
 }
@@ -333,3 +336,251 @@ impl RowRecord {
 pub(super) fn into_rows(records: Vec<RowRecord>) -> StoreResult<Vec<OutboxRow>> {
     records.into_iter().map(RowRecord::into_row).collect()
 }
+
+// ---- one implementation for both backends ----
+
+/// The cursor never moves backwards: a late writer with an older position keeps the newer one.
+const SQLITE_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, seq) VALUES ($1, $2) \
+     ON CONFLICT (run_id) DO UPDATE SET seq = max(slack_render_cursors.seq, excluded.seq)";
+const POSTGRES_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, seq) \
+     VALUES ($1, $2) \
+     ON CONFLICT (run_id) DO UPDATE SET seq = GREATEST(slack_render_cursors.seq, EXCLUDED.seq)";
+
+/// Arbitrary constant naming the Postgres outbox claim lock ("SLKOUTBX").
+const CLAIM_LOCK: i64 = 0x534C_4B4F_5554_4258;
+
+impl SqliteStore {
+    /// Nothing more to take: the write transaction (`BEGIN IMMEDIATE`, see `sqlite.rs`) already
+    /// serializes a claim's read-then-write against every other writer of the file.
+    async fn lock_outbox_claims(_conn: &mut SqliteConnection) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// A transaction-scoped advisory lock: replicas claim one after another, so a thread head
+    /// is never handed to two of them.
+    async fn lock_outbox_claims(conn: &mut PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Writes begin with the store's `begin_write()` (see `runs.rs`); `$upsert_cursor` is the
+/// backend's spelling of "the greater of the two".
+macro_rules! impl_outbox_store {
+    ($store:ty, $upsert_cursor:expr) => {
+        #[async_trait::async_trait]
+        impl OutboxQueue for $store {
+            async fn enqueue(
+                &self,
+                messages: &[OutboundMessage],
+                cursor: Option<(&str, i64)>,
+            ) -> StoreResult<()> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                for m in messages {
+                    sqlx::query(INSERT_ROW)
+                        .bind(&m.thread_key)
+                        .bind(&m.channel)
+                        .bind(m.action.kind())
+                        .bind(m.action.msg_key())
+                        .bind(Json(&m.action))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((run_id, seq)) = cursor {
+                    sqlx::query($upsert_cursor)
+                        .bind(run_id)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
+                let seq: Option<i64> = sqlx::query_scalar(SELECT_CURSOR)
+                    .bind(run_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(seq.unwrap_or(0))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl OutboxDelivery for $store {
+            async fn claim_heads(
+                &self,
+                owner: &str,
+                now_ms: i64,
+                lease_until_ms: i64,
+                limit: u32,
+            ) -> StoreResult<Vec<OutboxRow>> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_outbox_claims(&mut tx).await?;
+                let ids: Vec<i64> = sqlx::query_scalar(DUE_HEADS)
+                    .bind(now_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut rows = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let rec: Option<RowRecord> = sqlx::query_as(CLAIM_ROW)
+                        .bind(id)
+                        .bind(owner)
+                        .bind(lease_until_ms)
+                        .bind(now_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(rec) = rec {
+                        rows.push(rec.into_row()?);
+                    }
+                }
+                tx.commit().await?;
+                Ok(rows)
+            }
+
+            async fn message_ref(&self, key: &str) -> StoreResult<Option<MessageRef>> {
+                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(MESSAGE_REF)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(channel, ts, last_update_ms)| MessageRef {
+                    channel,
+                    ts,
+                    last_update_ms,
+                }))
+            }
+
+            async fn post_pending(&self, key: &str) -> StoreResult<bool> {
+                let n: i64 = sqlx::query_scalar(POST_PENDING)
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            async fn newer_updates(
+                &self,
+                thread_key: &str,
+                key: &str,
+                after_id: i64,
+            ) -> StoreResult<Vec<OutboxRow>> {
+                let recs: Vec<RowRecord> = sqlx::query_as(NEWER_UPDATES)
+                    .bind(thread_key)
+                    .bind(key)
+                    .bind(after_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                into_rows(recs)
+            }
+
+            async fn mark_delivered(&self, done: Delivered<'_>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let claimed = sqlx::query(DELIVER_CLAIMED)
+                    .bind(done.claimed_id)
+                    .bind(done.now_ms)
+                    .bind(done.owner)
+                    .execute(&mut *tx)
+                    .await?;
+                if claimed.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if done.sent_id != done.claimed_id {
+                    sqlx::query(DELIVER_SENT)
+                        .bind(done.sent_id)
+                        .bind(done.now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for id in &done.superseded {
+                    sqlx::query(SUPERSEDE)
+                        .bind(id)
+                        .bind(done.now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((key, channel, ts)) = done.posted {
+                    sqlx::query(UPSERT_MESSAGE)
+                        .bind(key)
+                        .bind(channel)
+                        .bind(ts)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(key) = done.updated_key {
+                    sqlx::query(TOUCH_UPDATE)
+                        .bind(key)
+                        .bind(done.now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn reschedule(
+                &self,
+                id: i64,
+                owner: &str,
+                next_attempt_ms: i64,
+                error: Option<&str>,
+                count_attempt: bool,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(RESCHEDULE)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(next_attempt_ms)
+                    .bind(error)
+                    .bind(i64::from(count_attempt))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn mark_failed(&self, id: i64, owner: &str, error: &str) -> StoreResult<bool> {
+                let done = sqlx::query(FAIL)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_claims(&self, owner: &str) -> StoreResult<u64> {
+                let done = sqlx::query(RELEASE).bind(owner).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn claim_owners(&self) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(CLAIM_OWNERS)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn pending_count(&self) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar(PENDING_COUNT)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn outbox_rows(&self, thread_key: Option<&str>) -> StoreResult<Vec<OutboxRow>> {
+                let recs: Vec<RowRecord> = sqlx::query_as(ALL_ROWS)
+                    .bind(thread_key)
+                    .fetch_all(&self.pool)
+                    .await?;
+                into_rows(recs)
+            }
+        }
+    };
+}
+
+impl_outbox_store!(SqliteStore, SQLITE_UPSERT_CURSOR);
+impl_outbox_store!(PostgresStore, POSTGRES_UPSERT_CURSOR);

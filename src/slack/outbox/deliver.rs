@@ -12,6 +12,16 @@ use crate::slack::api::ApiError;
 use crate::store::outbox::{Delivered, OutboundAction, OutboxRow};
 use crate::store::{StoreError, StoreResult};
 
+/// The Web API method that delivers an action (the store keeps only its kind).
+pub(crate) fn web_api_method(action: &OutboundAction) -> &'static str {
+    match action {
+        OutboundAction::Post { .. } => "chat.postMessage",
+        OutboundAction::Update { .. } => "chat.update",
+        OutboundAction::Ephemeral { .. } => "chat.postEphemeral",
+        OutboundAction::Reaction { .. } => "reactions.add",
+    }
+}
+
 /// How long to wait for a parent queued in another thread before looking again.
 const DEPENDENCY_POLL_MS: i64 = 500;
 
@@ -91,7 +101,7 @@ fn with_blocks(mut body: Value, blocks: &Option<Value>) -> Value {
 }
 
 async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prepared> {
-    let method = row.action.method();
+    let method = web_api_method(&row.action);
     Ok(match &row.action {
         OutboundAction::Post {
             in_thread_of,
@@ -211,7 +221,7 @@ pub(super) async fn deliver(shared: Arc<Shared>, row: OutboxRow) {
 async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     let owner = shared.opts.owner.as_str();
     let now = now_ms();
-    let method = row.action.method();
+    let method = web_api_method(&row.action);
     if let Some(until) = shared.holds.held_until(method, now) {
         shared
             .store

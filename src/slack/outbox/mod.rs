@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::instance::InstanceId;
 use crate::run::now_ms;
 use crate::slack::api::SlackApi;
-use crate::store::OutboxStore;
+use crate::store::OutboxDelivery;
 
 pub use pacing::backoff;
 
@@ -102,7 +102,7 @@ fn owner_instance(owner: &str) -> Option<InstanceId> {
 
 /// Releases the claims of outbox instances whose process is gone (killed mid-call), so their
 /// threads go on now instead of after the lease.
-async fn release_dead_claims(store: &dyn OutboxStore) {
+async fn release_dead_claims(store: &dyn OutboxDelivery) {
     let me = InstanceId::current();
     let Ok(owners) = store.claim_owners().await else {
         return;
@@ -122,7 +122,7 @@ async fn release_dead_claims(store: &dyn OutboxStore) {
 }
 
 pub(crate) struct Shared {
-    store: Arc<dyn OutboxStore>,
+    store: Arc<dyn OutboxDelivery>,
     api: Arc<dyn SlackApi>,
     opts: OutboxOptions,
     holds: pacing::MethodHolds,
@@ -137,7 +137,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(store: Arc<dyn OutboxStore>, api: Arc<dyn SlackApi>, opts: OutboxOptions) -> Self {
+    pub fn new(
+        store: Arc<dyn OutboxDelivery>,
+        api: Arc<dyn SlackApi>,
+        opts: OutboxOptions,
+    ) -> Self {
         Outbox {
             shared: Arc::new(Shared {
                 store,
