@@ -355,7 +355,11 @@ fn modules_after(code: &str, prefix: &str) -> Vec<(String, usize)> {
             i = k.max(i + 1);
         } else {
             if let Some(name) = ident_at(&chars, j) {
-                found.push((name, line_at(j)));
+                // `crate::name!` is an exported macro (they live at the crate root, in no module).
+                let after = skip_ws(&chars, j + name.chars().count());
+                if chars.get(after) != Some(&'!') {
+                    found.push((name, line_at(j)));
+                }
             }
             i = j.max(i + 1);
         }
