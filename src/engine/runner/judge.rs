@@ -11,10 +11,10 @@ use crate::spec::model::{Experiment, FaultSpec, StopRule};
 
 /// The verdict the samples support, and the breaches not journalled yet.
 pub(super) struct Judgement {
-    pub verdict: Verdict,
-    pub reason: String,
+    pub(super) verdict: Verdict,
+    pub(super) reason: String,
     /// (probe or load step, detail) to journal as tolerance breaches before the verdict.
-    pub unreported: Vec<(String, String)>,
+    pub(super) unreported: Vec<(String, String)>,
 }
 
 /// Judges probe samples taken during the method against the tolerances and stop conditions.
@@ -378,5 +378,33 @@ mod tests {
         // The old failure left the window, so only the passing samples count.
         assert!(j.stop_condition(0, true).is_none());
         assert!(j.stop_condition(0, true).is_none());
+    }
+
+    #[test]
+    fn a_halt_decides_the_verdict_and_breaches_are_journalled_once() {
+        let mut j = Judge::new(&exp(0.0, vec![]));
+        let abort = Halt::Abort {
+            by: "alice".into(),
+            reason: String::new(),
+        };
+        let judged = j.judgement(Some(&abort));
+        assert_eq!(
+            (judged.verdict, judged.reason.as_str()),
+            (Verdict::Aborted, "aborted by alice")
+        );
+        assert_eq!(j.judgement(None).verdict, Verdict::Held);
+
+        // Reported live: not journalled again at the end.
+        assert!(j.tolerance_breach(0, false).is_some());
+        let judged = j.judgement(None);
+        assert_eq!(judged.verdict, Verdict::Deviated);
+        assert!(
+            judged
+                .reason
+                .starts_with("the hypothesis broke: probe `p`: 1 of 1"),
+            "{}",
+            judged.reason
+        );
+        assert!(judged.unreported.is_empty());
     }
 }

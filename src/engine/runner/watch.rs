@@ -20,8 +20,8 @@ use crate::store::StoreError;
 /// What the watch knows: the judge's tallies, why the run halted (if it did), and the
 /// faults' reports still to come (a load's final report arrives at its revert).
 pub(super) struct Watch {
-    pub judge: Judge,
-    pub halt: Option<Halt>,
+    pub(super) judge: Judge,
+    pub(super) halt: Option<Halt>,
     fault_events: mpsc::UnboundedReceiver<Event>,
 }
 
