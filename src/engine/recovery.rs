@@ -40,8 +40,50 @@ async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
         .clone()
         .unwrap_or_else(|| "an unknown process".into());
     warn!(run_id = %run.id, %owner, state = %run.state, "recovering a run left in flight");
+    let (reverted, failures) = revert_open_faults(eng, run).await?;
+    let reason = format!(
+        "the process running it ({owner}) stopped while the run was {}; recovered by {}",
+        run.state,
+        eng.instance()
+    );
+    eng.append(
+        &run.id,
+        Event::Recovered {
+            reason: reason.clone(),
+            faults_reverted: reverted,
+        },
+    )
+    .await?;
+    let verified = verify_recovered(eng, run).await?;
+    let rollback = if !failures.is_empty() || verified.is_some() {
+        RollbackOutcome::RevertFailed
+    } else {
+        RollbackOutcome::Reverted
+    };
+    let mut full = reason;
+    if !failures.is_empty() {
+        full.push_str(&format!("; could not revert: {}", failures.join("; ")));
+    }
+    if let Some(why) = verified {
+        full.push_str(&format!(
+            "; steady state not verified after recovery ({why})"
+        ));
+    }
+    eng.finish(&run.id, Verdict::Aborted, rollback, &full)
+        .await?;
+    Ok(())
+}
+
+/// Undoes every fault the run's record says is still open; returns how many came off and
+/// what could not be undone.
+async fn revert_open_faults(
+    eng: &Engine,
+    run: &RunRecord,
+) -> Result<(u32, Vec<String>), StoreError> {
     let mut reverted = 0u32;
     let mut failures = Vec::new();
+    // These faults leave `chaosbot_active_faults` alone: the gauge counts the faults this
+    // process put in place, and these are another process's.
     for fault in eng.store().open_faults(&run.id).await? {
         let outcome = match faults::family_named(&fault.family) {
             Some(family) => family.recover(&fault).await.map_err(|e| e.to_string()),
@@ -78,66 +120,38 @@ async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
             }
         }
     }
-    let reason = format!(
-        "the process running it ({owner}) stopped while the run was {}; recovered by {}",
-        run.state,
-        eng.instance()
-    );
-    eng.append(
-        &run.id,
-        Event::Recovered {
-            reason: reason.clone(),
-            faults_reverted: reverted,
-        },
-    )
-    .await?;
+    Ok((reverted, failures))
+}
 
-    // "Reverted" means verified: probe once more before saying so. The proxies are part of
-    // the service path, so the ones this run used are brought back up first.
-    let verified = match serde_json::from_value::<Experiment>(run.spec.clone()) {
-        Ok(exp) => {
-            for target in eng.targets().proxies_for(&exp) {
-                if let Err(e) = eng.targets().proxy(&target).await {
-                    warn!(run_id = %run.id, %target, error = %e, "cannot restart the proxy");
-                }
-            }
-            let mut bad = None;
-            for probe in &exp.hypothesis {
-                let s = probes::sample(probe).await;
-                eng.append(
-                    &run.id,
-                    Event::ProbeSample {
-                        probe: probe.name.clone(),
-                        phase: SamplePhase::After,
-                        ok: s.ok,
-                        latency_ms: probes::ms(s.latency),
-                        detail: s.detail.clone(),
-                    },
-                )
-                .await?;
-                if !s.ok && bad.is_none() {
-                    bad = Some(format!("probe `{}`: {}", probe.name, s.detail));
-                }
-            }
-            bad
+/// "Reverted" means verified: probes once more before saying so; returns why not, if not.
+/// The proxies are part of the service path, so the ones this run used come back up first.
+async fn verify_recovered(eng: &Engine, run: &RunRecord) -> Result<Option<String>, StoreError> {
+    let exp = match serde_json::from_value::<Experiment>(run.spec.clone()) {
+        Ok(exp) => exp,
+        Err(e) => return Ok(Some(format!("the stored experiment cannot be read: {e}"))),
+    };
+    for target in eng.targets().proxies_for(&exp) {
+        if let Err(e) = eng.targets().proxy(&target).await {
+            warn!(run_id = %run.id, %target, error = %e, "cannot restart the proxy");
         }
-        Err(e) => Some(format!("the stored experiment cannot be read: {e}")),
-    };
-    let rollback = if !failures.is_empty() || verified.is_some() {
-        RollbackOutcome::RevertFailed
-    } else {
-        RollbackOutcome::Reverted
-    };
-    let mut full = reason;
-    if !failures.is_empty() {
-        full.push_str(&format!("; could not revert: {}", failures.join("; ")));
     }
-    if let Some(why) = verified {
-        full.push_str(&format!(
-            "; steady state not verified after recovery ({why})"
-        ));
-    }
-    eng.finish(&run.id, Verdict::Aborted, rollback, &full)
+    let mut bad = None;
+    for probe in &exp.hypothesis {
+        let s = probes::sample(probe).await;
+        eng.append(
+            &run.id,
+            Event::ProbeSample {
+                probe: probe.name.clone(),
+                phase: SamplePhase::After,
+                ok: s.ok,
+                latency_ms: probes::ms(s.latency),
+                detail: s.detail.clone(),
+            },
+        )
         .await?;
-    Ok(())
+        if !s.ok && bad.is_none() {
+            bad = Some(format!("probe `{}`: {}", probe.name, s.detail));
+        }
+    }
+    Ok(bad)
 }

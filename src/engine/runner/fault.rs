@@ -1,0 +1,204 @@
+//! Putting faults in place and taking them off: each is recorded in the store before it is
+//! injected (so a crash leaves something to recover from), carries its own deadline, and is
+//! counted in `chaosbot_active_faults` for as long as it may be in place.
+
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::halt::InjectError;
+use super::{Shared, append, set_state};
+use crate::faults::{self, ActiveFault, FaultFamily, InjectContext};
+use crate::run::{Event, RunState, now_ms};
+use crate::spec::model::FaultStep;
+use crate::store::NewFault;
+
+const ACTIVE_FAULTS: &str = "chaosbot_active_faults";
+
+/// One fault counted in `chaosbot_active_faults` for as long as this value lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        metrics::gauge!(ACTIVE_FAULTS).increment(1.0);
+        Counted
+    }
+
+    /// A fault whose revert failed is still in place until its own deadline removes it.
+    fn keep_until(self, deadline: Instant) {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            drop(self);
+        });
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!(ACTIVE_FAULTS).decrement(1.0);
+    }
+}
+
+/// A fault in place, as the runner tracks it.
+pub(super) struct Injected {
+    record_id: i64,
+    step: String,
+    target: String,
+    deadline: Instant,
+    fault: Box<dyn ActiveFault>,
+    counted: Counted,
+}
+
+fn family_for<'a>(sh: &'a Shared, step: &FaultStep) -> &'a dyn FaultFamily {
+    match &sh.eng.family_override {
+        Some(f) => f.as_ref(),
+        None => faults::family_for(&step.fault),
+    }
+}
+
+/// How long the fault may stay: not past its step by more than the grace, nor past the
+/// run's guard rail.
+fn time_to_live(sh: &Shared, step: &FaultStep) -> Duration {
+    let opts = &sh.eng.opts;
+    let step_deadline = step.duration + opts.deadline_grace;
+    let run_left = opts
+        .guard_rails
+        .max_run_duration
+        .saturating_sub(sh.started.elapsed())
+        + opts.deadline_grace;
+    step_deadline.min(run_left)
+}
+
+/// Persists the fault, then injects it with its own deadline, then registers it for revert.
+pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectError> {
+    let eng = &sh.eng;
+    let family = family_for(sh, step);
+    let ttl = time_to_live(sh, step);
+    let deadline = Instant::now() + ttl;
+    let deadline_ms = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let ctx = InjectContext {
+        targets: eng.targets(),
+        seed: faults::derive_seed(sh.seed, &step.name),
+        deadline,
+        events: sh.events.clone(),
+    };
+    // What recovery needs (e.g. the pids about to be signalled) is resolved and persisted
+    // before anything is touched.
+    let detail = family
+        .prepare(step, &ctx)
+        .await
+        .map_err(InjectError::Prepare)?;
+    let record_id = eng
+        .store()
+        .record_fault(NewFault {
+            run_id: sh.run_id.clone(),
+            step: step.name.clone(),
+            target: step.target.clone(),
+            family: family.name().to_string(),
+            detail: detail.clone(),
+            deadline_ms,
+            owner: eng.instance().to_string(),
+        })
+        .await
+        .map_err(InjectError::Record)?;
+    let fault = family
+        .inject(step, &ctx, &detail)
+        .await
+        .map_err(InjectError::Inject)?;
+    let counted = Counted::new();
+    let summary = fault.summary();
+    sh.injected_any
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    sh.active.lock().await.push(Injected {
+        record_id,
+        step: step.name.clone(),
+        target: step.target.clone(),
+        deadline,
+        fault,
+        counted,
+    });
+    info!(step = %step.name, %summary, "fault injected");
+    let _ = append(
+        sh,
+        Event::FaultInjected {
+            step: step.name.clone(),
+            fault: step.fault.kind_name().to_string(),
+            target: step.target.clone(),
+            summary,
+            deadline_ms,
+        },
+    )
+    .await;
+    Ok(record_id)
+}
+
+/// Removes one fault at the end of its step (unless the final revert already took it).
+pub(super) async fn revert_one(sh: &Shared, record_id: i64) -> bool {
+    let injected = {
+        let mut active = sh.active.lock().await;
+        match active.iter().position(|i| i.record_id == record_id) {
+            Some(pos) => active.remove(pos),
+            None => return true,
+        }
+    };
+    revert_injected(sh, injected, true).await
+}
+
+/// Removes every fault still in place, newest first. Returns whether all came off.
+pub(super) async fn revert_all(sh: &Shared, journal: bool) -> bool {
+    if journal {
+        let _ = set_state(sh, RunState::Reverting).await;
+    }
+    let all: Vec<Injected> = sh.active.lock().await.drain(..).rev().collect();
+    let mut ok = true;
+    for injected in all {
+        ok &= revert_injected(sh, injected, journal).await;
+    }
+    ok
+}
+
+async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool {
+    let Injected {
+        record_id,
+        step,
+        target,
+        deadline,
+        fault,
+        counted,
+    } = injected;
+    // Retried briefly: a revert is the one thing that must not give up at the first error.
+    let mut last_err = String::new();
+    for attempt in 0..3u32 {
+        match fault.revert().await {
+            Ok(()) => {
+                info!(%step, "fault reverted");
+                drop(counted);
+                if let Err(e) = sh.eng.store().mark_fault_reverted(record_id).await {
+                    warn!(error = %e, "fault reverted but not marked in the store");
+                }
+                if journal {
+                    let _ = append(sh, Event::FaultReverted { step, target }).await;
+                }
+                return true;
+            }
+            Err(e) => {
+                last_err = e.to_string();
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    error!(%step, error = %last_err, "revert failed");
+    counted.keep_until(deadline);
+    if journal {
+        let _ = append(
+            sh,
+            Event::FaultRevertFailed {
+                step,
+                target,
+                error: last_err,
+            },
+        )
+        .await;
+    }
+    false
+}
