@@ -80,6 +80,11 @@ pid_file = "{d}/worker.pid"
 restart_command = "echo restarted > {d}/restarted; sleep 60 >/dev/null 2>&1 & echo $! > {d}/worker.pid"
 
 [[targets.process]]
+name = "broken"
+pid_file = "{d}/broken.pid"
+restart_command = "echo starting the worker; echo no such file: worker.conf >&2; exit 3"
+
+[[targets.process]]
 name = "init"
 pid_file = "{d}/init.pid"
 
@@ -231,6 +236,68 @@ async fn kill_with_restart_signals_then_runs_the_restart_command() {
         "the restarted process runs"
     );
     kill_pid(new_pid);
+}
+
+/// A restart command that fails is a failed revert: journaled with its exit status, how long it
+/// took and its last output, and the run's rollback says so (never "reverted").
+#[tokio::test]
+async fn a_failing_restart_command_is_a_failed_revert_with_its_reason() {
+    let rig = rig().await;
+    let mut child = sleeper();
+    std::fs::write(
+        rig.dir.path().join("broken.pid"),
+        format!("{}\n", pid_of(&child)),
+    )
+    .unwrap();
+    let exp = experiment(
+        vec![],
+        vec![process_step(
+            "crash-worker",
+            "broken",
+            ProcessAction::Kill {
+                signal: Signal::Term,
+                restart: true,
+            },
+            300,
+        )],
+        vec![],
+    );
+    let id = rig.engine.submit(&exp, test_request()).await.unwrap();
+    let run = rig.engine.wait(&id).await.unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        run.rollback,
+        Some(RollbackOutcome::RevertFailed),
+        "{:?}",
+        run.reason
+    );
+    let journal = rig.store.journal(&id, 0).await.unwrap();
+    let failed: Vec<String> = journal
+        .iter()
+        .filter_map(|e| match &e.event {
+            chaosbot::run::Event::FaultRevertFailed { step, error, .. }
+                if step == "crash-worker" =>
+            {
+                Some(error.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{journal:#?}");
+    let why = &failed[0];
+    assert!(why.contains("exited with status 3"), "{why}");
+    assert!(why.contains(" after "), "{why}");
+    assert!(
+        why.contains("starting the worker | no such file: worker.conf"),
+        "{why}"
+    );
+    assert!(
+        !journal.iter().any(|e| matches!(
+            &e.event,
+            chaosbot::run::Event::FaultReverted { step, .. } if step == "crash-worker"
+        )),
+        "a failed restart must not be journaled as reverted: {journal:#?}"
+    );
 }
 
 #[tokio::test]

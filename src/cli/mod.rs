@@ -17,6 +17,8 @@ use crate::config::Config;
 
 pub const EXIT_INVALID: u8 = 64;
 pub const EXIT_FAILED: u8 = 2;
+/// A fault could not be reverted (whatever the verdict): someone must put it back by hand.
+pub const EXIT_REVERT_FAILED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, load_config, open_store};
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_REVERT_FAILED, GlobalArgs, load_config, open_store};
 use crate::config::Config;
 use crate::engine::{Engine, EngineOptions, SubmitRequest};
 use crate::faults::TargetRegistry;
@@ -88,6 +88,11 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
     )
     .await;
     match outcome {
+        // A fault left in place outranks the verdict: a pipeline must not go on as if all was
+        // well while something is still broken.
+        Ok(run) if run.rollback == Some(crate::run::RollbackOutcome::RevertFailed) => {
+            EXIT_REVERT_FAILED
+        }
         Ok(run) => run
             .verdict
             .map(|v| v.exit_code() as u8)

@@ -29,7 +29,8 @@ pub(super) async fn close(
         w.halt = Some(Halt::StepFailed(e));
     }
 
-    let revert_ok = revert_all(sh, true).await;
+    let revert_ok =
+        revert_all(sh, true).await && !sh.revert_failed.load(std::sync::atomic::Ordering::SeqCst);
     // What faults reported up to their revert (a load's final report) is judged too.
     w.drain_fault_events(sh).await?;
     let rollback = rollback_outcome(sh, revert_ok).await?;

@@ -188,6 +188,8 @@ async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool
         }
     }
     error!(%step, error = %last_err, "revert failed");
+    sh.revert_failed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     counted.keep_until(deadline);
     if journal {
         let _ = append(

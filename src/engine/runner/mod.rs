@@ -43,6 +43,9 @@ struct Shared {
     state: Mutex<RunState>,
     active: Mutex<Vec<Injected>>,
     injected_any: AtomicBool,
+    /// A fault's revert failed at some point (at the end of its step or in the final revert):
+    /// the run's rollback is then `revert-failed`, whatever the later reverts did.
+    revert_failed: AtomicBool,
     /// Faults report measurements here (the load's numbers); the run loop journals them.
     events: mpsc::UnboundedSender<Event>,
 }
@@ -90,6 +93,7 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
             state: Mutex::new(RunState::CheckingSteadyState),
             active: Mutex::new(Vec::new()),
             injected_any: AtomicBool::new(false),
+            revert_failed: AtomicBool::new(false),
             events,
         });
         drive(shared, events_rx).await;
