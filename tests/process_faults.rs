@@ -291,6 +291,11 @@ async fn a_failing_restart_command_is_a_failed_revert_with_its_reason() {
         why.contains("starting the worker | no such file: worker.conf"),
         "{why}"
     );
+    let reason = run.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("REVERT FAILED for `crash-worker`") && reason.contains("status 3"),
+        "the verdict quotes why: {reason}"
+    );
     assert!(
         !journal.iter().any(|e| matches!(
             &e.event,

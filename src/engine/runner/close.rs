@@ -29,8 +29,13 @@ pub(super) async fn close(
         w.halt = Some(Halt::StepFailed(e));
     }
 
-    let revert_ok =
-        revert_all(sh, true).await && !sh.revert_failed.load(std::sync::atomic::Ordering::SeqCst);
+    let revert_ok = revert_all(sh, true).await;
+    let revert_failure = sh
+        .revert_failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let revert_ok = revert_ok && revert_failure.is_none();
     // What faults reported up to their revert (a load's final report) is judged too.
     w.drain_fault_events(sh).await?;
     let rollback = rollback_outcome(sh, revert_ok).await?;
@@ -40,9 +45,10 @@ pub(super) async fn close(
         append(sh, Event::ToleranceExceeded { probe, detail }).await?;
     }
     let reason = match rollback {
-        RollbackOutcome::RevertFailed => {
-            format!("{}; REVERT FAILED, see the journal", judged.reason)
-        }
+        RollbackOutcome::RevertFailed => match revert_failure {
+            Some(why) => format!("{}; REVERT FAILED for {why}", judged.reason),
+            None => format!("{}; REVERT FAILED, see the journal", judged.reason),
+        },
         _ => judged.reason,
     };
     Ok(Outcome {

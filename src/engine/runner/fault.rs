@@ -189,7 +189,9 @@ async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool
     }
     error!(%step, error = %last_err, "revert failed");
     sh.revert_failed
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(|| format!("`{step}`: {last_err}"));
     counted.keep_until(deadline);
     if journal {
         let _ = append(

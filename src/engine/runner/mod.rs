@@ -45,7 +45,7 @@ struct Shared {
     injected_any: AtomicBool,
     /// A fault's revert failed at some point (at the end of its step or in the final revert):
     /// the run's rollback is then `revert-failed`, whatever the later reverts did.
-    revert_failed: AtomicBool,
+    revert_failed: std::sync::Mutex<Option<String>>,
     /// Faults report measurements here (the load's numbers); the run loop journals them.
     events: mpsc::UnboundedSender<Event>,
 }
@@ -93,7 +93,7 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
             state: Mutex::new(RunState::CheckingSteadyState),
             active: Mutex::new(Vec::new()),
             injected_any: AtomicBool::new(false),
-            revert_failed: AtomicBool::new(false),
+            revert_failed: std::sync::Mutex::new(None),
             events,
         });
         drive(shared, events_rx).await;
