@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::locate::{DeError, Locations, Node, Seg, path_string};
 use super::model::{
-    Experiment, FaultSpec, FaultStep, Probe, ProbeKind, Rollback, RollbackAction, Step,
-    StopCondition, StopRule, Tolerance,
+    Direction, DiskAmount, Experiment, FaultSpec, FaultStep, MemoryAmount, Probe, ProbeKind,
+    ProcessAction, ResourceKind, Rollback, RollbackAction, Signal, Step, StopCondition, StopRule,
+    Tolerance, ToxicKind,
 };
 use super::raw::{
     FAULT_KINDS, OneOrMany, RawExperiment, RawHttpAction, RawProbe, RawStep, RawStopCondition,
@@ -17,9 +18,6 @@ use super::raw::{
 };
 use super::{Problem, did_you_mean, duration_serde};
 use crate::config::Config;
-use crate::faults::network::{Direction, ToxicKind};
-use crate::faults::process::{ProcessAction, Signal};
-use crate::faults::resource::{DiskAmount, MemoryAmount, ResourceKind};
 use crate::load::Schedule;
 
 /// Longer than this is certainly a typo (`30h` for `30s`).
