@@ -112,13 +112,16 @@ pub(crate) fn parse_full(
 
     let (raw, errors) = locate::from_tree::<raw::RawExperiment>(root.clone(), &[]);
     let mut suggested = std::collections::HashSet::new();
+    let mut rejected = std::collections::HashSet::new();
     for e in &errors {
         let (p, s) = validate::de_problem(file, e, &root);
         problems.push(p);
         suggested.extend(s);
+        rejected.extend(e.path.as_deref().map(locate::path_string));
     }
     let raw = raw.unwrap_or_default();
-    let (experiment, p) = validate::experiment(file, &loc, cfg, &raw, values, &suggested);
+    let (experiment, p) =
+        validate::experiment(file, &loc, cfg, &raw, values, &suggested, &rejected);
     problems.extend(p);
     problems.sort_by_key(|p| (p.file != file, p.line, p.column));
     problems.dedup();
