@@ -114,7 +114,7 @@ impl Threshold {
                         format!("write it like `{name} < 300ms`"),
                     ));
                 }
-                let d = crate::spec::duration_serde::parse(value).map_err(|why| {
+                let d = crate::config::duration_serde::parse(value).map_err(|why| {
                     err(
                         format!("`{t}`: {why}"),
                         format!("write the limit as a duration, like `{name} < 300ms`"),
