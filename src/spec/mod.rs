@@ -98,8 +98,6 @@ pub(crate) fn parse_full(
         });
         return fail(problems);
     };
-    let loc = locate::Locations::of(&root);
-
     let (infos, p) = params::declarations(&root, file);
     problems.extend(p);
     let (values, p) = params::resolve(&infos, overrides);
@@ -110,6 +108,9 @@ pub(crate) fn parse_full(
         _ => Vec::new(),
     };
     problems.extend(params::substitute(&mut root, &values, &declared, file));
+    // Substitution keeps the shape and every position; read after it, the map also knows
+    // which values a parameter left empty.
+    let loc = locate::Locations::of(&root);
 
     let (raw, errors) = locate::from_tree::<raw::RawExperiment>(root.clone(), &[]);
     let mut suggested = std::collections::HashSet::new();
