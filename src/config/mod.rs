@@ -1,6 +1,10 @@
 //! Operator settings: `chaosbot.toml` (path from `--config` or `CHAOSBOT_CONFIG`) plus
 //! environment overrides, validated once at start. The config is where targets are declared:
 //! an experiment can only touch what is listed here.
+//!
+//! One file per section (targets and guard rails, slack and qa, schedules, digest, game day).
+//! Config sits at the bottom with `run`: it imports nothing else of the crate, and the
+//! modules that act on a section (schedule, gameday, ...) import its type from here.
 
 use std::path::{Path, PathBuf};
 
