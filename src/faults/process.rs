@@ -20,41 +20,11 @@ use tracing::{info, warn};
 
 use crate::config::{ProcessMatch, ProcessTarget};
 use crate::spec::model::{FaultSpec, FaultStep};
+pub use crate::spec::model::{ProcessAction, Signal};
 use crate::store::FaultRecord;
 
-/// The signals a `kill` step may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Signal {
-    Term,
-    Kill,
-    Int,
-    Hup,
-    Quit,
-    Usr1,
-    Usr2,
-}
-
+// The signal is a spec parameter; turning it into a number is this family's business.
 impl Signal {
-    /// Names accepted in YAML (with or without `SIG`, any case).
-    pub const NAMES: &'static [&'static str] =
-        &["TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2"];
-
-    pub fn parse(text: &str) -> Option<Signal> {
-        let up = text.trim().to_ascii_uppercase();
-        let bare = up.strip_prefix("SIG").unwrap_or(&up);
-        Some(match bare {
-            "TERM" => Signal::Term,
-            "KILL" => Signal::Kill,
-            "INT" => Signal::Int,
-            "HUP" => Signal::Hup,
-            "QUIT" => Signal::Quit,
-            "USR1" => Signal::Usr1,
-            "USR2" => Signal::Usr2,
-            _ => return None,
-        })
-    }
-
     pub fn number(self) -> libc::c_int {
         match self {
             Signal::Term => libc::SIGTERM,
@@ -64,42 +34,6 @@ impl Signal {
             Signal::Quit => libc::SIGQUIT,
             Signal::Usr1 => libc::SIGUSR1,
             Signal::Usr2 => libc::SIGUSR2,
-        }
-    }
-}
-
-impl std::fmt::Display for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Signal::Term => "SIGTERM",
-            Signal::Kill => "SIGKILL",
-            Signal::Int => "SIGINT",
-            Signal::Hup => "SIGHUP",
-            Signal::Quit => "SIGQUIT",
-            Signal::Usr1 => "SIGUSR1",
-            Signal::Usr2 => "SIGUSR2",
-        };
-        f.write_str(s)
-    }
-}
-
-/// What a process step does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ProcessAction {
-    /// Sends `signal`; with `restart`, the target's restart command runs when the step ends.
-    Kill { signal: Signal, restart: bool },
-    /// SIGSTOP now, SIGCONT on revert or at the deadline.
-    Pause,
-}
-
-impl ProcessAction {
-    pub const NAMES: &'static [&'static str] = &["kill", "pause"];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProcessAction::Kill { .. } => "kill",
-            ProcessAction::Pause => "pause",
         }
     }
 }

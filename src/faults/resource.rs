@@ -20,63 +20,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+pub use crate::spec::model::{DiskAmount, MemoryAmount, ResourceKind};
 use crate::spec::model::{FaultSpec, FaultStep};
 use crate::store::FaultRecord;
 
 const MIB: u64 = 1024 * 1024;
-
-/// How much memory a `memory` fault takes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryAmount {
-    Mib(u64),
-    /// Share of the memory available when the fault starts (MemAvailable), in (0, 1].
-    Fraction(f64),
-}
-
-/// How much a `disk` fault writes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiskAmount {
-    Mib(u64),
-    /// Fill the filesystem until this share of it is used (as `df` counts it).
-    UntilPercent(f64),
-}
-
-/// What a resource step does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ResourceKind {
-    /// `workers` threads, each busy `percent` of every 100 ms period.
-    Cpu {
-        workers: u32,
-        percent: f64,
-    },
-    Memory {
-        amount: MemoryAmount,
-    },
-    Disk {
-        amount: DiskAmount,
-    },
-    /// fsync'd writes of `block_kib` blocks at up to `mib_per_s`.
-    Io {
-        block_kib: u64,
-        mib_per_s: u64,
-    },
-}
-
-impl ResourceKind {
-    pub const NAMES: &'static [&'static str] = &["cpu", "memory", "disk", "io"];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ResourceKind::Cpu { .. } => "cpu",
-            ResourceKind::Memory { .. } => "memory",
-            ResourceKind::Disk { .. } => "disk",
-            ResourceKind::Io { .. } => "io",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {

@@ -14,12 +14,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+pub use crate::config::MAX_QA_WINDOW;
 use crate::spec::locate::{self, Locations};
 use crate::spec::model::Experiment;
 use crate::spec::{Catalog, Problem, SpecErrors, validate};
 
-/// The longest Q&A window a plan (or `[gameday] qa_window`) may set.
-pub const MAX_QA_WINDOW: Duration = Duration::from_secs(2 * 3600);
 /// The longest extra pause between two agenda items.
 pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 /// Agenda items per plan: a day's track, not a batch job.

@@ -17,7 +17,7 @@ pub enum Schedule {
     Ramp {
         from: f64,
         to: f64,
-        #[serde(with = "crate::spec::duration_serde")]
+        #[serde(with = "crate::config::duration_serde")]
         over: Duration,
     },
     /// As fast as the connections allow (closed-loop; for benchmarks, never from a YAML file:

@@ -100,7 +100,7 @@ impl Threshold {
         let value = value.strip_prefix('=').unwrap_or(value).trim();
         let name = name.trim();
         let Some(metric) = Metric::named(name) else {
-            let hint = match crate::spec::did_you_mean(name, Metric::NAMES.iter().copied()) {
+            let hint = match crate::suggest::closest(name, Metric::NAMES.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("thresholds measure {}", Metric::NAMES.join(", ")),
             };
@@ -114,7 +114,7 @@ impl Threshold {
                         format!("write it like `{name} < 300ms`"),
                     ));
                 }
-                let d = crate::spec::duration_serde::parse(value).map_err(|why| {
+                let d = crate::config::duration_serde::parse(value).map_err(|why| {
                     err(
                         format!("`{t}`: {why}"),
                         format!("write the limit as a duration, like `{name} < 300ms`"),

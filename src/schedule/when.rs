@@ -20,6 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use crate::config::{close_zones, unknown_zone_message};
+
 /// How far ahead a schedule is searched for its next fire: 8 years covers every leap-day
 /// pattern, so a schedule with no fire in that window never fires.
 const SEARCH_DAYS: i64 = 366 * 8 + 2;
@@ -81,22 +83,6 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-fn unknown_zone_message(zone: &str, suggestions: &[String]) -> String {
-    let hint = if suggestions.is_empty() {
-        "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
-    } else {
-        format!(
-            "did you mean {}?",
-            suggestions
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    format!("`{zone}` is not a time zone I know; {hint}")
-}
-
 /// A duration the way people say it: `1m`, `1h`, `1h 30m`.
 pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
@@ -123,13 +109,6 @@ pub fn parse_zone(name: &str) -> Result<Tz, WhenError> {
         zone: name.to_string(),
         suggestions: close_zones(name),
     })
-}
-
-/// Up to three zone names close to `name` (whole name or its last part, e.g. `Berlin`).
-fn close_zones(name: &str) -> Vec<String> {
-    let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
-    let close = crate::suggest::ranked(name, names);
-    close.into_iter().take(3).map(str::to_string).collect()
 }
 
 impl When {

@@ -7,7 +7,7 @@
 //! then knows the path and position of the node it came from. [`Locations`] maps value paths
 //! such as `method[1].target` to positions for the meaning checks in [`super::validate`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -345,6 +345,8 @@ impl MarkedEventReceiver for Builder {
 pub struct Locations {
     values: HashMap<String, Pos>,
     keys: HashMap<String, Pos>,
+    /// Paths whose value is null (`key:` with nothing, `~`) or was set aside.
+    nulls: HashSet<String>,
 }
 
 impl Locations {
@@ -352,6 +354,9 @@ impl Locations {
         let mut loc = Locations::default();
         fn walk(n: &Node, path: &mut Vec<Seg>, loc: &mut Locations) {
             loc.values.insert(path_string(path), n.pos);
+            if n.is_null() {
+                loc.nulls.insert(path_string(path));
+            }
             match &n.kind {
                 NodeKind::Map(entries) => {
                     for e in entries {
@@ -378,6 +383,11 @@ impl Locations {
     /// True when the file has a value at `path`.
     pub fn has(&self, path: &str) -> bool {
         self.values.contains_key(path)
+    }
+
+    /// True when the file has a value at `path` that is not null.
+    pub fn is_set(&self, path: &str) -> bool {
+        self.has(path) && !self.nulls.contains(path)
     }
 
     /// The position of the value at `path`; for a path that is not in the file, the position
@@ -470,6 +480,58 @@ impl DeError {
             self.pos = pos;
         }
         self
+    }
+}
+
+/// The keys serde accepts for the struct `T` (its field names, renames applied), asked of
+/// the derived `Deserialize` itself so that no list has to mirror the struct.
+pub fn fields_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    match T::deserialize(FieldsProbe) {
+        Err(Fields(f)) => f,
+        Ok(_) => &[],
+    }
+}
+
+/// A deserializer that only records the fields a struct asks for.
+struct FieldsProbe;
+
+#[derive(Debug)]
+struct Fields(&'static [&'static str]);
+
+impl fmt::Display for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fields: {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for Fields {}
+
+impl de::Error for Fields {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        Fields(&[])
+    }
+}
+
+impl<'de> de::Deserializer<'de> for FieldsProbe {
+    type Error = Fields;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Fields> {
+        Err(Fields(&[]))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Fields> {
+        Err(Fields(fields))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
     }
 }
 
@@ -735,6 +797,27 @@ mod tests {
         let (_, problems) = parse_tree("a: 1\nb: 2\na: 3\n").unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].pos, Pos { line: 3, column: 1 });
+    }
+
+    #[test]
+    fn fields_come_from_the_derived_struct() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct S {
+            a: Option<String>,
+            #[serde(rename = "type")]
+            kind: Option<String>,
+        }
+        assert_eq!(fields_of::<S>(), ["a", "type"]);
+    }
+
+    #[test]
+    fn set_values_are_not_null() {
+        let (root, _) = parse_tree("a: 1\nb:\nc: ~\n").unwrap();
+        let loc = Locations::of(&root.unwrap());
+        assert!(loc.is_set("a"));
+        assert!(loc.has("b") && !loc.is_set("b"));
+        assert!(!loc.is_set("c") && !loc.is_set("d"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use crate::config::Config;
 
+pub use crate::config::{duration_serde, opt_duration_serde};
 pub use catalog::{Catalog, CatalogEntry, load_catalog};
 pub use params::{ParamInfo, ParamKind, parse_override};
 
@@ -97,8 +98,6 @@ pub(crate) fn parse_full(
         });
         return fail(problems);
     };
-    let loc = locate::Locations::of(&root);
-
     let (infos, p) = params::declarations(&root, file);
     problems.extend(p);
     let (values, p) = params::resolve(&infos, overrides);
@@ -109,16 +108,22 @@ pub(crate) fn parse_full(
         _ => Vec::new(),
     };
     problems.extend(params::substitute(&mut root, &values, &declared, file));
+    // Substitution keeps the shape and every position; read after it, the map also knows
+    // which values a parameter left empty.
+    let loc = locate::Locations::of(&root);
 
     let (raw, errors) = locate::from_tree::<raw::RawExperiment>(root.clone(), &[]);
     let mut suggested = std::collections::HashSet::new();
+    let mut rejected = std::collections::HashSet::new();
     for e in &errors {
         let (p, s) = validate::de_problem(file, e, &root);
         problems.push(p);
         suggested.extend(s);
+        rejected.extend(e.path.as_deref().map(locate::path_string));
     }
     let raw = raw.unwrap_or_default();
-    let (experiment, p) = validate::experiment(file, &loc, cfg, &raw, values, &suggested);
+    let (experiment, p) =
+        validate::experiment(file, &loc, cfg, &raw, values, &suggested, &rejected);
     problems.extend(p);
     problems.sort_by_key(|p| (p.file != file, p.line, p.column));
     problems.dedup();
@@ -198,59 +203,5 @@ impl fmt::Display for SpecErrors {
             write!(f, "{p}")?;
         }
         Ok(())
-    }
-}
-
-/// Serde for `Duration` as a human string ("250ms", "1m30s"); negative values are refused
-/// with a message that says so.
-pub mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).map_err(serde::de::Error::custom)
-    }
-
-    /// Parses "250ms", "1m30s", "2h"; explains what is wrong otherwise.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        if t.starts_with('-') {
-            return Err(format!(
-                "`{t}` is negative; durations must be zero or more, like 250ms or 30s"
-            ));
-        }
-        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "`{t}` has no unit; write it with one, like {t}ms or {t}s"
-            ));
-        }
-        humantime::parse_duration(t)
-            .map_err(|e| format!("`{t}` is not a duration ({e}); write it like 250ms, 30s or 2m"))
-    }
-}
-
-/// Like [`duration_serde`], for `Option<Duration>`.
-pub mod opt_duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| super::duration_serde::parse(&t).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }

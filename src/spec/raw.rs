@@ -139,7 +139,8 @@ pub struct RawRamp {
     pub over: Option<String>,
 }
 
-/// The keys every fault step has, whatever its kind.
+/// The keys every fault step has, whatever its kind (any other key it gives is an attribute
+/// of its kind, [`fault_attributes`]).
 pub const STEP_KEYS: &[&str] = &[
     "name",
     "target",
@@ -148,6 +149,10 @@ pub const STEP_KEYS: &[&str] = &[
     "toxicity",
     "duration",
 ];
+
+/// The keys of [`STEP_KEYS`] that act on network faults only: on other kinds they are
+/// checked as attributes (which those kinds do not take).
+pub const NETWORK_STEP_KEYS: &[&str] = &["direction", "toxicity"];
 
 /// The attributes of a fault kind: (name, required).
 pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::network::{Direction, ToxicKind};
+use crate::spec::model::{Direction, ToxicKind};
 
 #[cfg(target_os = "linux")]
 use super::splice::{self, Pipe};

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::faults::network::{Direction, ToxicKind};
+use crate::spec::model::{Direction, ToxicKind};
 
 pub use toxics::affects as toxicity_affects;
 use toxics::{Toxic, ToxicSet};

@@ -11,7 +11,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use crate::faults::network::{Direction, ToxicKind};
+use crate::spec::model::{Direction, ToxicKind};
 
 use super::{ProxyError, ToxicRequest};
 

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::faults::network::{Direction, ToxicKind};
-use crate::faults::process::ProcessAction;
-use crate::faults::resource::ResourceKind;
+mod host;
+mod network;
+
+pub use host::{DiskAmount, MemoryAmount, ProcessAction, ResourceKind, Signal};
+pub use network::{Direction, ToxicKind};
+
 use crate::load::{LoadPlan, Schedule, Threshold};
 
 /// A validated experiment with its run parameters applied.

@@ -1,12 +1,31 @@
 //! Operator settings: `chaosbot.toml` (path from `--config` or `CHAOSBOT_CONFIG`) plus
 //! environment overrides, validated once at start. The config is where targets are declared:
 //! an experiment can only touch what is listed here.
+//!
+//! One file per section (targets and guard rails, slack and qa, schedules, digest, game day).
+//! Config sits at the bottom with `run`: it imports nothing else of the crate, and the
+//! modules that act on a section (schedule, gameday, ...) import its type from here.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+mod digest;
+mod duration;
+mod gameday;
+mod schedules;
+mod slack;
+mod targets;
+
+pub use digest::{DigestConfig, DigestTime};
+pub use duration::{duration_serde, opt_duration_serde};
+pub use gameday::{GamedayConfig, MAX_QA_WINDOW};
+pub use schedules::{AllowedWindow, ScheduleConfig, close_zones, unknown_zone_message, zone};
+pub use slack::{AllowRule, DEFAULT_SLACK_API_URL, QaConfig, Secret, SlackConfig};
+pub use targets::{
+    DiskTarget, GuardRails, HostTarget, HttpEndpoint, ProcessMatch, ProcessTarget, ProxyTarget,
+    Targets,
+};
 
 /// Default store when neither the config nor `DATABASE_URL` names one: a SQLite file in the
 /// working directory, created on first use.
@@ -51,7 +70,7 @@ pub struct Config {
     pub qa: QaConfig,
     /// Scheduled runs: heads-up time, allowed hours, minimum interval.
     #[serde(default)]
-    pub schedules: crate::schedule::ScheduleConfig,
+    pub schedules: ScheduleConfig,
     /// The weekly digest (issue 5): off unless a channel is set.
     #[serde(default)]
     pub digest: DigestConfig,
@@ -73,385 +92,11 @@ impl Default for Config {
             targets: Targets::default(),
             slack: SlackConfig::default(),
             qa: QaConfig::default(),
-            schedules: crate::schedule::ScheduleConfig::default(),
+            schedules: ScheduleConfig::default(),
             digest: DigestConfig::default(),
             gameday: GamedayConfig::default(),
         }
     }
-}
-
-/// `[gameday]`: defaults for game-day plans that do not set their own.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GamedayConfig {
-    /// How long each run's Q&A lasts before the next agenda item starts.
-    #[serde(
-        default = "default_gameday_qa_window",
-        with = "crate::spec::duration_serde"
-    )]
-    pub qa_window: Duration,
-}
-
-fn default_gameday_qa_window() -> Duration {
-    Duration::from_secs(600)
-}
-
-impl Default for GamedayConfig {
-    fn default() -> Self {
-        GamedayConfig {
-            qa_window: default_gameday_qa_window(),
-        }
-    }
-}
-
-/// `[digest]`: when and where the weekly digest is posted.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct DigestConfig {
-    /// Slack channel id (`C…`) to post to; no channel, no digest.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// Day of the week: `mon` … `sun` (or the full name).
-    #[serde(default = "default_digest_weekday")]
-    pub weekday: String,
-    /// Local time of day, `HH:MM` (24-hour).
-    #[serde(default = "default_digest_at")]
-    pub at: String,
-    /// IANA time zone name, e.g. `Europe/Berlin`; `weekday` and `at` are read in it.
-    #[serde(default = "default_digest_timezone")]
-    pub timezone: String,
-}
-
-fn default_digest_weekday() -> String {
-    "mon".into()
-}
-fn default_digest_at() -> String {
-    "09:00".into()
-}
-fn default_digest_timezone() -> String {
-    "UTC".into()
-}
-
-impl Default for DigestConfig {
-    fn default() -> Self {
-        DigestConfig {
-            channel: None,
-            weekday: default_digest_weekday(),
-            at: default_digest_at(),
-            timezone: default_digest_timezone(),
-        }
-    }
-}
-
-/// A [`DigestConfig`] read and checked: the moment of the week the digest is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DigestTime {
-    pub weekday: chrono::Weekday,
-    pub at: chrono::NaiveTime,
-    pub timezone: chrono_tz::Tz,
-}
-
-impl DigestConfig {
-    /// The channel, when the digest is on.
-    pub fn enabled_channel(&self) -> Option<&str> {
-        self.channel
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-    }
-
-    /// Reads `weekday`, `at` and `timezone`; the error says which one is wrong and how to write it.
-    pub fn time(&self) -> Result<DigestTime, ConfigError> {
-        let weekday = self.weekday.trim().parse::<chrono::Weekday>().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "digest.weekday `{}` is not a day of the week; write mon, tue, wed, thu, fri, sat or sun",
-                self.weekday
-            ))
-        })?;
-        let at = chrono::NaiveTime::parse_from_str(self.at.trim(), "%H:%M").map_err(|_| {
-            ConfigError::Invalid(format!(
-                "digest.at `{}` is not a time of day; write it as HH:MM on a 24-hour clock, e.g. \"09:00\"",
-                self.at
-            ))
-        })?;
-        let timezone = self.timezone.trim().parse::<chrono_tz::Tz>().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "digest.timezone `{}` is not a time zone; use an IANA name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\"",
-                self.timezone
-            ))
-        })?;
-        Ok(DigestTime {
-            weekday,
-            at,
-            timezone,
-        })
-    }
-}
-
-/// A secret from the config or the environment; never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The Slack app: credentials, where to listen, and who may do what.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// Verifies that requests come from Slack. Env: SLACK_SIGNING_SECRET.
-    #[serde(default)]
-    pub signing_secret: Option<Secret>,
-    /// `xoxb-…` token for the Web API. Env: SLACK_BOT_TOKEN.
-    #[serde(default)]
-    pub bot_token: Option<Secret>,
-    /// `xapp-…` token; when set, chaosbot connects over Socket Mode (no public URL needed).
-    /// Env: SLACK_APP_TOKEN.
-    #[serde(default)]
-    pub app_token: Option<Secret>,
-    /// Base URL of the Web API, ending in `/`. Env: SLACK_API_URL.
-    #[serde(default)]
-    pub api_url: Option<String>,
-    /// HTTP listen address of `chaosbot serve`. Env: CHAOSBOT_LISTEN.
-    #[serde(default)]
-    pub listen: Option<SocketAddr>,
-    /// The workspace (team id) this bot serves; requests from others are refused.
-    #[serde(default)]
-    pub team_id: Option<String>,
-    /// Slack user IDs who may start any experiment anywhere and abort any run.
-    #[serde(default)]
-    pub operators: Vec<String>,
-    /// Who may start which experiments, and in which channels.
-    #[serde(default)]
-    pub allow: Vec<AllowRule>,
-    /// Named in refusals as whom to ask, e.g. "#sre-oncall" or "<@U0123>".
-    #[serde(default)]
-    pub contact: Option<String>,
-}
-
-/// One permission: these users (empty = anyone) may start these experiments (names or `*`
-/// globs) in these channels (empty = any channel).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AllowRule {
-    pub experiments: Vec<String>,
-    #[serde(default)]
-    pub users: Vec<String>,
-    #[serde(default)]
-    pub channels: Vec<String>,
-}
-
-/// The speaker Q&A in a run's thread.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QaConfig {
-    /// How long after a run ends its thread takes questions.
-    #[serde(default = "default_qa_window", with = "crate::spec::duration_serde")]
-    pub window: Duration,
-    /// Questions shown on the board (most votes first); `/chaos qa` shows them all.
-    #[serde(default = "default_board_top")]
-    pub board_top: u32,
-}
-
-fn default_qa_window() -> Duration {
-    Duration::from_secs(72 * 3600)
-}
-fn default_board_top() -> u32 {
-    10
-}
-
-impl Default for QaConfig {
-    fn default() -> Self {
-        QaConfig {
-            window: default_qa_window(),
-            board_top: default_board_top(),
-        }
-    }
-}
-
-/// Slack's Web API base URL.
-pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GuardRails {
-    /// No experiment may run longer than this (method plus recovery), whatever its parameters.
-    #[serde(default = "default_max_run", with = "crate::spec::duration_serde")]
-    pub max_run_duration: Duration,
-    /// Runs in flight at once across all workers and replicas.
-    #[serde(default = "default_two")]
-    pub max_concurrent_runs: u32,
-    /// Worker tasks in this process.
-    #[serde(default = "default_two")]
-    pub worker_pool_size: u32,
-}
-
-fn default_max_run() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_two() -> u32 {
-    2
-}
-
-impl Default for GuardRails {
-    fn default() -> Self {
-        GuardRails {
-            max_run_duration: default_max_run(),
-            max_concurrent_runs: 2,
-            worker_pool_size: 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Targets {
-    /// Services reached through the built-in fault proxy.
-    #[serde(default)]
-    pub proxy: Vec<ProxyTarget>,
-    /// HTTP endpoints that probes and rollbacks may call.
-    #[serde(default)]
-    pub http: Vec<HttpEndpoint>,
-    /// Processes that `kill` and `pause` faults may signal.
-    #[serde(default)]
-    pub process: Vec<ProcessTarget>,
-    /// The host chaosbot runs on, with the guard rails of `cpu` and `memory` faults.
-    #[serde(default)]
-    pub host: Vec<HostTarget>,
-    /// Directories that `disk` and `io` faults may write into.
-    #[serde(default)]
-    pub disk: Vec<DiskTarget>,
-}
-
-/// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`
-/// or `find_command`. Only what the matcher returns is ever signalled.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessTarget {
-    pub name: String,
-    /// Exact process name as in /proc/PID/comm (at most 15 bytes): every process with it.
-    #[serde(default)]
-    pub comm: Option<String>,
-    /// A file holding one pid.
-    #[serde(default)]
-    pub pid_file: Option<PathBuf>,
-    /// A shell command the operator wrote that prints pids (whitespace separated).
-    #[serde(default)]
-    pub find_command: Option<String>,
-    /// Shell command that starts the process again; run when a `kill` step with
-    /// `restart: true` ends, is reverted, or is recovered after a crash.
-    #[serde(default)]
-    pub restart_command: Option<String>,
-    #[serde(default)]
-    pub description: String,
-}
-
-/// How a [`ProcessTarget`] finds its processes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessMatch {
-    Comm(String),
-    PidFile(PathBuf),
-    FindCommand(String),
-}
-
-impl ProcessTarget {
-    /// The one matcher this target declares (checked by [`Config::validate`]).
-    pub fn matcher(&self) -> Option<ProcessMatch> {
-        match (&self.comm, &self.pid_file, &self.find_command) {
-            (Some(c), None, None) => Some(ProcessMatch::Comm(c.clone())),
-            (None, Some(p), None) => Some(ProcessMatch::PidFile(p.clone())),
-            (None, None, Some(f)) => Some(ProcessMatch::FindCommand(f.clone())),
-            _ => None,
-        }
-    }
-}
-
-/// The host chaosbot runs on, for `cpu` and `memory` faults.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HostTarget {
-    pub name: String,
-    /// A memory fault is refused if it would leave less than this available (MemAvailable).
-    #[serde(default = "default_min_free_mib")]
-    pub min_free_memory_mib: u64,
-    /// Largest memory fault, checked when the experiment is validated (no limit when unset).
-    #[serde(default)]
-    pub max_memory_mib: Option<u64>,
-    /// Most CPU workers one fault may start (default: the number of CPUs).
-    #[serde(default)]
-    pub max_cpu_workers: Option<u32>,
-    #[serde(default)]
-    pub description: String,
-}
-
-fn default_min_free_mib() -> u64 {
-    256
-}
-
-impl HostTarget {
-    pub fn cpu_worker_limit(&self) -> u32 {
-        self.max_cpu_workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-                .unwrap_or(1)
-        })
-    }
-}
-
-/// A directory that `disk` (fill) and `io` (write load) faults may write into.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DiskTarget {
-    pub name: String,
-    pub path: PathBuf,
-    /// A disk fault is refused if the filesystem would be fuller than this (percent used).
-    #[serde(default = "default_max_fill")]
-    pub max_fill_percent: f64,
-    /// Highest write rate an `io` fault may ask for.
-    #[serde(default = "default_max_io")]
-    pub max_io_mib_per_s: u64,
-    #[serde(default)]
-    pub description: String,
-}
-
-fn default_max_fill() -> f64 {
-    90.0
-}
-fn default_max_io() -> u64 {
-    100
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyTarget {
-    pub name: String,
-    /// Where chaosbot listens; clients of the service connect here.
-    pub listen: SocketAddr,
-    /// host:port of the real service.
-    pub upstream: String,
-    #[serde(default)]
-    pub description: String,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpEndpoint {
-    pub name: String,
-    /// Base URL, e.g. `http://127.0.0.1:18080`; probes add their path.
-    pub url: String,
-    #[serde(default)]
-    pub description: String,
 }
 
 impl Config {
@@ -575,11 +220,11 @@ impl Config {
                 "qa.window must be above zero (e.g. \"72h\") and qa.board_top between 1 and 40 (Slack shows at most 50 blocks per message)".into(),
             ));
         }
-        if self.gameday.qa_window > crate::gameday::plan::MAX_QA_WINDOW {
+        if self.gameday.qa_window > MAX_QA_WINDOW {
             return Err(ConfigError::Invalid(format!(
                 "gameday.qa_window is {}; keep it at most {} (a Q&A longer than that loses the room)",
                 humantime::format_duration(self.gameday.qa_window),
-                humantime::format_duration(crate::gameday::plan::MAX_QA_WINDOW)
+                humantime::format_duration(MAX_QA_WINDOW)
             )));
         }
         let mut seen = std::collections::HashSet::new();
@@ -705,6 +350,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,179 @@
+//! `[guard_rails]` and `[targets]`: what experiments may touch, and how hard.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardRails {
+    /// No experiment may run longer than this (method plus recovery), whatever its parameters.
+    #[serde(default = "default_max_run", with = "crate::config::duration_serde")]
+    pub max_run_duration: Duration,
+    /// Runs in flight at once across all workers and replicas.
+    #[serde(default = "default_two")]
+    pub max_concurrent_runs: u32,
+    /// Worker tasks in this process.
+    #[serde(default = "default_two")]
+    pub worker_pool_size: u32,
+}
+
+fn default_max_run() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_two() -> u32 {
+    2
+}
+
+impl Default for GuardRails {
+    fn default() -> Self {
+        GuardRails {
+            max_run_duration: default_max_run(),
+            max_concurrent_runs: 2,
+            worker_pool_size: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Services reached through the built-in fault proxy.
+    #[serde(default)]
+    pub proxy: Vec<ProxyTarget>,
+    /// HTTP endpoints that probes and rollbacks may call.
+    #[serde(default)]
+    pub http: Vec<HttpEndpoint>,
+    /// Processes that `kill` and `pause` faults may signal.
+    #[serde(default)]
+    pub process: Vec<ProcessTarget>,
+    /// The host chaosbot runs on, with the guard rails of `cpu` and `memory` faults.
+    #[serde(default)]
+    pub host: Vec<HostTarget>,
+    /// Directories that `disk` and `io` faults may write into.
+    #[serde(default)]
+    pub disk: Vec<DiskTarget>,
+}
+
+/// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`
+/// or `find_command`. Only what the matcher returns is ever signalled.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessTarget {
+    pub name: String,
+    /// Exact process name as in /proc/PID/comm (at most 15 bytes): every process with it.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// A file holding one pid.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
+    /// A shell command the operator wrote that prints pids (whitespace separated).
+    #[serde(default)]
+    pub find_command: Option<String>,
+    /// Shell command that starts the process again; run when a `kill` step with
+    /// `restart: true` ends, is reverted, or is recovered after a crash.
+    #[serde(default)]
+    pub restart_command: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How a [`ProcessTarget`] finds its processes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessMatch {
+    Comm(String),
+    PidFile(PathBuf),
+    FindCommand(String),
+}
+
+impl ProcessTarget {
+    /// The one matcher this target declares (checked by [`Config::validate`]).
+    pub fn matcher(&self) -> Option<ProcessMatch> {
+        match (&self.comm, &self.pid_file, &self.find_command) {
+            (Some(c), None, None) => Some(ProcessMatch::Comm(c.clone())),
+            (None, Some(p), None) => Some(ProcessMatch::PidFile(p.clone())),
+            (None, None, Some(f)) => Some(ProcessMatch::FindCommand(f.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The host chaosbot runs on, for `cpu` and `memory` faults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostTarget {
+    pub name: String,
+    /// A memory fault is refused if it would leave less than this available (MemAvailable).
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_memory_mib: u64,
+    /// Largest memory fault, checked when the experiment is validated (no limit when unset).
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
+    /// Most CPU workers one fault may start (default: the number of CPUs).
+    #[serde(default)]
+    pub max_cpu_workers: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_min_free_mib() -> u64 {
+    256
+}
+
+impl HostTarget {
+    pub fn cpu_worker_limit(&self) -> u32 {
+        self.max_cpu_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// A directory that `disk` (fill) and `io` (write load) faults may write into.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskTarget {
+    pub name: String,
+    pub path: PathBuf,
+    /// A disk fault is refused if the filesystem would be fuller than this (percent used).
+    #[serde(default = "default_max_fill")]
+    pub max_fill_percent: f64,
+    /// Highest write rate an `io` fault may ask for.
+    #[serde(default = "default_max_io")]
+    pub max_io_mib_per_s: u64,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_max_fill() -> f64 {
+    90.0
+}
+fn default_max_io() -> u64 {
+    100
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTarget {
+    pub name: String,
+    /// Where chaosbot listens; clients of the service connect here.
+    pub listen: SocketAddr,
+    /// host:port of the real service.
+    pub upstream: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpoint {
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:18080`; probes add their path.
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+}

@@ -1,0 +1,224 @@
+//! Host faults: process signals (`kill`, `pause`) and resource stress (`cpu`, `memory`,
+//! `disk`, `io`), each checked against the guard rails its declared target sets.
+
+use super::cx::Cx;
+use crate::spec::did_you_mean;
+use crate::spec::model::{
+    DiskAmount, FaultSpec, MemoryAmount, ProcessAction, ResourceKind, Signal,
+};
+use crate::spec::raw::RawStep;
+
+/// The process and resource kinds: their attributes checked against the target's guard rails.
+pub(super) fn host_fault_spec(
+    cx: &mut Cx,
+    path: &str,
+    k: &str,
+    s: &RawStep,
+    target: Option<&str>,
+) -> Option<FaultSpec> {
+    match k {
+        "kill" => kill(cx, path, s, target),
+        "pause" => Some(FaultSpec::Process {
+            action: ProcessAction::Pause,
+        }),
+        "cpu" => cpu(cx, path, s, target),
+        "memory" => memory(cx, path, s, target),
+        "disk" => disk(cx, path, s, target),
+        "io" => io(cx, path, s, target),
+        _ => None,
+    }
+}
+
+/// `kill`: a signal (TERM unless named), and a restart only where the target declares how.
+fn kill(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    let signal = match s.signal.as_deref() {
+        None => Some(Signal::Term),
+        Some(text) => match Signal::parse(text) {
+            Some(sig) => Some(sig),
+            None => {
+                let up = text.trim().to_ascii_uppercase();
+                let bare = up.strip_prefix("SIG").unwrap_or(&up).to_string();
+                let hint = match did_you_mean(&bare, Signal::NAMES.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("signals a kill step may send: {}", Signal::NAMES.join(", ")),
+                };
+                cx.at(&at("signal"), format!("unknown signal `{text}`"), hint);
+                None
+            }
+        },
+    };
+    let restart = match s.restart.as_deref().map(str::trim) {
+        None | Some("false") => Some(false),
+        Some("true") => Some(true),
+        Some(other) => {
+            cx.at(
+                &at("restart"),
+                format!("`restart: {other}` is not true or false"),
+                "write `restart: true` to run the target's restart_command when the step ends",
+            );
+            None
+        }
+    };
+    if restart == Some(true)
+        && let Some(t) = target
+        && cx
+            .cfg
+            .process_target(t)
+            .is_some_and(|p| p.restart_command.is_none())
+    {
+        cx.at(
+            &at("restart"),
+            format!("target `{t}` declares no `restart_command`"),
+            "ask the operator to add `restart_command` to the target, or remove `restart: true`",
+        );
+        return None;
+    }
+    Some(FaultSpec::Process {
+        action: ProcessAction::Kill {
+            signal: signal?,
+            restart: restart?,
+        },
+    })
+}
+
+/// `cpu`: busy workers (within the target's guard rail) at a duty cycle.
+fn cpu(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    let workers = match &s.workers {
+        None => Some(1),
+        Some(_) => cx.positive(&at("workers"), &s.workers, "1"),
+    };
+    let max = target
+        .and_then(|t| cx.cfg.host_target(t))
+        .map(|h| h.cpu_worker_limit());
+    if let (Some(w), Some(max)) = (workers, max)
+        && w > u64::from(max)
+    {
+        cx.at(
+            &at("workers"),
+            format!(
+                "{w} cpu workers is above the guard rail of `{}` ({max})",
+                target.unwrap_or_default()
+            ),
+            format!("use at most {max}, or ask the operator to raise max_cpu_workers"),
+        );
+        return None;
+    }
+    let percent = cx.number(&at("percent"), &s.percent, 0.0, 100.0, "50");
+    Some(FaultSpec::Resource {
+        stress: ResourceKind::Cpu {
+            workers: u32::try_from(workers?).unwrap_or(u32::MAX),
+            percent: percent?,
+        },
+    })
+}
+
+/// `memory`: `mib` (within the target's guard rail) or a `fraction` of what is available.
+fn memory(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    if !cx.one_of(
+        path,
+        "memory",
+        ("mib", s.mib.is_some()),
+        ("fraction", s.fraction.is_some()),
+    ) {
+        return None;
+    }
+    let host = target.and_then(|t| cx.cfg.host_target(t)).cloned();
+    let amount = if s.mib.is_some() {
+        let mib = cx.positive(&at("mib"), &s.mib, "256")?;
+        if let Some(h) = &host
+            && let Some(max) = h.max_memory_mib
+            && mib > max
+        {
+            cx.at(
+                &at("mib"),
+                format!(
+                    "{mib} MiB is beyond the memory guard rail of `{}` (max_memory_mib = {max})",
+                    h.name
+                ),
+                format!("use at most {max}, or ask the operator to raise max_memory_mib"),
+            );
+            return None;
+        }
+        MemoryAmount::Mib(mib)
+    } else {
+        MemoryAmount::Fraction(cx.number(&at("fraction"), &s.fraction, 0.0, 1.0, "0.5")?)
+    };
+    Some(FaultSpec::Resource {
+        stress: ResourceKind::Memory { amount },
+    })
+}
+
+/// `disk`: `mib` to write, or fill `until_percent` (within the target's guard rail).
+fn disk(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    if !cx.one_of(
+        path,
+        "disk",
+        ("mib", s.mib.is_some()),
+        ("until_percent", s.until_percent.is_some()),
+    ) {
+        return None;
+    }
+    let amount = if s.mib.is_some() {
+        DiskAmount::Mib(cx.positive(&at("mib"), &s.mib, "256")?)
+    } else {
+        let p = cx.number(&at("until_percent"), &s.until_percent, 0.0, 100.0, "80")?;
+        if let Some(d) = target.and_then(|t| cx.cfg.disk_target(t))
+            && p > d.max_fill_percent
+        {
+            let (name, max) = (d.name.clone(), d.max_fill_percent);
+            cx.at(
+                &at("until_percent"),
+                format!("filling to {p}% is beyond the guard rail of `{name}` (max_fill_percent = {max})"),
+                format!("use at most {max}"),
+            );
+            return None;
+        }
+        DiskAmount::UntilPercent(p)
+    };
+    Some(FaultSpec::Resource {
+        stress: ResourceKind::Disk { amount },
+    })
+}
+
+/// `io`: fsync'd writes at `mib_per_s` (within the target's guard rail).
+fn io(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    let block_kib = match &s.block_kib {
+        None => Some(64),
+        Some(_) => cx.positive(&at("block_kib"), &s.block_kib, "64"),
+    };
+    if let Some(b) = block_kib
+        && b > 65536
+    {
+        cx.at(
+            &at("block_kib"),
+            format!("`block_kib: {b}` is over 65536 (64 MiB)"),
+            "use blocks of 4 to 65536 KiB, like `block_kib: 64`",
+        );
+        return None;
+    }
+    let rate = cx.positive(&at("mib_per_s"), &s.mib_per_s, "20")?;
+    if let Some(d) = target.and_then(|t| cx.cfg.disk_target(t))
+        && rate > d.max_io_mib_per_s
+    {
+        let (name, max) = (d.name.clone(), d.max_io_mib_per_s);
+        cx.at(
+            &at("mib_per_s"),
+            format!(
+                "{rate} MiB/s is beyond the io guard rail of `{name}` (max_io_mib_per_s = {max})"
+            ),
+            format!("use at most {max}, or ask the operator to raise max_io_mib_per_s"),
+        );
+        return None;
+    }
+    Some(FaultSpec::Resource {
+        stress: ResourceKind::Io {
+            block_kib: block_kib?,
+            mib_per_s: rate,
+        },
+    })
+}

@@ -1,0 +1,454 @@
+//! The method: its steps in order (`wait`, `parallel` groups, fault steps), the keys and
+//! target of each fault step, and faults that would fight each other when run together.
+//! The attributes of each fault family are read in [`super::network`], [`super::host`] and
+//! [`super::load`].
+
+use std::time::Duration;
+
+use super::cx::{Cx, list_suffix};
+use super::{host, load, network};
+use crate::spec::did_you_mean;
+use crate::spec::model::{Direction, FaultSpec, FaultStep, Step, ToxicKind};
+use crate::spec::raw::{
+    FAULT_KINDS, NETWORK_STEP_KEYS, RawStep, STEP_KEYS, fault_attributes, target_kind_for,
+};
+
+/// `method: [...]`, then the overlap check of its parallel groups.
+pub(super) fn method(cx: &mut Cx, raw: Option<&[RawStep]>) -> Vec<Step> {
+    let mut method = Vec::new();
+    let steps = raw.unwrap_or_default();
+    if steps.is_empty() && !(raw.is_none() && cx.loc.has("method")) {
+        let at = if cx.loc.has("method") { "method" } else { "" };
+        cx.at(
+            at,
+            "the method has no steps",
+            "add at least one fault step under `method:`",
+        );
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let path = format!("method[{i}]");
+        let group = s.parallel.as_ref().map(|_| i);
+        if let Some(st) = step(cx, &path, s, group) {
+            method.push(st);
+        }
+    }
+    overlaps(cx);
+    method
+}
+
+/// One step; `group` is the top-level parallel group it runs in (None: in sequence).
+fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
+    let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
+    let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
+    if is_wait || is_parallel {
+        wait_or_parallel(cx, path, s, group, is_wait, is_parallel)
+    } else {
+        fault_step(cx, path, s, group)
+    }
+}
+
+/// `- wait: 5s` or `- parallel: [...]`: nothing else may sit next to either.
+fn wait_or_parallel(
+    cx: &mut Cx,
+    path: &str,
+    s: &RawStep,
+    group: Option<usize>,
+    is_wait: bool,
+    is_parallel: bool,
+) -> Option<Step> {
+    let what = if is_wait { "wait" } else { "parallel" };
+    if is_wait && is_parallel {
+        cx.at_key(
+            &format!("{path}.parallel"),
+            "a step is either `wait` or `parallel`, not both",
+            "split it into two steps",
+        );
+    }
+    for k in cx.given::<RawStep>(path) {
+        if k == "wait" || k == "parallel" {
+            continue;
+        }
+        cx.at_key(
+            &format!("{path}.{k}"),
+            format!("a `{what}` step takes no `{k}`"),
+            if what == "wait" {
+                "a wait step is only `- wait: 5s`; put the fault in its own step".to_string()
+            } else {
+                "list the faults under `parallel:`, each with its own name, target and duration"
+                    .to_string()
+            },
+        );
+    }
+    if is_wait {
+        // None: the value had the wrong shape, reported already.
+        let w = s.wait.clone()?;
+        let d = cx.duration(&format!("{path}.wait"), &Some(w), None)?;
+        return Some(Step::Wait { duration: d });
+    }
+    let inner = s.parallel.as_deref()?;
+    if inner.is_empty() {
+        cx.at(
+            &format!("{path}.parallel"),
+            "this parallel group has no steps",
+            "list the steps that run at the same time under `parallel:`, or remove it",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, st) in inner.iter().enumerate() {
+        match step(cx, &format!("{path}.parallel[{i}]"), st, group) {
+            Some(x) => out.push(x),
+            None => ok = false,
+        }
+    }
+    ok.then_some(Step::Parallel(out))
+}
+
+/// A fault step: name, kind, target, duration, then the attributes of its kind.
+fn fault_step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
+    let name = cx.required(
+        &format!("{path}.name"),
+        &s.name,
+        "this step",
+        "slow-payments",
+    );
+    if let Some(n) = name {
+        cx.unique_step_name(&format!("{path}.name"), n);
+    }
+    let (kind, attrs) = fault_kind(cx, path, s);
+    // Which kind of declared target the fault acts on (None: the kind is unknown).
+    let wants = kind.as_deref().and_then(target_kind_for);
+    let network = wants.is_none_or(|w| w == "proxy");
+    let is_load = kind.as_deref().map(str::trim) == Some("load");
+    if let (true, Some(n)) = (is_load, name) {
+        cx.load_steps.push(n.to_string());
+    }
+    let (target, load_base) = step_target(cx, path, s, kind.as_deref(), wants, is_load);
+    let direction = if network {
+        network::direction(cx, path, s)
+    } else {
+        Some(Direction::Downstream)
+    };
+    let toxicity = if network {
+        cx.ratio(&format!("{path}.toxicity"), &s.toxicity, 1.0)
+    } else {
+        Some(1.0)
+    };
+    let duration = step_duration(cx, path, s);
+
+    let mut fault = None;
+    if let (Some(k), Some(attrs)) = (kind.as_deref(), attrs) {
+        let ok = attributes(cx, path, k, attrs, network);
+        fault = if is_load {
+            // Checked even when a key is wrong, so every problem of the step is reported.
+            load::load_spec(cx, path, s, load_base.as_deref(), duration).filter(|_| ok)
+        } else if !ok {
+            None
+        } else if !network {
+            host::host_fault_spec(cx, path, k, s, target.as_deref())
+        } else {
+            network::toxic(cx, path, k, s).and_then(|toxic| {
+                Some(FaultSpec::Network {
+                    toxic,
+                    direction: direction?,
+                    toxicity: toxicity?,
+                })
+            })
+        };
+    }
+    let fs = FaultStep {
+        name: name?.to_string(),
+        target: target?,
+        duration: duration.filter(|d| !d.is_zero())?,
+        fault: fault?,
+    };
+    cx.faults.push((path.to_string(), group, fs.clone()));
+    Some(Step::Fault(fs))
+}
+
+/// The attributes of a fault kind: (name, required).
+type Attributes = &'static [(&'static str, bool)];
+
+/// `fault: <kind>` and the attributes that kind takes (None: missing or unknown, reported).
+fn fault_kind(cx: &mut Cx, path: &str, s: &RawStep) -> (Option<String>, Option<Attributes>) {
+    let kind = cx
+        .required(
+            &format!("{path}.fault"),
+            &s.fault,
+            "this fault step",
+            "latency",
+        )
+        .map(str::to_string);
+    let attrs = kind.as_deref().and_then(|k| {
+        let a = fault_attributes(k);
+        if a.is_none() {
+            let hint = match did_you_mean(k, FAULT_KINDS.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("fault kinds: {}", FAULT_KINDS.join(", ")),
+            };
+            cx.at(
+                &format!("{path}.fault"),
+                format!("unknown fault kind `{k}`"),
+                hint,
+            );
+        }
+        a
+    });
+    (kind, attrs)
+}
+
+/// The step's target, and for a load step the URL of its endpoint. A load step aims at an
+/// HTTP endpoint (its URL is the base of the requests); every other fault acts on a declared
+/// target of its kind.
+fn step_target(
+    cx: &mut Cx,
+    path: &str,
+    s: &RawStep,
+    kind: Option<&str>,
+    wants: Option<&'static str>,
+    is_load: bool,
+) -> (Option<String>, Option<String>) {
+    let tpath = format!("{path}.target");
+    let target = cx
+        .required(&tpath, &s.target, "this fault step", "payments")
+        .map(str::to_string);
+    if is_load {
+        let base = target
+            .as_deref()
+            .and_then(|t| cx.endpoint(&tpath, t, "load steps"));
+        (target.filter(|_| base.is_some()), base)
+    } else {
+        let target = target.and_then(|t| fault_target(cx, &tpath, &t, kind, wants));
+        (target, None)
+    }
+}
+
+/// `duration`: required, and above zero.
+fn step_duration(cx: &mut Cx, path: &str, s: &RawStep) -> Option<Duration> {
+    let dpath = format!("{path}.duration");
+    let duration = if s.duration.is_none() {
+        cx.required(&dpath, &s.duration, "this fault step", "30s");
+        None
+    } else {
+        cx.duration(&dpath, &s.duration, None)
+    };
+    if duration == Some(Duration::ZERO) {
+        cx.at(
+            &dpath,
+            "fault duration is zero",
+            "give the fault a duration above zero, like 30s",
+        );
+    }
+    duration
+}
+
+/// The keys the step gives, checked against the attributes of its kind `k` (`direction` and
+/// `toxicity` belong to network faults only); required attributes must be there. False when
+/// a key is wrong or missing.
+fn attributes(
+    cx: &mut Cx,
+    path: &str,
+    k: &str,
+    attrs: &[(&'static str, bool)],
+    network: bool,
+) -> bool {
+    let mut ok = true;
+    for key in cx.given::<RawStep>(path) {
+        let shared = STEP_KEYS.contains(&key) && (network || !NETWORK_STEP_KEYS.contains(&key));
+        if shared || attrs.iter().any(|(a, _)| *a == key) {
+            continue;
+        }
+        let takes = if attrs.is_empty() {
+            format!("a `{k}` fault takes no attributes")
+        } else {
+            let list: Vec<&str> = attrs.iter().map(|(a, _)| *a).collect();
+            format!("a `{k}` fault takes: {}", list.join(", "))
+        };
+        cx.at_key(
+            &format!("{path}.{key}"),
+            format!("`{key}` is not an attribute of a `{k}` fault"),
+            format!("remove it or change the fault kind; {takes}"),
+        );
+        ok = false;
+    }
+    for (attr, required) in attrs {
+        let apath = format!("{path}.{attr}");
+        if *required && !cx.loc.has(&apath) && !cx.suggested.contains(&apath) {
+            cx.at(
+                path,
+                format!("a `{k}` fault needs `{attr}`"),
+                format!("add it, like `{attr}: {}`", example(attr)),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A value to show in "add it, like ..." for a required attribute.
+fn example(attr: &str) -> &'static str {
+    match attr {
+        "latency" => "100ms",
+        "rate_kbps" => "64",
+        "timeout" => "5s",
+        "delay" => "1s",
+        "average_size" => "64",
+        "bytes" => "1024",
+        "percent" => "50",
+        "mib_per_s" => "20",
+        _ => "...",
+    }
+}
+
+/// Checks that a fault step names a declared target of the kind its fault acts on.
+fn fault_target(
+    cx: &mut Cx,
+    path: &str,
+    t: &str,
+    kind: Option<&str>,
+    wants: Option<&'static str>,
+) -> Option<String> {
+    let have = cx.cfg.target_kind(t);
+    match (wants, have) {
+        (Some(w), Some(h)) if w == h => return Some(t.to_string()),
+        // The fault kind is unknown (reported already): any fault-able target will do.
+        (None, Some(h)) if h != "http" => return Some(t.to_string()),
+        _ => {}
+    }
+    let want = wants.unwrap_or("proxy");
+    let names = declared(cx, want);
+    let kind = kind.unwrap_or("network");
+    let (message, hint) = match have {
+        Some("http") if want == "proxy" => (
+            format!("`{t}` is an http endpoint, not a proxied target"),
+            format!(
+                "faults need a proxied target ([[targets.proxy]]) to act on{}",
+                list_suffix(&names)
+            ),
+        ),
+        Some(h) => (
+            format!("`{t}` is a {h} target; a `{kind}` fault needs a {want} target"),
+            format!(
+                "name a [[targets.{want}]] target{}",
+                if names.is_empty() {
+                    " (the operator config declares none; ask the operator to add one)".to_string()
+                } else {
+                    list_suffix(&names)
+                }
+            ),
+        ),
+        None => (
+            format!("target `{t}` is not declared in the operator config"),
+            match did_you_mean(t, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if names.is_empty() && want == "proxy" => {
+                    "the operator config declares no [[targets.proxy]]; ask the operator to add the service".into()
+                }
+                None if names.is_empty() => format!(
+                    "the operator config declares no [[targets.{want}]]; ask the operator to add one"
+                ),
+                None if want == "proxy" => format!("declared proxy targets: {}", names.join(", ")),
+                None => format!("declared {want} targets: {}", names.join(", ")),
+            },
+        ),
+    };
+    cx.at(path, message, hint);
+    None
+}
+
+/// The names of the declared targets of kind `want` ("process", "host", "disk", else proxy).
+fn declared<'c>(cx: &Cx<'c>, want: &str) -> Vec<&'c str> {
+    match want {
+        "process" => cx
+            .cfg
+            .targets
+            .process
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        "host" => cx
+            .cfg
+            .targets
+            .host
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        "disk" => cx
+            .cfg
+            .targets
+            .disk
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+        _ => cx
+            .cfg
+            .targets
+            .proxy
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
+    }
+}
+
+/// Two faults at the same time on one target and direction, or `down` with anything else on
+/// that target, would fight each other.
+fn overlaps(cx: &mut Cx) {
+    let faults = std::mem::take(&mut cx.faults);
+    for (j, (path_b, group_b, b)) in faults.iter().enumerate() {
+        let Some(g) = group_b else { continue };
+        for (_, group_a, a) in faults[..j].iter() {
+            if group_a != &Some(*g) || a.target != b.target {
+                continue;
+            }
+            let (ta, da, tb, db) = match (&a.fault, &b.fault) {
+                (
+                    FaultSpec::Network {
+                        toxic: ta,
+                        direction: da,
+                        ..
+                    },
+                    FaultSpec::Network {
+                        toxic: tb,
+                        direction: db,
+                        ..
+                    },
+                ) => (ta, da, tb, db),
+                (FaultSpec::Process { .. }, FaultSpec::Process { .. }) => {
+                    // One step's revert (SIGCONT, restart) would undo the other's fault.
+                    cx.at(
+                        &format!("{path_b}.target"),
+                        format!(
+                            "steps `{}` and `{}` signal the processes of `{}` at the same time",
+                            a.name, b.name, b.target
+                        ),
+                        "run process faults on one target one after the other",
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
+            let down = matches!(ta, ToxicKind::Down) || matches!(tb, ToxicKind::Down);
+            if down {
+                cx.at(
+                    &format!("{path_b}.target"),
+                    format!(
+                        "steps `{}` and `{}` run at the same time on `{}`, and one of them is `down`",
+                        a.name, b.name, b.target
+                    ),
+                    "a target that is down has no traffic for another fault to act on; run them one after the other",
+                );
+            } else if da == db {
+                cx.at(
+                    &format!("{path_b}.target"),
+                    format!(
+                        "steps `{}` and `{}` run at the same time on `{}` ({da})",
+                        a.name, b.name, b.target
+                    ),
+                    "two faults on one target and direction overlap; run them one after the other, or use the other direction",
+                );
+            }
+        }
+    }
+    cx.faults = faults;
+}

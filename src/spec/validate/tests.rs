@@ -1,0 +1,174 @@
+//! Checks of the whole pass, through [`crate::spec::parse_experiment`].
+
+use crate::config::Config;
+use crate::spec::parse_experiment;
+
+fn cfg() -> Config {
+    Config::from_toml(
+        "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n",
+    )
+    .unwrap()
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let err = parse_experiment(text, "t.yaml", &cfg(), &[]).unwrap_err();
+    err.problems.iter().map(|p| p.to_string()).collect()
+}
+
+const HEAD: &str = "name: x\ntitle: t\nowner: o\nhypothesis:\n  probes:\n    - {name: p, tcp: {target: payments}}\n";
+
+#[test]
+fn wrong_shapes_are_located_and_the_rest_still_checked() {
+    let ps = problems(&format!(
+        "{HEAD}tags: payments\nmethod:\n  - {{name: a, target: payments, fault: down, duration: 1s}}\n  - wait: {{x: 1}}\n  - name: b\n    target: payments\n    fault: down\n    duration: 1s\n    toxicity: [1]\n"
+    ));
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+    assert!(
+        ps[0].starts_with("t.yaml:7:7: expected a sequence, found string"),
+        "{ps:#?}"
+    );
+    assert!(
+        ps[1].starts_with("t.yaml:10:12: expected a string, found a map"),
+        "{ps:#?}"
+    );
+    assert!(ps[2].starts_with("t.yaml:15:15:"), "{ps:#?}");
+}
+
+#[test]
+fn wait_steps_take_nothing_else() {
+    let ps = problems(&format!("{HEAD}method:\n  - wait: 5s\n    name: w\n"));
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(
+        ps[0].starts_with("t.yaml:9:5: a `wait` step takes no `name`"),
+        "{ps:#?}"
+    );
+}
+
+#[test]
+fn whole_scalar_parameters_stay_numbers_and_text_is_spliced() {
+    let text = format!(
+        "{HEAD}parameters:\n  n: {{type: integer, default: 5}}\n  who: {{type: string, default: ops}}\ndescription: \"owned by ${{who}}\"\nmethod:\n  - {{name: a, target: payments, fault: bandwidth, rate_kbps: \"${{n}}\", duration: 1s}}\nstop_conditions:\n  - probe: p\n    consecutive_failures: ${{n}}\n"
+    );
+    let e = parse_experiment(&text, "t.yaml", &cfg(), &[]).unwrap();
+    assert_eq!(e.description, "owned by ops");
+    assert_eq!(
+        e.stop_conditions[0].rule,
+        crate::spec::model::StopRule::ConsecutiveFailures(5)
+    );
+}
+
+fn load_problems(method: &str, stops: &str) -> Vec<String> {
+    let cfg = Config::from_toml(
+        "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080\"\n[[targets.http]]\nname = \"secure\"\nurl = \"https://127.0.0.1:18443\"\n",
+    )
+    .unwrap();
+    let text = format!("{HEAD}method:\n{method}{stops}");
+    match parse_experiment(&text, "t.yaml", &cfg, &[]) {
+        Ok(_) => vec![],
+        Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn load_steps_parse_into_the_model() {
+    let cfg = Config::from_toml(
+        "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n[[targets.http]]\nname = \"shop\"\nurl = \"http://127.0.0.1:18080/\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{HEAD}method:\n  - name: l\n    target: shop\n    fault: load\n    path: /search?q=1\n    method: post\n    headers: {{x-a: b}}\n    body: hi\n    ramp: {{from: 10, to: 100}}\n    thresholds: [\"p99 < 300ms\", \"error_rate < 1%\"]\n    duration: 10s\nstop_conditions:\n  - load: l\n    threshold: \"error_rate < 20%\"\n"
+    );
+    let e = parse_experiment(&text, "t.yaml", &cfg, &[]).unwrap();
+    let f = e.fault_steps()[0].clone();
+    let crate::spec::model::FaultSpec::Load {
+        url,
+        method,
+        headers,
+        schedule,
+        connections,
+        thresholds,
+        ..
+    } = &f.fault
+    else {
+        panic!("{f:?}")
+    };
+    assert_eq!(url, "http://127.0.0.1:18080/search?q=1");
+    assert_eq!(method, "POST");
+    assert_eq!(headers["x-a"], "b");
+    assert_eq!(*connections, 10);
+    assert_eq!(thresholds.len(), 2);
+    assert_eq!(
+        *schedule,
+        crate::load::Schedule::Ramp {
+            from: 10.0,
+            to: 100.0,
+            over: std::time::Duration::from_secs(10)
+        }
+    );
+    assert!(matches!(
+        e.stop_conditions[0].rule,
+        crate::spec::model::StopRule::LoadThreshold(_)
+    ));
+}
+
+#[test]
+fn load_mistakes_are_located_with_hints() {
+    let ps = load_problems(
+        "  - name: l\n    target: shop\n    fault: load\n    rate: 10\n    thresholds: [\"p99 < 300ms\", \"eror_rate < 1%\"]\n    duration: 5s\n",
+        "stop_conditions:\n  - load: lod\n    threshold: \"p99 < soon\"\n",
+    );
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+    assert!(
+        ps[0].starts_with("t.yaml:12:33: `eror_rate` is not a load metric")
+            && ps[0].contains("did you mean `error_rate`?"),
+        "{ps:#?}"
+    );
+    assert!(
+        ps[1].contains("load step `lod`, which does not exist")
+            && ps[1].contains("did you mean `l`?"),
+        "{ps:#?}"
+    );
+    assert!(ps[2].contains("p99 < soon"), "{ps:#?}");
+
+    let ps = load_problems(
+        "  - {name: l, target: payments, fault: load, rate: 10, duration: 5s}\n  - {name: m, target: secure, fault: load, ramp: {from: 1, to: 2}, rate: 3, duration: 5s}\n  - {name: n, target: shop, fault: load, toxicity: 1, duration: 5s}\n  - {name: o, target: shop, fault: load, rate: 1, latency: 1s, duration: 5s}\n",
+        "",
+    );
+    let all = ps.join("\n");
+    assert!(
+        all.contains(
+            "`payments` is a proxy target; load steps call a declared [[targets.http]] endpoint"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("either `rate` or `ramp`, not both"), "{all}");
+    assert!(
+        all.contains("`toxicity` is not an attribute of a `load` fault"),
+        "{all}"
+    );
+    assert!(
+        all.contains("a `load` fault needs `rate` or `ramp`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`latency` is not an attribute of a `load` fault"),
+        "{all}"
+    );
+    assert!(all.contains("not plain http"), "{all}");
+}
+
+#[test]
+fn the_step_keys_and_attributes_are_the_raw_step_fields() {
+    use crate::spec::raw::{FAULT_KINDS, RawStep, STEP_KEYS, fault_attributes};
+    let mut ours: Vec<&str> = STEP_KEYS.to_vec();
+    ours.extend(["wait", "parallel"]);
+    for kind in FAULT_KINDS {
+        let attrs = fault_attributes(kind).unwrap_or_default();
+        ours.extend(attrs.iter().map(|(a, _)| *a));
+    }
+    ours.sort_unstable();
+    ours.dedup();
+    let mut fields = crate::spec::locate::fields_of::<RawStep>().to_vec();
+    fields.sort_unstable();
+    assert_eq!(ours, fields);
+}
