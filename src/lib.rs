@@ -33,3 +33,4 @@ pub mod schedule;
 pub mod slack;
 pub mod spec;
 pub mod store;
+pub mod tls;
