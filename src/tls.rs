@@ -61,7 +61,9 @@ pub enum TlsError {
         index: usize,
         why: String,
     },
-    #[error("`{set}` is set without `{missing}`; a client certificate needs both `client_cert` and `client_key`")]
+    #[error(
+        "`{set}` is set without `{missing}`; a client certificate needs both `client_cert` and `client_key`"
+    )]
     HalfClientAuth {
         set: &'static str,
         missing: &'static str,
@@ -150,8 +152,8 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(name) = &opts.server_name {
         server_name(opts, name)?;
     }
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if opts.insecure_skip_verify {
         tracing::warn!(
             "insecure_skip_verify is set: server certificates are not verified; anyone on the path can impersonate the server"
@@ -275,7 +277,10 @@ pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ru
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             let inner: &(dyn StdError + 'static) = inner;
             if let Some(r) = find_rustls_error(inner) {
                 return Some(r);
@@ -297,9 +302,9 @@ pub fn explain_rustls(err: &rustls::Error, host: &str) -> String {
     use rustls::Error as E;
     match err {
         E::InvalidCertificate(c) => explain_certificate(c, host),
-        E::AlertReceived(AlertDescription::CertificateRequired) => format!(
-            "{host} requires a client certificate; set `client_cert` and `client_key`"
-        ),
+        E::AlertReceived(AlertDescription::CertificateRequired) => {
+            format!("{host} requires a client certificate; set `client_cert` and `client_key`")
+        }
         E::AlertReceived(
             a @ (AlertDescription::BadCertificate
             | AlertDescription::UnknownCA
@@ -313,9 +318,9 @@ pub fn explain_rustls(err: &rustls::Error, host: &str) -> String {
         E::AlertReceived(AlertDescription::HandshakeFailure) => format!(
             "TLS handshake with {host} failed (the server may require a client certificate: set `client_cert` and `client_key`, or it supports no protocol version or cipher we do)"
         ),
-        E::InvalidMessage(_) | E::InappropriateMessage { .. } => format!(
-            "{host} did not answer TLS; if it serves plain HTTP, use an http:// URL"
-        ),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("{host} did not answer TLS; if it serves plain HTTP, use an http:// URL")
+        }
         E::PeerIncompatible(why) => format!(
             "TLS with {host} failed: the server supports no protocol version or cipher we do ({why:?})"
         ),
@@ -344,7 +349,9 @@ fn explain_certificate(err: &CertificateError, host: &str) -> String {
             "the certificate of {host} expired on {}; renew it on the server {skip}",
             when(not_after)
         ),
-        C::Expired => format!("the certificate of {host} has expired; renew it on the server {skip}"),
+        C::Expired => {
+            format!("the certificate of {host} has expired; renew it on the server {skip}")
+        }
         C::NotValidYetContext { not_before, .. } => format!(
             "the certificate of {host} is not valid before {}; check the server's and this machine's clocks",
             when(not_before)
@@ -352,7 +359,10 @@ fn explain_certificate(err: &CertificateError, host: &str) -> String {
         C::NotValidYet => format!(
             "the certificate of {host} is not valid yet; check the server's and this machine's clocks"
         ),
-        C::NotValidForNameContext { expected, presented } => {
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
             let names = if presented.is_empty() {
                 "no name".to_string()
             } else {
@@ -367,9 +377,9 @@ fn explain_certificate(err: &CertificateError, host: &str) -> String {
             "the certificate of {host} is not valid for {host}; set `server_name` to a name it holds (or fix the URL's host)"
         ),
         C::Revoked => format!("the certificate of {host} has been revoked"),
-        C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
-            "the certificate of {host} is not meant for TLS servers (extended key usage)"
-        ),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            format!("the certificate of {host} is not meant for TLS servers (extended key usage)")
+        }
         other => format!("the certificate of {host} was refused: {other:?}"),
     }
 }
@@ -386,14 +396,20 @@ mod tests {
             ..TlsOptions::default()
         };
         let e = client_config(&opts).unwrap_err().to_string();
-        assert!(e.contains("`client_cert` is set without `client_key`"), "{e}");
+        assert!(
+            e.contains("`client_cert` is set without `client_key`"),
+            "{e}"
+        );
 
         let opts = TlsOptions {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..TlsOptions::default()
         };
         let e = client_config(&opts).unwrap_err().to_string();
-        assert!(e.contains("`ca_file` /nonexistent/ca.pem: cannot read it"), "{e}");
+        assert!(
+            e.contains("`ca_file` /nonexistent/ca.pem: cannot read it"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -413,7 +429,10 @@ mod tests {
         let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let io = std::io::Error::other(inner);
         let msg = explain(&io, "svc").unwrap_or_default();
-        assert!(msg.contains("not trusted") && msg.contains("set `ca_file`"), "{msg}");
+        assert!(
+            msg.contains("not trusted") && msg.contains("set `ca_file`"),
+            "{msg}"
+        );
         assert!(explain(&std::io::Error::other("plain"), "svc").is_none());
     }
 }
