@@ -47,7 +47,7 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("`{key}` {}: no PEM {what} in it ({why}); `{key}` must be a PEM file (-----BEGIN {marker}-----)", .path.display())]
+    #[error("`{key}` {}: no PEM {what} in it{why}; `{key}` must be a PEM file (-----BEGIN {marker}-----)", .path.display())]
     NotPem {
         key: &'static str,
         path: PathBuf,
@@ -124,9 +124,9 @@ fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
     };
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| not_pem(e.to_string()))?;
+        .map_err(|e| not_pem(format!(" ({e})")))?;
     if certs.is_empty() {
-        return Err(not_pem("no certificate found".into()));
+        return Err(not_pem(String::new()));
     }
     Ok(certs)
 }
@@ -186,7 +186,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
                 path: key_path.clone(),
                 what: "private key",
                 marker: "PRIVATE KEY",
-                why: e.to_string(),
+                why: format!(" ({e})"),
             })?;
             // rustls compares the key's public half with the certificate's.
             builder
@@ -366,7 +366,11 @@ fn explain_certificate(err: &CertificateError, host: &str) -> String {
             let names = if presented.is_empty() {
                 "no name".to_string()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|p| bare_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             format!(
                 "the certificate of {host} is valid for {names}, not {}; set `server_name` to one of its names (or fix the URL's host)",
@@ -381,6 +385,16 @@ fn explain_certificate(err: &CertificateError, host: &str) -> String {
             format!("the certificate of {host} is not meant for TLS servers (extended key usage)")
         }
         other => format!("the certificate of {host} was refused: {other:?}"),
+    }
+}
+
+/// `DnsName("a.test")` (how webpki lists a certificate's names) as `a.test`.
+fn bare_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((kind, rest)) if kind.chars().all(char::is_alphanumeric) => rest
+            .strip_suffix(')')
+            .map_or(presented, |inner| inner.trim_matches('"')),
+        _ => presented,
     }
 }
 
@@ -434,5 +448,12 @@ mod tests {
             "{msg}"
         );
         assert!(explain(&std::io::Error::other("plain"), "svc").is_none());
+    }
+
+    #[test]
+    fn presented_names_are_shown_bare() {
+        assert_eq!(bare_name("DnsName(\"a.test\")"), "a.test");
+        assert_eq!(bare_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(bare_name("a.test"), "a.test");
     }
 }

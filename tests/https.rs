@@ -94,9 +94,10 @@ struct ServerSpec<'a> {
 
 async fn tls_server(spec: ServerSpec<'_>) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(spec.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(spec.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
     let key = PrivateKeyDer::from_pem_slice(spec.key_pem.as_bytes()).unwrap();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -131,22 +132,25 @@ async fn tls_server(spec: ServerSpec<'_>) -> Server {
                     return;
                 };
                 match tls.get_ref().1.handshake_kind() {
-                    Some(rustls::HandshakeKind::Resumed) => c.resumed.fetch_add(1, Ordering::SeqCst),
+                    Some(rustls::HandshakeKind::Resumed) => {
+                        c.resumed.fetch_add(1, Ordering::SeqCst)
+                    }
                     _ => c.full.fetch_add(1, Ordering::SeqCst),
                 };
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let c = Arc::clone(&c);
-                    async move {
-                        c.requests.fetch_add(1, Ordering::SeqCst);
-                        let mut resp = Response::builder();
-                        if close {
-                            resp = resp.header("connection", "close");
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let c = Arc::clone(&c);
+                        async move {
+                            c.requests.fetch_add(1, Ordering::SeqCst);
+                            let mut resp = Response::builder();
+                            if close {
+                                resp = resp.header("connection", "close");
+                            }
+                            Ok::<_, Infallible>(
+                                resp.body(Full::new(Bytes::from_static(b"ok\n"))).unwrap(),
+                            )
                         }
-                        Ok::<_, Infallible>(
-                            resp.body(Full::new(Bytes::from_static(b"ok\n"))).unwrap(),
-                        )
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
@@ -186,7 +190,10 @@ async fn a_probe_passes_with_ca_file_and_is_not_trusted_without() {
     assert_eq!(get(&with_ca, &url).await, Ok((200, "ok\n".into())));
 
     let e = get(&TlsOptions::default(), &url).await.unwrap_err();
-    assert!(e.contains("not trusted") && e.contains("set `ca_file`"), "{e}");
+    assert!(
+        e.contains("not trusted") && e.contains("set `ca_file`"),
+        "{e}"
+    );
 
     // Only when asked for: any certificate.
     let insecure = TlsOptions {
@@ -251,7 +258,6 @@ async fn a_server_requiring_a_client_certificate_accepts_ours_and_refuses_none()
     );
 }
 
-
 #[tokio::test]
 async fn expired_and_wrong_name_certificates_get_their_own_messages() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +294,10 @@ async fn server_name_makes_an_ip_url_verify() {
         ..TlsOptions::default()
     };
     let e = get(&plain, &url).await.unwrap_err();
-    assert!(e.contains("not 127.0.0.1") && e.contains("set `server_name`"), "{e}");
+    assert!(
+        e.contains("not 127.0.0.1") && e.contains("set `server_name`"),
+        "{e}"
+    );
 
     let named = TlsOptions {
         ca_file: Some(ca_file),
@@ -306,14 +315,20 @@ fn bad_files_are_refused_by_the_builder_with_the_key_to_fix() {
         ..TlsOptions::default()
     };
     let e = tls::client_config(&missing).unwrap_err().to_string();
-    assert!(e.contains("`ca_file`") && e.contains("cannot read it"), "{e}");
+    assert!(
+        e.contains("`ca_file`") && e.contains("cannot read it"),
+        "{e}"
+    );
 
     let not_pem = TlsOptions {
         ca_file: Some(write(dir.path(), "ca.txt", "just some text\n")),
         ..TlsOptions::default()
     };
     let e = tls::client_config(&not_pem).unwrap_err().to_string();
-    assert!(e.contains("`ca_file`") && e.contains("must be a PEM file"), "{e}");
+    assert!(
+        e.contains("`ca_file`") && e.contains("must be a PEM file"),
+        "{e}"
+    );
 
     let ca = make_ca("test CA");
     let (cert, _) = leaf(&ca, &["a.test"], false);
