@@ -74,6 +74,8 @@ pub enum TlsError {
     BadKey { path: PathBuf, why: String },
     #[error("`server_name` `{0}` is not a DNS name or an IP address")]
     BadServerName(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
     #[error("cannot build the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -59,7 +59,7 @@ impl HttpClient {
         }
         let client = builder
             .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            .map_err(|e| TlsError::Client(e.to_string()))?;
         Ok(HttpClient {
             client,
             server_name: tls.server_name.clone(),
@@ -149,6 +149,29 @@ pub fn check_url(url: &str) -> Result<url::Url, String> {
         return Err(format!("`{url}` has no host"));
     }
     Ok(parsed)
+}
+
+/// Checks that `url`'s host resolves (for validation; requests report it too). With
+/// `server_name` the URL's host is still the one looked up.
+pub async fn check_resolves(url: &str) -> Result<(), String> {
+    let parsed = check_url(url)?;
+    let host = parsed.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    match tokio::net::lookup_host((bare, 0))
+        .await
+        .map(|mut f| f.next())
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "`{host}` does not resolve: no address; check the host in `{url}`"
+        )),
+        Err(e) => Err(format!(
+            "`{host}` does not resolve: {e}; check the host in `{url}`"
+        )),
+    }
 }
 
 /// Sends one request on a fresh connection with default TLS options.
@@ -265,5 +288,33 @@ fn causes(e: &(dyn StdError + 'static)) -> String {
         e.to_string()
     } else {
         parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_are_taken() {
+        assert!(check_url("http://127.0.0.1:8080/health").is_ok());
+        assert!(check_url("https://svc.test/").is_ok());
+        let e = check_url("ftp://svc.test/").unwrap_err();
+        assert!(e.contains("scheme `ftp` is not supported"), "{e}");
+        assert!(
+            check_url("not a url")
+                .unwrap_err()
+                .contains("is not a valid URL")
+        );
+    }
+
+    #[tokio::test]
+    async fn hosts_are_checked_for_resolving() {
+        assert!(check_resolves("http://127.0.0.1:1/").await.is_ok());
+        assert!(check_resolves("https://[::1]:1/").await.is_ok());
+        let e = check_resolves("https://no-such-host.invalid/")
+            .await
+            .unwrap_err();
+        assert!(e.contains("`no-such-host.invalid` does not resolve"), "{e}");
     }
 }
