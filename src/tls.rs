@@ -22,8 +22,10 @@ use serde::Deserialize;
 
 /// TLS settings of one HTTP endpoint. All optional: the default verifies the server against
 /// the platform's roots under the URL's host name.
+/// Meant as a table of its own (`[targets.api.tls]`): unknown keys are refused, so a typo in
+/// a security setting is not silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
     /// PEM file with one or more CA certificates; when set, the only roots trusted.
     pub ca_file: Option<PathBuf>,
@@ -450,6 +452,15 @@ mod tests {
             "{msg}"
         );
         assert!(explain(&std::io::Error::other("plain"), "svc").is_none());
+    }
+
+    #[test]
+    fn options_parse_from_toml_and_refuse_typos() {
+        let o: TlsOptions =
+            toml::from_str("ca_file = \"ca.pem\"\nserver_name = \"svc.test\"").unwrap();
+        assert_eq!(o.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert!(!o.insecure_skip_verify);
+        assert!(toml::from_str::<TlsOptions>("ca_flie = \"ca.pem\"").is_err());
     }
 
     #[test]
