@@ -36,3 +36,4 @@ pub mod slack;
 pub mod spec;
 pub mod store;
 pub mod suggest;
+pub mod tls;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! edges (main.rs, cli, slack) → app → engine, schedule, gameday → agent → faults, probes,
-//! report → spec → load → store → config → run        (clock, suggest: small helpers, anywhere)
+//! report → spec → load → store → config → run        (clock, suggest, tls: small helpers, anywhere)
 //! ```
 //!
 //! `load` (the HTTP load generator) sits below `spec`: it knows nothing of experiments, and the
@@ -26,35 +26,42 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Bottom: the run types every layer shares, and helpers that import nothing else.
     ("run", &[]),
     ("suggest", &[]),
+    // TLS client settings and their checks (probes, rollbacks and the load attack use them).
+    ("tls", &[]),
     ("clock", &["run"]),
     // Settings, validated once at start: they name nothing above the run types.
-    ("config", &["run", "clock", "suggest"]),
-    ("store", &["config", "run", "clock", "suggest"]),
+    ("config", &["run", "clock", "suggest", "tls"]),
+    ("store", &["config", "run", "clock", "suggest", "tls"]),
     // The load generator: a library that knows nothing of experiments.
-    ("load", &["store", "config", "run", "clock", "suggest"]),
+    (
+        "load",
+        &["store", "config", "run", "clock", "suggest", "tls"],
+    ),
     (
         "spec",
-        &["load", "store", "config", "run", "clock", "suggest"],
+        &["load", "store", "config", "run", "clock", "suggest", "tls"],
     ),
     // The machinery and the views. A view reads the store and the run types and writes no
     // transport's markup (the edges render). The load fault family drives the generator.
     (
         "probes",
-        &["spec", "store", "config", "run", "clock", "suggest"],
+        &["spec", "store", "config", "run", "clock", "suggest", "tls"],
     ),
     (
         "report",
-        &["spec", "store", "config", "run", "clock", "suggest"],
+        &["spec", "store", "config", "run", "clock", "suggest", "tls"],
     ),
     (
         "faults",
-        &["load", "spec", "store", "config", "run", "clock", "suggest"],
+        &[
+            "load", "spec", "store", "config", "run", "clock", "suggest", "tls",
+        ],
     ),
     // The data plane: the faults of its host.
     (
         "agent",
         &[
-            "faults", "probes", "load", "spec", "store", "config", "run", "clock", "suggest",
+            "faults", "probes", "load", "spec", "store", "config", "run", "clock", "suggest", "tls",
         ],
     ),
     // The run lifecycle, and what starts runs at planned times: none knows about Slack.
@@ -62,21 +69,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "engine",
         &[
             "agent", "faults", "probes", "load", "report", "spec", "store", "config", "run",
-            "clock", "suggest",
+            "clock", "suggest", "tls",
         ],
     ),
     (
         "schedule",
         &[
             "engine", "agent", "faults", "probes", "load", "report", "spec", "store", "config",
-            "run", "clock", "suggest",
+            "run", "clock", "suggest", "tls",
         ],
     ),
     (
         "gameday",
         &[
             "engine", "agent", "faults", "probes", "load", "report", "spec", "store", "config",
-            "run", "clock", "suggest",
+            "run", "clock", "suggest", "tls",
         ],
     ),
     // Use cases, transport-neutral.
@@ -84,21 +91,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &[
             "engine", "schedule", "gameday", "agent", "faults", "probes", "load", "report", "spec",
-            "store", "config", "run", "clock", "suggest",
+            "store", "config", "run", "clock", "suggest", "tls",
         ],
     ),
     // Edges: parse, authorize, render; they call the use cases, not the machinery.
     (
         "slack",
         &[
-            "app", "report", "spec", "store", "config", "run", "clock", "suggest",
+            "app", "report", "spec", "store", "config", "run", "clock", "suggest", "tls",
         ],
     ),
     // `chaosbot serve` starts the Slack edge.
     (
         "cli",
         &[
-            "slack", "app", "report", "spec", "store", "config", "run", "clock", "suggest",
+            "slack", "app", "report", "spec", "store", "config", "run", "clock", "suggest", "tls",
         ],
     ),
     // The binary and the module map wire everything.
@@ -108,7 +115,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 const ALL: &[&str] = &[
     "cli", "slack", "app", "engine", "schedule", "gameday", "agent", "faults", "probes", "load",
-    "report", "spec", "store", "config", "run", "clock", "suggest",
+    "report", "spec", "store", "config", "run", "clock", "suggest", "tls",
 ];
 
 // KNOWN_VIOLATIONS — edges that still exist on this branch and are being moved on others.

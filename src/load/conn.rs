@@ -16,6 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::Schedule;
@@ -30,6 +32,42 @@ pub(crate) struct RequestTemplate {
     /// A HEAD request: the answer has no body, whatever its headers say.
     pub head: bool,
     pub timeout: Duration,
+    /// Set for https: every connection is wrapped in TLS, all through one connector (one
+    /// client config, one session cache, so reconnections resume their sessions).
+    pub tls: Option<TlsTarget>,
+}
+
+/// How connections to an https target are wrapped.
+pub(crate) struct TlsTarget {
+    pub connector: TlsConnector,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// A connection, plain or TLS. An enum rather than a trait object: the plain path stays a
+/// direct call.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read_buf(buf).await,
+            Stream::Tls(s) => s.read_buf(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                // Pushes the records out now rather than when rustls' buffer fills.
+                s.flush().await
+            }
+        }
+    }
 }
 
 /// What the workers share: the request counter, the schedule and the clock.
@@ -49,7 +87,7 @@ const MAX_HEADERS: usize = 64;
 
 /// An open connection and what has been read from it but not consumed yet.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// The server said `Connection: close` or ended the body with the connection.
     closing: bool,
@@ -77,12 +115,38 @@ async fn connect(t: &RequestTemplate) -> Result<Conn, ErrorKind> {
     };
     // Small requests must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let stream = match &t.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => Stream::Tls(Box::new(handshake(t, tls, stream).await?)),
+    };
     Ok(Conn {
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
         closing: false,
         answered: false,
     })
+}
+
+/// The TLS handshake on a fresh connection, within the request timeout.
+async fn handshake(
+    t: &RequestTemplate,
+    tls: &TlsTarget,
+    stream: TcpStream,
+) -> Result<TlsStream<TcpStream>, ErrorKind> {
+    match tokio::time::timeout(t.timeout, tls.connector.connect(tls.name.clone(), stream)).await {
+        Err(_) => Err(ErrorKind::Timeout),
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            // Counted by kind; the reason is for whoever reads the logs.
+            let host = tls.name.to_str();
+            let why = crate::tls::explain(&e, &host).unwrap_or_else(|| e.to_string());
+            tracing::debug!(error = %why, "load: TLS handshake failed");
+            Err(match e.kind() {
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+                _ => ErrorKind::TlsFailed,
+            })
+        }
+    }
 }
 
 impl Conn {

@@ -2,7 +2,8 @@
 //! fixed pool of keep-alive connections, with latencies measured from each request's
 //! *intended* send time (corrected for coordinated omission, as wrk2 and oha's
 //! `--latency-correction` do), a per-request timeout, and a breakdown of status codes and
-//! errors. Numbers are reported once a second and in total.
+//! errors. Numbers are reported once a second and in total. https targets go over TLS
+//! ([`LoadTls`], [`spawn_with_tls`]) with session resumption on reconnects.
 //!
 //! - [`schedule`]: when each request is due.
 //! - `conn`: the connection workers.
@@ -62,6 +63,43 @@ pub enum LoadError {
     BadHeader { name: String, why: String },
     #[error("`connections` must be at least 1")]
     NoConnections,
+    #[error(
+        "load URL `{0}` is neither http nor https; point it at an http:// or https:// endpoint"
+    )]
+    BadScheme(String),
+    #[error("load URL `{url}`: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// TLS for an https load target: one client configuration shared by every connection of the
+/// attack (so they share its session cache and reconnections resume), and the name verified.
+#[derive(Clone)]
+pub struct LoadTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// Verified in the certificate, sent as SNI and in `Host` instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+impl LoadTls {
+    /// Builds the configuration from an endpoint's TLS options (files read and checked).
+    pub fn new(opts: &crate::tls::TlsOptions) -> Result<LoadTls, crate::tls::TlsError> {
+        Ok(LoadTls {
+            config: crate::tls::client_config(opts)?,
+            server_name: opts.server_name.clone(),
+        })
+    }
+}
+
+impl std::fmt::Debug for LoadTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a finished attack measured.
@@ -101,21 +139,44 @@ impl LoadHandle {
     }
 }
 
-fn template(plan: &LoadPlan) -> Result<conn::RequestTemplate, LoadError> {
+fn template(plan: &LoadPlan, tls: Option<&LoadTls>) -> Result<conn::RequestTemplate, LoadError> {
     let bad = |why: String| LoadError::BadUrl {
         url: plan.url.clone(),
         why,
     };
     let url = url::Url::parse(&plan.url).map_err(|e| bad(e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(LoadError::UnsupportedScheme(plan.url.clone()));
-    }
+    // https needs its TLS settings; without them the generator stays plain http.
+    let tls = match (url.scheme(), tls) {
+        ("http", _) => None,
+        ("https", Some(tls)) => Some(tls),
+        ("https", None) => return Err(LoadError::UnsupportedScheme(plan.url.clone())),
+        _ => return Err(LoadError::BadScheme(plan.url.clone())),
+    };
     let host = url.host_str().ok_or_else(|| bad("it has no host".into()))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let addr = format!("{host}:{port}");
+    let tls_target = match tls {
+        None => None,
+        Some(tls) => {
+            let opts = crate::tls::TlsOptions {
+                server_name: tls.server_name.clone(),
+                ..Default::default()
+            };
+            let name = crate::tls::server_name(&opts, host).map_err(|source| LoadError::Tls {
+                url: plan.url.clone(),
+                source,
+            })?;
+            Some(conn::TlsTarget {
+                connector: tokio_rustls::TlsConnector::from(Arc::clone(&tls.config)),
+                name,
+            })
+        }
+    };
+    // With `server_name`, the server is addressed by that name (as SNI is).
+    let named = tls.and_then(|t| t.server_name.as_deref()).unwrap_or(host);
     let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
+        Some(p) => format!("{named}:{p}"),
+        None => named.to_string(),
     };
     let mut pq = url.path().to_string();
     if let Some(q) = url.query() {
@@ -170,15 +231,21 @@ fn template(plan: &LoadPlan) -> Result<conn::RequestTemplate, LoadError> {
         wire: Bytes::from(wire),
         head: method == Method::HEAD,
         timeout: plan.timeout,
+        tls: tls_target,
     })
 }
 
 /// Checks a plan without sending anything (what `spawn` would refuse).
 pub fn check(plan: &LoadPlan) -> Result<(), LoadError> {
+    check_with_tls(plan, None)
+}
+
+/// Like [`check`], for a plan whose https URL uses `tls`.
+pub fn check_with_tls(plan: &LoadPlan, tls: Option<&LoadTls>) -> Result<(), LoadError> {
     if plan.connections == 0 {
         return Err(LoadError::NoConnections);
     }
-    template(plan).map(|_| ())
+    template(plan, tls).map(|_| ())
 }
 
 /// Starts the attack. It ends by itself after `plan.duration` or at `deadline`, whichever
@@ -191,10 +258,23 @@ pub fn spawn<F>(
 where
     F: Fn(u64, LoadFigures) + Send + 'static,
 {
+    spawn_with_tls(plan, None, deadline, on_second)
+}
+
+/// Like [`spawn`]; an https URL is attacked over TLS with `tls` (required for https).
+pub fn spawn_with_tls<F>(
+    plan: &LoadPlan,
+    tls: Option<&LoadTls>,
+    deadline: std::time::Instant,
+    on_second: F,
+) -> Result<LoadHandle, LoadError>
+where
+    F: Fn(u64, LoadFigures) + Send + 'static,
+{
     if plan.connections == 0 {
         return Err(LoadError::NoConnections);
     }
-    let template = template(plan)?;
+    let template = template(plan, tls)?;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let until_deadline = deadline.saturating_duration_since(std::time::Instant::now());

@@ -24,17 +24,20 @@ pub enum ErrorKind {
     Timeout,
     /// The peer answered something that is not HTTP/1.x (garbage, a bad header...).
     BadResponse,
+    /// The TLS handshake failed (certificate refused, no common protocol, not TLS...).
+    TlsFailed,
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectFailed,
         ErrorKind::Reset,
         ErrorKind::ClosedEarly,
         ErrorKind::Timeout,
         ErrorKind::BadResponse,
+        ErrorKind::TlsFailed,
         ErrorKind::Other,
     ];
 
@@ -46,6 +49,7 @@ impl ErrorKind {
             ErrorKind::ClosedEarly => "closed early",
             ErrorKind::Timeout => "timeout",
             ErrorKind::BadResponse => "bad response",
+            ErrorKind::TlsFailed => "tls failed",
             ErrorKind::Other => "other error",
         }
     }
