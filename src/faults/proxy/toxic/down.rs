@@ -13,10 +13,6 @@ use super::{Installed, Toxic};
 pub(super) struct Down;
 
 impl Toxic for Down {
-    fn forbids_splice(&self) -> bool {
-        false
-    }
-
     fn proxy_wide(&self) -> bool {
         true
     }
