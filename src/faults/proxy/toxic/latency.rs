@@ -1,6 +1,6 @@
 //! `latency`: each chunk is held until `latency` ± a uniform draw in `jitter` after it was read.
 //! Timed from the chunk's arrival, so a stream of chunks is delayed in a pipeline, not
-//! cumulatively; latencies of several toxics do not add up beyond the largest.
+//! cumulatively. Of several latency toxics the largest applies (they do not add up).
 
 use std::time::Duration;
 
