@@ -1,14 +1,16 @@
 //! One proxied connection: two pumps (client → server is `upstream`, server → client is
 //! `downstream`), each a reader feeding a writer through a small bounded channel.
 //!
-//! Fast path (Linux): while no toxic affects a direction, its pump moves bytes with `splice(2)`
-//! through a pipe instead (see [`super::splice`]). When a toxic that affects it arrives, the pump
-//! first drains the pipe to the destination, then starts the reader/writer path below; once the
-//! direction has no toxic again, the writer asks the reader to stop, writes every chunk still
+//! Fast path (Linux): while no toxic that affects a direction forbids it
+//! ([`super::toxic::Toxic::forbids_splice`]), its pump moves bytes with `splice(2)` through a
+//! pipe instead (see [`fast`]). When such a toxic arrives, the pump first drains the pipe to the
+//! destination, then starts the reader/writer path below; once the direction has no such toxic
+//! again, the writer asks the reader to stop, writes every chunk still
 //! queued (the reader's hand-off marker comes after them), and splicing resumes. Bytes are
 //! therefore never lost, duplicated or reordered across a switch.
 //!
-//! The reader timestamps every chunk when it is read; the writer applies the toxics. Latency is
+//! The reader timestamps every chunk when it is read; the writer asks the toxics (see
+//! [`super::toxic`]) when and how much of it may go out, once per piece. Latency is
 //! therefore pipelined (each chunk is held until `read_at + delay`, so a stream is not delayed
 //! cumulatively), and every wait of the writer also watches the toxic set, so adding or removing
 //! a toxic takes effect at once, in the middle of a hold.
@@ -29,12 +31,17 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::spec::model::{Direction, ToxicKind};
+use crate::spec::model::Direction;
 
 #[cfg(target_os = "linux")]
-use super::splice::{self, Pipe};
-use super::toxics::{self, TimerAction, ToxicSet, ToxicState};
+mod fast;
+
+#[cfg(target_os = "linux")]
+use super::splice::Pipe;
+use super::toxic::{self, Chunk, Plan, TimerAction, ToxicSet, ToxicState};
 use super::{Shared, timer};
+#[cfg(target_os = "linux")]
+use fast::SpliceEnd;
 
 /// Largest single read. 256 KiB rather than 64: on loopback the syscall count is what limits
 /// bulk throughput (measured ~40% of a direct connection with 64 KiB, ~50% with 256 KiB).
@@ -45,9 +52,6 @@ const READ_SIZE: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 1024;
 /// Bytes read but not yet written, per direction (backpressure to the sender beyond that).
 const BYTE_BUDGET: usize = 1024 * 1024;
-/// Splice iterations that moved bytes before the fast path yields to other tasks.
-#[cfg(target_os = "linux")]
-const YIELD_EVERY: u32 = 8;
 /// How long we try to reach the upstream before giving up on the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -262,17 +266,6 @@ enum Phase {
     Splice,
 }
 
-/// How a splice phase ended.
-#[cfg(target_os = "linux")]
-enum SpliceEnd {
-    /// This direction is finished.
-    Done,
-    /// A toxic now affects this direction; the pipe is empty.
-    Toxic,
-    /// The kernel refused to splice; the pipe is empty. Use the copy path from now on.
-    Unsupported,
-}
-
 /// One direction: splices while no toxic affects it, otherwise a reader and a writer that
 /// applies the toxics and writes to `dst`.
 struct Pump {
@@ -287,6 +280,10 @@ struct Pump {
     states: HashMap<u64, ToxicState>,
     /// Ids of affected, unexpired toxics of this direction, in the order they were added.
     active: Vec<u64>,
+    /// Whether one of them forbids the splice fast path.
+    shaped: bool,
+    /// Sequence number of the next chunk (see [`Chunk::seq`]).
+    next_chunk: u64,
     /// Whether the splice fast path may be used (cleared when the kernel refuses it).
     splice_ok: bool,
 }
@@ -310,6 +307,8 @@ impl Pump {
             kill,
             states: HashMap::new(),
             active: Vec::new(),
+            shaped: false,
+            next_chunk: 0,
             splice_ok: cfg!(target_os = "linux"),
         }
     }
@@ -325,7 +324,7 @@ impl Pump {
                 return;
             }
             #[cfg(target_os = "linux")]
-            if self.splice_ok && self.active.is_empty() {
+            if self.splice_ok && !self.shaped {
                 if pipe.is_none() {
                     match Pipe::new() {
                         Ok(p) => pipe = Some(p),
@@ -381,7 +380,7 @@ impl Pump {
             if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
                 return Phase::Done;
             }
-            if self.splice_ok && self.active.is_empty() {
+            if self.splice_ok && !self.shaped {
                 // Idempotent; the reader stops at its next read boundary.
                 pause.cancel();
             }
@@ -414,203 +413,28 @@ impl Pump {
         }
     }
 
-    /// The fast path: `src` → pipe → `dst` with splice(2), driven by readiness, until the
-    /// direction ends or a toxic affects it (then the pipe is drained first).
-    #[cfg(target_os = "linux")]
-    async fn splice(&mut self, pipe: &mut Pipe) -> SpliceEnd {
-        use std::os::fd::AsRawFd;
-        use tokio::io::Interest;
-
-        tracing::trace!(proxy = %self.shared.name, dir = %self.dir, "splicing");
-        let src_fd = self.src.as_raw_fd();
-        let dst_fd = self.dst.as_raw_fd();
-        let mut eof = false;
-        // A toxic arrived, or the kernel refused: stop reading, drain the pipe, leave.
-        let mut leaving = false;
-        let mut refused = false;
-        let mut spins: u32 = 0;
-        loop {
-            if self.kill.is_cancelled() {
-                return SpliceEnd::Done;
-            }
-            // The loop below may run long without awaiting anything: look at the set here too.
-            if matches!(self.toxics.has_changed(), Ok(true)) {
-                self.refresh();
-            }
-            if !self.active.is_empty() {
-                leaving = true;
-            }
-            let mut progress = false;
-            if !eof && !leaving && pipe.len < pipe.cap {
-                // With bytes in the pipe, EAGAIN may mean "pipe full" rather than "socket
-                // empty": then it must not clear the socket's read readiness (we would wait for
-                // an edge that never comes). Such an attempt reports `None` instead.
-                let ambiguous = pipe.len > 0;
-                let r = self
-                    .src
-                    .try_io(Interest::READABLE, || match pipe.fill_from(src_fd) {
-                        Err(e) if ambiguous && e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                        r => r.map(Some),
-                    });
-                match r {
-                    Ok(Some(0)) => {
-                        eof = true;
-                        progress = true;
-                    }
-                    Ok(Some(_)) => progress = true,
-                    Ok(None) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if splice::unsupported(&e) => {
-                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                            "splice from the socket refused; copying instead");
-                        leaving = true;
-                        refused = true;
-                    }
-                    Err(e) => {
-                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                            "read failed; closing the connection");
-                        self.kill.cancel();
-                        return SpliceEnd::Done;
-                    }
-                }
-            }
-            if pipe.len > 0 {
-                match self
-                    .dst
-                    .try_io(Interest::WRITABLE, || pipe.drain_to(dst_fd))
-                {
-                    Ok(n) => {
-                        self.account(n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if splice::unsupported(&e) => {
-                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                            "splice to the socket refused; copying instead");
-                        if self.write_pipe_by_copy(pipe).await == Flow::Stop {
-                            return SpliceEnd::Done;
-                        }
-                        leaving = true;
-                        refused = true;
-                    }
-                    Err(e) => {
-                        tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                            "write failed; closing the connection");
-                        self.kill.cancel();
-                        return SpliceEnd::Done;
-                    }
-                }
-            }
-            if pipe.len == 0 {
-                if eof {
-                    // Also honours a slow_close or blackhole that arrived meanwhile.
-                    self.close_write().await;
-                    return SpliceEnd::Done;
-                }
-                if leaving {
-                    return if refused {
-                        SpliceEnd::Unsupported
-                    } else {
-                        SpliceEnd::Toxic
-                    };
-                }
-            }
-            if progress {
-                // A bulk transfer may never block: yield now and then so that the other tasks
-                // of this worker (other connections, the listener) are not starved. tokio's
-                // coop budget alone allows 128 splices of up to a pipeful each.
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(YIELD_EVERY) {
-                    tokio::task::yield_now().await;
-                } else {
-                    tokio::task::consume_budget().await;
-                }
-                continue;
-            }
-            // Nothing moved: wait for the socket that blocks us. With bytes in the pipe that is
-            // `dst`; otherwise `src` (its EAGAIN was unambiguous and cleared its readiness).
-            let timer = self.next_timer();
-            let want_read = pipe.len == 0 && !eof && !leaving;
-            let want_write = pipe.len > 0;
-            tokio::select! {
-                biased;
-                _ = self.kill.cancelled() => return SpliceEnd::Done,
-                r = self.toxics.changed() => {
-                    if r.is_err() { return SpliceEnd::Done }
-                    self.refresh();
-                }
-                // Only while draining for a toxic can a timer (timeout, reset_peer) be due.
-                _ = sleep_opt(timer) => {
-                    if self.fire_timers() == Flow::Stop { return SpliceEnd::Done }
-                }
-                r = self.src.readable(), if want_read => if let Err(e) = r {
-                    tracing::debug!(error = %e, "waiting to read failed; closing the connection");
-                    self.kill.cancel();
-                    return SpliceEnd::Done;
-                },
-                r = self.dst.writable(), if want_write => if let Err(e) = r {
-                    tracing::debug!(error = %e, "waiting to write failed; closing the connection");
-                    self.kill.cancel();
-                    return SpliceEnd::Done;
-                },
-            }
-        }
-    }
-
-    /// Writes what sits in the pipe the ordinary way (splicing into `dst` was refused).
-    #[cfg(target_os = "linux")]
-    async fn write_pipe_by_copy(&mut self, pipe: &mut Pipe) -> Flow {
-        let data = match pipe.read_all() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                    "reading back the pipe failed; closing the connection");
-                self.kill.cancel();
-                return Flow::Stop;
-            }
-        };
-        let mut done = 0;
-        while done < data.len() {
-            let r = tokio::select! {
-                _ = self.kill.cancelled() => return Flow::Stop,
-                r = write_some(&self.dst, &data[done..]) => r,
-            };
-            match r {
-                Ok(n) => {
-                    done += n;
-                    self.account(n);
-                }
-                Err(e) => {
-                    tracing::debug!(proxy = %self.shared.name, dir = %self.dir, error = %e,
-                        "write failed; closing the connection");
-                    self.kill.cancel();
-                    return Flow::Stop;
-                }
-            }
-        }
-        Flow::Go
-    }
-
     /// Re-reads the toxic set: new toxics get their per-connection state (and toxicity draw),
     /// removed ones are forgotten, `down` closes the connection.
     fn refresh(&mut self) {
         let set = self.toxics.borrow_and_update().clone();
         let now = Instant::now();
-        if toxics::is_down(&set, now) {
+        if toxic::is_down(&set, now) {
             self.kill.cancel();
         }
         self.states.retain(|id, _| set.iter().any(|t| t.id == *id));
         self.active.clear();
+        self.shaped = false;
         for t in set.iter() {
-            if t.req.direction != self.dir || matches!(t.req.kind, ToxicKind::Down) {
+            if t.req.direction != self.dir {
                 continue;
             }
             let st = self
                 .states
                 .entry(t.id)
                 .or_insert_with(|| ToxicState::new(t.clone(), self.conn_seq, self.dir, now));
-            if st.affected && !t.expired(now) {
+            if st.affected && !st.effect.proxy_wide() && !t.expired(now) {
                 self.active.push(t.id);
+                self.shaped |= st.effect.forbids_splice();
             }
         }
     }
@@ -622,7 +446,7 @@ impl Pump {
     /// The earliest instant something changes by itself: a timer or a toxic's deadline.
     fn next_timer(&self) -> Option<Instant> {
         self.active_states()
-            .flat_map(|st| [toxics::timer(st).map(|(t, _)| t), Some(st.toxic.deadline)])
+            .flat_map(|st| [st.effect.timer().map(|(t, _)| t), Some(st.toxic.deadline)])
             .flatten()
             .min()
     }
@@ -637,7 +461,7 @@ impl Pump {
                 expired = true;
                 continue;
             }
-            if let Some((at, a)) = toxics::timer(st)
+            if let Some((at, a)) = st.effect.timer()
                 && at <= now
             {
                 // A reset wins over a plain close.
@@ -690,82 +514,51 @@ impl Pump {
         }
     }
 
-    fn has_blackhole(&self) -> bool {
-        self.active_states()
-            .any(|st| matches!(st.kind(), ToxicKind::Timeout { .. }))
+    /// Whether an active toxic swallows this direction's data (blackhole).
+    fn swallowed(&self) -> bool {
+        self.active_states().any(|st| st.effect.swallows())
+    }
+
+    /// What the active toxics allow for the next piece of `chunk`, in the order they were added.
+    fn plan(&mut self, chunk: &Chunk, len: usize, now: Instant) -> Plan {
+        let mut plan = Plan {
+            ready: now,
+            piece: len,
+            close: None,
+        };
+        for id in &self.active {
+            if let Some(st) = self.states.get_mut(id) {
+                st.effect.plan(chunk, &mut plan);
+            }
+        }
+        plan
     }
 
     /// Pushes one chunk through the toxics and out.
     async fn forward(&mut self, mut data: Bytes, read_at: Instant) -> Flow {
-        // Latency draws per (toxic, chunk), kept across re-evaluations of the same chunk.
-        let mut delays: Vec<(u64, Duration)> = Vec::new();
+        let chunk = Chunk {
+            seq: self.next_chunk,
+            read_at,
+        };
+        self.next_chunk += 1;
         while !data.is_empty() {
             if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
                 return Flow::Stop;
             }
-            // timeout (blackhole): the data is dropped.
-            if self.has_blackhole() {
+            // Blackhole: the data is dropped.
+            if self.swallowed() {
                 return Flow::Go;
             }
             let now = Instant::now();
-            let mut ready = now;
-            let mut piece = data.len();
-            let mut limit_left: Option<u64> = None;
-            for id in self.active.clone() {
-                let Some(st) = self.states.get_mut(&id) else {
-                    continue;
-                };
-                match *st.kind() {
-                    ToxicKind::Latency { .. } => {
-                        let d = match delays.iter().find(|(i, _)| *i == id) {
-                            Some((_, d)) => *d,
-                            None => {
-                                let d = toxics::latency_draw(st);
-                                delays.push((id, d));
-                                d
-                            }
-                        };
-                        ready = ready.max(read_at + d);
-                    }
-                    ToxicKind::Bandwidth { rate_kbps } => {
-                        if let Some(rate) = toxics::bandwidth_rate(rate_kbps) {
-                            piece = piece.min(toxics::bandwidth_piece(rate));
-                            if let Some(t) = st.next_send {
-                                ready = ready.max(t);
-                            }
-                        }
-                    }
-                    ToxicKind::Slicer {
-                        average_size,
-                        size_variation,
-                        ..
-                    } => {
-                        if let Some(t) = st.next_slice {
-                            ready = ready.max(t);
-                        }
-                        if st.slice_left == 0 {
-                            st.slice_left = toxics::slice_size(st, average_size, size_variation);
-                        }
-                        piece = piece.min(st.slice_left);
-                    }
-                    ToxicKind::LimitData { bytes } => {
-                        let left = bytes.saturating_sub(st.passed);
-                        limit_left = Some(limit_left.map_or(left, |l: u64| l.min(left)));
-                    }
-                    _ => {}
-                }
+            let plan = self.plan(&chunk, data.len(), now);
+            if let Some(reason) = plan.close {
+                tracing::debug!(proxy = %self.shared.name, dir = %self.dir,
+                    "{reason}; closing the connection");
+                self.kill.cancel();
+                return Flow::Stop;
             }
-            if let Some(left) = limit_left {
-                if left == 0 {
-                    tracing::debug!(proxy = %self.shared.name, dir = %self.dir,
-                        "limit_data reached; closing the connection");
-                    self.kill.cancel();
-                    return Flow::Stop;
-                }
-                piece = piece.min(usize::try_from(left).unwrap_or(usize::MAX));
-            }
-            if ready > now {
-                match self.wait(Some(ready)).await {
+            if plan.ready > now {
+                match self.wait(Some(plan.ready)).await {
                     Wake::Killed => return Flow::Stop,
                     Wake::Changed | Wake::Elapsed => continue,
                 }
@@ -781,7 +574,7 @@ impl Pump {
                     continue;
                 }
                 _ = sleep_opt(timer) => continue,
-                r = write_some(&self.dst, &data[..piece]) => r,
+                r = write_some(&self.dst, &data[..plan.piece]) => r,
             };
             let n = match written {
                 Ok(n) => n,
@@ -810,23 +603,8 @@ impl Pump {
         }
         let now = Instant::now();
         for id in &self.active {
-            let Some(st) = self.states.get_mut(id) else {
-                continue;
-            };
-            match *st.kind() {
-                ToxicKind::Bandwidth { rate_kbps } => {
-                    if let Some(rate) = toxics::bandwidth_rate(rate_kbps) {
-                        toxics::bandwidth_sent(st, rate, n, now);
-                    }
-                }
-                ToxicKind::Slicer { delay, .. } => {
-                    st.slice_left = st.slice_left.saturating_sub(n);
-                    if st.slice_left == 0 {
-                        st.next_slice = Some(now + delay);
-                    }
-                }
-                ToxicKind::LimitData { .. } => st.passed += n as u64,
-                _ => {}
+            if let Some(st) = self.states.get_mut(id) {
+                st.effect.sent(n, now);
             }
         }
     }
@@ -839,7 +617,7 @@ impl Pump {
             if self.kill.is_cancelled() || self.fire_timers() == Flow::Stop {
                 return Flow::Stop;
             }
-            if self.has_blackhole() {
+            if self.swallowed() {
                 match self.wait(None).await {
                     Wake::Killed => return Flow::Stop,
                     Wake::Changed | Wake::Elapsed => continue,
@@ -847,10 +625,7 @@ impl Pump {
             }
             let delay = self
                 .active_states()
-                .filter_map(|st| match st.kind() {
-                    ToxicKind::SlowClose { delay } => Some(*delay),
-                    _ => None,
-                })
+                .filter_map(|st| st.effect.close_delay())
                 .max();
             if let Some(d) = delay
                 && Instant::now() < eof_at + d

@@ -5,7 +5,8 @@
 //!
 //! Layout: this file holds the public types, the handle and the listener; [`link`] runs one
 //! connection (per direction: `splice(2)` zero-copy while no toxic affects it, otherwise a
-//! reader and a writer that applies the toxics); [`toxics`] holds what each toxic decides.
+//! reader and a writer that applies the toxics); [`toxic`] holds the toxics, one file per kind
+//! behind one small trait.
 //! Toxic semantics follow Toxiproxy (<https://github.com/Shopify/toxiproxy#toxics>).
 //!
 //! The toxic set lives in a `tokio::sync::watch` channel: every writer waits on it alongside its
@@ -20,15 +21,16 @@
 //!   client sees RST, `upstream` → the server does; the other side is closed normally.
 //! - `timeout` and `reset_peer` timers start when the connection first sees the toxic; a zero
 //!   `timeout` swallows data (and a half-close) until the toxic goes.
-//! - Toxics of one direction apply in a fixed order per chunk (blackhole, latency, limit_data,
-//!   bandwidth, slicer), not in insertion order; latencies of several toxics add up.
+//! - A blackhole of a direction swallows its chunks before any other toxic sees them; the others
+//!   each narrow when the next piece may go and how long it may be, so their order does not
+//!   matter; of several latencies the largest applies (they do not add up).
 //! - Latency holds use a dedicated sub-millisecond timer thread ([`timer`]).
 
 mod link;
 #[cfg(target_os = "linux")]
 mod splice;
 mod timer;
-mod toxics;
+mod toxic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,8 +44,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::spec::model::{Direction, ToxicKind};
 
-pub use toxics::affects as toxicity_affects;
-use toxics::{Toxic, ToxicSet};
+pub use toxic::affects as toxicity_affects;
+use toxic::{Installed, ToxicSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -195,12 +197,12 @@ impl ProxyHandle {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(ProxyError::ShutDown(self.shared.name.clone()));
         }
-        toxics::validate(&req)?;
+        toxic::validate(&req)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::from_std(req.deadline);
         tracing::info!(proxy = %self.shared.name, id, label = %req.label, toxic = %req.kind.summary(),
             direction = %req.direction, toxicity = req.toxicity, "toxic added");
-        let toxic = Arc::new(Toxic { id, req, deadline });
+        let toxic = Arc::new(Installed { id, req, deadline });
         self.shared.toxics.send_modify(|set| {
             let mut v = Vec::clone(set);
             v.push(toxic);
@@ -305,7 +307,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut retry: Option<tokio::time::Instant> = None;
     loop {
         let now = tokio::time::Instant::now();
-        let down = toxics::is_down(&rx.borrow_and_update(), now);
+        let down = toxic::is_down(&rx.borrow_and_update(), now);
         if down && listener.is_some() {
             listener = None;
             tracing::info!(proxy = %shared.name, "down: listener closed");
