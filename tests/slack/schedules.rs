@@ -4,7 +4,7 @@
 //! the fire-once guarantee with several schedulers racing on one SQLite file and on one
 //! Postgres database (set TEST_POSTGRES_URL for the Postgres cases).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! the real proxy and a real SQLite file. Also: plan validation, and the game-day store (its
 //! lease) on both backends.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

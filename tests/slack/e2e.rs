@@ -4,7 +4,7 @@
 //! with the right `thread_ts`, the updates, the final summary, an abort through the button,
 //! nothing lost under 429s and 500s, across a kill -9 of the process, and over Socket Mode.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

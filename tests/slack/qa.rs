@@ -4,7 +4,7 @@
 //! numeric questions from the journal; edits, deletions, redeliveries, bad votes and people who
 //! may not answer are handled; the board is updated in place each time.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
