@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use support::app::{CHANNEL, TEAM, TestApp, replies};
+use support::app::{CHANNEL, TEAM, TestApp, replies, run_id_in};
 use support::fake_slack::Call;
 use support::*;
 
@@ -49,11 +49,6 @@ async fn rig() -> TestApp {
     let app = TestApp::new(SECRET).await;
     app.add_to_catalog("slow-api.yaml", SLOW_API);
     app
-}
-
-fn run_id_in(text: &str) -> String {
-    let at = text.find("r-").expect("the answer names the run");
-    text[at..at + 12].to_string()
 }
 
 fn is_parent(c: &Call) -> bool {

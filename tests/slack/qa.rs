@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chaosbot::slack::server::Server;
 use serde_json::{Value, json};
-use support::app::{CHANNEL, TEAM, TestApp, replies};
+use support::app::{CHANNEL, TEAM, TestApp, replies, run_id_in};
 use support::fake_slack::Call;
 
 const SECRET: &str = "qa-signing-secret";
@@ -58,11 +58,6 @@ fn reaction(kind: &str, user: &str, ts: &str, name: &str) -> Value {
     json!({"type": kind, "user": user, "reaction": name, "item_user": BOB,
            "item": {"type": "message", "channel": CHANNEL, "ts": ts},
            "event_ts": format!("1700000999.{n:06}")})
-}
-
-fn run_id_in(text: &str) -> String {
-    let at = text.find("r-").expect("the answer names the run");
-    text[at..at + 12].to_string()
 }
 
 fn text_of(c: &Call) -> String {

@@ -169,3 +169,9 @@ pub fn replies<'a>(calls: &'a [Call], thread_ts: Option<&str>) -> Vec<&'a Call> 
         })
         .collect()
 }
+
+/// The run id (`r-` and ten characters) an answer names.
+pub fn run_id_in(text: &str) -> String {
+    let at = text.find("r-").expect("the answer names the run");
+    text[at..at + 12].to_string()
+}
