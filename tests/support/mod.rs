@@ -2,6 +2,7 @@
 //! test can switch, experiments built in code, and a fresh SQLite store per test.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fake_slack;
 pub mod slack;
 

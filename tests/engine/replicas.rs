@@ -2,7 +2,7 @@
 //! exactly one of them, and an abort asked of one replica halts a run another one executes.
 //! Needs `TEST_POSTGRES_URL` (skipped with a notice otherwise); `.ci/run` sets it.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,28 +4,25 @@
 //! with the right `thread_ts`, the updates, the final summary, an abort through the button,
 //! nothing lost under 429s and 500s, across a kill -9 of the process, and over Socket Mode.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chaosbot::config::{AllowRule, Config, Secret};
+use chaosbot::config::Secret;
 use chaosbot::run::Verdict;
 use chaosbot::slack::render;
-use chaosbot::slack::server::Server;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
-use support::fake_slack::{Call, FakeSlack};
-use support::slack;
+use serde_json::json;
+use support::app::{CHANNEL, TEAM, TestApp, replies, run_id_in};
+use support::fake_slack::Call;
 use support::*;
 
 const SECRET: &str = "e2e-signing-secret";
-const TEAM: &str = "T1";
-const CHANNEL: &str = "CCHAOS";
 const ALICE: &str = "UALICE";
 
 const SLOW_API: &str = r#"
@@ -48,96 +45,34 @@ method:
     duration: ${duration}
 "#;
 
-struct Rig {
-    dir: tempfile::TempDir,
-    fake: FakeSlack,
-    cfg: Config,
-    _service: Service,
-}
-
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeSlack::start().await;
-    let service = service().await;
-    let listen = free_port();
-    let catalog = dir.path().join("experiments");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(catalog.join("slow-api.yaml"), SLOW_API).unwrap();
-    let mut cfg = config(listen, service.addr);
-    cfg.catalog = catalog;
-    cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.slack = slack::settings(
-        SECRET,
-        fake.url(),
-        TEAM,
-        &["UOPS"],
-        vec![AllowRule {
-            experiments: vec!["*".into()],
-            users: vec![],
-            channels: vec![CHANNEL.into()],
-        }],
-    );
-    Rig {
-        dir,
-        fake,
-        cfg,
-        _service: service,
-    }
-}
-
-async fn start(rig: &Rig) -> Server {
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(rig.cfg.clone(), store, listener)
-        .await
-        .unwrap()
-}
-
-/// POSTs a correctly signed Slack request (a form); returns the status and the body.
-async fn post_signed(addr: std::net::SocketAddr, path: &str, body: String) -> (u16, String) {
-    slack::post_signed(SECRET, addr, path, slack::FORM, body).await
-}
-
-async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> Value {
-    slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await
-}
-
-fn run_id_in(text: &str) -> String {
-    let at = text.find("r-").expect("the answer names the run");
-    text[at..at + 12].to_string()
+async fn rig() -> TestApp {
+    let app = TestApp::new(SECRET).await;
+    app.add_to_catalog("slow-api.yaml", SLOW_API);
+    app
 }
 
 fn is_parent(c: &Call) -> bool {
     c.method == "chat.postMessage" && c.status == 200 && c.body.get("thread_ts").is_none()
 }
 
-fn replies(calls: &[Call]) -> Vec<&Call> {
-    calls
-        .iter()
-        .filter(|c| {
-            c.method == "chat.postMessage" && c.status == 200 && c.body.get("thread_ts").is_some()
-        })
-        .collect()
-}
-
 /// The final summary reply is there (its fallback text is "Run <id> of <experiment>: …").
 fn has_summary(calls: &[Call]) -> bool {
-    replies(calls)
+    replies(calls, None)
         .iter()
         .any(|c| c.str("text").is_some_and(|t| t.starts_with("Run r-")))
 }
 
 /// The run's Q&A board, posted in the thread after the summary, is there.
 fn has_board(calls: &[Call]) -> bool {
-    replies(calls)
+    replies(calls, None)
         .iter()
         .any(|c| c.str("text").is_some_and(|t| t.starts_with("Q&A on run")))
 }
 
 /// What the thread must contain, in order, from the run's journal: one reply per entry that
 /// deserves one, then the summary.
-async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+async fn expected_thread(rig: &TestApp, run_id: &str) -> Vec<String> {
+    let store = rig.store().await;
     let run = store.get_run(run_id).await.unwrap().unwrap();
     let journal = store.journal(run_id, 0).await.unwrap();
     let mut texts: Vec<String> = journal
@@ -161,7 +96,7 @@ async fn expected_thread(rig: &Rig, run_id: &str) -> Vec<String> {
 }
 
 fn delivered_thread(calls: &[Call]) -> Vec<String> {
-    replies(calls)
+    replies(calls, None)
         .iter()
         .map(|c| c.str("text").unwrap_or_default().to_string())
         .collect()
@@ -170,8 +105,10 @@ fn delivered_thread(calls: &[Call]) -> Vec<String> {
 #[tokio::test]
 async fn a_run_started_in_slack_lives_in_its_channel() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let answer = slash(server.addr, ALICE, "start slow-api duration=2s").await;
+    let server = rig.start().await;
+    let answer = rig
+        .slash(server.addr, ALICE, "start slow-api duration=2s")
+        .await;
     assert_eq!(answer["response_type"], "ephemeral");
     let id = run_id_in(&answer.to_string());
 
@@ -210,7 +147,7 @@ async fn a_run_started_in_slack_lives_in_its_channel() {
             .all(|u| u.str("ts") == Some(parent_ts.as_str()))
     );
     assert!(
-        replies(&calls)
+        replies(&calls, None)
             .iter()
             .all(|r| r.str("thread_ts") == Some(parent_ts.as_str()))
     );
@@ -253,8 +190,10 @@ async fn a_run_started_in_slack_lives_in_its_channel() {
 #[tokio::test]
 async fn the_abort_button_aborts_and_the_thread_says_so() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let answer = slash(server.addr, ALICE, "start slow-api duration=60s").await;
+    let server = rig.start().await;
+    let answer = rig
+        .slash(server.addr, ALICE, "start slow-api duration=60s")
+        .await;
     let id = run_id_in(&answer.to_string());
     rig.fake
         .wait_for(
@@ -265,22 +204,7 @@ async fn the_abort_button_aborts_and_the_thread_says_so() {
             Duration::from_secs(20),
         )
         .await;
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": ALICE, "username": "alice", "name": "alice", "team_id": TEAM},
-        "api_app_id": "A02",
-        "token": "Shh_its_a_seekrit",
-        "container": {"type": "message", "message_ts": "1548261231.000200", "channel_id": CHANNEL, "is_ephemeral": false},
-        "trigger_id": "12466734323.1395872398",
-        "team": {"id": TEAM, "domain": "example"},
-        "channel": {"id": CHANNEL, "name": "chaos"},
-        "response_url": "https://hooks.slack.com/actions/T1/1/2",
-        "actions": [{"action_id": "abort_run", "block_id": "run_actions", "value": id,
-                     "type": "button", "action_ts": "1548426417.840180",
-                     "text": {"type": "plain_text", "text": "Abort"}}]
-    });
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-    let (status, _) = post_signed(server.addr, "/slack/interactions", body).await;
+    let (status, _) = rig.press(server.addr, ALICE, "abort_run", &id).await;
     assert_eq!(status, 200);
     let run = tokio::time::timeout(Duration::from_secs(20), server.engine.wait(&id))
         .await
@@ -317,8 +241,10 @@ async fn nothing_is_lost_when_slack_answers_429_and_500() {
     // Slack misbehaves from the first call on: rate limits, then server errors.
     rig.fake.rate_limit_next(2, Some("chat.postMessage"), 1);
     rig.fake.fail_next(4, None, 500);
-    let server = start(&rig).await;
-    let answer = slash(server.addr, ALICE, "start slow-api duration=1s").await;
+    let server = rig.start().await;
+    let answer = rig
+        .slash(server.addr, ALICE, "start slow-api duration=1s")
+        .await;
     let id = run_id_in(&answer.to_string());
     server.engine.wait(&id).await.unwrap();
     let calls = rig.fake.wait_for(has_board, Duration::from_secs(60)).await;
@@ -363,9 +289,9 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
     // Slack hangs for this process's whole life: calls are in flight (claimed) when it dies,
     // and everything else stays in the outbox.
     rig.fake.hang_next(100_000, None, Duration::from_secs(30));
-    let answer = slash(addr, ALICE, "start slow-api duration=60s").await;
+    let answer = rig.slash(addr, ALICE, "start slow-api duration=60s").await;
     let id = run_id_in(&answer.to_string());
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         let j = store.journal(&id, 0).await.unwrap();
@@ -431,7 +357,7 @@ async fn wait_listening(addr: std::net::SocketAddr) {
 async fn socket_mode_starts_a_run_from_an_envelope() {
     let mut rig = rig().await;
     rig.cfg.slack.app_token = Some(Secret("xapp-e2e".into()));
-    let server = start(&rig).await;
+    let server = rig.start().await;
     assert!(
         rig.fake
             .wait_for_connections(1, Duration::from_secs(10))
@@ -505,7 +431,7 @@ async fn report_summary_week_and_the_digest_through_the_server() {
         at: due.format("%H:%M").to_string(),
         timezone: "UTC".into(),
     };
-    let server = start(&rig).await;
+    let server = rig.start().await;
     let calls = rig
         .fake
         .wait_for(
@@ -532,18 +458,21 @@ async fn report_summary_week_and_the_digest_through_the_server() {
     );
 
     let id = run_id_in(
-        &slash(server.addr, ALICE, "start slow-api duration=1s")
+        &rig.slash(server.addr, ALICE, "start slow-api duration=1s")
             .await
             .to_string(),
     );
     let run = server.engine.wait(&id).await.unwrap();
     assert_eq!(run.verdict, Some(Verdict::Held), "{:?}", run.reason);
 
-    let week = slash(server.addr, ALICE, "summary week").await.to_string();
+    let week = rig
+        .slash(server.addr, ALICE, "summary week")
+        .await
+        .to_string();
     assert!(week.contains("*1 run(s)*: 1 held · 0 deviated"), "{week}");
 
     // As messages: markdown blocks in the channel.
-    let answer = slash(server.addr, ALICE, &format!("report {id}")).await;
+    let answer = rig.slash(server.addr, ALICE, &format!("report {id}")).await;
     assert!(
         answer.to_string().contains("Posting the learning record"),
         "{answer}"
@@ -571,7 +500,9 @@ async fn report_summary_week_and_the_digest_through_the_server() {
     assert_eq!(post.str("channel"), Some(CHANNEL));
 
     // As a file: the external upload flow, shared in the channel.
-    let answer = slash(server.addr, ALICE, &format!("report {id} as file")).await;
+    let answer = rig
+        .slash(server.addr, ALICE, &format!("report {id} as file"))
+        .await;
     assert!(answer.to_string().contains("Uploading"), "{answer}");
     let calls = rig
         .fake

@@ -1,7 +1,7 @@
 //! Outbox delivery end to end: real stores (SQLite always, Postgres with TEST_POSTGRES_URL),
 //! the HTTP Web API client, and a fake Slack on loopback.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -4,13 +4,13 @@
 //! the fire-once guarantee with several schedulers racing on one SQLite file and on one
 //! Postgres database (set TEST_POSTGRES_URL for the Postgres cases).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chaosbot::clock::{Clock, DynClock, ManualClock};
-use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
+use chaosbot::config::{AllowRule, Secret};
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::TargetRegistry;
 use chaosbot::run::{RunState, Verdict};
@@ -21,13 +21,12 @@ use chaosbot::slack::edge::{SKIP_ACTION_ID, SlackApp};
 use chaosbot::slack::server::Server;
 use chaosbot::store::schedules::{NewSchedule, SkipOutcome};
 use chaosbot::store::{DynStore, RunFilter};
-use support::fake_slack::{Call, FakeSlack};
+use support::app::{CHANNEL, TEAM, TestApp};
+use support::fake_slack::Call;
 use support::slack;
 use support::*;
 
 const SECRET: &str = "sched-signing-secret";
-const TEAM: &str = "T1";
-const CHANNEL: &str = "CCHAOS";
 const ALICE: &str = "UALICE";
 const OPS: &str = "UOPS";
 const MALLORY: &str = "UMALLORY";
@@ -61,67 +60,39 @@ fn ms(rfc3339: &str) -> i64 {
         .timestamp_millis()
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    fake: FakeSlack,
-    cfg: Config,
-    clock: Arc<ManualClock>,
-    _service: Service,
-}
-
-/// Tuesday 2026-11-24 13:00 UTC; allowed hours 09:00-17:00 mon-fri UTC (the defaults).
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeSlack::start().await;
-    let service = service().await;
-    let catalog = dir.path().join("experiments");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(catalog.join("slow-api.yaml"), SLOW_API).unwrap();
-    let mut cfg = config(free_port(), service.addr);
-    cfg.catalog = catalog;
-    cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.slack = SlackConfig {
-        signing_secret: Some(Secret(SECRET.into())),
-        bot_token: Some(Secret("xoxb-sched".into())),
-        api_url: Some(fake.url()),
-        team_id: Some(TEAM.into()),
-        operators: vec![OPS.into()],
-        allow: vec![AllowRule {
-            experiments: vec!["*".into()],
-            users: vec![ALICE.into()],
-            channels: vec![CHANNEL.into()],
-        }],
-        contact: Some("#sre-oncall".into()),
-        ..SlackConfig::default()
-    };
-    cfg.schedules = ScheduleConfig::default();
-    Rig {
-        _dir: dir,
-        fake,
-        cfg,
-        clock: ManualClock::new(ms("2026-11-24T13:00:00Z")),
-        _service: service,
-    }
-}
-
-async fn start(rig: &Rig) -> Server {
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let clock: DynClock = rig.clock.clone();
-    Server::start_with_clock(rig.cfg.clone(), store, listener, clock)
-        .await
-        .unwrap()
+/// Tuesday 2026-11-24 13:00 UTC; allowed hours 09:00-17:00 mon-fri UTC (the defaults). The
+/// app's servers run on the returned clock.
+async fn rig() -> (TestApp, Arc<ManualClock>) {
+    let mut app = TestApp::new(SECRET).await;
+    app.add_to_catalog("slow-api.yaml", SLOW_API);
+    app.cfg.slack.bot_token = Some(Secret("xoxb-sched".into()));
+    app.cfg.slack.operators = vec![OPS.into()];
+    app.cfg.slack.allow = vec![AllowRule {
+        experiments: vec!["*".into()],
+        users: vec![ALICE.into()],
+        channels: vec![CHANNEL.into()],
+    }];
+    app.cfg.schedules = ScheduleConfig::default();
+    let clock = ManualClock::new(ms("2026-11-24T13:00:00Z"));
+    let server_clock: DynClock = clock.clone();
+    app.clock = Some(server_clock);
+    (app, clock)
 }
 
 /// A slash command; the text of the ephemeral answer.
-async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> String {
-    slack::answer_text(&slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await)
+async fn slash(rig: &TestApp, addr: std::net::SocketAddr, user: &str, text: &str) -> String {
+    slack::answer_text(&rig.slash(addr, user, text).await)
 }
 
 /// Presses a button as `user` (a `block_actions` payload shaped like Slack's).
-async fn press(addr: std::net::SocketAddr, user: &str, action_id: &str, value: &str) {
-    let payload = slack::button_press(TEAM, CHANNEL, user, action_id, value);
-    let (status, _) = slack::interaction(SECRET, addr, &payload).await;
+async fn press(
+    rig: &TestApp,
+    addr: std::net::SocketAddr,
+    user: &str,
+    action_id: &str,
+    value: &str,
+) {
+    let (status, _) = rig.press(addr, user, action_id, value).await;
     assert_eq!(status, 200);
 }
 
@@ -192,11 +163,12 @@ async fn wait_all_done(store: &DynStore) {
 
 #[tokio::test]
 async fn heads_up_skip_and_the_next_fire_runs() {
-    let rig = rig().await;
-    let server = start(&rig).await;
+    let (rig, clock) = rig().await;
+    let server = rig.start().await;
     let store = server.app.store.clone();
 
     let t = slash(
+        &rig,
         server.addr,
         ALICE,
         "schedule slow-api every day at 14:00 duration=1s",
@@ -211,7 +183,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
     ] {
         assert!(t.contains(day), "{day} missing: {t}");
     }
-    let listed = slash(server.addr, MALLORY, "schedules").await;
+    let listed = slash(&rig, server.addr, MALLORY, "schedules").await;
     assert!(
         listed.contains("slow-api")
             && listed.contains("every day at 14:00")
@@ -223,7 +195,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
     // Nothing before the heads-up time.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(heads_ups(&rig.fake.calls()).is_empty());
-    rig.clock.set(ms("2026-11-24T13:46:00Z"));
+    clock.set(ms("2026-11-24T13:46:00Z"));
     let calls = rig.fake.wait_for(|c| heads_ups(c).len() == 1, WAIT).await;
     let hu = heads_ups(&calls)[0].clone();
     assert_eq!(hu.str("channel"), Some(CHANNEL));
@@ -236,7 +208,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
     assert_eq!(value, format!("1:{}", ms("2026-11-24T14:00:00Z")));
 
     // Someone not allowed to start it may not skip it.
-    press(server.addr, MALLORY, SKIP_ACTION_ID, &value).await;
+    press(&rig, server.addr, MALLORY, SKIP_ACTION_ID, &value).await;
     rig.fake
         .wait_for(
             |c| {
@@ -251,7 +223,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
         .await;
     // The creator may: the fire is skipped with a note under the heads-up, and the heads-up
     // loses its button.
-    press(server.addr, ALICE, SKIP_ACTION_ID, &value).await;
+    press(&rig, server.addr, ALICE, SKIP_ACTION_ID, &value).await;
     let calls = rig
         .fake
         .wait_for(|c| !texts_containing(c, "skipped the run").is_empty(), WAIT)
@@ -270,7 +242,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
     );
 
     // The skipped fire does not run.
-    rig.clock.set(ms("2026-11-24T14:00:30Z"));
+    clock.set(ms("2026-11-24T14:00:30Z"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(runs(&store).await.is_empty());
     let fire = store
@@ -280,7 +252,7 @@ async fn heads_up_skip_and_the_next_fire_runs() {
         .unwrap();
     assert!(fire.claimed_ms.is_some() && fire.run_id.is_none());
     // Too late to skip a fire that was claimed.
-    press(server.addr, ALICE, SKIP_ACTION_ID, &value).await;
+    press(&rig, server.addr, ALICE, SKIP_ACTION_ID, &value).await;
     rig.fake
         .wait_for(
             |c| {
@@ -294,9 +266,9 @@ async fn heads_up_skip_and_the_next_fire_runs() {
         .await;
 
     // The next day: heads-up, then a real run whose parent message appears in the channel.
-    rig.clock.set(ms("2026-11-25T13:50:00Z"));
+    clock.set(ms("2026-11-25T13:50:00Z"));
     rig.fake.wait_for(|c| heads_ups(c).len() == 2, WAIT).await;
-    rig.clock.set(ms("2026-11-25T14:00:05Z"));
+    clock.set(ms("2026-11-25T14:00:05Z"));
     let calls = rig.fake.wait_for(|c| run_parents(c).len() == 1, WAIT).await;
     assert_eq!(run_parents(&calls)[0].str("channel"), Some(CHANNEL));
     let all = runs(&store).await;
@@ -319,19 +291,19 @@ async fn heads_up_skip_and_the_next_fire_runs() {
         .await;
 
     // Unschedule: not by someone else; by the creator.
-    let t = slash(server.addr, MALLORY, "unschedule 1").await;
+    let t = slash(&rig, server.addr, MALLORY, "unschedule 1").await;
     assert!(t.contains("only <@UALICE>"), "{t}");
-    let t = slash(server.addr, ALICE, "unschedule 1").await;
+    let t = slash(&rig, server.addr, ALICE, "unschedule 1").await;
     assert!(t.contains("is removed"), "{t}");
-    let t = slash(server.addr, ALICE, "schedules").await;
+    let t = slash(&rig, server.addr, ALICE, "schedules").await;
     assert!(t.contains("No schedules"), "{t}");
     server.shutdown("test over").await;
 }
 
 #[tokio::test]
 async fn bad_schedules_are_refused_with_specific_messages() {
-    let rig = rig().await;
-    let server = start(&rig).await;
+    let (rig, _clock) = rig().await;
+    let server = rig.start().await;
     let cases = [
         ("schedule slow-api every second", "at most once every 1h"),
         ("schedule slow-api * * * * *", "would fire every 1m"),
@@ -348,11 +320,17 @@ async fn bad_schedules_are_refused_with_specific_messages() {
         ),
     ];
     for (text, want) in cases {
-        let t = slash(server.addr, ALICE, text).await;
+        let t = slash(&rig, server.addr, ALICE, text).await;
         assert!(t.contains(want), "{text}: {t}");
     }
     // Someone the allow rules do not cover may not schedule it either.
-    let t = slash(server.addr, MALLORY, "schedule slow-api every day at 10:00").await;
+    let t = slash(
+        &rig,
+        server.addr,
+        MALLORY,
+        "schedule slow-api every day at 10:00",
+    )
+    .await;
     assert!(t.contains("may not start"), "{t}");
     assert!(server.app.store.list_schedules().await.unwrap().is_empty());
     server.shutdown("test over").await;
@@ -360,14 +338,20 @@ async fn bad_schedules_are_refused_with_specific_messages() {
 
 #[tokio::test]
 async fn outside_hours_and_a_held_target_skip_with_notes() {
-    let rig = rig().await;
-    let server = start(&rig).await;
+    let (rig, clock) = rig().await;
+    let server = rig.start().await;
     let store = server.app.store.clone();
 
     // 18:00 is outside 09:00-17:00: said when scheduling, in the heads-up, and at the fire.
-    let t = slash(server.addr, ALICE, "schedule slow-api every day at 18:00").await;
+    let t = slash(
+        &rig,
+        server.addr,
+        ALICE,
+        "schedule slow-api every day at 18:00",
+    )
+    .await;
     assert!(t.contains("outside the allowed hours"), "{t}");
-    rig.clock.set(ms("2026-11-24T17:50:00Z"));
+    clock.set(ms("2026-11-24T17:50:00Z"));
     let calls = rig.fake.wait_for(|c| heads_ups(c).len() == 1, WAIT).await;
     assert!(
         heads_ups(&calls)[0]
@@ -375,7 +359,7 @@ async fn outside_hours_and_a_held_target_skip_with_notes() {
             .unwrap()
             .contains("outside the allowed hours")
     );
-    rig.clock.set(ms("2026-11-24T18:00:10Z"));
+    clock.set(ms("2026-11-24T18:00:10Z"));
     let calls = rig
         .fake
         .wait_for(
@@ -392,21 +376,22 @@ async fn outside_hours_and_a_held_target_skip_with_notes() {
         note.body
     );
     assert!(runs(&store).await.is_empty());
-    slash(server.addr, ALICE, "unschedule 1").await;
+    slash(&rig, server.addr, ALICE, "unschedule 1").await;
 
     // A run started by hand holds `api`; the scheduled one that needs it is skipped.
-    rig.clock.set(ms("2026-11-25T10:30:00Z"));
+    clock.set(ms("2026-11-25T10:30:00Z"));
     let t = slash(
+        &rig,
         server.addr,
         ALICE,
         "schedule slow-api every weekday at 11:00",
     )
     .await;
     assert!(t.contains("Schedule `2`"), "{t}");
-    let t = slash(server.addr, OPS, "start slow-api duration=60s").await;
+    let t = slash(&rig, server.addr, OPS, "start slow-api duration=60s").await;
     let at = t.find("`r-").unwrap() + 1;
     let busy = t[at..at + t[at..].find('`').unwrap()].to_string();
-    rig.clock.set(ms("2026-11-25T11:00:05Z"));
+    clock.set(ms("2026-11-25T11:00:05Z"));
     let calls = rig
         .fake
         .wait_for(|c| !texts_containing(c, "holds target").is_empty(), WAIT)
@@ -417,21 +402,27 @@ async fn outside_hours_and_a_held_target_skip_with_notes() {
         .to_string();
     assert!(note.contains(&busy) && note.contains("`api`"), "{note}");
     assert_eq!(runs(&store).await.len(), 1, "only the run started by hand");
-    slash(server.addr, OPS, &format!("abort {busy}")).await;
+    slash(&rig, server.addr, OPS, &format!("abort {busy}")).await;
     wait_all_done(&store).await;
     server.shutdown("test over").await;
 }
 
 #[tokio::test]
 async fn a_halt_skips_fires_until_resume() {
-    let rig = rig().await;
-    let server = start(&rig).await;
+    let (rig, clock) = rig().await;
+    let server = rig.start().await;
     let store = server.app.store.clone();
-    slash(server.addr, ALICE, "schedule slow-api every day at 14:00").await;
-    let t = slash(server.addr, OPS, "abort all freeze for the release").await;
+    slash(
+        &rig,
+        server.addr,
+        ALICE,
+        "schedule slow-api every day at 14:00",
+    )
+    .await;
+    let t = slash(&rig, server.addr, OPS, "abort all freeze for the release").await;
     assert!(t.contains("halt is now in force"), "{t}");
     // /chaos start is refused while the halt is in force, naming who, when, why and how.
-    let t = slash(server.addr, ALICE, "start slow-api").await;
+    let t = slash(&rig, server.addr, ALICE, "start slow-api").await;
     assert!(
         t.contains("<@UOPS>")
             && t.contains("Tue 2026-11-24 13:00 UTC")
@@ -440,10 +431,10 @@ async fn a_halt_skips_fires_until_resume() {
         "{t}"
     );
 
-    rig.clock.set(ms("2026-11-24T13:50:00Z"));
+    clock.set(ms("2026-11-24T13:50:00Z"));
     let calls = rig.fake.wait_for(|c| heads_ups(c).len() == 1, WAIT).await;
     assert!(heads_ups(&calls)[0].str("text").unwrap().contains("halt"));
-    rig.clock.set(ms("2026-11-24T14:00:05Z"));
+    clock.set(ms("2026-11-24T14:00:05Z"));
     let calls = rig
         .fake
         .wait_for(
@@ -461,13 +452,13 @@ async fn a_halt_skips_fires_until_resume() {
     );
     assert!(runs(&store).await.is_empty());
 
-    let t = slash(server.addr, ALICE, "resume").await;
+    let t = slash(&rig, server.addr, ALICE, "resume").await;
     assert!(t.contains("only operators"), "{t}");
-    let t = slash(server.addr, OPS, "resume").await;
+    let t = slash(&rig, server.addr, OPS, "resume").await;
     assert!(t.contains("is lifted"), "{t}");
-    rig.clock.set(ms("2026-11-25T13:50:00Z"));
+    clock.set(ms("2026-11-25T13:50:00Z"));
     rig.fake.wait_for(|c| heads_ups(c).len() == 2, WAIT).await;
-    rig.clock.set(ms("2026-11-25T14:00:05Z"));
+    clock.set(ms("2026-11-25T14:00:05Z"));
     rig.fake.wait_for(|c| run_parents(c).len() == 1, WAIT).await;
     assert_eq!(runs(&store).await.len(), 1);
     wait_all_done(&store).await;
@@ -476,9 +467,10 @@ async fn a_halt_skips_fires_until_resume() {
 
 #[tokio::test]
 async fn schedules_survive_a_restart_and_a_missed_fire_is_noted_once() {
-    let rig = rig().await;
-    let server = start(&rig).await;
+    let (rig, clock) = rig().await;
+    let server = rig.start().await;
     slash(
+        &rig,
         server.addr,
         ALICE,
         "schedule slow-api every weekday at 14:00",
@@ -487,10 +479,10 @@ async fn schedules_survive_a_restart_and_a_missed_fire_is_noted_once() {
     server.shutdown("restart").await;
 
     // Down through Tuesday's fire: an hour late is past the 5-minute grace.
-    rig.clock.set(ms("2026-11-24T15:00:00Z"));
-    let server = start(&rig).await;
+    clock.set(ms("2026-11-24T15:00:00Z"));
+    let server = rig.start().await;
     let store = server.app.store.clone();
-    let t = slash(server.addr, ALICE, "schedules").await;
+    let t = slash(&rig, server.addr, ALICE, "schedules").await;
     assert!(
         t.contains("every weekday at 14:00") && t.contains("next: Wed 2026-11-25 14:00 UTC"),
         "{t}"
@@ -512,8 +504,8 @@ async fn schedules_survive_a_restart_and_a_missed_fire_is_noted_once() {
 
     // Down again through Wednesday's fire, back 2 minutes late: within the grace, it runs.
     server.shutdown("restart").await;
-    rig.clock.set(ms("2026-11-25T14:02:00Z"));
-    let server = start(&rig).await;
+    clock.set(ms("2026-11-25T14:02:00Z"));
+    let server = rig.start().await;
     let store = server.app.store.clone();
     let calls = rig.fake.wait_for(|c| run_parents(c).len() == 1, WAIT).await;
     // The missed note was posted once, whatever the ticks and restarts.
@@ -697,27 +689,26 @@ async fn racing_schedulers_fire_once_on_one_postgres_database() {
 #[tokio::test]
 async fn two_servers_on_one_postgres_fire_each_fire_once() {
     with_postgres(|url| async move {
-        let mut rig = rig().await;
+        let (mut rig, clock) = rig().await;
         rig.cfg.database_url = Some(url.clone());
-        let a = start(&rig).await;
+        let a = rig.start().await;
         // The second replica declares the same target on its own proxy port.
         let mut cfg_b = rig.cfg.clone();
         cfg_b.targets.proxy[0].listen = free_port();
         let store_b = chaosbot::store::open(&url).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let clock: DynClock = rig.clock.clone();
-        let b = Server::start_with_clock(cfg_b, store_b, listener, clock)
+        let b = Server::start_with_clock(cfg_b, store_b, listener, clock.clone())
             .await
             .unwrap();
-        let t = slash(a.addr, ALICE, "schedule slow-api every day at 14:00").await;
+        let t = slash(&rig, a.addr, ALICE, "schedule slow-api every day at 14:00").await;
         assert!(t.contains("Schedule `1`"), "{t}");
-        let t = slash(b.addr, ALICE, "schedules").await;
+        let t = slash(&rig, b.addr, ALICE, "schedules").await;
         assert!(t.contains("every day at 14:00"), "{t}");
 
         for (day, n) in [("2026-11-24", 1usize), ("2026-11-25", 2)] {
-            rig.clock.set(ms(&format!("{day}T13:50:00Z")));
+            clock.set(ms(&format!("{day}T13:50:00Z")));
             rig.fake.wait_for(|c| heads_ups(c).len() == n, WAIT).await;
-            rig.clock.set(ms(&format!("{day}T14:00:05Z")));
+            clock.set(ms(&format!("{day}T14:00:05Z")));
             rig.fake.wait_for(|c| run_parents(c).len() == n, WAIT).await;
             wait_all_done(&a.app.store).await;
         }

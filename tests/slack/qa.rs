@@ -4,20 +4,16 @@
 //! numeric questions from the journal; edits, deletions, redeliveries, bad votes and people who
 //! may not answer are handled; the board is updated in place each time.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
-use chaosbot::config::{AllowRule, Config};
 use chaosbot::slack::server::Server;
 use serde_json::{Value, json};
-use support::fake_slack::{Call, FakeSlack};
-use support::slack;
-use support::*;
+use support::app::{CHANNEL, TEAM, TestApp, replies, run_id_in};
+use support::fake_slack::Call;
 
 const SECRET: &str = "qa-signing-secret";
-const TEAM: &str = "T1";
-const CHANNEL: &str = "CCHAOS";
 const ALICE: &str = "UALICE"; // starts the run: the speaker
 const BOB: &str = "UBOB";
 const CAROL: &str = "UCAROL";
@@ -43,61 +39,11 @@ method:
     duration: 1500ms
 "#;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    fake: FakeSlack,
-    cfg: Config,
-    _service: Service,
-}
-
-async fn rig(qa_window: Duration) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeSlack::start().await;
-    let service = service().await;
-    let catalog = dir.path().join("experiments");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(catalog.join("slow-api.yaml"), SLOW_API).unwrap();
-    let mut cfg = config(free_port(), service.addr);
-    cfg.catalog = catalog;
-    cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.qa.window = qa_window;
-    cfg.slack = slack::settings(
-        SECRET,
-        fake.url(),
-        TEAM,
-        &["UOPS"],
-        vec![AllowRule {
-            experiments: vec!["*".into()],
-            users: vec![],
-            channels: vec![CHANNEL.into()],
-        }],
-    );
-    Rig {
-        _dir: dir,
-        fake,
-        cfg,
-        _service: service,
-    }
-}
-
-async fn start(rig: &Rig) -> Server {
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(rig.cfg.clone(), store, listener)
-        .await
-        .unwrap()
-}
-
-async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> Value {
-    slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await
-}
-
-async fn event(addr: std::net::SocketAddr, event_id: &str, event: Value) {
-    slack::event(SECRET, addr, TEAM, event_id, event).await
-}
-
-async fn interaction(addr: std::net::SocketAddr, payload: Value) -> (u16, String) {
-    slack::interaction(SECRET, addr, &payload).await
+async fn rig(qa_window: Duration) -> TestApp {
+    let mut app = TestApp::new(SECRET).await;
+    app.add_to_catalog("slow-api.yaml", SLOW_API);
+    app.cfg.qa.window = qa_window;
+    app
 }
 
 fn reply_in_thread(user: &str, ts: &str, thread_ts: &str, text: &str) -> Value {
@@ -114,26 +60,6 @@ fn reaction(kind: &str, user: &str, ts: &str, name: &str) -> Value {
            "event_ts": format!("1700000999.{n:06}")})
 }
 
-fn button(user: &str, action_id: &str, value: &str) -> Value {
-    slack::button_press(TEAM, CHANNEL, user, action_id, value)
-}
-
-fn run_id_in(text: &str) -> String {
-    let at = text.find("r-").expect("the answer names the run");
-    text[at..at + 12].to_string()
-}
-
-fn posts_in_thread<'a>(calls: &'a [Call], thread_ts: &str) -> Vec<&'a Call> {
-    calls
-        .iter()
-        .filter(|c| {
-            c.method == "chat.postMessage"
-                && c.status == 200
-                && c.str("thread_ts") == Some(thread_ts)
-        })
-        .collect()
-}
-
 fn text_of(c: &Call) -> String {
     format!("{} {}", c.str("text").unwrap_or(""), c.body["blocks"])
 }
@@ -147,26 +73,18 @@ fn last_board(calls: &[Call], board_ts: &str) -> Option<String> {
 }
 
 /// Waits for a reply in the run's thread whose text holds every one of `needles`; its text.
-async fn wait_reply(rig: &Rig, parent: &str, needles: &[&str]) -> String {
+async fn wait_reply(rig: &TestApp, parent: &str, needles: &[&str]) -> String {
     let matches = |p: &Call| {
         let t = text_of(p);
         needles.iter().all(|n| t.contains(n))
     };
-    let calls = rig
-        .fake
-        .wait_for(
-            |c| posts_in_thread(c, parent).into_iter().any(matches),
-            Duration::from_secs(40),
-        )
-        .await;
-    posts_in_thread(&calls, parent)
-        .into_iter()
-        .find(|p| matches(p))
-        .map(text_of)
-        .unwrap_or_default()
+    text_of(
+        &rig.wait_reply(Some(parent), matches, Duration::from_secs(40))
+            .await,
+    )
 }
 
-async fn wait_board(rig: &Rig, board_ts: &str, pred: impl Fn(&str) -> bool) -> String {
+async fn wait_board(rig: &TestApp, board_ts: &str, pred: impl Fn(&str) -> bool) -> String {
     let calls = rig
         .fake
         .wait_for(
@@ -178,8 +96,8 @@ async fn wait_board(rig: &Rig, board_ts: &str, pred: impl Fn(&str) -> bool) -> S
 }
 
 /// Starts a run as Alice and waits for its board; returns (run id, parent ts, board ts).
-async fn finished_run_with_board(rig: &Rig, server: &Server) -> (String, String, String) {
-    let answer = slash(server.addr, ALICE, "start slow-api").await;
+async fn finished_run_with_board(rig: &TestApp, server: &Server) -> (String, String, String) {
+    let answer = rig.slash(server.addr, ALICE, "start slow-api").await;
     let id = run_id_in(&answer.to_string());
     let calls = rig
         .fake
@@ -196,13 +114,13 @@ async fn finished_run_with_board(rig: &Rig, server: &Server) -> (String, String,
         .to_string();
     // The board is a reply in the thread; its ts is what the fake answered, which the outbox
     // stored: read it back through the store.
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
     let board = store
         .message_ref(&chaosbot::slack::qa::board_key(&id))
         .await
         .unwrap()
         .expect("the board was posted");
-    let board_post = posts_in_thread(&calls, &parent_ts)
+    let board_post = replies(&calls, Some(&parent_ts))
         .into_iter()
         .find(|c| c.str("text").is_some_and(|t| t.starts_with("Q&A on run")))
         .expect("the board is a reply in the run's thread");
@@ -220,12 +138,12 @@ async fn finished_run_with_board(rig: &Rig, server: &Server) -> (String, String,
 #[tokio::test]
 async fn the_whole_qa_cycle_in_a_run_thread() {
     let rig = rig(Duration::from_secs(3600)).await;
-    let server = start(&rig).await;
+    let server = rig.start().await;
     let (id, parent, board_ts) = finished_run_with_board(&rig, &server).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
 
     // 1. A question the journal answers: chaosbot answers at once, quoting the journal.
-    event(
+    rig.event(
         server.addr,
         "Ev-q1",
         reply_in_thread(
@@ -270,7 +188,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     wait_board(&rig, &board_ts, |b| b.contains("answered from the journal")).await;
 
     // 2. A question for the speaker, and one who-started question.
-    event(
+    rig.event(
         server.addr,
         "Ev-q2",
         reply_in_thread(
@@ -281,7 +199,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         ),
     )
     .await;
-    event(
+    rig.event(
         server.addr,
         "Ev-q3",
         reply_in_thread(CAROL, "1800000000.000003", &parent, "Who started this run?"),
@@ -295,28 +213,28 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
 
     // 3. Votes: two people, a repeat, the bot's own, a removal, a non-vote emoji.
     let q2 = "1800000000.000002";
-    event(
+    rig.event(
         server.addr,
         "Ev-v1",
         reaction("reaction_added", BOB, q2, "+1"),
     )
     .await;
     let alice_vote = reaction("reaction_added", ALICE, q2, "+1::skin-tone-3");
-    event(server.addr, "Ev-v2", alice_vote.clone()).await;
-    event(server.addr, "Ev-v2", alice_vote).await; // redelivered
-    event(
+    rig.event(server.addr, "Ev-v2", alice_vote.clone()).await;
+    rig.event(server.addr, "Ev-v2", alice_vote).await; // redelivered
+    rig.event(
         server.addr,
         "Ev-v3",
         reaction("reaction_added", "UDAVE", q2, "+1"),
     )
     .await;
-    event(
+    rig.event(
         server.addr,
         "Ev-v4",
         reaction("reaction_added", BOT, q2, "+1"),
     )
     .await;
-    event(
+    rig.event(
         server.addr,
         "Ev-v5",
         reaction("reaction_added", "UERIN", q2, "eyes"),
@@ -324,7 +242,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     .await;
     // Dave's removal is processed while his add may still be in flight (handlers run
     // concurrently, as Slack's deliveries can arrive out of order): the later event wins.
-    event(
+    rig.event(
         server.addr,
         "Ev-v6",
         reaction("reaction_removed", "UDAVE", q2, "+1"),
@@ -349,7 +267,9 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
 
     // 4. Someone who is not the speaker presses Answer: told why not, no form.
     let q2_id = store.question_by_ts(CHANNEL, q2).await.unwrap().unwrap().id;
-    let (status, _) = interaction(server.addr, button(BOB, "qa_answer", &q2_id.to_string())).await;
+    let (status, _) = rig
+        .press(server.addr, BOB, "qa_answer", &q2_id.to_string())
+        .await;
     assert_eq!(status, 200);
     let calls = rig
         .fake
@@ -367,7 +287,8 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     assert!(!calls.iter().any(|c| c.method == "views.open"));
 
     // 5. The speaker presses Answer: the form opens; submitting it posts the answer.
-    interaction(server.addr, button(ALICE, "qa_answer", &q2_id.to_string())).await;
+    rig.press(server.addr, ALICE, "qa_answer", &q2_id.to_string())
+        .await;
     let calls = rig
         .fake
         .wait_for(
@@ -399,20 +320,25 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         })
     };
     // Someone else submitting (a forged or stale form) is refused next to the field.
-    let (status, body) = interaction(server.addr, submission(BOB, "I think so")).await;
+    let (status, body) = rig
+        .interaction(server.addr, &submission(BOB, "I think so"))
+        .await;
     assert_eq!(status, 200);
     assert!(
         body.contains("response_action") && body.contains("only <@UALICE>"),
         "{body}"
     );
     // An empty answer too.
-    let (_, body) = interaction(server.addr, submission(ALICE, "   ")).await;
+    let (_, body) = rig
+        .interaction(server.addr, &submission(ALICE, "   "))
+        .await;
     assert!(body.contains("write the answer"), "{body}");
-    let (status, body) = interaction(
-        server.addr,
-        submission(ALICE, "Yes: one retry with jitter, we will add it."),
-    )
-    .await;
+    let (status, body) = rig
+        .interaction(
+            server.addr,
+            &submission(ALICE, "Yes: one retry with jitter, we will add it."),
+        )
+        .await;
     assert_eq!(status, 200);
     assert!(!body.contains("errors"), "{body}");
     wait_reply(
@@ -426,7 +352,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     assert_eq!(answered.answer.as_ref().map(|a| a.by.as_str()), Some(ALICE));
 
     // 6. Edits follow the question; deletion takes it off the board.
-    event(
+    rig.event(
         server.addr,
         "Ev-e1",
         json!({"type": "message", "subtype": "message_changed", "channel": CHANNEL, "ts": "1800000000.000100",
@@ -437,7 +363,7 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
         b.contains("and from where?") && b.contains("(edited)")
     })
     .await;
-    event(
+    rig.event(
         server.addr,
         "Ev-d1",
         json!({"type": "message", "subtype": "message_deleted", "channel": CHANNEL, "ts": "1800000000.000101",
@@ -447,13 +373,13 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     wait_board(&rig, &board_ts, |b| !b.contains("and from where?")).await;
 
     // 7. The bot's own replies and replies in threads that are not runs are not questions.
-    event(
+    rig.event(
         server.addr,
         "Ev-own",
         json!({"type": "message", "channel": CHANNEL, "user": BOT, "bot_id": "B0BOT", "text": "Answered", "ts": "1800000000.000200", "thread_ts": parent}),
     )
     .await;
-    event(
+    rig.event(
         server.addr,
         "Ev-other",
         reply_in_thread(
@@ -467,13 +393,13 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
 
     // 8. A redelivered question is not asked or answered twice.
     let auto_posts = |c: &[Call]| {
-        posts_in_thread(c, &parent)
+        replies(c, Some(&parent))
             .iter()
             .filter(|p| text_of(p).contains("How long did it take to detect"))
             .count()
     };
     let before = auto_posts(&rig.fake.calls());
-    event(
+    rig.event(
         server.addr,
         "Ev-q1-retry",
         reply_in_thread(
@@ -486,32 +412,34 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
     .await;
 
     // 9. `/chaos learn` and `/chaos qa`.
-    let answer = slash(
-        server.addr,
-        BOB,
-        &format!("learn {id} retries hide short faults"),
-    )
-    .await;
+    let answer = rig
+        .slash(
+            server.addr,
+            BOB,
+            &format!("learn {id} retries hide short faults"),
+        )
+        .await;
     assert!(answer.to_string().contains("only <@UALICE>"), "{answer}");
-    let answer = slash(
-        server.addr,
-        ALICE,
-        &format!("learn {id} change: alert on p99 above 40 ms"),
-    )
-    .await;
+    let answer = rig
+        .slash(
+            server.addr,
+            ALICE,
+            &format!("learn {id} change: alert on p99 above 40 ms"),
+        )
+        .await;
     assert!(answer.to_string().contains("Noted"), "{answer}");
     wait_board(&rig, &board_ts, |b| {
         b.contains("What we change") && b.contains("alert on p99 above 40 ms")
     })
     .await;
-    let board = slash(server.addr, CAROL, &format!("qa {id}")).await;
+    let board = rig.slash(server.addr, CAROL, &format!("qa {id}")).await;
     let shown = board.to_string();
     assert_eq!(board["response_type"], "ephemeral");
     assert!(
         shown.contains("retry on timeouts") && shown.contains("alert on p99"),
         "{shown}"
     );
-    let unknown = slash(server.addr, CAROL, "qa r-nope").await;
+    let unknown = rig.slash(server.addr, CAROL, "qa r-nope").await;
     assert!(unknown.to_string().contains("no run `r-nope`"), "{unknown}");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -553,11 +481,11 @@ async fn the_whole_qa_cycle_in_a_run_thread() {
 #[tokio::test]
 async fn questions_after_the_window_are_turned_away_kindly() {
     let rig = rig(Duration::from_secs(2)).await;
-    let server = start(&rig).await;
+    let server = rig.start().await;
     let (id, parent, board_ts) = finished_run_with_board(&rig, &server).await;
     // When the window closes, the board says so by itself.
     wait_board(&rig, &board_ts, |b| b.contains("closed")).await;
-    event(
+    rig.event(
         server.addr,
         "Ev-late",
         reply_in_thread(BOB, "1800000000.000009", &parent, "what was the p99?"),
@@ -575,7 +503,7 @@ async fn questions_after_the_window_are_turned_away_kindly() {
             Duration::from_secs(30),
         )
         .await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
     assert!(
         store
             .question_by_ts(CHANNEL, "1800000000.000009")
@@ -590,13 +518,13 @@ async fn questions_after_the_window_are_turned_away_kindly() {
 #[tokio::test]
 async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
     let rig = rig(Duration::from_secs(3600)).await;
-    let server = start(&rig).await;
+    let server = rig.start().await;
     let (id, parent, board_ts) = finished_run_with_board(&rig, &server).await;
     // chaosbot goes down; Slack's delivery of the question fails, so Slack redelivers it to
     // the process that comes back (same store).
     server.shutdown("restart").await;
-    let server = start(&rig).await;
-    event(
+    let server = rig.start().await;
+    rig.event(
         server.addr,
         "Ev-during-downtime",
         reply_in_thread(
@@ -608,7 +536,7 @@ async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
     )
     .await;
     let answer = wait_reply(&rig, &parent, &["fault `slow` on `api` started at"]).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
     let injected = store
         .journal(&id, 0)
         .await

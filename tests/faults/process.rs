@@ -2,7 +2,7 @@
 //! pid files the tests write, a real engine and a real SQLite store, and the real binary for
 //! the crash-then-restart path.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

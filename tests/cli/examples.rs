@@ -1,7 +1,7 @@
 //! The shipped example experiments: they validate against the example config, and run to the
 //! verdict each one promises against a real local service behind the real proxy.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

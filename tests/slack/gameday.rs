@@ -3,24 +3,21 @@
 //! the real proxy and a real SQLite file. Also: plan validation, and the game-day store (its
 //! lease) on both backends.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use chaosbot::config::{AllowRule, Config, Secret, SlackConfig};
+use chaosbot::config::{AllowRule, Config, Secret};
 use chaosbot::gameday::plan::{load_plans, parse_plan};
 use chaosbot::run::Verdict;
-use chaosbot::slack::server::Server;
 use chaosbot::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState, NewGameday};
 use chaosbot::store::{DynStore, RunFilter};
-use support::fake_slack::{Call, FakeSlack};
-use support::slack;
+use support::app::{CHANNEL, TEAM, TestApp};
+use support::fake_slack::Call;
 use support::*;
 
 const SECRET: &str = "gameday-signing-secret";
-const TEAM: &str = "T1";
-const CHANNEL: &str = "CCHAOS";
 const ALICE: &str = "UALICE";
 const BOB: &str = "UBOB";
 
@@ -123,27 +120,14 @@ agenda:
   - experiment: locked-api
 "#;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    fake: FakeSlack,
-    cfg: Config,
-    _service: Service,
-}
-
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeSlack::start().await;
-    let service = service().await;
-    let listen = free_port();
-    let catalog = dir.path().join("experiments");
-    std::fs::create_dir_all(catalog.join("gamedays")).unwrap();
-    std::fs::write(catalog.join("slow-api.yaml"), SLOW_API).unwrap();
-    std::fs::write(catalog.join("blip-api.yaml"), BLIP_API).unwrap();
-    std::fs::write(
-        catalog.join("locked-api.yaml"),
-        BLIP_API.replace("name: blip-api", "name: locked-api"),
-    )
-    .unwrap();
+async fn rig() -> TestApp {
+    let mut app = TestApp::new(SECRET).await;
+    app.add_to_catalog("slow-api.yaml", SLOW_API);
+    app.add_to_catalog("blip-api.yaml", BLIP_API);
+    app.add_to_catalog(
+        "locked-api.yaml",
+        &BLIP_API.replace("name: blip-api", "name: locked-api"),
+    );
     for (file, text) in [
         ("two-short.yaml", TWO_SHORT),
         ("long-first.yaml", LONG_FIRST),
@@ -151,43 +135,20 @@ async fn rig() -> Rig {
         ("broken-day.yaml", BROKEN),
         ("privileged-day.yaml", PRIVILEGED),
     ] {
-        std::fs::write(catalog.join("gamedays").join(file), text).unwrap();
+        app.add_to_catalog(&format!("gamedays/{file}"), text);
     }
-    let mut cfg = config(listen, service.addr);
-    cfg.catalog = catalog;
-    cfg.database_url = Some(format!("sqlite://{}", dir.path().join("runs.db").display()));
-    cfg.slack = SlackConfig {
-        signing_secret: Some(Secret(SECRET.into())),
-        bot_token: Some(Secret("xoxb-gameday".into())),
-        api_url: Some(fake.url()),
-        team_id: Some(TEAM.into()),
-        operators: vec!["UOPS".into()],
-        allow: vec![AllowRule {
-            experiments: vec!["slow-api".into(), "blip-api".into()],
-            users: vec![ALICE.into()],
-            channels: vec![CHANNEL.into()],
-        }],
-        contact: Some("#sre-oncall".into()),
-        ..SlackConfig::default()
-    };
-    Rig {
-        _dir: dir,
-        fake,
-        cfg,
-        _service: service,
-    }
+    app.cfg.slack.bot_token = Some(Secret("xoxb-gameday".into()));
+    app.cfg.slack.allow = vec![AllowRule {
+        experiments: vec!["slow-api".into(), "blip-api".into()],
+        users: vec![ALICE.into()],
+        channels: vec![CHANNEL.into()],
+    }];
+    app
 }
 
-async fn start(rig: &Rig) -> Server {
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(rig.cfg.clone(), store, listener)
-        .await
-        .unwrap()
-}
-
-async fn slash(addr: std::net::SocketAddr, user: &str, text: &str) -> String {
-    let v = slack::slash(SECRET, addr, (TEAM, CHANNEL), user, text).await;
+/// A slash command, answered to its sender only; the answer's text.
+async fn slash(rig: &TestApp, addr: std::net::SocketAddr, user: &str, text: &str) -> String {
+    let v = rig.slash(addr, user, text).await;
     assert_eq!(v["response_type"], "ephemeral");
     v["text"].as_str().unwrap_or_default().to_string()
 }
@@ -256,14 +217,14 @@ async fn closed_gameday(store: &DynStore, id: &str) -> GamedayRecord {
 #[tokio::test]
 async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let server = rig.start().await;
+    let store = rig.store().await;
 
     // The list shows the valid plans and says that one plan file has problems.
-    let list = slash(server.addr, ALICE, "gameday").await;
+    let list = slash(&rig, server.addr, ALICE, "gameday").await;
     assert!(list.contains("game-day plan(s)"), "{list}");
 
-    let answer = slash(server.addr, ALICE, "gameday two-short").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday two-short").await;
     assert!(answer.contains("is starting"), "{answer}");
     let id = gameday_id_in(&answer);
 
@@ -375,10 +336,10 @@ async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
 #[tokio::test]
 async fn bad_plans_and_users_not_allowed_are_refused_and_nothing_starts() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let server = rig.start().await;
+    let store = rig.store().await;
 
-    let answer = slash(server.addr, ALICE, "gameday broken-day").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday broken-day").await;
     assert!(
         answer.contains("cannot run; nothing was started"),
         "{answer}"
@@ -392,32 +353,32 @@ async fn bad_plans_and_users_not_allowed_are_refused_and_nothing_starts() {
         "the plan's line is named: {answer}"
     );
 
-    let answer = slash(server.addr, ALICE, "gameday two-shrot").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday two-shrot").await;
     assert!(answer.contains("did you mean `two-short`?"), "{answer}");
 
     // BOB is in no allow rule: refused as a whole.
-    let answer = slash(server.addr, BOB, "gameday two-short").await;
+    let answer = slash(&rig, server.addr, BOB, "gameday two-short").await;
     assert!(answer.contains("was not started"), "{answer}");
     assert!(answer.contains("may not start `slow-api`"), "{answer}");
     // ALICE may start slow-api but not locked-api: the whole game day is refused.
-    let answer = slash(server.addr, ALICE, "gameday privileged-day").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday privileged-day").await;
     assert!(answer.contains("was not started"), "{answer}");
     assert!(answer.contains("`locked-api`"), "{answer}");
     assert!(!answer.contains("may not start `slow-api`"), "{answer}");
 
     // Stopping needs an id that exists, and the starter or an operator.
-    let answer = slash(server.addr, ALICE, "gameday stop g-nonexisting").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday stop g-nonexisting").await;
     assert!(answer.contains("no game day `g-nonexisting`"), "{answer}");
 
     // While a halt (`abort all`) is in force, no game day starts.
-    let answer = slash(server.addr, "UOPS", "abort all incident").await;
+    let answer = slash(&rig, server.addr, "UOPS", "abort all incident").await;
     assert!(answer.contains("halt"), "{answer}");
-    let answer = slash(server.addr, ALICE, "gameday two-short").await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday two-short").await;
     assert!(
         answer.contains("was not started") && answer.contains("halt is in force"),
         "{answer}"
     );
-    slash(server.addr, "UOPS", "resume").await;
+    slash(&rig, server.addr, "UOPS", "resume").await;
 
     assert!(store.list_gamedays(10).await.unwrap().is_empty());
     let runs = store
@@ -434,9 +395,9 @@ async fn bad_plans_and_users_not_allowed_are_refused_and_nothing_starts() {
 #[tokio::test]
 async fn stopping_mid_way_aborts_the_current_run_and_closes_the_game_day() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let answer = slash(server.addr, ALICE, "gameday long-first").await;
+    let server = rig.start().await;
+    let store = rig.store().await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday long-first").await;
     let id = gameday_id_in(&answer);
 
     // Wait until the first run is under way (its parent message is in the channel).
@@ -458,10 +419,11 @@ async fn stopping_mid_way_aborts_the_current_run_and_closes_the_game_day() {
     let run1 = run1.expect("the first item started within 30 s");
 
     // Someone else may not stop it.
-    let answer = slash(server.addr, BOB, &format!("gameday stop {id}")).await;
+    let answer = slash(&rig, server.addr, BOB, &format!("gameday stop {id}")).await;
     assert!(answer.contains("only <@UALICE>"), "{answer}");
 
     let answer = slash(
+        &rig,
         server.addr,
         ALICE,
         &format!("gameday stop {id} enough for today"),
@@ -509,7 +471,7 @@ async fn stopping_mid_way_aborts_the_current_run_and_closes_the_game_day() {
     assert!(blocks.contains("not run"), "{blocks}");
 
     // Stopping again says it is over.
-    let answer = slash(server.addr, ALICE, &format!("gameday stop {id}")).await;
+    let answer = slash(&rig, server.addr, ALICE, &format!("gameday stop {id}")).await;
     assert!(answer.contains("already stopped"), "{answer}");
     server.shutdown("test over").await;
 }
@@ -517,9 +479,9 @@ async fn stopping_mid_way_aborts_the_current_run_and_closes_the_game_day() {
 #[tokio::test]
 async fn a_restarted_server_resumes_the_game_day_with_the_next_item() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let answer = slash(server.addr, ALICE, "gameday restartable").await;
+    let server = rig.start().await;
+    let store = rig.store().await;
+    let answer = slash(&rig, server.addr, ALICE, "gameday restartable").await;
     let id = gameday_id_in(&answer);
 
     // The first run is over and its Q&A window has begun: stop the process there.
@@ -537,7 +499,7 @@ async fn a_restarted_server_resumes_the_game_day_with_the_next_item() {
     assert_eq!(g.owner, None, "the lease was handed back on shutdown");
     let first = g.run_ids[0].clone().unwrap();
 
-    let server = start(&rig).await;
+    let server = rig.start().await;
     let calls = rig
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(90))
@@ -966,9 +928,9 @@ fn chaosbot_validate_checks_plans_against_the_catalog() {
 #[tokio::test]
 async fn a_person_aborting_a_run_stops_the_game_day() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
-    let id = gameday_id_in(&slash(server.addr, ALICE, "gameday long-first").await);
+    let server = rig.start().await;
+    let store = rig.store().await;
+    let id = gameday_id_in(&slash(&rig, server.addr, ALICE, "gameday long-first").await);
     let mut run1 = None;
     for _ in 0..300 {
         if let Some(r) = gameday(&store, &id).await.run_ids[0].clone() {
@@ -979,6 +941,7 @@ async fn a_person_aborting_a_run_stops_the_game_day() {
     }
     let run1 = run1.expect("the first item was submitted within 30 s");
     let answer = slash(
+        &rig,
         server.addr,
         ALICE,
         &format!("abort {run1} the API is paging"),
@@ -1022,8 +985,8 @@ async fn a_person_aborting_a_run_stops_the_game_day() {
 #[tokio::test]
 async fn with_two_drivers_on_one_store_exactly_one_drives() {
     let rig = rig().await;
-    let server = start(&rig).await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let server = rig.start().await;
+    let store = rig.store().await;
     // A second, eager driver (another replica's) on the same store.
     let stop = tokio_util::sync::CancellationToken::new();
     let other = chaosbot::gameday::GamedayDriver::new(
@@ -1036,7 +999,7 @@ async fn with_two_drivers_on_one_store_exactly_one_drives() {
         || {},
     );
     let other_task = tokio::spawn(other.clone().run(stop.clone()));
-    let id = gameday_id_in(&slash(server.addr, ALICE, "gameday two-short").await);
+    let id = gameday_id_in(&slash(&rig, server.addr, ALICE, "gameday two-short").await);
     let calls = rig
         .fake
         .wait_for(is_closing(&id), Duration::from_secs(90))
@@ -1071,7 +1034,7 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     use chaosbot::clock::Clock;
     use std::sync::Arc;
     let rig = rig().await;
-    let store = chaosbot::store::open(rig.cfg.database_url()).await.unwrap();
+    let store = rig.store().await;
     let cfg = Arc::new(rig.cfg.clone());
     let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
     targets.start_all().await.unwrap();

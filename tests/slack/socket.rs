@@ -1,6 +1,6 @@
 //! Socket Mode against the fake Slack: `apps.connections.open` plus its WebSocket endpoint.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

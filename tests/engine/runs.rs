@@ -1,7 +1,7 @@
 //! The engine end to end: real proxy, real HTTP service, real SQLite store. Each test checks a
 //! verdict and, above all, that every fault is gone afterwards and the journal says so.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

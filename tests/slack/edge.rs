@@ -3,7 +3,7 @@
 //! real engine. The Web API is a recording stub; the outbox is observed through a store wrapper
 //! (its delivery is built elsewhere).
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

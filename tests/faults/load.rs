@@ -1,7 +1,7 @@
 //! The load attack against real sockets on loopback: rates, ramps, coordinated-omission
 //! correction, bad targets, stopping, and the `load` step through a real engine run.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! delivered through the real outbox to a fake Slack. Also the file upload flow of
 //! `/chaos report <run> as file` against the fake Slack.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

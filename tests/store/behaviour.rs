@@ -8,7 +8,7 @@
 //! TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo test --test store_behaviour
 //! ```
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! The `chaosbot` binary as an operator uses it: exit codes, messages, Ctrl-C and SIGTERM,
 //! and a kill -9 followed by a restart that recovers the run.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,11 @@
+//! The command line and the files it reads, in one test binary: the `chaosbot` binary as an
+//! operator uses it, the shipped examples, the experiment spec's checks and the Slack app
+//! manifest against Slack's schema (`.ci/run` runs that one first: `manifest::`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod commands;
+mod examples;
+mod manifest;
+mod spec;
