@@ -1,7 +1,9 @@
-//! The engine, in one test binary: runs end to end on SQLite, and replicas sharing Postgres.
+//! The engine, in one test binary: runs end to end on SQLite, replicas sharing Postgres, and
+//! the faults-in-place gauge read from a real `chaosbot serve`'s `/metrics`.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod metrics;
 mod replicas;
 mod runs;
