@@ -144,7 +144,7 @@ async fn measure(saturated: bool, iterations: usize) -> (Histogram<u64>, f64) {
             http: vec![HttpEndpoint {
                 name: "api-http".into(),
                 url: format!("http://{listen}"),
-                description: String::new(),
+                ..HttpEndpoint::default()
             }],
             ..Default::default()
         },

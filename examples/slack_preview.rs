@@ -150,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.targets.http.push(HttpEndpoint {
         name: "demo-http".into(),
         url: format!("http://{listen}"),
-        description: String::new(),
+        ..HttpEndpoint::default()
     });
     let exp = chaosbot::spec::parse_experiment(
         include_str!("../experiments/demo-latency.yaml"),

@@ -18,26 +18,37 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     SignatureScheme,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// TLS settings of one HTTP endpoint. All optional: the default verifies the server against
-/// the platform's roots under the URL's host name.
-/// Meant as a table of its own (`[targets.api.tls]`): unknown keys are refused, so a typo in
-/// a security setting is not silently ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// the platform's roots under the URL's host name. The operator writes them on the endpoint
+/// (`[[targets.http]]`); a resolved experiment carries them with each URL it calls, so a run
+/// uses the settings it was checked with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
     /// PEM file with one or more CA certificates; when set, the only roots trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// PEM certificate chain presented to servers that ask for one (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PathBuf>,
     /// Name sent as SNI and verified in the certificate instead of the URL's host (for URLs
     /// that hold an IP address).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// Accepts any server certificate. Only ever on when written explicitly.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
+}
+
+impl TlsOptions {
+    pub fn is_default(&self) -> bool {
+        *self == TlsOptions::default()
+    }
 }
 
 /// Why TLS options cannot be used, each naming the key to fix.

@@ -81,6 +81,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         name: "demo-http".into(),
         url: format!("http://{proxy_addr}"),
         description: "the demo service, reached through the proxy".into(),
+        ..HttpEndpoint::default()
     });
 
     let mut overrides = Vec::new();

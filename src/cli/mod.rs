@@ -176,6 +176,12 @@ fn validate(global: &GlobalArgs, args: ValidateArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for h in cfg.insecure_endpoints() {
+        eprintln!(
+            "warning: http target `{}` ({}) sets insecure_skip_verify = true: its certificate is not checked, and every run that calls it says so in its journal; prefer `ca_file`",
+            h.name, h.url
+        );
+    }
     let mut bad = 0;
     // Game-day plans are checked against the catalog, loaded once when the first plan shows up.
     let mut catalog: Option<crate::spec::Catalog> = None;

@@ -238,6 +238,9 @@ impl Config {
                 )));
             }
         }
+        for h in &self.targets.http {
+            validate_endpoint(h)?;
+        }
         let mut listens = std::collections::HashSet::new();
         for p in &self.targets.proxy {
             if !p.upstream.contains(':') {
@@ -339,6 +342,12 @@ impl Config {
         self.targets.proxy.iter().find(|p| p.name == name)
     }
 
+    /// The HTTP endpoints that accept any certificate (`insecure_skip_verify = true`), for the
+    /// warning `validate` prints.
+    pub fn insecure_endpoints(&self) -> impl Iterator<Item = &HttpEndpoint> {
+        self.targets.http.iter().filter(|h| h.insecure_skip_verify)
+    }
+
     pub fn http_endpoint(&self, name: &str) -> Option<&HttpEndpoint> {
         self.targets.http.iter().find(|h| h.name == name)
     }
@@ -346,6 +355,37 @@ impl Config {
     pub fn database_url(&self) -> &str {
         self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
     }
+}
+
+/// An HTTP endpoint's URL and TLS settings: everything that can be known before a run (a host
+/// that does not resolve is found by `chaosbot validate` and by the run's first probe).
+fn validate_endpoint(h: &HttpEndpoint) -> Result<(), ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("http target `{}`: {why}", h.name));
+    let url = url::Url::parse(&h.url).map_err(|e| {
+        invalid(format!(
+            "url `{}` is not a URL ({e}); write it like https://api.internal:8443",
+            h.url
+        ))
+    })?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(invalid(format!(
+                "url `{}` uses `{other}://`; chaosbot speaks http:// and https://",
+                h.url
+            )));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("url `{}` names no host", h.url)));
+    }
+    if url.scheme() == "http" && h.sets_tls() {
+        return Err(invalid(format!(
+            "TLS settings (ca_file, client_cert, client_key, server_name, insecure_skip_verify) apply to https:// URLs, and `{}` is http://; use https:// or remove them",
+            h.url
+        )));
+    }
+    crate::tls::check(&h.tls()).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]

@@ -168,12 +168,46 @@ pub struct ProxyTarget {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpEndpoint {
     pub name: String,
-    /// Base URL, e.g. `http://127.0.0.1:18080`; probes add their path.
+    /// Base URL, e.g. `http://127.0.0.1:18080` or `https://api.internal`; probes add their path.
     pub url: String,
     #[serde(default)]
     pub description: String,
+    /// PEM file of the CA(s) that sign the endpoint's certificate (https only); when set, the
+    /// only roots trusted. Without it, the platform's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM chain) for endpoints that require one (mTLS), with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+    /// The name to verify (and send as SNI) when the URL holds an IP address.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accepts any certificate. Only when written explicitly; `validate` warns and every run
+    /// that uses the endpoint journals it.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl HttpEndpoint {
+    /// The endpoint's TLS settings, as the HTTP clients take them.
+    pub fn tls(&self) -> crate::tls::TlsOptions {
+        crate::tls::TlsOptions {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            server_name: self.server_name.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        }
+    }
+
+    /// Whether the endpoint sets any TLS key (only meaningful for an https:// URL).
+    pub fn sets_tls(&self) -> bool {
+        !self.tls().is_default()
+    }
 }

@@ -18,6 +18,19 @@ pub struct LoadFaults;
 /// How long a revert waits for the generator to hand in its totals.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
+/// The TLS settings of an https load step (one client configuration for all its connections,
+/// so reconnections resume their sessions); `None` for http.
+fn load_tls(step: &FaultStep) -> Result<Option<crate::load::LoadTls>, super::FaultError> {
+    match &step.fault {
+        FaultSpec::Load { url, tls, .. } if url.starts_with("https://") => {
+            crate::load::LoadTls::new(tls)
+                .map(Some)
+                .map_err(|e| super::FaultError::Other(format!("load step `{}`: {e}", step.name)))
+        }
+        _ => Ok(None),
+    }
+}
+
 struct ActiveLoad {
     stop: CancellationToken,
     /// Ends after the `LoadReport` was sent; taken by the first revert.
@@ -62,7 +75,8 @@ impl super::FaultFamily for LoadFaults {
             .fault
             .load_plan(step.duration)
             .ok_or_else(|| super::FaultError::Other("not a load step".into()))?;
-        crate::load::check(&plan)?;
+        let tls = load_tls(step)?;
+        crate::load::check_with_tls(&plan, tls.as_ref())?;
         Ok(serde_json::json!({ "endpoint": step.target, "url": plan.url, "in_process": true }))
     }
 
@@ -90,14 +104,20 @@ impl super::FaultFamily for LoadFaults {
             .ok_or_else(|| super::FaultError::Other("not a load step".into()))?;
         let events = ctx.events.clone();
         let name = step.name.clone();
-        let handle = crate::load::spawn(&plan, ctx.deadline, move |second, stats| {
-            // The runner may be gone (run over): the numbers have nowhere to go.
-            let _ = events.send(Event::LoadStats {
-                step: name.clone(),
-                second,
-                stats,
-            });
-        })?;
+        let tls = load_tls(step)?;
+        let handle = crate::load::spawn_with_tls(
+            &plan,
+            tls.as_ref(),
+            ctx.deadline,
+            move |second, stats| {
+                // The runner may be gone (run over): the numbers have nowhere to go.
+                let _ = events.send(Event::LoadStats {
+                    step: name.clone(),
+                    second,
+                    stats,
+                });
+            },
+        )?;
         let stop = handle.stop_token();
         let events = ctx.events.clone();
         let (name, target) = (step.name.clone(), step.target.clone());

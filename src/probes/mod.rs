@@ -47,12 +47,16 @@ async fn sample_kind(kind: &ProbeKind, started: Instant) -> Sample {
     match kind {
         ProbeKind::Http {
             url,
+            tls,
             method,
             expect_status,
             max_latency,
             body_contains,
         } => {
-            let result = http::request(url, method).await;
+            let result = match http::HttpClient::fresh_connections(tls) {
+                Ok(client) => client.request(url, method).await,
+                Err(e) => Err(e.to_string()),
+            };
             let latency = started.elapsed();
             match result {
                 Err(e) => Sample::fail(latency, e),

@@ -87,6 +87,7 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
                 if *ok { "ok" } else { "FAILED" }
             )),
             Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
+            Event::Warning { text } => Some(format!("⚠ {text}")),
             Event::LoadStats { step, stats, .. } => {
                 latest.insert(
                     step.clone(),

@@ -241,6 +241,10 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                 offset_ms: at,
                 text: format!("recovered: {reason}"),
             }),
+            Event::Warning { text } => timeline.push(TimelineItem {
+                offset_ms: at,
+                text: format!("warning: {text}"),
+            }),
             Event::Verdict {
                 verdict, rollback, ..
             } => timeline.push(TimelineItem {

@@ -98,6 +98,11 @@ pub enum Event {
         ok: bool,
         detail: String,
     },
+    /// Something about how the run was carried out that people should know (e.g. an https
+    /// endpoint whose certificate is not checked).
+    Warning {
+        text: String,
+    },
     /// A restarted process closed a run that a dead process had left in flight.
     Recovered {
         reason: String,
@@ -145,6 +150,7 @@ impl Event {
             Event::AbortRequested { .. } => "abort_requested",
             Event::StepFailed { .. } => "step_failed",
             Event::RollbackAction { .. } => "rollback_action",
+            Event::Warning { .. } => "warning",
             Event::Recovered { .. } => "recovered",
             Event::Verdict { .. } => "verdict",
             Event::LoadStats { .. } => "load_stats",

@@ -282,6 +282,7 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             if *ok { "↩️" } else { "🚨" }
         ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
+        Event::Warning { text } => format!("⚠️ {text}"),
         Event::LoadReport {
             step,
             target,

@@ -85,6 +85,7 @@ fn valid_experiment_resolves_to_the_model() {
         p.kind,
         ProbeKind::Http {
             url: "http://127.0.0.1:18080/health".into(),
+            tls: Default::default(),
             method: "GET".into(),
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(100)),
@@ -157,6 +158,7 @@ fn valid_experiment_resolves_to_the_model() {
         e.rollbacks[0].action,
         RollbackAction::Http {
             url: "http://127.0.0.1:18080/admin/flush".into(),
+            tls: Default::default(),
             method: "POST".into(),
             body: Some(String::new()),
             expect_status: vec![200, 204],

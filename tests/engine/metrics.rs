@@ -89,6 +89,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
             name: "api-ok".into(),
             kind: ProbeKind::Http {
                 url: format!("http://{listen}/"),
+                tls: Default::default(),
                 method: "GET".into(),
                 expect_status: vec![200],
                 max_latency: Some(Duration::from_secs(1)),

@@ -436,3 +436,180 @@ async fn a_load_attack_on_an_untrusted_server_counts_tls_failures() {
     assert!(t.requests > 0 && t.errors == t.requests, "{t:?}");
     assert!(t.error_counts.contains_key("tls failed"), "{t:?}");
 }
+
+/// An operator config with one https endpoint `secure` at `addr`, plus `extra` TOML lines on it.
+fn https_config(addr: SocketAddr, extra: &str) -> chaosbot::config::Config {
+    let cfg = chaosbot::config::Config::from_toml(&format!(
+        "[[targets.http]]\nname = \"secure\"\nurl = \"https://localhost:{}\"\n{extra}\n",
+        addr.port()
+    ))
+    .unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// A probe, a load step and a rollback, all on the https endpoint `secure`.
+const HTTPS_EXPERIMENT: &str = r#"
+name: https-all-the-way
+title: Probes, load and rollback over TLS
+owner: "@sre"
+hypothesis:
+  recovery_timeout: 5s
+  probes:
+    - name: secure-ok
+      http: {endpoint: secure, path: /, status: 200}
+      interval: 200ms
+method:
+  - name: some-load
+    target: secure
+    fault: load
+    path: /
+    rate: 20
+    connections: 2
+    duration: 1s
+rollbacks:
+  - name: poke
+    http: {endpoint: secure, path: /reset, method: POST, status: 200}
+"#;
+
+async fn run_https_experiment(
+    cfg: chaosbot::config::Config,
+) -> (chaosbot::store::RunRecord, Vec<chaosbot::run::Entry>) {
+    let cfg = Arc::new(cfg);
+    let exp = chaosbot::spec::parse_experiment(HTTPS_EXPERIMENT, "https.yaml", &cfg, &[])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::support::sqlite_store(dir.path()).await;
+    let (engine, _targets) = crate::support::started_engine(cfg, store.clone()).await;
+    let id = engine
+        .submit(&exp, crate::support::test_request())
+        .await
+        .unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
+        .await
+        .expect("the run ends")
+        .unwrap();
+    let journal = store.journal(&id, 0).await.unwrap();
+    (run, journal)
+}
+
+#[tokio::test]
+async fn an_experiment_probes_loads_and_rolls_back_over_https_with_the_endpoints_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca("chaosbot test CA");
+    let srv = simple_server(&leaf(&ca, &["localhost"], false)).await;
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let (run, journal) =
+        run_https_experiment(https_config(srv.addr, &format!("ca_file = {:?}", ca_file))).await;
+    assert_eq!(
+        run.verdict,
+        Some(chaosbot::run::Verdict::Held),
+        "{:?}\n{journal:#?}",
+        run.reason
+    );
+    use chaosbot::run::Event;
+    let load_ok = journal.iter().find_map(|e| match &e.event {
+        Event::LoadReport { stats, .. } => Some(stats.ok),
+        _ => None,
+    });
+    assert!(load_ok.is_some_and(|n| n > 0), "{journal:#?}");
+    assert!(
+        journal.iter().any(|e| matches!(
+            &e.event,
+            Event::RollbackAction { name, ok: true, .. } if name == "poke"
+        )),
+        "{journal:#?}"
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|e| matches!(&e.event, Event::Warning { .. })),
+        "a verified endpoint warns of nothing: {journal:#?}"
+    );
+    assert!(srv.counts.requests.load(Ordering::SeqCst) >= 10);
+}
+
+#[tokio::test]
+async fn without_the_ca_the_steady_state_fails_saying_why_and_nothing_is_injected() {
+    let ca = make_ca("chaosbot test CA");
+    let srv = simple_server(&leaf(&ca, &["localhost"], false)).await;
+    let (run, journal) = run_https_experiment(https_config(srv.addr, "")).await;
+    assert_eq!(run.verdict, Some(chaosbot::run::Verdict::Failed));
+    assert_eq!(
+        run.rollback,
+        Some(chaosbot::run::RollbackOutcome::NothingToRevert)
+    );
+    let reason = run.reason.unwrap_or_default();
+    assert!(
+        reason.contains("not trusted") && reason.contains("ca_file"),
+        "{reason}"
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|e| matches!(&e.event, chaosbot::run::Event::FaultInjected { .. })),
+        "{journal:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unverified_endpoint_is_journaled_on_every_run_that_uses_it() {
+    let ca = make_ca("some other CA");
+    let srv = simple_server(&leaf(&ca, &["localhost"], false)).await;
+    let (run, journal) =
+        run_https_experiment(https_config(srv.addr, "insecure_skip_verify = true")).await;
+    assert_eq!(
+        run.verdict,
+        Some(chaosbot::run::Verdict::Held),
+        "{:?}",
+        run.reason
+    );
+    let warnings: Vec<&str> = journal
+        .iter()
+        .filter_map(|e| match &e.event {
+            chaosbot::run::Event::Warning { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{journal:#?}");
+    assert!(
+        warnings[0].contains("not checked") && warnings[0].contains("insecure_skip_verify"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn the_config_refuses_what_no_run_could_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = write(dir.path(), "ca.txt", "hello");
+    let cases = [
+        (
+            "url = \"ftp://files.internal\"".to_string(),
+            "speaks http:// and https://",
+        ),
+        (
+            format!("url = \"http://127.0.0.1:1\"\nca_file = {:?}", not_pem),
+            "apply to https:// URLs",
+        ),
+        (
+            format!("url = \"https://127.0.0.1:1\"\nca_file = {:?}", not_pem),
+            "ca_file",
+        ),
+        (
+            "url = \"https://127.0.0.1:1\"\nca_file = \"/no/such/ca.pem\"".to_string(),
+            "cannot read it",
+        ),
+        ("url = \"https://\"".to_string(), "https://"),
+    ];
+    for (lines, want) in cases {
+        let cfg = chaosbot::config::Config::from_toml(&format!(
+            "[[targets.http]]\nname = \"svc\"\n{lines}\n"
+        ))
+        .unwrap();
+        let err = cfg.validate().expect_err(&lines).to_string();
+        assert!(
+            err.contains("`svc`") && err.contains(want),
+            "{lines}: {err}"
+        );
+    }
+}

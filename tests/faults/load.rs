@@ -339,7 +339,7 @@ async fn rig() -> Rig {
         cfg.targets.http.push(HttpEndpoint {
             name: name.into(),
             url: format!("http://{addr}"),
-            description: String::new(),
+            ..HttpEndpoint::default()
         });
     }
     let cfg = Arc::new(cfg);
@@ -383,6 +383,7 @@ fn load_step(rig: &Rig, endpoint: &str, rate: f64, ms: u64, thresholds: &[&str])
         duration: Duration::from_millis(ms),
         fault: FaultSpec::Load {
             url,
+            tls: Default::default(),
             method: "GET".into(),
             headers: Default::default(),
             body: None,

@@ -93,7 +93,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
             http: vec![HttpEndpoint {
                 name: "api-http".into(),
                 url: format!("http://{listen}"),
-                description: String::new(),
+                ..HttpEndpoint::default()
             }],
             ..Default::default()
         },
@@ -106,6 +106,7 @@ pub fn http_probe(name: &str, listen: SocketAddr, max_latency_ms: u64, interval_
         name: name.into(),
         kind: ProbeKind::Http {
             url: format!("http://{listen}/"),
+            tls: Default::default(),
             method: "GET".into(),
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(max_latency_ms)),

@@ -2,9 +2,9 @@
 //! steady state holding. Either failing closes the run with nothing to revert.
 
 use super::halt::LeaseLost;
-use super::{Outcome, Shared, journal_sample};
+use super::{Outcome, Shared, append, journal_sample};
 use crate::probes;
-use crate::run::{SamplePhase, Verdict};
+use crate::run::{Event, SamplePhase, Verdict};
 
 /// Binds the proxies and reaches the upstreams. (Process and resource targets are resolved
 /// by their family's `prepare`.)
@@ -27,6 +27,13 @@ pub(super) async fn preflight(sh: &Shared) -> Option<Outcome> {
 
 /// Samples every probe once; the first failure closes the run.
 pub(super) async fn steady_state(sh: &Shared) -> Result<Option<Outcome>, LeaseLost> {
+    // Said on every run that relies on it, so nobody reads a verdict without knowing.
+    for server in sh.exp.unverified_servers() {
+        let text = format!(
+            "{server}: the server's certificate is not checked (insecure_skip_verify = true on its endpoint)"
+        );
+        append(sh, Event::Warning { text }).await?;
+    }
     for probe in &sh.exp.hypothesis {
         let s = probes::sample(probe).await;
         journal_sample(sh, probe, SamplePhase::Before, &s).await?;

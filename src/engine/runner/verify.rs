@@ -53,14 +53,17 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
     match &rb.action {
         RollbackAction::Http {
             url,
+            tls,
             method,
             body,
             expect_status,
             timeout,
         } => {
-            match tokio::time::timeout(*timeout, probes::http::send(url, method, body.as_deref()))
-                .await
-            {
+            let client = match probes::http::HttpClient::fresh_connections(tls) {
+                Ok(c) => c,
+                Err(e) => return (false, format!("{method} {url}: {e}")),
+            };
+            match tokio::time::timeout(*timeout, client.send(url, method, body.as_deref())).await {
                 Ok(Ok((status, _))) if expect_status.contains(&status) => {
                     (true, format!("{method} {url} → {status}"))
                 }

@@ -43,6 +43,38 @@ impl Experiment {
     }
 
     /// Every fault step, in method order (flattening parallel groups).
+    /// The servers (`https://host:port`) the run calls without checking their certificate
+    /// (`insecure_skip_verify = true` on their endpoint), each once.
+    pub fn unverified_servers(&self) -> Vec<String> {
+        let probes = self.hypothesis.iter().filter_map(|p| match &p.kind {
+            ProbeKind::Http { url, tls, .. } => Some((url, tls)),
+            ProbeKind::Tcp { .. } => None,
+        });
+        let rollbacks = self.rollbacks.iter().map(|r| match &r.action {
+            RollbackAction::Http { url, tls, .. } => (url, tls),
+        });
+        let loads = self
+            .fault_steps()
+            .into_iter()
+            .filter_map(|s| match &s.fault {
+                FaultSpec::Load { url, tls, .. } => Some((url, &**tls)),
+                _ => None,
+            });
+        let mut out: Vec<String> = Vec::new();
+        for (url, tls) in probes.chain(rollbacks).chain(loads) {
+            if !tls.insecure_skip_verify {
+                continue;
+            }
+            let server = url::Url::parse(url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_else(|_| url.clone());
+            if !out.contains(&server) {
+                out.push(server);
+            }
+        }
+        out
+    }
+
     pub fn fault_steps(&self) -> Vec<&FaultStep> {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a FaultStep>) {
             for s in steps {
@@ -137,6 +169,9 @@ pub enum FaultSpec {
     Load {
         /// Full URL: the endpoint's URL plus the step's `path`.
         url: String,
+        /// The endpoint's TLS settings (https only; empty for http).
+        #[serde(default, skip_serializing_if = "crate::tls::TlsOptions::is_default")]
+        tls: Box<crate::tls::TlsOptions>,
         method: String,
         headers: BTreeMap<String, String>,
         body: Option<String>,
@@ -214,6 +249,9 @@ pub enum ProbeKind {
     Http {
         /// Full URL, resolved from a declared endpoint plus the probe's path.
         url: String,
+        /// The endpoint's TLS settings (https only; empty for http).
+        #[serde(default, skip_serializing_if = "crate::tls::TlsOptions::is_default")]
+        tls: crate::tls::TlsOptions,
         method: String,
         /// Accepted status codes (a sample with any other status fails).
         expect_status: Vec<u16>,
@@ -296,6 +334,9 @@ pub enum RollbackAction {
     /// An HTTP request to a declared endpoint (e.g. a cache flush or a feature-flag reset).
     Http {
         url: String,
+        /// The endpoint's TLS settings (https only; empty for http).
+        #[serde(default, skip_serializing_if = "crate::tls::TlsOptions::is_default")]
+        tls: crate::tls::TlsOptions,
         method: String,
         body: Option<String>,
         expect_status: Vec<u16>,

@@ -189,6 +189,14 @@ impl Cx<'_> {
         out
     }
 
+    /// The TLS settings of a declared endpoint (the default when it is not declared: that is
+    /// reported where its URL is looked up).
+    pub fn endpoint_tls(&self, name: Option<&str>) -> crate::tls::TlsOptions {
+        name.and_then(|n| self.cfg.http_endpoint(n))
+            .map(|h| h.tls())
+            .unwrap_or_default()
+    }
+
     pub fn endpoint(&mut self, path: &str, name: &str, user: &str) -> Option<String> {
         if let Some(h) = self.cfg.http_endpoint(name) {
             return Some(h.url.clone());

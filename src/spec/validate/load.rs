@@ -39,16 +39,10 @@ pub(super) fn load_spec(
     let headers = headers(cx, path, s);
     let thresholds = thresholds(cx, path, s);
     let base = base?;
-    if !base.starts_with("http://") {
-        cx.at(
-            &format!("{path}.target"),
-            format!("endpoint `{base}` is not plain http"),
-            "the load generator speaks HTTP/1.1 without TLS; point the step at an http:// endpoint",
-        );
-        return None;
-    }
+    let tls = cx.endpoint_tls(s.target.as_deref());
     let spec = FaultSpec::Load {
         url: join_url(base, &url_path?),
+        tls: Box::new(tls.clone()),
         method: method?,
         headers,
         body: s.body.clone(),
@@ -57,8 +51,23 @@ pub(super) fn load_spec(
         timeout: timeout?,
         thresholds: thresholds?,
     };
+    let load_tls = if base.starts_with("https://") {
+        match crate::load::LoadTls::new(&tls) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                cx.at(
+                    &format!("{path}.target"),
+                    e.to_string(),
+                    "fix the endpoint's TLS settings in the operator config",
+                );
+                return None;
+            }
+        }
+    } else {
+        None
+    };
     if let Some(plan) = spec.load_plan(duration.unwrap_or_default())
-        && let Err(e) = crate::load::check(&plan)
+        && let Err(e) = crate::load::check_with_tls(&plan, load_tls.as_ref())
     {
         cx.at(
             &format!("{path}.target"),

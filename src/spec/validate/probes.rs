@@ -166,6 +166,7 @@ fn http_probe(cx: &mut Cx, hp: &str, h: &RawHttpProbe) -> Option<ProbeKind> {
     match (url, url_path, method) {
         (Some(u), Some(p), Some(m)) => Some(ProbeKind::Http {
             url: join_url(&u, &p),
+            tls: cx.endpoint_tls(h.endpoint.as_deref()),
             method: m,
             expect_status: status,
             max_latency,

@@ -72,6 +72,7 @@ fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackActio
     let method = http_method(cx, &format!("{hp}.method"), &h.method, "POST");
     Some(RollbackAction::Http {
         url: join_url(&url?, &url_path?),
+        tls: cx.endpoint_tls(h.endpoint.as_deref()),
         method: method?,
         body: h.body.clone(),
         expect_status: status,
