@@ -19,6 +19,7 @@
 //! - [`schedule`] starts experiments at planned times (heads-up, Skip, allowed hours, the halt
 //!   `abort all` puts in force), through the same path as `/chaos start`.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
