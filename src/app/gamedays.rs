@@ -40,9 +40,12 @@ impl App {
         // Authorized like `start`, for every experiment on the agenda; refused as a whole.
         let mut denials: Vec<Denial> = Vec::new();
         for item in &plan.agenda {
-            if let Err(d) =
-                policy::may_start(&self.cfg.slack, &origin.user, &origin.channel, &item.experiment)
-                && !denials.contains(&d)
+            if let Err(d) = policy::may_start(
+                &self.cfg.slack,
+                &origin.user,
+                &origin.channel,
+                &item.experiment,
+            ) && !denials.contains(&d)
             {
                 denials.push(d);
             }

@@ -34,9 +34,7 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// Neither operators nor allow rules are configured.
-    #[error(
-        "nobody may start experiments yet: the config has no operators and no allow rules"
-    )]
+    #[error("nobody may start experiments yet: the config has no operators and no allow rules")]
     Unconfigured {
         user: String,
         channel: String,
@@ -58,7 +56,9 @@ pub enum Denial {
     },
     #[error("only operators may do this")]
     NotOperator,
-    #[error("only {created_by}, who created schedule `{schedule_id}`, or an operator may remove it")]
+    #[error(
+        "only {created_by}, who created schedule `{schedule_id}`, or an operator may remove it"
+    )]
     NotCreator {
         schedule_id: i64,
         created_by: String,

@@ -79,7 +79,9 @@ pub enum Refusal {
         problems: Vec<String>,
     },
     /// The caller may not start every experiment on the plan's agenda (all or none).
-    #[error("game day `{plan}` was not started: not every experiment on its agenda may be started here")]
+    #[error(
+        "game day `{plan}` was not started: not every experiment on its agenda may be started here"
+    )]
     GamedayNotAllowed { plan: String, denials: Vec<Denial> },
     /// A game day is still running in the channel.
     #[error("game day `{id}` (`{plan}`) is still running in this channel")]

@@ -7,12 +7,12 @@
 //! - [`driver`]: the long-running task that drives open game days; every step is persisted,
 //!   and a lease on the row makes exactly one replica drive each game day.
 //! - [`render`]: the opening, the notes between items and the closing summary.
-//! - `slack`: `/chaos gameday` (list, start, stop).
+//! - Starting and stopping are use cases of [`crate::app`]; `/chaos gameday` (list, start,
+//!   stop) is in the Slack edge.
 
 pub mod driver;
 pub mod plan;
 pub mod render;
-mod slack;
 
 pub use driver::{GamedayDriver, GamedayOptions};
 pub use plan::{AgendaItem, Plan, Plans, load_plans, parse_plan};

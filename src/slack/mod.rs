@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod projector;
 pub mod qa;
 pub mod render;
+pub mod schedules;
 pub mod server;
 pub mod socket;
 
