@@ -189,3 +189,73 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AllowRule;
+
+    fn cfg() -> SlackConfig {
+        SlackConfig {
+            operators: vec!["UOP".into()],
+            allow: vec![
+                AllowRule {
+                    experiments: vec!["checkout-*".into()],
+                    users: vec![],
+                    channels: vec!["CSRE".into()],
+                },
+                AllowRule {
+                    experiments: vec!["db-failover".into()],
+                    users: vec!["UDBA".into()],
+                    channels: vec![],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn slack(user: &str) -> Caller {
+        Caller::Slack(SlackOrigin {
+            team: "T1".into(),
+            channel: "C1".into(),
+            user: user.into(),
+        })
+    }
+
+    #[test]
+    fn start_denials_say_which_rule_is_missing() {
+        let c = cfg();
+        assert_eq!(may_start(&c, "U1", "CSRE", "checkout-latency"), Ok(()));
+        assert_eq!(
+            may_start(&c, "U1", "COTHER", "checkout-latency"),
+            Err(Denial::OnlyInChannels {
+                experiment: "checkout-latency".into(),
+                channels: vec!["CSRE".into()],
+            })
+        );
+        assert!(matches!(
+            may_start(&c, "U1", "CSRE", "db-failover"),
+            Err(Denial::NotAmongUsers { .. })
+        ));
+        assert!(matches!(
+            may_start(&c, "U1", "CSRE", "other"),
+            Err(Denial::NoRule { .. })
+        ));
+        assert!(matches!(
+            may_start(&SlackConfig::default(), "U1", "C1", "x"),
+            Err(Denial::Unconfigured { .. })
+        ));
+    }
+
+    #[test]
+    fn the_terminal_and_operators_may_abort_and_halt() {
+        let c = cfg();
+        let terminal = Caller::Terminal("ops".into());
+        assert_eq!(may_abort_all(&c, &terminal), Ok(()));
+        assert_eq!(may_abort_all(&c, &slack("UOP")), Ok(()));
+        assert_eq!(may_abort_all(&c, &slack("U1")), Err(Denial::NotOperator));
+        assert!(is_owner_or_operator(&c, &terminal, "U1"));
+        assert!(is_owner_or_operator(&c, &slack("U1"), "U1"));
+        assert!(!is_owner_or_operator(&c, &slack("U2"), "U1"));
+    }
+}
