@@ -1,7 +1,7 @@
 //! Drives open game days: starts each agenda item through the application layer (as a start
-//! from Slack is),
-//! waits for its run to finish (polling the store, so a run executed by another replica
-//! counts too), waits out the Q&A window, and so on to the closing summary.
+//! from Slack is; the store refuses it while a halt is in force), waits for its run to finish
+//! (polling the store, so a run executed by another replica counts too), waits out the Q&A
+//! window, and so on to the closing summary.
 //!
 //! Every step is written to the game-day row before the next one is taken, and every message
 //! has a key whose presence in the outbox is checked before it is queued, so a restart resumes
