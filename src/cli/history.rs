@@ -1,10 +1,16 @@
-//! `chaosbot history`, `show` and `abort`: reading and steering runs through the store.
+//! `chaosbot history` and `show` read runs from the store; `abort` and `resume` steer them
+//! through the application layer.
 
 use clap::Args;
 
+use std::sync::Arc;
+
 use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, config_and_store};
+use crate::app::{AbortAllOutcome, AbortedOne, App, Caller, HaltPut, Refusal};
+use crate::engine::{Engine, EngineOptions};
+use crate::faults::TargetRegistry;
 use crate::report;
-use crate::store::{AbortScope, RunFilter, StoreError};
+use crate::store::RunFilter;
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -134,17 +140,12 @@ pub async fn show(global: &GlobalArgs, args: ShowArgs) -> u8 {
 }
 
 pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
-    let (_, store) = match config_and_store(global).await {
-        Ok(both) => both,
+    let app = match terminal_app(global).await {
+        Ok(app) => app,
         Err(code) => return code,
     };
-    let scope = if args.run == "all" {
-        AbortScope::All
-    } else {
-        AbortScope::Run(args.run.clone())
-    };
-    let by = args.by.unwrap_or_else(super::run::current_user);
-    if scope == AbortScope::All {
+    let by = Caller::Terminal(args.by.unwrap_or_else(super::run::current_user));
+    if args.run == "all" {
         // The big red button halts starts too, as it does from Slack: nothing new begins
         // until someone lifts the halt on purpose.
         let reason = if args.reason.is_empty() {
@@ -152,32 +153,51 @@ pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
         } else {
             args.reason.as_str()
         };
-        match store.set_halt(&by, reason, crate::run::now_ms()).await {
-            Ok(h) => println!(
-                "halt in force since {} (by {}: {}): no run starts — `chaosbot run`, Slack, schedules, game days — until `chaosbot resume` or `/chaos resume`",
-                fmt_time(h.since_ms),
-                h.halted_by,
-                h.reason
-            ),
+        return match app.abort_all(&by, reason).await {
+            Ok(AbortAllOutcome { halt, aborted }) => {
+                match halt {
+                    HaltPut::New(h) | HaltPut::Already(h) => println!(
+                        "halt in force since {} (by {}: {}): no run starts — `chaosbot run`, Slack, schedules, game days — until `chaosbot resume` or `/chaos resume`",
+                        fmt_time(h.since_ms),
+                        h.halted_by,
+                        h.reason
+                    ),
+                    HaltPut::Failed(e) => eprintln!(
+                        "error: cannot put the halt in force ({e}); runs are aborted anyway"
+                    ),
+                }
+                for id in &aborted.cancelled_queued {
+                    println!("{id}: was queued; closed as aborted");
+                }
+                for id in &aborted.signalled_running {
+                    println!("{id}: abort requested; its worker is reverting it");
+                }
+                if aborted.cancelled_queued.is_empty() && aborted.signalled_running.is_empty() {
+                    println!("nothing to abort: no matching run is queued or running");
+                }
+                0
+            }
             Err(e) => {
-                eprintln!("error: cannot put the halt in force ({e}); runs are aborted anyway");
+                eprintln!("error: {e}");
+                EXIT_FAILED
             }
-        }
+        };
     }
-    match store.request_abort(scope, &by, &args.reason).await {
-        Ok(out) => {
-            for id in &out.cancelled_queued {
-                println!("{id}: was queued; closed as aborted");
-            }
-            for id in &out.signalled_running {
-                println!("{id}: abort requested; its worker is reverting it");
-            }
-            if out.cancelled_queued.is_empty() && out.signalled_running.is_empty() {
-                println!("nothing to abort: no matching run is queued or running");
-            }
+    let id = &args.run;
+    match app.abort(&by, id, &args.reason).await {
+        Ok(AbortedOne::CancelledQueued) => {
+            println!("{id}: was queued; closed as aborted");
             0
         }
-        Err(StoreError::NoSuchRun(id)) => {
+        Ok(AbortedOne::Reverting) => {
+            println!("{id}: abort requested; its worker is reverting it");
+            0
+        }
+        Err(Refusal::AlreadyFinished { .. } | Refusal::FinishedBeforeAbort(_)) => {
+            println!("nothing to abort: no matching run is queued or running");
+            0
+        }
+        Err(Refusal::NoSuchRun(id)) => {
             eprintln!("error: no run `{id}`; `chaosbot history` lists the runs");
             EXIT_INVALID
         }
@@ -186,6 +206,19 @@ pub async fn abort(global: &GlobalArgs, args: AbortArgs) -> u8 {
             EXIT_FAILED
         }
     }
+}
+
+/// The application layer for one command: an engine that is not started, so it only records
+/// aborts and halts in the store; the process that executes the runs acts on them.
+async fn terminal_app(global: &GlobalArgs) -> Result<App, u8> {
+    let (cfg, store) = config_and_store(global).await?;
+    let cfg = Arc::new(cfg);
+    let engine = Engine::new(
+        store.clone(),
+        TargetRegistry::new(cfg.clone()),
+        EngineOptions::new(cfg.guard_rails.clone()),
+    );
+    Ok(App::new(engine, store, cfg, crate::clock::system()))
 }
 
 #[derive(Debug, Args)]
@@ -197,12 +230,12 @@ pub struct ResumeArgs {
 
 /// Lifts the halt `abort all` put in force.
 pub async fn resume(global: &GlobalArgs, args: ResumeArgs) -> u8 {
-    let (_, store) = match config_and_store(global).await {
-        Ok(both) => both,
+    let app = match terminal_app(global).await {
+        Ok(app) => app,
         Err(code) => return code,
     };
-    let by = args.by.unwrap_or_else(super::run::current_user);
-    match store.lift_halt(&by, crate::run::now_ms()).await {
+    let by = Caller::Terminal(args.by.unwrap_or_else(super::run::current_user));
+    match app.resume(&by).await {
         Ok(Some(h)) => {
             println!(
                 "halt lifted (it was in force since {}, by {}: {}); runs may start again",
@@ -216,8 +249,12 @@ pub async fn resume(global: &GlobalArgs, args: ResumeArgs) -> u8 {
             println!("no halt is in force; nothing to lift");
             0
         }
-        Err(e) => {
+        Err(Refusal::Store { source: e, .. }) => {
             eprintln!("error: cannot lift the halt ({e}); try again");
+            EXIT_FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             EXIT_FAILED
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_REVERT_FAILED, GlobalArgs, load_config, open_store};
+use crate::app::{App, Refusal};
 use crate::config::Config;
 use crate::engine::{Engine, EngineOptions, SubmitRequest};
 use crate::faults::TargetRegistry;
@@ -59,20 +60,6 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match store.current_halt().await {
-        Ok(Some(h)) => {
-            eprintln!(
-                "a halt is in force (by {}: {}); nothing was run. `chaosbot resume` lifts it.",
-                h.halted_by, h.reason
-            );
-            return EXIT_FAILED;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("error: cannot check for a halt ({e}); nothing was run");
-            return EXIT_FAILED;
-        }
-    }
     let targets = TargetRegistry::new(Arc::new(cfg.clone()));
     let outcome = run_in_foreground(
         &cfg,
@@ -134,14 +121,36 @@ pub(crate) async fn run_in_foreground(
         }
     }
     let events = engine.subscribe();
-    let id = match engine.submit(exp, req).await {
+    let app = App::new(
+        engine.clone(),
+        store.clone(),
+        Arc::new(cfg.clone()),
+        crate::clock::system(),
+    );
+    let id = match app
+        .launch(exp, &req.requested_by, req.source, req.seed)
+        .await
+    {
         Ok(id) => id,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(refusal) => {
+            let code = match &refusal {
+                // The halt `abort all` put in force: refused by the store, nothing was created.
+                Refusal::Halted(h) => {
+                    eprintln!(
+                        "a halt is in force (by {}: {}); nothing was run. `chaosbot resume` lifts it.",
+                        h.halted_by, h.reason
+                    );
+                    EXIT_FAILED
+                }
+                e => {
+                    eprintln!("error: {e}");
+                    EXIT_INVALID
+                }
+            };
             engine
                 .shutdown("submission failed", Duration::from_secs(5))
                 .await;
-            return Err(EXIT_INVALID);
+            return Err(code);
         }
     };
     println!(

@@ -6,7 +6,7 @@
 //! (lease, abort requests, faults in flight) is in the store; in-process channels only make
 //! it faster (live views, the local abort fast path).
 
-pub mod instance;
+pub use crate::run::instance;
 pub mod recovery;
 pub mod runner;
 

@@ -4,17 +4,14 @@
 //! Q&A window after each run before the next, and posts its own opening and closing summary.
 //!
 //! - [`plan`]: plan files in `<catalog>/gamedays/`, parsed and validated.
-//! - [`driver`]: the long-running task that drives open game days; every step is persisted,
-//!   and a lease on the row makes exactly one replica drive each game day.
-//! - [`render`]: the opening, the notes between items and the closing summary.
-//! - `slack`: `/chaos gameday` (list, start, stop).
+//! - The driver (the long-running task that drives open game days; every step is persisted,
+//!   and a lease on the row makes exactly one replica drive each game day) and the rendering
+//!   of the opening, the notes and the closing are in the Slack edge: `crate::slack::gameday`.
+//! - Starting and stopping are use cases of [`crate::app`]; `/chaos gameday` (list, start,
+//!   stop) is in the Slack edge.
 
-pub mod driver;
 pub mod plan;
-pub mod render;
-mod slack;
 
-pub use driver::{GamedayDriver, GamedayOptions};
 pub use plan::{AgendaItem, Plan, Plans, load_plans, parse_plan};
 
 /// The outbox thread key of a game day: its opening, notes and closing share it, so they are

@@ -3,6 +3,7 @@
 //! edges import these; this module imports nothing of the crate above it.
 
 pub mod figures;
+pub mod instance;
 pub mod journal;
 pub mod source;
 pub mod state;

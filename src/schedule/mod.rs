@@ -6,16 +6,14 @@
 //!   survive restarts and a fire happens once across replicas.
 //! - [`scheduler`] is the task `chaosbot serve` runs: heads-ups, fires, and the notes saying
 //!   why a fire did not run.
-//! - [`commands`] holds the `/chaos schedule`, `schedules`, `unschedule` and `resume`
-//!   handlers and the Skip button.
+//! - Making and removing schedules are use cases of [`crate::app`]; the `/chaos` handlers and
+//!   the Skip button are in the Slack edge, the heads-up and notes in `crate::slack::schedules`.
 
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{DynStore, StoreResult, schedules::Halt};
 
-pub mod commands;
-pub mod scheduler;
 pub mod when;
 
 pub use crate::config::{AllowedWindow, ScheduleConfig};

@@ -16,10 +16,13 @@ pub mod api;
 pub mod blocks;
 pub mod digest;
 pub mod edge;
+pub mod gameday;
 pub mod outbox;
 pub mod projector;
 pub mod qa;
 pub mod render;
+pub mod scheduler;
+pub mod schedules;
 pub mod server;
 pub mod socket;
 

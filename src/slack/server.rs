@@ -166,8 +166,7 @@ impl Server {
         // Schedules: stopped first on shutdown, so nothing new starts while runs wind down.
         let scheduler_stop = CancellationToken::new();
         tasks.push(tokio::spawn(
-            crate::schedule::scheduler::Scheduler::new(app.clone(), clock)
-                .run(scheduler_stop.clone()),
+            crate::slack::scheduler::Scheduler::new(app.clone(), clock).run(scheduler_stop.clone()),
         ));
         // Who the bot is, to ignore its own messages. Asked in the background: a slow or
         // unreachable Slack must not hold up start-up (bot_id still identifies its messages).
@@ -210,10 +209,10 @@ impl Server {
         let gameday_stop = CancellationToken::new();
         let gameday_task = {
             let outbox = outbox.clone();
-            let driver = crate::gameday::GamedayDriver::new(
+            let driver = crate::slack::gameday::GamedayDriver::new(
                 app.clone(),
                 app.clock.clone(),
-                crate::gameday::GamedayOptions::default(),
+                crate::slack::gameday::GamedayOptions::default(),
                 move || outbox.notify(),
             );
             tokio::spawn(driver.run(gameday_stop.clone()))

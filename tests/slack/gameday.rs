@@ -989,10 +989,10 @@ async fn with_two_drivers_on_one_store_exactly_one_drives() {
     let store = rig.store().await;
     // A second, eager driver (another replica's) on the same store.
     let stop = tokio_util::sync::CancellationToken::new();
-    let other = chaosbot::gameday::GamedayDriver::new(
+    let other = chaosbot::slack::gameday::GamedayDriver::new(
         server.app.clone(),
         chaosbot::clock::system(),
-        chaosbot::gameday::GamedayOptions {
+        chaosbot::slack::gameday::GamedayOptions {
             poll: Duration::from_millis(50),
             ..Default::default()
         },
@@ -1050,10 +1050,10 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
         qa_boards: Default::default(),
         clock: clock.clone(),
     });
-    let driver = chaosbot::gameday::GamedayDriver::new(
+    let driver = chaosbot::slack::gameday::GamedayDriver::new(
         app,
         clock.clone(),
-        chaosbot::gameday::GamedayOptions {
+        chaosbot::slack::gameday::GamedayOptions {
             poll: Duration::from_millis(50),
             ..Default::default()
         },

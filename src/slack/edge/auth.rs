@@ -1,12 +1,12 @@
-//! Who may do what, from `[slack]` in the config. Refusals say why and whom to ask.
-//!
-//! - `operators` may start anything anywhere, abort any run, and `abort all`.
-//! - `allow` rules decide who may start which experiments (names or `*` globs) where.
-//! - Whoever started a run may abort it.
-//! - With neither rules nor operators, nobody may start anything (fail closed), and the refusal
-//!   tells the operator what to add.
+//! Who may do what, in Slack's words. The rules themselves are policy and live in
+//! [`crate::app::policy`]; this module says a [`Denial`] the way Slack users read it (mentions,
+//! channel links, whom to ask) and checks the workspace.
 
+use crate::app::Denial;
+use crate::app::policy;
 use crate::config::SlackConfig;
+
+pub use crate::app::policy::{glob_match, is_operator};
 
 /// Requests from a workspace other than the configured `team_id` are refused.
 pub fn check_team(cfg: &SlackConfig, team: &str) -> Result<(), String> {
@@ -16,10 +16,6 @@ pub fn check_team(cfg: &SlackConfig, team: &str) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
-}
-
-pub fn is_operator(cfg: &SlackConfig, user: &str) -> bool {
-    cfg.operators.iter().any(|o| o == user)
 }
 
 /// Whom to ask, as Slack text: the configured contact, else the operators.
@@ -34,54 +30,72 @@ pub fn whom_to_ask(cfg: &SlackConfig) -> String {
     ops.join(" or ")
 }
 
+/// A denial as Slack text for `user` (who asked).
+pub fn denial_text(cfg: &SlackConfig, user: &str, d: &Denial) -> String {
+    let whom = whom_to_ask(cfg);
+    let not_here = |experiment: &str, why: String| {
+        format!("<@{user}> may not start `{experiment}` here: {why}. Ask {whom} for access.")
+    };
+    match d {
+        Denial::Unconfigured {
+            user,
+            channel,
+            experiment,
+        } => format!(
+            "nobody may start experiments from Slack yet: the config has no `operators` and no \
+             `allow` rules in its `[slack]` section. Ask whoever runs this chaosbot to add, for \
+             example, `operators = [\"{user}\"]` under `[slack]`, or a rule:\n```[[slack.allow]]\n\
+             experiments = [\"{experiment}\"]\nusers = [\"{user}\"]\nchannels = [\"{channel}\"]```"
+        ),
+        Denial::NoRule { experiment } => not_here(
+            experiment,
+            format!("no `allow` rule covers experiment `{experiment}`"),
+        ),
+        Denial::NotAmongUsers { experiment } => not_here(
+            experiment,
+            format!("you are not among the users allowed to start `{experiment}`"),
+        ),
+        Denial::OnlyInChannels {
+            experiment,
+            channels,
+        } => {
+            let chans: Vec<String> = channels.iter().map(|c| format!("<#{c}>")).collect();
+            not_here(
+                experiment,
+                format!("`{experiment}` may only be started in {}", chans.join(", ")),
+            )
+        }
+        Denial::NotRequester {
+            run_id,
+            requested_by,
+        } => format!(
+            "only <@{requested_by}>, who started run `{run_id}`, or an operator may abort it. Ask them, or {whom}."
+        ),
+        Denial::NotOperator => format!(
+            "only operators may abort all runs; abort your own with `abort <run-id>`, or ask {whom}."
+        ),
+        Denial::NotCreator {
+            schedule_id,
+            created_by,
+        } => format!(
+            "only <@{created_by}>, who created schedule `{schedule_id}`, or an operator may remove it. Ask them, or {whom}."
+        ),
+        Denial::NotStarter {
+            gameday_id,
+            started_by,
+        } => format!(
+            "only <@{started_by}>, who started game day `{gameday_id}`, or an operator may stop it. Ask them, or {whom}."
+        ),
+    }
+}
+
 pub fn may_start(
     cfg: &SlackConfig,
     user: &str,
     channel: &str,
     experiment: &str,
 ) -> Result<(), String> {
-    if is_operator(cfg, user) {
-        return Ok(());
-    }
-    if cfg.allow.is_empty() && cfg.operators.is_empty() {
-        return Err(format!(
-            "nobody may start experiments from Slack yet: the config has no `operators` and no \
-             `allow` rules in its `[slack]` section. Ask whoever runs this chaosbot to add, for \
-             example, `operators = [\"{user}\"]` under `[slack]`, or a rule:\n```[[slack.allow]]\n\
-             experiments = [\"{experiment}\"]\nusers = [\"{user}\"]\nchannels = [\"{channel}\"]```"
-        ));
-    }
-    let for_exp: Vec<_> = cfg
-        .allow
-        .iter()
-        .filter(|r| r.experiments.iter().any(|p| glob_match(p, experiment)))
-        .collect();
-    let for_user: Vec<_> = for_exp
-        .iter()
-        .filter(|r| r.users.is_empty() || r.users.iter().any(|u| u == user))
-        .collect();
-    if for_user
-        .iter()
-        .any(|r| r.channels.is_empty() || r.channels.iter().any(|c| c == channel))
-    {
-        return Ok(());
-    }
-    let why = if for_exp.is_empty() {
-        format!("no `allow` rule covers experiment `{experiment}`")
-    } else if for_user.is_empty() {
-        format!("you are not among the users allowed to start `{experiment}`")
-    } else {
-        let mut chans: Vec<String> = for_user
-            .iter()
-            .flat_map(|r| r.channels.iter().map(|c| format!("<#{c}>")))
-            .collect();
-        chans.dedup();
-        format!("`{experiment}` may only be started in {}", chans.join(", "))
-    };
-    Err(format!(
-        "<@{user}> may not start `{experiment}` here: {why}. Ask {} for access.",
-        whom_to_ask(cfg)
-    ))
+    policy::may_start(cfg, user, channel, experiment).map_err(|d| denial_text(cfg, user, &d))
 }
 
 /// The requester of a run, or an operator, may abort it.
@@ -94,40 +108,18 @@ pub fn may_abort(
     if is_operator(cfg, user) || user == requested_by {
         return Ok(());
     }
-    Err(format!(
-        "only <@{requested_by}>, who started run `{run_id}`, or an operator may abort it. Ask them, or {}.",
-        whom_to_ask(cfg)
-    ))
+    let d = Denial::NotRequester {
+        run_id: run_id.to_string(),
+        requested_by: requested_by.to_string(),
+    };
+    Err(denial_text(cfg, user, &d))
 }
 
 pub fn may_abort_all(cfg: &SlackConfig, user: &str) -> Result<(), String> {
     if is_operator(cfg, user) {
         return Ok(());
     }
-    Err(format!(
-        "only operators may abort all runs; abort your own with `abort <run-id>`, or ask {}.",
-        whom_to_ask(cfg)
-    ))
-}
-
-/// `*` matches any run of characters; everything else literally.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
+    Err(denial_text(cfg, user, &Denial::NotOperator))
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use tracing::{Instrument, info, warn};
 
 use super::commands::{self, AbortTarget, Command};
 use super::{SlackApp, SlashCommand, auth, interactions};
-use crate::engine::{EngineError, SubmitRequest};
+use crate::app::{AbortAllOutcome, AbortedOne, Caller, HaltPut};
 use crate::report;
 use crate::slack::SlackOrigin;
 use crate::slack::blocks::Reply;
-use crate::spec::{SpecErrors, catalog::Catalog, load_catalog};
-use crate::store::{AbortScope, RunFilter, RunRecord};
+use crate::spec::{SpecErrors, catalog::Catalog};
+use crate::store::{RunFilter, RunRecord};
 
 /// Which input of a start request was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl SlackApp {
                     })
                     .map_err(|m| (Reply::error(m), "learn"))
             }
-            // Schedules and the halt: handlers in `crate::schedule::commands`.
+            // Schedules and the halt: handlers in `super::schedules`.
             Command::Schedule {
                 experiment,
                 when,
@@ -163,7 +163,7 @@ impl SlackApp {
     }
 
     pub(crate) fn catalog(&self) -> Catalog {
-        load_catalog(&self.cfg.catalog, &self.cfg)
+        self.app().catalog()
     }
 
     fn list(&self) -> Reply {
@@ -222,13 +222,11 @@ impl SlackApp {
         name: &str,
         params: &[(String, String)],
     ) -> Result<Reply, Reply> {
-        let exp = self
-            .authorize_and_resolve(&cmd.user_id, &cmd.channel_id, name, params)
-            .map_err(|(_, m)| Reply::error(m))?;
-        let id = self
-            .submit(&exp, &cmd.team_id, &cmd.channel_id, &cmd.user_id)
+        let (id, exp) = self
+            .app()
+            .start(&origin(cmd), name, params)
             .await
-            .map_err(Reply::error)?;
+            .map_err(|r| Reply::error(self.asker(&cmd.user_id, command_name(cmd)).text(&r)))?;
         let shown: Vec<String> = exp.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Ok(Reply::simple(format!(
             ":test_tube: Run `{id}` of `{}` is queued{}. It will appear in this channel with its live status and an Abort button. Stop it with `{} abort {id}`.",
@@ -240,83 +238,6 @@ impl SlackApp {
             },
             command_name(cmd)
         )))
-    }
-
-    /// Finds, authorizes and resolves an experiment; the error says which input was wrong
-    /// (the form shows it next to that field) and the text to show.
-    pub(crate) fn authorize_and_resolve(
-        &self,
-        user: &str,
-        channel: &str,
-        name: &str,
-        params: &[(String, String)],
-    ) -> Result<crate::spec::model::Experiment, (Field, String)> {
-        let catalog = self.catalog();
-        catalog
-            .find(name)
-            .map_err(|m| (Field::Experiment, format!("{m} (`list` shows the catalog)")))?;
-        auth::may_start(&self.cfg.slack, user, channel, name)
-            .map_err(|m| (Field::Experiment, m))?;
-        catalog
-            .resolve(name, &self.cfg, params)
-            .map_err(|e| (Field::Params, spec_errors_text(&e)))
-    }
-
-    pub(crate) async fn submit(
-        &self,
-        exp: &crate::spec::model::Experiment,
-        team: &str,
-        channel: &str,
-        user: &str,
-    ) -> Result<String, String> {
-        // A halt (`abort all`) stops every start, from a command, the form or a schedule.
-        match self.store.current_halt().await {
-            Ok(None) => {}
-            Ok(Some(h)) => {
-                return Err(format!(
-                    "nothing was started: {}.",
-                    crate::schedule::halt_text(&h, self.cfg.schedules.when_rules().default_tz)
-                ));
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot read the halt");
-                return Err(format!(
-                    "cannot check whether a halt is in force ({e}); nothing was started. Try again."
-                ));
-            }
-        }
-        let origin = SlackOrigin {
-            team: team.to_string(),
-            channel: channel.to_string(),
-            user: user.to_string(),
-        };
-        match self
-            .engine
-            .submit(
-                exp,
-                SubmitRequest {
-                    requested_by: user.to_string(),
-                    source: crate::run::RunSource::Slack(origin),
-                    seed: None,
-                },
-            )
-            .await
-        {
-            Ok(id) => {
-                info!(run_id = %id, experiment = %exp.name, "run submitted from Slack");
-                Ok(id)
-            }
-            Err(e @ (EngineError::TooLong { .. } | EngineError::ShuttingDown)) => {
-                Err(e.to_string())
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot submit a run");
-                Err(format!(
-                    "the run could not be queued ({e}); nothing was started. Try again, or tell {}.",
-                    auth::whom_to_ask(&self.cfg.slack)
-                ))
-            }
-        }
     }
 
     fn open_start_form(&self, cmd: &SlashCommand) -> Result<Reply, Reply> {
@@ -401,43 +322,26 @@ impl SlackApp {
         &self,
         team: &str,
         user: &str,
+        channel: &str,
         id: &str,
         reason: Option<&str>,
     ) -> Result<String, String> {
-        let run = self.visible_run(id, team, user).await?;
-        auth::may_abort(&self.cfg.slack, user, &run.id, &run.requested_by)?;
-        if run.state == crate::run::RunState::Done {
-            return Err(format!(
-                "run `{id}` has already finished ({}); there is nothing to abort. `summary {id}` shows how it went.",
-                run.verdict
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "done".into())
-            ));
-        }
+        let caller = Caller::Slack(SlackOrigin {
+            team: team.to_string(),
+            channel: channel.to_string(),
+            user: user.to_string(),
+        });
         let reason = reason
             .map(str::to_string)
             .unwrap_or_else(|| format!("aborted from Slack by {user}"));
-        match self
-            .engine
-            .abort(AbortScope::Run(run.id.clone()), user, &reason)
-            .await
-        {
-            Ok(o) if !o.cancelled_queued.is_empty() => Ok(format!(
+        match self.app().abort(&caller, id, &reason).await {
+            Ok(AbortedOne::CancelledQueued) => Ok(format!(
                 ":octagonal_sign: Run `{id}` was still queued and is cancelled; nothing was injected."
             )),
-            Ok(o) if !o.signalled_running.is_empty() => Ok(format!(
+            Ok(AbortedOne::Reverting) => Ok(format!(
                 ":octagonal_sign: Abort requested for run `{id}`: its faults are being reverted; its thread shows when everything is back."
             )),
-            Ok(_) => Err(format!(
-                "run `{id}` finished before the abort arrived; `summary {id}` shows how it went."
-            )),
-            Err(e) => {
-                warn!(error = %e, run_id = id, "abort failed");
-                Err(format!(
-                    "the abort of run `{id}` could not be recorded ({e}); try again, or tell {}",
-                    auth::whom_to_ask(&self.cfg.slack)
-                ))
-            }
+            Err(r) => Err(self.asker(user, "/chaos").text(&r)),
         }
     }
 
@@ -449,23 +353,26 @@ impl SlackApp {
     ) -> Result<Reply, Reply> {
         match target {
             AbortTarget::Run(id) => self
-                .abort_run(&cmd.team_id, &cmd.user_id, &id, reason.as_deref())
+                .abort_run(
+                    &cmd.team_id,
+                    &cmd.user_id,
+                    &cmd.channel_id,
+                    &id,
+                    reason.as_deref(),
+                )
                 .await
                 .map(Reply::simple)
                 .map_err(Reply::error),
             AbortTarget::All => {
-                auth::may_abort_all(&self.cfg.slack, &cmd.user_id).map_err(Reply::error)?;
                 let reason =
                     reason.unwrap_or_else(|| format!("abort all from Slack by {}", cmd.user_id));
-                // The halt goes in first, so nothing new starts while the runs are aborted.
-                let halt_note = self.put_halt(&cmd.user_id, &reason).await;
-                let o = self
-                    .engine
-                    .abort(AbortScope::All, &cmd.user_id, &reason)
+                let asker = self.asker(&cmd.user_id, command_name(cmd));
+                let AbortAllOutcome { halt, aborted: o } = self
+                    .app()
+                    .abort_all(&Caller::Slack(origin(cmd)), &reason)
                     .await
-                    .map_err(|e| {
-                        Reply::error(format!("the abort could not be recorded ({e}); try again"))
-                    })?;
+                    .map_err(|r| Reply::error(asker.text(&r)))?;
+                let halt_note = self.halt_note(&halt);
                 let n = o.cancelled_queued.len() + o.signalled_running.len();
                 Ok(Reply::simple(format!(
                     "{}\n{halt_note}",
@@ -486,6 +393,21 @@ impl SlackApp {
                     }
                 )))
             }
+        }
+    }
+
+    /// The sentence `abort all` adds about the halt.
+    fn halt_note(&self, halt: &HaltPut) -> String {
+        match halt {
+            HaltPut::New(_) => ":no_entry: A halt is now in force: no run starts (from `start`, the form or a schedule) until an operator types `/chaos resume`.".to_string(),
+            HaltPut::Already(h) => format!(
+                ":no_entry: A halt was already in force (since {}, by <@{}>); it stays until an operator types `/chaos resume`.",
+                crate::schedule::when::local_time(self.cfg.schedules.when_rules().default_tz, h.since_ms),
+                h.halted_by
+            ),
+            HaltPut::Failed(e) => format!(
+                ":warning: The halt could not be recorded ({e}): new runs may still start. Type `abort all` again."
+            ),
         }
     }
 
@@ -545,21 +467,19 @@ impl SlackApp {
     }
 }
 
-/// Whether `user` of `team` may see `run`: runs of their workspace; runs started elsewhere
-/// (the CLI) for operators only.
-pub(crate) fn visible_to(
-    cfg: &crate::config::SlackConfig,
-    run: &RunRecord,
-    team: &str,
-    user: &str,
-) -> bool {
-    match run.source.slack().cloned() {
-        Some(o) => o.team == team,
-        None => auth::is_operator(cfg, user),
+/// Whether `user` of `team` may see `run` (the application layer's rule).
+pub(crate) use crate::app::policy::visible_to;
+
+/// The workspace, channel and person of a slash command.
+pub(crate) fn origin(cmd: &SlashCommand) -> SlackOrigin {
+    SlackOrigin {
+        team: cmd.team_id.clone(),
+        channel: cmd.channel_id.clone(),
+        user: cmd.user_id.clone(),
     }
 }
 
-fn command_name(cmd: &SlashCommand) -> &str {
+pub(crate) fn command_name(cmd: &SlashCommand) -> &str {
     if cmd.command.trim().is_empty() {
         "/chaos"
     } else {

@@ -8,6 +8,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::handlers::Field;
 use super::{SlackApp, auth, commands};
+use crate::app::Refusal;
 use crate::slack::blocks::{Reply, truncate};
 use crate::spec::catalog::Catalog;
 
@@ -138,8 +139,8 @@ impl SlackApp {
                     .await;
                 continue;
             }
-            // The Skip button of a schedule's heads-up (`crate::schedule::commands`).
-            if action_id == crate::schedule::commands::SKIP_ACTION_ID {
+            // The Skip button of a schedule's heads-up (`super::schedules`).
+            if action_id == crate::slack::schedules::SKIP_ACTION_ID {
                 let value = str_at(action, &["value"]).unwrap_or("").to_string();
                 self.skip_button(&team, &user, &channel, &value).await;
                 continue;
@@ -154,7 +155,7 @@ impl SlackApp {
                 Ok(()) if run_id.is_empty() => {
                     Err("the Abort button carries no run id; use `/chaos abort <run-id>`".into())
                 }
-                Ok(()) => self.abort_run(&team, &user, &run_id, None).await,
+                Ok(()) => self.abort_run(&team, &user, &channel, &run_id, None).await,
             };
             let (reply, outcome) = match result {
                 Ok(m) => (Reply::simple(m), "ok".to_string()),
@@ -325,10 +326,29 @@ impl SlackApp {
         }
         let params = commands::parse_params(params_text.split_whitespace())
             .map_err(|e| (Field::Params, e.to_string()))?;
-        let exp = self.authorize_and_resolve(user, channel, experiment, &params)?;
-        self.submit(&exp, team, channel, user).await.map_err(|m| {
-            warn!(error = %m, "submission from the start form failed");
-            (Field::Experiment, m)
-        })
+        let origin = crate::slack::SlackOrigin {
+            team: team.to_string(),
+            channel: channel.to_string(),
+            user: user.to_string(),
+        };
+        match self.app().start(&origin, experiment, &params).await {
+            Ok((id, _)) => Ok(id),
+            Err(r) => {
+                let field = match r {
+                    Refusal::BadParameters(_) => Field::Params,
+                    _ => Field::Experiment,
+                };
+                let m = self.asker(user, "/chaos").text(&r);
+                if !matches!(
+                    r,
+                    Refusal::UnknownExperiment(_)
+                        | Refusal::NotAllowed(_)
+                        | Refusal::BadParameters(_)
+                ) {
+                    warn!(error = %m, "submission from the start form failed");
+                }
+                Err((field, m))
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The Slack edge: verification, routes, the `/chaos` command, events, interactions,
-//! authorization and the audit log. It only parses, authorizes and submits; it never waits for
+//! authorization and the audit log. It only parses and calls the application layer
+//! ([`crate::app`]), which authorizes and submits; it never waits for
 //! a run and never posts a run's live message (the views render those from the journal).
 //!
 //! Handling is transport-agnostic: the HTTP routes ([`http::router`]) and Socket Mode both call
@@ -9,11 +10,14 @@
 pub mod auth;
 pub mod commands;
 mod events;
+mod gamedays;
 mod handlers;
 pub mod http;
 mod interactions;
 mod qa;
+mod refusals;
 mod reports;
+mod schedules;
 pub mod verify;
 
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tracing::warn;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::run::now_ms;
@@ -29,8 +34,10 @@ use crate::slack::blocks;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{AuditEntry, DynStore};
 
-pub use crate::schedule::commands::SKIP_ACTION_ID;
+pub use crate::slack::schedules::SKIP_ACTION_ID;
 pub use interactions::{ABORT_ACTION_ID, START_MODAL_CALLBACK_ID};
+pub use refusals::Asker;
+pub(crate) use refusals::resume_text;
 
 /// Everything the edge needs. Cheap to share (`Arc<SlackApp>`).
 pub struct SlackApp {
@@ -44,6 +51,13 @@ pub struct SlackApp {
     pub qa_boards: crate::slack::qa::BoardUpdates,
     /// Where "now" comes from for planned times (schedules); a manual clock in tests.
     pub clock: crate::clock::DynClock,
+}
+
+/// The scheduler and the game-day driver of `serve` share the edge's engine, store and clock.
+impl From<Arc<SlackApp>> for App {
+    fn from(s: Arc<SlackApp>) -> App {
+        s.app()
+    }
 }
 
 /// A slash command as Slack sends it: a form body over HTTP, the same fields as JSON over
@@ -88,6 +102,25 @@ impl SlashCommand {
 }
 
 impl SlackApp {
+    /// The application layer over the same engine, store, config and clock.
+    pub fn app(&self) -> App {
+        App::new(
+            self.engine.clone(),
+            self.store.clone(),
+            self.cfg.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// How refusals are worded for `user`, who typed `command`.
+    pub(crate) fn asker<'a>(&'a self, user: &'a str, command: &'a str) -> Asker<'a> {
+        Asker {
+            cfg: &self.cfg,
+            user,
+            command,
+        }
+    }
+
     /// Writes an audit row; a failure is logged, never shown to the user (the action itself
     /// already happened or was refused).
     pub(crate) async fn audit(

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::instance::InstanceId;
+use crate::run::instance::InstanceId;
 use crate::run::now_ms;
 use crate::slack::api::SlackApi;
 use crate::store::OutboxDelivery;

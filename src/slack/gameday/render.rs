@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::plan::Plan;
+use crate::gameday::plan::Plan;
 use crate::report::RunSummary;
 use crate::slack::blocks::Reply;
 use crate::store::gamedays::{GamedayRecord, GamedayState};

@@ -5,24 +5,25 @@
 //!    a conditional UPDATE, so with several replicas exactly one acts on a fire;
 //! 2. for a fire it won: a fire more than `grace` late (the process was down) is marked missed
 //!    and noted once; a skipped fire stays skipped; otherwise it checks the allowed hours, the
-//!    halt, the creator's permission and the targets held by active runs, and starts the run
-//!    through the same path as `/chaos start` — or posts a note saying why not;
+//!    creator's permission and the targets held by active runs, and starts the run through the
+//!    application layer as `/chaos start` does (the store refuses it while a halt is in
+//!    force) — or posts a note saying why not;
 //! 3. posts the heads-up (with a Skip button) of the next fire once it is within `heads_up`;
 //!    the heads-up row is inserted with ON CONFLICT DO NOTHING, so it is posted once too.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::commands::{heads_up_blocks, heads_up_key, note, schedule_thread_key};
-use super::when::{When, human};
-use super::{AllowedWindow, halt_text};
+use crate::app::{App, Refusal};
 use crate::clock::DynClock;
-use crate::run::RunState;
-use crate::slack::edge::SlackApp;
+use crate::run::{RunSource, RunState, SlackOrigin};
+use crate::schedule::when::{When, human};
+use crate::schedule::{AllowedWindow, halt_text};
+use crate::slack::edge::Asker;
+use crate::slack::schedules::{heads_up_blocks, heads_up_key, note, schedule_thread_key};
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::schedules::{Fire, Schedule};
@@ -36,18 +37,20 @@ const ACTIVE_SCAN: u32 = 500;
 const MISSED_SHOWN: usize = 5;
 
 pub struct Scheduler {
-    app: Arc<SlackApp>,
+    app: App,
     clock: DynClock,
     owner: String,
     tick: Duration,
 }
 
 impl Scheduler {
-    pub fn new(app: Arc<SlackApp>, clock: DynClock) -> Scheduler {
+    /// `app`: the application layer runs are started through (an `Arc<SlackApp>` converts).
+    pub fn new(app: impl Into<App>, clock: DynClock) -> Scheduler {
         static N: AtomicU64 = AtomicU64::new(0);
+        let app: App = app.into();
         let owner = format!(
             "{}#sched{}",
-            crate::engine::instance::InstanceId::current(),
+            app.engine.instance(),
             N.fetch_add(1, Ordering::SeqCst)
         );
         Scheduler {
@@ -244,28 +247,33 @@ impl Scheduler {
             ))
             .await;
         }
-        if let Some(h) = store.current_halt().await? {
-            return skip(halt_text(&h, when.tz)).await;
-        }
         let params: Vec<(String, String)> = s.params.clone().into_iter().collect();
         // The same checks as `/chaos start`, in the creator's name (their access may have
         // changed since the schedule was made).
-        let exp =
-            match self
-                .app
-                .authorize_and_resolve(&s.created_by, &s.channel, &s.experiment, &params)
-            {
-                Ok(exp) => exp,
-                Err((_, m)) => return skip(format!("it cannot start: {m}")).await,
-            };
+        let asker = Asker {
+            cfg: &self.app.cfg,
+            user: &s.created_by,
+            command: "/chaos",
+        };
+        let exp = match self
+            .app
+            .prepare(&s.created_by, &s.channel, &s.experiment, &params)
+        {
+            Ok(exp) => exp,
+            Err(r) => return skip(format!("it cannot start: {}", asker.text(&r))).await,
+        };
         if let Some(held) = self.targets_in_use(&exp).await? {
             return skip(held).await;
         }
-        match self
-            .app
-            .submit(&exp, &s.team, &s.channel, &s.created_by)
-            .await
-        {
+        let source = RunSource::Schedule {
+            schedule_id: s.id,
+            origin: SlackOrigin {
+                team: s.team.clone(),
+                channel: s.channel.clone(),
+                user: s.created_by.clone(),
+            },
+        };
+        match self.app.launch(&exp, &s.created_by, source, None).await {
             Ok(run_id) => {
                 store.finish_fire(s.id, f, Some(&run_id), None).await?;
                 info!(schedule_id = s.id, fire_ms = f, run_id = %run_id, "scheduled run started");
@@ -278,7 +286,9 @@ impl Scheduler {
                 }
                 Ok(())
             }
-            Err(m) => skip(format!("it could not start: {m}")).await,
+            // The halt `abort all` put in force, checked by the store as it creates the run.
+            Err(Refusal::Halted(h)) => skip(halt_text(&h, when.tz)).await,
+            Err(r) => skip(format!("it could not start: {}", asker.text(&r))).await,
         }
     }
 

@@ -1,6 +1,7 @@
-//! Drives open game days: submits each agenda item through the ordinary Slack start path,
-//! waits for its run to finish (polling the store, so a run executed by another replica
-//! counts too), waits out the Q&A window, and so on to the closing summary.
+//! Drives open game days: starts each agenda item through the application layer (as a start
+//! from Slack is; the store refuses it while a halt is in force), waits for its run to finish
+//! (polling the store, so a run executed by another replica counts too), waits out the Q&A
+//! window, and so on to the closing summary.
 //!
 //! Every step is written to the game-day row before the next one is taken, and every message
 //! has a key whose presence in the outbox is checked before it is queued, so a restart resumes
@@ -17,13 +18,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use super::plan::Plan;
 use super::render::{self, ItemOutcome};
+use crate::app::App;
 use crate::clock::DynClock;
+use crate::gameday::plan::Plan;
 use crate::run::Event;
+use crate::run::{RunSource, SlackOrigin};
 use crate::run::{RunState, Verdict};
 use crate::slack::blocks::{self, Reply};
-use crate::slack::edge::SlackApp;
+use crate::slack::edge::Asker;
 use crate::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState};
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{StoreError, StoreResult};
@@ -57,7 +60,7 @@ const CHAOSBOT: &str = "chaosbot";
 const MAX_STEPS_IN_A_ROW: u32 = 20;
 
 pub struct GamedayDriver {
-    app: Arc<SlackApp>,
+    app: App,
     clock: DynClock,
     opts: GamedayOptions,
     /// This driver's lease owner: unique per driver, so two in one process are two replicas.
@@ -78,13 +81,15 @@ enum Step {
 }
 
 impl GamedayDriver {
+    /// `app`: the application layer items are started through (an `Arc<SlackApp>` converts).
     /// `on_enqueue` is called after messages are queued (to wake the outbox).
     pub fn new(
-        app: Arc<SlackApp>,
+        app: impl Into<App>,
         clock: DynClock,
         opts: GamedayOptions,
         on_enqueue: impl Fn() + Send + Sync + 'static,
     ) -> Arc<GamedayDriver> {
+        let app: App = app.into();
         let owner = format!(
             "{}/gameday-{:08x}",
             app.engine.instance(),
@@ -233,7 +238,7 @@ impl GamedayDriver {
         self.post_once(
             &g,
             &render::opening(&g, &plan),
-            super::opening_key(id),
+            crate::gameday::opening_key(id),
             None,
         )
         .await?;
@@ -254,16 +259,30 @@ impl GamedayDriver {
             if self.app.engine.is_shutting_down() {
                 return Ok(Step::Wait(self.opts.poll));
             }
+            let source = RunSource::Gameday {
+                gameday_id: g.id.clone(),
+                origin: SlackOrigin {
+                    team: g.team.clone(),
+                    channel: g.channel.clone(),
+                    user: g.started_by.clone(),
+                },
+            };
             let run_id = match self
                 .app
-                .submit(&item.resolved, &g.team, &g.channel, &g.started_by)
+                .launch(&item.resolved, &g.started_by, source, None)
                 .await
             {
                 Ok(run_id) => run_id,
                 Err(_) if self.app.engine.is_shutting_down() => {
                     return Ok(Step::Wait(self.opts.poll));
                 }
-                Err(m) => {
+                Err(r) => {
+                    let m = Asker {
+                        cfg: &self.app.cfg,
+                        user: &g.started_by,
+                        command: "/chaos",
+                    }
+                    .text(&r);
                     let reason = format!(
                         "agenda item {} (`{}`) could not start: {m}",
                         i + 1,
@@ -351,8 +370,8 @@ impl GamedayDriver {
         self.post_once(
             &g,
             &render::note(&plan, i, &run_id),
-            super::note_key(id, i),
-            Some(super::opening_key(id)),
+            crate::gameday::note_key(id, i),
+            Some(crate::gameday::opening_key(id)),
         )
         .await?;
         let last = i + 1 >= plan.agenda.len();
@@ -403,7 +422,7 @@ impl GamedayDriver {
             });
         }
         let reply = render::closing(g, plan, &items, now);
-        self.post_once(g, &reply, super::closing_key(&g.id), None)
+        self.post_once(g, &reply, crate::gameday::closing_key(&g.id), None)
             .await?;
         store.close_gameday(&g.id, &self.owner, now).await?;
         info!(gameday = %g.id, state = %g.state, "game day closed");
@@ -424,7 +443,7 @@ impl GamedayDriver {
             return Ok(());
         }
         let msg = OutboundMessage {
-            thread_key: super::thread_key(&g.id),
+            thread_key: crate::gameday::thread_key(&g.id),
             channel: g.channel.clone(),
             action: OutboundAction::Post {
                 key: Some(key),
