@@ -1,26 +1,25 @@
 //! chaosbot: chaos engineering experiments run from Slack or the terminal.
 //!
-//! Data flows one way: **edge → app → engine → journal → views**.
+//! Data flows one way: **edge → app → engine → faults → journal → views**, and imports point
+//! the same way (checked by `tests/cli/layering.rs`):
 //!
-//! - [`config`] loads the operator's settings: the declared targets and the guard rails.
-//! - [`spec`] turns experiment YAML into a validated [`spec::model::Experiment`].
+//! - Edges: the CLI (`src/main.rs`, [`cli`]) and [`slack`] (signed requests, commands, the
+//!   Q&A, the scheduler and game-day driver, the persisted [`slack::outbox`], the thread
+//!   [`slack::projector`]) only parse, authorize and render; they call [`app`].
+//! - [`app`]: the use cases (start, abort, abort all and its halt, resume, schedule, game day)
+//!   with the authorization rules and one typed refusal; the only caller of the engine's submit.
 //! - [`engine`] executes runs: a worker pool claims queued runs from the [`store`], walks the
-//!   lifecycle state machine, injects [`faults`] (network toxics through a fault-injecting
-//!   TCP proxy; process signals; cpu, memory, disk and io stress; HTTP load), samples
-//!   [`probes`], and always reverts.
-//! - [`load`] generates open-loop HTTP load for the `load` fault step.
-//! - [`run`] holds the types every layer shares: a run's lifecycle state, its source and its
-//!   journal, the append-only event list that is the single source of truth.
-//! - [`gameday`] runs an agenda of experiments in one channel, one after another, with a Q&A
-//!   window after each (a conference track), from plan files in the catalog.
-//! - [`report`] renders journals for people (terminal view, final report).
-//! - The CLI (`src/main.rs`, [`cli`]) and the Slack edge ([`slack::edge`]) only parse and call
-//!   [`app`], the use cases (start, abort, abort all and its halt, resume, schedule, game day)
-//!   with the authorization rules and one typed refusal; [`slack::projector`] renders journals
-//!   into the channel through the persisted [`slack::outbox`], and [`slack::server`] puts the long-running process together.
-//! - [`schedule`] starts experiments at planned times (heads-up, Skip, allowed hours, the halt
-//!   `abort all` puts in force), through [`app`] as `/chaos start` does.
-//! - [`clock`] and [`suggest`] (the "did you mean" hints) are small helpers any layer may use.
+//!   lifecycle, injects [`faults`] (toxics through the fault-injecting TCP proxy; process
+//!   signals; cpu, memory, disk and io stress; HTTP load from [`load`]), samples [`probes`],
+//!   and always reverts.
+//! - Views: [`report`] (summaries, periods, the learning record), rendered for Slack in
+//!   [`slack`] and for the terminal in [`cli`].
+//! - The domain below: [`schedule`] (when planned runs fire), [`gameday`] (plans), [`spec`]
+//!   (experiment YAML into a validated [`spec::model::Experiment`]), [`store`] (narrow traits,
+//!   one SQL body each over SQLite and Postgres), [`config`] (the operator's settings).
+//! - [`run`] at the bottom: run state and verdicts, the journal's events (the single source of
+//!   truth), the typed run source, the process identity.
+//! - [`clock`], [`suggest`] ("did you mean") and [`tls`] are small helpers any layer may use.
 
 pub mod app;
 pub mod cli;

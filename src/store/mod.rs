@@ -4,7 +4,7 @@
 //! [`FaultStore`], the outbox, ...), two backends: [`sqlite::SqliteStore`] (the default, one
 //! file) and [`postgres::PostgresStore`] (several replicas). Each part has one implementation,
 //! a macro expanded for both backends with their dialect points as parameters (see `runs.rs`);
-//! the same behaviour tests run on both (`tests/store_behaviour.rs`).
+//! the same behaviour tests run on both (`tests/store/behaviour.rs`).
 //!
 //! Nothing about a run lives only in memory: who owns it (a lease), whether someone asked to
 //! abort it, and which faults are injected are all rows, so a restarted or different process
