@@ -328,3 +328,43 @@ mod tests {
         assert_eq!(list_limit(7), 7);
     }
 }
+
+/// A queued run (`runs` in the outer query) none of whose targets an active run holds.
+macro_rules! not_held_predicate {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM run_targets mine \
+         JOIN run_targets theirs ON theirs.target = mine.target AND theirs.run_id <> mine.run_id \
+         JOIN runs holder ON holder.id = theirs.run_id \
+         WHERE mine.run_id = runs.id AND holder.state NOT IN ('queued', 'done'))"
+    };
+}
+pub(crate) use not_held_predicate;
+
+pub(crate) const INSERT_RUN_TARGET: &str =
+    "INSERT INTO run_targets (run_id, target) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// The active runs holding `$1` (a target).
+pub(crate) const TARGET_HOLDERS: &str = "SELECT t.target, r.id, r.requested_by, r.source \
+     FROM run_targets t JOIN runs r ON r.id = t.run_id \
+     WHERE t.target = $1 AND r.state NOT IN ('queued', 'done') ORDER BY r.created_ms, r.num";
+
+/// The targets of run `$1`.
+pub(crate) const RUN_TARGETS: &str =
+    "SELECT target FROM run_targets WHERE run_id = $1 ORDER BY target";
+
+/// How many queued runs older than `$1` share one of its targets.
+pub(crate) const QUEUED_AHEAD: &str = "SELECT COUNT(DISTINCT q.id) FROM runs me \
+     JOIN run_targets mt ON mt.run_id = me.id \
+     JOIN run_targets qt ON qt.target = mt.target AND qt.run_id <> me.id \
+     JOIN runs q ON q.id = qt.run_id \
+     WHERE me.id = $1 AND q.state = 'queued' \
+     AND (q.created_ms < me.created_ms OR (q.created_ms = me.created_ms AND q.num < me.num))";
+
+/// Closes run `$1` as failed only if it is still queued (a claimer may just have taken it).
+pub(crate) const FAIL_QUEUED: &str = "UPDATE runs SET state = 'done', verdict = 'failed', \
+     rollback = 'nothing-to-revert', reason = $2, finished_ms = $3 \
+     WHERE id = $1 AND state = 'queued'";
+
+/// Queued runs created before `$1`, oldest first.
+pub(crate) const QUEUED_BEFORE: &str =
+    "SELECT id FROM runs WHERE state = 'queued' AND created_ms < $1 ORDER BY created_ms, num";

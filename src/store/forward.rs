@@ -52,6 +52,10 @@ macro_rules! forward_store {
             ) -> $crate::run::Entry;
             fn orphaned_runs(now_ms: i64, dead_owners: &[String]) -> Vec<$crate::store::RunRecord>;
             fn active_owners() -> Vec<String>;
+            fn target_holders(targets: &[String]) -> Vec<$crate::store::TargetHold>;
+            fn queue_place(id: &str) -> $crate::store::QueuePlace;
+            fn fail_queued(id: &str, reason: &str) -> bool;
+            fn queued_before(created_before_ms: i64) -> Vec<String>;
         });
     };
     (@part JournalStore, $ty:ty, $field:ident) => {

@@ -267,6 +267,38 @@ pub trait RunStore: Send + Sync {
 
     /// Owners of all active runs (to check which are still alive).
     async fn active_owners(&self) -> StoreResult<Vec<String>>;
+
+    /// The active runs holding any of `targets` (a target is held by one active run at a
+    /// time; queued runs on it wait), by target.
+    async fn target_holders(&self, targets: &[String]) -> StoreResult<Vec<TargetHold>>;
+
+    /// Where a queued run stands: the active runs holding its targets, and how many queued
+    /// runs sharing a target with it are ahead of it.
+    async fn queue_place(&self, id: &str) -> StoreResult<QueuePlace>;
+
+    /// Closes a run that is still queued as `failed` with `reason` (it never started);
+    /// `false` when it was no longer queued (a worker took it, or it was aborted).
+    async fn fail_queued(&self, id: &str, reason: &str) -> StoreResult<bool>;
+
+    /// Ids of the runs queued since before `created_before_ms`, oldest first.
+    async fn queued_before(&self, created_before_ms: i64) -> StoreResult<Vec<String>>;
+}
+
+/// An active run holding a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHold {
+    pub target: String,
+    pub run_id: String,
+    pub requested_by: String,
+    pub source: RunSource,
+}
+
+/// Where a queued run stands in the queue of its targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePlace {
+    pub holders: Vec<TargetHold>,
+    /// Queued runs ahead of it on its targets (0: it is next).
+    pub ahead: u64,
 }
 
 /// Each run's journal: what happened, in order.

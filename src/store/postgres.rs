@@ -76,11 +76,18 @@ impl PostgresStore {
          params, seed, requested_by, source, state, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9)";
 
-    pub(super) const OLDEST_QUEUED: &str = "SELECT id FROM runs WHERE state = 'queued' \
-         ORDER BY created_ms, num LIMIT 1 FOR UPDATE SKIP LOCKED";
+    /// The oldest queued run whose targets no active run holds.
+    pub(super) const OLDEST_QUEUED: &str = concat!(
+        "SELECT id FROM runs WHERE state = 'queued' AND ",
+        common::not_held_predicate!(),
+        " ORDER BY created_ms, num LIMIT 1 FOR UPDATE SKIP LOCKED"
+    );
 
-    pub(super) const QUEUED_BY_ID: &str =
-        "SELECT id FROM runs WHERE state = 'queued' AND id = $1 FOR UPDATE SKIP LOCKED";
+    pub(super) const QUEUED_BY_ID: &str = concat!(
+        "SELECT id FROM runs WHERE state = 'queued' AND id = $1 AND ",
+        common::not_held_predicate!(),
+        " FOR UPDATE SKIP LOCKED"
+    );
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1 FOR UPDATE";
 

@@ -22,11 +22,11 @@ use sqlx::types::Json;
 use super::common::{self, AbortRow, FaultRow, JournalRow, RunRow};
 use super::schedules;
 use super::{
-    AbortOutcome, AbortRequest, AbortScope, FaultRecord, NewFault, NewRun, RunFilter, RunRecord,
-    StoreError, StoreResult,
+    AbortOutcome, AbortRequest, AbortScope, FaultRecord, NewFault, NewRun, QueuePlace, RunFilter,
+    RunRecord, StoreError, StoreResult, TargetHold,
 };
 use super::{AbortStore, FaultStore, JournalStore, RunStore, Store};
-use crate::run::{Entry, Event, now_ms};
+use crate::run::{Entry, Event, RunSource, now_ms};
 use crate::run::{RollbackOutcome, RunState, Verdict};
 
 /// Implements the core store for `$store`, whose pool holds `$db` connections.
@@ -181,6 +181,15 @@ macro_rules! impl_run_store {
                     .bind(created_ms)
                     .execute(&mut *tx)
                     .await?;
+                if let Event::Submitted { targets, .. } = &submitted {
+                    for t in targets {
+                        sqlx::query(common::INSERT_RUN_TARGET)
+                            .bind(&run.id)
+                            .bind(t)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 // The row is new and uncommitted: nobody else can append to it yet.
                 Self::append_in(&mut tx, &run.id, &submitted).await?;
                 tx.commit().await?;
@@ -320,6 +329,73 @@ macro_rules! impl_run_store {
 
             async fn active_owners(&self) -> StoreResult<Vec<String>> {
                 Ok(sqlx::query_scalar(common::ACTIVE_OWNERS)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn target_holders(&self, targets: &[String]) -> StoreResult<Vec<TargetHold>> {
+                let mut out = Vec::new();
+                for t in targets {
+                    let rows: Vec<(String, String, String, String)> =
+                        sqlx::query_as(common::TARGET_HOLDERS)
+                            .bind(t)
+                            .fetch_all(&self.pool)
+                            .await?;
+                    out.extend(rows.into_iter().map(|(target, run_id, requested_by, source)| {
+                        TargetHold {
+                            target,
+                            run_id,
+                            requested_by,
+                            source: RunSource::parse(&source),
+                        }
+                    }));
+                }
+                Ok(out)
+            }
+
+            async fn queue_place(&self, id: &str) -> StoreResult<QueuePlace> {
+                let targets: Vec<String> = sqlx::query_scalar(common::RUN_TARGETS)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let holders = self
+                    .target_holders(&targets)
+                    .await?
+                    .into_iter()
+                    .filter(|h| h.run_id != id)
+                    .collect();
+                let ahead: i64 = sqlx::query_scalar(common::QUEUED_AHEAD)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(QueuePlace {
+                    holders,
+                    ahead: u64::try_from(ahead).unwrap_or(0),
+                })
+            }
+
+            async fn fail_queued(&self, id: &str, reason: &str) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(common::FAIL_QUEUED)
+                    .bind(id)
+                    .bind(reason)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if done == 0 {
+                    return Ok(false);
+                }
+                let event =
+                    common::verdict_event(Verdict::Failed, RollbackOutcome::NothingToRevert, reason);
+                Self::append_in(&mut tx, id, &event).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn queued_before(&self, created_before_ms: i64) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(common::QUEUED_BEFORE)
+                    .bind(created_before_ms)
                     .fetch_all(&self.pool)
                     .await?)
             }

@@ -15,7 +15,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::StoreError;
 use super::StoreResult;
-use super::common::run_columns;
+use super::common::{not_held_predicate, run_columns};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -110,10 +110,17 @@ impl SqliteStore {
 
     // The reads that lock rows on Postgres are plain reads here: the write transaction they
     // run in is the lock.
-    pub(super) const OLDEST_QUEUED: &str =
-        "SELECT id FROM runs WHERE state = 'queued' ORDER BY created_ms, num LIMIT 1";
+    /// The oldest queued run whose targets no active run holds.
+    pub(super) const OLDEST_QUEUED: &str = concat!(
+        "SELECT id FROM runs WHERE state = 'queued' AND ",
+        not_held_predicate!(),
+        " ORDER BY created_ms, num LIMIT 1"
+    );
 
-    pub(super) const QUEUED_BY_ID: &str = "SELECT id FROM runs WHERE state = 'queued' AND id = $1";
+    pub(super) const QUEUED_BY_ID: &str = concat!(
+        "SELECT id FROM runs WHERE state = 'queued' AND id = $1 AND ",
+        not_held_predicate!()
+    );
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1";
 

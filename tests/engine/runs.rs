@@ -457,53 +457,78 @@ async fn queued_runs_are_aborted_without_starting_and_abort_all_halts_everything
         vec![latency_step("slow", 50, 30_000)],
         vec![],
     );
-    // Two workers, two concurrent slots: the third run waits in the queue.
+    // All three touch `api`, which one run holds at a time: the others wait in the queue.
     let a = rig.engine.submit(&long, req()).await.unwrap();
     let b = rig.engine.submit(&long, req()).await.unwrap();
     let c = rig.engine.submit(&long, req()).await.unwrap();
     let store = rig.store.clone();
-    let mut started = 0;
+    let mut started = false;
     for _ in 0..200 {
-        started = 0;
-        for id in [&a, &b] {
-            let j = store.journal(id, 0).await.unwrap();
-            if j.iter().any(|e| e.event.kind() == "fault_injected") {
-                started += 1;
-            }
-        }
-        if started == 2 {
+        let j = store.journal(&a, 0).await.unwrap();
+        started = j.iter().any(|e| e.event.kind() == "fault_injected");
+        if started {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(started, 2);
-    assert_eq!(
-        store.get_run(&c).await.unwrap().unwrap().state,
-        RunState::Queued
-    );
+    assert!(started);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in [&b, &c] {
+        assert_eq!(
+            store.get_run(id).await.unwrap().unwrap().state,
+            RunState::Queued
+        );
+    }
+    let place = store.queue_place(&c).await.unwrap();
+    assert_eq!(place.holders.len(), 1);
+    assert_eq!(place.holders[0].run_id, a);
+    assert_eq!(place.ahead, 1, "b is ahead of c");
 
     let out = rig
         .engine
         .abort(AbortScope::All, "oncall", "incident")
         .await
         .unwrap();
-    assert_eq!(out.cancelled_queued, vec![c.clone()]);
-    let mut running = out.signalled_running.clone();
-    running.sort();
-    let mut expected = vec![a.clone(), b.clone()];
+    let mut queued = out.cancelled_queued.clone();
+    queued.sort();
+    let mut expected = vec![b.clone(), c.clone()];
     expected.sort();
-    assert_eq!(running, expected);
+    assert_eq!(queued, expected);
+    assert_eq!(out.signalled_running, vec![a.clone()]);
 
-    let rc = rig.engine.wait(&c).await.unwrap();
-    assert_eq!(rc.verdict, Some(Verdict::Aborted));
-    assert_eq!(rc.rollback, Some(RollbackOutcome::NothingToRevert));
-    assert!(!kinds(&journal(&rig, &c).await).contains(&"state_changed"));
-    for id in [&a, &b] {
+    for id in [&b, &c] {
         let r = rig.engine.wait(id).await.unwrap();
         assert_eq!(r.verdict, Some(Verdict::Aborted));
-        assert_eq!(r.rollback, Some(RollbackOutcome::Reverted));
+        assert_eq!(r.rollback, Some(RollbackOutcome::NothingToRevert));
+        assert!(!kinds(&journal(&rig, id).await).contains(&"state_changed"));
     }
+    let r = rig.engine.wait(&a).await.unwrap();
+    assert_eq!(r.verdict, Some(Verdict::Aborted));
+    assert_eq!(r.rollback, Some(RollbackOutcome::Reverted));
     no_toxics_left(&rig).await;
+}
+
+/// One run per target: a second run on a target that a running run holds waits in the queue
+/// and starts once the holder is done, so its steady state never sees the other's fault.
+#[tokio::test]
+async fn runs_on_one_target_take_turns() {
+    let rig = rig().await;
+    let exp = experiment(
+        vec![http_probe("api-ok", rig.listen, 2000, 200)],
+        vec![latency_step("slow", 50, 800)],
+        vec![],
+    );
+    let a = rig.engine.submit(&exp, req()).await.unwrap();
+    let b = rig.engine.submit(&exp, req()).await.unwrap();
+    let ra = rig.engine.wait(&a).await.unwrap();
+    let rb = rig.engine.wait(&b).await.unwrap();
+    assert_eq!(ra.verdict, Some(Verdict::Held), "{:?}", ra.reason);
+    assert_eq!(rb.verdict, Some(Verdict::Held), "{:?}", rb.reason);
+    let (a_done, b_started) = (ra.finished_ms.unwrap(), rb.started_ms.unwrap());
+    assert!(
+        b_started >= a_done,
+        "b started at {b_started}, before a finished at {a_done}"
+    );
 }
 
 #[tokio::test]

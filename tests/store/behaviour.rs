@@ -100,6 +100,8 @@ behaviour_tests!(
     runs_between_is_a_half_open_window,
     digest_is_recorded_once_with_its_messages,
     period_summary_of_seeded_runs,
+    a_held_target_waits_for_its_holder,
+    a_queued_run_fails_only_while_still_queued,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -126,8 +128,19 @@ fn new_run(id: &str, experiment: &str) -> (NewRun, Event) {
         source: chaosbot::run::RunSource::Terminal,
         params,
         seed,
-        targets: vec!["checkout".to_string()],
+        // Its own target: these runs are independent (a shared target is held by one active
+        // run at a time; `a_held_target_waits_for_its_holder` tests that).
+        targets: vec![format!("checkout-{id}")],
     };
+    (run, submitted)
+}
+
+/// Like [`new_run`], touching `targets`.
+fn new_run_on(id: &str, targets: &[&str]) -> (NewRun, Event) {
+    let (run, mut submitted) = new_run(id, "checkout-latency");
+    if let Event::Submitted { targets: t, .. } = &mut submitted {
+        *t = targets.iter().map(|s| s.to_string()).collect();
+    }
     (run, submitted)
 }
 
@@ -1543,4 +1556,83 @@ async fn period_summary_of_seeded_runs(ctx: Ctx) {
     );
     // Nothing is scheduled in this store.
     assert!(summary.upcoming.is_empty());
+}
+
+/// A target is held by one active run at a time: a queued run on it is not claimed (by
+/// `claim_next` nor `claim_run`) until the holder is done, while a run on another target
+/// is; the holder and the queue position are reported.
+async fn a_held_target_waits_for_its_holder(ctx: Ctx) {
+    let s = &ctx.store;
+    for (id, targets) in [
+        ("r-hold", &["svc", "db"][..]),
+        ("r-wait1", &["svc"][..]),
+        ("r-wait2", &["db", "cache"][..]),
+        ("r-free", &["other"][..]),
+    ] {
+        let (run, submitted) = new_run_on(id, targets);
+        s.create_run(run, submitted).await.unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    assert_eq!(claim(s, "w1").await, "r-hold");
+    // The oldest queued runs wait behind the holder; the free one goes first.
+    assert_eq!(claim(s, "w1").await, "r-free");
+    assert!(s.claim_next("w1", lease, 10).await.unwrap().is_none());
+    assert!(
+        s.claim_run("r-wait1", "w1", lease, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let holders = s
+        .target_holders(&["svc".to_string(), "nothing".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(
+        (holders[0].target.as_str(), holders[0].run_id.as_str()),
+        ("svc", "r-hold")
+    );
+    assert_eq!(holders[0].requested_by, "alice");
+    let place = s.queue_place("r-wait2").await.unwrap();
+    assert_eq!(place.holders.len(), 1, "{place:?}");
+    assert_eq!(place.holders[0].target, "db");
+    assert_eq!(place.ahead, 0, "r-wait1 shares no target with r-wait2");
+    let (run, submitted) = new_run_on("r-wait3", &["svc"]);
+    s.create_run(run, submitted).await.unwrap();
+    assert_eq!(s.queue_place("r-wait3").await.unwrap().ahead, 1);
+
+    s.finish_run("r-hold", Verdict::Held, RollbackOutcome::Reverted, "done")
+        .await
+        .unwrap();
+    // Both wait in the order they came, each on its own targets.
+    assert_eq!(claim(s, "w1").await, "r-wait1");
+    assert_eq!(claim(s, "w1").await, "r-wait2");
+    assert!(
+        s.claim_next("w1", lease, 10).await.unwrap().is_none(),
+        "r-wait3 waits for r-wait1"
+    );
+}
+
+/// `fail_queued` closes a run only while it is queued, with the reason in its verdict.
+async fn a_queued_run_fails_only_while_still_queued(ctx: Ctx) {
+    let s = &ctx.store;
+    let (run, submitted) = new_run_on("r-q1", &["svc"]);
+    s.create_run(run, submitted).await.unwrap();
+    let (run, submitted) = new_run_on("r-q2", &["other"]);
+    s.create_run(run, submitted).await.unwrap();
+    let later = chaosbot::run::now_ms() + 1;
+    assert_eq!(
+        s.queued_before(later).await.unwrap(),
+        vec!["r-q1".to_string(), "r-q2".to_string()]
+    );
+    assert_eq!(claim(s, "w1").await, "r-q1");
+    assert!(!s.fail_queued("r-q1", "too late").await.unwrap(), "it runs");
+    assert!(s.fail_queued("r-q2", "queued for 30m").await.unwrap());
+    let r = s.get_run("r-q2").await.unwrap().unwrap();
+    assert_eq!(r.state, RunState::Done);
+    assert_eq!(r.verdict, Some(Verdict::Failed));
+    assert_eq!(r.reason.as_deref(), Some("queued for 30m"));
+    assert_eq!(kinds(s, "r-q2").await.last(), Some(&"verdict"));
+    assert!(!s.fail_queued("r-q2", "again").await.unwrap());
 }
