@@ -307,28 +307,6 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_masks_only_the_password() {
-        assert_eq!(
-            redact("postgres://bot:s3cret@db:5432/chaos"),
-            "postgres://bot:***@db:5432/chaos"
-        );
-        assert_eq!(redact("postgres://bot@db/chaos"), "postgres://bot@db/chaos");
-        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
-        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
-    }
-
-    #[test]
-    fn list_limit_defaults_to_50() {
-        assert_eq!(list_limit(0), 50);
-        assert_eq!(list_limit(7), 7);
-    }
-}
-
 /// A queued run (`runs` in the outer query) none of whose targets an active run holds.
 macro_rules! not_held_predicate {
     () => {
@@ -368,3 +346,25 @@ pub(crate) const FAIL_QUEUED: &str = "UPDATE runs SET state = 'done', verdict = 
 /// Queued runs created before `$1`, oldest first.
 pub(crate) const QUEUED_BEFORE: &str =
     "SELECT id FROM runs WHERE state = 'queued' AND created_ms < $1 ORDER BY created_ms, num";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_only_the_password() {
+        assert_eq!(
+            redact("postgres://bot:s3cret@db:5432/chaos"),
+            "postgres://bot:***@db:5432/chaos"
+        );
+        assert_eq!(redact("postgres://bot@db/chaos"), "postgres://bot@db/chaos");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn list_limit_defaults_to_50() {
+        assert_eq!(list_limit(0), 50);
+        assert_eq!(list_limit(7), 7);
+    }
+}
