@@ -133,6 +133,7 @@ async fn measure(saturated: bool, iterations: usize) -> (Histogram<u64>, f64) {
             max_run_duration: Duration::from_secs(300),
             max_concurrent_runs: 1,
             worker_pool_size: 1,
+            ..GuardRails::default()
         },
         targets: Targets {
             proxy: vec![ProxyTarget {

@@ -18,6 +18,17 @@ pub struct GuardRails {
     /// Worker tasks in this process.
     #[serde(default = "default_two")]
     pub worker_pool_size: u32,
+    /// A run still queued after this long (waiting behind the run that holds its target, or
+    /// for a free slot) ends `failed` with the reason.
+    #[serde(
+        default = "default_max_queue_wait",
+        with = "crate::config::duration_serde"
+    )]
+    pub max_queue_wait: Duration,
+}
+
+fn default_max_queue_wait() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_max_run() -> Duration {
@@ -33,6 +44,7 @@ impl Default for GuardRails {
             max_run_duration: default_max_run(),
             max_concurrent_runs: 2,
             worker_pool_size: 2,
+            max_queue_wait: default_max_queue_wait(),
         }
     }
 }

@@ -388,7 +388,39 @@ impl Engine {
             if let Err(e) = recovery::recover_orphans(&self).await {
                 warn!(error = %e, "recovery sweep failed");
             }
+            if let Err(e) = self.expire_queued().await {
+                warn!(error = %e, "cannot close runs queued past guard_rails.max_queue_wait");
+            }
         }
+    }
+
+    /// Closes as `failed` the runs queued for longer than `guard_rails.max_queue_wait`, saying
+    /// what they waited for.
+    async fn expire_queued(&self) -> Result<(), StoreError> {
+        let limit = self.opts.guard_rails.max_queue_wait;
+        let before = crate::run::now_ms() - i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+        for id in self.store.queued_before(before).await? {
+            let place = self.store.queue_place(&id).await?;
+            let waited_for = if place.holders.is_empty() {
+                "a free slot (guard_rails.max_concurrent_runs)".to_string()
+            } else {
+                place
+                    .holders
+                    .iter()
+                    .map(|h| format!("{} (holds {})", h.run_id, h.target))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let reason = format!(
+                "queued for more than {} behind {waited_for}; nothing was started. Start it again later, abort what holds the target, or raise guard_rails.max_queue_wait",
+                humantime::format_duration(limit)
+            );
+            if self.store.fail_queued(&id, &reason).await? {
+                info!(run_id = %id, "queued run expired");
+                self.publish_tail(&id, 1).await;
+            }
+        }
+        Ok(())
     }
 
     /// Appends to the journal and tells live subscribers.

@@ -167,6 +167,7 @@ async fn the_active_faults_gauge_counts_the_fault_in_place() {
             max_run_duration: Duration::from_secs(120),
             max_concurrent_runs: 2,
             worker_pool_size: 2,
+            ..GuardRails::default()
         },
         ..Config::default()
     });

@@ -624,3 +624,48 @@ async fn a_foreground_engine_executes_only_its_own_runs() {
     let left = store.get_run(&theirs).await.unwrap().unwrap();
     assert_eq!(left.state, RunState::Queued, "someone else's run was taken");
 }
+
+/// A run queued behind a holder for longer than `guard_rails.max_queue_wait` ends `failed`,
+/// saying what it waited for; the holder goes on.
+#[tokio::test]
+async fn a_run_queued_past_max_queue_wait_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service().await;
+    let listen = free_port();
+    let mut cfg = config(listen, service.addr);
+    cfg.guard_rails.max_queue_wait = Duration::from_secs(1);
+    let cfg = Arc::new(cfg);
+    let store = sqlite_store(dir.path()).await;
+    let targets = TargetRegistry::new(cfg.clone());
+    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
+    opts.lease = Duration::from_secs(1);
+    let engine = Engine::new(store.clone(), targets.clone(), opts);
+    engine.start().await.unwrap();
+    let long = experiment(
+        vec![http_probe("api-ok", listen, 2000, 200)],
+        vec![latency_step("slow", 20, 30_000)],
+        vec![],
+    );
+    let a = engine.submit(&long, req()).await.unwrap();
+    let b = engine.submit(&long, req()).await.unwrap();
+    let rb = tokio::time::timeout(Duration::from_secs(20), engine.wait(&b))
+        .await
+        .expect("the queued run is closed within the sweep")
+        .unwrap();
+    assert_eq!(rb.verdict, Some(Verdict::Failed));
+    assert_eq!(rb.rollback, Some(RollbackOutcome::NothingToRevert));
+    let reason = rb.reason.unwrap_or_default();
+    assert!(
+        reason.contains("queued for more than 1s")
+            && reason.contains(&format!("{a} (holds api)"))
+            && reason.contains("max_queue_wait"),
+        "{reason}"
+    );
+    let ra = store.get_run(&a).await.unwrap().unwrap();
+    assert!(ra.state.is_active(), "the holder goes on: {:?}", ra.state);
+    engine
+        .abort(AbortScope::Run(a.clone()), "tester", "done")
+        .await
+        .unwrap();
+    engine.wait(&a).await.unwrap();
+}

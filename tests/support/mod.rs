@@ -82,6 +82,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
             max_run_duration: Duration::from_secs(120),
             max_concurrent_runs: 2,
             worker_pool_size: 2,
+            ..GuardRails::default()
         },
         targets: chaosbot::config::Targets {
             proxy: vec![ProxyTarget {
