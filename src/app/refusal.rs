@@ -31,6 +31,8 @@ pub enum StoreOp {
     ReadGameday(String),
     StopGameday(String),
     ReadHalt,
+    /// Look up who holds a run's targets.
+    ReadHolds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +96,27 @@ pub enum Refusal {
     GamedayNotRunning { id: String, state: GamedayState },
     #[error("game day `{0}` ended before the stop arrived")]
     GamedayEnded(String),
+    /// A target of the experiment is held by another run (one run per target at a time).
+    #[error("{}", held_text(.0))]
+    TargetHeld(Vec<crate::store::TargetHold>),
     #[error("the store failed ({source})")]
     Store { op: StoreOp, source: StoreError },
+}
+
+fn held_text(holds: &[crate::store::TargetHold]) -> String {
+    let list: Vec<String> = holds
+        .iter()
+        .map(|h| {
+            format!(
+                "target `{}` is held by run {} (started by {} from {})",
+                h.target,
+                h.run_id,
+                h.requested_by,
+                h.source.describe()
+            )
+        })
+        .collect();
+    format!("{}; nothing was started", list.join("; "))
 }
 
 impl Refusal {

@@ -68,6 +68,29 @@ impl App {
         Ok((id, exp))
     }
 
+    /// Refuses when another run holds one of the experiment's targets (for callers that do
+    /// not want to wait in the queue behind it, like `chaosbot run` without `--wait`).
+    pub async fn check_targets_free(&self, exp: &Experiment) -> Result<(), Refusal> {
+        let holds = self
+            .store
+            .target_holders(&exp.targets())
+            .await
+            .map_err(Refusal::store(StoreOp::ReadHolds))?;
+        if holds.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::TargetHeld(holds))
+        }
+    }
+
+    /// Where a queued run stands: what holds its targets and how many runs are ahead of it.
+    pub async fn queue_place(&self, run_id: &str) -> Result<crate::store::QueuePlace, Refusal> {
+        self.store
+            .queue_place(run_id)
+            .await
+            .map_err(Refusal::store(StoreOp::ReadHolds))
+    }
+
     /// Queues a resolved experiment (the guard rails are checked by the engine, the halt by
     /// the store as it creates the run). The only place runs are submitted.
     pub async fn launch(

@@ -140,6 +140,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             seed: None,
         },
         args.json.as_deref(),
+        None,
     )
     .await;
     stop.cancel();

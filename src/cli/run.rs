@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Who is running it, for the journal (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
+    /// When another run holds one of the targets, wait up to this long for it (e.g. 5m)
+    /// instead of refusing.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
@@ -72,6 +76,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
             seed: args.seed,
         },
         args.json.as_deref(),
+        args.wait,
     )
     .await;
     match outcome {
@@ -102,6 +107,7 @@ pub(crate) async fn run_in_foreground(
     exp: &Experiment,
     req: SubmitRequest,
     json: Option<&std::path::Path>,
+    wait: Option<Duration>,
 ) -> Result<RunRecord, u8> {
     let mut opts = EngineOptions::new(cfg.guard_rails.clone());
     opts.guard_rails.worker_pool_size = 1;
@@ -127,10 +133,19 @@ pub(crate) async fn run_in_foreground(
         Arc::new(cfg.clone()),
         crate::clock::system(),
     );
-    let id = match app
-        .launch(exp, &req.requested_by, req.source, req.seed)
-        .await
-    {
+    // One run per target: without --wait, a held target is a refusal naming the holder.
+    let free = match wait {
+        Some(_) => Ok(()),
+        None => app.check_targets_free(exp).await,
+    };
+    let launched = match free {
+        Ok(()) => {
+            app.launch(exp, &req.requested_by, req.source, req.seed)
+                .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let id = match launched {
         Ok(id) => id,
         Err(refusal) => {
             let code = match &refusal {
@@ -140,6 +155,16 @@ pub(crate) async fn run_in_foreground(
                         "a halt is in force (by {}: {}); nothing was run. `chaosbot resume` lifts it.",
                         h.halted_by, h.reason
                     );
+                    EXIT_FAILED
+                }
+                Refusal::TargetHeld(holds) => {
+                    eprintln!("{refusal}.");
+                    for h in holds {
+                        eprintln!(
+                            "  wait for it: add `--wait 10m` to this command (the run waits in the queue behind {id})\n  or abort it: chaosbot abort {id} --reason \"...\"  (`chaosbot show {id}` shows how it goes)",
+                            id = h.run_id
+                        );
+                    }
                     EXIT_FAILED
                 }
                 e => {
@@ -161,6 +186,9 @@ pub(crate) async fn run_in_foreground(
     );
     let method_ms = u64::try_from(exp.method_duration().as_millis()).unwrap_or(u64::MAX);
     let view = tokio::spawn(report::live::follow(events, id.clone(), method_ms));
+    if let Some(limit) = wait {
+        tokio::spawn(wait_in_queue(app.clone(), id.clone(), limit));
+    }
 
     let finished = wait_with_signals(&engine, &id).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), view).await;
@@ -176,6 +204,50 @@ pub(crate) async fn run_in_foreground(
     };
     print_report(&store, &run, json).await?;
     Ok(run)
+}
+
+/// `--wait`: says what the run waits behind while it is queued, and closes it as failed if it
+/// is still queued after `limit`.
+async fn wait_in_queue(app: App, id: String, limit: Duration) {
+    let started = tokio::time::Instant::now();
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        let queued = matches!(
+            app.store.get_run(&id).await,
+            Ok(Some(r)) if r.state == crate::run::RunState::Queued
+        );
+        if !queued {
+            return;
+        }
+        if let Ok(place) = app.queue_place(&id).await {
+            for h in place.holders {
+                let line = format!(
+                    "waiting: `{}` is held by run {} (started by {} from {}); {} run(s) ahead in the queue",
+                    h.target,
+                    h.run_id,
+                    h.requested_by,
+                    h.source.describe(),
+                    place.ahead
+                );
+                if !shown.contains(&line) {
+                    println!("{line}");
+                    shown.push(line);
+                }
+            }
+        }
+        if started.elapsed() >= limit {
+            let reason = format!(
+                "waited {} for its targets (--wait) and they were still held; nothing was started",
+                humantime::format_duration(limit)
+            );
+            match app.store.fail_queued(&id, &reason).await {
+                Ok(_) => {}
+                Err(e) => eprintln!("error: cannot close run {id} after --wait ran out: {e}"),
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn wait_with_signals(engine: &Arc<Engine>, id: &str) -> anyhow::Result<RunRecord> {

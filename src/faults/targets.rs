@@ -32,6 +32,9 @@ pub struct TargetRegistry {
     proxies: Arc<Mutex<HashMap<String, ProxyHandle>>>,
 }
 
+/// How long a proxy's listen port may stay taken before binding fails (see [`TargetRegistry::proxy`]).
+const BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl TargetRegistry {
     pub fn new(cfg: Arc<Config>) -> Self {
         TargetRegistry {
@@ -50,12 +53,25 @@ impl TargetRegistry {
             .cfg
             .proxy_target(name)
             .ok_or_else(|| TargetError::Undeclared(name.to_string()))?;
-        let handle = Proxy::start(ProxySettings {
+        let settings = ProxySettings {
             name: declared.name.clone(),
             listen: declared.listen,
             upstream: declared.upstream.clone(),
-        })
-        .await?;
+        };
+        // The run that held the target before may be in another process that is still
+        // letting go of the port (it closes its proxies as it exits): give it a moment.
+        let deadline = std::time::Instant::now() + BIND_PATIENCE;
+        let handle = loop {
+            match Proxy::start(settings.clone()).await {
+                Err(crate::faults::proxy::ProxyError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         proxies.insert(name.to_string(), handle.clone());
         Ok(handle)
     }

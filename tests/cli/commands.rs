@@ -632,3 +632,64 @@ async fn abort_all_halts_runs_until_resume() {
         text(&ran)
     );
 }
+
+/// One run per target from two terminals: a second `chaosbot run` on a target that a running
+/// run holds is refused (exit 2) naming the holder and how to wait or abort; with `--wait` it
+/// waits in the queue (saying behind what) and runs once the holder is done.
+#[tokio::test]
+async fn a_held_target_refuses_a_second_run_or_makes_it_wait() {
+    let s = setup().await;
+    let first = cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=3s"],
+    )
+    .spawn()
+    .unwrap();
+    let holder = wait_for_injection(&s).await;
+
+    let refused = output(cmd(
+        &s,
+        &["run", &example("api-latency.yaml"), "--set", "duration=1s"],
+    ))
+    .await;
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("target `api` is held by run {holder}")),
+        "{out}"
+    );
+    assert!(out.contains("--wait"), "{out}");
+    assert!(out.contains(&format!("chaosbot abort {holder}")), "{out}");
+    assert!(!out.contains("address already in use"), "{out}");
+
+    let waiting = cmd(
+        &s,
+        &[
+            "run",
+            &example("api-latency.yaml"),
+            "--set",
+            "duration=1s",
+            "--wait",
+            "1m",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (first_code, first_out) = wait_exit(first).await;
+    assert_eq!(first_code, Some(0), "{first_out}");
+    let (code, out) = wait_exit(waiting).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("waiting: `api` is held by run {holder}")),
+        "{out}"
+    );
+    let store = store(&s).await;
+    let runs = store.list_runs(RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 2, "the refused run created nothing: {runs:#?}");
+    let (later, first) = (&runs[0], &runs[1]);
+    assert_eq!(first.id, holder);
+    assert!(
+        later.started_ms.unwrap() >= first.finished_ms.unwrap(),
+        "the waiting run started only once the holder was done"
+    );
+}

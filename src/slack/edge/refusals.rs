@@ -24,6 +24,16 @@ impl Asker<'_> {
             Refusal::BadParameters(e) => super::handlers::spec_errors_text(e),
             Refusal::Halted(h) => format!("nothing was started: {}.", self.halt(h)),
             Refusal::TooLong { .. } | Refusal::ShuttingDown => r.to_string(),
+            Refusal::TargetHeld(holds) => {
+                let list: Vec<String> = holds
+                    .iter()
+                    .map(|h| format!("`{}` is held by run `{}`", h.target, h.run_id))
+                    .collect();
+                format!(
+                    "{}; nothing was started. `{cmd} summary <run>` shows how it goes; its starter or an operator can `{cmd} abort <run>`.",
+                    list.join(", ")
+                )
+            }
             Refusal::NoSuchRun(id) => {
                 format!("no run `{id}`; `status` lists the queued and running runs")
             }
@@ -126,6 +136,9 @@ impl Asker<'_> {
                 StoreOp::ReadHalt => format!(
                     "cannot check whether a halt is in force ({e}); nothing was started. Try again."
                 ),
+                StoreOp::ReadHolds => {
+                    format!("cannot check which runs hold the targets ({e}); try again")
+                }
             },
         }
     }
