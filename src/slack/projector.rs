@@ -218,7 +218,13 @@ impl Projector {
             .map(|e| i64::try_from(e.method_duration().as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let summary = report::summarize(&run, &entries);
-        let parent = render::parent(&run, &entries, &summary, method_ms);
+        // A queued run says what it waits behind (one run per target at a time).
+        let queue = if run.state == crate::run::RunState::Queued {
+            self.store.queue_place(run_id).await.ok()
+        } else {
+            None
+        };
+        let parent = render::parent_in_queue(&run, &entries, &summary, method_ms, queue.as_ref());
         let thread = run_thread_key(run_id);
         let parent_key = run_parent_key(run_id);
         let msg = |action| OutboundMessage {

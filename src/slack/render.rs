@@ -130,6 +130,35 @@ pub fn parent(
     summary: &RunSummary,
     method_ms: i64,
 ) -> Rendered {
+    parent_in_queue(run, entries, summary, method_ms, None)
+}
+
+/// "Queued behind `r-…` (holds `svc`) · position 2": what a queued run waits for.
+pub fn queue_line(place: &crate::store::QueuePlace) -> Option<String> {
+    if place.holders.is_empty() {
+        return None;
+    }
+    let behind: Vec<String> = place
+        .holders
+        .iter()
+        .map(|h| format!("`{}` (holds `{}`)", h.run_id, h.target))
+        .collect();
+    Some(format!(
+        "queued behind {} · position {} in the queue; it starts when that run ends",
+        behind.join(", "),
+        place.ahead + 1
+    ))
+}
+
+/// The parent message of a run, with where it stands in the queue while it waits behind the
+/// run that holds its target.
+pub fn parent_in_queue(
+    run: &RunRecord,
+    entries: &[Entry],
+    summary: &RunSummary,
+    method_ms: i64,
+    queue: Option<&crate::store::QueuePlace>,
+) -> Rendered {
     let state = entries
         .iter()
         .rev()
@@ -167,6 +196,14 @@ pub fn parent(
             {"type": "mrkdwn", "text": format!("*Targets*\n{}", if targets.is_empty() { "-".to_string() } else { targets.join(", ") })},
         ]}),
     ];
+    if state == RunState::Queued
+        && let Some(line) = queue.and_then(queue_line)
+    {
+        blocks.push(section(&format!(
+            ":hourglass_flowing_sand: {}",
+            capitalize(&line)
+        )));
+    }
     let numbers = latest_numbers(entries);
     if !numbers.is_empty() {
         blocks.push(section(&format!(
@@ -463,5 +500,13 @@ mod load_tests {
             "{live:?}"
         );
         assert!(latest_numbers(&[second, report]).is_empty());
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }

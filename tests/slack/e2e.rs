@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaosbot::config::Secret;
-use chaosbot::run::Verdict;
+use chaosbot::run::{RunState, Verdict};
 use chaosbot::slack::render;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -544,4 +544,66 @@ async fn report_summary_week_and_the_digest_through_the_server() {
         .count();
     assert_eq!(digests, 1);
     server.shutdown("test over").await;
+}
+
+/// One run per target from Slack: a second `start` on the target a running run holds is
+/// queued behind it (its answer and its parent message say so, with its position) and starts
+/// once the holder ends.
+#[tokio::test]
+async fn a_second_start_on_a_held_target_waits_in_the_queue_behind_it() {
+    let rig = rig().await;
+    let server = rig.start().await;
+    let first = run_id_in(
+        &rig.slash(server.addr, ALICE, "start slow-api duration=2s")
+            .await
+            .to_string(),
+    );
+    // The first run holds `api` once a worker claims it.
+    let store = rig.store().await;
+    for _ in 0..100 {
+        if store
+            .get_run(&first)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state != RunState::Queued)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = rig
+        .slash(server.addr, ALICE, "start slow-api duration=1s")
+        .await
+        .to_string();
+    let second = run_id_in(&answer);
+    assert_ne!(first, second);
+    assert!(
+        answer.contains(&format!("queued behind `{first}` (holds `api`)"))
+            && answer.contains("position 1"),
+        "{answer}"
+    );
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| is_parent(c) && c.body["blocks"].to_string().contains(&second))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let parent = calls
+        .iter()
+        .find(|c| is_parent(c) && c.body["blocks"].to_string().contains(&second))
+        .map(|c| c.body["blocks"].to_string())
+        .unwrap_or_default();
+    assert!(
+        parent.contains(&format!("Queued behind `{first}` (holds `api`)")),
+        "{parent}"
+    );
+    let a = server.engine.wait(&first).await.unwrap();
+    let b = server.engine.wait(&second).await.unwrap();
+    assert_eq!(a.verdict, Some(Verdict::Held), "{:?}", a.reason);
+    assert_eq!(b.verdict, Some(Verdict::Held), "{:?}", b.reason);
+    assert!(b.started_ms.unwrap() >= a.finished_ms.unwrap());
 }

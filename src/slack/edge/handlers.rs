@@ -228,8 +228,15 @@ impl SlackApp {
             .await
             .map_err(|r| Reply::error(self.asker(&cmd.user_id, command_name(cmd)).text(&r)))?;
         let shown: Vec<String> = exp.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // One run per target: say at once when this one waits behind another.
+        let waits = match self.app().queue_place(&id).await {
+            Ok(place) => crate::slack::render::queue_line(&place)
+                .map(|l| format!(" It is {l}."))
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         Ok(Reply::simple(format!(
-            ":test_tube: Run `{id}` of `{}` is queued{}. It will appear in this channel with its live status and an Abort button. Stop it with `{} abort {id}`.",
+            ":test_tube: Run `{id}` of `{}` is queued{}.{waits} It will appear in this channel with its live status and an Abort button. Stop it with `{} abort {id}`.",
             exp.name,
             if shown.is_empty() {
                 String::new()
