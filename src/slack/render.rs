@@ -133,7 +133,7 @@ pub fn parent(
     parent_in_queue(run, entries, summary, method_ms, None)
 }
 
-/// "Queued behind `r-…` (holds `svc`) · position 2": what a queued run waits for.
+/// "behind `r-…` (holds `svc`) · position 2 in the queue; …": what a queued run waits for.
 pub fn queue_line(place: &crate::store::QueuePlace) -> Option<String> {
     if place.holders.is_empty() {
         return None;
@@ -144,7 +144,7 @@ pub fn queue_line(place: &crate::store::QueuePlace) -> Option<String> {
         .map(|h| format!("`{}` (holds `{}`)", h.run_id, h.target))
         .collect();
     Some(format!(
-        "queued behind {} · position {} in the queue; it starts when that run ends",
+        "behind {} · position {} in the queue; it starts when that run ends",
         behind.join(", "),
         place.ahead + 1
     ))
@@ -199,10 +199,7 @@ pub fn parent_in_queue(
     if state == RunState::Queued
         && let Some(line) = queue.and_then(queue_line)
     {
-        blocks.push(section(&format!(
-            ":hourglass_flowing_sand: {}",
-            capitalize(&line)
-        )));
+        blocks.push(section(&format!(":hourglass_flowing_sand: Queued {line}")));
     }
     let numbers = latest_numbers(entries);
     if !numbers.is_empty() {
@@ -500,13 +497,5 @@ mod load_tests {
             "{live:?}"
         );
         assert!(latest_numbers(&[second, report]).is_empty());
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }

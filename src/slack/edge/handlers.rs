@@ -231,7 +231,7 @@ impl SlackApp {
         // One run per target: say at once when this one waits behind another.
         let waits = match self.app().queue_place(&id).await {
             Ok(place) => crate::slack::render::queue_line(&place)
-                .map(|l| format!(" It is {l}."))
+                .map(|l| format!(" It is queued {l}."))
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
