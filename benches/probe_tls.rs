@@ -71,6 +71,7 @@ fn start_servers(cert: &str, key: &str) -> (SocketAddr, SocketAddr) {
             };
             tokio::spawn(async move {
                 while let Ok((s, _)) = plain.accept().await {
+                    let _ = s.set_nodelay(true);
                     tokio::spawn(async move {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(s), svc())
@@ -79,6 +80,9 @@ fn start_servers(cert: &str, key: &str) -> (SocketAddr, SocketAddr) {
                 }
             });
             while let Ok((s, _)) = tls.accept().await {
+                // As production TLS servers do: without it, the session ticket and the answer
+                // are two small writes, and Nagle holds the second for the client's delayed ACK.
+                let _ = s.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(s) = acceptor.accept(s).await {
