@@ -7,6 +7,8 @@
 //!    resumes its TLS sessions, oha runs with `--disable-keepalive`; the server counts full and
 //!    resumed handshakes.
 //!
+//! Scenarios: max req/s kept-alive and with a new connection per request, and a fixed rate
+//! against a server that stalls 100 ms every second (corrected p99 vs oha's correction).
 //! `cargo bench --bench load_tls` (or `bench/load-compare-tls.sh`). Knobs: `LOAD_BENCH_SECS`
 //! (10), `LOAD_BENCH_CONNECTIONS` (50), `LOAD_BENCH_ROUNDS` (3). oha verifies with `--cacert`
 //! (falling back to `--insecure` on versions without it); a missing oha is skipped.
@@ -54,7 +56,13 @@ fn pki() -> (String, String, String) {
 
 /// Starts the HTTPS server on its own runtime (2 worker threads); `close` makes every answer
 /// end its connection.
-fn start_server(cert: &str, key: &str, close: Arc<AtomicBool>, counts: Arc<Counts>) -> SocketAddr {
+fn start_server(
+    cert: &str,
+    key: &str,
+    close: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+) -> SocketAddr {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
@@ -78,10 +86,12 @@ fn start_server(cert: &str, key: &str, close: Arc<AtomicBool>, counts: Arc<Count
         rt.block_on(async move {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
+            let t0 = tokio::time::Instant::now();
             while let Ok((s, _)) = l.accept().await {
                 let _ = s.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let close = close.clone();
+                let stall = stall.clone();
                 let counts = counts.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(s).await else {
@@ -95,7 +105,16 @@ fn start_server(cert: &str, key: &str, close: Arc<AtomicBool>, counts: Arc<Count
                     let svc =
                         hyper::service::service_fn(move |_r: Request<hyper::body::Incoming>| {
                             let close = close.load(Ordering::Relaxed);
+                            let stall = stall.load(Ordering::Relaxed);
                             async move {
+                                // Frozen for the first 100 ms of every second while set.
+                                if stall {
+                                    let phase = (t0.elapsed().as_millis() % 1000) as u64;
+                                    if phase < 100 {
+                                        tokio::time::sleep(Duration::from_millis(100 - phase))
+                                            .await;
+                                    }
+                                }
                                 let mut resp = Response::builder();
                                 if close {
                                     resp = resp.header("connection", "close");
@@ -133,6 +152,16 @@ struct Row {
 }
 
 fn ours(url: &str, tls: &LoadTls, conns: usize, secs: u64) -> load::LoadOutcome {
+    ours_at(url, tls, conns, secs, Schedule::Unthrottled)
+}
+
+fn ours_at(
+    url: &str,
+    tls: &LoadTls,
+    conns: usize,
+    secs: u64,
+    schedule: Schedule,
+) -> load::LoadOutcome {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -144,7 +173,7 @@ fn ours(url: &str, tls: &LoadTls, conns: usize, secs: u64) -> load::LoadOutcome 
             method: "GET".into(),
             headers: vec![],
             body: None,
-            schedule: Schedule::Unthrottled,
+            schedule,
             connections: conns,
             timeout: Duration::from_secs(10),
             duration: Duration::from_secs(secs),
@@ -172,6 +201,19 @@ fn tool(name: &str) -> Option<String> {
 }
 
 fn oha(bin: &str, url: &str, ca: &str, conns: u64, secs: u64, keepalive: bool) -> Option<Row> {
+    oha_with(bin, url, ca, conns, secs, keepalive, &[])
+}
+
+/// oha with `more` arguments (a rate and `--latency-correction` for the fixed-rate case).
+fn oha_with(
+    bin: &str,
+    url: &str,
+    ca: &str,
+    conns: u64,
+    secs: u64,
+    keepalive: bool,
+    more: &[&str],
+) -> Option<Row> {
     let mut base: Vec<String> = vec![
         "-z".into(),
         format!("{secs}s"),
@@ -184,6 +226,7 @@ fn oha(bin: &str, url: &str, ca: &str, conns: u64, secs: u64, keepalive: bool) -
     if !keepalive {
         base.push("--disable-keepalive".into());
     }
+    base.extend(more.iter().map(|m| m.to_string()));
     let run = |extra: &[&str]| {
         Command::new(bin)
             .args(&base)
@@ -218,8 +261,9 @@ fn main() {
     std::fs::write(&ca_file, &ca_pem).unwrap();
     let ca = ca_file.to_string_lossy().into_owned();
     let close = Arc::new(AtomicBool::new(false));
+    let stall = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Counts::default());
-    let addr = start_server(&cert, &key, close.clone(), counts.clone());
+    let addr = start_server(&cert, &key, close.clone(), stall.clone(), counts.clone());
     let url = format!("https://localhost:{}/", addr.port());
     let tls = LoadTls::new(&TlsOptions {
         ca_file: Some(ca_file.clone()),
@@ -293,6 +337,65 @@ fn main() {
             rows.push(best_oha);
         }
     }
+
+    // A fixed rate while the server stalls for the first 100 ms of every second: latency from
+    // the intended send time (corrected for coordinated omission) against oha's correction.
+    close.store(false, Ordering::Relaxed);
+    stall.store(true, Ordering::Relaxed);
+    let rate = env("LOAD_BENCH_RATE", 1000);
+    let stall_conns = env("LOAD_BENCH_STALL_CONNECTIONS", 10);
+    let sc = format!("https {rate} req/s, stall 100ms/s, c={stall_conns}, {secs}s");
+    eprintln!("running: {sc}");
+    let o = ours_at(
+        &url,
+        &tls,
+        stall_conns as usize,
+        secs,
+        Schedule::Constant { rate: rate as f64 },
+    );
+    let ours_p99 = o.total.latency.p99_ms;
+    rows.push(Row {
+        scenario: sc.clone(),
+        tool: "chaosbot (corrected)".into(),
+        rps: o.total.achieved_rps,
+        p50: o.total.latency.p50_ms,
+        p99: ours_p99,
+        note: format!("{} errors", o.total.errors),
+    });
+    rows.push(Row {
+        scenario: sc.clone(),
+        tool: "chaosbot service time".into(),
+        rps: o.total.achieved_rps,
+        p50: o.service_time.p50_ms,
+        p99: o.service_time.p99_ms,
+        note: "uncorrected".into(),
+    });
+    pause();
+    if let Some(b) = &oha_bin {
+        let q = rate.to_string();
+        if let Some(r) = oha_with(
+            b,
+            &url,
+            &ca,
+            stall_conns,
+            secs,
+            true,
+            &["-q", &q, "--latency-correction"],
+        ) {
+            let diff = (ours_p99 - r.p99) / r.p99 * 100.0;
+            eprintln!(
+                "fixed rate: chaosbot corrected p99 {ours_p99:.1} ms vs oha --latency-correction {:.1} ms ({diff:+.1}%)",
+                r.p99
+            );
+            rows.push(Row {
+                scenario: sc.clone(),
+                tool: "oha --latency-correction".into(),
+                note: format!("{}; chaosbot's p99 is {diff:+.1}% of this", r.note),
+                ..r
+            });
+        }
+    }
+    stall.store(false, Ordering::Relaxed);
 
     println!(
         "\n{:<56} {:<10} {:>11} {:>9} {:>9}  note",
