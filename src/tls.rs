@@ -6,9 +6,10 @@
 //! default other dependencies may or may not install does not matter). Trust comes from the
 //! platform's roots, or only from `ca_file` when it is set (as curl's `--cacert`).
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// the platform's roots under the URL's host name. The operator writes them on the endpoint
 /// (`[[targets.http]]`); a resolved experiment carries them with each URL it calls, so a run
 /// uses the settings it was checked with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
     /// PEM file with one or more CA certificates; when set, the only roots trusted.
@@ -159,6 +160,22 @@ fn roots(opts: &TlsOptions) -> Result<Arc<RootCertStore>, TlsError> {
         })?;
     }
     Ok(Arc::new(roots))
+}
+
+/// Like [`client_config`], built once per distinct options in this process. Probes and
+/// rollbacks ask for it on every sample: without this each sample would read the PEM files
+/// again (and log the insecure warning again). Sharing one config also shares its session
+/// cache, so later connections resume. Only successes are kept.
+pub fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    static BUILT: OnceLock<Mutex<HashMap<TlsOptions, Arc<ClientConfig>>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let lock = || built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(config) = lock().get(opts) {
+        return Ok(Arc::clone(config));
+    }
+    let config = client_config(opts)?;
+    lock().insert(opts.clone(), Arc::clone(&config));
+    Ok(config)
 }
 
 /// Builds the client configuration of an endpoint, reading and checking every file it names.

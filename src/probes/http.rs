@@ -44,7 +44,7 @@ impl HttpClient {
     }
 
     fn build(tls: &TlsOptions, keep_alive: bool) -> Result<HttpClient, TlsError> {
-        let config = tls::client_config(tls)?;
+        let config = tls::shared_client_config(tls)?;
         let resolver = Arc::new(Resolver::default());
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured((*config).clone())
