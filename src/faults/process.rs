@@ -243,19 +243,8 @@ fn read_pid_file(target: &str, path: &Path) -> Result<i32, ProcessError> {
 }
 
 /// Runs `sh -c cmd`, bounded in time; returns its exit status and stdout.
-fn run_shell(cmd: &str, limit: Duration, capture: bool) -> Result<(i32, String), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(if capture {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start `sh -c {cmd}`: {e}"))?;
+fn run_shell(cmd: &str, limit: Duration) -> Result<(i32, String), String> {
+    let mut child = spawn_sh(cmd, Stdio::piped(), Stdio::null())?;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         // Read on a helper thread so the time limit below also bounds a command that hangs
@@ -269,14 +258,41 @@ fn run_shell(cmd: &str, limit: Duration, capture: bool) -> Result<(i32, String),
         });
         out = rx.recv_timeout(limit).unwrap_or_default();
     }
+    let code = wait_bounded(
+        &mut child,
+        cmd,
+        limit,
+        "it must start the process in the background and return",
+    )?;
+    Ok((code, out))
+}
+
+fn spawn_sh(cmd: &str, stdout: Stdio, stderr: Stdio) -> Result<std::process::Child, String> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start `sh -c {cmd}`: {e}"))
+}
+
+/// Waits for `child` at most `limit`; its exit code, or why not (with `hint` on a timeout).
+fn wait_bounded(
+    child: &mut std::process::Child,
+    cmd: &str,
+    limit: Duration,
+    hint: &str,
+) -> Result<i32, String> {
     let start = Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok((status.code().unwrap_or(-1), out)),
+            Ok(Some(status)) => return Ok(status.code().unwrap_or(-1)),
             Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
                 return Err(format!(
-                    "`{cmd}` still runs after {}s (it must start the process in the background and return)",
+                    "`{cmd}` still runs after {}s ({hint})",
                     limit.as_secs()
                 ));
             }
@@ -287,7 +303,7 @@ fn run_shell(cmd: &str, limit: Duration, capture: bool) -> Result<(i32, String),
 
 fn run_find_command(target: &str, cmd: &str) -> Result<Vec<i32>, ProcessError> {
     let (code, out) =
-        run_shell(cmd, Duration::from_secs(10), true).map_err(|what| ProcessError::Matcher {
+        run_shell(cmd, Duration::from_secs(10)).map_err(|what| ProcessError::Matcher {
             target: target.to_string(),
             what,
         })?;
@@ -419,28 +435,13 @@ fn round_ms(d: Duration) -> Duration {
 /// code.
 fn run_shell_to(cmd: &str, limit: Duration, output: Option<(Stdio, Stdio)>) -> Result<i32, String> {
     let (stdout, stderr) = output.unwrap_or_else(|| (Stdio::null(), Stdio::null()));
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("cannot start `sh -c {cmd}`: {e}"))?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status.code().unwrap_or(-1)),
-            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                return Err(format!(
-                    "`{cmd}` still runs after {}s (timed out: it must start the process in the background and return)",
-                    limit.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("cannot wait for `{cmd}`: {e}")),
-        }
-    }
+    let mut child = spawn_sh(cmd, stdout, stderr)?;
+    wait_bounded(
+        &mut child,
+        cmd,
+        limit,
+        "timed out: it must start the process in the background and return",
+    )
 }
 
 /// A restart command's output, kept in a file rather than a pipe: the process it starts in the
