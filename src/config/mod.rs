@@ -368,6 +368,7 @@ fn validate_endpoint(h: &HttpEndpoint) -> Result<(), ConfigError> {
         ))
     })?;
     match url.scheme() {
+        // (A URL of these schemes always has a host: the parser refuses one without.)
         "http" | "https" => {}
         other => {
             return Err(invalid(format!(
@@ -375,9 +376,6 @@ fn validate_endpoint(h: &HttpEndpoint) -> Result<(), ConfigError> {
                 h.url
             )));
         }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(format!("url `{}` names no host", h.url)));
     }
     if url.scheme() == "http" && h.sets_tls() {
         return Err(invalid(format!(

@@ -599,7 +599,7 @@ fn the_config_refuses_what_no_run_could_use() {
             "url = \"https://127.0.0.1:1\"\nca_file = \"/no/such/ca.pem\"".to_string(),
             "cannot read it",
         ),
-        ("url = \"https://\"".to_string(), "https://"),
+        ("url = \"https://\"".to_string(), "is not a URL"),
     ];
     for (lines, want) in cases {
         let cfg = chaosbot::config::Config::from_toml(&format!(
