@@ -21,6 +21,7 @@
 //!   truth), the typed run source, the process identity.
 //! - [`clock`], [`suggest`] ("did you mean") and [`tls`] are small helpers any layer may use.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -71,7 +71,7 @@ pub struct Targets {
 
 /// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`
 /// or `find_command`. Only what the matcher returns is ever signalled.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessTarget {
     pub name: String,
@@ -114,7 +114,7 @@ impl ProcessTarget {
 }
 
 /// The host chaosbot runs on, for `cpu` and `memory` faults.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostTarget {
     pub name: String,
@@ -146,7 +146,7 @@ impl HostTarget {
 }
 
 /// A directory that `disk` (fill) and `io` (write load) faults may write into.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DiskTarget {
     pub name: String,
@@ -168,7 +168,7 @@ fn default_max_io() -> u64 {
     100
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyTarget {
     pub name: String,

@@ -16,7 +16,7 @@ use crate::run::{RollbackOutcome, RunState, Verdict};
 macro_rules! run_columns {
     () => {
         "id, experiment, title, spec, params, seed, requested_by, source, state, verdict, \
-         rollback, reason, owner, lease_until_ms, created_ms, started_ms, finished_ms"
+         rollback, reason, owner, lease_until_ms, created_ms, started_ms, finished_ms, epoch"
     };
 }
 pub(crate) use run_columns;
@@ -48,7 +48,7 @@ pub(crate) const COUNT_ACTIVE: &str =
 
 pub(crate) const CLAIM_UPDATE: &str = concat!(
     "UPDATE runs SET state = 'checking_steady_state', owner = $2, lease_until_ms = $3, \
-     started_ms = $4 WHERE id = $1 AND state = 'queued' RETURNING ",
+     started_ms = $4, epoch = epoch + 1 WHERE id = $1 AND state = 'queued' RETURNING ",
     run_columns!()
 );
 
@@ -133,6 +133,7 @@ pub(crate) struct RunRow {
     created_ms: i64,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
+    epoch: i64,
 }
 
 impl TryFrom<RunRow> for RunRecord {
@@ -171,6 +172,7 @@ impl TryFrom<RunRow> for RunRecord {
             created_ms: r.created_ms,
             started_ms: r.started_ms,
             finished_ms: r.finished_ms,
+            epoch: u64::try_from(r.epoch).unwrap_or(0),
         })
     }
 }

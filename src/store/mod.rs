@@ -105,6 +105,8 @@ pub struct RunRecord {
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// Ownership epoch: raised each time a worker claims the run; agents fence by it.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone)]

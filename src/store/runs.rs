@@ -211,6 +211,7 @@ macro_rules! impl_run_store {
                     created_ms,
                     started_ms: None,
                     finished_ms: None,
+                    epoch: 0,
                 })
             }
 
