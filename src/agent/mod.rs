@@ -7,6 +7,8 @@
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
+pub mod client;
+pub mod local;
 pub mod protocol;
 
 use protocol::{Applied, FaultList, Hello, ProxiesAnswer, ProxiesUp, Renewed, Reverted};

@@ -76,6 +76,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         listen: proxy_addr,
         upstream: service_addr.to_string(),
         description: "the demo service, behind the fault proxy".into(),
+        agent: None,
     });
     cfg.targets.http.push(HttpEndpoint {
         name: "demo-http".into(),
