@@ -30,6 +30,15 @@ impl std::fmt::Debug for AgentRouter {
     }
 }
 
+/// The router the binary's `run`, `demo` and `serve` use: agents, unless `[agent] local =
+/// "in-process"` keeps every fault inside the controller.
+pub fn for_binary(cfg: &Arc<Config>) -> Result<Option<Arc<AgentRouter>>, ClientError> {
+    if cfg.agent.local == crate::config::LocalAgentMode::InProcess {
+        return Ok(None);
+    }
+    AgentRouter::from_config(Arc::clone(cfg)).map(|r| Some(Arc::new(r)))
+}
+
 impl AgentRouter {
     /// The agents of a (validated) config; the local one is only started when first needed.
     pub fn from_config(cfg: Arc<Config>) -> Result<AgentRouter, ClientError> {
