@@ -504,6 +504,7 @@ async fn kill_9_while_paused_then_restart_resumes_the_process() {
             .arg(format!("duration={duration}"))
             .env_remove("DATABASE_URL")
             .env_remove("CHAOSBOT_CONFIG")
+            .env("CHAOSBOT_AGENT_SOCKET", dir.path().join("agent/agent.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
