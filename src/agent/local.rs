@@ -158,11 +158,16 @@ impl LocalAgent {
                 log_path.display()
             ))
         })?;
-        let child = std::process::Command::new(&exe)
-            .arg("agent")
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("agent")
             .arg("--on-demand")
             .arg("--socket")
-            .arg(&self.socket)
+            .arg(&self.socket);
+        // How long it stays without work (tests shorten it); the agent checks the value.
+        if let Some(idle) = std::env::var_os("CHAOSBOT_AGENT_IDLE_EXIT").filter(|v| !v.is_empty()) {
+            cmd.arg("--idle-exit").arg(idle);
+        }
+        let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -66,7 +66,10 @@ fn cmd(s: &Setup, args: &[&str]) -> Command {
         .env_remove("DATABASE_URL")
         .env_remove("CHAOSBOT_CONFIG")
         // Each test its own local agent.
-        .env("CHAOSBOT_AGENT_SOCKET", s.dir.path().join("agent/agent.sock"))
+        .env(
+            "CHAOSBOT_AGENT_SOCKET",
+            s.dir.path().join("agent/agent.sock"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
