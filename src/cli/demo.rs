@@ -178,8 +178,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             source: "cli:demo".into(),
             seed: None,
         },
-        args.json.as_deref(),
-        None,
+        (args.json.as_deref(), None),
         router,
     )
     .await;

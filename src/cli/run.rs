@@ -82,8 +82,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
             source: crate::run::RunSource::Terminal,
             seed: args.seed,
         },
-        args.json.as_deref(),
-        args.wait,
+        (args.json.as_deref(), args.wait),
         agents,
     )
     .await;
@@ -114,8 +113,7 @@ pub(crate) async fn run_in_foreground(
     targets: TargetRegistry,
     exp: &Experiment,
     req: SubmitRequest,
-    json: Option<&std::path::Path>,
-    wait: Option<Duration>,
+    (json, wait): (Option<&std::path::Path>, Option<Duration>),
     agents: Option<Arc<crate::engine::agents::AgentRouter>>,
 ) -> Result<RunRecord, u8> {
     let mut opts = EngineOptions::new(cfg.guard_rails.clone());
