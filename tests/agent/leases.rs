@@ -25,8 +25,15 @@ async fn a_lapsed_lease_resumes_the_paused_process_and_renewals_keep_it() {
     }
     assert!(wait_paused(pid, true, Duration::ZERO).await);
     let text = agent.metrics().await;
-    assert!(metric(&text, "chaosbot_agent_lease_renewals_total").unwrap_or(0.0) >= 3.0, "{text}");
-    assert_eq!(metric(&text, "chaosbot_agent_faults_in_place "), Some(1.0), "{text}");
+    assert!(
+        metric(&text, "chaosbot_agent_lease_renewals_total").unwrap_or(0.0) >= 3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "chaosbot_agent_faults_in_place "),
+        Some(1.0),
+        "{text}"
+    );
 
     // The controller goes quiet: the lease lapses and the agent resumes it within TTL + 1 s.
     let quiet = Instant::now();
@@ -41,11 +48,18 @@ async fn a_lapsed_lease_resumes_the_paused_process_and_renewals_keep_it() {
     assert_eq!(r.body["faults"][1]["state"], "unknown");
     let text = agent.metrics().await;
     assert_eq!(
-        metric(&text, "chaosbot_agent_reverts_total{reason=\"lease expired\"}"),
+        metric(
+            &text,
+            "chaosbot_agent_reverts_total{reason=\"lease expired\"}"
+        ),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(metric(&text, "chaosbot_agent_faults_in_place "), Some(0.0), "{text}");
+    assert_eq!(
+        metric(&text, "chaosbot_agent_faults_in_place "),
+        Some(0.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +78,10 @@ async fn the_deadline_reverts_even_while_the_lease_is_renewed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         r = agent.renew("r-1", 1, &["f-fill"], 30_000).await;
     }
-    assert!(site.scratch_files().is_empty(), "fill file left after the deadline");
+    assert!(
+        site.scratch_files().is_empty(),
+        "fill file left after the deadline"
+    );
     assert_eq!(r.body["faults"][0]["state"], "gone", "{:?}", r.body);
     assert_eq!(r.body["faults"][0]["reason"], "deadline");
 }
@@ -88,7 +105,11 @@ async fn explicit_revert_is_idempotent_and_says_when_it_was_already_gone() {
     assert!(r.body["earlier"].is_null(), "{:?}", r.body);
     assert!(wait_paused(pid, false, Duration::from_secs(1)).await);
     let r = agent.revert("r-1", 1, "f-1").await;
-    assert_eq!(r.body["earlier"]["reason"], "revert requested", "{:?}", r.body);
+    assert_eq!(
+        r.body["earlier"]["reason"], "revert requested",
+        "{:?}",
+        r.body
+    );
     let faults = agent.call("GET", "/v1/faults", None).await;
     assert_eq!(faults.body["faults"].as_array().map(Vec::len), Some(0));
 }
@@ -104,10 +125,23 @@ async fn a_stale_epoch_cannot_renew_or_revert_and_a_higher_one_takes_over() {
     assert_eq!(a.status, 201, "{:?}", a.body);
 
     let r = agent.renew("r-1", 1, &["f-1"], 30_000).await;
-    assert_eq!((r.status, r.code()), (409, CODE_STALE_EPOCH), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (409, CODE_STALE_EPOCH),
+        "{:?}",
+        r.body
+    );
     let r = agent.revert("r-1", 1, "f-1").await;
-    assert_eq!((r.status, r.code()), (409, CODE_STALE_EPOCH), "{:?}", r.body);
-    assert!(wait_paused(pid, true, Duration::ZERO).await, "a stale revert must not revert");
+    assert_eq!(
+        (r.status, r.code()),
+        (409, CODE_STALE_EPOCH),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        wait_paused(pid, true, Duration::ZERO).await,
+        "a stale revert must not revert"
+    );
 
     // A new owner (epoch 3) takes the fault over; the old one (2) is now stale.
     let r = agent.renew("r-1", 3, &["f-1"], 30_000).await;
@@ -139,7 +173,10 @@ async fn another_runs_apply_on_a_held_target_is_refused_naming_the_holder() {
     let r = agent.revert("r-other", 5, "f-1").await;
     assert_eq!(r.code(), CODE_HELD, "{:?}", r.body);
     let text = agent.metrics().await;
-    assert!(metric(&text, "chaosbot_agent_refusals_total{code=\"held\"}").unwrap_or(0.0) >= 2.0, "{text}");
+    assert!(
+        metric(&text, "chaosbot_agent_refusals_total{code=\"held\"}").unwrap_or(0.0) >= 2.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +190,11 @@ async fn the_proxy_is_up_from_the_start_and_carries_the_toxic_until_reverted() {
         .apply(&apply("r-1", 1, "f-net", latency_step(300), 30_000, 30_000))
         .await;
     assert_eq!(a.status, 201, "{:?}", a.body);
-    assert!(a.body["summary"].as_str().unwrap_or("").contains("api"), "{:?}", a.body);
+    assert!(
+        a.body["summary"].as_str().unwrap_or("").contains("api"),
+        "{:?}",
+        a.body
+    );
     let slow = site.proxy_round_trip().await;
     assert!(slow >= Duration::from_millis(300), "{slow:?}");
     agent.revert("r-1", 1, "f-net").await;
@@ -174,7 +215,13 @@ async fn the_proxy_is_up_from_the_start_and_carries_the_toxic_until_reverted() {
         },
         ..latency_step(1)
     };
-    let r = agent.apply(&apply("r-1", 1, "f-load", load, 1_000, 1_000)).await;
+    let r = agent
+        .apply(&apply("r-1", 1, "f-load", load, 1_000, 1_000))
+        .await;
     assert_eq!(r.code(), CODE_BAD_REQUEST, "{:?}", r.body);
-    assert!(r.message().contains("load steps run on the controller"), "{}", r.message());
+    assert!(
+        r.message().contains("load steps run on the controller"),
+        "{}",
+        r.message()
+    );
 }

@@ -294,8 +294,12 @@ impl Agent {
             fault_ids: ids.iter().map(|s| s.to_string()).collect(),
             lease_ms,
         };
-        self.call("POST", "/v1/leases", Some(serde_json::to_value(req).unwrap()))
-            .await
+        self.call(
+            "POST",
+            "/v1/leases",
+            Some(serde_json::to_value(req).unwrap()),
+        )
+        .await
     }
 
     pub async fn revert(&self, run_id: &str, epoch: u64, id: &str) -> Answer {
@@ -425,7 +429,14 @@ where
 }
 
 /// A fault request with the usual fields.
-pub fn apply(run: &str, epoch: u64, id: &str, step: FaultStep, ttl_ms: u64, lease_ms: u64) -> Apply {
+pub fn apply(
+    run: &str,
+    epoch: u64,
+    id: &str,
+    step: FaultStep,
+    ttl_ms: u64,
+    lease_ms: u64,
+) -> Apply {
     Apply {
         run_id: run.into(),
         epoch,
