@@ -239,7 +239,7 @@ impl AgentCore {
     pub async fn faults(&self) -> FaultList {
         let st = self.inner.state.lock().await;
         let mut faults: Vec<FaultView> = st.faults.values().map(|h| h.view.clone()).collect();
-        faults.sort_by(|a, b| a.applied_ms.cmp(&b.applied_ms));
+        faults.sort_by_key(|a| a.applied_ms);
         FaultList { faults }
     }
 
