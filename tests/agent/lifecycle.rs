@@ -132,6 +132,7 @@ async fn the_local_agent_shares_declarations_refuses_conflicts_and_exits_when_id
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: upstream.to_string(),
             description: String::new(),
+            agent: None,
         })
     };
     let up = |d: TargetDecl| ProxiesUp {
@@ -212,6 +213,7 @@ async fn a_configured_agent_refuses_declarations() {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: "127.0.0.1:1".into(),
             description: String::new(),
+            agent: None,
         })],
         check_upstreams: false,
     };
@@ -244,6 +246,7 @@ async fn the_local_agent_applies_faults_on_targets_declared_with_the_apply() {
         find_command: None,
         restart_command: None,
         description: String::new(),
+        agent: None,
     };
     let mut req = apply("r-1", 1, "f-1", pause_step(), 30_000, 30_000);
     req.declare = Some(TargetDecl::Process(target));
