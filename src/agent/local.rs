@@ -98,12 +98,16 @@ impl LocalAgent {
                 Err(e) => return Err(e),
             }
         }
-        let why = last.map(|e| e.to_string()).unwrap_or_default();
+        let why = match last {
+            Some(AgentError::Unreachable { why, .. }) => why,
+            Some(e) => e.to_string(),
+            None => "no answer".into(),
+        };
         Err(AgentError::Unreachable {
             agent: LOCAL.into(),
             address: self.socket.display().to_string(),
             why: format!(
-                "the local agent did not answer within {}s of being started ({why}); see its log {}",
+                "it did not answer within {}s of being started ({why}); see its log {}",
                 START_PATIENCE.as_secs(),
                 self.log_path().display()
             ),
