@@ -151,3 +151,57 @@ async fn an_unreachable_agent_fails_the_run_before_anything_is_injected() {
     );
     reap(child);
 }
+
+#[tokio::test]
+async fn chaosbot_agents_lists_the_local_agent_and_says_why_one_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service().await;
+    let config = write_cli_setup(dir.path(), free_port(), svc.addr);
+    let dead = free_port();
+    append(
+        &config,
+        &format!("\n[[agents]]\nname = \"web-1\"\nurl = \"http://{dead}\"\nsecret = \"s\"\n"),
+    );
+    let list = |json: bool| {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&config).arg("agents");
+        if json {
+            c.arg("--json");
+        }
+        c.env("CHAOSBOT_AGENT_SOCKET", dir.path().join("agent/agent.sock"))
+            .env_remove("CHAOSBOT_CONFIG")
+            .stdin(Stdio::null());
+        c
+    };
+    let mut text_cmd = list(false);
+    let out = tokio::task::spawn_blocking(move || text_cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("local") && text.contains("not running"),
+        "{text}"
+    );
+    assert!(
+        text.contains("web-1") && text.contains("unreachable"),
+        "{text}"
+    );
+    assert!(text.contains(&dead.to_string()), "{text}");
+    // Listing does not start the local agent.
+    assert!(!answers(&dir.path().join("agent/agent.sock")));
+
+    let mut json_cmd = list(true);
+    let out = tokio::task::spawn_blocking(move || json_cmd.output().unwrap())
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["local", "web-1"]);
+    assert_eq!(v[1]["reachable"], serde_json::json!(false));
+}
