@@ -2,6 +2,7 @@
 //! over its protocol, holding faults on real processes (a `sleep 600` child paused and
 //! resumed), a real directory (fill files) and a real proxy in front of a loopback echo server.
 
+mod client;
 mod leases;
 mod lifecycle;
 mod rig;
