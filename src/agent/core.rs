@@ -30,6 +30,8 @@ mod targets;
 
 /// How long a reverted fault (and a run's last epoch) is remembered.
 pub const GONE_MEMORY: Duration = Duration::from_secs(600);
+/// The longest deadline or lease a request may ask for (no experiment runs that long).
+pub const MAX_TERM: Duration = Duration::from_secs(24 * 3600);
 /// How often the sweeper looks for deadlines and lapsed leases.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -281,12 +283,11 @@ impl AgentCore {
                 req.step.name
             )));
         }
-        if req.ttl_ms == 0 || req.lease_ms == 0 || req.fault_id.is_empty() || req.run_id.is_empty()
-        {
-            return Err(bad(
-                "apply needs a run_id, a fault_id, and ttl_ms and lease_ms above zero".into(),
-            ));
+        if req.fault_id.is_empty() || req.run_id.is_empty() {
+            return Err(bad("apply needs a run_id and a fault_id".into()));
         }
+        term("ttl_ms", req.ttl_ms)?;
+        term("lease_ms", req.lease_ms)?;
         let mut st = self.inner.state.lock().await;
         // First, so a stale controller's retry learns it lost the run.
         Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
@@ -427,12 +428,7 @@ impl AgentCore {
     }
 
     pub async fn renew(&self, req: &protocol::Renew) -> Result<Renewed, Refusal> {
-        if req.lease_ms == 0 {
-            return Err(Refusal::new(
-                protocol::CODE_BAD_REQUEST,
-                "lease_ms must be above zero",
-            ));
-        }
+        term("lease_ms", req.lease_ms)?;
         let mut st = self.inner.state.lock().await;
         Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
         let lease_until = Instant::now() + Duration::from_millis(req.lease_ms);
@@ -606,4 +602,16 @@ impl AgentCore {
     fn journal(&self, entry: &Entry) -> Result<(), super::journal::JournalError> {
         self.lock_journal().append(entry)
     }
+}
+
+/// A requested deadline or lease: above zero and at most [`MAX_TERM`].
+fn term(key: &str, ms: u64) -> Result<Duration, Refusal> {
+    let d = Duration::from_millis(ms);
+    if d.is_zero() || d > MAX_TERM {
+        return Err(Refusal::new(
+            protocol::CODE_BAD_REQUEST,
+            format!("{key} is {ms}; it must be above zero and at most 24 h (86400000)"),
+        ));
+    }
+    Ok(d)
 }
