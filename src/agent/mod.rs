@@ -28,6 +28,7 @@
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
+mod api;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -95,6 +95,19 @@ async fn another_protocol_version_and_garbage_bodies_are_refused() {
         "{:?}",
         r.body
     );
+    // Absurd terms are refused, not overflowed.
+    let huge = crate::rig::apply("r-1", 1, "f-1", crate::rig::pause_step(), u64::MAX, 1_000);
+    let r = agent.apply(&huge).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, CODE_BAD_REQUEST),
+        "{:?}",
+        r.body
+    );
+    assert!(r.message().contains("ttl_ms"), "{}", r.message());
+    let r = agent.renew("r-1", 1, &["f-1"], 0).await;
+    assert_eq!(r.code(), CODE_BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(agent.call("GET", "/v1/hello", None).await.status, 200);
 }
 
 #[tokio::test]
