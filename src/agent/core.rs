@@ -431,7 +431,27 @@ impl AgentCore {
         term("lease_ms", req.lease_ms)?;
         let mut st = self.inner.state.lock().await;
         Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
-        let lease_until = Instant::now() + Duration::from_millis(req.lease_ms);
+        let now = Instant::now();
+        // A lease that lapsed before this renewal arrived (the agent was stalled, or the
+        // request sat in a buffer) is over: revert now rather than bring the fault back to life.
+        let lapsed: Vec<(String, &'static str)> = req
+            .fault_ids
+            .iter()
+            .filter_map(|id| {
+                let h = st.faults.get(id).filter(|h| h.view.run_id == req.run_id)?;
+                if h.deadline <= now {
+                    Some((id.clone(), REASON_DEADLINE))
+                } else if h.lease_until <= now {
+                    Some((id.clone(), REASON_LEASE))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in lapsed {
+            self.revert_locked(&mut st, &id, reason).await;
+        }
+        let lease_until = now + Duration::from_millis(req.lease_ms);
         let mut faults = Vec::new();
         for id in &req.fault_ids {
             let state = match st.faults.get_mut(id) {

@@ -63,6 +63,37 @@ async fn a_lapsed_lease_resumes_the_paused_process_and_renewals_keep_it() {
 }
 
 #[tokio::test]
+async fn a_renewal_that_arrives_after_the_lease_lapsed_does_not_revive_the_fault() {
+    let site = Site::new().await;
+    let agent = site.agent().await;
+    let pid = site.pid();
+    // A renewal sent just after the lease lapsed, before the agent's sweep came round (it
+    // sweeps every 100 ms): the fault is over, not renewed. Five tries, so a sweep that
+    // happened to come first every time cannot hide a revived lease.
+    for n in 0..5 {
+        let id = format!("f-{n}");
+        let a = agent
+            .apply(&apply("r-1", 1, &id, pause_step(), 30_000, 400))
+            .await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        let applied = Instant::now();
+        assert!(wait_paused(pid, true, Duration::from_secs(2)).await);
+        tokio::time::sleep(Duration::from_millis(420).saturating_sub(applied.elapsed())).await;
+        let r = agent.renew("r-1", 1, &[&id], 30_000).await;
+        assert_eq!(
+            r.body["faults"][0]["state"], "gone",
+            "try {n}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["faults"][0]["reason"], "lease expired");
+        assert!(
+            wait_paused(pid, false, Duration::from_secs(1)).await,
+            "try {n}: the paused process must run again"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_deadline_reverts_even_while_the_lease_is_renewed() {
     let site = Site::new().await;
     let agent = site.agent().await;

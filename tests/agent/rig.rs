@@ -325,8 +325,13 @@ impl Agent {
     }
 
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `sig` to the agent process (SIGSTOP/SIGCONT stall and resume it).
+    pub fn signal(&self, sig: i32) {
         // SAFETY: signalling the agent this test started.
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
+        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), sig) };
     }
 
     /// Waits (bounded) for the process to exit.
