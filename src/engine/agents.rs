@@ -177,6 +177,38 @@ impl AgentRouter {
     }
 }
 
+impl AgentRouter {
+    /// How often a controller re-asserts the proxies it relies on: well inside the local
+    /// agent's one-minute idle exit, so the data path stays up for as long as a controller
+    /// uses it (and comes back, re-declared, if the local agent was restarted).
+    pub fn keep_up_every(&self) -> Duration {
+        (self.renew_every * 5).min(Duration::from_secs(15))
+    }
+
+    /// Brings `names` up on their agents every [`AgentRouter::keep_up_every`] until `stop`.
+    /// Failures are logged and retried at the next tick: the run or the server that needs the
+    /// proxies reports its own errors.
+    pub async fn keep_proxies_up(
+        self: Arc<Self>,
+        names: Vec<String>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if names.is_empty() {
+            return;
+        }
+        let every = self.keep_up_every();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.proxies_up(&names, false).await {
+                tracing::warn!(error = %e, "cannot keep the proxies up on their agents; retrying");
+            }
+        }
+    }
+}
+
 /// One agent as `chaosbot agents` and `/chaos status` show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AgentStatus {

@@ -130,6 +130,8 @@ impl Server {
         let targets = TargetRegistry::new(cfg.clone());
         let mut opts = EngineOptions::new(cfg.guard_rails.clone());
         opts.agents = crate::engine::agents::for_binary(&cfg).context("cannot reach the agents")?;
+        let stop = CancellationToken::new();
+        let mut keep_up = None;
         match &opts.agents {
             Some(router) => {
                 let names: Vec<String> = cfg.targets.proxy.iter().map(|p| p.name.clone()).collect();
@@ -138,6 +140,10 @@ impl Server {
                         "cannot start the proxies of the declared targets on their agents",
                     )?;
                 }
+                // Kept up for the server's whole life, so traffic always flows.
+                keep_up = Some(tokio::spawn(
+                    Arc::clone(router).keep_proxies_up(names, stop.clone()),
+                ));
             }
             None => targets
                 .start_all()
@@ -152,8 +158,7 @@ impl Server {
 
         let outbox = Outbox::new(store.clone(), api.clone(), OutboxOptions::default());
         let outbox_task = outbox.start();
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<_> = keep_up.into_iter().collect();
         let projector = {
             let outbox = outbox.clone();
             Projector::new(store.clone(), cfg.qa.clone(), move || outbox.notify())

@@ -611,3 +611,60 @@ async fn a_second_start_on_a_held_target_waits_in_the_queue_behind_it() {
     assert_eq!(b.verdict, Some(Verdict::Held), "{:?}", b.reason);
     assert!(b.started_ms.unwrap() >= a.finished_ms.unwrap());
 }
+
+#[tokio::test]
+async fn serve_keeps_its_proxies_up_on_an_idle_local_agent() {
+    let rig = rig().await;
+    let config = rig.dir.path().join("chaosbot.toml");
+    let p = &rig.cfg.targets.proxy[0];
+    std::fs::write(
+        &config,
+        format!(
+            "catalog = \"experiments\"\n[agent]\nlease_ttl = \"1s\"\nrenew_every = \"300ms\"\n[[targets.proxy]]\nname = \"api\"\nlisten = \"{}\"\nupstream = \"{}\"\n[slack]\nteam_id = \"{TEAM}\"\n",
+            p.listen, p.upstream
+        ),
+    )
+    .unwrap();
+    let port = free_port().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("DATABASE_URL", rig.cfg.database_url())
+        .env("SLACK_SIGNING_SECRET", SECRET)
+        .env("SLACK_BOT_TOKEN", "xoxb-e2e")
+        .env("SLACK_API_URL", rig.fake.url())
+        .env("CHAOSBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "CHAOSBOT_AGENT_SOCKET",
+            config.with_file_name("agent/agent.sock"),
+        )
+        // An agent that would leave after 2 s without a request.
+        .env("CHAOSBOT_AGENT_IDLE_EXIT", "2s")
+        .env_remove("SLACK_APP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    // No run, no fault: only the server relies on the proxy. Well past the agent's idle
+    // time, the proxy still carries traffic.
+    let listen = p.listen;
+    let mut answered = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(listen),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        assert!(
+            ok,
+            "the proxy at {listen} stopped accepting after {answered} checks"
+        );
+        answered += 1;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = server.wait();
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use super::fault::{Counted, Held, Injected, time_to_live};
@@ -192,6 +193,14 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
     let Some(router) = sh.eng.agents().cloned() else {
         return;
     };
+    // The run's proxies too: probes and traffic go through them between faults, and the
+    // local agent exits when nobody asks anything of it.
+    let proxies = sh.eng.targets().proxies_for(&sh.exp);
+    tokio::spawn(
+        Arc::clone(&router)
+            .keep_proxies_up(proxies, stop.clone())
+            .in_current_span(),
+    );
     let mut lost: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
