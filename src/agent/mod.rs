@@ -34,6 +34,7 @@ pub mod core;
 pub mod journal;
 pub mod protocol;
 pub mod server;
+pub mod toxiproxy;
 
 use protocol::{Applied, FaultList, Hello, ProxiesAnswer, ProxiesUp, Renewed, Reverted};
 
