@@ -47,7 +47,11 @@ pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
             );
             return EXIT_INVALID;
         };
-        let toxiproxy = match args.toxiproxy.as_deref().map(|t| ToxiproxySettings::parse_listen(t, false)) {
+        let toxiproxy = match args
+            .toxiproxy
+            .as_deref()
+            .map(|t| ToxiproxySettings::parse_listen(t, false))
+        {
             None => None,
             Some(Ok(listen)) => listen,
             Some(Err(m)) => {

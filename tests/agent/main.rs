@@ -6,3 +6,5 @@ mod leases;
 mod lifecycle;
 mod rig;
 mod security;
+mod toxi_clients;
+mod toxiproxy;

@@ -226,10 +226,7 @@ async fn add_toxic(State(s): State<Shared>, UrlPath(p): UrlPath<String>, body: B
     reply(StatusCode::OK, r)
 }
 
-async fn toxic(
-    State(s): State<Shared>,
-    UrlPath((p, t)): UrlPath<(String, String)>,
-) -> Response {
+async fn toxic(State(s): State<Shared>, UrlPath((p, t)): UrlPath<(String, String)>) -> Response {
     reply(StatusCode::OK, s.toxic(&p, &t).await)
 }
 

@@ -165,51 +165,17 @@ pub fn attributes_of(kind: &ToxicKind) -> Value {
     }
 }
 
-#[derive(Deserialize)]
-struct LatencyAttrs {
-    #[serde(default)]
-    latency: u64,
-    #[serde(default)]
-    jitter: u64,
-}
-
-#[derive(Deserialize)]
-struct RateAttrs {
-    #[serde(default)]
-    rate: u64,
-}
-
-#[derive(Deserialize)]
-struct TimeoutAttrs {
-    #[serde(default)]
-    timeout: u64,
-}
-
-#[derive(Deserialize)]
-struct DelayAttrs {
-    #[serde(default)]
-    delay: u64,
-}
-
-#[derive(Deserialize)]
-struct SlicerAttrs {
-    #[serde(default)]
-    average_size: usize,
-    #[serde(default)]
-    size_variation: usize,
-    #[serde(default)]
-    delay: u64,
-}
-
-#[derive(Deserialize)]
-struct BytesAttrs {
-    #[serde(default)]
-    bytes: u64,
-}
-
-fn attrs<T: DeserializeOwned>(kind: &str, a: &Map<String, Value>) -> Result<T, ApiError> {
-    serde_json::from_value(Value::Object(a.clone()))
-        .map_err(|e| ApiError::bad_body(format!("attributes of a {kind} toxic: {e}")))
+/// An attribute as a whole number (missing is zero, as in Toxiproxy); anything else is a 400
+/// naming the attribute.
+fn uint(kind: &str, a: &Map<String, Value>, field: &str) -> Result<u64, ApiError> {
+    match a.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            ApiError::bad_body(format!(
+                "attribute `{field}` of a {kind} toxic must be a whole number of at least 0, got {v}"
+            ))
+        }),
+    }
 }
 
 /// Toxiproxy's toxic types (`down` is not one: it is `enabled: false`).
@@ -220,43 +186,40 @@ pub fn is_toxic_type(kind: &str) -> bool {
 /// The chaosbot toxic for a Toxiproxy type and attributes (missing attributes are zero, as
 /// in Toxiproxy). An unknown type is Toxiproxy's "invalid toxic type" (400).
 pub fn kind_from(kind: &str, a: &Map<String, Value>) -> Result<ToxicKind, ApiError> {
-    let millis = Duration::from_millis;
+    let millis = |field| uint(kind, a, field).map(Duration::from_millis);
+    let size = |field| {
+        uint(kind, a, field).and_then(|n| {
+            usize::try_from(n)
+                .map_err(|_| ApiError::bad_body(format!("attribute `{field}` is too large")))
+        })
+    };
     Ok(match kind {
-        "latency" => {
-            let x: LatencyAttrs = attrs(kind, a)?;
-            ToxicKind::Latency {
-                latency: millis(x.latency),
-                jitter: millis(x.jitter),
-            }
-        }
+        "latency" => ToxicKind::Latency {
+            latency: millis("latency")?,
+            jitter: millis("jitter")?,
+        },
         "bandwidth" => ToxicKind::Bandwidth {
-            rate_kbps: attrs::<RateAttrs>(kind, a)?.rate,
+            rate_kbps: uint(kind, a, "rate")?,
         },
         "timeout" => ToxicKind::Timeout {
-            timeout: millis(attrs::<TimeoutAttrs>(kind, a)?.timeout),
+            timeout: millis("timeout")?,
         },
         "reset_peer" => ToxicKind::ResetPeer {
-            timeout: millis(attrs::<TimeoutAttrs>(kind, a)?.timeout),
+            timeout: millis("timeout")?,
         },
         "slow_close" => ToxicKind::SlowClose {
-            delay: millis(attrs::<DelayAttrs>(kind, a)?.delay),
+            delay: millis("delay")?,
         },
-        "slicer" => {
-            let x: SlicerAttrs = attrs(kind, a)?;
-            ToxicKind::Slicer {
-                average_size: x.average_size,
-                size_variation: x.size_variation,
-                delay: Duration::from_micros(x.delay),
-            }
-        }
+        "slicer" => ToxicKind::Slicer {
+            average_size: size("average_size")?,
+            size_variation: size("size_variation")?,
+            delay: Duration::from_micros(uint(kind, a, "delay")?),
+        },
         "limit_data" => ToxicKind::LimitData {
-            bytes: attrs::<BytesAttrs>(kind, a)?.bytes,
+            bytes: uint(kind, a, "bytes")?,
         },
         _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid toxic type",
-            ));
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid toxic type"));
         }
     })
 }

@@ -15,8 +15,8 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::model::{
-    ApiError, ProxyInput, ProxyJson, ToxicInput, ToxicJson, attributes_of, is_toxic_type, kind_from,
-    parse_stream,
+    ApiError, ProxyInput, ProxyJson, ToxicInput, ToxicJson, attributes_of, is_toxic_type,
+    kind_from, parse_stream,
 };
 use crate::agent::core::AgentCore;
 use crate::config::ProxyTarget;
@@ -27,6 +27,8 @@ use crate::spec::model::{Direction, ToxicKind};
 /// Where a proxy made without `listen` listens (Toxiproxy binds every interface; the agent
 /// keeps such a proxy on loopback).
 const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+/// How long a request waits for a proxy's listener to close or open after `enabled` changes.
+const LISTENER_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct State {
@@ -78,7 +80,9 @@ async fn resolve_listen(text: &str) -> Result<SocketAddr, ApiError> {
     let bad = |why: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("listen `{text}` is not a host:port address ({why}); write e.g. 127.0.0.1:26379"),
+            format!(
+                "listen `{text}` is not a host:port address ({why}); write e.g. 127.0.0.1:26379"
+            ),
         )
     };
     tokio::net::lookup_host(text)
@@ -190,7 +194,7 @@ impl Toxiproxy {
         warn!(target: "chaosbot::audit", proxy = %name, listen = %h.listen_addr(), upstream = %h.upstream(),
             "proxy made through the Toxiproxy API");
         if input.enabled == Some(false) {
-            self.set_enabled(st, &h, false)?;
+            self.set_enabled(st, &h, false).await?;
         }
         Ok(proxy_json(&h))
     }
@@ -207,7 +211,7 @@ impl Toxiproxy {
             h = self.rebuild(&mut st, &h, listen, upstream).await?;
         }
         if let Some(enabled) = input.enabled {
-            self.set_enabled(&mut st, &h, enabled)?;
+            self.set_enabled(&mut st, &h, enabled).await?;
         }
         Ok(proxy_json(&h))
     }
@@ -275,7 +279,22 @@ impl Toxiproxy {
 
     /// `enabled: false` is chaosbot's `down` toxic (with the guard-rail deadline); `true`
     /// removes the downs made here (a run's `down` stays until the run ends).
-    fn set_enabled(&self, st: &mut State, h: &ProxyHandle, enabled: bool) -> Result<(), ApiError> {
+    async fn set_enabled(
+        &self,
+        st: &mut State,
+        h: &ProxyHandle,
+        enabled: bool,
+    ) -> Result<(), ApiError> {
+        self.toggle(st, h, enabled)?;
+        // Toxiproxy answers once the listener is stopped or started again: so does this.
+        let down = h.toxics().iter().any(|t| t.kind == ToxicKind::Down);
+        if !h.wait_listening(!down, LISTENER_PATIENCE).await {
+            warn!(proxy = %h.name(), enabled = !down, "the proxy's listener did not follow within 2s");
+        }
+        Ok(())
+    }
+
+    fn toggle(&self, st: &mut State, h: &ProxyHandle, enabled: bool) -> Result<(), ApiError> {
         let ids = st.toxics.entry(h.name().to_string()).or_default();
         let downs: Vec<ToxicInfo> = h
             .toxics()
@@ -335,7 +354,10 @@ impl Toxiproxy {
     pub async fn populate(&self, inputs: Vec<ProxyInput>) -> (Vec<ProxyJson>, Option<ApiError>) {
         for (i, p) in inputs.iter().enumerate() {
             if p.name.as_deref().unwrap_or("").is_empty() {
-                return (Vec::new(), Some(ApiError::missing(&format!("name at proxy {}", i + 1))));
+                return (
+                    Vec::new(),
+                    Some(ApiError::missing(&format!("name at proxy {}", i + 1))),
+                );
             }
             if p.upstream.as_deref().unwrap_or("").is_empty() {
                 let field = format!("upstream at proxy {}", i + 1);
@@ -390,6 +412,10 @@ impl Toxiproxy {
                     Ok(()) | Err(ProxyError::NoSuchToxic(_)) => {}
                     Err(e) => return Err(toxic_error(e)),
                 }
+            }
+            let down = h.toxics().iter().any(|t| t.kind == ToxicKind::Down);
+            if !down && !h.wait_listening(true, LISTENER_PATIENCE).await {
+                warn!(proxy = %name, "the proxy's listener did not open again within 2s");
             }
         }
         warn!(target: "chaosbot::audit", "toxics reset through the Toxiproxy API");
