@@ -287,6 +287,23 @@ async fn toxiproxy_routes_answer_with_its_shapes_and_codes_and_traffic_follows()
     assert!(browser.starts_with("HTTP/1.1 403"), "{browser}");
     assert!(browser.contains("User agent not allowed"), "{browser}");
 
+    // A proxy made here is a target like any other: a run may hold a toxic on it, and then
+    // it is not deleted under the run.
+    let mut on_web = latency_step(50);
+    on_web.target = "web".into();
+    let held = agent
+        .apply(&apply("r-2", 1, "f-2", on_web, 30_000, 30_000))
+        .await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    slow(round_trip(&listen).await, 50);
+    let busy = toxi(api, "DELETE", "/proxies/web", None).await;
+    assert_error(
+        &busy,
+        409,
+        "proxy `web` carries toxic `slow-api` of a chaosbot run",
+    );
+    assert_eq!(agent.revert("r-2", 1, "f-2").await.status, 200);
+
     // Destroy: the port is closed and the name is gone.
     assert_eq!(toxi(api, "DELETE", "/proxies/web", None).await.status, 204);
     assert!(round_trip(&listen).await.is_err());
@@ -398,4 +415,55 @@ async fn toxiproxy_port_in_use_is_a_warning_and_a_remote_listen_needs_allow_remo
     assert_eq!(status.and_then(|s| s.code()), Some(64));
     let log = agent.log_text();
     assert!(log.contains("allow_remote = true"), "{log}");
+}
+
+#[tokio::test]
+async fn the_local_agent_serves_toxiproxy_with_the_flag_and_stays_while_its_proxies_exist() {
+    let site = Site::new().await;
+    let api = free_port();
+    let sock = site.socket();
+    let mut agent = spawn(
+        &[
+            "agent",
+            "--on-demand",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--idle-exit",
+            "1s",
+            "--toxiproxy",
+            &api.to_string(),
+        ],
+        site.path(),
+        Via::Unix(sock.clone()),
+        None,
+    );
+    agent.ready().await;
+    // A host name is resolved, IPv4 first as Toxiproxy's resolver does.
+    let body = json!({"name": "local", "listen": "localhost:0", "upstream": site.echo.to_string()});
+    let made = toxi(api, "POST", "/proxies", Some(body)).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let listen = made.body["listen"].as_str().unwrap().to_string();
+    assert!(listen.starts_with("127.0.0.1:"), "{listen}");
+    fast(round_trip(&listen).await);
+
+    // Idle for twice the idle period, but a proxy made through the API holds it up.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        agent.wait_exit(Duration::ZERO).is_none(),
+        "{}",
+        agent.log_text()
+    );
+    fast(round_trip(&listen).await);
+
+    assert_eq!(
+        toxi(api, "DELETE", "/proxies/local", None).await.status,
+        204
+    );
+    let status = agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
 }

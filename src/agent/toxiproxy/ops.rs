@@ -1,4 +1,4 @@
-//! What each Toxiproxy route does to the agent's proxies.
+//! What each Toxiproxy route does to the agent's proxies (the toxic routes in [`toxics`]).
 //!
 //! The proxies are the agent's own ([`crate::faults::TargetRegistry`]): those of agent.toml
 //! (and the local agent's declarations) are listed and take toxics here, and those made here
@@ -10,19 +10,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use super::model::{
-    ApiError, ProxyInput, ProxyJson, ToxicInput, ToxicJson, attributes_of, is_toxic_type,
-    kind_from, parse_stream,
-};
+use super::model::{ApiError, ProxyInput, ProxyJson, ToxicJson, attributes_of};
 use crate::agent::core::AgentCore;
 use crate::config::ProxyTarget;
 use crate::faults::proxy::{ProxyError, ProxyHandle, ToxicInfo, ToxicRequest};
 use crate::faults::targets::TargetError;
 use crate::spec::model::{Direction, ToxicKind};
+
+mod toxics;
 
 /// Where a proxy made without `listen` listens (Toxiproxy binds every interface; the agent
 /// keeps such a proxy on loopback).
@@ -85,10 +83,16 @@ async fn resolve_listen(text: &str) -> Result<SocketAddr, ApiError> {
             ),
         )
     };
-    tokio::net::lookup_host(text)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(text)
         .await
         .map_err(|e| bad(e.to_string()))?
-        .next()
+        .collect();
+    // `localhost` is 127.0.0.1 first, as for Toxiproxy's Go resolver.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| bad("it resolves to no address".into()))
 }
 
@@ -226,14 +230,7 @@ impl Toxiproxy {
         upstream: String,
     ) -> Result<ProxyHandle, ApiError> {
         let name = old.name().to_string();
-        if !st.made.contains(&name) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "proxy `{name}` is declared in the agent's config; change its listen or upstream there, not through the Toxiproxy API"
-                ),
-            ));
-        }
+        may_replace(st, old, "change its listen or upstream")?;
         let seeds = st.toxics.remove(&name).unwrap_or_default();
         let kept: Vec<(ToxicInfo, u64)> = old
             .toxics()
@@ -333,15 +330,8 @@ impl Toxiproxy {
 
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let mut st = self.state.lock().await;
-        self.handle(name).await?;
-        if !st.made.contains(name) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "proxy `{name}` is declared in the agent's config; remove it there, not through the Toxiproxy API"
-                ),
-            ));
-        }
+        let h = self.handle(name).await?;
+        may_replace(&st, &h, "remove it")?;
         self.core.targets().remove_proxy(name).await;
         st.made.remove(name);
         st.toxics.remove(name);
@@ -386,167 +376,38 @@ impl Toxiproxy {
         if listen == h.listen_addr() && upstream == h.upstream() {
             return Ok(proxy_json(&h));
         }
-        if !st.made.contains(&name) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "proxy `{name}` is declared in the agent's config with another listen or upstream; change it there"
-                ),
-            ));
-        }
+        may_replace(st, &h, "change its listen or upstream")?;
         self.core.targets().remove_proxy(&name).await;
         st.made.remove(&name);
         st.toxics.remove(&name);
         self.create_locked(st, p).await
     }
-
-    /// `/reset`: every toxic made here goes (downs too, so proxies are enabled again).
-    pub async fn reset(&self) -> Result<(), ApiError> {
-        let mut st = self.state.lock().await;
-        for (name, ids) in st.toxics.drain() {
-            let Ok(h) = self.core.targets().proxy(&name).await else {
-                continue;
-            };
-            for id in ids.keys() {
-                match h.remove_toxic(*id) {
-                    Ok(()) | Err(ProxyError::NoSuchToxic(_)) => {}
-                    Err(e) => return Err(toxic_error(e)),
-                }
-            }
-            let down = h.toxics().iter().any(|t| t.kind == ToxicKind::Down);
-            if !down && !h.wait_listening(true, LISTENER_PATIENCE).await {
-                warn!(proxy = %name, "the proxy's listener did not open again within 2s");
-            }
-        }
-        warn!(target: "chaosbot::audit", "toxics reset through the Toxiproxy API");
-        Ok(())
-    }
-
-    pub async fn toxics(&self, proxy: &str) -> Result<Vec<ToxicJson>, ApiError> {
-        Ok(self.show(proxy).await?.toxics)
-    }
-
-    pub async fn toxic(&self, proxy: &str, toxic: &str) -> Result<ToxicJson, ApiError> {
-        self.toxics(proxy)
-            .await?
-            .into_iter()
-            .find(|t| t.name == toxic)
-            .ok_or_else(ApiError::toxic_not_found)
-    }
-
-    pub async fn add_toxic(&self, proxy: &str, input: ToxicInput) -> Result<ToxicJson, ApiError> {
-        let mut st = self.state.lock().await;
-        let h = self.handle(proxy).await?;
-        let stream = input.stream.unwrap_or_else(|| "downstream".into());
-        let direction = parse_stream(&stream)?;
-        let kind_name = input.kind.unwrap_or_default();
-        let name = input
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("{kind_name}_{stream}"));
-        // The type before the name and the attributes, in Toxiproxy's order.
-        if !is_toxic_type(&kind_name) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid toxic type"));
-        }
-        if named(&h, &name).is_some() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "toxic already exists"));
-        }
-        let kind = kind_from(&kind_name, &input.attributes.unwrap_or_default())?;
-        let req = ToxicRequest {
-            label: name,
-            kind,
-            direction,
-            toxicity: input.toxicity.unwrap_or(1.0),
-            seed: input.seed.unwrap_or_else(rand::random),
-            deadline: Instant::now() + self.deadline,
-        };
-        let id = h.add_toxic(req.clone()).map_err(toxic_error)?;
-        audit_toxic(h.name(), "toxic added", &req, self.deadline);
-        st.toxics
-            .entry(h.name().to_string())
-            .or_default()
-            .insert(id, req.seed);
-        Ok(toxic_json(&info(id, &req)))
-    }
-
-    /// A partial update: the attributes and toxicity left out keep their values. The new
-    /// version goes in before the old one goes, so traffic never sees the toxic missing.
-    pub async fn update_toxic(
-        &self,
-        proxy: &str,
-        toxic: &str,
-        input: ToxicInput,
-    ) -> Result<ToxicJson, ApiError> {
-        let mut st = self.state.lock().await;
-        let h = self.handle(proxy).await?;
-        let old = named(&h, toxic).ok_or_else(ApiError::toxic_not_found)?;
-        let ids = st.toxics.entry(h.name().to_string()).or_default();
-        let Some(seed) = ids.get(&old.id).copied() else {
-            return Err(held_by_run(toxic));
-        };
-        let Value::Object(mut attrs) = attributes_of(&old.kind) else {
-            return Err(internal("a toxic's attributes are not an object"));
-        };
-        attrs.extend(input.attributes.unwrap_or_default());
-        let req = ToxicRequest {
-            label: old.label.clone(),
-            kind: kind_from(old.kind.name(), &attrs)?,
-            direction: old.direction,
-            toxicity: input.toxicity.unwrap_or(old.toxicity),
-            seed: input.seed.unwrap_or(seed),
-            deadline: Instant::now() + self.deadline,
-        };
-        let id = h.add_toxic(req.clone()).map_err(toxic_error)?;
-        ids.insert(id, req.seed);
-        ids.remove(&old.id);
-        match h.remove_toxic(old.id) {
-            Ok(()) | Err(ProxyError::NoSuchToxic(_)) => {}
-            Err(e) => return Err(toxic_error(e)),
-        }
-        audit_toxic(h.name(), "toxic updated", &req, self.deadline);
-        Ok(toxic_json(&info(id, &req)))
-    }
-
-    pub async fn remove_toxic(&self, proxy: &str, toxic: &str) -> Result<(), ApiError> {
-        let mut st = self.state.lock().await;
-        let h = self.handle(proxy).await?;
-        let old = named(&h, toxic).ok_or_else(ApiError::toxic_not_found)?;
-        let ids = st.toxics.entry(h.name().to_string()).or_default();
-        if ids.remove(&old.id).is_none() {
-            return Err(held_by_run(toxic));
-        }
-        match h.remove_toxic(old.id) {
-            Ok(()) | Err(ProxyError::NoSuchToxic(_)) => {}
-            Err(e) => return Err(toxic_error(e)),
-        }
-        warn!(target: "chaosbot::audit", proxy = %h.name(), toxic, "toxic removed through the Toxiproxy API");
-        Ok(())
-    }
 }
 
-/// The toxic of that name on the proxy (not a `down`: Toxiproxy shows it as `enabled`).
-fn named(h: &ProxyHandle, name: &str) -> Option<ToxicInfo> {
-    h.toxics()
+/// Only a proxy made here, and carrying no run's toxic, may be moved or deleted here.
+fn may_replace(st: &State, h: &ProxyHandle, what: &str) -> Result<(), ApiError> {
+    let name = h.name();
+    if !st.made.contains(name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "proxy `{name}` is declared in the agent's config; {what} there, not through the Toxiproxy API"
+            ),
+        ));
+    }
+    let ours = st.toxics.get(name);
+    if let Some(t) = h
+        .toxics()
         .into_iter()
-        .find(|t| t.label == name && t.kind != ToxicKind::Down)
-}
-
-fn held_by_run(toxic: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        format!(
-            "toxic `{toxic}` belongs to a chaosbot run (held under its lease); it goes when the run reverts it or at its deadline. Abort the run to remove it now"
-        ),
-    )
-}
-
-fn info(id: u64, req: &ToxicRequest) -> ToxicInfo {
-    ToxicInfo {
-        id,
-        label: req.label.clone(),
-        kind: req.kind.clone(),
-        direction: req.direction,
-        toxicity: req.toxicity,
-        deadline: req.deadline,
+        .find(|t| !ours.is_some_and(|ids| ids.contains_key(&t.id)))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "proxy `{name}` carries toxic `{}` of a chaosbot run; wait for the run to end (or abort it), then {what}",
+                t.label
+            ),
+        ));
     }
+    Ok(())
 }
