@@ -79,6 +79,11 @@ impl TargetRegistry {
         Ok(handle)
     }
 
+    /// The proxy of a target if it is running (nothing is started).
+    pub async fn running(&self, name: &str) -> Option<ProxyHandle> {
+        self.proxies.lock().await.get(name).cloned()
+    }
+
     /// Adds a proxy started elsewhere (the demo binds port 0 and declares what it got).
     pub async fn adopt(&self, handle: ProxyHandle) {
         self.proxies

@@ -121,6 +121,9 @@ async fn toxiproxy_routes_answer_with_its_shapes_and_codes_and_traffic_follows()
         409,
         "proxy already exists",
     );
+    let busy = json!({"name": "busy", "listen": site.proxy.to_string(), "upstream": echo});
+    let busy = toxi(api, "POST", "/proxies", Some(busy)).await;
+    assert_error(&busy, 500, "cannot listen on");
     let no_up = toxi(api, "POST", "/proxies", Some(json!({"name": "x"}))).await;
     assert_error(&no_up, 400, "missing required field: upstream");
 

@@ -164,7 +164,7 @@ async fn version() -> Response {
 }
 
 async fn index(State(s): State<Shared>) -> Response {
-    reply(StatusCode::OK, s.index().await)
+    (StatusCode::OK, axum::Json(s.index().await)).into_response()
 }
 
 async fn create(State(s): State<Shared>, body: Bytes) -> Response {

@@ -152,20 +152,38 @@ impl Toxiproxy {
         self.core.targets().proxy(name).await.map_err(target_error)
     }
 
+    /// A proxy as it is now; a declared one not started yet (the local agent starts its
+    /// declarations on first use) is shown as declared, without starting it.
+    async fn view(&self, p: &ProxyTarget) -> ProxyJson {
+        match self.core.targets().running(&p.name).await {
+            Some(h) => proxy_json(&h),
+            None => ProxyJson {
+                name: p.name.clone(),
+                listen: p.listen.to_string(),
+                upstream: p.upstream.clone(),
+                enabled: true,
+                toxics: Vec::new(),
+            },
+        }
+    }
+
     /// Every proxy of the agent, by name.
-    pub async fn index(&self) -> Result<HashMap<String, ProxyJson>, ApiError> {
+    pub async fn index(&self) -> HashMap<String, ProxyJson> {
         let _st = self.state.lock().await;
         let mut out = HashMap::new();
         for p in &self.core.targets().config().targets.proxy {
-            let h = self.handle(&p.name).await?;
-            out.insert(p.name.clone(), proxy_json(&h));
+            out.insert(p.name.clone(), self.view(p).await);
         }
-        Ok(out)
+        out
     }
 
     pub async fn show(&self, name: &str) -> Result<ProxyJson, ApiError> {
         let _st = self.state.lock().await;
-        Ok(proxy_json(&self.handle(name).await?))
+        let cfg = self.core.targets().config();
+        let p = cfg
+            .proxy_target(name)
+            .ok_or_else(ApiError::proxy_not_found)?;
+        Ok(self.view(p).await)
     }
 
     pub async fn create(&self, input: ProxyInput) -> Result<ProxyJson, ApiError> {
