@@ -16,6 +16,10 @@ use crate::config::{Config, Secret, Targets};
 pub const SECRET_ENV: &str = "CHAOSBOT_AGENT_SECRET";
 /// How long the local agent waits with no fault held and no request before it exits.
 pub const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(60);
+/// Toxiproxy's own default API address.
+pub const DEFAULT_TOXIPROXY_LISTEN: &str = "127.0.0.1:8474";
+/// The guard-rail deadline of a toxic made through the Toxiproxy API.
+pub const DEFAULT_TOXIC_DEADLINE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentConfigError {
@@ -81,6 +85,89 @@ struct AgentFile {
     tls: Option<TlsServer>,
     #[serde(default)]
     targets: Targets,
+    #[serde(default)]
+    toxiproxy: Option<ToxiproxyFile>,
+}
+
+/// `[toxiproxy]` as written in agent.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToxiproxyFile {
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// An address, or "off".
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    allow_remote: bool,
+    #[serde(default)]
+    toxic_deadline: Option<String>,
+}
+
+/// Toxiproxy's HTTP API on the agent (see [`crate::agent::toxiproxy`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToxiproxySettings {
+    /// Where the API listens; `None` is off.
+    pub listen: Option<SocketAddr>,
+    /// Every toxic made through the API goes away by itself after this long.
+    pub toxic_deadline: Duration,
+}
+
+impl ToxiproxySettings {
+    pub fn off() -> ToxiproxySettings {
+        ToxiproxySettings {
+            listen: None,
+            toxic_deadline: DEFAULT_TOXIC_DEADLINE,
+        }
+    }
+
+    /// Parses a listen value as the config and the CLI write it: an address, or `off`.
+    pub fn parse_listen(text: &str, allow_remote: bool) -> Result<Option<SocketAddr>, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let addr: SocketAddr = text.parse().map_err(|e| {
+            format!(
+                "toxiproxy listen = \"{text}\" is not an address ({e}); write \"127.0.0.1:8474\", or \"off\""
+            )
+        })?;
+        if !addr.ip().is_loopback() && !allow_remote {
+            return Err(format!(
+                "toxiproxy listen = \"{addr}\" is not a loopback address, and Toxiproxy's API has no authentication: anyone who reaches it can cut this host's traffic. Listen on 127.0.0.1, or set allow_remote = true under [toxiproxy] if the network is trusted"
+            ));
+        }
+        Ok(Some(addr))
+    }
+
+    fn from_file(file: Option<ToxiproxyFile>) -> Result<ToxiproxySettings, AgentConfigError> {
+        let invalid = AgentConfigError::Invalid;
+        let file = file.unwrap_or_default();
+        let toxic_deadline = match &file.toxic_deadline {
+            None => DEFAULT_TOXIC_DEADLINE,
+            Some(t) => humantime::parse_duration(t).map_err(|e| {
+                invalid(format!(
+                    "[toxiproxy] toxic_deadline = \"{t}\" is not a duration ({e}); write e.g. \"1h\" or \"30m\""
+                ))
+            })?,
+        };
+        if toxic_deadline.is_zero() || toxic_deadline > super::core::MAX_TERM {
+            return Err(invalid(
+                "[toxiproxy] toxic_deadline must be above zero and at most 24h".into(),
+            ));
+        }
+        let listen = if file.enabled == Some(false) {
+            None
+        } else {
+            let text = file.listen.as_deref().unwrap_or(DEFAULT_TOXIPROXY_LISTEN);
+            ToxiproxySettings::parse_listen(text, file.allow_remote)
+                .map_err(|m| invalid(format!("[toxiproxy] {m}")))?
+        };
+        Ok(ToxiproxySettings {
+            listen,
+            toxic_deadline,
+        })
+    }
 }
 
 /// A validated agent configuration.
@@ -100,6 +187,9 @@ pub struct AgentConfig {
     pub on_demand: bool,
     /// Exit after this long with no fault held and no request (the local agent only).
     pub idle_exit: Option<Duration>,
+    /// Toxiproxy's HTTP API: on at 127.0.0.1:8474 unless agent.toml says otherwise; off for
+    /// the local agent unless `--toxiproxy` asks for it.
+    pub toxiproxy: ToxiproxySettings,
 }
 
 impl AgentConfig {
@@ -161,6 +251,7 @@ impl AgentConfig {
                 "[[targets.http]] belongs in the controller's chaosbot.toml (probes and load run there), not in agent.toml".into(),
             ));
         }
+        let toxiproxy = ToxiproxySettings::from_file(file.toxiproxy)?;
         Ok(AgentConfig {
             name: file.name,
             endpoint,
@@ -170,6 +261,7 @@ impl AgentConfig {
             targets,
             on_demand: false,
             idle_exit: None,
+            toxiproxy,
         })
     }
 
@@ -203,6 +295,7 @@ impl AgentConfig {
             targets: Config::default(),
             on_demand: true,
             idle_exit: Some(idle_exit),
+            toxiproxy: ToxiproxySettings::off(),
         })
     }
 
@@ -279,6 +372,35 @@ fn check_tcp_security(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toxiproxy_defaults_off_and_remote() {
+        let base = "name = \"a\"\nsocket = \"/tmp/x/a.sock\"\nstate_dir = \"/tmp/x\"\n";
+        let on = load(base).ok().map(|c| c.toxiproxy);
+        assert_eq!(
+            on.as_ref().and_then(|t| t.listen).map(|a| a.to_string()),
+            Some(DEFAULT_TOXIPROXY_LISTEN.to_string())
+        );
+        assert_eq!(on.map(|t| t.toxic_deadline), Some(DEFAULT_TOXIC_DEADLINE));
+        for off in ["listen = \"off\"", "enabled = false"] {
+            let c = load(&format!("{base}[toxiproxy]\n{off}\n"));
+            assert_eq!(c.ok().map(|c| c.toxiproxy.listen), Some(None), "{off}");
+        }
+        let remote = load(&format!("{base}[toxiproxy]\nlisten = \"0.0.0.0:8474\"\n"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(remote.contains("allow_remote"), "{remote}");
+        let allowed = load(&format!(
+            "{base}[toxiproxy]\nlisten = \"0.0.0.0:8474\"\nallow_remote = true\ntoxic_deadline = \"5m\"\n"
+        ))
+        .ok()
+        .map(|c| c.toxiproxy);
+        assert_eq!(
+            allowed.map(|t| (t.listen.map(|a| a.port()), t.toxic_deadline)),
+            Some((Some(8474), Duration::from_secs(300)))
+        );
+    }
 
     fn load(text: &str) -> Result<AgentConfig, AgentConfigError> {
         AgentConfig::from_toml(text, Path::new("agent.toml"))

@@ -217,6 +217,11 @@ impl AgentCore {
         &self.inner.name
     }
 
+    /// The targets the agent serves (the Toxiproxy API adds and removes proxies here).
+    pub fn targets(&self) -> &TargetRegistry {
+        &self.inner.targets
+    }
+
     /// Notes a request (the local agent exits after a quiet spell).
     pub async fn touch(&self) {
         self.inner.state.lock().await.last_request = Instant::now();

@@ -25,6 +25,9 @@
 //!   `chaosbot_agent_reverts_total{reason}`, `chaosbot_agent_revert_failures_total`,
 //!   `chaosbot_agent_refusals_total{code}`, `chaosbot_agent_journal_replayed_total`.
 //!
+//! - Toxiproxy's HTTP API ([`toxiproxy`]), on its own listener (`[toxiproxy]` in agent.toml,
+//!   127.0.0.1:8474 by default; the local agent with `--toxiproxy`), drives the same proxies.
+//!
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
@@ -36,6 +39,7 @@ pub mod journal;
 pub mod local;
 pub mod protocol;
 pub mod server;
+pub mod toxiproxy;
 
 use protocol::{Applied, FaultList, Hello, ProxiesAnswer, ProxiesUp, Renewed, Reverted};
 

@@ -57,6 +57,12 @@ async fn serve(cfg: &AgentConfig, core: AgentCore) -> anyhow::Result<()> {
         transport,
     });
     let router = router(served);
+    let toxiproxy = match cfg.toxiproxy.listen {
+        Some(listen) => {
+            super::toxiproxy::start(core.clone(), listen, cfg.toxiproxy.toxic_deadline).await
+        }
+        None => None,
+    };
     info!(agent = %cfg.name, endpoint = %cfg.endpoint, on_demand = cfg.on_demand, "agent listening");
     let mut idle_tick = tokio::time::interval(Duration::from_millis(250));
     let why = loop {
@@ -64,8 +70,14 @@ async fn serve(cfg: &AgentConfig, core: AgentCore) -> anyhow::Result<()> {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = idle_tick.tick(), if cfg.idle_exit.is_some() => {
+                // Proxies made through the Toxiproxy API keep the local agent up, like faults.
+                let api_proxies = match &toxiproxy {
+                    Some((t, _)) => t.holds_proxies().await,
+                    None => false,
+                };
                 if let (Some(limit), Some(idle)) = (cfg.idle_exit, core.idle_for().await)
                     && idle >= limit
+                    && !api_proxies
                 {
                     break "idle";
                 }
@@ -86,6 +98,9 @@ async fn serve(cfg: &AgentConfig, core: AgentCore) -> anyhow::Result<()> {
     // No new requests to an agent that is going away.
     if let Endpoint::Unix(path) = &cfg.endpoint {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some((_, task)) = &toxiproxy {
+        task.abort();
     }
     info!(agent = %cfg.name, why, "agent stopping: reverting every fault it holds");
     core.shutdown().await;
@@ -164,7 +179,7 @@ impl Conn {
     }
 }
 
-async fn serve_conn<S>(io: S, router: Router, peer: Peer)
+pub(super) async fn serve_conn<S>(io: S, router: Router, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs};
-use crate::agent::config::{AgentConfig, DEFAULT_IDLE_EXIT};
+use crate::agent::config::{AgentConfig, DEFAULT_IDLE_EXIT, ToxiproxySettings};
 use crate::agent::server::{self, StartError};
 
 /// Another agent holds the state dir (EX_TEMPFAIL: try the one that runs).
@@ -33,6 +33,10 @@ pub struct AgentArgs {
     /// With --on-demand: exit after this long with no fault held and no request.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "on_demand")]
     pub idle_exit: Option<Duration>,
+    /// With --on-demand: serve Toxiproxy's HTTP API here (e.g. 127.0.0.1:8474), or `off`
+    /// (the default for the local agent; a configured agent sets `[toxiproxy]` in agent.toml).
+    #[arg(long, value_name = "ADDR|off", requires = "on_demand")]
+    pub toxiproxy: Option<String>,
 }
 
 pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
@@ -43,7 +47,22 @@ pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
             );
             return EXIT_INVALID;
         };
-        AgentConfig::on_demand(socket, args.idle_exit.unwrap_or(DEFAULT_IDLE_EXIT))
+        let toxiproxy = match args
+            .toxiproxy
+            .as_deref()
+            .map(|t| ToxiproxySettings::parse_listen(t, false))
+        {
+            None => None,
+            Some(Ok(listen)) => listen,
+            Some(Err(m)) => {
+                eprintln!("error: --toxiproxy: {m}");
+                return EXIT_INVALID;
+            }
+        };
+        AgentConfig::on_demand(socket, args.idle_exit.unwrap_or(DEFAULT_IDLE_EXIT)).map(|mut c| {
+            c.toxiproxy.listen = toxiproxy;
+            c
+        })
     } else {
         let Some(path) = &global.config else {
             eprintln!(

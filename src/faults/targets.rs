@@ -15,6 +15,8 @@ pub enum TargetError {
     Undeclared(String),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error("a target named `{0}` already exists; choose another name")]
+    Taken(String),
     #[error(
         "upstream {upstream} of target `{target}` is unreachable: {why}. Start the service or fix `upstream` in the config"
     )]
@@ -77,6 +79,11 @@ impl TargetRegistry {
         Ok(handle)
     }
 
+    /// The proxy of a target if it is running (nothing is started).
+    pub async fn running(&self, name: &str) -> Option<ProxyHandle> {
+        self.proxies.lock().await.get(name).cloned()
+    }
+
     /// Adds a proxy started elsewhere (the demo binds port 0 and declares what it got).
     pub async fn adopt(&self, handle: ProxyHandle) {
         self.proxies
@@ -121,6 +128,47 @@ impl TargetRegistry {
             upstream,
             why,
         })
+    }
+
+    /// Declares a proxy target and starts it now (Toxiproxy's API makes proxies at run time).
+    /// A taken name is [`TargetError::Taken`]; a port in use fails at once.
+    pub async fn add_proxy(
+        &self,
+        target: crate::config::ProxyTarget,
+    ) -> Result<ProxyHandle, TargetError> {
+        let mut proxies = self.proxies.lock().await;
+        let cfg = self.config();
+        if cfg.target_kind(&target.name).is_some() || proxies.contains_key(&target.name) {
+            return Err(TargetError::Taken(target.name));
+        }
+        let handle = Proxy::start(ProxySettings {
+            name: target.name.clone(),
+            listen: target.listen,
+            upstream: target.upstream.clone(),
+        })
+        .await?;
+        let mut next = (*cfg).clone();
+        // The declaration records the bound port, so a restart of the proxy keeps it.
+        next.targets.proxy.push(crate::config::ProxyTarget {
+            listen: handle.listen_addr(),
+            ..target
+        });
+        self.set_config(Arc::new(next));
+        proxies.insert(handle.name().to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Stops a proxy and forgets its declaration (the inverse of [`Self::add_proxy`]).
+    pub async fn remove_proxy(&self, name: &str) {
+        let handle = self.proxies.lock().await.remove(name);
+        let cfg = self.config();
+        let mut next = (*cfg).clone();
+        next.targets.proxy.retain(|p| p.name != name);
+        self.set_config(Arc::new(next));
+        if let Some(h) = handle {
+            h.remove_all_toxics();
+            h.shutdown().await;
+        }
     }
 
     /// Removes every toxic and stops every proxy.

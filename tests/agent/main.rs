@@ -7,3 +7,5 @@ mod leases;
 mod lifecycle;
 mod rig;
 mod security;
+mod toxi_clients;
+mod toxiproxy;

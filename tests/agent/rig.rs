@@ -119,7 +119,7 @@ upstream = "{}"
     pub fn socket_config(&self) -> PathBuf {
         let d = self.path().display();
         let text = format!(
-            "name = \"web-1\"\nsocket = \"{d}/agent.sock\"\nsecret = \"{SECRET}\"\nstate_dir = \"{d}/state\"\n{}",
+            "name = \"web-1\"\nsocket = \"{d}/agent.sock\"\nsecret = \"{SECRET}\"\nstate_dir = \"{d}/state\"\n{}\n[toxiproxy]\nlisten = \"off\"\n",
             self.targets()
         );
         let path = self.path().join("agent.toml");

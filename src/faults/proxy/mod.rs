@@ -136,6 +136,8 @@ struct Shared {
     stats: Counters,
     shutdown: CancellationToken,
     closed: AtomicBool,
+    /// Whether the listener is open (it is closed while a `down` toxic is active).
+    listening: AtomicBool,
     tracker: TaskTracker,
 }
 
@@ -163,6 +165,7 @@ impl Proxy {
             stats: Counters::default(),
             shutdown: CancellationToken::new(),
             closed: AtomicBool::new(false),
+            listening: AtomicBool::new(true),
             tracker: TaskTracker::new(),
         });
         shared.tracker.spawn(accept_loop(shared.clone(), listener));
@@ -256,6 +259,21 @@ impl ProxyHandle {
             .collect()
     }
 
+    /// Waits (at most `limit`) until the listener is open (`true`) or closed (`false`): a
+    /// `down` added or removed takes effect on the listener a moment later. Says whether it is.
+    pub async fn wait_listening(&self, open: bool, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if self.shared.listening.load(Ordering::Acquire) == open {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn stats(&self) -> ProxyStats {
         let c = &self.shared.stats;
         ProxyStats {
@@ -310,11 +328,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let down = toxic::is_down(&rx.borrow_and_update(), now);
         if down && listener.is_some() {
             listener = None;
+            shared.listening.store(false, Ordering::Release);
             tracing::info!(proxy = %shared.name, "down: listener closed");
         } else if !down && listener.is_none() && retry.is_none_or(|t| t <= now) {
             match bind(shared.listen) {
                 Ok(l) => {
                     listener = Some(l);
+                    shared.listening.store(true, Ordering::Release);
                     retry = None;
                     tracing::info!(proxy = %shared.name, listen = %shared.listen, "listening again");
                 }
