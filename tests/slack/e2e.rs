@@ -649,8 +649,7 @@ async fn serve_keeps_its_proxies_up_on_an_idle_local_agent() {
     // No run, no fault: only the server relies on the proxy. Well past the agent's idle
     // time, the proxy still carries traffic.
     let listen = p.listen;
-    let mut answered = 0;
-    for _ in 0..10 {
+    for answered in 0..10 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let ok = tokio::time::timeout(
             Duration::from_secs(2),

@@ -209,6 +209,7 @@ impl Toxiproxy {
                 listen,
                 upstream,
                 description: "made through the Toxiproxy API".into(),
+                agent: None,
             })
             .await
             .map_err(target_error)?;
@@ -261,6 +262,7 @@ impl Toxiproxy {
             listen,
             upstream,
             description: "made through the Toxiproxy API".into(),
+            agent: None,
         };
         let h = match self.core.targets().add_proxy(target).await {
             Ok(h) => h,
