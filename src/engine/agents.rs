@@ -1,9 +1,13 @@
 //! The agent router: which agent holds each target's faults (a configured `[[agents]]` entry,
 //! or the local agent started on demand), and the lease terms the runs use with them.
 
+mod contact;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use contact::Tracked;
 
 use crate::agent::client::{AgentClient, ClientError};
 use crate::agent::local::{LOCAL, LocalAgent};
@@ -17,6 +21,8 @@ pub const LOCAL_NAME: &str = LOCAL;
 pub struct AgentRouter {
     cfg: Arc<Config>,
     local: Arc<dyn AgentLink>,
+    /// Every agent's last contact, by name (the links above are these, wrapped).
+    contacts: HashMap<String, Arc<Tracked>>,
     /// The local agent's socket without starting it (for status views).
     local_peek: Option<Arc<dyn AgentLink>>,
     configured: HashMap<String, Arc<dyn AgentLink>>,
@@ -61,15 +67,13 @@ impl AgentRouter {
             addresses.insert(entry.name.clone(), entry.url.clone());
             configured.insert(entry.name.clone(), Arc::new(client));
         }
-        Ok(AgentRouter {
-            lease_ttl: cfg.agent.lease_ttl,
-            renew_every: cfg.agent.renew_every,
+        Ok(AgentRouter::tracked(
             cfg,
-            local: Arc::new(local),
-            local_peek: Some(peek),
+            Arc::new(local),
+            Some(peek),
             configured,
             addresses,
-        })
+        ))
     }
 
     /// A router over given links (tests, embedding).
@@ -80,16 +84,40 @@ impl AgentRouter {
     ) -> AgentRouter {
         let mut addresses = HashMap::new();
         addresses.insert(LOCAL.to_string(), LOCAL.to_string());
+        let configured = configured
+            .into_iter()
+            .map(|l| (l.name().to_string(), l))
+            .collect();
+        AgentRouter::tracked(cfg, local, None, configured, addresses)
+    }
+
+    /// Wraps every link so the router knows when it last heard from each agent.
+    fn tracked(
+        cfg: Arc<Config>,
+        local: Arc<dyn AgentLink>,
+        local_peek: Option<Arc<dyn AgentLink>>,
+        configured: HashMap<String, Arc<dyn AgentLink>>,
+        addresses: HashMap<String, String>,
+    ) -> AgentRouter {
+        let mut contacts = HashMap::new();
+        let mut track = |link: Arc<dyn AgentLink>| -> Arc<dyn AgentLink> {
+            let t = Tracked::new(link);
+            contacts.insert(t.name().to_string(), Arc::clone(&t));
+            t
+        };
+        let local = track(local);
+        let configured = configured
+            .into_iter()
+            .map(|(name, link)| (name, track(link)))
+            .collect();
         AgentRouter {
             lease_ttl: cfg.agent.lease_ttl,
             renew_every: cfg.agent.renew_every,
-            configured: configured
-                .into_iter()
-                .map(|l| (l.name().to_string(), l))
-                .collect(),
             cfg,
             local,
-            local_peek: None,
+            contacts,
+            local_peek,
+            configured,
             addresses,
         }
     }
@@ -222,6 +250,9 @@ pub struct AgentStatus {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// Unix ms of the last answer this process had from it (now, when reachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_contact_ms: Option<i64>,
     pub faults: Vec<crate::agent::protocol::FaultView>,
 }
 
@@ -244,6 +275,7 @@ impl AgentRouter {
                 error: None,
                 version: None,
                 protocol: None,
+                last_contact_ms: None,
                 faults: Vec::new(),
             };
             match asked.hello().await {
@@ -258,6 +290,13 @@ impl AgentRouter {
                 }
                 Err(e) => st.error = Some(e.to_string()),
             }
+            st.last_contact_ms = match st.reachable {
+                true => Some(crate::run::now_ms()),
+                false => self
+                    .contacts
+                    .get(&st.name)
+                    .and_then(|c| c.last_contact_ms()),
+            };
             out.push(st);
         }
         out
@@ -275,7 +314,20 @@ impl AgentStatus {
                 self.protocol.unwrap_or_default(),
                 self.faults.len()
             ),
-            (None, Some(e)) => format!("{}  {}  unreachable: {e}", self.name, self.address),
+            (None, Some(e)) => format!(
+                "{}  {}  unreachable: {e} (last contact: {})",
+                self.name,
+                self.address,
+                match self.last_contact_ms {
+                    Some(at) => format!(
+                        "{} ago",
+                        humantime::format_duration(Duration::from_secs(
+                            u64::try_from(now_ms - at).unwrap_or(0) / 1000
+                        ))
+                    ),
+                    None => "none since this process started".into(),
+                }
+            ),
             (None, None) => format!("{}  {}", self.name, self.address),
         };
         let left = |until: i64| {

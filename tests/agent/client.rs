@@ -153,3 +153,38 @@ async fn the_client_speaks_mutual_tls_with_server_name_and_maps_refusals() {
         .unwrap_err();
     assert!(err.is_unreachable(), "{err}");
 }
+
+#[tokio::test]
+async fn agent_status_says_when_an_unreachable_agent_was_last_heard_from() {
+    use chaosbot::engine::agents::AgentRouter;
+    use std::sync::Arc;
+
+    let site = Site::new().await;
+    let agent = site.agent().await;
+    let link: Arc<dyn AgentLink> =
+        Arc::new(AgentClient::unix("web-1", site.socket(), Some(SECRET.to_string())).unwrap());
+    let never: Arc<dyn AgentLink> =
+        Arc::new(AgentClient::unix("local", site.path().join("nobody.sock"), None).unwrap());
+    let router = AgentRouter::with_links(Arc::new(Default::default()), never, vec![link]);
+
+    let first = router.status().await;
+    let web = first.iter().find(|s| s.name == "web-1").unwrap();
+    assert!(web.reachable, "{web:?}");
+    // The agent goes away: its status says why, and when this process last heard from it.
+    drop(agent);
+    let later = router.status().await;
+    let web = later.iter().find(|s| s.name == "web-1").unwrap();
+    assert!(!web.reachable);
+    let last = web.last_contact_ms.expect("a last contact");
+    assert!(last <= chaosbot::run::now_ms());
+    let line = &web.lines(chaosbot::run::now_ms())[0];
+    assert!(line.contains("last contact: 0s ago"), "{line}");
+    // One never reached has none.
+    let local = later.iter().find(|s| s.name == "local").unwrap();
+    assert_eq!(local.last_contact_ms, None, "{local:?}");
+    assert!(
+        local.lines(chaosbot::run::now_ms())[0].contains("none since this process started"),
+        "{:?}",
+        local.lines(0)
+    );
+}
