@@ -1,0 +1,3 @@
+//! The agent, in one test binary.
+
+mod hosts;
