@@ -318,6 +318,27 @@ url = "http://{ip}:{PROXY_PORT}"
         path
     }
 
+    /// Starts `chaosbot run EXPERIMENT` on the controller side.
+    pub fn start_run(&self, experiment: &Path) -> HostChild {
+        let cmd = self.chaosbot(&["run", &experiment.display().to_string()]);
+        self.host.spawn_outside(&cmd).expect("spawn chaosbot run")
+    }
+
+    /// `chaosbot show RUN --json`, parsed.
+    pub fn show_json(&self, run_id: &str) -> serde_json::Value {
+        let out = self
+            .chaosbot(&["show", run_id, "--json"])
+            .output()
+            .expect("run chaosbot show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "chaosbot show --json printed no JSON ({e}): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// Waits (bounded) until the agent holds `n` faults; their count.
     pub async fn wait_faults(&self, n: usize, limit: Duration) -> usize {
         let start = Instant::now();
@@ -360,4 +381,23 @@ pub fn fresh_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .expect("reqwest client")
+}
+
+/// An experiment on this site's targets: `steps` is the YAML of the method's items (indented
+/// by two spaces), probing the API through the agent's proxy.
+pub fn experiment_yaml(name: &str, steps: &str) -> String {
+    format!(
+        r#"name: {name}
+title: Faults on a host reached through its agent
+owner: "@agent-tests"
+hypothesis:
+  recovery_timeout: 5s
+  probes:
+    - name: api-up
+      http: {{endpoint: api-http, path: /, status: 200}}
+      interval: 500ms
+      timeout: 5s
+method:
+{steps}"#
+    )
 }

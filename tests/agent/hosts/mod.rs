@@ -8,7 +8,12 @@ pub mod certs;
 pub mod fixture;
 pub mod netns;
 
+mod agent_restart;
+mod auth;
+mod control_restart;
+mod controller_kill;
 mod harness;
+mod link_cut;
 
 /// A [`fixture::Site`] with its agent started, or `SKIP:` and return.
 #[macro_export]

@@ -223,6 +223,24 @@ impl TestHost {
     /// namespace. Stdout and stderr go to a log file ([`HostChild::log`]); the child is killed
     /// on Drop.
     pub fn spawn(&self, cmd: &Command) -> io::Result<HostChild> {
+        // `ip netns exec` execs the command after joining the namespace: the child's pid is
+        // the command's pid.
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", &self.name])
+            .arg(cmd.get_program());
+        self.spawn_logged(wrapped, cmd)
+    }
+
+    /// Runs `cmd` in the root namespace (the controller's side), logged like [`Self::spawn`].
+    pub fn spawn_outside(&self, cmd: &Command) -> io::Result<HostChild> {
+        let wrapped = Command::new(cmd.get_program());
+        self.spawn_logged(wrapped, cmd)
+    }
+
+    /// Spawns `wrapped` (the program, or a prefix ending in it) with `cmd`'s arguments,
+    /// environment and directory.
+    fn spawn_logged(&self, mut wrapped: Command, cmd: &Command) -> io::Result<HostChild> {
         let k = self.spawned.fetch_add(1, Ordering::SeqCst);
         let program = Path::new(cmd.get_program())
             .file_name()
@@ -232,12 +250,7 @@ impl TestHost {
         let log = self.logs.join(format!("{k}-{program}.log"));
         let out = File::create(&log)?;
         let err = out.try_clone()?;
-        // `ip netns exec` execs the command after joining the namespace: the child's pid is
-        // the command's pid.
-        let mut wrapped = Command::new("ip");
         wrapped
-            .args(["netns", "exec", &self.name])
-            .arg(cmd.get_program())
             .args(cmd.get_args())
             .stdin(Stdio::null())
             .stdout(out)
