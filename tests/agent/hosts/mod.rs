@@ -7,6 +7,7 @@ pub mod api;
 pub mod certs;
 pub mod fixture;
 pub mod netns;
+pub mod traffic;
 
 mod agent_restart;
 mod auth;

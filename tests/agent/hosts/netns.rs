@@ -111,6 +111,19 @@ pub fn sweep() {
                 let _ = ip(&["link", "del", name]);
             }
         }
+        // Logs kept by hosts whose test failed, once their process is gone.
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(host) = name.strip_prefix("chaosbot-")
+                    && let Some(pid) = owner_pid(host)
+                    && pid != me
+                    && !pid_alive(pid)
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
     });
 }
 
