@@ -4,10 +4,17 @@
 //! first (deadline, lease expiry, explicit revert, SIGTERM), by itself. What a revert needs is
 //! written to a local journal, fsynced, before the fault is applied, and replayed at start.
 //!
+//! The agent process is [`server::run`] over an [`core::AgentCore`] (the fault table and its
+//! rules), configured by [`config::AgentConfig`] and backed by [`journal::Journal`].
+//!
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
+pub mod config;
+pub mod core;
+pub mod journal;
 pub mod protocol;
+pub mod server;
 
 use protocol::{Applied, FaultList, Hello, ProxiesAnswer, ProxiesUp, Renewed, Reverted};
 

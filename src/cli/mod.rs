@@ -1,8 +1,10 @@
-//! The command line: `run`, `validate`, `demo`, `history`, `show`, `abort`, `report`.
+//! The command line: `run`, `validate`, `demo`, `history`, `show`, `abort`, `report`, `serve`,
+//! `agent`.
 //!
 //! Exit codes: 0 held (or success), 1 deviated, 2 aborted or failed (or the tool could not do
 //! its job, e.g. the database is unreachable), 64 invalid input (bad file, flag or config).
 
+mod agent;
 mod demo;
 mod history;
 mod report;
@@ -99,6 +101,14 @@ pub enum Command {
     #[command(after_help = "Examples:\n  chaosbot report r-abc123defg\n  \
 chaosbot report r-abc123defg --format json --output r-abc123defg.json")]
     Report(report::ReportArgs),
+    /// Run the agent: one per host, it owns everything that touches the host (fault proxies,
+    /// process signals, resource stress), reverts each fault at its deadline or when its
+    /// controller stops renewing the lease, and replays its journal at start.
+    ///
+    /// `--config agent.toml` for a service; `--on-demand --socket PATH` for the local agent a
+    /// controller starts. Exit code: 0 stopped (every fault reverted) or idle, 64 invalid
+    /// config, 75 another agent holds the state dir, 2 could not start.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +149,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::Resume(args) => history::resume(&cli.global, args).await,
         Command::Serve(args) => serve::serve(&cli.global, args).await,
         Command::Report(args) => report::report(&cli.global, args).await,
+        Command::Agent(args) => agent::agent(&cli.global, args).await,
     }
 }
 

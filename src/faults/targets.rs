@@ -28,7 +28,8 @@ pub enum TargetError {
 /// Proxies by target name, started on first use (or all at once for a long-running server).
 #[derive(Clone)]
 pub struct TargetRegistry {
-    cfg: Arc<Config>,
+    // Behind a lock so the local agent can add the targets controllers declare to it.
+    cfg: Arc<std::sync::RwLock<Arc<Config>>>,
     proxies: Arc<Mutex<HashMap<String, ProxyHandle>>>,
 }
 
@@ -38,7 +39,7 @@ const BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 impl TargetRegistry {
     pub fn new(cfg: Arc<Config>) -> Self {
         TargetRegistry {
-            cfg,
+            cfg: Arc::new(std::sync::RwLock::new(cfg)),
             proxies: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -49,8 +50,8 @@ impl TargetRegistry {
         if let Some(h) = proxies.get(name) {
             return Ok(h.clone());
         }
-        let declared = self
-            .cfg
+        let cfg = self.config();
+        let declared = cfg
             .proxy_target(name)
             .ok_or_else(|| TargetError::Undeclared(name.to_string()))?;
         let settings = ProxySettings {
@@ -86,7 +87,7 @@ impl TargetRegistry {
 
     /// Starts every declared proxy (a server keeps them all up so traffic always flows).
     pub async fn start_all(&self) -> Result<(), TargetError> {
-        for p in &self.cfg.targets.proxy {
+        for p in &self.config().targets.proxy {
             self.proxy(&p.name).await?;
         }
         Ok(())
@@ -94,8 +95,8 @@ impl TargetRegistry {
 
     /// Checks that the target's upstream accepts connections, before anything is injected.
     pub async fn check_upstream(&self, name: &str) -> Result<(), TargetError> {
-        let declared = self
-            .cfg
+        let cfg = self.config();
+        let declared = cfg
             .proxy_target(name)
             .ok_or_else(|| TargetError::Undeclared(name.to_string()))?;
         let upstream = {
@@ -142,7 +143,7 @@ impl TargetRegistry {
                 .map(|(_, rest)| rest.split(['/', '?', '#']).next() == Some(listen))
                 .unwrap_or(false)
         };
-        for p in &self.cfg.targets.proxy {
+        for p in &self.config().targets.proxy {
             let listen = p.listen.to_string();
             let probed = exp.hypothesis.iter().any(|probe| match &probe.kind {
                 ProbeKind::Http { url, .. } => url_hits(url, &listen),
@@ -160,7 +161,21 @@ impl TargetRegistry {
         names
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The targets as declared now (a snapshot: the local agent may add declarations later).
+    pub fn config(&self) -> Arc<Config> {
+        // A poisoned lock still holds a whole config (writers only swap the Arc).
+        match self.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the declared targets (the local agent adds what controllers declare). Proxies
+    /// already running stay as they are.
+    pub fn set_config(&self, cfg: Arc<Config>) {
+        match self.cfg.write() {
+            Ok(mut c) => *c = cfg,
+            Err(p) => *p.into_inner() = cfg,
+        }
     }
 }

@@ -1,0 +1,321 @@
+//! `agent.toml`: who the agent is, where it listens, its secret, its state directory, TLS, and
+//! the targets it owns (the same tables as `chaosbot.toml`).
+//!
+//! Checked at load: an agent on a TCP address needs a secret, and one on a non-loopback
+//! address also needs `[tls]`; it refuses to start otherwise and says which is missing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Config, Secret, Targets};
+
+/// Env var holding the secret when neither `secret` nor `secret_file` is set.
+pub const SECRET_ENV: &str = "CHAOSBOT_AGENT_SECRET";
+/// How long the local agent waits with no fault held and no request before it exits.
+pub const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("cannot read agent config {path}: {source}. Check the path given to --config")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("agent config: {0}")]
+    Invalid(String),
+}
+
+/// Where the agent accepts controllers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Endpoint::Unix(_))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// `[tls]`: the agent's certificate, and optionally the CA its clients' certificates must
+/// chain to (mTLS).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServer {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    name: String,
+    #[serde(default)]
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    state_dir: PathBuf,
+    #[serde(default)]
+    tls: Option<TlsServer>,
+    #[serde(default)]
+    targets: Targets,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// `None` only on a Unix socket (its file mode is the credential).
+    pub secret: Option<Secret>,
+    /// The revert journal and the lock live here.
+    pub state_dir: PathBuf,
+    pub tls: Option<TlsServer>,
+    /// The targets the agent owns, as a controller config holds them (the fault families
+    /// read them from there).
+    pub targets: Config,
+    /// Started on demand by a controller: accepts target declarations, exits when idle.
+    pub on_demand: bool,
+    /// Exit after this long with no fault held and no request (the local agent only).
+    pub idle_exit: Option<Duration>,
+}
+
+impl AgentConfig {
+    /// Reads and checks `agent.toml`.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks the text of `agent.toml` (`path` names it in messages and anchors
+    /// relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let file: AgentFile = toml::from_str(text).map_err(|e| AgentConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = AgentConfigError::Invalid;
+        if file.name.trim().is_empty() {
+            return Err(invalid(
+                "`name` is empty; name the agent as controllers call it, e.g. name = \"web-1\""
+                    .into(),
+            ));
+        }
+        let endpoint = match (file.listen, file.socket) {
+            (Some(a), None) => Endpoint::Tcp(a),
+            (None, Some(p)) => Endpoint::Unix(p),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "both `listen` and `socket` are set; keep one (`listen` for TCP, `socket` for a Unix socket)".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "neither `listen` nor `socket` is set; add listen = \"10.0.0.2:7411\" (TCP) or socket = \"/run/chaosbot/agent.sock\"".into(),
+                ));
+            }
+        };
+        let secret = read_secret(file.secret, file.secret_file.as_deref())?;
+        if let Endpoint::Tcp(addr) = endpoint {
+            check_tcp_security(addr, secret.is_some(), file.tls.is_some())?;
+        }
+        if file.state_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "`state_dir` is empty; name the directory the revert journal lives in, e.g. state_dir = \"/var/lib/chaosbot-agent\"".into(),
+            ));
+        }
+        let targets = Config {
+            targets: file.targets,
+            ..Config::default()
+        };
+        targets
+            .validate()
+            .map_err(|e| invalid(format!("targets: {e}")))?;
+        if targets.targets.http.iter().next().is_some() {
+            return Err(invalid(
+                "[[targets.http]] belongs in the controller's chaosbot.toml (probes and load run there), not in agent.toml".into(),
+            ));
+        }
+        Ok(AgentConfig {
+            name: file.name,
+            endpoint,
+            secret,
+            state_dir: file.state_dir,
+            tls: file.tls,
+            targets,
+            on_demand: false,
+            idle_exit: None,
+        })
+    }
+
+    /// The local agent: a Unix socket, its directory as state dir, no targets of its own (the
+    /// controllers declare theirs), no secret (the socket's mode is the credential).
+    pub fn on_demand(socket: PathBuf, idle_exit: Duration) -> Result<AgentConfig, AgentConfigError> {
+        let state_dir = socket
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                AgentConfigError::Invalid(format!(
+                    "--socket {} has no directory; give a path such as /tmp/chaosbot-1000/agent.sock",
+                    socket.display()
+                ))
+            })?;
+        if idle_exit.is_zero() {
+            return Err(AgentConfigError::Invalid(
+                "--idle-exit must be above zero, e.g. 60s".into(),
+            ));
+        }
+        Ok(AgentConfig {
+            name: "local".into(),
+            endpoint: Endpoint::Unix(socket),
+            secret: None,
+            state_dir,
+            tls: None,
+            targets: Config::default(),
+            on_demand: true,
+            idle_exit: Some(idle_exit),
+        })
+    }
+
+    /// Names of the targets this config declares.
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.target_names().map(str::to_string).collect()
+    }
+}
+
+/// `secret`, else `secret_file` (trimmed), else the env var; both keys at once is a mistake.
+fn read_secret(
+    inline: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, AgentConfigError> {
+    let text = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(AgentConfigError::Invalid(
+                "both `secret` and `secret_file` are set; keep one".into(),
+            ));
+        }
+        (Some(s), None) => Some(s),
+        (None, Some(p)) => Some(std::fs::read_to_string(p).map_err(|e| {
+            AgentConfigError::Invalid(format!(
+                "cannot read secret_file {}: {e}. Create it (e.g. `openssl rand -hex 32 > {}`) or fix the path",
+                p.display(),
+                p.display()
+            ))
+        })?),
+        (None, None) => std::env::var(SECRET_ENV).ok(),
+    };
+    match text.map(|t| t.trim().to_string()) {
+        Some(t) if t.is_empty() => Err(AgentConfigError::Invalid(
+            "the agent's secret is empty; put a long random string in secret_file (e.g. `openssl rand -hex 32`)".into(),
+        )),
+        Some(t) => Ok(Some(Secret(t))),
+        None => Ok(None),
+    }
+}
+
+/// A TCP agent needs a secret; off loopback it also needs TLS, since the secret and the
+/// requests would otherwise cross the network in clear.
+fn check_tcp_security(
+    addr: SocketAddr,
+    has_secret: bool,
+    has_tls: bool,
+) -> Result<(), AgentConfigError> {
+    let loopback = addr.ip().is_loopback();
+    let mut missing = Vec::new();
+    if !has_secret {
+        missing.push(format!(
+            "a secret (add secret_file = \"/etc/chaosbot/agent.secret\", or secret = \"...\", or set {SECRET_ENV})"
+        ));
+    }
+    if !loopback && !has_tls {
+        missing.push(
+            "TLS (add a [tls] table with cert = \"/etc/chaosbot/agent.pem\" and key = \"/etc/chaosbot/agent-key.pem\")"
+                .to_string(),
+        );
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let place = if loopback {
+        "a TCP address"
+    } else {
+        "a non-loopback address"
+    };
+    Err(AgentConfigError::Invalid(format!(
+        "refusing to listen on {addr}, {place}, without {}. Or listen on a Unix socket (socket = \"/run/chaosbot/agent.sock\")",
+        missing.join(" and without ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AgentConfig, AgentConfigError> {
+        AgentConfig::from_toml(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn public_address_without_secret_and_tls_names_both() {
+        let err = load("name = \"a\"\nlisten = \"0.0.0.0:7411\"\nstate_dir = \"/tmp/x\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("a secret") && err.contains("TLS"), "{err}");
+    }
+
+    #[test]
+    fn loopback_needs_a_secret_only() {
+        let err = load("name = \"a\"\nlisten = \"127.0.0.1:7411\"\nstate_dir = \"/tmp/x\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("a secret") && !err.contains("TLS"), "{err}");
+        let ok = load(
+            "name = \"a\"\nlisten = \"127.0.0.1:7411\"\nsecret = \" s3cret \\n\"\nstate_dir = \"/tmp/x\"\n",
+        );
+        assert_eq!(
+            ok.ok().and_then(|c| c.secret).map(|s| s.0),
+            Some("s3cret".to_string())
+        );
+    }
+
+    #[test]
+    fn socket_needs_no_secret_and_targets_are_validated() {
+        let ok = load("name = \"a\"\nsocket = \"/tmp/x/a.sock\"\nstate_dir = \"/tmp/x\"\n");
+        assert!(ok.is_ok());
+        let bad = load(
+            "name = \"a\"\nsocket = \"/tmp/x/a.sock\"\nstate_dir = \"/tmp/x\"\n[[targets.process]]\nname = \"p\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(bad.contains("exactly one of"), "{bad}");
+    }
+}
