@@ -31,6 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chaosbot::agent::protocol::{Apply, Renew, Revert};
+use chaosbot::faults::process::process_state;
 use chaosbot::spec::model::{Direction, FaultSpec, FaultStep, ProcessAction, ToxicKind};
 use hdrhistogram::Histogram;
 
@@ -272,7 +273,7 @@ async fn kill_trial(
         let _ = child.wait();
         return Err(format!("bench controller: {line}").into());
     }
-    if netns::proc_state(pid) != Some('T') {
+    if process_state(pid as i32) != Some('T') {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("worker-{lane} is not paused after apply").into());
@@ -288,7 +289,7 @@ async fn kill_trial(
     while killed.elapsed() < Duration::from_millis(LEASE_MS * 3)
         && (listed.is_none() || effect.is_none())
     {
-        if effect.is_none() && netns::proc_state(pid) != Some('T') {
+        if effect.is_none() && process_state(pid as i32) != Some('T') {
             effect = Some(killed.elapsed());
         }
         if listed.is_none() && polls.is_multiple_of(5) {

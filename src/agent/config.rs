@@ -175,7 +175,10 @@ impl AgentConfig {
 
     /// The local agent: a Unix socket, its directory as state dir, no targets of its own (the
     /// controllers declare theirs), no secret (the socket's mode is the credential).
-    pub fn on_demand(socket: PathBuf, idle_exit: Duration) -> Result<AgentConfig, AgentConfigError> {
+    pub fn on_demand(
+        socket: PathBuf,
+        idle_exit: Duration,
+    ) -> Result<AgentConfig, AgentConfigError> {
         let state_dir = socket
             .parent()
             .filter(|d| !d.as_os_str().is_empty())

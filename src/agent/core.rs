@@ -143,10 +143,16 @@ impl AgentCore {
             };
             match crate::faults::family_named(&p.family) {
                 Some(family) => match family.recover(&record).await {
-                    Ok(done) => info!(run_id = %p.run_id, fault_id = %p.fault_id, step = %p.step, target = %p.target, %done, "replayed a fault left by the previous agent"),
-                    Err(e) => error!(run_id = %p.run_id, fault_id = %p.fault_id, target = %p.target, error = %e, "could not undo a fault left by the previous agent; check the target by hand"),
+                    Ok(done) => {
+                        info!(run_id = %p.run_id, fault_id = %p.fault_id, step = %p.step, target = %p.target, %done, "replayed a fault left by the previous agent")
+                    }
+                    Err(e) => {
+                        error!(run_id = %p.run_id, fault_id = %p.fault_id, target = %p.target, error = %e, "could not undo a fault left by the previous agent; check the target by hand")
+                    }
                 },
-                None => error!(run_id = %p.run_id, fault_id = %p.fault_id, family = %p.family, "journal names an unknown fault family; check the target by hand"),
+                None => {
+                    error!(run_id = %p.run_id, fault_id = %p.fault_id, family = %p.family, "journal names an unknown fault family; check the target by hand")
+                }
             }
             metrics::counter!(METRIC_REPLAYED).increment(1);
             metrics::counter!(METRIC_REVERTS, "reason" => REASON_REPLAYED).increment(1);
@@ -216,9 +222,7 @@ impl AgentCore {
     /// How long since the last request, when no fault is held (`None` while one is).
     pub async fn idle_for(&self) -> Option<Duration> {
         let st = self.inner.state.lock().await;
-        st.faults
-            .is_empty()
-            .then(|| st.last_request.elapsed())
+        st.faults.is_empty().then(|| st.last_request.elapsed())
     }
 
     pub async fn hello(&self) -> Hello {
@@ -340,7 +344,12 @@ impl AgentCore {
                 h.view.epoch = epoch;
             }
             if known > 0 {
-                info!(run_id, from = known, to = epoch, "a controller took the run over");
+                info!(
+                    run_id,
+                    from = known,
+                    to = epoch,
+                    "a controller took the run over"
+                );
             }
         }
         st.epochs
@@ -433,7 +442,8 @@ impl AgentCore {
             deadline,
             events,
         };
-        let fault_err = |e: crate::faults::FaultError| Refusal::new(protocol::CODE_FAULT, e.to_string());
+        let fault_err =
+            |e: crate::faults::FaultError| Refusal::new(protocol::CODE_FAULT, e.to_string());
         let detail = family.prepare(&req.step, &ctx).await.map_err(fault_err)?;
         let deadline_ms = ms_at(deadline);
         self.journal(&Entry::Apply(ApplyEntry {
@@ -538,7 +548,11 @@ impl AgentCore {
         Ok(Renewed { faults })
     }
 
-    pub async fn revert(&self, fault_id: &str, req: &protocol::Revert) -> Result<Reverted, Refusal> {
+    pub async fn revert(
+        &self,
+        fault_id: &str,
+        req: &protocol::Revert,
+    ) -> Result<Reverted, Refusal> {
         let mut st = self.inner.state.lock().await;
         match st.faults.get(fault_id) {
             Some(h) if h.view.run_id != req.run_id => {
@@ -555,7 +569,8 @@ impl AgentCore {
             }
             Some(_) => {
                 Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
-                self.revert_locked(&mut st, fault_id, REASON_REQUESTED).await;
+                self.revert_locked(&mut st, fault_id, REASON_REQUESTED)
+                    .await;
                 Ok(Reverted {
                     fault_id: fault_id.to_string(),
                     earlier: None,

@@ -31,7 +31,9 @@ pub enum JournalError {
         "another chaosbot agent already uses state dir {dir} (it holds {dir}/agent.lock); stop it first, or give this one its own state_dir"
     )]
     Locked { dir: PathBuf },
-    #[error("state dir {dir}: {what}: {source}. Check that the directory exists and is writable by the agent's user")]
+    #[error(
+        "state dir {dir}: {what}: {source}. Check that the directory exists and is writable by the agent's user"
+    )]
     Io {
         dir: PathBuf,
         what: &'static str,

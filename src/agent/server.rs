@@ -181,8 +181,12 @@ impl Conn {
             Conn::Tls(s, acceptor) => {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s)).await {
                     Ok(Ok(tls)) => serve_conn(tls, router, peer).await,
-                    Ok(Err(e)) => warn!(target: "chaosbot::audit", peer = %peer.0, why = %e, "TLS handshake refused"),
-                    Err(_) => warn!(target: "chaosbot::audit", peer = %peer.0, why = "no handshake within 10s", "TLS handshake refused"),
+                    Ok(Err(e)) => {
+                        warn!(target: "chaosbot::audit", peer = %peer.0, why = %e, "TLS handshake refused")
+                    }
+                    Err(_) => {
+                        warn!(target: "chaosbot::audit", peer = %peer.0, why = "no handshake within 10s", "TLS handshake refused")
+                    }
                 }
             }
         }
@@ -268,14 +272,16 @@ fn tls_acceptor(t: &TlsServer) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs("client_ca", ca)? {
-                roots
-                    .add(c)
-                    .with_context(|| format!("[tls] client_ca = {}: not a CA certificate", ca.display()))?;
+                roots.add(c).with_context(|| {
+                    format!("[tls] client_ca = {}: not a CA certificate", ca.display())
+                })?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .context("[tls] client_ca: cannot build the client verifier")?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("[tls] client_ca: cannot build the client verifier")?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -449,7 +455,10 @@ async fn revert(
 
 async fn metrics_page() -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         metrics_handle().render(),
     )
         .into_response()

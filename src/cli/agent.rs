@@ -18,8 +18,10 @@ use crate::agent::server::{self, StartError};
 pub const EXIT_AGENT_RUNNING: u8 = 75;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  chaosbot agent --config /etc/chaosbot/agent.toml\n  \
-chaosbot agent --on-demand --socket /tmp/chaosbot-1000/agent.sock --idle-exit 5s")]
+#[command(
+    after_help = "Examples:\n  chaosbot agent --config /etc/chaosbot/agent.toml\n  \
+chaosbot agent --on-demand --socket /tmp/chaosbot-1000/agent.sock --idle-exit 5s"
+)]
 pub struct AgentArgs {
     /// Run as the local agent a controller starts: no config file, targets declared by the
     /// controllers, state kept next to the socket, exits when idle.
@@ -36,13 +38,17 @@ pub struct AgentArgs {
 pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
     let cfg = if args.on_demand {
         let Some(socket) = args.socket else {
-            eprintln!("error: --on-demand needs --socket PATH (where controllers reach the local agent)");
+            eprintln!(
+                "error: --on-demand needs --socket PATH (where controllers reach the local agent)"
+            );
             return EXIT_INVALID;
         };
         AgentConfig::on_demand(socket, args.idle_exit.unwrap_or(DEFAULT_IDLE_EXIT))
     } else {
         let Some(path) = &global.config else {
-            eprintln!("error: `chaosbot agent` needs --config agent.toml (or --on-demand --socket PATH for a local agent)");
+            eprintln!(
+                "error: `chaosbot agent` needs --config agent.toml (or --on-demand --socket PATH for a local agent)"
+            );
             return EXIT_INVALID;
         };
         AgentConfig::load(path)

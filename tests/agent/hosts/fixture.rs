@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::api::AgentApi;
 use super::certs::AgentTls;
-use super::netns::{HostChild, TestHost, proc_state};
+use super::netns::{HostChild, TestHost};
+use chaosbot::faults::process::process_state;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
 pub const AGENT_PORT: u16 = 7411;
@@ -280,7 +281,7 @@ url = "http://{ip}:{PROXY_PORT}"
     }
 
     pub fn worker_paused(&self) -> bool {
-        proc_state(self.worker.pid()) == Some('T')
+        process_state(self.worker.pid() as i32) == Some('T')
     }
 
     /// Files in the scratch directory (a disk fault's fill file lives there).

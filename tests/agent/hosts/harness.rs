@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::fixture::{fresh_client, timed_get, wait_until};
-use super::netns::{TestHost, proc_state};
+use super::netns::TestHost;
+use chaosbot::faults::process::process_state;
 
 fn ip_out(args: &[&str]) -> String {
     Command::new("ip")
@@ -85,11 +86,18 @@ async fn a_host_is_reached_over_its_link_which_the_test_can_cut() {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
     }));
     child.signal(libc::SIGSTOP);
-    assert!(wait_until(Duration::from_secs(2), || proc_state(pid) == Some('T')));
+    assert!(wait_until(Duration::from_secs(2), || process_state(
+        pid as i32
+    ) == Some('T')));
     child.signal(libc::SIGCONT);
-    assert!(wait_until(Duration::from_secs(2), || proc_state(pid) != Some('T')));
+    assert!(wait_until(Duration::from_secs(2), || process_state(
+        pid as i32
+    ) != Some('T')));
     drop(child);
-    assert!(proc_state(pid).is_none(), "killed and reaped on Drop");
+    assert!(
+        process_state(pid as i32).is_none(),
+        "killed and reaped on Drop"
+    );
 
     let name = host.name.clone();
     drop(server);

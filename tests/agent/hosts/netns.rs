@@ -365,11 +365,3 @@ impl Drop for HostChild {
         self.kill9();
     }
 }
-
-/// The one-letter state of process `pid` from /proc (`T` stopped, `S`/`R` running, ...).
-pub fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ...": comm may hold spaces or parentheses, the state follows the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.trim_start().chars().next()
-}
