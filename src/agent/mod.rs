@@ -10,9 +10,11 @@
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod journal;
+pub mod local;
 pub mod protocol;
 pub mod server;
 

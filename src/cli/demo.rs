@@ -55,15 +55,6 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
     let stop = CancellationToken::new();
     tokio::spawn(serve_demo_api(service, stop.clone()));
 
-    let proxy = Proxy::start(ProxySettings {
-        name: "demo-api".into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        upstream: service_addr.to_string(),
-    })
-    .await
-    .context("cannot start the demo proxy")?;
-    let proxy_addr = proxy.listen_addr();
-
     let mut cfg = Config {
         database_url: global
             .database_url
@@ -71,12 +62,50 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             .or_else(|| std::env::var("DATABASE_URL").ok()),
         ..Config::default()
     };
-    cfg.targets.proxy.push(ProxyTarget {
+    if let Some(p) = std::env::var_os("CHAOSBOT_AGENT_SOCKET").filter(|p| !p.is_empty()) {
+        cfg.agent.socket = Some(p.into());
+    }
+    // The proxy binds port 0 (in this process, or on the local agent, which says what it got).
+    let mut demo_proxy = ProxyTarget {
         name: "demo-api".into(),
-        listen: proxy_addr,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         upstream: service_addr.to_string(),
         description: "the demo service, behind the fault proxy".into(),
-    });
+        agent: None,
+    };
+    let (proxy, proxy_addr) = match crate::engine::agents::for_binary(&Arc::new(cfg.clone()))? {
+        None => {
+            let proxy = Proxy::start(ProxySettings {
+                name: demo_proxy.name.clone(),
+                listen: demo_proxy.listen,
+                upstream: demo_proxy.upstream.clone(),
+            })
+            .await
+            .context("cannot start the demo proxy")?;
+            let addr = proxy.listen_addr();
+            (Some(proxy), addr)
+        }
+        Some(_) => {
+            let mut probe_cfg = cfg.clone();
+            probe_cfg.targets.proxy.push(demo_proxy.clone());
+            let router = crate::engine::agents::AgentRouter::from_config(Arc::new(probe_cfg))?;
+            let views = router
+                .proxies_up(std::slice::from_ref(&demo_proxy.name), false)
+                .await
+                .context("cannot start the demo proxy on the local agent")?;
+            let listen = views
+                .iter()
+                .find(|v| v.name == demo_proxy.name)
+                .map(|v| v.listen.clone())
+                .context("the local agent did not say where the demo proxy listens")?;
+            let addr: SocketAddr = listen.parse().with_context(|| {
+                format!("the local agent says the demo proxy listens at `{listen}`, which is not host:port")
+            })?;
+            (None, addr)
+        }
+    };
+    demo_proxy.listen = proxy_addr;
+    cfg.targets.proxy.push(demo_proxy);
     cfg.targets.http.push(HttpEndpoint {
         name: "demo-http".into(),
         url: format!("http://{proxy_addr}"),
@@ -126,7 +155,9 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let targets = TargetRegistry::new(Arc::new(cfg.clone()));
-    targets.adopt(proxy).await;
+    if let Some(proxy) = proxy {
+        targets.adopt(proxy).await;
+    }
 
     let traffic = tokio::spawn(drive_traffic(proxy_addr, stop.clone()));
     let outcome = run_in_foreground(

@@ -112,6 +112,13 @@ pub(crate) async fn run_in_foreground(
     let mut opts = EngineOptions::new(cfg.guard_rails.clone());
     opts.guard_rails.worker_pool_size = 1;
     opts.only_own_runs = true;
+    opts.agents = match crate::engine::agents::for_binary(&Arc::new(cfg.clone())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_INVALID);
+        }
+    };
     let engine = Engine::new(store.clone(), targets, opts);
     match engine.start().await {
         Ok(recovered) => {

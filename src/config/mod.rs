@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod agents;
 mod digest;
 mod duration;
 mod gameday;
@@ -17,6 +18,10 @@ mod schedules;
 mod slack;
 mod targets;
 
+pub use agents::{
+    AgentAddress, AgentEntry, AgentSettings, DEFAULT_LEASE_TTL_MS, DEFAULT_RENEW_EVERY_MS,
+    LocalAgentMode,
+};
 pub use digest::{DigestConfig, DigestTime};
 pub use duration::{duration_serde, opt_duration_serde};
 pub use gameday::{GamedayConfig, MAX_QA_WINDOW};
@@ -77,6 +82,12 @@ pub struct Config {
     /// Game days (`/chaos gameday`).
     #[serde(default)]
     pub gameday: GamedayConfig,
+    /// Lease terms and the local agent.
+    #[serde(default)]
+    pub agent: AgentSettings,
+    /// Agents on other hosts, named by targets' `agent = "..."`.
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
 }
 
 fn default_catalog() -> PathBuf {
@@ -95,6 +106,8 @@ impl Default for Config {
             schedules: ScheduleConfig::default(),
             digest: DigestConfig::default(),
             gameday: GamedayConfig::default(),
+            agent: AgentSettings::default(),
+            agents: Vec::new(),
         }
     }
 }
@@ -170,6 +183,11 @@ impl Config {
                 value: v.clone(),
                 why: "expected host:port, like 0.0.0.0:3000".into(),
             })?);
+        }
+        if let Some(p) = std::env::var_os("CHAOSBOT_AGENT_SOCKET")
+            && !p.is_empty()
+        {
+            self.agent.socket = Some(PathBuf::from(p));
         }
         if let Some(dir) = std::env::var_os("CHAOSBOT_CATALOG") {
             self.catalog = PathBuf::from(dir);
@@ -287,6 +305,7 @@ impl Config {
                 )));
             }
         }
+        self.validate_agents()?;
         for h in &self.targets.http {
             if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -296,6 +315,60 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[agent]` and `[[agents]]`, and every target's `agent` naming a declared one.
+    fn validate_agents(&self) -> Result<(), ConfigError> {
+        let a = &self.agent;
+        if a.renew_every.is_zero() || a.lease_ttl <= a.renew_every {
+            return Err(ConfigError::Invalid(format!(
+                "agent.lease_ttl ({}) must be longer than agent.renew_every ({}), which must be above zero: a lease has to survive a missed renewal (e.g. 10s and 2s)",
+                humantime::format_duration(a.lease_ttl),
+                humantime::format_duration(a.renew_every)
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for entry in &self.agents {
+            entry.validate()?;
+            if entry.name == "local" || !names.insert(entry.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "agent name `{}` is declared twice (or is `local`, the name of the local agent); give every [[agents]] entry its own name",
+                    entry.name
+                )));
+            }
+        }
+        let named = self
+            .targets
+            .proxy
+            .iter()
+            .map(|t| (&t.name, &t.agent))
+            .chain(self.targets.process.iter().map(|t| (&t.name, &t.agent)))
+            .chain(self.targets.host.iter().map(|t| (&t.name, &t.agent)))
+            .chain(self.targets.disk.iter().map(|t| (&t.name, &t.agent)));
+        for (target, agent) in named {
+            let Some(agent) = agent else { continue };
+            if !names.contains(agent.as_str()) {
+                let hint = match crate::suggest::closest(agent, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "declare it under [[agents]] with its url and secret".to_string(),
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "target `{target}` names agent `{agent}`, which is not declared; {hint}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured agent that owns a target, if any (`None`: the local agent).
+    pub fn agent_of(&self, target: &str) -> Option<&AgentEntry> {
+        let name = self
+            .proxy_target(target)
+            .and_then(|t| t.agent.as_ref())
+            .or_else(|| self.process_target(target).and_then(|t| t.agent.as_ref()))
+            .or_else(|| self.host_target(target).and_then(|t| t.agent.as_ref()))
+            .or_else(|| self.disk_target(target).and_then(|t| t.agent.as_ref()))?;
+        self.agents.iter().find(|a| &a.name == name)
     }
 
     pub fn target_names(&self) -> impl Iterator<Item = &str> {

@@ -75,6 +75,9 @@ pub struct Targets {
 #[serde(deny_unknown_fields)]
 pub struct ProcessTarget {
     pub name: String,
+    /// The agent that owns this target (`[[agents]]`); without it, the local agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Exact process name as in /proc/PID/comm (at most 15 bytes): every process with it.
     #[serde(default)]
     pub comm: Option<String>,
@@ -118,6 +121,9 @@ impl ProcessTarget {
 #[serde(deny_unknown_fields)]
 pub struct HostTarget {
     pub name: String,
+    /// The agent that owns this target (`[[agents]]`); without it, the local agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// A memory fault is refused if it would leave less than this available (MemAvailable).
     #[serde(default = "default_min_free_mib")]
     pub min_free_memory_mib: u64,
@@ -150,6 +156,9 @@ impl HostTarget {
 #[serde(deny_unknown_fields)]
 pub struct DiskTarget {
     pub name: String,
+    /// The agent that owns this target (`[[agents]]`); without it, the local agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub path: PathBuf,
     /// A disk fault is refused if the filesystem would be fuller than this (percent used).
     #[serde(default = "default_max_fill")]
@@ -172,6 +181,9 @@ fn default_max_io() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ProxyTarget {
     pub name: String,
+    /// The agent that owns this target (`[[agents]]`); without it, the local agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Where chaosbot listens; clients of the service connect here.
     pub listen: SocketAddr,
     /// host:port of the real service.

@@ -7,6 +7,7 @@
 //! it faster (live views, the local abort fast path).
 
 pub use crate::run::instance;
+pub mod agents;
 pub mod recovery;
 pub mod runner;
 
@@ -58,6 +59,9 @@ pub struct EngineOptions {
     /// Execute only runs submitted through this engine (a foreground `chaosbot run`), never
     /// runs that other processes queued in the same store.
     pub only_own_runs: bool,
+    /// Where network, process and resource faults are put in place: `None` inside this
+    /// process (library tests, embedding); `Some` through agents (the binary's default).
+    pub agents: Option<Arc<agents::AgentRouter>>,
 }
 
 impl EngineOptions {
@@ -69,6 +73,7 @@ impl EngineOptions {
             idle_poll: Duration::from_millis(500),
             deadline_grace: Duration::from_secs(3),
             only_own_runs: false,
+            agents: None,
         }
     }
 }
@@ -144,6 +149,11 @@ impl Engine {
 
     pub fn targets(&self) -> &TargetRegistry {
         &self.targets
+    }
+
+    /// The agent router, when faults go through agents.
+    pub fn agents(&self) -> Option<&Arc<agents::AgentRouter>> {
+        self.opts.agents.as_ref()
     }
 
     pub fn instance(&self) -> &InstanceId {

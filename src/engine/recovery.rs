@@ -86,6 +86,7 @@ async fn revert_open_faults(
     // process put in place, and these are another process's.
     for fault in eng.store().open_faults(&run.id).await? {
         let outcome = match faults::family_named(&fault.family) {
+            None if fault.family == "agent" => recover_agent_fault(eng, run, &fault).await,
             Some(family) => family.recover(&fault).await.map_err(|e| e.to_string()),
             None => Err(format!(
                 "no fault family named `{}` in this build",
@@ -130,7 +131,18 @@ async fn verify_recovered(eng: &Engine, run: &RunRecord) -> Result<Option<String
         Ok(exp) => exp,
         Err(e) => return Ok(Some(format!("the stored experiment cannot be read: {e}"))),
     };
+    if let Some(router) = eng.agents() {
+        let names = eng.targets().proxies_for(&exp);
+        if !names.is_empty()
+            && let Err(e) = router.proxies_up(&names, false).await
+        {
+            warn!(run_id = %run.id, error = %e, "cannot bring the run's proxies up on their agents");
+        }
+    }
     for target in eng.targets().proxies_for(&exp) {
+        if eng.agents().is_some() {
+            break;
+        }
         if let Err(e) = eng.targets().proxy(&target).await {
             warn!(run_id = %run.id, %target, error = %e, "cannot restart the proxy");
         }
@@ -154,4 +166,62 @@ async fn verify_recovered(eng: &Engine, run: &RunRecord) -> Result<Option<String
         }
     }
     Ok(bad)
+}
+
+/// A fault an agent held: ask that agent to revert it under the run's epoch. Best effort: an
+/// agent that cannot be reached reverts by itself when the lease lapses, which is journalled.
+async fn recover_agent_fault(
+    eng: &Engine,
+    run: &RunRecord,
+    fault: &crate::store::FaultRecord,
+) -> Result<String, String> {
+    use crate::agent::protocol::{CODE_NOT_FOUND, Revert};
+    let field = |k: &str| {
+        fault
+            .detail
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let (Some(agent), Some(fault_id)) = (field("agent"), field("fault_id")) else {
+        return Err("the fault record names no agent or fault id".into());
+    };
+    let Some(link) = eng.agents().and_then(|r| r.by_name(&agent)) else {
+        return Err(format!(
+            "agent `{agent}` is not configured in this process; its lease lapses and it reverts by itself"
+        ));
+    };
+    let req = Revert {
+        run_id: run.id.clone(),
+        epoch: run.epoch,
+    };
+    let said = match link.revert(&fault_id, &req).await {
+        Ok(r) => match r.earlier {
+            Some(g) => format!(
+                "it had already reverted `{}` at {} ({})",
+                fault.step,
+                crate::report::text::clock_time(g.at_ms),
+                g.reason
+            ),
+            None => format!("it reverted `{}` on request", fault.step),
+        },
+        Err(crate::agent::AgentError::Refused { code, .. }) if code == CODE_NOT_FOUND => {
+            format!("it has no record of `{}` (nothing in place)", fault.step)
+        }
+        Err(e) if e.is_unreachable() => format!(
+            "unreachable ({e}); the lease of `{}` lapses by itself and the agent reverts it",
+            fault.step
+        ),
+        Err(e) => return Err(e.to_string()),
+    };
+    let _ = eng
+        .append(
+            &run.id,
+            Event::AgentNote {
+                agent: agent.clone(),
+                text: said.clone(),
+            },
+        )
+        .await;
+    Ok(format!("agent `{agent}`: {said}"))
 }

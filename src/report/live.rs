@@ -88,6 +88,9 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
             )),
             Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
             Event::Warning { text } => Some(format!("⚠ {text}")),
+            e @ (Event::AgentLost { .. } | Event::AgentBack { .. } | Event::AgentNote { .. }) => {
+                crate::report::text::agent_event(e).map(|t| format!("⛁ {t}"))
+            }
             Event::LoadStats { step, stats, .. } => {
                 latest.insert(
                     step.clone(),

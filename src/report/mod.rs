@@ -245,6 +245,14 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                 offset_ms: at,
                 text: format!("warning: {text}"),
             }),
+            ev @ (Event::AgentLost { .. } | Event::AgentBack { .. } | Event::AgentNote { .. }) => {
+                if let Some(text) = text::agent_event(ev) {
+                    timeline.push(TimelineItem {
+                        offset_ms: at,
+                        text,
+                    });
+                }
+            }
             Event::Verdict {
                 verdict, rollback, ..
             } => timeline.push(TimelineItem {

@@ -158,3 +158,33 @@ mod tests {
         );
     }
 }
+
+/// One line for people about an agent event (lost, back, note), the same in every view.
+pub fn agent_event(event: &crate::run::Event) -> Option<String> {
+    use crate::run::Event;
+    match event {
+        Event::AgentLost { agent, error } => Some(format!("agent `{agent}` lost: {error}")),
+        Event::AgentBack { agent, reverted } if reverted.is_empty() => Some(format!(
+            "agent `{agent}` back: every fault of this run is still in place"
+        )),
+        Event::AgentBack { agent, reverted } => {
+            let what: Vec<String> = reverted
+                .iter()
+                .map(|r| format!("`{}` at {} ({})", r.step, clock_time(r.at_ms), r.reason))
+                .collect();
+            Some(format!(
+                "agent `{agent}` back: it reverted {}",
+                what.join(", ")
+            ))
+        }
+        Event::AgentNote { agent, text } => Some(format!("agent `{agent}`: {text}")),
+        _ => None,
+    }
+}
+
+/// "14:03:05" (UTC): to the second, for sentences.
+pub fn clock_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}

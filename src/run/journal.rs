@@ -31,6 +31,14 @@ impl SamplePhase {
     }
 }
 
+/// A fault an agent reverted by itself: which step, why (`lease expired`, `deadline`, ...), when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReverted {
+    pub step: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// One thing that happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -65,6 +73,10 @@ pub enum Event {
         summary: String,
         /// Unix ms at which the fault removes itself, whatever happens to the engine.
         deadline_ms: i64,
+        /// The agent that holds the fault (`local` for the local agent); none when the
+        /// controller put it in place itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
     },
     FaultReverted {
         step: String,
@@ -101,6 +113,23 @@ pub enum Event {
     /// Something about how the run was carried out that people should know (e.g. an https
     /// endpoint whose certificate is not checked).
     Warning {
+        text: String,
+    },
+    /// The controller lost contact with an agent that holds faults of this run (the agent
+    /// reverts them by itself when their lease lapses).
+    AgentLost {
+        agent: String,
+        error: String,
+    },
+    /// Contact is back; the faults the agent had reverted by itself meanwhile.
+    AgentBack {
+        agent: String,
+        reverted: Vec<AgentReverted>,
+    },
+    /// What an agent said or did that people should know: the lease terms of the run, a fault
+    /// it had already reverted by itself, what it answered to a recovery.
+    AgentNote {
+        agent: String,
         text: String,
     },
     /// A restarted process closed a run that a dead process had left in flight.
@@ -151,6 +180,9 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::RollbackAction { .. } => "rollback_action",
             Event::Warning { .. } => "warning",
+            Event::AgentLost { .. } => "agent_lost",
+            Event::AgentBack { .. } => "agent_back",
+            Event::AgentNote { .. } => "agent_note",
             Event::Recovered { .. } => "recovered",
             Event::Verdict { .. } => "verdict",
             Event::LoadStats { .. } => "load_stats",

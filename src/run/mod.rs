@@ -9,6 +9,6 @@ pub mod source;
 pub mod state;
 
 pub use figures::{Latencies, LoadFigures};
-pub use journal::{Entry, Event, SamplePhase, now_ms};
+pub use journal::{AgentReverted, Entry, Event, SamplePhase, now_ms};
 pub use source::{RunSource, SlackOrigin};
 pub use state::{RollbackOutcome, RunState, Verdict};

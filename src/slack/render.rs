@@ -317,6 +317,12 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
         ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
         Event::Warning { text } => format!("⚠️ {text}"),
+        Event::AgentLost { .. } => {
+            format!("📡 {}", crate::report::text::agent_event(&entry.event)?)
+        }
+        Event::AgentBack { .. } | Event::AgentNote { .. } => {
+            format!("🛰️ {}", crate::report::text::agent_event(&entry.event)?)
+        }
         Event::LoadReport {
             step,
             target,

@@ -128,15 +128,23 @@ impl Server {
 
         // Proxies of every declared target run all the time, so traffic always flows.
         let targets = TargetRegistry::new(cfg.clone());
-        targets
-            .start_all()
-            .await
-            .context("cannot start the proxies of the declared targets")?;
-        let engine = Engine::new(
-            store.clone(),
-            targets,
-            EngineOptions::new(cfg.guard_rails.clone()),
-        );
+        let mut opts = EngineOptions::new(cfg.guard_rails.clone());
+        opts.agents = crate::engine::agents::for_binary(&cfg).context("cannot reach the agents")?;
+        match &opts.agents {
+            Some(router) => {
+                let names: Vec<String> = cfg.targets.proxy.iter().map(|p| p.name.clone()).collect();
+                if !names.is_empty() {
+                    router.proxies_up(&names, false).await.context(
+                        "cannot start the proxies of the declared targets on their agents",
+                    )?;
+                }
+            }
+            None => targets
+                .start_all()
+                .await
+                .context("cannot start the proxies of the declared targets")?,
+        }
+        let engine = Engine::new(store.clone(), targets, opts);
         let recovered = engine.start().await.context("cannot start the engine")?;
         for id in &recovered {
             warn!(run_id = %id, "recovered a run left in flight by a process that died");

@@ -1352,6 +1352,7 @@ async fn seed_run(s: &DynStore, seed: &Seed) {
                 target: "api".into(),
                 summary: "+250ms".into(),
                 deadline_ms: now_ms() + 60_000,
+                agent: None,
             },
         )
         .await

@@ -90,6 +90,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
                 listen,
                 upstream: upstream.to_string(),
                 description: String::new(),
+                agent: None,
             }],
             http: vec![HttpEndpoint {
                 name: "api-http".into(),

@@ -16,10 +16,10 @@ use crate::store::NewFault;
 const ACTIVE_FAULTS: &str = "chaosbot_active_faults";
 
 /// One fault counted in `chaosbot_active_faults` for as long as this value lives.
-struct Counted;
+pub(super) struct Counted;
 
 impl Counted {
-    fn new() -> Counted {
+    pub(super) fn new() -> Counted {
         metrics::gauge!(ACTIVE_FAULTS).increment(1.0);
         Counted
     }
@@ -41,12 +41,18 @@ impl Drop for Counted {
 
 /// A fault in place, as the runner tracks it.
 pub(super) struct Injected {
-    record_id: i64,
-    step: String,
-    target: String,
-    deadline: Instant,
-    fault: Box<dyn ActiveFault>,
-    counted: Counted,
+    pub(super) record_id: i64,
+    pub(super) step: String,
+    pub(super) target: String,
+    pub(super) deadline: Instant,
+    pub(super) fault: Held,
+    pub(super) counted: Counted,
+}
+
+/// Who holds a fault: this process, or an agent.
+pub(super) enum Held {
+    Local(Box<dyn ActiveFault>),
+    Remote(super::remote::RemoteFault),
 }
 
 fn family_for<'a>(sh: &'a Shared, step: &FaultStep) -> &'a dyn FaultFamily {
@@ -58,7 +64,7 @@ fn family_for<'a>(sh: &'a Shared, step: &FaultStep) -> &'a dyn FaultFamily {
 
 /// How long the fault may stay: not past its step by more than the grace, nor past the
 /// run's guard rail.
-fn time_to_live(sh: &Shared, step: &FaultStep) -> Duration {
+pub(super) fn time_to_live(sh: &Shared, step: &FaultStep) -> Duration {
     let opts = &sh.eng.opts;
     let step_deadline = step.duration + opts.deadline_grace;
     let run_left = opts
@@ -71,6 +77,9 @@ fn time_to_live(sh: &Shared, step: &FaultStep) -> Duration {
 
 /// Persists the fault, then injects it with its own deadline, then registers it for revert.
 pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectError> {
+    if let Some(router) = super::remote::router_for(sh, step) {
+        return super::remote::inject(sh, step, &router).await;
+    }
     let eng = &sh.eng;
     let family = family_for(sh, step);
     let ttl = time_to_live(sh, step);
@@ -114,7 +123,7 @@ pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectE
         step: step.name.clone(),
         target: step.target.clone(),
         deadline,
-        fault,
+        fault: Held::Local(fault),
         counted,
     });
     info!(step = %step.name, %summary, "fault injected");
@@ -126,6 +135,7 @@ pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectE
             target: step.target.clone(),
             summary,
             deadline_ms,
+            agent: None,
         },
     )
     .await;
@@ -166,27 +176,28 @@ async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool
         fault,
         counted,
     } = injected;
-    // Retried briefly: a revert is the one thing that must not give up at the first error.
-    let mut last_err = String::new();
-    for attempt in 0..3u32 {
-        match fault.revert().await {
-            Ok(()) => {
-                info!(%step, "fault reverted");
-                drop(counted);
-                if let Err(e) = sh.eng.store().mark_fault_reverted(record_id).await {
-                    warn!(error = %e, "fault reverted but not marked in the store");
-                }
-                if journal {
-                    let _ = append(sh, Event::FaultReverted { step, target }).await;
-                }
-                return true;
+    let outcome = match &fault {
+        Held::Local(fault) => revert_local(fault.as_ref()).await.map(|()| None),
+        Held::Remote(remote) => super::remote::revert(sh, remote, &step).await,
+    };
+    let last_err = match outcome {
+        Ok(note) => {
+            info!(%step, "fault reverted");
+            drop(counted);
+            if let Err(e) = sh.eng.store().mark_fault_reverted(record_id).await {
+                warn!(error = %e, "fault reverted but not marked in the store");
             }
-            Err(e) => {
-                last_err = e.to_string();
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+            if journal {
+                if let (Some(text), Held::Remote(r)) = (note, &fault) {
+                    let agent = r.agent().to_string();
+                    let _ = append(sh, Event::AgentNote { agent, text }).await;
+                }
+                let _ = append(sh, Event::FaultReverted { step, target }).await;
             }
+            return true;
         }
-    }
+        Err(e) => e,
+    };
     error!(%step, error = %last_err, "revert failed");
     sh.revert_failed
         .lock()
@@ -205,4 +216,19 @@ async fn revert_injected(sh: &Shared, injected: Injected, journal: bool) -> bool
         .await;
     }
     false
+}
+
+/// Retried briefly: a revert is the one thing that must not give up at the first error.
+async fn revert_local(fault: &dyn ActiveFault) -> Result<(), String> {
+    let mut last_err = String::new();
+    for attempt in 0..3u32 {
+        match fault.revert().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last_err = e.to_string();
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    Err(last_err)
 }

@@ -109,6 +109,9 @@ pub(super) enum InjectError {
     Record(StoreError),
     #[error("{0}")]
     Inject(FaultError),
+    /// The agent that holds the target refused or could not be reached.
+    #[error("{0}")]
+    Agent(crate::agent::AgentError),
 }
 
 #[cfg(test)]

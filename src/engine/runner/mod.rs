@@ -13,6 +13,7 @@ mod halt;
 mod judge;
 mod method;
 mod preflight;
+mod remote;
 mod verify;
 mod watch;
 
@@ -38,6 +39,8 @@ struct Shared {
     run_id: String,
     exp: Experiment,
     seed: u64,
+    /// The run's ownership epoch (raised at each claim): agents fence by it.
+    epoch: u64,
     started: Instant,
     halt: CancellationToken,
     state: Mutex<RunState>,
@@ -88,6 +91,7 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
             run_id: run.id,
             exp,
             seed: run.seed,
+            epoch: run.epoch,
             started: Instant::now(),
             halt,
             state: Mutex::new(RunState::CheckingSteadyState),
@@ -109,7 +113,18 @@ async fn finish(eng: &Engine, run_id: &str, o: &Outcome) -> Result<(), StoreErro
 }
 
 async fn drive(sh: Arc<Shared>, events: mpsc::UnboundedReceiver<Event>) {
-    let outcome = match run_to_verdict(&sh, events).await {
+    // Renews the leases of the run's faults on their agents until the run is closed.
+    let keeper_stop = CancellationToken::new();
+    let keeper = sh.eng.agents().is_some().then(|| {
+        let (sh, stop) = (Arc::clone(&sh), keeper_stop.clone());
+        tokio::spawn(remote::keep_leases(sh, stop).in_current_span())
+    });
+    let outcome = run_to_verdict(&sh, events).await;
+    keeper_stop.cancel();
+    if let Some(k) = keeper {
+        let _ = k.await;
+    }
+    let outcome = match outcome {
         Ok(o) => o,
         Err(Halt::LeaseLost) => {
             // Another process recovered this run and closed it; our faults are still ours to

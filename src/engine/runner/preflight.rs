@@ -9,6 +9,9 @@ use crate::run::{Event, SamplePhase, Verdict};
 /// Binds the proxies and reaches the upstreams. (Process and resource targets are resolved
 /// by their family's `prepare`.)
 pub(super) async fn preflight(sh: &Shared) -> Option<Outcome> {
+    if sh.eng.agents().is_some() && sh.eng.family_override.is_none() {
+        return agents_ready(sh).await;
+    }
     let targets = sh.eng.targets();
     for target in targets.proxies_for(&sh.exp) {
         let ready = async {
@@ -48,4 +51,64 @@ pub(super) async fn steady_state(sh: &Shared) -> Result<Option<Outcome>, LeaseLo
         }
     }
     Ok(None)
+}
+
+/// Agent mode: every agent the run needs answers (hello), then the proxies come up on their
+/// agents with their upstreams checked. Any failure closes the run before anything is
+/// injected anywhere, naming the agent.
+async fn agents_ready(sh: &Shared) -> Option<Outcome> {
+    let router = sh.eng.agents()?;
+    let fail = |why: String| {
+        Some(Outcome::nothing_injected(
+            Verdict::Failed,
+            format!("{why}; nothing was injected"),
+        ))
+    };
+    let proxies = sh.eng.targets().proxies_for(&sh.exp);
+    let mut held: Vec<&str> = sh
+        .exp
+        .fault_steps()
+        .iter()
+        .filter(|f| !matches!(f.fault, crate::spec::model::FaultSpec::Load { .. }))
+        .map(|f| f.target.as_str())
+        .collect();
+    held.extend(proxies.iter().map(String::as_str));
+    let mut seen = Vec::new();
+    for target in held {
+        let link = router.for_target(target);
+        if seen.iter().any(|n: &String| n == link.name()) {
+            continue;
+        }
+        seen.push(link.name().to_string());
+        match link.hello().await {
+            Ok(hello) => {
+                let text = format!(
+                    "chaosbot {} (protocol {}) holds this run's faults under a {} lease renewed every {}; if the lease lapses it reverts them by itself",
+                    hello.version,
+                    hello.protocol,
+                    humantime::format_duration(router.lease_ttl),
+                    humantime::format_duration(router.renew_every)
+                );
+                let agent = link.name().to_string();
+                if append(sh, Event::AgentNote { agent, text }).await.is_err() {
+                    return fail("the run's lease was lost to another process".into());
+                }
+            }
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    if proxies.is_empty() {
+        return None;
+    }
+    match router.proxies_up(&proxies, true).await {
+        Err(e) => fail(e.to_string()),
+        Ok(views) => views.iter().find_map(|v| {
+            v.upstream_error.as_ref().and_then(|why| {
+                fail(format!(
+                    "upstream {} of target `{}` is unreachable: {why}. Start the service or fix `upstream` in the config",
+                    v.upstream, v.name
+                ))
+            })
+        }),
+    }
 }
