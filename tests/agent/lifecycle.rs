@@ -129,6 +129,7 @@ async fn the_local_agent_shares_declarations_refuses_conflicts_and_exits_when_id
     let decl = |upstream: std::net::SocketAddr| {
         TargetDecl::Proxy(ProxyTarget {
             name: "api".into(),
+            agent: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: upstream.to_string(),
             description: String::new(),
@@ -209,6 +210,7 @@ async fn a_configured_agent_refuses_declarations() {
         names: vec![],
         declare: vec![TargetDecl::Proxy(ProxyTarget {
             name: "extra".into(),
+            agent: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: "127.0.0.1:1".into(),
             description: String::new(),
