@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fixture::{SiteOptions, experiment_yaml};
+use super::fixture::{AGENT_NAME, SiteOptions, experiment_yaml};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -55,23 +55,39 @@ async fn link_cut_mid_fault_the_agent_reverts_and_the_journal_says_so() {
     assert!(code.is_ok(), "the run ends: {code:?}\n{}", controller.log());
     let doc = site.show_json(&run_id);
     let journal = doc["journal"].as_array().cloned().unwrap_or_default();
-    let of_type = |t: &str| -> Vec<String> {
+    let of_type = |t: &str| -> Vec<serde_json::Value> {
         journal
             .iter()
-            .filter(|e| e["event"]["type"] == t || e["type"] == t)
-            .map(|e| e.to_string())
+            .filter(|e| e["event"]["type"] == t)
+            .map(|e| e["event"].clone())
             .collect()
     };
+    let pretty = serde_json::to_string_pretty(&journal).unwrap_or_default();
     let lost = of_type("agent_lost");
+    assert!(
+        lost.iter().any(|e| e["agent"] == AGENT_NAME),
+        "an agent_lost event naming {AGENT_NAME}: {pretty}"
+    );
     let back = of_type("agent_back");
+    let reverted_step = back.iter().any(|e| {
+        e["agent"] == AGENT_NAME
+            && e["reverted"].as_array().is_some_and(|r| {
+                r.iter().any(|f| {
+                    f["step"] == "freeze-worker"
+                        && f["reason"].as_str().is_some_and(|w| w.contains("lease"))
+                })
+            })
+    });
     assert!(
-        !lost.is_empty(),
-        "an agent_lost event: {}",
-        serde_json::to_string_pretty(&journal).unwrap_or_default()
+        reverted_step,
+        "an agent_back event naming the step the agent reverted (lease expired): {pretty}"
     );
-    assert!(
-        back.iter().any(|e| e.contains("freeze-worker")),
-        "an agent_back event naming the reverted step: {back:?}\n{}",
-        serde_json::to_string_pretty(&journal).unwrap_or_default()
-    );
+    // Lost before back.
+    let seq = |t: &str| {
+        journal
+            .iter()
+            .find(|e| e["event"]["type"] == t)
+            .and_then(|e| e["seq"].as_i64())
+    };
+    assert!(seq("agent_lost") < seq("agent_back"), "{pretty}");
 }
