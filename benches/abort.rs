@@ -141,6 +141,7 @@ async fn measure(saturated: bool, iterations: usize) -> (Histogram<u64>, f64) {
                 listen,
                 upstream: up.to_string(),
                 description: String::new(),
+                agent: None,
             }],
             http: vec![HttpEndpoint {
                 name: "api-http".into(),

@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         listen,
         upstream: service.to_string(),
         description: String::new(),
+        agent: None,
     });
     cfg.targets.http.push(HttpEndpoint {
         name: "demo-http".into(),

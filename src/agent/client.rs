@@ -341,7 +341,9 @@ impl AgentLink for AgentClient {
             target: None,
             run_id: Some(&req.run_id),
         };
-        self.call(Method::POST, "v1/leases", Some(req), REQUEST_TIMEOUT, &cx)
+        // A renewal stuck for longer than half the lease is as good as lost: say so in time.
+        let timeout = REQUEST_TIMEOUT.min(Duration::from_millis((req.lease_ms / 2).max(500)));
+        self.call(Method::POST, "v1/leases", Some(req), timeout, &cx)
             .await
     }
 

@@ -156,7 +156,7 @@ impl AgentConfig {
         targets
             .validate()
             .map_err(|e| invalid(format!("targets: {e}")))?;
-        if targets.targets.http.iter().next().is_some() {
+        if !targets.targets.http.is_empty() {
             return Err(invalid(
                 "[[targets.http]] belongs in the controller's chaosbot.toml (probes and load run there), not in agent.toml".into(),
             ));

@@ -19,16 +19,19 @@ use tracing::{error, info, warn};
 use super::config::AgentConfig;
 use super::journal::{ApplyEntry, Entry, Journal};
 use super::protocol::{
-    self, Applied, FaultList, FaultState, FaultView, Gone, Hello, LeaseState, ProxiesAnswer,
-    ProxiesUp, ProxyView, Renewed, Reverted, TargetDecl,
+    self, Applied, FaultList, FaultState, FaultView, Gone, Hello, LeaseState, Renewed, Reverted,
+    TargetDecl,
 };
-use crate::config::Config;
 use crate::faults::{ActiveFault, InjectContext, TargetRegistry};
 use crate::spec::model::FaultSpec;
 use crate::store::FaultRecord;
 
+mod targets;
+
 /// How long a reverted fault (and a run's last epoch) is remembered.
 pub const GONE_MEMORY: Duration = Duration::from_secs(600);
+/// The longest deadline or lease a request may ask for (no experiment runs that long).
+pub const MAX_TERM: Duration = Duration::from_secs(24 * 3600);
 /// How often the sweeper looks for deadlines and lapsed leases.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -239,93 +242,8 @@ impl AgentCore {
     pub async fn faults(&self) -> FaultList {
         let st = self.inner.state.lock().await;
         let mut faults: Vec<FaultView> = st.faults.values().map(|h| h.view.clone()).collect();
-        faults.sort_by(|a, b| a.applied_ms.cmp(&b.applied_ms));
+        faults.sort_by_key(|a| a.applied_ms);
         FaultList { faults }
-    }
-
-    pub async fn proxies_up(&self, req: &ProxiesUp) -> Result<ProxiesAnswer, Refusal> {
-        {
-            let mut st = self.inner.state.lock().await;
-            for d in &req.declare {
-                self.declare(&mut st, d)?;
-            }
-        }
-        let cfg = self.inner.targets.config();
-        let mut proxies = Vec::new();
-        for name in &req.names {
-            if cfg.proxy_target(name).is_none() {
-                return Err(Refusal::new(
-                    protocol::CODE_NOT_FOUND,
-                    format!(
-                        "agent `{}` has no proxy target `{name}`; declare it under [[targets.proxy]] in the agent's config",
-                        self.inner.name
-                    ),
-                ));
-            }
-            let handle = self
-                .inner
-                .targets
-                .proxy(name)
-                .await
-                .map_err(|e| Refusal::new(protocol::CODE_FAULT, e.to_string()))?;
-            let upstream_error = if req.check_upstreams {
-                self.inner
-                    .targets
-                    .check_upstream(name)
-                    .await
-                    .err()
-                    .map(|e| e.to_string())
-            } else {
-                None
-            };
-            proxies.push(ProxyView {
-                name: name.clone(),
-                listen: handle.listen_addr().to_string(),
-                upstream: handle.upstream().to_string(),
-                upstream_error,
-            });
-        }
-        Ok(ProxiesAnswer { proxies })
-    }
-
-    /// Adds a controller's target declaration (the local agent only). The same definition
-    /// again is shared; another definition under a taken name is refused.
-    fn declare(&self, st: &mut State, decl: &TargetDecl) -> Result<(), Refusal> {
-        if !self.inner.on_demand {
-            return Err(Refusal::new(
-                protocol::CODE_FORBIDDEN,
-                format!(
-                    "agent `{}` decides its own targets (its agent.toml); remove the declaration from the request and declare `{}` there",
-                    self.inner.name,
-                    decl.name()
-                ),
-            ));
-        }
-        let name = decl.name();
-        if let Some(existing) = st.declared.get(name) {
-            if existing == decl {
-                return Ok(());
-            }
-            let show = |d: &TargetDecl| serde_json::to_string(d).unwrap_or_default();
-            return Err(Refusal::new(
-                protocol::CODE_BAD_REQUEST,
-                format!(
-                    "target `{name}` is already declared to the local agent as {} and this request declares it as {}; give one of them another name, or make the definitions the same",
-                    show(existing),
-                    show(decl)
-                ),
-            ));
-        }
-        let mut alone = Config::default();
-        push_decl(&mut alone, decl.clone());
-        alone.validate().map_err(|e| {
-            Refusal::new(protocol::CODE_BAD_REQUEST, format!("declared target: {e}"))
-        })?;
-        let mut cfg = (*self.inner.targets.config()).clone();
-        push_decl(&mut cfg, decl.clone());
-        self.inner.targets.set_config(Arc::new(cfg));
-        st.declared.insert(name.to_string(), decl.clone());
-        Ok(())
     }
 
     /// The run's epoch rule: lower is refused, higher takes the run's faults over.
@@ -365,13 +283,14 @@ impl AgentCore {
                 req.step.name
             )));
         }
-        if req.ttl_ms == 0 || req.lease_ms == 0 || req.fault_id.is_empty() || req.run_id.is_empty()
-        {
-            return Err(bad(
-                "apply needs a run_id, a fault_id, and ttl_ms and lease_ms above zero".into(),
-            ));
+        if req.fault_id.is_empty() || req.run_id.is_empty() {
+            return Err(bad("apply needs a run_id and a fault_id".into()));
         }
+        term("ttl_ms", req.ttl_ms)?;
+        term("lease_ms", req.lease_ms)?;
         let mut st = self.inner.state.lock().await;
+        // First, so a stale controller's retry learns it lost the run.
+        Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
         if let Some(h) = st.faults.get(&req.fault_id) {
             if h.view.run_id != req.run_id {
                 return Err(bad(format!(
@@ -430,7 +349,6 @@ impl AgentCore {
                 ),
             ));
         }
-        Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
 
         let family = crate::faults::family_for(&req.step.fault);
         let (events, _ignored) = tokio::sync::mpsc::unbounded_channel();
@@ -510,12 +428,7 @@ impl AgentCore {
     }
 
     pub async fn renew(&self, req: &protocol::Renew) -> Result<Renewed, Refusal> {
-        if req.lease_ms == 0 {
-            return Err(Refusal::new(
-                protocol::CODE_BAD_REQUEST,
-                "lease_ms must be above zero",
-            ));
-        }
+        term("lease_ms", req.lease_ms)?;
         let mut st = self.inner.state.lock().await;
         Self::check_epoch(&mut st, &req.run_id, req.epoch)?;
         let lease_until = Instant::now() + Duration::from_millis(req.lease_ms);
@@ -691,11 +604,14 @@ impl AgentCore {
     }
 }
 
-fn push_decl(cfg: &mut Config, decl: TargetDecl) {
-    match decl {
-        TargetDecl::Proxy(t) => cfg.targets.proxy.push(t),
-        TargetDecl::Process(t) => cfg.targets.process.push(t),
-        TargetDecl::Host(t) => cfg.targets.host.push(t),
-        TargetDecl::Disk(t) => cfg.targets.disk.push(t),
+/// A requested deadline or lease: above zero and at most [`MAX_TERM`].
+fn term(key: &str, ms: u64) -> Result<Duration, Refusal> {
+    let d = Duration::from_millis(ms);
+    if d.is_zero() || d > MAX_TERM {
+        return Err(Refusal::new(
+            protocol::CODE_BAD_REQUEST,
+            format!("{key} is {ms}; it must be above zero and at most 24 h (86400000)"),
+        ));
     }
+    Ok(d)
 }

@@ -98,12 +98,16 @@ impl LocalAgent {
                 Err(e) => return Err(e),
             }
         }
-        let why = last.map(|e| e.to_string()).unwrap_or_default();
+        let why = match last {
+            Some(AgentError::Unreachable { why, .. }) => why,
+            Some(e) => e.to_string(),
+            None => "no answer".into(),
+        };
         Err(AgentError::Unreachable {
             agent: LOCAL.into(),
             address: self.socket.display().to_string(),
             why: format!(
-                "the local agent did not answer within {}s of being started ({why}); see its log {}",
+                "it did not answer within {}s of being started ({why}); see its log {}",
                 START_PATIENCE.as_secs(),
                 self.log_path().display()
             ),
@@ -158,11 +162,16 @@ impl LocalAgent {
                 log_path.display()
             ))
         })?;
-        let child = std::process::Command::new(&exe)
-            .arg("agent")
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("agent")
             .arg("--on-demand")
             .arg("--socket")
-            .arg(&self.socket)
+            .arg(&self.socket);
+        // How long it stays without work (tests shorten it); the agent checks the value.
+        if let Some(idle) = std::env::var_os("CHAOSBOT_AGENT_IDLE_EXIT").filter(|v| !v.is_empty()) {
+            cmd.arg("--idle-exit").arg(idle);
+        }
+        let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -5,11 +5,30 @@
 //! written to a local journal, fsynced, before the fault is applied, and replayed at start.
 //!
 //! The agent process is [`server::run`] over an [`core::AgentCore`] (the fault table and its
-//! rules), configured by [`config::AgentConfig`] and backed by [`journal::Journal`].
+//! rules), configured by [`config::AgentConfig`] and backed by [`journal::Journal`]:
+//!
+//! - Start: take `state_dir/agent.lock` (a second agent on the dir exits 75), replay the
+//!   journal (undo every fault applied and not done, with its family's recovery), empty it,
+//!   start every declared proxy (they stay up whatever controllers do), then listen.
+//! - Apply: refuse load steps (they run on the controller), a target another run holds
+//!   (`held`, naming the run) and a lower epoch than the run's (`stale_epoch`); a higher epoch
+//!   takes the run's faults over. Then prepare, journal (fsynced), inject, and hold the fault
+//!   until its deadline (`ttl_ms`) or its lease (`lease_ms`, renewed by `POST /v1/leases`)
+//!   runs out, whichever comes first, or until its run reverts it.
+//! - Reverted faults are remembered for ten minutes: a renewal or revert then answers why
+//!   (`deadline`, `lease expired`, `revert requested`, `agent stopping`, `replayed at start`)
+//!   and when.
+//! - SIGTERM/SIGINT: revert everything, journal it, exit 0. The local agent (`--on-demand`)
+//!   also exits 0 after its idle period with no fault held and no request.
+//! - Metrics (`GET /metrics`): `chaosbot_agent_faults_in_place`,
+//!   `chaosbot_agent_faults_applied_total{family}`, `chaosbot_agent_lease_renewals_total`,
+//!   `chaosbot_agent_reverts_total{reason}`, `chaosbot_agent_revert_failures_total`,
+//!   `chaosbot_agent_refusals_total{code}`, `chaosbot_agent_journal_replayed_total`.
 //!
 //! The controller (`serve`, `run`, `demo`) reaches agents through [`AgentLink`]: over HTTP
 //! ([`protocol`]) for a separate agent process, local or remote.
 
+mod api;
 pub mod client;
 pub mod config;
 pub mod core;

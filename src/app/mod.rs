@@ -51,6 +51,21 @@ impl App {
         }
     }
 
+    /// The agents and the faults they hold, one line each (for `/chaos status`); empty when
+    /// faults stay in this process.
+    pub async fn agent_lines(&self) -> Vec<String> {
+        let Some(router) = self.engine.agents() else {
+            return Vec::new();
+        };
+        let now = crate::run::now_ms();
+        router
+            .status()
+            .await
+            .iter()
+            .flat_map(|s| s.lines(now))
+            .collect()
+    }
+
     /// The experiment catalog as it is on disk now (edits show without a restart).
     pub fn catalog(&self) -> Catalog {
         load_catalog(&self.cfg.catalog, &self.cfg)

@@ -73,7 +73,9 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         description: "the demo service, behind the fault proxy".into(),
         agent: None,
     };
-    let (proxy, proxy_addr) = match crate::engine::agents::for_binary(&Arc::new(cfg.clone()))? {
+    let (proxy, proxy_addr, router) = match crate::engine::agents::for_binary(&Arc::new(
+        cfg.clone(),
+    ))? {
         None => {
             let proxy = Proxy::start(ProxySettings {
                 name: demo_proxy.name.clone(),
@@ -83,9 +85,13 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             .await
             .context("cannot start the demo proxy")?;
             let addr = proxy.listen_addr();
-            (Some(proxy), addr)
+            (Some(proxy), addr, None)
         }
         Some(_) => {
+            // The local agent is shared and keeps what it was told: a name of this demo's own
+            // (its service port is new each time), declared exactly as every later request
+            // declares it (port 0).
+            demo_proxy.name = format!("demo-api-{}", service_addr.port());
             let mut probe_cfg = cfg.clone();
             probe_cfg.targets.proxy.push(demo_proxy.clone());
             let router = crate::engine::agents::AgentRouter::from_config(Arc::new(probe_cfg))?;
@@ -101,10 +107,12 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             let addr: SocketAddr = listen.parse().with_context(|| {
                 format!("the local agent says the demo proxy listens at `{listen}`, which is not host:port")
             })?;
-            (None, addr)
+            // Its declarations keep port 0, as the agent first heard them.
+            (None, addr, Some(Arc::new(router)))
         }
     };
     demo_proxy.listen = proxy_addr;
+    let demo_target = demo_proxy.name.clone();
     cfg.targets.proxy.push(demo_proxy);
     cfg.targets.http.push(HttpEndpoint {
         name: "demo-http".into(),
@@ -124,7 +132,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
         }
     }
     let exp = match crate::spec::parse_experiment(
-        DEMO_EXPERIMENT,
+        &DEMO_EXPERIMENT.replace("target: demo-api", &format!("target: {demo_target}")),
         "experiments/demo-latency.yaml",
         &cfg,
         &overrides,
@@ -138,7 +146,7 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
 
     println!("chaosbot demo");
     println!("  demo service   http://{service_addr}");
-    println!("  fault proxy    {proxy_addr} → {service_addr}  (target `demo-api`)");
+    println!("  fault proxy    {proxy_addr} → {service_addr}  (target `{demo_target}`)");
     println!("  hypothesis     the API answers within 100 ms");
     println!(
         "  method         add {} of latency to responses for {}",
@@ -170,8 +178,8 @@ async fn demo_inner(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<u8> {
             source: "cli:demo".into(),
             seed: None,
         },
-        args.json.as_deref(),
-        None,
+        (args.json.as_deref(), None),
+        router,
     )
     .await;
     stop.cancel();

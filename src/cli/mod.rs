@@ -5,6 +5,7 @@
 //! its job, e.g. the database is unreachable), 64 invalid input (bad file, flag or config).
 
 mod agent;
+mod agents;
 mod demo;
 mod history;
 mod report;
@@ -109,6 +110,10 @@ chaosbot report r-abc123defg --format json --output r-abc123defg.json")]
     /// controller starts. Exit code: 0 stopped (every fault reverted) or idle, 64 invalid
     /// config, 75 another agent holds the state dir, 2 could not start.
     Agent(agent::AgentArgs),
+    /// List every configured agent and the local one: address, reachable or why not, version,
+    /// protocol, and the faults in place (run, step, target, lease and deadline left).
+    /// Exit code: 0 every configured agent answers, 2 one does not, 64 invalid config.
+    Agents(agents::AgentsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +155,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::Serve(args) => serve::serve(&cli.global, args).await,
         Command::Report(args) => report::report(&cli.global, args).await,
         Command::Agent(args) => agent::agent(&cli.global, args).await,
+        Command::Agents(args) => agents::agents(&cli.global, args).await,
     }
 }
 

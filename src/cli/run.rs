@@ -65,6 +65,13 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let targets = TargetRegistry::new(Arc::new(cfg.clone()));
+    let agents = match crate::engine::agents::for_binary(&Arc::new(cfg.clone())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let outcome = run_in_foreground(
         &cfg,
         store,
@@ -75,8 +82,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> u8 {
             source: crate::run::RunSource::Terminal,
             seed: args.seed,
         },
-        args.json.as_deref(),
-        args.wait,
+        (args.json.as_deref(), args.wait),
+        agents,
     )
     .await;
     match outcome {
@@ -106,19 +113,13 @@ pub(crate) async fn run_in_foreground(
     targets: TargetRegistry,
     exp: &Experiment,
     req: SubmitRequest,
-    json: Option<&std::path::Path>,
-    wait: Option<Duration>,
+    (json, wait): (Option<&std::path::Path>, Option<Duration>),
+    agents: Option<Arc<crate::engine::agents::AgentRouter>>,
 ) -> Result<RunRecord, u8> {
     let mut opts = EngineOptions::new(cfg.guard_rails.clone());
     opts.guard_rails.worker_pool_size = 1;
     opts.only_own_runs = true;
-    opts.agents = match crate::engine::agents::for_binary(&Arc::new(cfg.clone())) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(EXIT_INVALID);
-        }
-    };
+    opts.agents = agents;
     let engine = Engine::new(store.clone(), targets, opts);
     match engine.start().await {
         Ok(recovered) => {

@@ -495,6 +495,42 @@ mod tests {
     }
 
     #[test]
+    fn a_target_naming_an_unknown_agent_is_refused_with_a_suggestion() {
+        let cfg = Config::from_toml(
+            r#"
+            [agent]
+            lease_ttl = "4s"
+            renew_every = "1s"
+            [[agents]]
+            name = "web-1"
+            url = "unix:///run/chaosbot/agent.sock"
+            [[targets.process]]
+            name = "worker"
+            agent = "web1"
+            comm = "worker"
+            "#,
+        )
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`web1`") && err.contains("did you mean `web-1`"),
+            "{err}"
+        );
+        let mut fixed = cfg.clone();
+        fixed.targets.process[0].agent = Some("web-1".into());
+        fixed.validate().unwrap();
+        assert_eq!(
+            fixed.agent_of("worker").map(|a| a.name.as_str()),
+            Some("web-1")
+        );
+        assert_eq!(fixed.agent.lease_ttl, Duration::from_secs(4));
+        // A lease that cannot survive one missed renewal is refused.
+        fixed.agent.renew_every = Duration::from_secs(4);
+        let err = fixed.validate().unwrap_err().to_string();
+        assert!(err.contains("lease_ttl"), "{err}");
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_duplicates() {
         let err = Config::from_toml("[guard_rails]\nmax_run_duraton = \"5m\"\n").unwrap_err();
         assert!(err.contains("max_run_duraton"), "{err}");

@@ -11,9 +11,14 @@ use crate::agent::protocol::TargetDecl;
 use crate::agent::{AgentError, AgentLink};
 use crate::config::Config;
 
+/// The local agent's name (re-exported for views that must not import the agent module).
+pub const LOCAL_NAME: &str = LOCAL;
+
 pub struct AgentRouter {
     cfg: Arc<Config>,
     local: Arc<dyn AgentLink>,
+    /// The local agent's socket without starting it (for status views).
+    local_peek: Option<Arc<dyn AgentLink>>,
     configured: HashMap<String, Arc<dyn AgentLink>>,
     /// Where each agent is, for people (socket path or URL).
     addresses: HashMap<String, String>,
@@ -47,6 +52,7 @@ impl AgentRouter {
             agent: LOCAL.into(),
             why: e.to_string(),
         })?;
+        let peek: Arc<dyn AgentLink> = Arc::new(AgentClient::unix(LOCAL, socket.clone(), None)?);
         let mut addresses = HashMap::new();
         addresses.insert(LOCAL.to_string(), format!("unix://{}", socket.display()));
         let mut configured: HashMap<String, Arc<dyn AgentLink>> = HashMap::new();
@@ -60,6 +66,7 @@ impl AgentRouter {
             renew_every: cfg.agent.renew_every,
             cfg,
             local: Arc::new(local),
+            local_peek: Some(peek),
             configured,
             addresses,
         })
@@ -82,6 +89,7 @@ impl AgentRouter {
                 .collect(),
             cfg,
             local,
+            local_peek: None,
             addresses,
         }
     }
@@ -166,5 +174,94 @@ impl AgentRouter {
             views.extend(answer.proxies);
         }
         Ok(views)
+    }
+}
+
+/// One agent as `chaosbot agents` and `/chaos status` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub address: String,
+    pub reachable: bool,
+    /// Why not, when not reachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    pub faults: Vec<crate::agent::protocol::FaultView>,
+}
+
+impl AgentRouter {
+    /// Every agent's status. The local agent is asked without being started: "not running"
+    /// is its normal idle state.
+    pub async fn status(&self) -> Vec<AgentStatus> {
+        let mut out = Vec::new();
+        for link in self.all() {
+            let name = link.name().to_string();
+            let asked = if name == LOCAL {
+                self.local_peek.clone().unwrap_or_else(|| Arc::clone(&link))
+            } else {
+                link
+            };
+            let mut st = AgentStatus {
+                address: self.address(&name).to_string(),
+                name,
+                reachable: false,
+                error: None,
+                version: None,
+                protocol: None,
+                faults: Vec::new(),
+            };
+            match asked.hello().await {
+                Ok(h) => {
+                    st.reachable = true;
+                    st.version = Some(h.version);
+                    st.protocol = Some(h.protocol);
+                    st.faults = h.faults;
+                }
+                Err(e) if st.name == LOCAL && e.is_unreachable() => {
+                    st.error = Some("not running (started on demand by the next run)".into());
+                }
+                Err(e) => st.error = Some(e.to_string()),
+            }
+            out.push(st);
+        }
+        out
+    }
+}
+
+impl AgentStatus {
+    /// Lines for people: the agent, then one per fault in place.
+    pub fn lines(&self, now_ms: i64) -> Vec<String> {
+        let head = match (&self.version, &self.error) {
+            (Some(v), _) => format!(
+                "{}  {}  reachable  chaosbot {v}, protocol {}  {} fault(s)",
+                self.name,
+                self.address,
+                self.protocol.unwrap_or_default(),
+                self.faults.len()
+            ),
+            (None, Some(e)) => format!("{}  {}  unreachable: {e}", self.name, self.address),
+            (None, None) => format!("{}  {}", self.name, self.address),
+        };
+        let left = |until: i64| {
+            let ms = u64::try_from(until - now_ms).unwrap_or(0);
+            humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+        };
+        std::iter::once(head)
+            .chain(self.faults.iter().map(|f| {
+                format!(
+                    "    run {} step `{}` on `{}`: {}; lease {} left, deadline {} left",
+                    f.run_id,
+                    f.step,
+                    f.target,
+                    f.summary,
+                    left(f.lease_until_ms),
+                    left(f.deadline_ms)
+                )
+            }))
+            .collect()
     }
 }

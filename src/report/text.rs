@@ -131,34 +131,6 @@ pub fn markdown_list(lines: &[Line]) -> String {
         .join("\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builds_and_renders_markdown() {
-        let l = Line::new()
-            .text("started by ")
-            .person("UALICE")
-            .text(" in ")
-            .channel("C1")
-            .text(" (")
-            .cite(3, 0)
-            .text(")")
-            .then(Line::from(", probe ").code("api"));
-        assert_eq!(
-            l.to_string(),
-            "started by @UALICE in #C1 (journal #3 at 00:00:00.000 UTC), probe `api`"
-        );
-        // Adjacent words stay one piece.
-        assert_eq!(Line::from("a").text("b").pieces().len(), 1);
-        assert_eq!(
-            markdown_list(&[Line::from("x"), Line::from("y")]),
-            "- x\n- y"
-        );
-    }
-}
-
 /// One line for people about an agent event (lost, back, note), the same in every view.
 pub fn agent_event(event: &crate::run::Event) -> Option<String> {
     use crate::run::Event;
@@ -187,4 +159,32 @@ pub fn clock_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%H:%M:%S").to_string())
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_renders_markdown() {
+        let l = Line::new()
+            .text("started by ")
+            .person("UALICE")
+            .text(" in ")
+            .channel("C1")
+            .text(" (")
+            .cite(3, 0)
+            .text(")")
+            .then(Line::from(", probe ").code("api"));
+        assert_eq!(
+            l.to_string(),
+            "started by @UALICE in #C1 (journal #3 at 00:00:00.000 UTC), probe `api`"
+        );
+        // Adjacent words stay one piece.
+        assert_eq!(Line::from("a").text("b").pieces().len(), 1);
+        assert_eq!(
+            markdown_list(&[Line::from("x"), Line::from("y")]),
+            "- x\n- y"
+        );
+    }
 }

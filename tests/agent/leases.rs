@@ -150,6 +150,11 @@ async fn a_stale_epoch_cannot_renew_or_revert_and_a_higher_one_takes_over() {
     assert_eq!(list.body["faults"][0]["epoch"], 3);
     let r = agent.revert("r-1", 2, "f-1").await;
     assert_eq!(r.code(), CODE_STALE_EPOCH, "{:?}", r.body);
+    // Nor may the old owner apply again, even retrying the same fault id.
+    let r = agent
+        .apply(&apply("r-1", 2, "f-1", pause_step(), 30_000, 30_000))
+        .await;
+    assert_eq!(r.code(), CODE_STALE_EPOCH, "{:?}", r.body);
     let r = agent.revert("r-1", 3, "f-1").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(wait_paused(pid, false, Duration::from_secs(1)).await);

@@ -129,10 +129,10 @@ async fn the_local_agent_shares_declarations_refuses_conflicts_and_exits_when_id
     let decl = |upstream: std::net::SocketAddr| {
         TargetDecl::Proxy(ProxyTarget {
             name: "api".into(),
-            agent: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: upstream.to_string(),
             description: String::new(),
+            agent: None,
         })
     };
     let up = |d: TargetDecl| ProxiesUp {
@@ -210,10 +210,10 @@ async fn a_configured_agent_refuses_declarations() {
         names: vec![],
         declare: vec![TargetDecl::Proxy(ProxyTarget {
             name: "extra".into(),
-            agent: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: "127.0.0.1:1".into(),
             description: String::new(),
+            agent: None,
         })],
         check_upstreams: false,
     };
@@ -229,4 +229,35 @@ async fn a_configured_agent_refuses_declarations() {
     assert_eq!(hello.body["agent"], "web-1");
     assert_eq!(hello.body["on_demand"], false);
     assert_eq!(hello.body["targets"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn the_local_agent_applies_faults_on_targets_declared_with_the_apply() {
+    let site = Site::new().await;
+    let pid = site.pid();
+    let sock = site.path().join("local/agent.sock");
+    let args = ["agent", "--on-demand", "--socket", sock.to_str().unwrap()];
+    let local = spawn(&args, site.path(), Via::Unix(sock.clone()), None);
+    local.ready().await;
+    let target = chaosbot::config::ProcessTarget {
+        name: "sleeper".into(),
+        comm: None,
+        pid_file: Some(site.path().join("sleeper.pid")),
+        find_command: None,
+        restart_command: None,
+        description: String::new(),
+        agent: None,
+    };
+    let mut req = apply("r-1", 1, "f-1", pause_step(), 30_000, 30_000);
+    req.declare = Some(TargetDecl::Process(target));
+    let a = local.apply(&req).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert!(wait_paused(pid, true, Duration::from_secs(2)).await);
+    // Held: the local agent does not exit while it holds a fault, whatever the idle period.
+    let hello = local.call("GET", "/v1/hello", None).await;
+    assert_eq!(hello.body["on_demand"], true);
+    assert_eq!(hello.body["faults"][0]["target"], "sleeper");
+    let r = local.revert("r-1", 1, "f-1").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(wait_paused(pid, false, Duration::from_secs(1)).await);
 }

@@ -3,6 +3,7 @@
 //! resumed), a real directory (fill files) and a real proxy in front of a loopback echo server.
 //! In `hosts`, agents on their own network namespaces, driven by a controller outside.
 
+mod client;
 mod hosts;
 mod leases;
 mod lifecycle;

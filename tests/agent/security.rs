@@ -95,6 +95,19 @@ async fn another_protocol_version_and_garbage_bodies_are_refused() {
         "{:?}",
         r.body
     );
+    // Absurd terms are refused, not overflowed.
+    let huge = crate::rig::apply("r-1", 1, "f-1", crate::rig::pause_step(), u64::MAX, 1_000);
+    let r = agent.apply(&huge).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, CODE_BAD_REQUEST),
+        "{:?}",
+        r.body
+    );
+    assert!(r.message().contains("ttl_ms"), "{}", r.message());
+    let r = agent.renew("r-1", 1, &["f-1"], 0).await;
+    assert_eq!(r.code(), CODE_BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(agent.call("GET", "/v1/hello", None).await.status, 200);
 }
 
 #[tokio::test]
@@ -237,4 +250,46 @@ async fn tls_with_client_certificates_serves_known_clients_only() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(log.contains("TLS handshake refused"), "{log}");
+}
+
+#[tokio::test]
+async fn a_loopback_agent_serves_plain_http_with_the_secret() {
+    let site = Site::new().await;
+    let addr = free_port();
+    let d = site.path().display();
+    let cfg = site.path().join("loopback.toml");
+    std::fs::write(
+        &cfg,
+        format!("name = \"lo\"\nlisten = \"{addr}\"\nsecret_file = \"{d}/secret\"\nstate_dir = \"{d}/state\"\n"),
+    )
+    .unwrap();
+    std::fs::write(site.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    let agent = spawn(
+        &["agent", "--config", cfg.to_str().unwrap()],
+        site.path(),
+        Via::Tcp(addr),
+        Some(SECRET),
+    );
+    agent.ready().await;
+    assert_eq!(
+        agent.call("GET", "/v1/hello", None).await.body["agent"],
+        "lo"
+    );
+    let none = request(&agent.via, "GET", "/v1/hello", None, None, Some("1"))
+        .await
+        .unwrap();
+    assert_eq!(none.status, 401);
+    // Loopback: /metrics without the secret, for a local scraper.
+    let m = request(&agent.via, "GET", "/metrics", None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body
+            .as_str()
+            .unwrap_or("")
+            .contains("chaosbot_agent_faults_in_place"),
+        "{:?}",
+        m.body
+    );
 }

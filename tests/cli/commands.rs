@@ -65,6 +65,11 @@ fn cmd(s: &Setup, args: &[&str]) -> Command {
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("CHAOSBOT_CONFIG")
+        // Each test its own local agent.
+        .env(
+            "CHAOSBOT_AGENT_SOCKET",
+            s.dir.path().join("agent/agent.sock"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -347,6 +352,7 @@ async fn demo_runs_with_no_setup() {
         let mut c = Command::new(BIN);
         c.current_dir(dir.path())
             .args(["demo", "--set", "duration=2s"])
+            .env("CHAOSBOT_AGENT_SOCKET", dir.path().join("agent/agent.sock"))
             .env_remove("DATABASE_URL")
             .env_remove("CHAOSBOT_CONFIG")
             .stdin(Stdio::null())

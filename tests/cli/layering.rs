@@ -122,6 +122,7 @@ const ALL: &[&str] = &[
 /// on, the demo's own service and proxy): besides their module's row, they may name these.
 const COMPOSITION_ROOTS: &[(&str, &[&str])] = &[
     ("src/cli/run.rs", &["engine", "faults"]),
+    ("src/cli/agents.rs", &["engine"]),
     ("src/cli/agent.rs", &["agent"]),
     ("src/cli/demo.rs", &["engine", "faults", "probes"]),
     ("src/cli/history.rs", &["engine", "faults"]),

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_leases;
 mod halt_race;
 mod metrics;
 mod replicas;

@@ -142,6 +142,7 @@ async fn the_active_faults_gauge_counts_the_fault_in_place() {
             .env("SLACK_BOT_TOKEN", "xoxb-metrics")
             .env("SLACK_API_URL", format!("http://{slack}"))
             .env("CHAOSBOT_LISTEN", listen.to_string())
+            .env("CHAOSBOT_AGENT_SOCKET", dir.path().join("agent/agent.sock"))
             .env_remove("SLACK_APP_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -18,9 +18,9 @@ use chaosbot::spec::model::{FaultSpec, FaultStep, Step};
 use chaosbot::store::{DynStore, RunFilter};
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
 
-fn sleeper() -> Child {
+pub(super) fn sleeper() -> Child {
     Command::new("sleep")
         .arg("60")
         .stdin(Stdio::null())
@@ -28,12 +28,12 @@ fn sleeper() -> Child {
         .unwrap()
 }
 
-fn pid_of(c: &Child) -> i32 {
+pub(super) fn pid_of(c: &Child) -> i32 {
     i32::try_from(c.id()).unwrap()
 }
 
 /// Kills and reaps a child at the end of a test (SIGKILL works on stopped processes too).
-fn reap(mut c: Child) {
+pub(super) fn reap(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
 }
@@ -44,7 +44,7 @@ fn kill_pid(pid: i32) {
 }
 
 /// Waits (bounded) until the process is in `want` (`T` stopped, `S` sleeping...).
-fn wait_state(pid: i32, want: char, limit: Duration) -> bool {
+pub(super) fn wait_state(pid: i32, want: char, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if process_state(pid) == Some(want) {
@@ -116,7 +116,7 @@ comm = "no-such-proc-x"
     }
 }
 
-fn write_pid(dir: &Path, pid: i32) {
+pub(super) fn write_pid(dir: &Path, pid: i32) {
     std::fs::write(dir.join("worker.pid"), format!("{pid}\n")).unwrap();
 }
 
@@ -427,7 +427,7 @@ async fn a_process_that_exits_while_paused_ends_the_run_cleanly() {
     assert!(rig.store.open_faults(&id).await.unwrap().is_empty());
 }
 
-fn write_cli_setup(
+pub(super) fn write_cli_setup(
     dir: &Path,
     listen: std::net::SocketAddr,
     upstream: std::net::SocketAddr,
@@ -504,6 +504,7 @@ async fn kill_9_while_paused_then_restart_resumes_the_process() {
             .arg(format!("duration={duration}"))
             .env_remove("DATABASE_URL")
             .env_remove("CHAOSBOT_CONFIG")
+            .env("CHAOSBOT_AGENT_SOCKET", dir.path().join("agent/agent.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -521,9 +522,14 @@ async fn kill_9_while_paused_then_restart_resumes_the_process() {
         .clone();
     // The fault record (with the pid) is in the store before the signal was sent.
     let open = store.open_faults(&run_id).await.unwrap();
+    // The local agent holds it (its own journal has the pid); the store names agent and id.
     assert_eq!(open.len(), 1);
-    assert_eq!(open[0].family, "process");
-    assert_eq!(open[0].detail["pids"][0]["pid"], serde_json::json!(pid));
+    assert_eq!(open[0].family, "agent");
+    assert_eq!(open[0].detail["family"], "process");
+    assert_eq!(
+        open[0].detail["fault_id"],
+        serde_json::json!(format!("{run_id}/freeze-worker"))
+    );
 
     bot.kill().unwrap(); // SIGKILL: no revert, no deadline thread left.
     bot.wait().unwrap();

@@ -275,6 +275,10 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
             .env("SLACK_BOT_TOKEN", "xoxb-e2e")
             .env("SLACK_API_URL", rig.fake.url())
             .env("CHAOSBOT_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "CHAOSBOT_AGENT_SOCKET",
+                config.with_file_name("agent/agent.sock"),
+            )
             .env_remove("SLACK_APP_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

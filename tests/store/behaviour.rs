@@ -232,6 +232,11 @@ async fn claim_run_takes_only_the_named_run(ctx: Ctx) {
         .expect("b is queued");
     assert_eq!(run.id, "b");
     assert_eq!(run.owner.as_deref(), Some("w1"));
+    // The claim raised the ownership epoch agents fence by: queued runs hold none.
+    assert_eq!(run.epoch, 1);
+    let stored = s.get_run("b").await.expect("get").expect("b");
+    assert_eq!(stored.epoch, 1);
+    assert_eq!(s.get_run("c").await.expect("get").expect("c").epoch, 0);
     // Not queued any more, unknown, or over the limit: nothing is claimed.
     assert!(
         s.claim_run("b", "w2", LEASE, 4)

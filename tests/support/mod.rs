@@ -99,6 +99,12 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
             }],
             ..Default::default()
         },
+        // A server embedded in a test process has no agent binary to start: faults stay
+        // in-process (tests that run the binary get a local agent of their own).
+        agent: chaosbot::config::AgentSettings {
+            local: chaosbot::config::LocalAgentMode::InProcess,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

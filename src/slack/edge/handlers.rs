@@ -435,10 +435,18 @@ impl SlackApp {
             .filter(|r| r.state != crate::run::RunState::Done)
             .filter(|r| self.visible(r, team, user))
             .collect();
+        let agents = self.app().agent_lines().await;
+        let agents_text = (!agents.is_empty()).then(|| {
+            let shown: Vec<String> = agents.iter().map(|l| format!("`{}`", l.trim())).collect();
+            format!("*Agents*\n{}", shown.join("\n"))
+        });
         if active.is_empty() {
-            return Ok(Reply::simple(
-                "No run is queued or running. `list` shows what you can start.",
-            ));
+            let mut reply =
+                Reply::simple("No run is queued or running. `list` shows what you can start.");
+            if let Some(t) = agents_text {
+                reply.push(t);
+            }
+            return Ok(reply);
         }
         let mut reply = Reply::new(format!("{} run(s) queued or running", active.len()));
         let mut lines = vec![format!("*{} run(s) queued or running*", active.len())];
@@ -455,6 +463,9 @@ impl SlackApp {
             ));
         }
         reply.push(lines.join("\n"));
+        if let Some(t) = agents_text {
+            reply.push(t);
+        }
         Ok(reply)
     }
 

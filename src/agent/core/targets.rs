@@ -1,0 +1,103 @@
+//! The targets the agent serves: its proxies, and what controllers declare to the local agent.
+
+use std::sync::Arc;
+
+use super::{AgentCore, Refusal, State};
+use crate::agent::protocol::{self, ProxiesAnswer, ProxiesUp, ProxyView, TargetDecl};
+use crate::config::Config;
+
+impl AgentCore {
+    pub async fn proxies_up(&self, req: &ProxiesUp) -> Result<ProxiesAnswer, Refusal> {
+        {
+            let mut st = self.inner.state.lock().await;
+            for d in &req.declare {
+                self.declare(&mut st, d)?;
+            }
+        }
+        let cfg = self.inner.targets.config();
+        let mut proxies = Vec::new();
+        for name in &req.names {
+            if cfg.proxy_target(name).is_none() {
+                return Err(Refusal::new(
+                    protocol::CODE_NOT_FOUND,
+                    format!(
+                        "agent `{}` has no proxy target `{name}`; declare it under [[targets.proxy]] in the agent's config",
+                        self.inner.name
+                    ),
+                ));
+            }
+            let handle = self
+                .inner
+                .targets
+                .proxy(name)
+                .await
+                .map_err(|e| Refusal::new(protocol::CODE_FAULT, e.to_string()))?;
+            let upstream_error = if req.check_upstreams {
+                self.inner
+                    .targets
+                    .check_upstream(name)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+            } else {
+                None
+            };
+            proxies.push(ProxyView {
+                name: name.clone(),
+                listen: handle.listen_addr().to_string(),
+                upstream: handle.upstream().to_string(),
+                upstream_error,
+            });
+        }
+        Ok(ProxiesAnswer { proxies })
+    }
+
+    /// Adds a controller's target declaration (the local agent only). The same definition
+    /// again is shared; another definition under a taken name is refused.
+    pub(super) fn declare(&self, st: &mut State, decl: &TargetDecl) -> Result<(), Refusal> {
+        if !self.inner.on_demand {
+            return Err(Refusal::new(
+                protocol::CODE_FORBIDDEN,
+                format!(
+                    "agent `{}` decides its own targets (its agent.toml); remove the declaration from the request and declare `{}` there",
+                    self.inner.name,
+                    decl.name()
+                ),
+            ));
+        }
+        let name = decl.name();
+        if let Some(existing) = st.declared.get(name) {
+            if existing == decl {
+                return Ok(());
+            }
+            let show = |d: &TargetDecl| serde_json::to_string(d).unwrap_or_default();
+            return Err(Refusal::new(
+                protocol::CODE_BAD_REQUEST,
+                format!(
+                    "target `{name}` is already declared to the local agent as {} and this request declares it as {}; give one of them another name, or make the definitions the same",
+                    show(existing),
+                    show(decl)
+                ),
+            ));
+        }
+        let mut alone = Config::default();
+        push_decl(&mut alone, decl.clone());
+        alone.validate().map_err(|e| {
+            Refusal::new(protocol::CODE_BAD_REQUEST, format!("declared target: {e}"))
+        })?;
+        let mut cfg = (*self.inner.targets.config()).clone();
+        push_decl(&mut cfg, decl.clone());
+        self.inner.targets.set_config(Arc::new(cfg));
+        st.declared.insert(name.to_string(), decl.clone());
+        Ok(())
+    }
+}
+
+fn push_decl(cfg: &mut Config, decl: TargetDecl) {
+    match decl {
+        TargetDecl::Proxy(t) => cfg.targets.proxy.push(t),
+        TargetDecl::Process(t) => cfg.targets.process.push(t),
+        TargetDecl::Host(t) => cfg.targets.host.push(t),
+        TargetDecl::Disk(t) => cfg.targets.disk.push(t),
+    }
+}
