@@ -137,6 +137,16 @@ async fn bench() -> Res<()> {
         site.host.ip(),
         site.host.name
     );
+    // Other work on the machine skews the tails: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "load average at start: {} ({cpus} CPUs)",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "{:<58} {:>9} {:>9} {:>9} {:>5}",
         "", "p50 ms", "p99 ms", "max ms", "n"
