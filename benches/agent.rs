@@ -152,6 +152,11 @@ async fn bench() -> Res<()> {
         "", "p50 ms", "p99 ms", "max ms", "n"
     );
     let (add, remove) = add_remove(&site, fault_trials).await?;
+    // The agent fsyncs its journal on both paths: the disk's own sync time bounds the tails.
+    row(
+        "context: fdatasync of 100 bytes in the agent's state dir",
+        &fsync_times(&site, 200)?,
+    );
     row("fault add (latency toxic on proxy target `api`)", &add);
     row("fault remove (revert)", &remove);
     let (listed, effect) = kill_trials_run(&site, kill_trials).await?;
@@ -219,6 +224,26 @@ async fn add_remove(site: &Site, trials: usize) -> Res<(Histogram<u64>, Histogra
         }
     }
     Ok((add, remove))
+}
+
+/// Times `n` appends + fdatasync in the agent's state directory (what its journal does).
+fn fsync_times(site: &Site, n: usize) -> Res<Histogram<u64>> {
+    use std::io::Write;
+    let mut h = Histogram::<u64>::new(3)?;
+    let path = site.state_dir.join("bench-fsync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&[b'x'; 100])?;
+        file.sync_data()?;
+        h.record(t.elapsed().as_micros() as u64)?;
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(h)
 }
 
 /// The kill trials, `LANES` at a time on separate process targets.
