@@ -151,12 +151,12 @@ async fn bench() -> Res<()> {
         "{:<58} {:>9} {:>9} {:>9} {:>5}",
         "", "p50 ms", "p99 ms", "max ms", "n"
     );
-    let (add, remove) = add_remove(&site, fault_trials).await?;
     // The agent fsyncs its journal on both paths: the disk's own sync time bounds the tails.
     row(
         "context: fdatasync of 100 bytes in the agent's state dir",
         &fsync_times(&site, 200)?,
     );
+    let (add, remove) = add_remove(&site, fault_trials).await?;
     row("fault add (latency toxic on proxy target `api`)", &add);
     row("fault remove (revert)", &remove);
     let (listed, effect) = kill_trials_run(&site, kill_trials).await?;
