@@ -25,7 +25,7 @@ use crate::faults::{FaultFamily, TargetRegistry};
 use crate::run::{Entry, Event};
 use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 use crate::spec::model::Experiment;
-use crate::store::{AbortOutcome, AbortScope, DynStore, NewRun, RunRecord, StoreError};
+use crate::store::{AbortOutcome, AbortScope, DynStore, Fence, NewRun, RunRecord, StoreError};
 use instance::InstanceId;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,9 @@ pub struct Engine {
     events: broadcast::Sender<Entry>,
     /// Halt tokens of the runs this process executes (the local abort fast path).
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// The epoch of each run this process holds (executing or recovering it): its journal
+    /// entries and verdict are written only while the store still says so.
+    fences: Mutex<HashMap<String, u64>>,
     wake: Notify,
     shutdown: CancellationToken,
     shutdown_reason: Mutex<Option<String>>,
@@ -134,6 +137,7 @@ impl Engine {
             instance: InstanceId::current(),
             events,
             running: Mutex::new(HashMap::new()),
+            fences: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
             shutdown_reason: Mutex::new(None),
@@ -334,9 +338,11 @@ impl Engine {
                 Ok(Some(run)) => {
                     let halt = CancellationToken::new();
                     lock(&self.running).insert(run.id.clone(), halt.clone());
+                    self.hold(&run.id, run.epoch);
                     self.publish_tail(&run.id, 1).await;
                     let id = run.id.clone();
                     runner::execute(&self, run, halt).await;
+                    self.release(&id);
                     lock(&self.running).remove(&id);
                     // A slot is free: another worker may now claim under max_concurrent_runs.
                     self.wake.notify_one();
@@ -389,7 +395,9 @@ impl Engine {
     }
 
     async fn sweep_loop(self: Arc<Self>) {
-        let every = self.opts.lease.max(Duration::from_secs(1));
+        // A dead owner's runs are noticed well within one lease of its death: at most a
+        // quarter lease after its lease ran out, or at once when its process is known dead.
+        let every = (self.opts.lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -433,9 +441,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Appends to the journal and tells live subscribers.
+    /// From now on this process writes `run_id`'s journal and verdict under `epoch` only.
+    pub(crate) fn hold(&self, run_id: &str, epoch: u64) {
+        lock(&self.fences).insert(run_id.to_string(), epoch);
+    }
+
+    pub(crate) fn release(&self, run_id: &str) {
+        lock(&self.fences).remove(run_id);
+    }
+
+    /// The fence of a run this process holds.
+    fn fence(&self, run_id: &str) -> Option<Fence> {
+        lock(&self.fences).get(run_id).map(|&epoch| Fence {
+            owner: self.instance.to_string(),
+            epoch,
+        })
+    }
+
+    /// Appends to the journal and tells live subscribers. For a run this process holds, only
+    /// while it still holds it (`LeaseLost` once another process took it over).
     pub(crate) async fn append(&self, run_id: &str, event: Event) -> Result<Entry, StoreError> {
-        let entry = self.store.append(run_id, &event).await?;
+        let entry = match self.fence(run_id) {
+            Some(fence) => self.store.append_fenced(run_id, &fence, &event).await?,
+            None => self.store.append(run_id, &event).await?,
+        };
         let _ = self.events.send(entry.clone());
         Ok(entry)
     }
@@ -456,10 +485,18 @@ impl Engine {
         rollback: RollbackOutcome,
         reason: &str,
     ) -> Result<Entry, StoreError> {
-        let entry = self
-            .store
-            .finish_run(run_id, verdict, rollback, reason)
-            .await?;
+        let entry = match self.fence(run_id) {
+            Some(fence) => {
+                self.store
+                    .finish_fenced(run_id, &fence, verdict, rollback, reason)
+                    .await?
+            }
+            None => {
+                self.store
+                    .finish_run(run_id, verdict, rollback, reason)
+                    .await?
+            }
+        };
         metrics::counter!("chaosbot_runs_total", "verdict" => verdict.as_str(), "rollback" => rollback.as_str())
             .increment(1);
         let _ = self.events.send(entry.clone());

@@ -91,6 +91,18 @@ impl PostgresStore {
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1 FOR UPDATE";
 
+    pub(super) const LOCK_RUN_FENCE: &str =
+        "SELECT state, owner, epoch FROM runs WHERE id = $1 FOR UPDATE";
+
+    /// The database server's clock: leases mean the same on every replica's host.
+    pub(super) async fn db_clock_ms(conn: &mut PgConnection) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    }
+
     /// Locked in one order (oldest first) so two concurrent aborts cannot deadlock.
     pub(super) const LOCK_ABORTABLE_RUNS: &str =
         "SELECT id, state FROM runs WHERE state <> 'done' ORDER BY created_ms, num FOR UPDATE";

@@ -124,6 +124,13 @@ impl SqliteStore {
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1";
 
+    pub(super) const LOCK_RUN_FENCE: &str = "SELECT state, owner, epoch FROM runs WHERE id = $1";
+
+    /// One process on one host: its own clock is the database's.
+    pub(super) async fn db_clock_ms(_conn: &mut SqliteConnection) -> StoreResult<i64> {
+        Ok(crate::run::now_ms())
+    }
+
     pub(super) const LOCK_ABORTABLE_RUNS: &str =
         "SELECT id, state FROM runs WHERE state <> 'done' ORDER BY created_ms, num";
 
