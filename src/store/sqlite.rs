@@ -102,6 +102,69 @@ impl SqliteStore {
     }
 }
 
+/// Held by a `chaosbot serve` on a SQLite file for as long as it runs: the lock on a file
+/// beside the database (the OS drops it when the process dies, even by `kill -9`).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLockError {
+    #[error(
+        "another `chaosbot serve` is already running on the SQLite database {db} (it holds {lock}). \
+         SQLite serves one process: stop the other one, or use Postgres \
+         (DATABASE_URL=postgres://USER@HOST/DB) to run several replicas"
+    )]
+    Held { db: String, lock: String },
+    #[error(
+        "cannot take the lock {lock} beside the SQLite database: {source}. Check that its directory is writable"
+    )]
+    Io {
+        lock: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeLock {
+    /// Takes the serve lock of the database `url` names; `None` for an in-memory database
+    /// or a URL that is not SQLite (nothing to share).
+    pub fn take(url: &str) -> Result<Option<ServeLock>, ServeLockError> {
+        let Ok(options) = SqliteConnectOptions::from_str(url) else {
+            return Ok(None);
+        };
+        if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        let db = options.get_filename().to_path_buf();
+        let mut lock = db.clone().into_os_string();
+        lock.push(".serve-lock");
+        let lock = std::path::PathBuf::from(lock);
+        let shown = lock.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| ServeLockError::Io {
+                lock: shown.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ServeLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ServeLockError::Held {
+                db: db.display().to_string(),
+                lock: shown,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(ServeLockError::Io {
+                lock: shown,
+                source,
+            }),
+        }
+    }
+}
+
 /// The dialect points of the shared bodies (see `runs.rs`).
 impl SqliteStore {
     pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, num, experiment, title, spec, \
