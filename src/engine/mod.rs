@@ -25,7 +25,9 @@ use crate::faults::{FaultFamily, TargetRegistry};
 use crate::run::{Entry, Event};
 use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 use crate::spec::model::Experiment;
-use crate::store::{AbortOutcome, AbortScope, DynStore, Fence, NewRun, RunRecord, StoreError};
+use crate::store::{
+    AbortOutcome, AbortScope, Change, DynStore, Fence, NewRun, RunRecord, StoreError,
+};
 use instance::InstanceId;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,14 @@ pub struct Engine {
     family_override: Option<Arc<dyn FaultFamily>>,
     /// Runs submitted here and not claimed yet (used with `only_own_runs`).
     own_queue: Mutex<Vec<String>>,
+    /// How often the store is polled for aborts and queued runs: as the options say, or only
+    /// as a slow sweep behind the store's wake-ups when it tells changes (Postgres).
+    abort_poll: Duration,
+    idle_poll: Duration,
 }
+
+/// The sweep behind the store's wake-ups: they can be lost while a listener reconnects.
+const SWEEP_BEHIND_WAKEUPS: Duration = Duration::from_secs(2);
 
 impl Engine {
     pub fn new(store: DynStore, targets: TargetRegistry, opts: EngineOptions) -> Arc<Engine> {
@@ -130,7 +139,16 @@ impl Engine {
         family_override: Option<Arc<dyn FaultFamily>>,
     ) -> Arc<Engine> {
         let (events, _) = broadcast::channel(4096);
+        let (abort_poll, idle_poll) = match store.changes() {
+            Some(_) => (
+                opts.abort_poll.max(SWEEP_BEHIND_WAKEUPS),
+                opts.idle_poll.max(SWEEP_BEHIND_WAKEUPS),
+            ),
+            None => (opts.abort_poll, opts.idle_poll),
+        };
         Arc::new(Engine {
+            abort_poll,
+            idle_poll,
             store,
             targets,
             opts,
@@ -181,6 +199,11 @@ impl Engine {
         }
         let eng = Arc::clone(self);
         self.tracker.spawn(async move { eng.sweep_loop().await });
+        if let Some(changes) = self.store.changes() {
+            let eng = Arc::clone(self);
+            self.tracker
+                .spawn(async move { eng.wake_loop(changes).await });
+        }
         Ok(recovered)
     }
 
@@ -350,7 +373,7 @@ impl Engine {
                 Ok(None) => {
                     tokio::select! {
                         _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.opts.idle_poll) => {}
+                        _ = tokio::time::sleep(self.idle_poll) => {}
                         _ = self.shutdown.cancelled() => return,
                     }
                 }
@@ -392,6 +415,49 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+
+    /// Acts on what other processes changed as soon as the store tells: a queued run or a
+    /// freed slot wakes a worker, an abort halts the run here at once.
+    async fn wake_loop(self: Arc<Self>, mut changes: broadcast::Receiver<Change>) {
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match change {
+                Ok(Change::RunQueued(_) | Change::RunDone(_) | Change::Halt) => {
+                    self.wake.notify_one();
+                }
+                Ok(Change::AbortRequested(id)) => {
+                    let token = lock(&self.running).get(&id).cloned();
+                    if let Some(t) = token {
+                        info!(run_id = %id, "abort requested elsewhere; halting");
+                        t.cancel();
+                    }
+                }
+                Ok(Change::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.wake.notify_one();
+                    self.halt_aborted().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Halts every run executing here that has an abort request (after missed wake-ups).
+    async fn halt_aborted(&self) {
+        let running: Vec<(String, CancellationToken)> = lock(&self.running)
+            .iter()
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        for (id, token) in running {
+            match self.store.pending_abort(&id).await {
+                Ok(Some(_)) => token.cancel(),
+                Ok(None) => {}
+                Err(e) => warn!(run_id = %id, error = %e, "cannot read abort requests"),
+            }
+        }
     }
 
     async fn sweep_loop(self: Arc<Self>) {

@@ -29,6 +29,11 @@ macro_rules! forward_store {
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 self.$field.ping().await
             }
+            fn changes(
+                &self,
+            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::Change>> {
+                self.$field.changes()
+            }
         }
     };
     (@part RunStore, $ty:ty, $field:ident) => {

@@ -30,6 +30,7 @@ mod runs;
 pub mod schedules;
 pub mod slack_edge;
 pub mod sqlite;
+pub mod wakeups;
 
 pub use digest::DigestStore;
 pub use gamedays::GamedayStore;
@@ -37,6 +38,7 @@ pub use learning::LearningStore;
 pub use outbox::{OutboxDelivery, OutboxQueue, OutboxStore};
 pub use schedules::ScheduleStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
+pub use wakeups::Change;
 
 /// For [`forward_store!`](crate::forward_store), which expands in other crates.
 #[doc(hidden)]
@@ -216,6 +218,10 @@ pub trait Store:
 
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Changes other processes make (new runs, aborts, runs done, halts), told at once;
+    /// `None` when the backend cannot tell (SQLite: one process, which knows its own).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 }
 
 /// Runs and their lifecycle: creation, claiming under a lease, transitions, the verdict, and

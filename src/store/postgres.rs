@@ -12,8 +12,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
 
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
 use super::common::{self, run_columns};
-use super::{StoreError, StoreResult};
+use super::{Change, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -26,6 +29,16 @@ const CLAIM_LOCK_KEY: i64 = 0x6368_616f_7362_6f74;
 
 pub struct PostgresStore {
     pub(super) pool: PgPool,
+    /// Wake-ups from the database (see `wakeups.rs`), fed by a listener task.
+    changes: broadcast::Sender<Change>,
+    /// Stops the listener task when the store is dropped.
+    stop_listener: CancellationToken,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop_listener.cancel();
+    }
 }
 
 impl PostgresStore {
@@ -61,8 +74,19 @@ impl PostgresStore {
             .await
             .map_err(connect_error)?;
         MIGRATOR.run(&pool).await?;
+        let (changes, _) = broadcast::channel(1024);
+        let stop_listener = CancellationToken::new();
+        tokio::spawn(super::wakeups::listen(
+            pool.clone(),
+            changes.clone(),
+            stop_listener.clone(),
+        ));
         tracing::info!(url = %shown, "postgres store open");
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            changes,
+            stop_listener,
+        })
     }
 }
 
@@ -142,6 +166,10 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(HALT_LOCK_EXCLUSIVE).execute(&mut *tx).await?;
         Ok(tx)
+    }
+
+    pub(super) fn change_feed(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 
     pub(super) fn dead_owners_param(owners: &[String]) -> &[String] {

@@ -185,6 +185,10 @@ macro_rules! impl_run_store {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
+
+            fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Change>> {
+                self.change_feed()
+            }
         }
 
         #[async_trait::async_trait]

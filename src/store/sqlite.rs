@@ -227,6 +227,11 @@ impl SqliteStore {
         self.begin_write().await
     }
 
+    /// One process: it knows its own changes.
+    pub(super) fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<super::Change>> {
+        None
+    }
+
     /// Dead owners are bound as one JSON array (SQLite has no array parameters).
     pub(super) fn dead_owners_param(owners: &[String]) -> Json<&[String]> {
         Json(owners)
