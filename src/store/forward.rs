@@ -102,6 +102,12 @@ macro_rules! forward_store {
                 cursor: Option<(&str, i64)>
             ) -> ();
             fn render_cursor(run_id: &str) -> i64;
+            fn enqueue_rendered(
+                messages: &[$crate::store::outbox::OutboundMessage],
+                run_id: &str,
+                from_seq: i64,
+                to_seq: i64
+            ) -> bool;
         });
     };
     (@part OutboxDelivery, $ty:ty, $field:ident) => {
