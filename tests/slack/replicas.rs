@@ -219,21 +219,20 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
         dead.child.kill().unwrap();
         dead.child.wait().unwrap();
 
-        // An abort given to one live replica for a run the other live replica owns.
-        let (a, b) = (&replicas[0], &replicas[1]);
-        let b_owner = owners
-            .values()
-            .find(|o| pid_of(o) == b.child.id())
-            .cloned();
-        let aborted = match b_owner {
-            Some(b_owner) => owners
-                .iter()
-                .find(|(_, o)| **o == b_owner)
-                .map(|(id, _)| id.clone()),
-            None => None,
-        };
-        let mut abort_to_revert_ms = None;
-        if let Some(id) = &aborted {
+        // Aborts given to one live replica (A) for the runs the other live one (B) owns.
+        let owns = |r: &Replica| owners.values().any(|o| pid_of(o) == r.child.id());
+        let b = replicas
+            .iter()
+            .position(owns)
+            .expect("a live replica owns runs");
+        let (a, b) = (&replicas[1 - b], &replicas[b]);
+        let aborted: Vec<String> = owners
+            .iter()
+            .filter(|(_, o)| pid_of(o) == b.child.id())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut abort_to_revert_ms = Vec::new();
+        for id in &aborted {
             let starter = format!("U{}", ids.iter().position(|x| x == id).unwrap());
             let asked_ms = now_ms();
             let (status, body) = rig.press(a.addr, &starter, "abort_run", id).await;
@@ -251,7 +250,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
                 }
             })
             .await;
-            abort_to_revert_ms = Some(reverted_at - asked_ms);
+            abort_to_revert_ms.push(reverted_at - asked_ms);
         }
 
         // The dead replica's runs: taken over, reverted through the agent, closed.
@@ -324,10 +323,11 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
                 .collect();
             assert_eq!(parents.len(), 1, "one parent message for {id}: {parents:#?}");
         }
-        if let Some(id) = &aborted {
+        for id in &aborted {
             let run = store.get_run(id).await.unwrap().unwrap();
             assert_eq!(run.verdict, Some(Verdict::Aborted), "{:?}", run.reason);
-            assert!(!run.reason.unwrap_or_default().starts_with("owner lost"));
+            let reason = run.reason.unwrap_or_default();
+            assert!(reason.starts_with("aborted by"), "{reason}");
         }
         for id in &ids {
             assert!(
@@ -335,8 +335,18 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
                 "run {id} left a fault open"
             );
         }
+        // The bounds: takeover within the lease + 2 s. The abort's bound (100 ms p99) is
+        // measured, not asserted, on a shared machine; far below the 2 s sweep, it shows the
+        // wake-up carried it.
+        let limit = (RUN_LEASE + Duration::from_secs(2)).as_millis() as i64;
+        assert!(takeover_ms.iter().all(|t| *t <= limit), "{takeover_ms:?}");
+        assert!(!abort_to_revert_ms.is_empty());
+        assert!(
+            abort_to_revert_ms.iter().all(|t| *t < 1000),
+            "{abort_to_revert_ms:?}"
+        );
         eprintln!(
-            "runs per owner: {:?}; killed {} runs; takeover (kill to the new owner's first journal entry) ms: {takeover_ms:?}; abort on A to revert on B: {abort_to_revert_ms:?} ms",
+            "runs per owner: {:?}; killed {} runs; takeover (kill to the new owner's first journal entry) ms: {takeover_ms:?}; abort on A to revert on B ms: {abort_to_revert_ms:?}",
             by_owner.values().map(Vec::len).collect::<Vec<_>>(),
             victim_runs.len()
         );
