@@ -357,3 +357,126 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
     })
     .await;
 }
+
+/// A replica that stops (SIGSTOP) loses its run's lease; another replica takes the run over
+/// under a raised epoch, reverts its fault through the agent and closes it "owner lost". When
+/// the stopped replica comes back (SIGCONT) it cannot write: the journal ends at the new
+/// owner's verdict, and the thread is whole, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
+    with_postgres(|url| async move {
+        let mut rig = TestApp::new(SECRET).await;
+        rig.cfg.database_url = Some(url.clone());
+        rig.add_to_catalog("exp-0.yaml", &experiment_yaml(0));
+        let proxies = vec![free_port()];
+        let config = rig.dir.path().join("chaosbot.toml");
+        std::fs::write(&config, config_toml(rig.service.addr, &proxies)).unwrap();
+        let socket = rig.dir.path().join("agent/agent.sock");
+        let spawn = |addr: SocketAddr| Replica {
+            child: Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+                .args(["--config", config.to_str().unwrap(), "serve"])
+                .current_dir(rig.dir.path())
+                .env("DATABASE_URL", &url)
+                .env("SLACK_SIGNING_SECRET", SECRET)
+                .env("SLACK_BOT_TOKEN", "xoxb-replicas")
+                .env("SLACK_API_URL", rig.fake.url())
+                .env("CHAOSBOT_LISTEN", addr.to_string())
+                .env("CHAOSBOT_AGENT_SOCKET", &socket)
+                .env_remove("SLACK_APP_TOKEN")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            addr,
+        };
+        let replicas: Vec<Replica> = (0..2).map(|_| spawn(free_port())).collect();
+        for r in &replicas {
+            wait_listening(r.addr).await;
+        }
+        let store = rig.store().await;
+        let answer = rig
+            .slash(replicas[0].addr, "U0", "start exp-0 duration=60s")
+            .await;
+        let id = run_id_in(&answer.to_string());
+        let claimed = until(Duration::from_secs(20), "the fault", || {
+            let (store, id) = (&store, &id);
+            async move {
+                let j = store.journal(id, 0).await.unwrap();
+                j.iter()
+                    .any(|e| e.event.kind() == "fault_injected")
+                    .then_some(())?;
+                store.get_run(id).await.unwrap()
+            }
+        })
+        .await;
+        let owner_pid: u32 = claimed
+            .owner
+            .as_deref()
+            .and_then(|o| o.split('/').nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let stopped = replicas
+            .iter()
+            .find(|r| r.child.id() == owner_pid)
+            .expect("a replica owns the run");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(stopped.child.id() as libc::pid_t, libc::SIGSTOP) };
+        let stopped_at = Instant::now();
+
+        let run = until(RUN_LEASE + Duration::from_secs(10), "the takeover", || {
+            let (store, id) = (&store, &id);
+            async move {
+                let run = store.get_run(id).await.unwrap().unwrap();
+                run.finished_ms.map(|_| run)
+            }
+        })
+        .await;
+        let took = stopped_at.elapsed();
+        let reason = run.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("owner lost"), "{reason}");
+        assert_eq!(
+            run.epoch,
+            claimed.epoch + 1,
+            "the takeover raised the epoch"
+        );
+        assert!(store.open_faults(&id).await.unwrap().is_empty());
+        let closed = store.journal(&id, 0).await.unwrap();
+
+        // It comes back: its lease renewal and journal writes are refused; it reverts what
+        // it holds (the agent has it under the newer epoch already) and stays up.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(stopped.child.id() as libc::pid_t, libc::SIGCONT) };
+        tokio::time::sleep(RUN_LEASE / 3 + Duration::from_secs(2)).await;
+        let after = store.journal(&id, 0).await.unwrap();
+        assert_eq!(
+            after.len(),
+            closed.len(),
+            "the old owner wrote after losing the run: {:#?}",
+            &after[closed.len()..]
+        );
+        assert_eq!(after.last().map(|e| e.event.kind()), Some("verdict"));
+        wait_listening(stopped.addr).await;
+
+        let expected = expected_replies(&store, &id).await;
+        let parent = until(Duration::from_secs(20), "the parent message", || {
+            let (store, id) = (&store, &id);
+            async move { store.message_ref(&run_parent_key(id)).await.unwrap() }
+        })
+        .await;
+        rig.fake
+            .wait_for(
+                |c| delivered_replies(c, &parent.ts).len() >= expected.len(),
+                Duration::from_secs(30),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(delivered_replies(&rig.fake.calls(), &parent.ts), expected);
+        eprintln!("stopped owner's run closed by the other replica after {took:?}");
+        for r in &replicas {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    })
+    .await;
+}
