@@ -2,7 +2,8 @@
 //! is per host) and the fake Slack: 20 runs started through the three of them run at once,
 //! spread over them; one replica is killed with `kill -9` mid-run and the others close its
 //! runs (`aborted`, "owner lost", faults reverted through the agent); an abort given to one
-//! replica halts a run another one owns; every thread is delivered whole, no reply twice.
+//! replica halts a run another one owns, and so does a halt (`abort all`); every thread is
+//! delivered whole, no reply twice.
 //! Needs `TEST_POSTGRES_URL` (skipped with a notice otherwise).
 
 use crate::support;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use chaosbot::run::{Event, Verdict, now_ms};
 use chaosbot::slack::{render, run_parent_key};
 use chaosbot::store::DynStore;
-use support::app::{TEAM, TestApp, replies, run_id_in};
+use support::app::{OPERATOR, TEAM, TestApp, replies, run_id_in};
 use support::fake_slack::Call;
 use support::*;
 
@@ -61,7 +62,7 @@ fn config_toml(upstream: SocketAddr, proxies: &[SocketAddr]) -> String {
         ));
     }
     t.push_str(&format!(
-        "[slack]\nteam_id = \"{TEAM}\"\n[[slack.allow]]\nexperiments = [\"*\"]\n"
+        "[slack]\nteam_id = \"{TEAM}\"\noperators = [\"{OPERATOR}\"]\n[[slack.allow]]\nexperiments = [\"*\"]\n"
     ));
     t
 }
@@ -136,7 +137,7 @@ fn delivered_replies(calls: &[Call], ts: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_aborts() {
+async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_aborts_and_halts() {
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());
@@ -279,6 +280,39 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
             );
         }
 
+        // The runs still going are A's: a halt (`abort all`) given to B reaches them, and a
+        // start asked of A is refused while it holds.
+        let still: Vec<String> = {
+            let mut v = Vec::new();
+            for id in &ids {
+                if store.get_run(id).await.unwrap().unwrap().finished_ms.is_none() {
+                    v.push(id.clone());
+                }
+            }
+            v
+        };
+        let halted_ms = now_ms();
+        let answer = rig.slash(b.addr, OPERATOR, "abort all release freeze").await;
+        assert!(answer.to_string().contains("halt"), "{answer}");
+        let mut halt_to_close_ms = Vec::new();
+        for id in &still {
+            let run = until(Duration::from_secs(10), "the halt to close the run", || {
+                let store = &store;
+                async move {
+                    let run = store.get_run(id).await.unwrap().unwrap();
+                    run.finished_ms.map(|_| run)
+                }
+            })
+            .await;
+            assert_eq!(run.verdict, Some(Verdict::Aborted), "{:?}", run.reason);
+            halt_to_close_ms.push(run.finished_ms.unwrap_or_default() - halted_ms);
+        }
+        let refused = rig.slash(a.addr, "U0", "start exp-0 duration=2s").await;
+        assert!(
+            !refused.to_string().contains("r-"),
+            "a start during the halt: {refused}"
+        );
+
         // Everything ends; each thread is whole, once.
         for id in &ids {
             until(Duration::from_secs(40), "every run to finish", || {
@@ -346,7 +380,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
             "{abort_to_revert_ms:?}"
         );
         eprintln!(
-            "runs per owner: {:?}; killed {} runs; takeover (kill to the new owner's first journal entry) ms: {takeover_ms:?}; abort on A to revert on B ms: {abort_to_revert_ms:?}",
+            "runs per owner: {:?}; killed {} runs; takeover (kill to the new owner's first journal entry) ms: {takeover_ms:?}; abort on A to revert on B ms: {abort_to_revert_ms:?}; halt on B to A's runs closed ms: {halt_to_close_ms:?}",
             by_owner.values().map(Vec::len).collect::<Vec<_>>(),
             victim_runs.len()
         );
