@@ -24,6 +24,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 10;
 
+/// Well below the shortest run lease, far above any transaction of ours (they are short).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 /// Advisory lock key serializing claims ("chaosbot" in ASCII).
 const CLAIM_LOCK_KEY: i64 = 0x6368_616f_7362_6f74;
 
@@ -46,7 +49,13 @@ impl PostgresStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
         let shown = common::redact(url);
         let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::UnsupportedUrl(shown.clone()))?;
+            .map_err(|_| StoreError::UnsupportedUrl(shown.clone()))?
+            // A replica that stops mid-transaction (paused, or stuck) must not hold its runs'
+            // row locks past a lease: the server ends such a session, and recovery goes on.
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )]);
         let connect_error = |source| StoreError::Connect {
             url: shown.clone(),
             source,
