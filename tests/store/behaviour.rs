@@ -104,6 +104,7 @@ behaviour_tests!(
     a_queued_run_fails_only_while_still_queued,
     a_stale_owner_cannot_write_after_adoption,
     adoption_is_won_by_exactly_one_recoverer,
+    the_render_cursor_is_compare_and_swap,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1790,4 +1791,58 @@ async fn adoption_is_won_by_exactly_one_recoverer(ctx: Ctx) {
     let run = s.get_run("r").await.expect("get").expect("run");
     assert_eq!(run.owner, winners[0].owner);
     assert_eq!(run.epoch, claimed.epoch + 1);
+}
+
+async fn the_render_cursor_is_compare_and_swap(ctx: Ctx) {
+    let s = &ctx.store;
+    let post = |text: &str| OutboundMessage {
+        thread_key: "run:r".into(),
+        channel: "C1".into(),
+        action: OutboundAction::Post {
+            key: None,
+            in_thread_of: None,
+            text: text.into(),
+            blocks: None,
+        },
+    };
+    let queued = |s: &DynStore| {
+        let s = s.clone();
+        async move { s.outbox_rows(Some("run:r")).await.expect("rows").len() }
+    };
+    // Six projectors render the first entries at once: exactly one queues them.
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.enqueue_rendered(&[post(&format!("first from {n}"))], "r", 0, 3)
+                .await
+                .expect("enqueue")
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(won, 1);
+    assert_eq!(queued(s).await, 1);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 3);
+    // A projector that read the cursor before it moved queues nothing.
+    assert!(
+        !s.enqueue_rendered(&[post("stale")], "r", 0, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !s.enqueue_rendered(&[post("stale")], "r", 2, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(queued(s).await, 1);
+    assert!(
+        s.enqueue_rendered(&[post("next")], "r", 3, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(queued(s).await, 2);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 5);
 }
