@@ -27,6 +27,15 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> u8 {
         .listen
         .or(cfg.slack.listen)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000)));
+    // SQLite is one process's database: a second `serve` on the same file would run the same
+    // runs twice. Held until this function returns.
+    let _sqlite_lock = match crate::store::sqlite::ServeLock::take(cfg.database_url()) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let store = match open_store(&cfg).await {
         Ok(s) => s,
         Err(code) => return code,

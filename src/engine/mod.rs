@@ -25,7 +25,9 @@ use crate::faults::{FaultFamily, TargetRegistry};
 use crate::run::{Entry, Event};
 use crate::run::{RollbackOutcome, RunSource, RunState, Verdict};
 use crate::spec::model::Experiment;
-use crate::store::{AbortOutcome, AbortScope, DynStore, NewRun, RunRecord, StoreError};
+use crate::store::{
+    AbortOutcome, AbortScope, Change, DynStore, Fence, NewRun, RunRecord, StoreError,
+};
 use instance::InstanceId;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,9 @@ pub struct Engine {
     events: broadcast::Sender<Entry>,
     /// Halt tokens of the runs this process executes (the local abort fast path).
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// The epoch of each run this process holds (executing or recovering it): its journal
+    /// entries and verdict are written only while the store still says so.
+    fences: Mutex<HashMap<String, u64>>,
     wake: Notify,
     shutdown: CancellationToken,
     shutdown_reason: Mutex<Option<String>>,
@@ -102,7 +107,14 @@ pub struct Engine {
     family_override: Option<Arc<dyn FaultFamily>>,
     /// Runs submitted here and not claimed yet (used with `only_own_runs`).
     own_queue: Mutex<Vec<String>>,
+    /// How often the store is polled for aborts and queued runs: as the options say, or only
+    /// as a slow sweep behind the store's wake-ups when it tells changes (Postgres).
+    abort_poll: Duration,
+    idle_poll: Duration,
 }
+
+/// The sweep behind the store's wake-ups: they can be lost while a listener reconnects.
+const SWEEP_BEHIND_WAKEUPS: Duration = Duration::from_secs(2);
 
 impl Engine {
     pub fn new(store: DynStore, targets: TargetRegistry, opts: EngineOptions) -> Arc<Engine> {
@@ -127,13 +139,23 @@ impl Engine {
         family_override: Option<Arc<dyn FaultFamily>>,
     ) -> Arc<Engine> {
         let (events, _) = broadcast::channel(4096);
+        let (abort_poll, idle_poll) = match store.changes() {
+            Some(_) => (
+                opts.abort_poll.max(SWEEP_BEHIND_WAKEUPS),
+                opts.idle_poll.max(SWEEP_BEHIND_WAKEUPS),
+            ),
+            None => (opts.abort_poll, opts.idle_poll),
+        };
         Arc::new(Engine {
+            abort_poll,
+            idle_poll,
             store,
             targets,
             opts,
             instance: InstanceId::current(),
             events,
             running: Mutex::new(HashMap::new()),
+            fences: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
             shutdown_reason: Mutex::new(None),
@@ -177,6 +199,11 @@ impl Engine {
         }
         let eng = Arc::clone(self);
         self.tracker.spawn(async move { eng.sweep_loop().await });
+        if let Some(changes) = self.store.changes() {
+            let eng = Arc::clone(self);
+            self.tracker
+                .spawn(async move { eng.wake_loop(changes).await });
+        }
         Ok(recovered)
     }
 
@@ -334,9 +361,11 @@ impl Engine {
                 Ok(Some(run)) => {
                     let halt = CancellationToken::new();
                     lock(&self.running).insert(run.id.clone(), halt.clone());
+                    self.hold(&run.id, run.epoch);
                     self.publish_tail(&run.id, 1).await;
                     let id = run.id.clone();
                     runner::execute(&self, run, halt).await;
+                    self.release(&id);
                     lock(&self.running).remove(&id);
                     // A slot is free: another worker may now claim under max_concurrent_runs.
                     self.wake.notify_one();
@@ -344,7 +373,7 @@ impl Engine {
                 Ok(None) => {
                     tokio::select! {
                         _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.opts.idle_poll) => {}
+                        _ = tokio::time::sleep(self.idle_poll) => {}
                         _ = self.shutdown.cancelled() => return,
                     }
                 }
@@ -388,8 +417,53 @@ impl Engine {
         Ok(None)
     }
 
+    /// Acts on what other processes changed as soon as the store tells: a queued run or a
+    /// freed slot wakes a worker, an abort halts the run here at once.
+    async fn wake_loop(self: Arc<Self>, mut changes: broadcast::Receiver<Change>) {
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match change {
+                Ok(Change::RunQueued(_) | Change::RunDone(_) | Change::Halt) => {
+                    self.wake.notify_one();
+                }
+                Ok(Change::AbortRequested(id)) => {
+                    let token = lock(&self.running).get(&id).cloned();
+                    if let Some(t) = token {
+                        info!(run_id = %id, "abort requested elsewhere; halting");
+                        t.cancel();
+                    }
+                }
+                Ok(Change::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.wake.notify_one();
+                    self.halt_aborted().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Halts every run executing here that has an abort request (after missed wake-ups).
+    async fn halt_aborted(&self) {
+        let running: Vec<(String, CancellationToken)> = lock(&self.running)
+            .iter()
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        for (id, token) in running {
+            match self.store.pending_abort(&id).await {
+                Ok(Some(_)) => token.cancel(),
+                Ok(None) => {}
+                Err(e) => warn!(run_id = %id, error = %e, "cannot read abort requests"),
+            }
+        }
+    }
+
     async fn sweep_loop(self: Arc<Self>) {
-        let every = self.opts.lease.max(Duration::from_secs(1));
+        // A dead owner's runs are noticed well within one lease of its death: at most a
+        // quarter lease after its lease ran out, or at once when its process is known dead.
+        let every = (self.opts.lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -433,9 +507,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Appends to the journal and tells live subscribers.
+    /// From now on this process writes `run_id`'s journal and verdict under `epoch` only.
+    pub(crate) fn hold(&self, run_id: &str, epoch: u64) {
+        lock(&self.fences).insert(run_id.to_string(), epoch);
+    }
+
+    pub(crate) fn release(&self, run_id: &str) {
+        lock(&self.fences).remove(run_id);
+    }
+
+    /// The fence of a run this process holds.
+    fn fence(&self, run_id: &str) -> Option<Fence> {
+        lock(&self.fences).get(run_id).map(|&epoch| Fence {
+            owner: self.instance.to_string(),
+            epoch,
+        })
+    }
+
+    /// Appends to the journal and tells live subscribers. For a run this process holds, only
+    /// while it still holds it (`LeaseLost` once another process took it over).
     pub(crate) async fn append(&self, run_id: &str, event: Event) -> Result<Entry, StoreError> {
-        let entry = self.store.append(run_id, &event).await?;
+        let entry = match self.fence(run_id) {
+            Some(fence) => self.store.append_fenced(run_id, &fence, &event).await?,
+            None => self.store.append(run_id, &event).await?,
+        };
         let _ = self.events.send(entry.clone());
         Ok(entry)
     }
@@ -456,10 +551,18 @@ impl Engine {
         rollback: RollbackOutcome,
         reason: &str,
     ) -> Result<Entry, StoreError> {
-        let entry = self
-            .store
-            .finish_run(run_id, verdict, rollback, reason)
-            .await?;
+        let entry = match self.fence(run_id) {
+            Some(fence) => {
+                self.store
+                    .finish_fenced(run_id, &fence, verdict, rollback, reason)
+                    .await?
+            }
+            None => {
+                self.store
+                    .finish_run(run_id, verdict, rollback, reason)
+                    .await?
+            }
+        };
         metrics::counter!("chaosbot_runs_total", "verdict" => verdict.as_str(), "rollback" => rollback.as_str())
             .increment(1);
         let _ = self.events.send(entry.clone());

@@ -1,5 +1,10 @@
 //! Crash recovery: runs left in flight by a process that died (or stopped renewing its lease)
 //! are reverted as far as possible, re-probed, and closed as `aborted` with the reason.
+//!
+//! With several replicas on one database, each recoverer first adopts the run (owner = itself,
+//! epoch raised, in one conditional update): exactly one replica wins it, the agents learn the
+//! new epoch from its revert and refuse the old owner's late renewals, and the old owner's
+//! fenced journal writes fail if it comes back.
 
 use tracing::{info, warn};
 
@@ -7,7 +12,7 @@ use super::Engine;
 use super::instance::InstanceId;
 use crate::faults;
 use crate::probes;
-use crate::run::{Event, SamplePhase, now_ms};
+use crate::run::{Event, SamplePhase};
 use crate::run::{RollbackOutcome, Verdict};
 use crate::spec::model::Experiment;
 use crate::store::{RunRecord, StoreError};
@@ -21,28 +26,40 @@ pub async fn recover_orphans(eng: &Engine) -> Result<Vec<String>, StoreError> {
         .into_iter()
         .filter(|o| InstanceId::parse(o).is_some_and(|owner| eng.instance().is_dead_owner(&owner)))
         .collect();
-    let orphans = store.orphaned_runs(now_ms(), &dead).await?;
+    // Leases are timed on the store's clock (the database server's on Postgres).
+    let orphans = store.orphaned_runs(store.clock_ms().await?, &dead).await?;
+    let me = eng.instance().to_string();
     let mut done = Vec::new();
-    for run in orphans {
+    for seen in orphans {
         // Never "recover" a run this process is executing right now.
-        if run.owner.as_deref() == Some(eng.instance().to_string().as_str()) {
+        if seen.owner.as_deref() == Some(me.as_str()) {
             continue;
         }
-        recover_run(eng, &run).await?;
+        let Some(run) = store
+            .adopt_orphan(&seen.id, &me, eng.opts.lease, seen.epoch)
+            .await?
+        else {
+            continue; // another replica adopted it first, or it just finished
+        };
+        eng.hold(&run.id, run.epoch);
+        let recovered = recover_run(eng, &seen, &run).await;
+        eng.release(&run.id);
+        recovered?;
         done.push(run.id);
     }
     Ok(done)
 }
 
-async fn recover_run(eng: &Engine, run: &RunRecord) -> Result<(), StoreError> {
-    let owner = run
+/// `seen` is the run as its dead owner left it; `run` as adopted (its raised epoch).
+async fn recover_run(eng: &Engine, seen: &RunRecord, run: &RunRecord) -> Result<(), StoreError> {
+    let owner = seen
         .owner
         .clone()
         .unwrap_or_else(|| "an unknown process".into());
-    warn!(run_id = %run.id, %owner, state = %run.state, "recovering a run left in flight");
+    warn!(run_id = %run.id, %owner, state = %run.state, epoch = run.epoch, "recovering a run left in flight");
     let (reverted, failures) = revert_open_faults(eng, run).await?;
     let reason = format!(
-        "the process running it ({owner}) stopped while the run was {}; recovered by {}",
+        "owner lost: the process running it ({owner}) stopped while the run was {}; recovered by {}",
         run.state,
         eng.instance()
     );

@@ -299,7 +299,16 @@ impl Projector {
                 .into(),
             }));
         }
-        self.store.enqueue(&out, Some((run_id, last_seq))).await?;
+        if !self
+            .store
+            .enqueue_rendered(&out, run_id, cursor, last_seq)
+            .await?
+        {
+            // Another replica's projector rendered these entries first.
+            debug!(run_id, cursor, "already rendered elsewhere");
+            last_parent.remove(run_id);
+            return Ok(0);
+        }
         last_parent.insert(run_id.to_string(), parent.blocks);
         if finished {
             last_parent.remove(run_id);

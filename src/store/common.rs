@@ -57,6 +57,16 @@ pub(crate) const RENEW_LEASE: &str = concat!(
     active_predicate!()
 );
 
+/// Takes over active run `$1` for `$2` (lease `$3`) if it is still under epoch `$4`, raising
+/// the epoch: exactly one recoverer wins, and the old owner's fenced writes fail from now on.
+pub(crate) const ADOPT_ORPHAN: &str = concat!(
+    "UPDATE runs SET owner = $2, lease_until_ms = $3, epoch = epoch + 1 \
+     WHERE id = $1 AND epoch = $4 AND ",
+    active_predicate!(),
+    " RETURNING ",
+    run_columns!()
+);
+
 pub(crate) const SET_STATE: &str = "UPDATE runs SET state = $2 WHERE id = $1";
 
 /// A transition to `done` outside `finish_run` still ends ownership.

@@ -29,6 +29,11 @@ macro_rules! forward_store {
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 self.$field.ping().await
             }
+            fn changes(
+                &self,
+            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::Change>> {
+                self.$field.changes()
+            }
         }
     };
     (@part RunStore, $ty:ty, $field:ident) => {
@@ -52,6 +57,16 @@ macro_rules! forward_store {
             ) -> $crate::run::Entry;
             fn orphaned_runs(now_ms: i64, dead_owners: &[String]) -> Vec<$crate::store::RunRecord>;
             fn active_owners() -> Vec<String>;
+            fn adopt_orphan(id: &str, owner: &str, lease: std::time::Duration, seen_epoch: u64)
+                -> Option<$crate::store::RunRecord>;
+            fn finish_fenced(
+                id: &str,
+                fence: &$crate::store::Fence,
+                verdict: $crate::run::Verdict,
+                rollback: $crate::run::RollbackOutcome,
+                reason: &str
+            ) -> $crate::run::Entry;
+            fn clock_ms() -> i64;
             fn target_holders(targets: &[String]) -> Vec<$crate::store::TargetHold>;
             fn queue_place(id: &str) -> $crate::store::QueuePlace;
             fn fail_queued(id: &str, reason: &str) -> bool;
@@ -61,6 +76,8 @@ macro_rules! forward_store {
     (@part JournalStore, $ty:ty, $field:ident) => {
         $crate::forward_store!(@impl JournalStore, $ty, $field {
             fn append(id: &str, event: &$crate::run::Event) -> $crate::run::Entry;
+            fn append_fenced(id: &str, fence: &$crate::store::Fence, event: &$crate::run::Event)
+                -> $crate::run::Entry;
             fn journal(id: &str, after_seq: i64) -> Vec<$crate::run::Entry>;
         });
     };
@@ -85,6 +102,12 @@ macro_rules! forward_store {
                 cursor: Option<(&str, i64)>
             ) -> ();
             fn render_cursor(run_id: &str) -> i64;
+            fn enqueue_rendered(
+                messages: &[$crate::store::outbox::OutboundMessage],
+                run_id: &str,
+                from_seq: i64,
+                to_seq: i64
+            ) -> bool;
         });
     };
     (@part OutboxDelivery, $ty:ty, $field:ident) => {

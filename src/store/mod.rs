@@ -30,6 +30,7 @@ mod runs;
 pub mod schedules;
 pub mod slack_edge;
 pub mod sqlite;
+pub mod wakeups;
 
 pub use digest::DigestStore;
 pub use gamedays::GamedayStore;
@@ -37,6 +38,7 @@ pub use learning::LearningStore;
 pub use outbox::{OutboxDelivery, OutboxQueue, OutboxStore};
 pub use schedules::ScheduleStore;
 pub use slack_edge::{AuditEntry, EdgeStore};
+pub use wakeups::Change;
 
 /// For [`forward_store!`](crate::forward_store), which expands in other crates.
 #[doc(hidden)]
@@ -172,6 +174,18 @@ pub struct NewFault {
     pub detail: serde_json::Value,
     pub deadline_ms: i64,
     pub owner: String,
+    /// `Some`: recorded only while `owner` holds the run under this epoch (the runner's
+    /// faults); `LeaseLost` otherwise, so an owner that lost the run cannot add to it.
+    pub epoch: Option<u64>,
+}
+
+/// Who may write a run's side effects: its owner under the epoch it claimed the run with.
+/// A write carrying a fence happens only while the run's row still says so, checked in the
+/// write's own transaction; otherwise it fails with `LeaseLost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -204,6 +218,10 @@ pub trait Store:
 
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Changes other processes make (new runs, aborts, runs done, halts), told at once;
+    /// `None` when the backend cannot tell (SQLite: one process, which knows its own).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 }
 
 /// Runs and their lifecycle: creation, claiming under a lease, transitions, the verdict, and
@@ -270,6 +288,32 @@ pub trait RunStore: Send + Sync {
     /// Owners of all active runs (to check which are still alive).
     async fn active_owners(&self) -> StoreResult<Vec<String>>;
 
+    /// Takes over an orphaned run for recovery: `owner` holds it from now on under a raised
+    /// epoch (so the old owner's fenced writes and its agents' renewals are refused), with a
+    /// lease timed on the database's clock. `None` when the run is no longer active under
+    /// `seen_epoch` (another recoverer took it first, or it finished).
+    async fn adopt_orphan(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        seen_epoch: u64,
+    ) -> StoreResult<Option<RunRecord>>;
+
+    /// Like [`RunStore::finish_run`], only while `fence` still holds the run.
+    async fn finish_fenced(
+        &self,
+        id: &str,
+        fence: &Fence,
+        verdict: Verdict,
+        rollback: RollbackOutcome,
+        reason: &str,
+    ) -> StoreResult<Entry>;
+
+    /// The clock leases are timed on, in ms since the epoch: the database server's on
+    /// Postgres (replicas on several hosts agree on it), this host's on SQLite.
+    async fn clock_ms(&self) -> StoreResult<i64>;
+
     /// The active runs holding any of `targets` (a target is held by one active run at a
     /// time; queued runs on it wait), by target.
     async fn target_holders(&self, targets: &[String]) -> StoreResult<Vec<TargetHold>>;
@@ -308,6 +352,10 @@ pub struct QueuePlace {
 pub trait JournalStore: Send + Sync {
     /// Appends one event to the run's journal (sequence numbers are dense, from 1).
     async fn append(&self, id: &str, event: &Event) -> StoreResult<Entry>;
+
+    /// Like [`JournalStore::append`], only while `fence` still holds the run (checked in the
+    /// same transaction); `LeaseLost` otherwise.
+    async fn append_fenced(&self, id: &str, fence: &Fence, event: &Event) -> StoreResult<Entry>;
 
     /// The run's journal from `after_seq` on (0 = all), in order.
     async fn journal(&self, id: &str, after_seq: i64) -> StoreResult<Vec<Entry>>;

@@ -69,6 +69,18 @@ pub trait OutboxQueue: Send + Sync {
 
     /// The last journal sequence number of the run rendered to Slack (0 if none).
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64>;
+
+    /// Queues the messages rendered from the run's journal entries `(from_seq, to_seq]` and
+    /// moves its render cursor from `from_seq` to `to_seq`, in one transaction, only if the
+    /// cursor still stands at `from_seq` (compare-and-swap). `false`, queuing nothing, when
+    /// another projector (another replica) got there first: nothing is ever posted twice.
+    async fn enqueue_rendered(
+        &self,
+        messages: &[OutboundMessage],
+        run_id: &str,
+        from_seq: i64,
+        to_seq: i64,
+    ) -> StoreResult<bool>;
 }
 
 /// The delivery side: claim thread heads, record what was sent.
@@ -220,6 +232,14 @@ macro_rules! outbox_columns {
 pub(super) const INSERT_ROW: &str = "INSERT INTO slack_outbox (thread_key, channel, kind, msg_key, \
      action, state, attempts, next_attempt_ms, created_ms) \
      VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)";
+
+/// The first render of a run: the cursor row is created by exactly one projector.
+pub(super) const START_CURSOR: &str =
+    "INSERT INTO slack_render_cursors (run_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// Moves the cursor only from where the projector read it.
+pub(super) const ADVANCE_CURSOR: &str =
+    "UPDATE slack_render_cursors SET seq = $3 WHERE run_id = $1 AND seq = $2";
 
 pub(super) const SELECT_CURSOR: &str = "SELECT seq FROM slack_render_cursors WHERE run_id = $1";
 
@@ -402,6 +422,49 @@ macro_rules! impl_outbox_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn enqueue_rendered(
+                &self,
+                messages: &[OutboundMessage],
+                run_id: &str,
+                from_seq: i64,
+                to_seq: i64,
+            ) -> StoreResult<bool> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                // The cursor first: a second projector waits here on the row (or its key)
+                // until the first commits, then finds it moved and queues nothing.
+                let moved = if from_seq == 0 {
+                    sqlx::query(START_CURSOR)
+                        .bind(run_id)
+                        .bind(to_seq)
+                        .execute(&mut *tx)
+                        .await?
+                } else {
+                    sqlx::query(ADVANCE_CURSOR)
+                        .bind(run_id)
+                        .bind(from_seq)
+                        .bind(to_seq)
+                        .execute(&mut *tx)
+                        .await?
+                };
+                if moved.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                for m in messages {
+                    sqlx::query(INSERT_ROW)
+                        .bind(&m.thread_key)
+                        .bind(&m.channel)
+                        .bind(m.action.kind())
+                        .bind(m.action.msg_key())
+                        .bind(Json(&m.action))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {

@@ -12,8 +12,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
 
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
 use super::common::{self, run_columns};
-use super::{StoreError, StoreResult};
+use super::{Change, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -21,11 +24,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 10;
 
+/// Well below the shortest run lease, far above any transaction of ours (they are short).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 /// Advisory lock key serializing claims ("chaosbot" in ASCII).
 const CLAIM_LOCK_KEY: i64 = 0x6368_616f_7362_6f74;
 
 pub struct PostgresStore {
     pub(super) pool: PgPool,
+    /// Wake-ups from the database (see `wakeups.rs`), fed by a listener task.
+    changes: broadcast::Sender<Change>,
+    /// Stops the listener task when the store is dropped.
+    stop_listener: CancellationToken,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop_listener.cancel();
+    }
 }
 
 impl PostgresStore {
@@ -33,7 +49,13 @@ impl PostgresStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
         let shown = common::redact(url);
         let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::UnsupportedUrl(shown.clone()))?;
+            .map_err(|_| StoreError::UnsupportedUrl(shown.clone()))?
+            // A replica that stops mid-transaction (paused, or stuck) must not hold its runs'
+            // row locks past a lease: the server ends such a session, and recovery goes on.
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )]);
         let connect_error = |source| StoreError::Connect {
             url: shown.clone(),
             source,
@@ -61,8 +83,19 @@ impl PostgresStore {
             .await
             .map_err(connect_error)?;
         MIGRATOR.run(&pool).await?;
+        let (changes, _) = broadcast::channel(1024);
+        let stop_listener = CancellationToken::new();
+        tokio::spawn(super::wakeups::listen(
+            pool.clone(),
+            changes.clone(),
+            stop_listener.clone(),
+        ));
         tracing::info!(url = %shown, "postgres store open");
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            changes,
+            stop_listener,
+        })
     }
 }
 
@@ -90,6 +123,18 @@ impl PostgresStore {
     );
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1 FOR UPDATE";
+
+    pub(super) const LOCK_RUN_FENCE: &str =
+        "SELECT state, owner, epoch FROM runs WHERE id = $1 FOR UPDATE";
+
+    /// The database server's clock: leases mean the same on every replica's host.
+    pub(super) async fn db_clock_ms(conn: &mut PgConnection) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    }
 
     /// Locked in one order (oldest first) so two concurrent aborts cannot deadlock.
     pub(super) const LOCK_ABORTABLE_RUNS: &str =
@@ -130,6 +175,10 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(HALT_LOCK_EXCLUSIVE).execute(&mut *tx).await?;
         Ok(tx)
+    }
+
+    pub(super) fn change_feed(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 
     pub(super) fn dead_owners_param(owners: &[String]) -> &[String] {

@@ -22,8 +22,8 @@ use sqlx::types::Json;
 use super::common::{self, AbortRow, FaultRow, JournalRow, RunRow};
 use super::schedules;
 use super::{
-    AbortOutcome, AbortRequest, AbortScope, FaultRecord, NewFault, NewRun, QueuePlace, RunFilter,
-    RunRecord, StoreError, StoreResult, TargetHold,
+    AbortOutcome, AbortRequest, AbortScope, FaultRecord, Fence, NewFault, NewRun, QueuePlace,
+    RunFilter, RunRecord, StoreError, StoreResult, TargetHold,
 };
 use super::{AbortStore, FaultStore, JournalStore, RunStore, Store};
 use crate::run::{Entry, Event, RunSource, now_ms};
@@ -67,6 +67,38 @@ macro_rules! impl_run_store {
                     .fetch_optional(&mut *conn)
                     .await?
                     .ok_or_else(|| StoreError::NoSuchRun(id.to_string()))
+            }
+
+            /// Locks the run's row and checks that `fence` still holds it: the run is active,
+            /// owned by `fence.owner` under `fence.epoch`. `LeaseLost` otherwise.
+            async fn check_fence(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: &str,
+                fence: &Fence,
+            ) -> StoreResult<()> {
+                let (state, owner, epoch): (String, Option<String>, i64) =
+                    sqlx::query_as(Self::LOCK_RUN_FENCE)
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .ok_or_else(|| StoreError::NoSuchRun(id.to_string()))?;
+                let active = state != RunState::Done.as_str() && state != RunState::Queued.as_str();
+                if active
+                    && owner.as_deref() == Some(fence.owner.as_str())
+                    && u64::try_from(epoch).ok() == Some(fence.epoch)
+                {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    run = id,
+                    fence_owner = %fence.owner,
+                    fence_epoch = fence.epoch,
+                    row_owner = ?owner,
+                    row_epoch = epoch,
+                    %state,
+                    "fenced write refused: the run is no longer ours"
+                );
+                Err(StoreError::LeaseLost(id.to_string()))
             }
 
             async fn finish_in(
@@ -123,10 +155,11 @@ macro_rules! impl_run_store {
                     return Ok(None);
                 };
                 let now = now_ms();
+                let clock = Self::db_clock_ms(&mut tx).await?;
                 let row: RunRow = sqlx::query_as(common::CLAIM_UPDATE)
                     .bind(&id)
                     .bind(owner)
-                    .bind(common::lease_until(now, lease))
+                    .bind(common::lease_until(clock, lease))
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
@@ -151,6 +184,10 @@ macro_rules! impl_run_store {
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Change>> {
+                self.change_feed()
             }
         }
 
@@ -261,11 +298,13 @@ macro_rules! impl_run_store {
             }
 
             async fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<()> {
+                let mut conn = self.pool.acquire().await?;
+                let clock = Self::db_clock_ms(&mut conn).await?;
                 let done = sqlx::query(common::RENEW_LEASE)
                     .bind(id)
                     .bind(owner)
-                    .bind(common::lease_until(now_ms(), lease))
-                    .execute(&self.pool)
+                    .bind(common::lease_until(clock, lease))
+                    .execute(&mut *conn)
                     .await?;
                 if done.rows_affected() == 1 {
                     return Ok(());
@@ -326,6 +365,50 @@ macro_rules! impl_run_store {
                     .fetch_all(&self.pool)
                     .await?;
                 common::runs(rows)
+            }
+
+            async fn adopt_orphan(
+                &self,
+                id: &str,
+                owner: &str,
+                lease: Duration,
+                seen_epoch: u64,
+            ) -> StoreResult<Option<RunRecord>> {
+                let mut tx = self.begin_write().await?;
+                let clock = Self::db_clock_ms(&mut tx).await?;
+                let row: Option<RunRow> = sqlx::query_as(common::ADOPT_ORPHAN)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(common::lease_until(clock, lease))
+                    .bind(i64::try_from(seen_epoch).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let record = row.map(RunRecord::try_from).transpose()?;
+                if let Some(r) = &record {
+                    tracing::info!(run = id, owner, epoch = r.epoch, "adopted an orphaned run");
+                }
+                Ok(record)
+            }
+
+            async fn finish_fenced(
+                &self,
+                id: &str,
+                fence: &Fence,
+                verdict: Verdict,
+                rollback: RollbackOutcome,
+                reason: &str,
+            ) -> StoreResult<Entry> {
+                let mut tx = self.begin_write().await?;
+                Self::check_fence(&mut tx, id, fence).await?;
+                let entry = Self::finish_in(&mut tx, id, verdict, rollback, reason).await?;
+                tx.commit().await?;
+                Ok(entry)
+            }
+
+            async fn clock_ms(&self) -> StoreResult<i64> {
+                let mut conn = self.pool.acquire().await?;
+                Self::db_clock_ms(&mut conn).await
             }
 
             async fn active_owners(&self) -> StoreResult<Vec<String>> {
@@ -412,6 +495,19 @@ macro_rules! impl_run_store {
                 Ok(entry)
             }
 
+            async fn append_fenced(
+                &self,
+                id: &str,
+                fence: &Fence,
+                event: &Event,
+            ) -> StoreResult<Entry> {
+                let mut tx = self.begin_write().await?;
+                Self::check_fence(&mut tx, id, fence).await?;
+                let entry = Self::append_in(&mut tx, id, event).await?;
+                tx.commit().await?;
+                Ok(entry)
+            }
+
             async fn journal(&self, id: &str, after_seq: i64) -> StoreResult<Vec<Entry>> {
                 let rows: Vec<JournalRow> = sqlx::query_as(common::JOURNAL)
                     .bind(id)
@@ -493,6 +589,14 @@ macro_rules! impl_run_store {
         #[async_trait::async_trait]
         impl FaultStore for $store {
             async fn record_fault(&self, fault: NewFault) -> StoreResult<i64> {
+                let mut tx = self.begin_write().await?;
+                if let Some(epoch) = fault.epoch {
+                    let fence = Fence {
+                        owner: fault.owner.clone(),
+                        epoch,
+                    };
+                    Self::check_fence(&mut tx, &fault.run_id, &fence).await?;
+                }
                 let id: Option<i64> = sqlx::query_scalar(common::INSERT_FAULT)
                     .bind(&fault.run_id)
                     .bind(&fault.step)
@@ -502,8 +606,9 @@ macro_rules! impl_run_store {
                     .bind(now_ms())
                     .bind(fault.deadline_ms)
                     .bind(&fault.owner)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 id.ok_or(StoreError::NoSuchRun(fault.run_id))
             }
 

@@ -102,6 +102,69 @@ impl SqliteStore {
     }
 }
 
+/// Held by a `chaosbot serve` on a SQLite file for as long as it runs: the lock on a file
+/// beside the database (the OS drops it when the process dies, even by `kill -9`).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLockError {
+    #[error(
+        "another `chaosbot serve` is already running on the SQLite database {db} (it holds {lock}). \
+         SQLite serves one process: stop the other one, or use Postgres \
+         (DATABASE_URL=postgres://USER@HOST/DB) to run several replicas"
+    )]
+    Held { db: String, lock: String },
+    #[error(
+        "cannot take the lock {lock} beside the SQLite database: {source}. Check that its directory is writable"
+    )]
+    Io {
+        lock: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeLock {
+    /// Takes the serve lock of the database `url` names; `None` for an in-memory database
+    /// or a URL that is not SQLite (nothing to share).
+    pub fn take(url: &str) -> Result<Option<ServeLock>, ServeLockError> {
+        let Ok(options) = SqliteConnectOptions::from_str(url) else {
+            return Ok(None);
+        };
+        if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        let db = options.get_filename().to_path_buf();
+        let mut lock = db.clone().into_os_string();
+        lock.push(".serve-lock");
+        let lock = std::path::PathBuf::from(lock);
+        let shown = lock.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| ServeLockError::Io {
+                lock: shown.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ServeLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ServeLockError::Held {
+                db: db.display().to_string(),
+                lock: shown,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(ServeLockError::Io {
+                lock: shown,
+                source,
+            }),
+        }
+    }
+}
+
 /// The dialect points of the shared bodies (see `runs.rs`).
 impl SqliteStore {
     pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, num, experiment, title, spec, \
@@ -123,6 +186,13 @@ impl SqliteStore {
     );
 
     pub(super) const LOCK_RUN: &str = "SELECT state, owner FROM runs WHERE id = $1";
+
+    pub(super) const LOCK_RUN_FENCE: &str = "SELECT state, owner, epoch FROM runs WHERE id = $1";
+
+    /// One process on one host: its own clock is the database's.
+    pub(super) async fn db_clock_ms(_conn: &mut SqliteConnection) -> StoreResult<i64> {
+        Ok(crate::run::now_ms())
+    }
 
     pub(super) const LOCK_ABORTABLE_RUNS: &str =
         "SELECT id, state FROM runs WHERE state <> 'done' ORDER BY created_ms, num";
@@ -155,6 +225,11 @@ impl SqliteStore {
     /// transaction is all the exclusion `create_run` needs.
     pub(crate) async fn begin_halt_change(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.begin_write().await
+    }
+
+    /// One process: it knows its own changes.
+    pub(super) fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<super::Change>> {
+        None
     }
 
     /// Dead owners are bound as one JSON array (SQLite has no array parameters).

@@ -10,4 +10,5 @@ mod commands;
 mod examples;
 mod layering;
 mod manifest;
+mod serve_lock;
 mod spec;

@@ -10,3 +10,4 @@ mod halt_race;
 mod metrics;
 mod replicas;
 mod runs;
+mod wakeups;

@@ -62,6 +62,19 @@ impl OutboxQueue for RecordingStore {
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
         self.inner.render_cursor(run_id).await
     }
+    async fn enqueue_rendered(
+        &self,
+        m: &[OutboundMessage],
+        run_id: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<bool> {
+        let fresh = self.inner.enqueue_rendered(m, run_id, from, to).await?;
+        if fresh {
+            self.enqueued.lock().unwrap().extend_from_slice(m);
+        }
+        Ok(fresh)
+    }
 }
 
 #[async_trait::async_trait]
@@ -94,6 +107,9 @@ impl Store for RecordingStore {
             return Err(StoreError::Corrupt("ping switched off by the test".into()));
         }
         self.inner.ping().await
+    }
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<chaosbot::store::Change>> {
+        self.inner.changes()
     }
 }
 

@@ -11,5 +11,6 @@ mod edge;
 mod gameday;
 mod outbox;
 mod qa;
+mod replicas;
 mod schedules;
 mod socket;

@@ -19,7 +19,7 @@ use chaosbot::run::{Entry, Event, SamplePhase, now_ms};
 use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
 use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
-use chaosbot::store::{self, AbortScope, DynStore, NewFault, NewRun, RunFilter, StoreError};
+use chaosbot::store::{self, AbortScope, DynStore, Fence, NewFault, NewRun, RunFilter, StoreError};
 use sqlx::Connection;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -102,6 +102,9 @@ behaviour_tests!(
     period_summary_of_seeded_runs,
     a_held_target_waits_for_its_holder,
     a_queued_run_fails_only_while_still_queued,
+    a_stale_owner_cannot_write_after_adoption,
+    adoption_is_won_by_exactly_one_recoverer,
+    the_render_cursor_is_compare_and_swap,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -722,6 +725,7 @@ async fn faults_open_until_reverted(ctx: Ctx) {
         detail: serde_json::json!({ "listen": "127.0.0.1:7000", "toxic": step }),
         deadline_ms: now_ms() + 30_000,
         owner: "w1".into(),
+        epoch: None,
     };
     let before = now_ms();
     let a = s.record_fault(fault("latency")).await.expect("record a");
@@ -1641,4 +1645,204 @@ async fn a_queued_run_fails_only_while_still_queued(ctx: Ctx) {
     assert_eq!(r.reason.as_deref(), Some("queued for 30m"));
     assert_eq!(kinds(s, "r-q2").await.last(), Some(&"verdict"));
     assert!(!s.fail_queued("r-q2", "again").await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing by epoch (several replicas on one database)
+
+fn sample_event() -> Event {
+    Event::ProbeSample {
+        probe: "health".into(),
+        phase: SamplePhase::During,
+        ok: true,
+        latency_ms: 3.0,
+        detail: "200".into(),
+    }
+}
+
+async fn a_stale_owner_cannot_write_after_adoption(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    let claimed = s
+        .claim_next("w1", Duration::from_millis(50), 4)
+        .await
+        .expect("claim")
+        .expect("r");
+    let old = Fence {
+        owner: "w1".into(),
+        epoch: claimed.epoch,
+    };
+    // While it holds the run, the owner's fenced writes go through.
+    s.append_fenced("r", &old, &sample_event())
+        .await
+        .expect("the owner appends");
+    let fault = |owner: &str, epoch: u64| NewFault {
+        run_id: "r".into(),
+        step: "latency".into(),
+        target: "checkout".into(),
+        family: "agent".into(),
+        detail: serde_json::json!({ "agent": "local" }),
+        deadline_ms: now_ms() + 30_000,
+        owner: owner.into(),
+        epoch: Some(epoch),
+    };
+    s.record_fault(fault("w1", claimed.epoch))
+        .await
+        .expect("the owner records a fault");
+    // A lower (or any other) epoch is refused even for the same owner name.
+    let lower = Fence {
+        owner: "w1".into(),
+        epoch: claimed.epoch - 1,
+    };
+    assert!(matches!(
+        s.append_fenced("r", &lower, &sample_event()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+
+    // The lease runs out on the store's clock; another replica adopts the run.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let adopted = loop {
+        let now = s.clock_ms().await.expect("clock");
+        if !s.orphaned_runs(now, &[]).await.expect("orphans").is_empty() {
+            break s
+                .adopt_orphan("r", "w2", LEASE, claimed.epoch)
+                .await
+                .expect("adopt")
+                .expect("an orphan to adopt");
+        }
+        assert!(Instant::now() < deadline, "the lease never ran out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(adopted.epoch, claimed.epoch + 1);
+    assert_eq!(adopted.owner.as_deref(), Some("w2"));
+
+    let before = s.journal("r", 0).await.expect("journal").len();
+    // The old owner comes back: none of its writes land.
+    assert!(matches!(
+        s.append_fenced("r", &old, &sample_event()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.record_fault(fault("w1", claimed.epoch)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.finish_fenced("r", &old, Verdict::Held, RollbackOutcome::Reverted, "late")
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.renew_lease("r", "w1", LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(s.journal("r", 0).await.expect("journal").len(), before);
+    assert_eq!(s.open_faults("r").await.expect("faults").len(), 1);
+
+    // The new owner writes and closes it; after that no fence holds it.
+    let new = Fence {
+        owner: "w2".into(),
+        epoch: adopted.epoch,
+    };
+    s.append_fenced("r", &new, &sample_event())
+        .await
+        .expect("the new owner appends");
+    s.finish_fenced(
+        "r",
+        &new,
+        Verdict::Aborted,
+        RollbackOutcome::Reverted,
+        "owner lost",
+    )
+    .await
+    .expect("the new owner closes it");
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.verdict, Some(Verdict::Aborted));
+    assert!(matches!(
+        s.append_fenced("r", &new, &sample_event()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+async fn adoption_is_won_by_exactly_one_recoverer(ctx: Ctx) {
+    let s = &ctx.store;
+    create(s, "r").await;
+    let claimed = s
+        .claim_next("dead", LEASE, 4)
+        .await
+        .expect("claim")
+        .expect("r");
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.adopt_orphan("r", &format!("w{n}"), LEASE, claimed.epoch)
+                .await
+                .expect("adopt")
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        if let Some(r) = t.await.expect("task") {
+            winners.push(r);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one recoverer adopts the run");
+    assert_eq!(winners[0].epoch, claimed.epoch + 1);
+    let run = s.get_run("r").await.expect("get").expect("run");
+    assert_eq!(run.owner, winners[0].owner);
+    assert_eq!(run.epoch, claimed.epoch + 1);
+}
+
+async fn the_render_cursor_is_compare_and_swap(ctx: Ctx) {
+    let s = &ctx.store;
+    let post = |text: &str| OutboundMessage {
+        thread_key: "run:r".into(),
+        channel: "C1".into(),
+        action: OutboundAction::Post {
+            key: None,
+            in_thread_of: None,
+            text: text.into(),
+            blocks: None,
+        },
+    };
+    let queued = |s: &DynStore| {
+        let s = s.clone();
+        async move { s.outbox_rows(Some("run:r")).await.expect("rows").len() }
+    };
+    // Six projectors render the first entries at once: exactly one queues them.
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.enqueue_rendered(&[post(&format!("first from {n}"))], "r", 0, 3)
+                .await
+                .expect("enqueue")
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(won, 1);
+    assert_eq!(queued(s).await, 1);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 3);
+    // A projector that read the cursor before it moved queues nothing.
+    assert!(
+        !s.enqueue_rendered(&[post("stale")], "r", 0, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !s.enqueue_rendered(&[post("stale")], "r", 2, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(queued(s).await, 1);
+    assert!(
+        s.enqueue_rendered(&[post("next")], "r", 3, 5)
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(queued(s).await, 2);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 5);
 }

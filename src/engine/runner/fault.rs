@@ -107,6 +107,7 @@ pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectE
             detail: detail.clone(),
             deadline_ms,
             owner: eng.instance().to_string(),
+            epoch: Some(sh.epoch),
         })
         .await
         .map_err(InjectError::Record)?;

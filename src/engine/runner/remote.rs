@@ -80,6 +80,7 @@ pub(super) async fn inject(
             detail: serde_json::json!({ "agent": link.name(), "fault_id": id, "family": family }),
             deadline_ms,
             owner: sh.eng.instance().to_string(),
+            epoch: Some(sh.epoch),
         })
         .await
         .map_err(InjectError::Record)?;

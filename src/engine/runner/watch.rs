@@ -106,7 +106,7 @@ impl Watch {
             tokio::spawn(async move { run_steps(&sh, &sh.exp.method).await }.in_current_span())
         };
         tokio::pin!(method_task);
-        let mut abort_poll = tokio::time::interval(eng.opts.abort_poll);
+        let mut abort_poll = tokio::time::interval(eng.abort_poll);
         let mut lease_tick = tokio::time::interval(eng.opts.lease / 3);
         lease_tick.tick().await;
         loop {
