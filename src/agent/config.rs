@@ -246,11 +246,6 @@ impl AgentConfig {
         targets
             .validate()
             .map_err(|e| invalid(format!("targets: {e}")))?;
-        if !targets.targets.http.is_empty() {
-            return Err(invalid(
-                "[[targets.http]] belongs in the controller's chaosbot.toml (probes and load run there), not in agent.toml".into(),
-            ));
-        }
         let toxiproxy = ToxiproxySettings::from_file(file.toxiproxy)?;
         Ok(AgentConfig {
             name: file.name,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
 use super::config::AgentConfig;
@@ -23,6 +24,7 @@ use super::protocol::{
     TargetDecl,
 };
 use crate::faults::{ActiveFault, InjectContext, TargetRegistry};
+use crate::run::Event;
 use crate::spec::model::FaultSpec;
 use crate::store::FaultRecord;
 
@@ -92,6 +94,17 @@ struct Held {
     active: Box<dyn ActiveFault>,
     deadline: Instant,
     lease_until: Instant,
+    /// Events the fault sent, not yet handed to the controller.
+    reported: UnboundedReceiver<Event>,
+}
+
+/// Everything waiting in a fault's event buffer.
+fn drain(rx: &mut UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        out.push(ev);
+    }
+    out
 }
 
 struct State {
@@ -101,6 +114,9 @@ struct State {
     epochs: HashMap<String, (u64, Instant)>,
     /// What controllers declared to the local agent, by target name.
     declared: HashMap<String, TargetDecl>,
+    /// Events of reverted faults the controller has not collected yet (a revert or renewal
+    /// takes them), forgotten with the fault's `gone` entry.
+    leftover: HashMap<String, Vec<Event>>,
     last_request: Instant,
     /// Reverts that failed since start: their journal entries must stay for the next start.
     failed_reverts: usize,
@@ -194,6 +210,7 @@ impl AgentCore {
                     gone,
                     epochs: HashMap::new(),
                     declared: HashMap::new(),
+                    leftover: HashMap::new(),
                     last_request: Instant::now(),
                     failed_reverts: 0,
                 }),
@@ -282,11 +299,8 @@ impl AgentCore {
 
     pub async fn apply(&self, req: &protocol::Apply) -> Result<Applied, Refusal> {
         let bad = |m: String| Refusal::new(protocol::CODE_BAD_REQUEST, m);
-        if matches!(req.step.fault, FaultSpec::Load { .. }) {
-            return Err(bad(format!(
-                "step `{}` is a load step: load steps run on the controller, not on an agent",
-                req.step.name
-            )));
+        if let FaultSpec::Load { url, .. } = &req.step.fault {
+            self.check_load(&req.step.name, &req.step.target, url)?;
         }
         if req.fault_id.is_empty() || req.run_id.is_empty() {
             return Err(bad("apply needs a run_id and a fault_id".into()));
@@ -356,7 +370,8 @@ impl AgentCore {
         }
 
         let family = crate::faults::family_for(&req.step.fault);
-        let (events, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        // What the fault reports (a load's numbers) waits here for the next renewal.
+        let (events, reported) = tokio::sync::mpsc::unbounded_channel();
         let now = Instant::now();
         let deadline = now + Duration::from_millis(req.ttl_ms);
         let ctx = InjectContext {
@@ -426,6 +441,7 @@ impl AgentCore {
                 active,
                 deadline,
                 lease_until,
+                reported,
             },
         );
         metrics::gauge!(METRIC_FAULTS).set(st.faults.len() as f64);
@@ -458,12 +474,14 @@ impl AgentCore {
         }
         let lease_until = now + Duration::from_millis(req.lease_ms);
         let mut faults = Vec::new();
+        let mut events = Vec::new();
         for id in &req.fault_ids {
             let state = match st.faults.get_mut(id) {
                 Some(h) if h.view.run_id == req.run_id => {
                     h.lease_until = lease_until;
                     h.view.lease_until_ms = ms_at(lease_until);
                     metrics::counter!(METRIC_RENEWALS).increment(1);
+                    events = drain(&mut h.reported);
                     FaultState::Held {
                         lease_until_ms: h.view.lease_until_ms,
                     }
@@ -471,16 +489,21 @@ impl AgentCore {
                 // Another run's fault: this run knows nothing of it.
                 Some(_) => FaultState::Unknown,
                 None => match st.gone.get(id) {
-                    Some((g, _)) => FaultState::Gone {
-                        reason: g.reason.clone(),
-                        at_ms: g.at_ms,
-                    },
+                    Some((g, _)) => {
+                        let state = FaultState::Gone {
+                            reason: g.reason.clone(),
+                            at_ms: g.at_ms,
+                        };
+                        events = st.leftover.remove(id).unwrap_or_default();
+                        state
+                    }
                     None => FaultState::Unknown,
                 },
             };
             faults.push(LeaseState {
                 fault_id: id.clone(),
                 state,
+                events: std::mem::take(&mut events),
             });
         }
         Ok(Renewed { faults })
@@ -512,12 +535,14 @@ impl AgentCore {
                 Ok(Reverted {
                     fault_id: fault_id.to_string(),
                     earlier: None,
+                    events: st.leftover.remove(fault_id).unwrap_or_default(),
                 })
             }
             None => match st.gone.get(fault_id) {
                 Some((g, _)) => Ok(Reverted {
                     fault_id: fault_id.to_string(),
                     earlier: Some(g.clone()),
+                    events: st.leftover.remove(fault_id).unwrap_or_default(),
                 }),
                 None => Err(Refusal::new(
                     protocol::CODE_NOT_FOUND,
@@ -561,6 +586,8 @@ impl AgentCore {
             self.revert_locked(&mut st, &id, reason).await;
         }
         st.gone.retain(|_, (_, at)| at.elapsed() < GONE_MEMORY);
+        let State { gone, leftover, .. } = &mut *st;
+        leftover.retain(|id, _| gone.contains_key(id));
         let State { faults, epochs, .. } = &mut *st;
         epochs.retain(|run, (_, at)| {
             at.elapsed() < GONE_MEMORY || faults.values().any(|h| &h.view.run_id == run)
@@ -568,7 +595,7 @@ impl AgentCore {
     }
 
     async fn revert_locked(&self, st: &mut State, fault_id: &str, reason: &'static str) {
-        let Some(held) = st.faults.remove(fault_id) else {
+        let Some(mut held) = st.faults.remove(fault_id) else {
             return;
         };
         let v = &held.view;
@@ -586,6 +613,11 @@ impl AgentCore {
                 st.failed_reverts += 1;
                 reason_text = format!("{reason} (revert failed: {e})");
             }
+        }
+        // After the revert: a load's generator hands in its final report while it stops.
+        let left = drain(&mut held.reported);
+        if !left.is_empty() {
+            st.leftover.insert(fault_id.to_string(), left);
         }
         let at_ms = now_ms();
         if !reason_text.contains("revert failed")

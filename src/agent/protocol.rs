@@ -149,6 +149,10 @@ pub struct LeaseState {
     pub fault_id: String,
     #[serde(flatten)]
     pub state: FaultState,
+    /// What the fault reported since the previous renewal (a load step's `LoadStats`), in
+    /// order; each renewal drains them, so the controller receives every event once.
+    #[serde(default)]
+    pub events: Vec<crate::run::Event>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -177,6 +181,10 @@ pub struct Reverted {
     /// reverted it.
     #[serde(default)]
     pub earlier: Option<Gone>,
+    /// What the fault reported after the last renewal, up to its revert (a load step's
+    /// final `LoadReport` arrives while the revert stops the generator).
+    #[serde(default)]
+    pub events: Vec<crate::run::Event>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -199,7 +207,7 @@ pub struct FaultView {
     pub epoch: u64,
     pub step: String,
     pub target: String,
-    /// Fault family: "network", "process", "resource".
+    /// Fault family: "network", "process", "resource", "load".
     pub family: String,
     pub summary: String,
     pub applied_ms: i64,

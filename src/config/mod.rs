@@ -344,7 +344,8 @@ impl Config {
             .map(|t| (&t.name, &t.agent))
             .chain(self.targets.process.iter().map(|t| (&t.name, &t.agent)))
             .chain(self.targets.host.iter().map(|t| (&t.name, &t.agent)))
-            .chain(self.targets.disk.iter().map(|t| (&t.name, &t.agent)));
+            .chain(self.targets.disk.iter().map(|t| (&t.name, &t.agent)))
+            .chain(self.targets.http.iter().map(|t| (&t.name, &t.agent)));
         for (target, agent) in named {
             let Some(agent) = agent else { continue };
             if !names.contains(agent.as_str()) {
@@ -367,7 +368,8 @@ impl Config {
             .and_then(|t| t.agent.as_ref())
             .or_else(|| self.process_target(target).and_then(|t| t.agent.as_ref()))
             .or_else(|| self.host_target(target).and_then(|t| t.agent.as_ref()))
-            .or_else(|| self.disk_target(target).and_then(|t| t.agent.as_ref()))?;
+            .or_else(|| self.disk_target(target).and_then(|t| t.agent.as_ref()))
+            .or_else(|| self.http_endpoint(target).and_then(|t| t.agent.as_ref()))?;
         self.agents.iter().find(|a| &a.name == name)
     }
 

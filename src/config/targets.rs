@@ -216,6 +216,10 @@ pub struct HttpEndpoint {
     /// that uses the endpoint journals it.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// The `[[agents]]` entry that generates this endpoint's load steps (from its host);
+    /// probes still run from the controller. Without it, load runs in the controller.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 impl HttpEndpoint {

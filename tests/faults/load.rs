@@ -19,12 +19,12 @@ use tokio::net::TcpListener;
 
 /// A loopback HTTP server counting requests; with `stall`, it freezes for the first 100 ms
 /// of every second (requests arriving then are answered when the stall ends).
-struct Server {
-    addr: SocketAddr,
-    hits: Arc<AtomicU64>,
+pub(super) struct Server {
+    pub(super) addr: SocketAddr,
+    pub(super) hits: Arc<AtomicU64>,
 }
 
-async fn server(stall: bool) -> Server {
+pub(super) async fn server(stall: bool) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));

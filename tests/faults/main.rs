@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_load;
 mod agent_mode;
 mod https;
 mod load;

@@ -101,3 +101,32 @@ fn push_decl(cfg: &mut Config, decl: TargetDecl) {
         TargetDecl::Disk(t) => cfg.targets.disk.push(t),
     }
 }
+
+impl AgentCore {
+    /// A load step is generated here only at an endpoint this agent's own config declares
+    /// (`[[targets.http]]` in agent.toml), and only at that endpoint's origin: the agent, not
+    /// the controller, decides where its host sends traffic.
+    pub(super) fn check_load(&self, step: &str, target: &str, url: &str) -> Result<(), Refusal> {
+        let cfg = self.inner.targets.config();
+        let Some(endpoint) = cfg.http_endpoint(target) else {
+            return Err(Refusal::new(
+                protocol::CODE_BAD_REQUEST,
+                format!(
+                    "step `{step}` is a load step on `{target}`, which is not a [[targets.http]] endpoint of agent `{}`: load steps run on the controller unless their endpoint names an agent whose agent.toml declares it",
+                    self.inner.name
+                ),
+            ));
+        };
+        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+        match (origin(url), origin(&endpoint.url)) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            _ => Err(Refusal::new(
+                protocol::CODE_FORBIDDEN,
+                format!(
+                    "load step `{step}` targets {url}, outside endpoint `{target}` ({}) as agent `{}` declares it; make the endpoint's url agree in chaosbot.toml and agent.toml",
+                    endpoint.url, self.inner.name
+                ),
+            )),
+        }
+    }
+}

@@ -69,7 +69,7 @@ async fn agents_ready(sh: &Shared) -> Option<Outcome> {
         .exp
         .fault_steps()
         .iter()
-        .filter(|f| !matches!(f.fault, crate::spec::model::FaultSpec::Load { .. }))
+        .filter(|f| super::remote::held_by_agent(sh, f))
         .map(|f| f.target.as_str())
         .collect();
     held.extend(proxies.iter().map(String::as_str));

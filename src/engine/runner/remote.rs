@@ -41,12 +41,29 @@ impl RemoteFault {
     }
 }
 
-/// The router, when this step's fault goes through an agent (load stays in the controller).
+/// The router, when this step's fault goes through an agent.
 pub(super) fn router_for(sh: &Shared, step: &FaultStep) -> Option<Arc<AgentRouter>> {
-    if sh.eng.family_override.is_some() || matches!(step.fault, FaultSpec::Load { .. }) {
+    if sh.eng.family_override.is_some() || !held_by_agent(sh, step) {
         return None;
     }
     sh.eng.agents().cloned()
+}
+
+/// In agent mode, whether an agent holds this step: every fault but load, and load whose
+/// endpoint names an agent (a load without one is generated in the controller).
+pub(super) fn held_by_agent(sh: &Shared, step: &FaultStep) -> bool {
+    !matches!(step.fault, FaultSpec::Load { .. })
+        || sh.eng.targets().config().agent_of(&step.target).is_some()
+}
+
+/// Hands what the agent buffered for a fault (a load's numbers) to the run loop, which
+/// journals and judges them as it does a local load's. They arrive in batches, once per
+/// renewal, rather than once a second.
+fn forward(sh: &Shared, events: Vec<Event>) {
+    for ev in events {
+        // The run loop may be gone (run over): the numbers have nowhere to go.
+        let _ = sh.events.send(ev);
+    }
 }
 
 pub(super) fn fault_id(run_id: &str, step: &str) -> String {
@@ -153,6 +170,7 @@ pub(super) async fn revert(
     loop {
         let e = match f.link.revert(&f.fault_id, &req).await {
             Ok(r) => {
+                forward(sh, r.events);
                 return Ok(r.earlier.map(|g| {
                     format!(
                         "it had already reverted `{step}` at {} ({})",
@@ -240,6 +258,7 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
             };
             let mut gone = Vec::new();
             for state in renewed.faults {
+                forward(&sh, state.events);
                 match state.state {
                     FaultState::Held { lease_until_ms } => {
                         if let Some(c) = cells.get(&state.fault_id) {
