@@ -33,6 +33,9 @@ pub(super) struct RemoteFault {
     fault_id: String,
     /// Unix ms the lease runs to, as the agent last said.
     lease_until_ms: Arc<AtomicI64>,
+    /// Held from a request to the agent until its events are forwarded, so a renewal's
+    /// events cannot overtake the revert's (its `LoadStats` land before its `LoadReport`).
+    relay: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RemoteFault {
@@ -136,6 +139,7 @@ pub(super) async fn inject(
             link: Arc::clone(&link),
             fault_id: id,
             lease_until_ms: Arc::new(AtomicI64::new(applied.lease_until_ms)),
+            relay: Arc::default(),
         }),
         counted: Counted::new(),
     });
@@ -168,9 +172,14 @@ pub(super) async fn revert(
     let mut refusals = 0u32;
     // Bounded: by the lease's end (plus a margin) for an unreachable agent, by count otherwise.
     loop {
-        let e = match f.link.revert(&f.fault_id, &req).await {
+        let relay = f.relay.lock().await;
+        let answer = f.link.revert(&f.fault_id, &req).await.map(|mut r| {
+            forward(sh, std::mem::take(&mut r.events));
+            r
+        });
+        drop(relay);
+        let e = match answer {
             Ok(r) => {
-                forward(sh, r.events);
                 return Ok(r.earlier.map(|g| {
                     format!(
                         "it had already reverted `{step}` at {} ({})",
@@ -228,6 +237,7 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
         }
         // The open faults per agent: (link, [(fault id, lease cell)]).
         let mut per_agent: HashMap<String, (Arc<dyn AgentLink>, Vec<String>)> = HashMap::new();
+        let mut relays: HashMap<String, Vec<Arc<tokio::sync::Mutex<()>>>> = HashMap::new();
         let mut cells: HashMap<String, Arc<AtomicI64>> = HashMap::new();
         for i in sh.active.lock().await.iter() {
             if let Held::Remote(r) = &i.fault {
@@ -236,6 +246,10 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
                     .or_insert_with(|| (Arc::clone(&r.link), Vec::new()));
                 entry.1.push(r.fault_id.clone());
                 cells.insert(r.fault_id.clone(), Arc::clone(&r.lease_until_ms));
+                relays
+                    .entry(r.agent().to_string())
+                    .or_default()
+                    .push(Arc::clone(&r.relay));
             }
         }
         for (agent, (link, fault_ids)) in per_agent {
@@ -245,6 +259,10 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
                 fault_ids,
                 lease_ms: ms(router.lease_ttl),
             };
+            let mut relayed = Vec::new();
+            for r in relays.get(&agent).into_iter().flatten() {
+                relayed.push(r.lock().await);
+            }
             let renewed = match link.renew(&req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -273,6 +291,7 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
             }
+            drop(relayed);
             let reverted = drop_gone(&sh, gone).await;
             if lost.remove(&agent) {
                 info!(%agent, "agent back");
