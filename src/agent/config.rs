@@ -438,4 +438,15 @@ mod tests {
         .unwrap_or_default();
         assert!(bad.contains("exactly one of"), "{bad}");
     }
+
+    #[test]
+    fn http_endpoints_are_declared_for_the_load_the_agent_generates() {
+        let cfg = load(
+            "name = \"a\"\nsocket = \"/tmp/x/a.sock\"\nstate_dir = \"/tmp/x\"\n[[targets.http]]\nname = \"api-http\"\nurl = \"http://127.0.0.1:18080\"\n",
+        );
+        assert_eq!(
+            cfg.ok().map(|c| c.targets.target_kind("api-http")),
+            Some(Some("http"))
+        );
+    }
 }

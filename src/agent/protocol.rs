@@ -243,3 +243,20 @@ pub const CODE_FORBIDDEN: &str = "forbidden";
 pub const CODE_NOT_FOUND: &str = "not_found";
 /// 422: the fault could not be put in place (nothing was left touched).
 pub const CODE_FAULT: &str = "fault";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_without_events_parse_as_before() {
+        // What an agent of the first protocol-1 builds sends.
+        let lease: LeaseState =
+            serde_json::from_str(r#"{"fault_id":"r/s","state":"held","lease_until_ms":5}"#)
+                .unwrap();
+        assert!(lease.events.is_empty());
+        assert_eq!(lease.state, FaultState::Held { lease_until_ms: 5 });
+        let reverted: Reverted = serde_json::from_str(r#"{"fault_id":"r/s"}"#).unwrap();
+        assert!(reverted.events.is_empty() && reverted.earlier.is_none());
+    }
+}

@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn an_http_endpoint_may_name_the_agent_that_generates_its_load() {
+        let text = r#"
+            [[agents]]
+            name = "web-1"
+            url = "unix:///run/chaosbot/agent.sock"
+            [[targets.http]]
+            name = "api-http"
+            url = "http://10.200.1.2:18080"
+            agent = "web-2"
+            "#;
+        let cfg = Config::from_toml(text).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("target `api-http` names agent `web-2`")
+                && err.contains("did you mean `web-1`"),
+            "{err}"
+        );
+        let fixed = Config::from_toml(&text.replace("web-2", "web-1")).unwrap();
+        fixed.validate().unwrap();
+        assert_eq!(
+            fixed.agent_of("api-http").map(|a| a.name.as_str()),
+            Some("web-1")
+        );
+    }
+
+    #[test]
     fn a_target_naming_an_unknown_agent_is_refused_with_a_suggestion() {
         let cfg = Config::from_toml(
             r#"

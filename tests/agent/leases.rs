@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use chaosbot::agent::protocol::{CODE_BAD_REQUEST, CODE_HELD, CODE_STALE_EPOCH};
+use chaosbot::agent::protocol::{CODE_BAD_REQUEST, CODE_FORBIDDEN, CODE_HELD, CODE_STALE_EPOCH};
 
 use crate::rig::{Site, apply, fill_step, latency_step, metric, pause_step, wait_paused};
 
@@ -257,6 +257,31 @@ async fn the_proxy_is_up_from_the_start_and_carries_the_toxic_until_reverted() {
     assert_eq!(r.code(), CODE_BAD_REQUEST, "{:?}", r.body);
     assert!(
         r.message().contains("load steps run on the controller"),
+        "{}",
+        r.message()
+    );
+    // On an endpoint the agent declares, load goes only where the agent's config says.
+    let elsewhere = chaosbot::spec::model::FaultStep {
+        target: "api-http".into(),
+        fault: chaosbot::spec::model::FaultSpec::Load {
+            url: format!("http://{}/", site.echo),
+            tls: Box::default(),
+            method: "GET".into(),
+            headers: Default::default(),
+            body: None,
+            schedule: chaosbot::load::Schedule::Constant { rate: 1.0 },
+            connections: 1,
+            timeout: Duration::from_secs(1),
+            thresholds: vec![],
+        },
+        ..latency_step(1)
+    };
+    let r = agent
+        .apply(&apply("r-1", 1, "f-load-2", elsewhere, 1_000, 1_000))
+        .await;
+    assert_eq!(r.code(), CODE_FORBIDDEN, "{:?}", r.body);
+    assert!(
+        r.message().contains("outside endpoint `api-http`"),
         "{}",
         r.message()
     );

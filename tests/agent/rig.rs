@@ -110,8 +110,12 @@ path = "{d}/scratch"
 name = "api"
 listen = "{}"
 upstream = "{}"
+
+[[targets.http]]
+name = "api-http"
+url = "http://{}"
 "#,
-            self.proxy, self.echo
+            self.proxy, self.echo, self.proxy
         )
     }
 
