@@ -10,7 +10,9 @@
 //! - Start: take `state_dir/agent.lock` (a second agent on the dir exits 75), replay the
 //!   journal (undo every fault applied and not done, with its family's recovery), empty it,
 //!   start every declared proxy (they stay up whatever controllers do), then listen.
-//! - Apply: refuse load steps (they run on the controller), a target another run holds
+//! - Apply: refuse load steps except on an endpoint the agent's own config declares (and only
+//!   at its origin; the events the generator sends wait in the fault's buffer, drained by each
+//!   renewal and by the revert), a target another run holds
 //!   (`held`, naming the run) and a lower epoch than the run's (`stale_epoch`); a higher epoch
 //!   takes the run's faults over. Then prepare, journal (fsynced), inject, and hold the fault
 //!   until its deadline (`ttl_ms`) or its lease (`lease_ms`, renewed by `POST /v1/leases`)
