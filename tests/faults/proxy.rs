@@ -551,6 +551,25 @@ async fn add_and_remove_on_an_open_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_latency_reaches_an_idle_connection_opened_before_it() {
+    // A keep-alive client: its connection was opened and used before the fault, then sat
+    // idle (both directions parked in the splice fast path) when the toxic came.
+    let p = start(echo_server(None).await).await;
+    let mut s = connect(&p).await;
+    assert!(rtt(&mut s).await < 20 * MS);
+    tokio::time::sleep(100 * MS).await;
+    p.add_toxic(toxic(latency(60), Direction::Downstream))
+        .unwrap();
+    for n in 0..5 {
+        let d = rtt(&mut s).await;
+        assert!(
+            d >= 60 * MS,
+            "round trip {n} took {d:?}: the toxic missed the open connection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removal_releases_a_held_latency_at_once() {
     let p = start(echo_server(None).await).await;
     let mut s = connect(&p).await;
