@@ -2,56 +2,12 @@
 //! the client certificate and `server_name` from an `[[agents]]` entry, and what each
 //! misconfiguration becomes.
 
-use std::path::Path;
-
 use chaosbot::agent::AgentError;
 use chaosbot::agent::AgentLink;
 use chaosbot::agent::client::AgentClient;
 use chaosbot::config::{AgentEntry, Secret};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-use crate::rig::{SECRET, Site, Via, free_port, spawn};
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn make_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca {
-        issuer: Issuer::new(params, key),
-        pem,
-    }
-}
-
-fn leaf(
-    ca: &Ca,
-    dir: &Path,
-    stem: &str,
-    names: &[&str],
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, stem);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}-key.pem")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
-}
+use crate::rig::{SECRET, Site, Via, free_port, leaf, make_ca, spawn};
 
 #[tokio::test]
 async fn the_client_speaks_mutual_tls_with_server_name_and_maps_refusals() {

@@ -1,16 +1,14 @@
 //! Who may talk to an agent: the secret, the protocol version, TLS and client certificates,
 //! and the refusal to listen off loopback unprotected.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chaosbot::agent::protocol::{CODE_BAD_REQUEST, CODE_PROTOCOL, CODE_UNAUTHENTICATED};
 use chaosbot::tls::TlsOptions;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-use crate::rig::{SECRET, Site, Via, free_port, raw_request, request, spawn};
+use crate::rig::{SECRET, Site, Via, free_port, leaf, make_ca, raw_request, request, spawn};
 
 #[tokio::test]
 async fn missing_or_wrong_secrets_are_refused_and_audited() {
@@ -139,47 +137,6 @@ async fn an_unprotected_public_address_is_refused_at_start_naming_what_is_missin
         !site.path().join("state").exists(),
         "nothing may be touched before the refusal"
     );
-}
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn make_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca {
-        issuer: Issuer::new(params, key),
-        pem,
-    }
-}
-
-fn leaf(
-    ca: &Ca,
-    dir: &Path,
-    stem: &str,
-    names: &[&str],
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, stem);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}-key.pem")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
 }
 
 #[tokio::test]
