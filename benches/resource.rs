@@ -159,6 +159,7 @@ async fn inject(targets: &TargetRegistry, stress: ResourceKind) -> Box<dyn Activ
     let s = step(stress);
     let ctx = InjectContext {
         targets,
+        run_id: "r-bench",
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(60),
         events: tokio::sync::mpsc::unbounded_channel().0,

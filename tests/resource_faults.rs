@@ -278,6 +278,7 @@ async fn a_fill_file_left_by_a_crash_is_deleted_by_recovery() {
     };
     let ctx = InjectContext {
         targets: &rig.targets,
+        run_id: "r-test",
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(60),
         events: tokio::sync::mpsc::unbounded_channel().0,

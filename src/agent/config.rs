@@ -239,6 +239,12 @@ impl AgentConfig {
                 "`state_dir` is empty; name the directory the revert journal lives in, e.g. state_dir = \"/var/lib/chaosbot-agent\"".into(),
             ));
         }
+        if let Some(t) = file.targets.toxiproxy.first() {
+            return Err(invalid(format!(
+                "target `{}` names a Toxiproxy server: the controller adds its toxics through that server, no agent holds them. Declare it in the controller's chaosbot.toml instead",
+                t.name
+            )));
+        }
         let targets = Config {
             targets: file.targets,
             ..Config::default()
@@ -437,6 +443,17 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(bad.contains("exactly one of"), "{bad}");
+        let toxi = load(
+            "name = \"a\"\nsocket = \"/tmp/x/a.sock\"\nstate_dir = \"/tmp/x\"\n[[targets.proxy]]\nname = \"shop\"\ntoxiproxy = \"http://127.0.0.1:8474\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            toxi.contains("target `shop` names a Toxiproxy server")
+                && toxi.contains("chaosbot.toml"),
+            "{toxi}"
+        );
     }
 
     #[test]

@@ -376,6 +376,7 @@ impl AgentCore {
         let deadline = now + Duration::from_millis(req.ttl_ms);
         let ctx = InjectContext {
             targets: &self.inner.targets,
+            run_id: &req.run_id,
             seed: req.seed,
             deadline,
             events,

@@ -29,7 +29,7 @@ pub use schedules::{AllowedWindow, ScheduleConfig, close_zones, unknown_zone_mes
 pub use slack::{AllowRule, DEFAULT_SLACK_API_URL, QaConfig, Secret, SlackConfig};
 pub use targets::{
     DiskTarget, GuardRails, HostTarget, HttpEndpoint, ProcessMatch, ProcessTarget, ProxyTarget,
-    Targets,
+    Targets, ToxiproxyTarget,
 };
 
 /// Default store when neither the config nor `DATABASE_URL` names one: a SQLite file in the
@@ -274,6 +274,9 @@ impl Config {
                 )));
             }
         }
+        for t in &self.targets.toxiproxy {
+            validate_toxiproxy(t)?;
+        }
         for p in &self.targets.process {
             if p.matcher().is_none() {
                 return Err(ConfigError::Invalid(format!(
@@ -378,6 +381,7 @@ impl Config {
             .proxy
             .iter()
             .map(|p| p.name.as_str())
+            .chain(self.targets.toxiproxy.iter().map(|t| t.name.as_str()))
             .chain(self.targets.http.iter().map(|h| h.name.as_str()))
             .chain(self.targets.process.iter().map(|p| p.name.as_str()))
             .chain(self.targets.host.iter().map(|h| h.name.as_str()))
@@ -398,7 +402,7 @@ impl Config {
 
     /// What kind of target a declared name is ("proxy", "http", "process", "host", "disk").
     pub fn target_kind(&self, name: &str) -> Option<&'static str> {
-        if self.proxy_target(name).is_some() {
+        if self.proxy_target(name).is_some() || self.toxiproxy_target(name).is_some() {
             Some("proxy")
         } else if self.http_endpoint(name).is_some() {
             Some("http")
@@ -417,6 +421,11 @@ impl Config {
         self.targets.proxy.iter().find(|p| p.name == name)
     }
 
+    /// A proxy target served by a Toxiproxy server (`toxiproxy = URL`).
+    pub fn toxiproxy_target(&self, name: &str) -> Option<&ToxiproxyTarget> {
+        self.targets.toxiproxy.iter().find(|t| t.name == name)
+    }
+
     /// The HTTP endpoints that accept any certificate (`insecure_skip_verify = true`), for the
     /// warning `validate` prints.
     pub fn insecure_endpoints(&self) -> impl Iterator<Item = &HttpEndpoint> {
@@ -430,6 +439,37 @@ impl Config {
     pub fn database_url(&self) -> &str {
         self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
     }
+}
+
+/// A Toxiproxy server's URL: http(s), a host, nothing after the port (its routes start at
+/// the root), and a proxy name that fits in a URL path segment.
+fn validate_toxiproxy(t: &ToxiproxyTarget) -> Result<(), ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("proxy target `{}`: {why}", t.name));
+    let url = url::Url::parse(&t.url).map_err(|e| {
+        invalid(format!(
+            "toxiproxy `{}` is not a URL ({e}); write the server's API address, like http://127.0.0.1:8474",
+            t.url
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(format!(
+            "toxiproxy `{}` must be an http:// or https:// address of the server's API, like http://127.0.0.1:8474",
+            t.url
+        )));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(invalid(format!(
+            "toxiproxy `{}` has a path; Toxiproxy's API starts at the root, so write only scheme, host and port",
+            t.url
+        )));
+    }
+    if t.proxy.trim().is_empty() {
+        return Err(invalid(
+            "`proxy` is empty; name the proxy as the Toxiproxy server lists it (GET /proxies)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An HTTP endpoint's URL and TLS settings: everything that can be known before a run (a host
@@ -466,6 +506,65 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_proxy_target_may_name_a_toxiproxy_server_instead_of_listen_and_upstream() {
+        let cfg = Config::from_toml(
+            "[[targets.proxy]]\nname = \"shop\"\ntoxiproxy = \"http://127.0.0.1:8474\"\n[[targets.proxy]]\nname = \"cart\"\ntoxiproxy = \"http://toxi.internal:8474/\"\nproxy = \"cart-redis\"\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.targets.proxy.is_empty());
+        let shop = cfg.toxiproxy_target("shop").unwrap();
+        assert_eq!(
+            (shop.url.as_str(), shop.proxy.as_str()),
+            ("http://127.0.0.1:8474", "shop")
+        );
+        assert_eq!(cfg.toxiproxy_target("cart").unwrap().proxy, "cart-redis");
+        assert_eq!(cfg.target_kind("cart"), Some("proxy"));
+        assert!(cfg.proxy_target("cart").is_none() && cfg.agent_of("cart").is_none());
+
+        let bad = |text: &str| match Config::from_toml(text) {
+            Ok(c) => c
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            Err(e) => e,
+        };
+        let head = "[[agents]]\nname = \"web-1\"\nurl = \"unix:///tmp/a.sock\"\n[[targets.proxy]]\nname = \"shop\"\n";
+        for (text, says) in [
+            (
+                format!("{head}toxiproxy = \"http://127.0.0.1:8474\"\nagent = \"web-1\"\n"),
+                "`toxiproxy` and `agent` exclude each other",
+            ),
+            (
+                format!("{head}toxiproxy = \"http://127.0.0.1:8474\"\nlisten = \"127.0.0.1:1\"\n"),
+                "`listen` and `upstream` are chaosbot's own proxy",
+            ),
+            (
+                format!(
+                    "{head}proxy = \"shop\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n"
+                ),
+                "add `toxiproxy = \"http://HOST:8474\"`",
+            ),
+            (
+                format!("{head}listen = \"127.0.0.1:1\"\n"),
+                "needs `listen` and `upstream` (chaosbot's proxy), or `toxiproxy",
+            ),
+            (
+                format!("{head}toxiproxy = \"tcp://127.0.0.1:8474\"\n"),
+                "must be an http:// or https:// address",
+            ),
+            (
+                format!("{head}toxiproxy = \"http://127.0.0.1:8474/api\"\n"),
+                "has a path",
+            ),
+        ] {
+            let e = bad(&text);
+            assert!(e.contains(says), "{text}\n=> {e}");
+        }
+    }
 
     #[test]
     fn parses_targets_and_guard_rails() {

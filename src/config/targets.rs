@@ -50,22 +50,20 @@ impl Default for GuardRails {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTargets")]
 pub struct Targets {
     /// Services reached through the built-in fault proxy.
-    #[serde(default)]
     pub proxy: Vec<ProxyTarget>,
+    /// `[[targets.proxy]]` entries that name an existing Toxiproxy server (`toxiproxy = URL`)
+    /// instead of chaosbot's own proxy: their network faults are toxics added through its API.
+    pub toxiproxy: Vec<ToxiproxyTarget>,
     /// HTTP endpoints that probes and rollbacks may call.
-    #[serde(default)]
     pub http: Vec<HttpEndpoint>,
     /// Processes that `kill` and `pause` faults may signal.
-    #[serde(default)]
     pub process: Vec<ProcessTarget>,
     /// The host chaosbot runs on, with the guard rails of `cpu` and `memory` faults.
-    #[serde(default)]
     pub host: Vec<HostTarget>,
     /// Directories that `disk` and `io` faults may write into.
-    #[serde(default)]
     pub disk: Vec<DiskTarget>,
 }
 
@@ -175,6 +173,115 @@ fn default_max_fill() -> f64 {
 }
 fn default_max_io() -> u64 {
     100
+}
+
+/// How `[targets]` is written: a `[[targets.proxy]]` entry is chaosbot's own proxy (`listen`,
+/// `upstream`) or a proxy on a Toxiproxy server (`toxiproxy`, `proxy`), told apart here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    #[serde(default)]
+    proxy: Vec<RawProxy>,
+    #[serde(default)]
+    http: Vec<HttpEndpoint>,
+    #[serde(default)]
+    process: Vec<ProcessTarget>,
+    #[serde(default)]
+    host: Vec<HostTarget>,
+    #[serde(default)]
+    disk: Vec<DiskTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    name: String,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
+    toxiproxy: Option<String>,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+impl TryFrom<RawTargets> for Targets {
+    type Error = String;
+
+    fn try_from(raw: RawTargets) -> Result<Targets, String> {
+        let mut proxy = Vec::new();
+        let mut toxiproxy = Vec::new();
+        for p in raw.proxy {
+            let name = p.name;
+            match p.toxiproxy {
+                Some(url) => {
+                    if p.agent.is_some() {
+                        return Err(format!(
+                            "proxy target `{name}`: `toxiproxy` and `agent` exclude each other: the Toxiproxy server at {url} holds this target's toxics, no agent does. Remove one of them"
+                        ));
+                    }
+                    if p.listen.is_some() || p.upstream.is_some() {
+                        return Err(format!(
+                            "proxy target `{name}`: `listen` and `upstream` are chaosbot's own proxy; a target on a Toxiproxy server takes both from the server's proxy. Remove them, and name that proxy with `proxy = \"...\"`"
+                        ));
+                    }
+                    toxiproxy.push(ToxiproxyTarget {
+                        proxy: p.proxy.unwrap_or_else(|| name.clone()),
+                        name,
+                        url,
+                        description: p.description,
+                    });
+                }
+                None => {
+                    if let Some(other) = p.proxy {
+                        return Err(format!(
+                            "proxy target `{name}`: `proxy = \"{other}\"` names a proxy on a Toxiproxy server; add `toxiproxy = \"http://HOST:8474\"` (its API), or remove `proxy`"
+                        ));
+                    }
+                    let (Some(listen), Some(upstream)) = (p.listen, p.upstream) else {
+                        return Err(format!(
+                            "proxy target `{name}` needs `listen` and `upstream` (chaosbot's proxy), or `toxiproxy = \"http://HOST:8474\"` and `proxy = \"NAME\"` (a proxy on a Toxiproxy server)"
+                        ));
+                    };
+                    proxy.push(ProxyTarget {
+                        name,
+                        agent: p.agent,
+                        listen,
+                        upstream,
+                        description: p.description,
+                    });
+                }
+            }
+        }
+        Ok(Targets {
+            proxy,
+            toxiproxy,
+            http: raw.http,
+            process: raw.process,
+            host: raw.host,
+            disk: raw.disk,
+        })
+    }
+}
+
+/// A proxy on an existing Toxiproxy server (`toxiproxy = URL`, `proxy = NAME` in a
+/// `[[targets.proxy]]` entry). The server owns the proxy; chaosbot only adds and removes the
+/// toxics it names itself. A Toxiproxy server has no lease: a toxic stays until chaosbot
+/// removes it (at its deadline, on revert, or by crash recovery) or a person does.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
+pub struct ToxiproxyTarget {
+    pub name: String,
+    /// The server's API, like `http://127.0.0.1:8474`.
+    pub url: String,
+    /// The proxy's name on that server (default: the target's name).
+    pub proxy: String,
+    #[serde(default)]
+    pub description: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]

@@ -8,6 +8,7 @@ pub mod process;
 pub mod proxy;
 pub mod resource;
 pub mod targets;
+pub mod toxiproxy;
 
 use std::time::Instant;
 
@@ -28,6 +29,8 @@ pub enum FaultError {
     Resource(#[from] resource::ResourceError),
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
+    #[error(transparent)]
+    Toxiproxy(#[from] toxiproxy::ToxiproxyError),
     #[error("{0}")]
     Other(String),
 }
@@ -35,6 +38,9 @@ pub enum FaultError {
 /// Everything a family needs to inject one step.
 pub struct InjectContext<'a> {
     pub targets: &'a TargetRegistry,
+    /// The run the fault belongs to (names what a fault leaves on another system, like a
+    /// Toxiproxy server's toxic).
+    pub run_id: &'a str,
     /// Seed for this step's random decisions (derived from the run's seed and the step name).
     pub seed: u64,
     /// The fault must be gone by this instant even if nobody reverts it.

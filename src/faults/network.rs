@@ -1,5 +1,6 @@
 //! The network fault family: the toxics of a step (their vocabulary is experiment data, in
-//! [`crate::spec::model`]) applied through the built-in proxy in [`super::proxy`].
+//! [`crate::spec::model`]) applied through the built-in proxy in [`super::proxy`], or through
+//! a Toxiproxy server's API ([`super::toxiproxy`]) for a target that names one.
 
 pub use crate::spec::model::{Direction, ToxicKind};
 
@@ -36,8 +37,18 @@ impl super::FaultFamily for NetworkFaults {
     async fn prepare(
         &self,
         step: &crate::spec::model::FaultStep,
-        _ctx: &super::InjectContext<'_>,
+        ctx: &super::InjectContext<'_>,
     ) -> Result<serde_json::Value, super::FaultError> {
+        // On a Toxiproxy server, what recovery must take back (the toxic's name, or the
+        // disable) is persisted before the server is asked.
+        if let (Some(t), crate::spec::model::FaultSpec::Network { toxic, .. }) = (
+            ctx.targets.config().toxiproxy_target(&step.target),
+            &step.fault,
+        ) {
+            let placed = super::toxiproxy::Placed::new(t, ctx.run_id, &step.name, toxic);
+            return serde_json::to_value(placed)
+                .map_err(|e| super::FaultError::Other(e.to_string()));
+        }
         Ok(serde_json::json!({ "proxy": step.target, "in_process": true }))
     }
 
@@ -45,7 +56,7 @@ impl super::FaultFamily for NetworkFaults {
         &self,
         step: &crate::spec::model::FaultStep,
         ctx: &super::InjectContext<'_>,
-        _prepared: &serde_json::Value,
+        prepared: &serde_json::Value,
     ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
         let crate::spec::model::FaultSpec::Network {
             toxic,
@@ -58,6 +69,14 @@ impl super::FaultFamily for NetworkFaults {
                 step.name
             )));
         };
+        if let Some(t) = ctx.targets.config().toxiproxy_target(&step.target) {
+            let placed: super::toxiproxy::Placed = serde_json::from_value(prepared.clone())
+                .map_err(|e| super::FaultError::Other(e.to_string()))?;
+            let fault =
+                super::toxiproxy::inject(t, placed, toxic, *direction, *toxicity, ctx.deadline)
+                    .await?;
+            return Ok(Box::new(fault));
+        }
         let proxy = ctx.targets.proxy(&step.target).await?;
         let id = proxy.add_toxic(super::proxy::ToxicRequest {
             label: step.name.clone(),
@@ -86,6 +105,10 @@ impl super::FaultFamily for NetworkFaults {
         &self,
         record: &crate::store::FaultRecord,
     ) -> Result<String, super::FaultError> {
+        if record.detail.get("toxiproxy").is_some() {
+            // A Toxiproxy server keeps the toxic after chaosbot died: take it off there.
+            return super::toxiproxy::recover(&record.detail).await;
+        }
         // The proxy runs inside the chaosbot process: when that process died, its listener,
         // its connections and every toxic on them died too. Nothing is left to undo.
         Ok(format!(

@@ -185,13 +185,19 @@ impl TargetRegistry {
     /// probes the service via its proxy), and those its load steps send requests through.
     pub fn proxies_for(&self, exp: &crate::spec::model::Experiment) -> Vec<String> {
         use crate::spec::model::ProbeKind;
-        let mut names = exp.proxy_targets();
+        let cfg = self.config();
+        // A Toxiproxy server's proxies are its own: nothing to bring up here.
+        let mut names: Vec<String> = exp
+            .proxy_targets()
+            .into_iter()
+            .filter(|n| cfg.toxiproxy_target(n).is_none())
+            .collect();
         let url_hits = |url: &str, listen: &str| {
             url.split_once("://")
                 .map(|(_, rest)| rest.split(['/', '?', '#']).next() == Some(listen))
                 .unwrap_or(false)
         };
-        for p in &self.config().targets.proxy {
+        for p in &cfg.targets.proxy {
             let listen = p.listen.to_string();
             let probed = exp.hypothesis.iter().any(|probe| match &probe.kind {
                 ProbeKind::Http { url, .. } => url_hits(url, &listen),

@@ -10,4 +10,5 @@ mod halt_race;
 mod metrics;
 mod replicas;
 mod runs;
+mod toxiproxy_backend;
 mod wakeups;

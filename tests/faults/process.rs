@@ -181,6 +181,7 @@ async fn the_deadline_resumes_a_paused_process_without_any_revert() {
     };
     let ctx = InjectContext {
         targets: &rig.targets,
+        run_id: "r-test",
         seed: 1,
         deadline: Instant::now() + Duration::from_millis(300),
         events: tokio::sync::mpsc::unbounded_channel().0,
@@ -381,6 +382,7 @@ async fn a_process_replaced_between_prepare_and_inject_is_not_signalled() {
     };
     let ctx = InjectContext {
         targets: &rig.targets,
+        run_id: "r-test",
         seed: 1,
         deadline: Instant::now() + Duration::from_secs(5),
         events: tokio::sync::mpsc::unbounded_channel().0,

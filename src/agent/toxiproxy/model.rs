@@ -131,39 +131,8 @@ pub fn parse_stream(text: &str) -> Result<Direction, ApiError> {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// A kind's Toxiproxy type name and attributes (every attribute, as Toxiproxy shows them).
-/// `down` has none: Toxiproxy models it as `enabled: false`.
-pub fn attributes_of(kind: &ToxicKind) -> Value {
-    use serde_json::json;
-    match kind {
-        ToxicKind::Latency { latency, jitter } => {
-            json!({ "latency": ms(*latency), "jitter": ms(*jitter) })
-        }
-        ToxicKind::Bandwidth { rate_kbps } => json!({ "rate": rate_kbps }),
-        ToxicKind::Timeout { timeout } => json!({ "timeout": ms(*timeout) }),
-        ToxicKind::ResetPeer { timeout } => json!({ "timeout": ms(*timeout) }),
-        ToxicKind::SlowClose { delay } => json!({ "delay": ms(*delay) }),
-        ToxicKind::Slicer {
-            average_size,
-            size_variation,
-            delay,
-        } => json!({
-            "average_size": average_size,
-            "size_variation": size_variation,
-            "delay": us(*delay),
-        }),
-        ToxicKind::LimitData { bytes } => json!({ "bytes": bytes }),
-        ToxicKind::Down => json!({}),
-    }
-}
+/// A kind's Toxiproxy attributes: the same mapping the controller sends to a Toxiproxy server.
+pub use crate::faults::toxiproxy::attributes_of;
 
 /// An attribute as a whole number (missing is zero, as in Toxiproxy); anything else is a 400
 /// naming the attribute.

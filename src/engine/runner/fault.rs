@@ -87,6 +87,7 @@ pub(super) async fn inject(sh: &Shared, step: &FaultStep) -> Result<i64, InjectE
     let deadline_ms = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let ctx = InjectContext {
         targets: eng.targets(),
+        run_id: &sh.run_id,
         seed: faults::derive_seed(sh.seed, &step.name),
         deadline,
         events: sh.events.clone(),

@@ -9,6 +9,11 @@ use crate::run::{Event, SamplePhase, Verdict};
 /// Binds the proxies and reaches the upstreams. (Process and resource targets are resolved
 /// by their family's `prepare`.)
 pub(super) async fn preflight(sh: &Shared) -> Option<Outcome> {
+    if sh.eng.family_override.is_none()
+        && let Some(failed) = toxiproxies_ready(sh).await
+    {
+        return Some(failed);
+    }
     if sh.eng.agents().is_some() && sh.eng.family_override.is_none() {
         return agents_ready(sh).await;
     }
@@ -111,4 +116,31 @@ async fn agents_ready(sh: &Shared) -> Option<Outcome> {
             })
         }),
     }
+}
+
+/// The Toxiproxy servers of the run's targets answer and have their proxies; the journal says
+/// which server holds which target's toxics, and what it cannot promise (no dead-man's switch).
+async fn toxiproxies_ready(sh: &Shared) -> Option<Outcome> {
+    let cfg = sh.eng.targets().config();
+    for name in sh.exp.proxy_targets() {
+        let Some(target) = cfg.toxiproxy_target(&name) else {
+            continue;
+        };
+        let text = match crate::faults::toxiproxy::check(target).await {
+            Ok(text) => text,
+            Err(e) => {
+                return Some(Outcome::nothing_injected(
+                    Verdict::Failed,
+                    format!("target `{name}`: {e}; nothing was injected"),
+                ));
+            }
+        };
+        if append(sh, Event::Warning { text }).await.is_err() {
+            return Some(Outcome::nothing_injected(
+                Verdict::Failed,
+                "the run's lease was lost to another process; nothing was injected".into(),
+            ));
+        }
+    }
+    None
 }

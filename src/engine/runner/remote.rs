@@ -53,10 +53,14 @@ pub(super) fn router_for(sh: &Shared, step: &FaultStep) -> Option<Arc<AgentRoute
 }
 
 /// In agent mode, whether an agent holds this step: every fault but load, and load whose
-/// endpoint names an agent (a load without one is generated in the controller).
+/// endpoint names an agent (a load without one is generated in the controller). A target on
+/// a Toxiproxy server is held by that server, through the controller.
 pub(super) fn held_by_agent(sh: &Shared, step: &FaultStep) -> bool {
-    !matches!(step.fault, FaultSpec::Load { .. })
-        || sh.eng.targets().config().agent_of(&step.target).is_some()
+    let cfg = sh.eng.targets().config();
+    if cfg.toxiproxy_target(&step.target).is_some() {
+        return false;
+    }
+    !matches!(step.fault, FaultSpec::Load { .. }) || cfg.agent_of(&step.target).is_some()
 }
 
 /// Hands what the agent buffered for a fault (a load's numbers) to the run loop, which

@@ -199,6 +199,17 @@ fn tcp_address(cx: &mut Cx, path: &str, name: &str) -> Option<String> {
     if let Some(p) = cx.cfg.proxy_target(name) {
         return Some(p.listen.to_string());
     }
+    if let Some(t) = cx.cfg.toxiproxy_target(name) {
+        let url = t.url.clone();
+        cx.at(
+            path,
+            format!(
+                "`{name}` is a proxy on the Toxiproxy server at {url}, whose listen address chaosbot does not know before a run"
+            ),
+            "probe it through a [[targets.http]] endpoint at the proxy's listen address, or write the tcp probe's `address: HOST:PORT`",
+        );
+        return None;
+    }
     if let Some(h) = cx.cfg.http_endpoint(name) {
         let (scheme, rest) = h.url.split_once("://").unwrap_or(("http", h.url.as_str()));
         let hostport = rest.split(['/', '?', '#']).next().unwrap_or(rest);

@@ -157,6 +157,15 @@ fn fault_step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Opt
             })
         };
     }
+    if let (
+        Some(FaultSpec::Network {
+            toxic, toxicity, ..
+        }),
+        Some(t),
+    ) = (&fault, &target)
+    {
+        toxiproxy_equivalent(cx, path, t, toxic, *toxicity);
+    }
     let fs = FaultStep {
         name: name?.to_string(),
         target: target?,
@@ -165,6 +174,24 @@ fn fault_step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Opt
     };
     cx.faults.push((path.to_string(), group, fs.clone()));
     Some(Step::Fault(fs))
+}
+
+/// A target on a Toxiproxy server takes what its API can express: `down` is the proxy's
+/// `enabled: false`, which acts on every connection at once, so it has no `toxicity`.
+fn toxiproxy_equivalent(cx: &mut Cx, path: &str, target: &str, toxic: &ToxicKind, toxicity: f64) {
+    let Some(t) = cx.cfg.toxiproxy_target(target) else {
+        return;
+    };
+    if matches!(toxic, ToxicKind::Down) && toxicity < 1.0 {
+        let url = t.url.clone();
+        cx.at(
+            &format!("{path}.toxicity"),
+            format!(
+                "`down` with toxicity {toxicity} has no Toxiproxy equivalent (target `{target}` is a proxy on the Toxiproxy server at {url}, where `down` disables the whole proxy)"
+            ),
+            "remove `toxicity` (every connection goes down), or use `reset_peer` or `timeout` with a toxicity",
+        );
+    }
 }
 
 /// The attributes of a fault kind: (name, required).

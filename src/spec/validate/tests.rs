@@ -177,3 +177,36 @@ fn the_step_keys_and_attributes_are_the_raw_step_fields() {
     fields.sort_unstable();
     assert_eq!(ours, fields);
 }
+
+#[test]
+fn a_toxiproxy_target_takes_network_faults_and_refuses_what_toxiproxy_cannot_do() {
+    let cfg = Config::from_toml(
+        "[[targets.proxy]]\nname = \"shop\"\ntoxiproxy = \"http://127.0.0.1:8474\"\n[[targets.http]]\nname = \"shop-http\"\nurl = \"http://127.0.0.1:26379\"\n",
+    )
+    .unwrap();
+    let head = "name: x\ntitle: t\nowner: o\nhypothesis:\n  probes:\n    - {name: p, http: {endpoint: shop-http}}\n";
+    let ok = format!(
+        "{head}method:\n  - {{name: a, target: shop, fault: latency, latency: 100ms, toxicity: 0.5, duration: 1s}}\n  - {{name: b, target: shop, fault: down, duration: 1s}}\n"
+    );
+    parse_experiment(&ok, "t.yaml", &cfg, &[]).unwrap();
+    let bad = format!(
+        "{head}method:\n  - name: b\n    target: shop\n    fault: down\n    toxicity: 0.5\n    duration: 1s\n"
+    );
+    let err = parse_experiment(&bad, "t.yaml", &cfg, &[]).unwrap_err();
+    let ps: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(
+        ps[0].starts_with("t.yaml:11:15: `down` with toxicity 0.5 has no Toxiproxy equivalent")
+            && ps[0].contains("http://127.0.0.1:8474"),
+        "{ps:#?}"
+    );
+    let tcp = "name: x\ntitle: t\nowner: o\nhypothesis:\n  probes:\n    - {name: p, tcp: {target: shop}}\nmethod:\n  - {name: b, target: shop, fault: down, duration: 1s}\n";
+    let err = parse_experiment(tcp, "t.yaml", &cfg, &[]).unwrap_err();
+    assert!(
+        err.problems[0]
+            .to_string()
+            .contains("is a proxy on the Toxiproxy server at http://127.0.0.1:8474"),
+        "{:?}",
+        err.problems
+    );
+}
