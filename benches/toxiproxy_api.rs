@@ -145,11 +145,11 @@ fn hist() -> Res<Histogram<u64>> {
 }
 
 /// Saturates the proxy's upstream link, then runs the add/remove cycles.
-async fn measure(s: &Server, cycles: usize) -> Res<Numbers> {
+async fn measure(s: &Server, cycles: usize, senders: usize) -> Res<Numbers> {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut load = Vec::new();
-    for _ in 0..SENDERS {
+    for _ in 0..senders {
         let mut c = TcpStream::connect(s.listen).await?;
         let (sent, stop) = (Arc::clone(&sent), stop.clone());
         load.push(tokio::spawn(async move {
@@ -265,12 +265,25 @@ async fn run() -> Res<()> {
         }
         Err(_) => eprintln!("NOXIOUS_BIN is not set: measuring chaosbot's Toxiproxy API alone"),
     }
+    // The same cycles on an idle link first: the floor this machine gives (on a busy shared
+    // machine, scheduling delay alone shows here), against which the saturated link compares.
+    let idle_cycles = (cycles / 4).max(1);
+    let mut idle = Vec::new();
     let mut results = Vec::new();
     for s in &servers {
-        results.push(measure(s, cycles).await?);
+        idle.push(measure(s, idle_cycles, 0).await?);
+        results.push(measure(s, cycles, SENDERS).await?);
     }
     println!();
     let names: Vec<String> = servers.iter().map(|s| s.name.to_string()).collect();
+    row(&format!("{idle_cycles} cycles, idle link"), &names);
+    println!("{}", "-".repeat(34 + 16 * names.len()));
+    let col = |f: &dyn Fn(&Numbers) -> String| idle.iter().map(f).collect::<Vec<_>>();
+    row("add latency toxic p50", &col(&|n| ms(&n.add, 0.5)));
+    row("add latency toxic p99", &col(&|n| ms(&n.add, 0.99)));
+    row("remove it p50", &col(&|n| ms(&n.remove, 0.5)));
+    row("remove it p99", &col(&|n| ms(&n.remove, 0.99)));
+    println!();
     row(&format!("{cycles} cycles, link saturated"), &names);
     println!("{}", "-".repeat(34 + 16 * names.len()));
     let col = |f: &dyn Fn(&Numbers) -> String| results.iter().map(f).collect::<Vec<_>>();

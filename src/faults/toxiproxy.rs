@@ -431,10 +431,11 @@ pub struct ToxiproxyFault {
 #[async_trait::async_trait]
 impl super::ActiveFault for ToxiproxyFault {
     async fn revert(&self) -> Result<(), super::FaultError> {
-        // Stop the deadline timer first: it must not act on a proxy after the step gave it
-        // back (a person may disable it again by hand).
-        self.timer.cancel();
         let done = self.placed.undo(&self.client).await?;
+        // Only once it is off: a revert that failed leaves the deadline timer to try again,
+        // and one that succeeded must not let the timer act on the proxy later (a person may
+        // have disabled it by hand meanwhile).
+        self.timer.cancel();
         info!(%done, "Toxiproxy fault reverted");
         Ok(())
     }
