@@ -135,7 +135,8 @@ macro_rules! forward_store {
             fn outbox_rows(thread_key: Option<&str>) -> Vec<$crate::store::outbox::OutboxRow>;
             fn hold_method(method: &str, for_ms: i64) -> ();
             fn method_held_for(method: &str) -> Option<i64>;
-            fn take_post_slot(channel: &str, interval_ms: i64, burst: u32) -> Option<i64>;
+            fn take_post_slot(channel: &str, interval_ms: i64, burst: u32, max_wait_ms: i64)
+                -> $crate::store::outbox::PostSlot;
         });
     };
     (@part EdgeStore, $ty:ty, $field:ident) => {

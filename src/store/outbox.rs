@@ -164,14 +164,24 @@ pub trait OutboxDelivery: Send + Sync {
     async fn method_held_for(&self, method: &str) -> StoreResult<Option<i64>>;
 
     /// Takes the next post slot of `channel`: one post per `interval_ms` on the database's
-    /// clock, up to `burst` at once after a quiet spell, shared by every replica. `None`: post
-    /// now. `Some(ms)`: no slot; try again after that long.
+    /// clock, up to `burst` at once after a quiet spell, shared by every replica. Slots are
+    /// handed out in the order they are asked for, up to `max_wait_ms` ahead.
     async fn take_post_slot(
         &self,
         channel: &str,
         interval_ms: i64,
         burst: u32,
-    ) -> StoreResult<Option<i64>>;
+        max_wait_ms: i64,
+    ) -> StoreResult<PostSlot>;
+}
+
+/// What [`OutboxDelivery::take_post_slot`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostSlot {
+    /// A slot is reserved: post after this many ms (0: now).
+    Reserved { in_ms: i64 },
+    /// The next slot is further away than allowed: ask again after this many ms.
+    Busy { retry_in_ms: i64 },
 }
 
 /// Both sides of the outbox.
@@ -428,9 +438,10 @@ macro_rules! pacing_sql {
             $now,
             " FROM slack_pacing WHERE scope = $1"
         );
-        /// Generic cell rate algorithm: `until_ms` is the theoretical time of the next post;
-        /// one is allowed while it is at most `$3` (the burst tolerance) ahead of now, and
-        /// each moves it `$2` (the interval) on.
+        /// Generic cell rate algorithm with reservations: `until_ms` is the theoretical time
+        /// of the channel's next post. A post may go `$3` (the burst tolerance) before it; a
+        /// request reserves the next slot (moving it `$2`, the interval, on) when that slot is
+        /// at most `$4` away, and gets how long to wait for it (≤ 0: go now).
         const TAKE_SLOT: &str = concat!(
             "INSERT INTO slack_pacing (scope, until_ms) VALUES ($1, ",
             $now,
@@ -438,11 +449,12 @@ macro_rules! pacing_sql {
             $greatest,
             "(slack_pacing.until_ms, ",
             $now,
-            ") + $2 WHERE slack_pacing.until_ms <= ",
+            ") + $2 WHERE slack_pacing.until_ms - $3 - ",
             $now,
-            " + $3 RETURNING until_ms"
+            " <= $4 RETURNING until_ms - $2 - $3 - ",
+            $now
         );
-        /// How long until a slot frees: `$2` the burst tolerance.
+        /// How long until the next slot: `$2` the burst tolerance.
         const SLOT_WAIT: &str = concat!(
             "SELECT until_ms - $2 - ",
             $now,
@@ -794,32 +806,36 @@ macro_rules! impl_outbox_store {
                 channel: &str,
                 interval_ms: i64,
                 burst: u32,
-            ) -> StoreResult<Option<i64>> {
+                max_wait_ms: i64,
+            ) -> StoreResult<PostSlot> {
                 if interval_ms <= 0 {
-                    return Ok(None);
+                    return Ok(PostSlot::Reserved { in_ms: 0 });
                 }
                 let tolerance = interval_ms.saturating_mul(i64::from(burst.max(1) - 1));
                 let scope = format!("channel:{channel}");
                 let mut tx = self.begin_write().await?;
-                let taken: Option<i64> = sqlx::query_scalar(Self::TAKE_SLOT)
+                let reserved: Option<i64> = sqlx::query_scalar(Self::TAKE_SLOT)
                     .bind(&scope)
                     .bind(interval_ms)
                     .bind(tolerance)
+                    .bind(max_wait_ms.max(0))
                     .fetch_optional(&mut *tx)
                     .await?;
-                let wait = match taken {
-                    Some(_) => None,
+                let slot = match reserved {
+                    Some(wait) => PostSlot::Reserved { in_ms: wait.max(0) },
                     None => {
                         let wait: i64 = sqlx::query_scalar(Self::SLOT_WAIT)
                             .bind(&scope)
                             .bind(tolerance)
                             .fetch_one(&mut *tx)
                             .await?;
-                        Some(wait.max(1))
+                        PostSlot::Busy {
+                            retry_in_ms: (wait - max_wait_ms).max(1),
+                        }
                     }
                 };
                 tx.commit().await?;
-                Ok(wait)
+                Ok(slot)
             }
         }
     };

@@ -600,7 +600,7 @@ async fn votes_spread_over_three_replicas_all_show_on_the_board() {
         futures::future::join_all(votes).await;
         wait_board(&rig, &board_ts, |b| b.contains("*12* :+1:")).await;
         // Every replica's last refresh delivered (or superseded): the board still shows all.
-        let store = rig.store().await;
+        let store = servers[0].app.store.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while store.pending_count().await.unwrap() > 0 {
             assert!(

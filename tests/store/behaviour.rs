@@ -18,7 +18,7 @@ use chaosbot::report::period::{self, Direction, Window};
 use chaosbot::run::{Entry, Event, SamplePhase, now_ms};
 use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
-use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
+use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage, PostSlot};
 use chaosbot::store::{self, AbortScope, DynStore, Fence, NewFault, NewRun, RunFilter, StoreError};
 use sqlx::Connection;
 
@@ -1903,17 +1903,58 @@ async fn pacing_and_revisions_are_shared_through_the_store(ctx: Ctx) {
         s.method_held_for("chat.postMessage").await.expect("held"),
         None
     );
-    // Post slots: a burst of 2, then one per interval; other channels are not affected.
-    let hour = 3_600_000;
-    assert_eq!(s.take_post_slot("C1", hour, 2).await.expect("slot"), None);
-    assert_eq!(s.take_post_slot("C1", hour, 2).await.expect("slot"), None);
-    let wait = s.take_post_slot("C1", hour, 2).await.expect("slot");
-    assert!(
-        wait.is_some_and(|ms| ms > hour - 60_000 && ms <= hour),
-        "{wait:?}"
+    // Post slots: a burst of 2 at once, then one per interval, reserved in the order asked
+    // for up to the longest wait allowed; other channels are not affected.
+    let (second, minute) = (1_000, 60_000);
+    let now_slot = PostSlot::Reserved { in_ms: 0 };
+    assert_eq!(
+        s.take_post_slot("C1", second, 2, 0).await.expect("slot"),
+        now_slot
     );
-    assert_eq!(s.take_post_slot("C2", hour, 2).await.expect("slot"), None);
-    assert_eq!(s.take_post_slot("C1", 0, 2).await.expect("slot"), None);
+    assert_eq!(
+        s.take_post_slot("C1", second, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    match s
+        .take_post_slot("C1", second, 2, 5 * second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Reserved { in_ms } => assert!(in_ms > 500 && in_ms <= second, "{in_ms}"),
+        other => panic!("{other:?}"),
+    }
+    match s
+        .take_post_slot("C1", second, 2, 5 * second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Reserved { in_ms } => {
+            assert!(in_ms > 1500 && in_ms <= 2 * second, "{in_ms}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The next slot is 3 s away: with at most 1 s of wait it is not reserved.
+    match s
+        .take_post_slot("C1", second, 2, second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Busy { retry_in_ms } => {
+            assert!(
+                retry_in_ms > 1500 && retry_in_ms <= 2 * second,
+                "{retry_in_ms}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.take_post_slot("C2", minute, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    assert_eq!(
+        s.take_post_slot("C1", 0, 2, 0).await.expect("slot"),
+        now_slot
+    );
     // Revisions: one counter per message, for every replica at once.
     let mut tasks = Vec::new();
     for _ in 0..6 {

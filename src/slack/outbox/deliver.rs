@@ -2,6 +2,7 @@
 //! Slack, and settle the row (delivered, rescheduled or failed).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -9,7 +10,7 @@ use super::pacing::{backoff, millis};
 use super::{Shared, metric};
 use crate::run::now_ms;
 use crate::slack::api::ApiError;
-use crate::store::outbox::{Delivered, OutboundAction, OutboxRow};
+use crate::store::outbox::{Delivered, OutboundAction, OutboxRow, PostSlot};
 use crate::store::{StoreError, StoreResult};
 
 /// The Web API method that delivers an action (the store keeps only its kind).
@@ -295,20 +296,28 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     };
 
     // About one post per second per channel (Slack's limit for chat.postMessage), counted
-    // across replicas.
+    // across replicas. Slots go in the order asked for, so a channel's posts keep their order
+    // across threads; a slot a little ahead is waited for here, one further off later.
     if method == "chat.postMessage" {
         let interval = millis(shared.opts.post_interval);
-        if let Some(wait) = shared
+        let max_wait = interval.saturating_mul(2).max(1000);
+        match shared
             .store
-            .take_post_slot(&row.channel, interval, shared.opts.post_burst)
+            .take_post_slot(&row.channel, interval, shared.opts.post_burst, max_wait)
             .await?
         {
-            tracing::trace!(row = row.id, channel = %row.channel, wait, "pacing posts");
-            shared
-                .store
-                .reschedule(row.id, owner, now + wait, None, false)
-                .await?;
-            return Ok(());
+            PostSlot::Reserved { in_ms } if in_ms > 0 => {
+                tracing::trace!(row = row.id, channel = %row.channel, in_ms, "pacing posts");
+                tokio::time::sleep(Duration::from_millis(u64::try_from(in_ms).unwrap_or(0))).await;
+            }
+            PostSlot::Reserved { .. } => {}
+            PostSlot::Busy { retry_in_ms } => {
+                shared
+                    .store
+                    .reschedule(row.id, owner, now + retry_in_ms, None, false)
+                    .await?;
+                return Ok(());
+            }
         }
     }
 
