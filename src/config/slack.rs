@@ -23,7 +23,7 @@ impl Secret {
 }
 
 /// The Slack app: credentials, where to listen, and who may do what.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// Verifies that requests come from Slack. Env: SLACK_SIGNING_SECRET.
@@ -54,6 +54,41 @@ pub struct SlackConfig {
     /// Named in refusals as whom to ask, e.g. "#sre-oncall" or "<@U0123>".
     #[serde(default)]
     pub contact: Option<String>,
+    /// One post per channel per this interval, across every replica (Slack allows about one
+    /// message per second per channel); `0s` turns pacing off.
+    #[serde(
+        default = "default_post_interval",
+        with = "crate::config::duration_serde"
+    )]
+    pub post_interval: Duration,
+    /// Posts a channel may take at once after a quiet spell.
+    #[serde(default = "default_post_burst")]
+    pub post_burst: u32,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            signing_secret: None,
+            bot_token: None,
+            app_token: None,
+            api_url: None,
+            listen: None,
+            team_id: None,
+            operators: Vec::new(),
+            allow: Vec::new(),
+            contact: None,
+            post_interval: default_post_interval(),
+            post_burst: default_post_burst(),
+        }
+    }
+}
+
+fn default_post_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_post_burst() -> u32 {
+    4
 }
 
 /// One permission: these users (empty = anyone) may start these experiments (names or `*`

@@ -21,7 +21,7 @@ use crate::report;
 use crate::run::{Entry, Event};
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
-use crate::store::{DynStore, RunFilter, StoreResult};
+use crate::store::{DynStore, RunFilter, StoreError, StoreResult};
 
 /// How often runs are re-checked for journal entries not rendered yet (besides live events).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -111,16 +111,16 @@ impl Projector {
                 Ok(Some(r)) => r,
                 _ => continue,
             };
-            match qa::render_board(&self.store, &run, self.qa.board_top as usize, now, true).await {
-                Ok(board) => out.push(OutboundMessage {
-                    thread_key: run_thread_key(&run.id),
-                    channel: session.channel.clone(),
-                    action: OutboundAction::Update {
-                        key: qa::board_key(&run.id),
-                        text: board.text,
-                        blocks: Some(board.blocks),
-                    },
-                }),
+            match qa::board_update(
+                &self.store,
+                &run,
+                &session.channel,
+                self.qa.board_top as usize,
+                now,
+            )
+            .await
+            {
+                Ok(update) => out.push(update),
                 Err(e) => warn!(run_id = %run.id, error = %e, "cannot render a closed Q&A board"),
             }
         }
@@ -184,6 +184,24 @@ impl Projector {
     /// Queues the Slack messages for the run's journal entries past the cursor. Returns how
     /// many messages were queued.
     pub async fn project(&self, run_id: &str) -> StoreResult<usize> {
+        // The run changed owner between the read and the enqueue: read it again (a few
+        // times; after that the next event or sweep does).
+        let mut tries = 0;
+        loop {
+            match self.project_once(run_id).await {
+                Err(StoreError::LeaseLost(_)) if tries < 3 => {
+                    tries += 1;
+                    debug!(
+                        run_id,
+                        "the run's epoch moved while rendering; rendering again"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn project_once(&self, run_id: &str) -> StoreResult<usize> {
         // One projection at a time: the cursor read and the enqueue must not interleave.
         let mut last_parent = self.last_parent.lock().await;
         let is_slack = self
@@ -285,6 +303,7 @@ impl Projector {
                 key: parent_key.clone(),
                 text: parent.text.clone(),
                 blocks: Some(parent.blocks.clone()),
+                revision: None,
             }));
         }
         if finished && let Some(verdict) = &summary.verdict {
@@ -299,9 +318,11 @@ impl Projector {
                 .into(),
             }));
         }
+        // Fenced by the epoch the run was read under: a rendering read before the run was
+        // claimed or adopted is refused, and the caller renders it again.
         if !self
             .store
-            .enqueue_rendered(&out, run_id, cursor, last_seq)
+            .enqueue_rendered(&out, run_id, run.epoch, cursor, last_seq)
             .await?
         {
             // Another replica's projector rendered these entries first.

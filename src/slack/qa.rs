@@ -5,10 +5,7 @@
 //! queues what must be posted. Both the projector (which opens the Q&A when a run ends) and the
 //! edge (questions, votes, answers) use it.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::blocks::{MAX_SECTION_CHARS, section, truncate};
@@ -329,13 +326,36 @@ pub async fn open_for_finished_run(
     Ok(out)
 }
 
-/// Keeps board updates of one run in the order their contents were read, so a slower handler
-/// never overwrites a newer board with an older one (within this process), and skips updates
-/// that change nothing.
-#[derive(Default)]
-pub struct BoardUpdates {
-    last: Mutex<HashMap<String, Value>>,
+/// The update of the run's board: its next revision is taken before the board is read, so
+/// across replicas the highest revision shows at least everything written before any lower
+/// one was taken (delivery sends the highest and never an older one after it).
+pub async fn board_update(
+    store: &DynStore,
+    run: &RunRecord,
+    channel: &str,
+    top: usize,
+    now_ms: i64,
+) -> StoreResult<OutboundMessage> {
+    let key = board_key(&run.id);
+    let revision = store.next_revision(&key).await?;
+    let rendered = render_board(store, run, top, now_ms, true).await?;
+    Ok(OutboundMessage {
+        thread_key: run_thread_key(&run.id),
+        channel: channel.to_string(),
+        action: OutboundAction::Update {
+            key,
+            text: rendered.text,
+            blocks: Some(rendered.blocks),
+            revision: Some(revision),
+        },
+    })
 }
+
+/// Queues board updates of a run, ordered across replicas by revision (see [`board_update`]).
+/// Each refresh queues one even when this process sent the same board before: another replica
+/// may have shown a newer one since, and coalescing keeps a burst to one call.
+#[derive(Default)]
+pub struct BoardUpdates;
 
 impl BoardUpdates {
     /// Re-renders the run's board and queues its update (plus `extra` messages first, in the
@@ -349,24 +369,13 @@ impl BoardUpdates {
         now_ms: i64,
         extra: Vec<OutboundMessage>,
     ) -> StoreResult<bool> {
-        let mut last = self.last.lock().await;
-        let rendered = render_board(store, run, top, now_ms, true).await?;
         let mut out = extra;
         // Before the run ends there is no board to update yet (the projector posts it).
         let key = board_key(&run.id);
         let has_board =
             store.message_ref(&key).await?.is_some() || store.post_pending(&key).await?;
-        if has_board && last.get(&run.id) != Some(&rendered.blocks) {
-            out.push(OutboundMessage {
-                thread_key: run_thread_key(&run.id),
-                channel: channel.to_string(),
-                action: OutboundAction::Update {
-                    key: board_key(&run.id),
-                    text: rendered.text,
-                    blocks: Some(rendered.blocks.clone()),
-                },
-            });
-            last.insert(run.id.clone(), rendered.blocks);
+        if has_board {
+            out.push(board_update(store, run, channel, top, now_ms).await?);
         }
         if out.is_empty() {
             return Ok(false);

@@ -156,7 +156,15 @@ impl Server {
             warn!(run_id = %id, "recovered a run left in flight by a process that died");
         }
 
-        let outbox = Outbox::new(store.clone(), api.clone(), OutboxOptions::default());
+        let outbox = Outbox::new(
+            store.clone(),
+            api.clone(),
+            OutboxOptions {
+                post_interval: cfg.slack.post_interval,
+                post_burst: cfg.slack.post_burst,
+                ..OutboxOptions::default()
+            },
+        );
         let outbox_task = outbox.start();
         let mut tasks: Vec<_> = keep_up.into_iter().collect();
         let projector = {

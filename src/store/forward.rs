@@ -105,9 +105,11 @@ macro_rules! forward_store {
             fn enqueue_rendered(
                 messages: &[$crate::store::outbox::OutboundMessage],
                 run_id: &str,
+                epoch: u64,
                 from_seq: i64,
                 to_seq: i64
             ) -> bool;
+            fn next_revision(key: &str) -> i64;
         });
     };
     (@part OutboxDelivery, $ty:ty, $field:ident) => {
@@ -131,6 +133,10 @@ macro_rules! forward_store {
             fn claim_owners() -> Vec<String>;
             fn pending_count() -> i64;
             fn outbox_rows(thread_key: Option<&str>) -> Vec<$crate::store::outbox::OutboxRow>;
+            fn hold_method(method: &str, for_ms: i64) -> ();
+            fn method_held_for(method: &str) -> Option<i64>;
+            fn take_post_slot(channel: &str, interval_ms: i64, burst: u32, max_wait_ms: i64)
+                -> $crate::store::outbox::PostSlot;
         });
     };
     (@part EdgeStore, $ty:ty, $field:ident) => {

@@ -44,6 +44,11 @@ pub enum OutboundAction {
         key: String,
         text: String,
         blocks: Option<serde_json::Value>,
+        /// Taken with [`OutboxQueue::next_revision`] before the content was read, when several
+        /// replicas update the message (a Q&A board): the highest revision wins, and an update
+        /// older than the one Slack shows is never sent. `None`: enqueue order decides.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<i64>,
     },
     /// A message only `user` sees.
     Ephemeral {
@@ -74,13 +79,22 @@ pub trait OutboxQueue: Send + Sync {
     /// moves its render cursor from `from_seq` to `to_seq`, in one transaction, only if the
     /// cursor still stands at `from_seq` (compare-and-swap). `false`, queuing nothing, when
     /// another projector (another replica) got there first: nothing is ever posted twice.
+    ///
+    /// The rows carry `epoch`, the run's ownership epoch the rendering was read under, and are
+    /// queued only while the run is still under it: `LeaseLost`, queuing nothing and leaving
+    /// the cursor, once the run has been claimed or adopted since (render it again).
     async fn enqueue_rendered(
         &self,
         messages: &[OutboundMessage],
         run_id: &str,
+        epoch: u64,
         from_seq: i64,
         to_seq: i64,
     ) -> StoreResult<bool>;
+
+    /// The next revision of message `key` (1, 2, …; one counter in the store for every
+    /// replica). Take it before reading what the update will show.
+    async fn next_revision(&self, key: &str) -> StoreResult<i64>;
 }
 
 /// The delivery side: claim thread heads, record what was sent.
@@ -141,6 +155,33 @@ pub trait OutboxDelivery: Send + Sync {
 
     /// Every outbox row (of one thread, if given), in enqueue order: for tests and inspection.
     async fn outbox_rows(&self, thread_key: Option<&str>) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Holds `method` for every replica for `for_ms` from now on the database's clock (a 429's
+    /// `Retry-After`); a longer hold already in place stays.
+    async fn hold_method(&self, method: &str, for_ms: i64) -> StoreResult<()>;
+
+    /// How long `method` is still held (ms, on the database's clock), if it is.
+    async fn method_held_for(&self, method: &str) -> StoreResult<Option<i64>>;
+
+    /// Takes the next post slot of `channel`: one post per `interval_ms` on the database's
+    /// clock, up to `burst` at once after a quiet spell, shared by every replica. Slots are
+    /// handed out in the order they are asked for, up to `max_wait_ms` ahead.
+    async fn take_post_slot(
+        &self,
+        channel: &str,
+        interval_ms: i64,
+        burst: u32,
+        max_wait_ms: i64,
+    ) -> StoreResult<PostSlot>;
+}
+
+/// What [`OutboxDelivery::take_post_slot`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostSlot {
+    /// A slot is reserved: post after this many ms (0: now).
+    Reserved { in_ms: i64 },
+    /// The next slot is further away than allowed: ask again after this many ms.
+    Busy { retry_in_ms: i64 },
 }
 
 /// Both sides of the outbox.
@@ -180,6 +221,8 @@ pub struct MessageRef {
     pub ts: String,
     /// When its last update was sent (unix ms).
     pub last_update_ms: Option<i64>,
+    /// The revision of the last update sent, for messages updated by revision.
+    pub revision: Option<i64>,
 }
 
 /// What [`OutboxDelivery::mark_delivered`] records.
@@ -197,6 +240,8 @@ pub struct Delivered<'a> {
     pub posted: Option<(&'a str, &'a str, &'a str)>,
     /// An update: the key whose rate window starts now.
     pub updated_key: Option<&'a str>,
+    /// The revision the update showed (see [`OutboundAction::Update`]).
+    pub revision: Option<i64>,
 }
 
 impl OutboundAction {
@@ -259,7 +304,7 @@ pub(super) const CLAIM_ROW: &str = concat!(
 );
 
 pub(super) const MESSAGE_REF: &str =
-    "SELECT channel, ts, last_update_ms FROM slack_messages WHERE msg_key = $1";
+    "SELECT channel, ts, last_update_ms, revision FROM slack_messages WHERE msg_key = $1";
 
 pub(super) const POST_PENDING: &str = "SELECT COUNT(*) FROM slack_outbox \
      WHERE msg_key = $1 AND kind = 'post' AND state = 'pending'";
@@ -286,8 +331,16 @@ pub(super) const UPSERT_MESSAGE: &str = "INSERT INTO slack_messages (msg_key, ch
      VALUES ($1, $2, $3) ON CONFLICT (msg_key) DO UPDATE SET channel = EXCLUDED.channel, \
      ts = EXCLUDED.ts";
 
-pub(super) const TOUCH_UPDATE: &str =
-    "UPDATE slack_messages SET last_update_ms = $2 WHERE msg_key = $1";
+pub(super) const TOUCH_UPDATE: &str = "UPDATE slack_messages SET last_update_ms = $2, \
+     revision = COALESCE($3, revision) WHERE msg_key = $1";
+
+/// A row rendered for a run, with the epoch it was rendered under.
+pub(super) const INSERT_RUN_ROW: &str = "INSERT INTO slack_outbox (thread_key, channel, kind, \
+     msg_key, action, state, attempts, next_attempt_ms, created_ms, run_id, epoch) \
+     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7, $8)";
+
+pub(super) const NEXT_REVISION: &str = "INSERT INTO slack_revisions (msg_key, rev) VALUES ($1, 1) \
+     ON CONFLICT (msg_key) DO UPDATE SET rev = slack_revisions.rev + 1 RETURNING rev";
 
 pub(super) const RESCHEDULE: &str = "UPDATE slack_outbox SET next_attempt_ms = $3, \
      last_error = COALESCE($4, last_error), attempts = attempts + $5, claim_owner = NULL, \
@@ -369,7 +422,53 @@ const POSTGRES_UPSERT_CURSOR: &str = "INSERT INTO slack_render_cursors (run_id, 
 /// Arbitrary constant naming the Postgres outbox claim lock ("SLKOUTBX").
 const CLAIM_LOCK: i64 = 0x534C_4B4F_5554_4258;
 
+/// The pacing statements of one backend; `$now` is its spelling of the database clock in ms.
+macro_rules! pacing_sql {
+    ($now:literal, $greatest:literal) => {
+        /// `$1` method scope, `$2` how long.
+        const HOLD_METHOD: &str = concat!(
+            "INSERT INTO slack_pacing (scope, until_ms) VALUES ($1, ",
+            $now,
+            " + $2) ON CONFLICT (scope) DO UPDATE SET until_ms = ",
+            $greatest,
+            "(slack_pacing.until_ms, excluded.until_ms)"
+        );
+        const HELD_FOR: &str = concat!(
+            "SELECT until_ms - ",
+            $now,
+            " FROM slack_pacing WHERE scope = $1"
+        );
+        /// Generic cell rate algorithm with reservations: `until_ms` is the theoretical time
+        /// of the channel's next post. A post may go `$3` (the burst tolerance) before it; a
+        /// request reserves the next slot (moving it `$2`, the interval, on) when that slot is
+        /// at most `$4` away, and gets how long to wait for it (≤ 0: go now).
+        const TAKE_SLOT: &str = concat!(
+            "INSERT INTO slack_pacing (scope, until_ms) VALUES ($1, ",
+            $now,
+            " + $2) ON CONFLICT (scope) DO UPDATE SET until_ms = ",
+            $greatest,
+            "(slack_pacing.until_ms, ",
+            $now,
+            ") + $2 WHERE slack_pacing.until_ms - $3 - ",
+            $now,
+            " <= $4 RETURNING until_ms - $2 - $3 - ",
+            $now
+        );
+        /// How long until the next slot: `$2` the burst tolerance.
+        const SLOT_WAIT: &str = concat!(
+            "SELECT until_ms - $2 - ",
+            $now,
+            " FROM slack_pacing WHERE scope = $1"
+        );
+    };
+}
+
 impl SqliteStore {
+    pacing_sql!(
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        "max"
+    );
+
     /// Nothing more to take: the write transaction (`BEGIN IMMEDIATE`, see `sqlite.rs`) already
     /// serializes a claim's read-then-write against every other writer of the file.
     async fn lock_outbox_claims(_conn: &mut SqliteConnection) -> StoreResult<()> {
@@ -378,6 +477,11 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
+    pacing_sql!(
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+        "GREATEST"
+    );
+
     /// A transaction-scoped advisory lock: replicas claim one after another, so a thread head
     /// is never handed to two of them.
     async fn lock_outbox_claims(conn: &mut PgConnection) -> StoreResult<()> {
@@ -428,6 +532,7 @@ macro_rules! impl_outbox_store {
                 &self,
                 messages: &[OutboundMessage],
                 run_id: &str,
+                epoch: u64,
                 from_seq: i64,
                 to_seq: i64,
             ) -> StoreResult<bool> {
@@ -452,19 +557,49 @@ macro_rules! impl_outbox_store {
                 if moved.rows_affected() != 1 {
                     return Ok(false);
                 }
+                // The fence: the run's row locked (a claim or an adoption waits for this
+                // commit) and still under the epoch the rendering was read with.
+                let (_, _, row_epoch): (String, Option<String>, i64) =
+                    sqlx::query_as(Self::LOCK_RUN_FENCE)
+                        .bind(run_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))?;
+                if u64::try_from(row_epoch).ok() != Some(epoch) {
+                    tracing::debug!(
+                        run = run_id,
+                        epoch,
+                        row_epoch,
+                        "rendering refused: the run's epoch moved on"
+                    );
+                    return Err(StoreError::LeaseLost(run_id.to_string()));
+                }
+                let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
                 for m in messages {
-                    sqlx::query(INSERT_ROW)
+                    sqlx::query(INSERT_RUN_ROW)
                         .bind(&m.thread_key)
                         .bind(&m.channel)
                         .bind(m.action.kind())
                         .bind(m.action.msg_key())
                         .bind(Json(&m.action))
                         .bind(now)
+                        .bind(run_id)
+                        .bind(epoch)
                         .execute(&mut *tx)
                         .await?;
                 }
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn next_revision(&self, key: &str) -> StoreResult<i64> {
+                let mut tx = self.begin_write().await?;
+                let rev: i64 = sqlx::query_scalar(NEXT_REVISION)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(rev)
             }
 
             async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
@@ -510,15 +645,19 @@ macro_rules! impl_outbox_store {
             }
 
             async fn message_ref(&self, key: &str) -> StoreResult<Option<MessageRef>> {
-                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(MESSAGE_REF)
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|(channel, ts, last_update_ms)| MessageRef {
-                    channel,
-                    ts,
-                    last_update_ms,
-                }))
+                let row: Option<(String, String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(MESSAGE_REF)
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(
+                    row.map(|(channel, ts, last_update_ms, revision)| MessageRef {
+                        channel,
+                        ts,
+                        last_update_ms,
+                        revision,
+                    }),
+                )
             }
 
             async fn post_pending(&self, key: &str) -> StoreResult<bool> {
@@ -581,6 +720,7 @@ macro_rules! impl_outbox_store {
                     sqlx::query(TOUCH_UPDATE)
                         .bind(key)
                         .bind(done.now_ms)
+                        .bind(done.revision)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -640,6 +780,62 @@ macro_rules! impl_outbox_store {
                     .fetch_all(&self.pool)
                     .await?;
                 into_rows(recs)
+            }
+
+            async fn hold_method(&self, method: &str, for_ms: i64) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(Self::HOLD_METHOD)
+                    .bind(format!("method:{method}"))
+                    .bind(for_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn method_held_for(&self, method: &str) -> StoreResult<Option<i64>> {
+                let left: Option<i64> = sqlx::query_scalar(Self::HELD_FOR)
+                    .bind(format!("method:{method}"))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(left.filter(|&ms| ms > 0))
+            }
+
+            async fn take_post_slot(
+                &self,
+                channel: &str,
+                interval_ms: i64,
+                burst: u32,
+                max_wait_ms: i64,
+            ) -> StoreResult<PostSlot> {
+                if interval_ms <= 0 {
+                    return Ok(PostSlot::Reserved { in_ms: 0 });
+                }
+                let tolerance = interval_ms.saturating_mul(i64::from(burst.max(1) - 1));
+                let scope = format!("channel:{channel}");
+                let mut tx = self.begin_write().await?;
+                let reserved: Option<i64> = sqlx::query_scalar(Self::TAKE_SLOT)
+                    .bind(&scope)
+                    .bind(interval_ms)
+                    .bind(tolerance)
+                    .bind(max_wait_ms.max(0))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let slot = match reserved {
+                    Some(wait) => PostSlot::Reserved { in_ms: wait.max(0) },
+                    None => {
+                        let wait: i64 = sqlx::query_scalar(Self::SLOT_WAIT)
+                            .bind(&scope)
+                            .bind(tolerance)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        PostSlot::Busy {
+                            retry_in_ms: (wait - max_wait_ms).max(1),
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(slot)
             }
         }
     };

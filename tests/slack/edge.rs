@@ -62,14 +62,21 @@ impl OutboxQueue for RecordingStore {
     async fn render_cursor(&self, run_id: &str) -> StoreResult<i64> {
         self.inner.render_cursor(run_id).await
     }
+    async fn next_revision(&self, key: &str) -> StoreResult<i64> {
+        self.inner.next_revision(key).await
+    }
     async fn enqueue_rendered(
         &self,
         m: &[OutboundMessage],
         run_id: &str,
+        epoch: u64,
         from: i64,
         to: i64,
     ) -> StoreResult<bool> {
-        let fresh = self.inner.enqueue_rendered(m, run_id, from, to).await?;
+        let fresh = self
+            .inner
+            .enqueue_rendered(m, run_id, epoch, from, to)
+            .await?;
         if fresh {
             self.enqueued.lock().unwrap().extend_from_slice(m);
         }

@@ -22,6 +22,8 @@ fn opts(owner: &str) -> OutboxOptions {
         poll_interval: Duration::from_millis(50),
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
+        // Pacing has its own test (`three_replicas_pace_posts_per_channel`).
+        post_interval: Duration::ZERO,
         ..OutboxOptions::default()
     }
 }
@@ -75,6 +77,7 @@ fn update(thread: &str, channel: &str, key: &str, text: &str) -> OutboundMessage
             key: key.into(),
             text: text.into(),
             blocks: None,
+            revision: None,
         },
     }
 }
@@ -530,6 +533,181 @@ async fn postgres_cursor_never_moves_back() {
     support::with_postgres(
         |url| async move { cursor_never_moves_back(postgres(&url).await).await },
     )
+    .await;
+}
+
+// ---------------------------------------------------------------- three replicas
+
+/// Three delivery replicas, each with its own pool on one Postgres database.
+async fn three_replicas(
+    url: &str,
+    slack: &FakeSlack,
+    tune: impl Fn(&mut OutboxOptions),
+) -> Vec<(Outbox, tokio::task::JoinHandle<()>)> {
+    let mut out = Vec::new();
+    for n in 0..3 {
+        let store = postgres(url).await;
+        let mut o = opts(&format!("replica-{n}"));
+        tune(&mut o);
+        let outbox = Outbox::new(store, api(slack), o);
+        let handle = outbox.start();
+        out.push((outbox, handle));
+    }
+    out
+}
+
+/// Threads `run:0..threads` in channel `channel_of(t)`: a parent and `replies` replies each.
+fn threads(
+    threads: usize,
+    replies: usize,
+    channel_of: impl Fn(usize) -> String,
+) -> Vec<OutboundMessage> {
+    let mut batch = Vec::new();
+    for t in 0..threads {
+        let (thread, parent) = (format!("run:{t}"), format!("{t}:parent"));
+        batch.push(post(
+            &thread,
+            &channel_of(t),
+            Some(&parent),
+            None,
+            &format!("{t}-p"),
+        ));
+        for i in 0..replies {
+            batch.push(post(
+                &thread,
+                &channel_of(t),
+                None,
+                Some(&parent),
+                &format!("{t}-{i}"),
+            ));
+        }
+    }
+    batch
+}
+
+/// Each thread's posts delivered once each, in order.
+fn assert_threads_whole(calls: &[Call], threads: usize, replies: usize) {
+    let ok = ok_calls(calls, "chat.postMessage");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for c in &ok {
+        *counts.entry(c.str("text").unwrap().into()).or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "a line posted twice: {counts:?}"
+    );
+    for t in 0..threads {
+        let got: Vec<String> = texts(&ok)
+            .into_iter()
+            .filter(|x| x.starts_with(&format!("{t}-")))
+            .collect();
+        let want: Vec<String> = std::iter::once(format!("{t}-p"))
+            .chain((0..replies).map(|i| format!("{t}-{i}")))
+            .collect();
+        assert_eq!(got, want, "thread {t}");
+    }
+}
+
+/// Every third call answers 429 (Retry-After: 1 s). A hold one replica saw holds the method
+/// for all three: no call of a held method arrives while its Retry-After runs (beyond the
+/// calls already on their way when the 429 was answered), and every line arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_429_holds_the_method_for_every_replica() {
+    support::with_postgres(|url| async move {
+        let slack = FakeSlack::start().await;
+        slack.rate_limit_every(Some(3), 1);
+        let (n_threads, n_replies) = (6, 3);
+        let mut batch = threads(n_threads, n_replies, |t| format!("C{t}"));
+        for t in 0..n_threads {
+            batch.push(update(
+                &format!("run:{t}"),
+                &format!("C{t}"),
+                &format!("{t}:parent"),
+                "u",
+            ));
+        }
+        postgres(&url).await.enqueue(&batch, None).await.unwrap();
+        let replicas = three_replicas(&url, &slack, |_| {}).await;
+        let want = n_threads * (n_replies + 1);
+        slack
+            .wait_for(
+                |c| {
+                    ok_calls(c, "chat.postMessage").len() >= want
+                        && ok_calls(c, "chat.update").len() >= n_threads
+                },
+                Duration::from_secs(60),
+            )
+            .await;
+        wait_no_pending(&postgres(&url).await).await;
+        for (o, h) in replicas {
+            stop(o, h).await;
+        }
+        let calls = slack.calls();
+        assert_threads_whole(&calls, n_threads, n_replies);
+        assert_eq!(ok_calls(&calls, "chat.update").len(), n_threads);
+        let limited: Vec<&Call> = calls.iter().filter(|c| c.status == 429).collect();
+        assert!(
+            limited.len() >= 3,
+            "the fake answered 429s: {}",
+            limited.len()
+        );
+        // After a 429 of a method (and a moment for calls already sent to arrive), no call of
+        // that method reaches Slack before its Retry-After has passed, from any replica.
+        for l in &limited {
+            let early: Vec<_> = calls
+                .iter()
+                .filter(|c| c.method == l.method && c.at > l.at)
+                .filter(|c| {
+                    let after = c.at - l.at;
+                    after > Duration::from_millis(250) && after < Duration::from_millis(950)
+                })
+                .map(|c| (c.at - l.at, c.str("text").map(str::to_string)))
+                .collect();
+            assert!(
+                early.is_empty(),
+                "{} called while held: {early:?}",
+                l.method
+            );
+        }
+    })
+    .await;
+}
+
+/// Three replicas deliver 4 threads in one channel: posts are paced for the channel as a
+/// whole (a burst of 2, then one per 250 ms), not per replica, and every line arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_three_replicas_pace_posts_per_channel() {
+    support::with_postgres(|url| async move {
+        let slack = FakeSlack::start().await;
+        let (n_threads, n_replies) = (4, 2);
+        let interval = Duration::from_millis(250);
+        let batch = threads(n_threads, n_replies, |_| "CSHARED".to_string());
+        postgres(&url).await.enqueue(&batch, None).await.unwrap();
+        let replicas = three_replicas(&url, &slack, |o| {
+            o.post_interval = interval;
+            o.post_burst = 2;
+        })
+        .await;
+        let want = n_threads * (n_replies + 1);
+        slack
+            .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= want, WAIT)
+            .await;
+        wait_no_pending(&postgres(&url).await).await;
+        for (o, h) in replicas {
+            stop(o, h).await;
+        }
+        let calls = slack.calls();
+        assert_threads_whole(&calls, n_threads, n_replies);
+        // 12 posts, 2 at once, then one per interval: at least 10 intervals from the first to
+        // the last (less one interval for the first call's own way to Slack).
+        let posts = slack.calls_of("chat.postMessage");
+        let span = posts[posts.len() - 1].at - posts[0].at;
+        let floor = interval * (u32::try_from(want).unwrap() - 2 - 1);
+        assert!(
+            span >= floor,
+            "12 posts in one channel took {span:?}, pacing wants {floor:?}"
+        );
+    })
     .await;
 }
 

@@ -552,3 +552,69 @@ async fn a_question_redelivered_after_a_restart_is_taken_and_answered() {
     wait_board(&rig, &board_ts, |b| b.contains("When did the fault start?")).await;
     server.shutdown("test over").await;
 }
+
+/// Three replicas on one Postgres database: a question, then twelve votes sent at once, four
+/// to each replica. Each replica renders and queues the board as its votes land; the board
+/// Slack ends up showing has every vote (no older render overwrote a newer one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_spread_over_three_replicas_all_show_on_the_board() {
+    support::with_postgres(|url| async move {
+        let mut rig = rig(Duration::from_secs(3600)).await;
+        rig.cfg.database_url = Some(url.clone());
+        let mut servers = vec![rig.start().await];
+        for _ in 0..2 {
+            // Each replica declares the same target on its own proxy port.
+            let mut cfg = rig.cfg.clone();
+            cfg.targets.proxy[0].listen = support::free_port();
+            let store = chaosbot::store::open(&url).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            servers.push(Server::start(cfg, store, listener).await.unwrap());
+        }
+        let (_id, parent, board_ts) = finished_run_with_board(&rig, &servers[0]).await;
+        let q = "1800000000.000002";
+        rig.event(
+            servers[1].addr,
+            "Ev-q",
+            reply_in_thread(
+                CAROL,
+                q,
+                &parent,
+                "Should the client retry on timeouts instead?",
+            ),
+        )
+        .await;
+        wait_board(&rig, &board_ts, |b| b.contains("retry on timeouts")).await;
+
+        let votes = (0..12).map(|i| {
+            let (rig, addr) = (&rig, servers[i % 3].addr);
+            async move {
+                let user = format!("UVOTER{i:02}");
+                rig.event(
+                    addr,
+                    &format!("Ev-v{i}"),
+                    reaction("reaction_added", &user, q, "+1"),
+                )
+                .await
+            }
+        });
+        futures::future::join_all(votes).await;
+        wait_board(&rig, &board_ts, |b| b.contains("*12* :+1:")).await;
+        // Every replica's last refresh delivered (or superseded): the board still shows all.
+        let store = servers[0].app.store.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.pending_count().await.unwrap() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "outbox rows still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let last = last_board(&rig.fake.calls(), &board_ts).unwrap_or_default();
+        assert!(last.contains("*12* :+1:"), "the last board shown: {last}");
+        for s in servers {
+            s.shutdown("test over").await;
+        }
+    })
+    .await;
+}

@@ -62,7 +62,7 @@ fn config_toml(upstream: SocketAddr, proxies: &[SocketAddr]) -> String {
         ));
     }
     t.push_str(&format!(
-        "[slack]\nteam_id = \"{TEAM}\"\noperators = [\"{OPERATOR}\"]\n[[slack.allow]]\nexperiments = [\"*\"]\n"
+        "[slack]\nteam_id = \"{TEAM}\"\npost_interval = \"20ms\"\noperators = [\"{OPERATOR}\"]\n[[slack.allow]]\nexperiments = [\"*\"]\n"
     ));
     t
 }

@@ -684,44 +684,82 @@ async fn racing_schedulers_fire_once_on_one_postgres_database() {
     with_postgres(|url| async move { racing_schedulers(url, dir.path()).await }).await;
 }
 
-/// Two full servers (two replicas) on one Postgres database and one clock: every heads-up
-/// and every fire happens once.
-#[tokio::test]
-async fn two_servers_on_one_postgres_fire_each_fire_once() {
+/// Three full servers (three replicas, each with its own pool) on one Postgres database and
+/// one clock: every heads-up and every fire of a schedule happens once, and so does the
+/// weekly digest. (The halt across replicas: `tests/slack/replicas.rs`, three `serve`
+/// processes; game days: `gameday::with_two_drivers_on_one_store_exactly_one_drives`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_on_one_postgres_fire_once_and_post_the_digest_once() {
     with_postgres(|url| async move {
         let (mut rig, clock) = rig().await;
         rig.cfg.database_url = Some(url.clone());
-        let a = rig.start().await;
-        // The second replica declares the same target on its own proxy port.
-        let mut cfg_b = rig.cfg.clone();
-        cfg_b.targets.proxy[0].listen = free_port();
-        let store_b = chaosbot::store::open(&url).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let b = Server::start_with_clock(cfg_b, store_b, listener, clock.clone())
-            .await
-            .unwrap();
-        let t = slash(&rig, a.addr, ALICE, "schedule slow-api every day at 14:00").await;
+        // The digest is due on Tuesday 24th at 14:30 UTC, on the same clock.
+        rig.cfg.digest = chaosbot::config::DigestConfig {
+            channel: Some(CHANNEL.into()),
+            weekday: "tue".into(),
+            at: "14:30".into(),
+            timezone: "UTC".into(),
+        };
+        let mut servers = vec![rig.start().await];
+        for _ in 0..2 {
+            // Each replica declares the same target on its own proxy port.
+            let mut cfg = rig.cfg.clone();
+            cfg.targets.proxy[0].listen = free_port();
+            let store = chaosbot::store::open(&url).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            servers.push(
+                Server::start_with_clock(cfg, store, listener, clock.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let t = slash(
+            &rig,
+            servers[0].addr,
+            ALICE,
+            "schedule slow-api every day at 14:00",
+        )
+        .await;
         assert!(t.contains("Schedule `1`"), "{t}");
-        let t = slash(&rig, b.addr, ALICE, "schedules").await;
+        let t = slash(&rig, servers[2].addr, ALICE, "schedules").await;
         assert!(t.contains("every day at 14:00"), "{t}");
 
+        let store = &servers[0].app.store;
         for (day, n) in [("2026-11-24", 1usize), ("2026-11-25", 2)] {
             clock.set(ms(&format!("{day}T13:50:00Z")));
             rig.fake.wait_for(|c| heads_ups(c).len() == n, WAIT).await;
             clock.set(ms(&format!("{day}T14:00:05Z")));
             rig.fake.wait_for(|c| run_parents(c).len() == n, WAIT).await;
-            wait_all_done(&a.app.store).await;
+            wait_all_done(store).await;
+            if n == 1 {
+                clock.set(ms("2026-11-24T14:31:00Z"));
+                rig.fake.wait_for(|c| !digests(c).is_empty(), WAIT).await;
+            }
         }
-        // Several more ticks of both replicas: nothing is posted or started twice.
+        // Several more ticks of all three: nothing is posted or started twice.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let calls = rig.fake.calls();
         assert_eq!(heads_ups(&calls).len(), 2);
         assert_eq!(run_parents(&calls).len(), 2);
-        assert_eq!(runs(&a.app.store).await.len(), 2);
-        b.shutdown("test over").await;
-        a.shutdown("test over").await;
+        assert_eq!(runs(store).await.len(), 2);
+        assert_eq!(digests(&calls).len(), 1, "the digest is posted once");
+        for s in servers {
+            s.shutdown("test over").await;
+        }
     })
     .await;
+}
+
+/// The first message of each weekly digest posted.
+fn digests(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.status == 200)
+        .filter(|c| {
+            c.str("text")
+                .is_some_and(|t| t.starts_with(":calendar: Weekly chaos digest"))
+        })
+        .collect()
 }
 
 /// The schedule store on one backend: create, list, remove, fires, the halt, and the planned

@@ -18,7 +18,7 @@ use chaosbot::report::period::{self, Direction, Window};
 use chaosbot::run::{Entry, Event, SamplePhase, now_ms};
 use chaosbot::run::{RollbackOutcome, RunState, Verdict};
 use chaosbot::store::learning::{Answer, LearningKind, NewQuestion};
-use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage};
+use chaosbot::store::outbox::{Delivered, OutboundAction, OutboundMessage, PostSlot};
 use chaosbot::store::{self, AbortScope, DynStore, Fence, NewFault, NewRun, RunFilter, StoreError};
 use sqlx::Connection;
 
@@ -105,6 +105,7 @@ behaviour_tests!(
     a_stale_owner_cannot_write_after_adoption,
     adoption_is_won_by_exactly_one_recoverer,
     the_render_cursor_is_compare_and_swap,
+    pacing_and_revisions_are_shared_through_the_store,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1182,6 +1183,7 @@ async fn qa_thread_lookup_and_session(ctx: Ctx) {
             superseded: vec![],
             posted: Some(("run:r7:parent", "C1", "111.222")),
             updated_key: None,
+            revision: None,
         })
         .await
         .unwrap();
@@ -1795,6 +1797,7 @@ async fn adoption_is_won_by_exactly_one_recoverer(ctx: Ctx) {
 
 async fn the_render_cursor_is_compare_and_swap(ctx: Ctx) {
     let s = &ctx.store;
+    create(s, "r").await;
     let post = |text: &str| OutboundMessage {
         thread_key: "run:r".into(),
         channel: "C1".into(),
@@ -1814,7 +1817,7 @@ async fn the_render_cursor_is_compare_and_swap(ctx: Ctx) {
     for n in 0..6 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.enqueue_rendered(&[post(&format!("first from {n}"))], "r", 0, 3)
+            s.enqueue_rendered(&[post(&format!("first from {n}"))], "r", 0, 0, 3)
                 .await
                 .expect("enqueue")
         }));
@@ -1828,21 +1831,143 @@ async fn the_render_cursor_is_compare_and_swap(ctx: Ctx) {
     assert_eq!(s.render_cursor("r").await.expect("cursor"), 3);
     // A projector that read the cursor before it moved queues nothing.
     assert!(
-        !s.enqueue_rendered(&[post("stale")], "r", 0, 5)
+        !s.enqueue_rendered(&[post("stale")], "r", 0, 0, 5)
             .await
             .expect("enqueue")
     );
     assert!(
-        !s.enqueue_rendered(&[post("stale")], "r", 2, 5)
+        !s.enqueue_rendered(&[post("stale")], "r", 0, 2, 5)
             .await
             .expect("enqueue")
     );
     assert_eq!(queued(s).await, 1);
     assert!(
-        s.enqueue_rendered(&[post("next")], "r", 3, 5)
+        s.enqueue_rendered(&[post("next")], "r", 0, 3, 5)
             .await
             .expect("enqueue")
     );
     assert_eq!(queued(s).await, 2);
     assert_eq!(s.render_cursor("r").await.expect("cursor"), 5);
+
+    // The fence: once the run is claimed (epoch 1) and adopted (epoch 2), a rendering read
+    // under an older epoch is refused, queuing nothing and leaving the cursor; the new
+    // owner's lands, and its rows carry its epoch.
+    let claimed = s
+        .claim_next("old", LEASE, 4)
+        .await
+        .expect("claim")
+        .expect("r");
+    let adopted = s
+        .adopt_orphan("r", "new", LEASE, claimed.epoch)
+        .await
+        .expect("adopt")
+        .expect("adopted");
+    assert_eq!(adopted.epoch, claimed.epoch + 1);
+    assert!(matches!(
+        s.enqueue_rendered(&[post("from the old owner")], "r", claimed.epoch, 5, 7)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(queued(s).await, 2);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 5);
+    assert!(
+        s.enqueue_rendered(&[post("from the new owner")], "r", adopted.epoch, 5, 7)
+            .await
+            .expect("enqueue")
+    );
+    let rows = s.outbox_rows(Some("run:r")).await.expect("rows");
+    let texts: Vec<_> = rows
+        .iter()
+        .map(|r| match &r.action {
+            OutboundAction::Post { text, .. } => text.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts[2], "from the new owner");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(s.render_cursor("r").await.expect("cursor"), 7);
+}
+
+async fn pacing_and_revisions_are_shared_through_the_store(ctx: Ctx) {
+    let s = &ctx.store;
+    // A 429 hold: seen by every caller of the store, per method, the longer one kept.
+    assert_eq!(s.method_held_for("chat.update").await.expect("held"), None);
+    s.hold_method("chat.update", 60_000).await.expect("hold");
+    s.hold_method("chat.update", 1_000).await.expect("hold");
+    let left = s.method_held_for("chat.update").await.expect("held");
+    assert!(
+        left.is_some_and(|ms| ms > 50_000 && ms <= 60_000),
+        "{left:?}"
+    );
+    assert_eq!(
+        s.method_held_for("chat.postMessage").await.expect("held"),
+        None
+    );
+    // Post slots: a burst of 2 at once, then one per interval, reserved in the order asked
+    // for up to the longest wait allowed; other channels are not affected.
+    let (second, minute) = (1_000, 60_000);
+    let now_slot = PostSlot::Reserved { in_ms: 0 };
+    assert_eq!(
+        s.take_post_slot("C1", second, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    assert_eq!(
+        s.take_post_slot("C1", second, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    match s
+        .take_post_slot("C1", second, 2, 5 * second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Reserved { in_ms } => assert!(in_ms > 500 && in_ms <= second, "{in_ms}"),
+        other => panic!("{other:?}"),
+    }
+    match s
+        .take_post_slot("C1", second, 2, 5 * second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Reserved { in_ms } => {
+            assert!(in_ms > 1500 && in_ms <= 2 * second, "{in_ms}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The next slot is 3 s away: with at most 1 s of wait it is not reserved.
+    match s
+        .take_post_slot("C1", second, 2, second)
+        .await
+        .expect("slot")
+    {
+        PostSlot::Busy { retry_in_ms } => {
+            assert!(
+                retry_in_ms > 1500 && retry_in_ms <= 2 * second,
+                "{retry_in_ms}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.take_post_slot("C2", minute, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    assert_eq!(
+        s.take_post_slot("C1", 0, 2, 0).await.expect("slot"),
+        now_slot
+    );
+    // Revisions: one counter per message, for every replica at once.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.next_revision("run:r:qa").await.expect("revision")
+        }));
+    }
+    let mut revs = Vec::new();
+    for t in tasks {
+        revs.push(t.await.expect("task"));
+    }
+    revs.sort();
+    assert_eq!(revs, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(s.next_revision("other").await.expect("revision"), 1);
 }

@@ -172,6 +172,8 @@ pub fn replies<'a>(calls: &'a [Call], thread_ts: Option<&str>) -> Vec<&'a Call> 
 
 /// The run id (`r-` and ten characters) an answer names.
 pub fn run_id_in(text: &str) -> String {
-    let at = text.find("r-").expect("the answer names the run");
+    let at = text
+        .find("r-")
+        .unwrap_or_else(|| panic!("the answer names the run: {text}"));
     text[at..at + 12].to_string()
 }

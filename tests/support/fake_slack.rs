@@ -86,6 +86,9 @@ struct Inner {
     /// Bytes POSTed to upload URLs handed out by `files.getUploadURLExternal`, by file id.
     uploads: Mutex<BTreeMap<String, Vec<u8>>>,
     files: AtomicU64,
+    /// `rate_limit_every`: (N, Retry-After seconds); every Nth call answers 429.
+    rate_limit_every: Mutex<Option<(u32, u64)>>,
+    counted: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,6 +176,13 @@ impl FakeSlack {
 
     pub fn refuse_next(&self, n: usize, method: Option<&str>, error: &str) {
         self.fault_next(n, method, Fault::Refuse(error.to_string()));
+    }
+
+    /// From now on every `n`th call (counted over all methods) answers 429 with
+    /// `Retry-After: retry_after_secs`; `None` turns it off.
+    pub fn rate_limit_every(&self, n: Option<u32>, retry_after_secs: u64) {
+        *lock(&self.inner.rate_limit_every) = n.filter(|&n| n > 0).map(|n| (n, retry_after_secs));
+        self.inner.counted.store(0, Ordering::SeqCst);
     }
 
     /// Every call naming `channel` answers `ok: false` with `error` (e.g. `channel_not_found`).
@@ -364,7 +374,15 @@ async fn api(
         calls.push(call.clone());
         calls.len() - 1
     };
-    let fault = take_fault(&inner, &method);
+    let every = *lock(&inner.rate_limit_every);
+    let fault = match every {
+        Some((n, retry_after_secs))
+            if (inner.counted.fetch_add(1, Ordering::SeqCst) + 1) % u64::from(n) == 0 =>
+        {
+            Some(Fault::RateLimit { retry_after_secs })
+        }
+        _ => take_fault(&inner, &method),
+    };
     if let Some(Fault::Hang(d)) = &fault {
         tokio::time::sleep(*d).await;
     }

@@ -34,6 +34,8 @@ pub fn settings(
         operators: operators.iter().map(|o| o.to_string()).collect(),
         allow,
         contact: Some("#sre-oncall".into()),
+        // Paced as in production, only faster, so tests with many posts stay quick.
+        post_interval: std::time::Duration::from_millis(50),
         ..SlackConfig::default()
     }
 }

@@ -228,6 +228,7 @@ impl SlackApp {
                             key: heads_up_key(s.id, fire_ms),
                             text: heads_up.clone(),
                             blocks: Some(heads_up_blocks(&heads_up, s.id, fire_ms, false)),
+                            revision: None,
                         },
                     },
                     note(&s, fire_ms, true, &text),

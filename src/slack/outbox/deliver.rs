@@ -2,6 +2,7 @@
 //! Slack, and settle the row (delivered, rescheduled or failed).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -9,7 +10,7 @@ use super::pacing::{backoff, millis};
 use super::{Shared, metric};
 use crate::run::now_ms;
 use crate::slack::api::ApiError;
-use crate::store::outbox::{Delivered, OutboundAction, OutboxRow};
+use crate::store::outbox::{Delivered, OutboundAction, OutboxRow, PostSlot};
 use crate::store::{StoreError, StoreResult};
 
 /// The Web API method that delivers an action (the store keeps only its kind).
@@ -28,6 +29,9 @@ const DEPENDENCY_POLL_MS: i64 = 500;
 /// What a row needs before it can be sent.
 enum Prepared {
     Send(Call),
+    /// Nothing to send: Slack already shows a newer revision of the message. These rows are
+    /// settled as superseded.
+    Skip(Vec<i64>),
     /// Not yet: try again at `until` (no call made, no attempt counted).
     Wait {
         until: i64,
@@ -43,6 +47,15 @@ struct Call {
     /// The row whose content is sent (the newest of coalesced updates).
     sent_id: i64,
     superseded: Vec<i64>,
+    /// The revision an update shows (the newest of the coalesced ones).
+    revision: Option<i64>,
+}
+
+fn update_revision(action: &OutboundAction) -> Option<i64> {
+    match action {
+        OutboundAction::Update { revision, .. } => *revision,
+        _ => None,
+    }
 }
 
 /// Resolution of a message key to (channel, ts).
@@ -51,6 +64,7 @@ enum Resolved {
         channel: String,
         ts: String,
         last_update_ms: Option<i64>,
+        revision: Option<i64>,
     },
     Wait(String),
     Fail(String),
@@ -62,6 +76,7 @@ async fn resolve(shared: &Shared, key: &str) -> StoreResult<Resolved> {
             channel: m.channel,
             ts: m.ts,
             last_update_ms: m.last_update_ms,
+            revision: m.revision,
         });
     }
     if shared.store.post_pending(key).await? {
@@ -122,6 +137,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: with_blocks(body, blocks),
                 sent_id: row.id,
                 superseded: vec![],
+                revision: None,
             })
         }
         OutboundAction::Ephemeral {
@@ -143,6 +159,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: with_blocks(body, blocks),
                 sent_id: row.id,
                 superseded: vec![],
+                revision: None,
             })
         }
         OutboundAction::Reaction { key, name } => match resolve(shared, key).await? {
@@ -151,6 +168,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: json!({"channel": channel, "timestamp": ts, "name": name}),
                 sent_id: row.id,
                 superseded: vec![],
+                revision: None,
             }),
             Resolved::Wait(why) => Prepared::Wait {
                 until: now + DEPENDENCY_POLL_MS,
@@ -163,6 +181,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 channel,
                 ts,
                 last_update_ms,
+                revision: shown,
             } => {
                 // At most one chat.update per message per window: a later update waits.
                 let window = millis(shared.opts.update_interval);
@@ -176,18 +195,23 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 }
                 // Coalesce: send the newest pending update of this key, skip the ones between.
                 // Only updates are skipped, so no post this update depends on is overtaken.
+                // Newest is the highest revision when the updates carry one (renders queued
+                // by several replicas), else the last queued.
                 let newer = shared
                     .store
                     .newer_updates(&row.thread_key, key, row.id)
                     .await?;
-                let (sent_id, action) = match newer.last() {
-                    Some(last) => (last.id, &last.action),
-                    None => (row.id, &row.action),
-                };
-                let superseded: Vec<i64> = std::iter::once(row.id)
-                    .chain(newer.iter().map(|r| r.id))
-                    .filter(|&id| id != sent_id)
-                    .collect();
+                let newest = std::iter::once(row)
+                    .chain(newer.iter())
+                    .max_by_key(|r| (update_revision(&r.action), r.id))
+                    .unwrap_or(row);
+                let (sent_id, action) = (newest.id, &newest.action);
+                let all = std::iter::once(row.id).chain(newer.iter().map(|r| r.id));
+                let revision = update_revision(action);
+                if revision.is_some() && revision <= shown {
+                    return Ok(Prepared::Skip(all.collect()));
+                }
+                let superseded: Vec<i64> = all.filter(|&id| id != sent_id).collect();
                 let OutboundAction::Update { text, blocks, .. } = action else {
                     return Err(StoreError::Corrupt(format!(
                         "outbox row {sent_id} listed as an update is not one"
@@ -198,6 +222,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                     body: with_blocks(json!({"channel": channel, "ts": ts, "text": text}), blocks),
                     sent_id,
                     superseded,
+                    revision,
                 })
             }
             Resolved::Wait(why) => Prepared::Wait {
@@ -222,15 +247,37 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     let owner = shared.opts.owner.as_str();
     let now = now_ms();
     let method = web_api_method(&row.action);
-    if let Some(until) = shared.holds.held_until(method, now) {
+    // A 429 any replica saw holds the method for all of them.
+    if let Some(left) = shared.store.method_held_for(method).await? {
         shared
             .store
-            .reschedule(row.id, owner, until, None, false)
+            .reschedule(row.id, owner, now + left, None, false)
             .await?;
         return Ok(());
     }
     let call = match prepare(shared, row, now).await? {
         Prepared::Send(call) => call,
+        Prepared::Skip(rows) => {
+            tracing::debug!(
+                row = row.id,
+                skipped = rows.len(),
+                "Slack already shows a newer revision; nothing sent"
+            );
+            shared
+                .store
+                .mark_delivered(Delivered {
+                    claimed_id: row.id,
+                    owner,
+                    now_ms: now,
+                    sent_id: row.id,
+                    superseded: rows,
+                    posted: None,
+                    updated_key: None,
+                    revision: None,
+                })
+                .await?;
+            return Ok(());
+        }
         Prepared::Wait { until, why } => {
             tracing::trace!(row = row.id, %why, "outbox row waits");
             shared
@@ -247,6 +294,32 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
             return Ok(());
         }
     };
+
+    // About one post per second per channel (Slack's limit for chat.postMessage), counted
+    // across replicas. Slots go in the order asked for, so a channel's posts keep their order
+    // across threads; a slot a little ahead is waited for here, one further off later.
+    if method == "chat.postMessage" {
+        let interval = millis(shared.opts.post_interval);
+        let max_wait = interval.saturating_mul(2).max(1000);
+        match shared
+            .store
+            .take_post_slot(&row.channel, interval, shared.opts.post_burst, max_wait)
+            .await?
+        {
+            PostSlot::Reserved { in_ms } if in_ms > 0 => {
+                tracing::trace!(row = row.id, channel = %row.channel, in_ms, "pacing posts");
+                tokio::time::sleep(Duration::from_millis(u64::try_from(in_ms).unwrap_or(0))).await;
+            }
+            PostSlot::Reserved { .. } => {}
+            PostSlot::Busy { retry_in_ms } => {
+                shared
+                    .store
+                    .reschedule(row.id, owner, now + retry_in_ms, None, false)
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
 
     // The API enforces its own timeout; this outer one guards any SlackApi implementation.
     let answer = match tokio::time::timeout(
@@ -270,7 +343,10 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
         }
         Err(ApiError::RateLimited { retry_after }) => {
             let until = now + millis(retry_after);
-            shared.holds.hold(method, until);
+            shared
+                .store
+                .hold_method(method, millis(retry_after))
+                .await?;
             metric::retried("rate_limited");
             tracing::warn!(
                 row = row.id,
@@ -336,6 +412,7 @@ async fn settle_ok(
         OutboundAction::Update { key, .. } => (None, Some(key.as_str())),
         _ => (None, None),
     };
+
     let ts = answer.get("ts").and_then(Value::as_str);
     let channel = answer
         .get("channel")
@@ -360,6 +437,7 @@ async fn settle_ok(
             superseded: call.superseded.clone(),
             posted,
             updated_key,
+            revision: call.revision,
         })
         .await?;
     if recorded {

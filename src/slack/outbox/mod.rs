@@ -6,7 +6,9 @@
 //!   same row and never reorder a thread. Different threads proceed concurrently (bounded).
 //! - Network errors and 5xx are retried with jittered exponential backoff, forever: an outage
 //!   delays a thread, it never loses a line of it. A 429 holds that method until its
-//!   `Retry-After` has passed. `ok: false` fails the row (and, when it was a keyed post, the rows
+//!   `Retry-After` has passed, for every replica (the hold is a row in the store, timed on the
+//!   database's clock). Posts are paced per channel, across replicas, at
+//!   [`OutboxOptions::post_interval`]. `ok: false` fails the row (and, when it was a keyed post, the rows
 //!   that refer to that key fail as they come up), so a thread never blocks forever.
 //! - Pending updates of one message coalesce into one `chat.update` carrying the newest content,
 //!   at most one per message per [`OutboxOptions::update_interval`].
@@ -62,6 +64,11 @@ pub struct OutboxOptions {
     pub backoff_max: Duration,
     /// At most one `chat.update` per message per this interval.
     pub update_interval: Duration,
+    /// One `chat.postMessage` per channel per this interval (Slack's limit is about one a
+    /// second), shared by every replica through the store; zero turns pacing off.
+    pub post_interval: Duration,
+    /// Posts a channel may take at once after a quiet spell.
+    pub post_burst: u32,
     /// Upper bound on one call, whatever the [`SlackApi`] does.
     pub call_timeout: Duration,
     /// On shutdown, how long in-flight calls may finish before they are dropped.
@@ -78,6 +85,8 @@ impl Default for OutboxOptions {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             update_interval: Duration::from_secs(1),
+            post_interval: Duration::from_secs(1),
+            post_burst: 4,
             call_timeout: Duration::from_secs(12),
             shutdown_grace: Duration::from_secs(12),
         }
@@ -125,7 +134,6 @@ pub(crate) struct Shared {
     store: Arc<dyn OutboxDelivery>,
     api: Arc<dyn SlackApi>,
     opts: OutboxOptions,
-    holds: pacing::MethodHolds,
     wake: Notify,
 }
 
@@ -147,7 +155,6 @@ impl Outbox {
                 store,
                 api,
                 opts,
-                holds: pacing::MethodHolds::default(),
                 wake: Notify::new(),
             }),
             cancel: CancellationToken::new(),
