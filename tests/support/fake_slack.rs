@@ -86,6 +86,10 @@ struct Inner {
     /// Bytes POSTed to upload URLs handed out by `files.getUploadURLExternal`, by file id.
     uploads: Mutex<BTreeMap<String, Vec<u8>>>,
     files: AtomicU64,
+    /// Every n-th Web API call answers 429 (`Retry-After: 1`), whatever its method.
+    rate_limit_every: Mutex<Option<u32>>,
+    /// Web API calls counted for `rate_limit_every`.
+    counted: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +182,13 @@ impl FakeSlack {
     /// Every call naming `channel` answers `ok: false` with `error` (e.g. `channel_not_found`).
     pub fn refuse_channel(&self, channel: &str, error: &str) {
         lock(&self.inner.refused_channels).insert(channel.into(), error.into());
+    }
+
+    /// From now on every `n`-th Web API call (counted from this call) answers 429 with
+    /// `Retry-After: 1`; `None` stops it.
+    pub fn rate_limit_every(&self, n: Option<u32>) {
+        self.inner.counted.store(0, Ordering::SeqCst);
+        *lock(&self.inner.rate_limit_every) = n.filter(|n| *n > 0);
     }
 
     /// Removes pending faults.
@@ -313,6 +324,15 @@ fn take_fault(inner: &Inner, method: &str) -> Option<Fault> {
     Some(fault)
 }
 
+fn every_nth(inner: &Inner) -> Option<Fault> {
+    let n = (*lock(&inner.rate_limit_every))?;
+    let seen = inner.counted.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.is_multiple_of(u64::from(n))
+        .then_some(Fault::RateLimit {
+            retry_after_secs: 1,
+        })
+}
+
 fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
@@ -364,7 +384,7 @@ async fn api(
         calls.push(call.clone());
         calls.len() - 1
     };
-    let fault = take_fault(&inner, &method);
+    let fault = take_fault(&inner, &method).or_else(|| every_nth(&inner));
     if let Some(Fault::Hang(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
