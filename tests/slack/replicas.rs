@@ -27,6 +27,11 @@ const REPLICAS: usize = 3;
 /// within it (at once when its process is known dead on this host).
 const RUN_LEASE: Duration = Duration::from_secs(15);
 
+/// One replica test at a time: each `chaosbot serve` holds up to 11 Postgres connections
+/// (its pool and its listener), and tests of this binary run in parallel on a server that
+/// allows 100 clients in all.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn experiment_yaml(i: usize) -> String {
     format!(
         r#"
@@ -167,6 +172,7 @@ fn collapse(mut lines: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_aborts_and_halts() {
+    let _one = ONE_AT_A_TIME.lock().await;
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());
@@ -409,6 +415,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
 /// owner's verdict, and the thread is whole, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
+    let _one = ONE_AT_A_TIME.lock().await;
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());
@@ -572,6 +579,7 @@ async fn with_continue_a_killed_owners_run_is_carried_on_to_its_verdict() {
     use chaosbot::agent::client::AgentClient;
     use chaosbot::agent::protocol::Renew;
     use chaosbot::run::{RollbackOutcome, SamplePhase};
+    let _one = ONE_AT_A_TIME.lock().await;
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());

@@ -59,7 +59,7 @@ pub async fn take_over(eng: &Engine, run: &RunRecord) -> Result<Adoption, String
     let store = eng.store();
     let read = |e: crate::store::StoreError| format!("the store could not be read ({e})");
     match run.state {
-        RunState::Injecting | RunState::Observing | RunState::Reverting => {}
+        RunState::Injecting | RunState::Observing | RunState::Reverting | RunState::Verifying => {}
         other => {
             return Err(format!(
                 "the run was {other}, not in its method: there is nothing to carry on"
@@ -322,9 +322,10 @@ impl Evidence {
 
 /// Where the method stands at `now` (Unix ms): the steps the lost owner finished are done, a
 /// fault still in place is held for what is left of its step, a wait goes on for what is left
-/// of it, and what had not started runs as written. A run that was reverting has nothing left.
+/// of it, and what had not started runs as written. A run that was reverting (or verifying)
+/// has nothing left: the close reverts what is still in place, verifies and judges.
 fn plan(method: &[Step], ev: &Evidence, state: RunState, now: i64) -> Vec<Plan> {
-    if state == RunState::Reverting {
+    if matches!(state, RunState::Reverting | RunState::Verifying) {
         // A fault still in place is the close's to revert.
         return vec![Plan::Done; method.len()];
     }
@@ -544,13 +545,15 @@ mod tests {
     }
 
     #[test]
-    fn a_reverting_run_has_nothing_left_to_run() {
+    fn a_reverting_or_verifying_run_has_nothing_left_to_run() {
         let method = vec![fault("a", 30), wait(10)];
         let mut ev = evidence(1000);
         ev.open.insert("a".into(), (1, 1000));
-        assert_eq!(
-            plan(&method, &ev, RunState::Reverting, 5000),
-            vec![Plan::Done, Plan::Done]
-        );
+        for state in [RunState::Reverting, RunState::Verifying] {
+            assert_eq!(
+                plan(&method, &ev, state, 5000),
+                vec![Plan::Done, Plan::Done]
+            );
+        }
     }
 }
