@@ -263,8 +263,63 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
 
+/// Where an abort's time went, from the journal: the request written (by A), the owner (B)
+/// reverting, the agent's answer journalled (ms after the press).
+#[derive(Default)]
+struct AbortParts {
+    requested: Vec<i64>,
+    reverting: Vec<i64>,
+    reverted: Vec<i64>,
+}
+
+impl AbortParts {
+    async fn add(&mut self, store: &DynStore, id: &str, pressed_ms: i64) {
+        let Ok(j) = store.journal(id, 0).await else {
+            return;
+        };
+        let at = |pred: &dyn Fn(&chaosbot::run::Event) -> bool| {
+            j.iter()
+                .find(|e| pred(&e.event))
+                .map(|e| e.at_ms - pressed_ms)
+        };
+        use chaosbot::run::{Event, RunState};
+        if let Some(t) = at(&|e| matches!(e, Event::AbortRequested { .. })) {
+            self.requested.push(t);
+        }
+        if let Some(t) = at(&|e| {
+            matches!(
+                e,
+                Event::StateChanged {
+                    to: RunState::Reverting,
+                    ..
+                }
+            )
+        }) {
+            self.reverting.push(t);
+        }
+        if let Some(t) = at(&|e| matches!(e, Event::FaultReverted { .. })) {
+            self.reverted.push(t);
+        }
+    }
+
+    fn print(&self) {
+        let p50 = |v: &[i64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(-1)
+        };
+        println!(
+            "    journal, p50 ms after the press: abort requested {}, owner reverting {}, agent's revert journalled {}",
+            p50(&self.requested),
+            p50(&self.reverting),
+            p50(&self.reverted)
+        );
+    }
+}
+
 /// (a) abort through A for runs B owns: abort → the agent no longer lists the fault.
-async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize) {
+async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize, AbortParts) {
+    let mut parts = AbortParts::default();
     let mut h = hist();
     let mut timeouts = 0;
     let mut done = 0;
@@ -299,6 +354,7 @@ async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize
                 continue;
             }
             let started = Instant::now();
+            let pressed_ms = now_ms();
             let target = rig.busy.iter().find(|(_, r)| *r == id).map(|(t, _)| *t);
             let user = format!("U{}", target.unwrap_or(k));
             let (status, _) = rig.app.press(a.addr, &user, "abort_run", id).await;
@@ -318,11 +374,12 @@ async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize
                 Some(d) => h.record(d.as_micros() as u64).unwrap_or_default(),
                 None => timeouts += 1,
             }
+            parts.add(&rig.store, id, pressed_ms).await;
             done += 1;
         }
         rig.wait_done(&ids, Duration::from_secs(30)).await;
     }
-    (h, timeouts)
+    (h, timeouts, parts)
 }
 
 /// (b) the owner killed: kill -9 → the new owner's first journal entry, per run it owned.
@@ -540,8 +597,9 @@ fn main() {
             rig.add_replica().await;
         }
         println!("three `chaosbot serve` replicas on one Postgres database, one local agent, the fake Slack");
-        let (a, a_to) = abort_elsewhere(&mut rig, env_usize("ABORT_TRIALS", 30)).await;
+        let (a, a_to, parts) = abort_elsewhere(&mut rig, env_usize("ABORT_TRIALS", 30)).await;
         row("(a) abort on A, run owned by B → fault gone", &a, "p99 ≤ 100 ms", a_to);
+        parts.print();
         let (b, b_to) = owner_killed(&mut rig, env_usize("KILLS", 8)).await;
         row(
             "(b) owner kill -9 → new owner's first entry",
