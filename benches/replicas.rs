@@ -320,6 +320,7 @@ impl AbortParts {
 /// (a) abort through A for runs B owns: abort → the agent no longer lists the fault.
 async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize, AbortParts) {
     let mut parts = AbortParts::default();
+    let mut pressed = Vec::new();
     let mut h = hist();
     let mut timeouts = 0;
     let mut done = 0;
@@ -374,10 +375,13 @@ async fn abort_elsewhere(rig: &mut Rig, trials: usize) -> (Histogram<u64>, usize
                 Some(d) => h.record(d.as_micros() as u64).unwrap_or_default(),
                 None => timeouts += 1,
             }
-            parts.add(&rig.store, id, pressed_ms).await;
+            pressed.push((id.clone(), pressed_ms));
             done += 1;
         }
         rig.wait_done(&ids, Duration::from_secs(30)).await;
+        for (id, at) in pressed.drain(..) {
+            parts.add(&rig.store, &id, at).await;
+        }
     }
     (h, timeouts, parts)
 }
