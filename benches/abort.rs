@@ -118,6 +118,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
         stop_conditions: vec![],
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(5),
+        on_owner_loss: Default::default(),
     }
 }
 

@@ -6,19 +6,24 @@
 //! new epoch from its revert and refuse the old owner's late renewals, and the old owner's
 //! fenced journal writes fail if it comes back.
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Engine;
 use super::instance::InstanceId;
+use super::runner::adopt;
+use super::{Engine, lock};
 use crate::faults;
 use crate::probes;
 use crate::run::{Event, SamplePhase};
 use crate::run::{RollbackOutcome, Verdict};
-use crate::spec::model::Experiment;
+use crate::spec::model::{Experiment, OnOwnerLoss};
 use crate::store::{RunRecord, StoreError};
 
-/// Recovers every orphaned run; returns their ids.
-pub async fn recover_orphans(eng: &Engine) -> Result<Vec<String>, StoreError> {
+/// Recovers every orphaned run; returns their ids. A run whose experiment says
+/// `on_owner_loss: continue` is carried on in a task of its own when it can be.
+pub async fn recover_orphans(eng: &Arc<Engine>) -> Result<Vec<String>, StoreError> {
     let store = eng.store();
     let dead: Vec<String> = store
         .active_owners()
@@ -42,7 +47,22 @@ pub async fn recover_orphans(eng: &Engine) -> Result<Vec<String>, StoreError> {
             continue; // another replica adopted it first, or it just finished
         };
         eng.hold(&run.id, run.epoch);
-        let recovered = recover_run(eng, &seen, &run).await;
+        let mut not_continued = None;
+        if let Some(exp) = to_continue(&run) {
+            match adopt::take_over(eng, &run).await {
+                Ok(adoption) => {
+                    let previous = owner_of(&seen);
+                    done.push(run.id.clone());
+                    carry_on(eng, run, exp, previous, adoption);
+                    continue;
+                }
+                Err(why) => {
+                    warn!(run_id = %run.id, %why, "cannot carry the run on; reverting it");
+                    not_continued = Some(why);
+                }
+            }
+        }
+        let recovered = recover_run(eng, &seen, &run, not_continued).await;
         eng.release(&run.id);
         recovered?;
         done.push(run.id);
@@ -50,19 +70,61 @@ pub async fn recover_orphans(eng: &Engine) -> Result<Vec<String>, StoreError> {
     Ok(done)
 }
 
-/// `seen` is the run as its dead owner left it; `run` as adopted (its raised epoch).
-async fn recover_run(eng: &Engine, seen: &RunRecord, run: &RunRecord) -> Result<(), StoreError> {
-    let owner = seen
-        .owner
+/// The experiment of a run that asks to be carried on when its owner is lost.
+fn to_continue(run: &RunRecord) -> Option<Experiment> {
+    serde_json::from_value::<Experiment>(run.spec.clone())
+        .ok()
+        .filter(|exp| exp.on_owner_loss == OnOwnerLoss::Continue)
+}
+
+fn owner_of(seen: &RunRecord) -> String {
+    seen.owner
         .clone()
-        .unwrap_or_else(|| "an unknown process".into());
+        .unwrap_or_else(|| "an unknown process".into())
+}
+
+/// Runs the adopted run to its verdict in a task of its own, like a claimed one: its halt
+/// token takes aborts from this process and from the others' wake-ups.
+fn carry_on(
+    eng: &Arc<Engine>,
+    run: RunRecord,
+    exp: Experiment,
+    previous: String,
+    adoption: adopt::Adoption,
+) {
+    let halt = CancellationToken::new();
+    lock(&eng.running).insert(run.id.clone(), halt.clone());
+    let eng2 = Arc::clone(eng);
+    eng.tracker.spawn(async move {
+        let id = run.id.clone();
+        adopt::resume(&eng2, run, exp, previous, adoption, halt).await;
+        eng2.release(&id);
+        lock(&eng2.running).remove(&id);
+        eng2.wake.notify_one();
+    });
+}
+
+/// `seen` is the run as its dead owner left it; `run` as adopted (its raised epoch).
+/// `not_continued`: why the experiment's `on_owner_loss: continue` could not be honoured.
+async fn recover_run(
+    eng: &Engine,
+    seen: &RunRecord,
+    run: &RunRecord,
+    not_continued: Option<String>,
+) -> Result<(), StoreError> {
+    let owner = owner_of(seen);
     warn!(run_id = %run.id, %owner, state = %run.state, epoch = run.epoch, "recovering a run left in flight");
     let (reverted, failures) = revert_open_faults(eng, run).await?;
-    let reason = format!(
+    let mut reason = format!(
         "owner lost: the process running it ({owner}) stopped while the run was {}; recovered by {}",
         run.state,
         eng.instance()
     );
+    if let Some(why) = not_continued {
+        reason.push_str(&format!(
+            "; on_owner_loss is `continue`, but {why}, so it was reverted instead"
+        ));
+    }
     eng.append(
         &run.id,
         Event::Recovered {

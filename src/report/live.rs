@@ -87,6 +87,7 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
                 if *ok { "ok" } else { "FAILED" }
             )),
             Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
+            e @ Event::Adopted { .. } => crate::report::text::adopted(e),
             Event::Warning { text } => Some(format!("⚠ {text}")),
             e @ (Event::AgentLost { .. } | Event::AgentBack { .. } | Event::AgentNote { .. }) => {
                 crate::report::text::agent_event(e).map(|t| format!("⛁ {t}"))

@@ -241,6 +241,10 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                 offset_ms: at,
                 text: format!("recovered: {reason}"),
             }),
+            ev @ Event::Adopted { .. } => timeline.push(TimelineItem {
+                offset_ms: at,
+                text: text::adopted(ev).unwrap_or_default(),
+            }),
             Event::Warning { text } => timeline.push(TimelineItem {
                 offset_ms: at,
                 text: format!("warning: {text}"),

@@ -154,6 +154,20 @@ pub fn agent_event(event: &crate::run::Event) -> Option<String> {
     }
 }
 
+/// One line for people about a run adopted after its owner was lost, the same in every view.
+pub fn adopted(event: &crate::run::Event) -> Option<String> {
+    match event {
+        crate::run::Event::Adopted {
+            previous,
+            by,
+            detail,
+        } => Some(format!(
+            "owner lost: {previous} stopped; {by} adopted the run and continues ({detail})"
+        )),
+        _ => None,
+    }
+}
+
 /// "14:03:05" (UTC): to the second, for sentences.
 pub fn clock_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

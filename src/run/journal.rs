@@ -137,6 +137,16 @@ pub enum Event {
         reason: String,
         faults_reverted: u32,
     },
+    /// The run's owner was lost and another process adopted the run to carry it on
+    /// (`on_owner_loss: continue`): the faults stay, the judge resumes from the journal.
+    Adopted {
+        /// The owner that stopped.
+        previous: String,
+        /// The process that carries the run on.
+        by: String,
+        /// Where the method stands: what is in place and how much of it is left.
+        detail: String,
+    },
     Verdict {
         verdict: Verdict,
         rollback: RollbackOutcome,
@@ -184,6 +194,7 @@ impl Event {
             Event::AgentBack { .. } => "agent_back",
             Event::AgentNote { .. } => "agent_note",
             Event::Recovered { .. } => "recovered",
+            Event::Adopted { .. } => "adopted",
             Event::Verdict { .. } => "verdict",
             Event::LoadStats { .. } => "load_stats",
             Event::LoadReport { .. } => "load_report",

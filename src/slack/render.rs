@@ -316,6 +316,9 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             if *ok { "↩️" } else { "🚨" }
         ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
+        Event::Adopted { .. } => {
+            format!("🔁 {}", crate::report::text::adopted(&entry.event)?)
+        }
         Event::Warning { text } => format!("⚠️ {text}"),
         Event::AgentLost { .. } => {
             format!("📡 {}", crate::report::text::agent_event(&entry.event)?)

@@ -26,6 +26,7 @@ pub struct RawExperiment {
     pub method: Option<Vec<RawStep>>,
     pub stop_conditions: Option<Vec<RawStopCondition>>,
     pub rollbacks: Option<Vec<RawRollback>>,
+    pub on_owner_loss: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

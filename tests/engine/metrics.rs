@@ -115,6 +115,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
         stop_conditions: vec![],
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(3),
+        on_owner_loss: Default::default(),
     }
 }
 

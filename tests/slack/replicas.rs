@@ -27,6 +27,11 @@ const REPLICAS: usize = 3;
 /// within it (at once when its process is known dead on this host).
 const RUN_LEASE: Duration = Duration::from_secs(15);
 
+/// One replica test at a time: each `chaosbot serve` holds up to 11 Postgres connections
+/// (its pool and its listener), and tests of this binary run in parallel on a server that
+/// allows 100 clients in all.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn experiment_yaml(i: usize) -> String {
     format!(
         r#"
@@ -77,6 +82,29 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `chaosbot serve` on `addr` with the rig's config, database and local agent.
+fn spawn_replica(rig: &TestApp, config: &std::path::Path, url: &str, addr: SocketAddr) -> Replica {
+    let socket = rig.dir.path().join("agent/agent.sock");
+    Replica {
+        child: Command::new(env!("CARGO_BIN_EXE_chaosbot"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .current_dir(rig.dir.path())
+            .env("DATABASE_URL", url)
+            .env("SLACK_SIGNING_SECRET", SECRET)
+            .env("SLACK_BOT_TOKEN", "xoxb-replicas")
+            .env("SLACK_API_URL", rig.fake.url())
+            .env("CHAOSBOT_LISTEN", addr.to_string())
+            .env("CHAOSBOT_AGENT_SOCKET", &socket)
+            .env_remove("SLACK_APP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr,
     }
 }
 
@@ -144,6 +172,7 @@ fn collapse(mut lines: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_aborts_and_halts() {
+    let _one = ONE_AT_A_TIME.lock().await;
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());
@@ -153,25 +182,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
         let proxies: Vec<SocketAddr> = (0..RUNS).map(|_| free_port()).collect();
         let config = rig.dir.path().join("chaosbot.toml");
         std::fs::write(&config, config_toml(rig.service.addr, &proxies)).unwrap();
-        let socket = rig.dir.path().join("agent/agent.sock");
-        let spawn = |addr: SocketAddr| Replica {
-            child: Command::new(env!("CARGO_BIN_EXE_chaosbot"))
-                .args(["--config", config.to_str().unwrap(), "serve"])
-                .current_dir(rig.dir.path())
-                .env("DATABASE_URL", &url)
-                .env("SLACK_SIGNING_SECRET", SECRET)
-                .env("SLACK_BOT_TOKEN", "xoxb-replicas")
-                .env("SLACK_API_URL", rig.fake.url())
-                .env("CHAOSBOT_LISTEN", addr.to_string())
-                .env("CHAOSBOT_AGENT_SOCKET", &socket)
-                .env_remove("SLACK_APP_TOKEN")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            addr,
-        };
+        let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
         let mut replicas: Vec<Replica> = (0..REPLICAS).map(|_| spawn(free_port())).collect();
         for r in &replicas {
             wait_listening(r.addr).await;
@@ -404,6 +415,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
 /// owner's verdict, and the thread is whole, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
+    let _one = ONE_AT_A_TIME.lock().await;
     with_postgres(|url| async move {
         let mut rig = TestApp::new(SECRET).await;
         rig.cfg.database_url = Some(url.clone());
@@ -411,25 +423,7 @@ async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
         let proxies = vec![free_port()];
         let config = rig.dir.path().join("chaosbot.toml");
         std::fs::write(&config, config_toml(rig.service.addr, &proxies)).unwrap();
-        let socket = rig.dir.path().join("agent/agent.sock");
-        let spawn = |addr: SocketAddr| Replica {
-            child: Command::new(env!("CARGO_BIN_EXE_chaosbot"))
-                .args(["--config", config.to_str().unwrap(), "serve"])
-                .current_dir(rig.dir.path())
-                .env("DATABASE_URL", &url)
-                .env("SLACK_SIGNING_SECRET", SECRET)
-                .env("SLACK_BOT_TOKEN", "xoxb-replicas")
-                .env("SLACK_API_URL", rig.fake.url())
-                .env("CHAOSBOT_LISTEN", addr.to_string())
-                .env("CHAOSBOT_AGENT_SOCKET", &socket)
-                .env_remove("SLACK_APP_TOKEN")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            addr,
-        };
+        let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
         let replicas: Vec<Replica> = (0..2).map(|_| spawn(free_port())).collect();
         for r in &replicas {
             wait_listening(r.addr).await;
@@ -517,6 +511,274 @@ async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
             expected
         );
         eprintln!("stopped owner's run closed by the other replica after {took:?}");
+        for r in &replicas {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    })
+    .await;
+}
+
+/// One request through a proxy: how long until the whole answer was read.
+async fn timed_get(addr: SocketAddr) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await.unwrap();
+    assert!(
+        body.starts_with(b"HTTP/1."),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    start.elapsed()
+}
+
+const FAULT_LATENCY: Duration = Duration::from_secs(1);
+const FAULT_STEP: Duration = Duration::from_secs(12);
+
+/// Every probe sample fails while the 1 s latency is in place (the probe allows 200 ms), so
+/// the verdict counts them: the judge's tallies show whose samples it had.
+fn continue_yaml() -> String {
+    format!(
+        r#"
+name: exp-continue
+title: The service stays fast with a second of latency, whoever runs the experiment
+owner: "@sre"
+on_owner_loss: continue
+hypothesis:
+  recovery_timeout: 5s
+  probes:
+    - name: fast
+      http: {{endpoint: h0, path: /, status: 200, max_latency: 200ms}}
+      interval: 500ms
+      timeout: 3s
+method:
+  - name: slow
+    target: t0
+    fault: latency
+    latency: {}ms
+    duration: {}s
+"#,
+        FAULT_LATENCY.as_millis(),
+        FAULT_STEP.as_secs()
+    )
+}
+
+/// `on_owner_loss: continue`: the run's owner is killed with `kill -9` mid-fault; another
+/// replica adopts the run under a raised epoch, takes the agent's lease over (the old epoch
+/// is refused from then on), keeps the fault in place to the end of its step (traffic through
+/// the proxy stays slow after the kill), keeps probing, reverts, and closes the run with the
+/// verdict judged on the samples of both owners. The thread says so, whole and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_continue_a_killed_owners_run_is_carried_on_to_its_verdict() {
+    use chaosbot::agent::AgentLink;
+    use chaosbot::agent::client::AgentClient;
+    use chaosbot::agent::protocol::Renew;
+    use chaosbot::run::{RollbackOutcome, SamplePhase};
+    let _one = ONE_AT_A_TIME.lock().await;
+    with_postgres(|url| async move {
+        let mut rig = TestApp::new(SECRET).await;
+        rig.cfg.database_url = Some(url.clone());
+        rig.add_to_catalog("exp-continue.yaml", &continue_yaml());
+        let proxy = free_port();
+        let config = rig.dir.path().join("chaosbot.toml");
+        std::fs::write(&config, config_toml(rig.service.addr, &[proxy])).unwrap();
+        let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
+        let mut replicas: Vec<Replica> = (0..REPLICAS).map(|_| spawn(free_port())).collect();
+        for r in &replicas {
+            wait_listening(r.addr).await;
+        }
+        let store = rig.store().await;
+        let answer = rig
+            .slash(replicas[0].addr, "U0", "start exp-continue")
+            .await;
+        let id = run_id_in(&answer.to_string());
+
+        // The fault in place and two samples judged by the first owner.
+        let claimed = until(Duration::from_secs(30), "the fault and two samples", || {
+            let (store, id) = (&store, &id);
+            async move {
+                let j = store.journal(id, 0).await.unwrap();
+                let during = j
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.event,
+                            Event::ProbeSample {
+                                phase: SamplePhase::During,
+                                ..
+                            }
+                        )
+                    })
+                    .count();
+                (during >= 2).then_some(())?;
+                store.get_run(id).await.unwrap()
+            }
+        })
+        .await;
+        let old_owner = claimed.owner.clone().unwrap();
+        let owner_pid: u32 = old_owner.split('/').nth(1).unwrap().parse().unwrap();
+        let victim = replicas
+            .iter()
+            .position(|r| r.child.id() == owner_pid)
+            .expect("a replica owns the run");
+        let mut dead = replicas.remove(victim);
+        let killed_ms = now_ms();
+        dead.child.kill().unwrap();
+        dead.child.wait().unwrap();
+
+        // The service is still behind the fault: nobody renews its lease until the takeover.
+        let slow = timed_get(proxy).await;
+        assert!(
+            slow >= FAULT_LATENCY,
+            "the fault held after the kill: {slow:?}"
+        );
+
+        // Adopted by another replica, under a raised epoch; the old epoch is refused.
+        let adopted = until(RUN_LEASE + Duration::from_secs(10), "the adoption", || {
+            let (store, id) = (&store, &id);
+            async move {
+                store
+                    .journal(id, 0)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find_map(|e| match e.event {
+                        Event::Adopted {
+                            previous,
+                            by,
+                            detail,
+                        } => Some((e.at_ms, previous, by, detail)),
+                        _ => None,
+                    })
+            }
+        })
+        .await;
+        let (adopted_ms, previous, by, detail) = adopted;
+        assert_eq!(previous, old_owner);
+        assert_ne!(by, old_owner);
+        assert!(detail.starts_with("`slow` stays in place for"), "{detail}");
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            run.epoch,
+            claimed.epoch + 1,
+            "the adoption raised the epoch"
+        );
+        assert_eq!(run.owner.as_deref(), Some(by.as_str()));
+        let agent =
+            AgentClient::unix("local", rig.dir.path().join("agent/agent.sock"), None).unwrap();
+        let stale = agent
+            .renew(&Renew {
+                run_id: id.clone(),
+                epoch: claimed.epoch,
+                fault_ids: vec![format!("{id}/slow")],
+                lease_ms: 10_000,
+            })
+            .await;
+        assert!(
+            matches!(stale, Err(chaosbot::agent::AgentError::StaleEpoch { .. })),
+            "the old owner's epoch: {stale:?}"
+        );
+        let slow = timed_get(proxy).await;
+        assert!(
+            slow >= FAULT_LATENCY,
+            "the fault held after the adoption: {slow:?}"
+        );
+
+        // The run ends with its verdict, judged on every sample of the method.
+        let run = until(FAULT_STEP + Duration::from_secs(30), "the verdict", || {
+            let (store, id) = (&store, &id);
+            async move {
+                let run = store.get_run(id).await.unwrap().unwrap();
+                run.finished_ms.map(|_| run)
+            }
+        })
+        .await;
+        let j = store.journal(&id, 0).await.unwrap();
+        let during: Vec<(i64, bool)> = j
+            .iter()
+            .filter_map(|e| match e.event {
+                Event::ProbeSample {
+                    phase: SamplePhase::During,
+                    ok,
+                    ..
+                } => Some((e.at_ms, ok)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            during.iter().any(|(t, _)| *t < killed_ms),
+            "samples of the first owner"
+        );
+        assert!(
+            during.iter().any(|(t, _)| *t > adopted_ms),
+            "samples of the second owner"
+        );
+        assert_eq!(run.verdict, Some(Verdict::Deviated), "{:?}", run.reason);
+        assert_eq!(
+            run.rollback,
+            Some(RollbackOutcome::Reverted),
+            "{:?}",
+            run.reason
+        );
+        let reason = run.reason.clone().unwrap_or_default();
+        let n = during.len();
+        let failed = during.iter().filter(|(_, ok)| !ok).count();
+        assert!(failed * 2 > n, "most samples were slow: {failed} of {n}");
+        assert!(
+            reason.contains(&format!("probe `fast`: {failed} of {n} samples failed")),
+            "judged on the {n} samples of both owners: {reason}"
+        );
+        assert!(
+            !j.iter().any(|e| matches!(e.event, Event::Recovered { .. })),
+            "carried on, not recovered: {j:#?}"
+        );
+        // Held to the end of its step, then reverted once, by the new owner.
+        let at = |kind: &str| -> Vec<i64> {
+            j.iter()
+                .filter(|e| e.event.kind() == kind)
+                .map(|e| e.at_ms)
+                .collect()
+        };
+        let (injected, reverted) = (at("fault_injected"), at("fault_reverted"));
+        assert_eq!((injected.len(), reverted.len()), (1, 1), "{j:#?}");
+        let held = reverted[0] - injected[0];
+        assert!(
+            held >= FAULT_STEP.as_millis() as i64 - 500,
+            "held {held} ms"
+        );
+        assert!(store.open_faults(&id).await.unwrap().is_empty());
+        assert!(timed_get(proxy).await < FAULT_LATENCY, "the fault is gone");
+
+        // The thread: every line once, the adoption among them.
+        let expected = expected_replies(&store, &id).await;
+        assert!(
+            expected
+                .iter()
+                .any(|t| t.contains("adopted the run and continues")),
+            "{expected:#?}"
+        );
+        let parent = until(Duration::from_secs(20), "the parent message", || {
+            let (store, id) = (&store, &id);
+            async move { store.message_ref(&run_parent_key(id)).await.unwrap() }
+        })
+        .await;
+        rig.fake
+            .wait_for(
+                |c| delivered_replies(c, &parent.ts).len() >= expected.len(),
+                Duration::from_secs(30),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(delivered_replies(&rig.fake.calls(), &parent.ts), expected);
+        eprintln!(
+            "continued: kill to adoption {} ms, {n} samples judged, fault held {held} ms",
+            adopted_ms - killed_ms
+        );
         for r in &replicas {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };

@@ -163,6 +163,7 @@ pub fn experiment(probes: Vec<Probe>, method: Vec<Step>, stops: Vec<StopConditio
         stop_conditions: stops,
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(3),
+        on_owner_loss: Default::default(),
     }
 }
 

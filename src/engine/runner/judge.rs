@@ -2,11 +2,11 @@
 //! the method runs, and the verdict once it is over.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::halt::Halt;
 use crate::load::{LoadFigures, Threshold};
-use crate::run::Verdict;
+use crate::run::{Entry, Event, SamplePhase, Verdict, now_ms};
 use crate::spec::model::{Experiment, FaultSpec, StopRule};
 
 /// The verdict the samples support, and the breaches not journalled yet.
@@ -148,8 +148,12 @@ impl Judge {
     }
 
     pub(super) fn stop_condition(&mut self, i: usize, ok: bool) -> Option<(String, String)> {
+        self.stop_condition_at(i, ok, Instant::now())
+    }
+
+    /// [`Judge::stop_condition`] for a sample taken at `now` (a replayed one is older).
+    fn stop_condition_at(&mut self, i: usize, ok: bool, now: Instant) -> Option<(String, String)> {
         self.consecutive[i] = if ok { 0 } else { self.consecutive[i] + 1 };
-        let now = Instant::now();
         for (probe, rule) in &self.stops {
             if *probe != i {
                 continue;
@@ -190,6 +194,50 @@ impl Judge {
             }
         }
         None
+    }
+
+    /// Rebuilds the tallies from a journal written by another process (an adopted run):
+    /// every sample taken during the method, at the time it was taken, and every load step's
+    /// totals. Returns the live breaches the journal lacks (its writer died before saying so),
+    /// to be journalled now. Stop conditions already met are the caller's to honour.
+    pub(super) fn replay(&mut self, journal: &[Entry]) -> Vec<(String, String)> {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut missing = Vec::new();
+        for e in journal {
+            match &e.event {
+                Event::ProbeSample {
+                    probe,
+                    phase: SamplePhase::During,
+                    ok,
+                    ..
+                } => {
+                    let Some(i) = self.names.iter().position(|n| n == probe) else {
+                        continue;
+                    };
+                    let ago = Duration::from_millis(u64::try_from(now_ms - e.at_ms).unwrap_or(0));
+                    let at = now.checked_sub(ago).unwrap_or(now);
+                    if let Some(detail) = self.tolerance_breach(i, *ok) {
+                        missing.push((probe.clone(), detail));
+                    }
+                    self.stop_condition_at(i, *ok, at);
+                }
+                Event::LoadReport { step, stats, .. } => {
+                    self.load_report(step, stats);
+                }
+                Event::ToleranceExceeded { probe, .. } => missing.retain(|(p, _)| p != probe),
+                _ => {}
+            }
+        }
+        missing
+    }
+
+    /// How a stop condition the journal recorded reads as the halt's reason.
+    pub(super) fn stop_reason(&self, probe: &str, detail: &str) -> String {
+        if self.is_load_step(probe) {
+            format!("load step `{probe}`: {detail}")
+        } else {
+            format!("probe `{probe}`: {detail}")
+        }
     }
 
     fn final_breaches(&self) -> Vec<(String, String)> {
@@ -312,6 +360,7 @@ mod tests {
                 .collect(),
             rollbacks: vec![],
             recovery_timeout: Duration::from_secs(1),
+            on_owner_loss: Default::default(),
         }
     }
 

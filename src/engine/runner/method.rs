@@ -1,5 +1,9 @@
 //! The method: its steps in order (parallel groups together), each fault held for its
 //! duration and reverted at its end. Runs in its own task; any halt ends the waits early.
+//!
+//! The steps run as a [`Plan`]: a fresh run's is the method as written; an adopted run's
+//! (`on_owner_loss: continue`) skips what the lost owner finished, holds the faults it left in
+//! place for what remains of their steps, and runs the rest as written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +16,46 @@ use super::{Shared, set_state};
 use crate::run::RunState;
 use crate::spec::model::{FaultStep, Step};
 
+/// One step of the method as this process carries it out.
+// Built once per run, like `Step` (which allows the same for its fault variant).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Plan {
+    /// Inject, hold for the step's duration, revert.
+    Fault(FaultStep),
+    /// Wait this long (a `wait` step, or what is left of one).
+    Wait(Duration),
+    /// A fault already in place (its record): hold it this much longer, then revert it.
+    Hold {
+        record_id: i64,
+        left: Duration,
+    },
+    Parallel(Vec<Plan>),
+    /// Finished before this process took the run over.
+    Done,
+}
+
+impl Plan {
+    /// The method as written.
+    pub(super) fn of(steps: &[Step]) -> Vec<Plan> {
+        steps.iter().map(Plan::of_step).collect()
+    }
+
+    fn of_step(step: &Step) -> Plan {
+        match step {
+            Step::Fault(f) => Plan::Fault(f.clone()),
+            Step::Wait { duration } => Plan::Wait(*duration),
+            Step::Parallel(inner) => Plan::Parallel(Plan::of(inner)),
+        }
+    }
+}
+
 pub(super) fn run_steps<'a>(
     sh: &'a Arc<Shared>,
-    steps: &'a [Step],
+    plan: &'a [Plan],
 ) -> BoxFuture<'a, Result<(), StepError>> {
     Box::pin(async move {
-        for step in steps {
+        for step in plan {
             if sh.halt.is_cancelled() {
                 return Ok(());
             }
@@ -27,19 +65,28 @@ pub(super) fn run_steps<'a>(
     })
 }
 
-fn run_step<'a>(sh: &'a Arc<Shared>, step: &'a Step) -> BoxFuture<'a, Result<(), StepError>> {
+fn run_step<'a>(sh: &'a Arc<Shared>, step: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
     Box::pin(async move {
         match step {
-            Step::Wait { duration } => {
+            Plan::Wait(duration) => {
                 set_state(sh, RunState::Observing).await?;
                 hold(sh, *duration).await;
                 Ok(())
             }
-            Step::Parallel(inner) => {
+            Plan::Parallel(inner) => {
                 futures::future::try_join_all(inner.iter().map(|s| run_step(sh, s))).await?;
                 Ok(())
             }
-            Step::Fault(f) => run_fault(sh, f).await,
+            Plan::Fault(f) => run_fault(sh, f).await,
+            Plan::Hold { record_id, left } => {
+                set_state(sh, RunState::Observing).await?;
+                hold(sh, *left).await;
+                if !sh.halt.is_cancelled() {
+                    revert_one(sh, *record_id).await;
+                }
+                Ok(())
+            }
+            Plan::Done => Ok(()),
         }
     })
 }

@@ -7,6 +7,7 @@
 //! registered in a list the run owns ([`fault`]), so the revert does not depend on the method
 //! task being alive; [`judge`] turns samples into the verdict.
 
+pub(crate) mod adopt;
 mod close;
 mod fault;
 mod halt;
@@ -100,7 +101,7 @@ pub(super) async fn execute(eng: &Arc<Engine>, run: RunRecord, halt: Cancellatio
             revert_failed: std::sync::Mutex::new(None),
             events,
         });
-        drive(shared, events_rx).await;
+        drive(shared, events_rx, None).await;
     }
     .instrument(span)
     .await
@@ -112,14 +113,21 @@ async fn finish(eng: &Engine, run_id: &str, o: &Outcome) -> Result<(), StoreErro
         .map(|_| ())
 }
 
-async fn drive(sh: Arc<Shared>, events: mpsc::UnboundedReceiver<Event>) {
+/// Where an adopted run resumes: the judge rebuilt from the journal, the halt the lost owner
+/// had begun (or an abort since), and what is left of the method.
+type Resume = (judge::Judge, Option<Halt>, Vec<method::Plan>);
+
+async fn drive(sh: Arc<Shared>, events: mpsc::UnboundedReceiver<Event>, resume: Option<Resume>) {
     // Renews the leases of the run's faults on their agents until the run is closed.
     let keeper_stop = CancellationToken::new();
     let keeper = sh.eng.agents().is_some().then(|| {
         let (sh, stop) = (Arc::clone(&sh), keeper_stop.clone());
         tokio::spawn(remote::keep_leases(sh, stop).in_current_span())
     });
-    let outcome = run_to_verdict(&sh, events).await;
+    let outcome = match resume {
+        None => run_to_verdict(&sh, events).await,
+        Some((judge, halt, plan)) => resume_to_verdict(&sh, events, judge, halt, plan).await,
+    };
     keeper_stop.cancel();
     if let Some(k) = keeper {
         let _ = k.await;
@@ -160,7 +168,21 @@ async fn run_to_verdict(
     if let Some(h) = pending_halt(sh).await {
         return Ok(Outcome::nothing_injected(Verdict::Aborted, h.to_string()));
     }
-    let (watched, method) = watch::watch(sh, fault_events).await?;
+    let plan = method::Plan::of(&sh.exp.method);
+    let judge = judge::Judge::new(&sh.exp);
+    let (watched, method) = watch::watch(sh, fault_events, judge, None, plan).await?;
+    close::close(sh, watched, method).await
+}
+
+/// An adopted run: the rest of its method under watch, then the close.
+async fn resume_to_verdict(
+    sh: &Arc<Shared>,
+    fault_events: mpsc::UnboundedReceiver<Event>,
+    judge: judge::Judge,
+    halt: Option<Halt>,
+    plan: Vec<method::Plan>,
+) -> Result<Outcome, Halt> {
+    let (watched, method) = watch::watch(sh, fault_events, judge, halt, plan).await?;
     close::close(sh, watched, method).await
 }
 

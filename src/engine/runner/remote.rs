@@ -39,6 +39,20 @@ pub(super) struct RemoteFault {
 }
 
 impl RemoteFault {
+    /// A fault another controller put in place, taken over under this run's epoch.
+    pub(super) fn adopted(
+        link: Arc<dyn AgentLink>,
+        fault_id: String,
+        lease_until_ms: i64,
+    ) -> RemoteFault {
+        RemoteFault {
+            link,
+            fault_id,
+            lease_until_ms: Arc::new(AtomicI64::new(lease_until_ms)),
+            relay: Arc::default(),
+        }
+    }
+
     pub(super) fn agent(&self) -> &str {
         self.link.name()
     }

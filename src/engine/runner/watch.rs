@@ -10,7 +10,7 @@ use tracing::{Instrument, warn};
 
 use super::halt::{Halt, LeaseLost, StepError};
 use super::judge::Judge;
-use super::method::run_steps;
+use super::method::{Plan, run_steps};
 use super::{Shared, append, journal_sample, pending_halt};
 use crate::probes::{self, Sample};
 use crate::run::{Event, SamplePhase};
@@ -27,18 +27,26 @@ pub(super) struct Watch {
 
 /// Runs the method under watch; returns the watch and how the method ended. `Err` only for
 /// a lost lease.
+/// A fresh run starts with a new judge, no halt and the method as written; an adopted one
+/// with what the journal says.
 pub(super) async fn watch(
     sh: &Arc<Shared>,
     fault_events: mpsc::UnboundedReceiver<Event>,
+    judge: Judge,
+    halt: Option<Halt>,
+    plan: Vec<Plan>,
 ) -> Result<(Watch, Result<(), StepError>), Halt> {
     let mut w = Watch {
-        judge: Judge::new(&sh.exp),
+        judge,
         halt: None,
         fault_events,
     };
+    if let Some(h) = halt {
+        w.halt_with(sh, h);
+    }
     let probes_stop = CancellationToken::new();
     let samples = spawn_probes(&sh.exp.hypothesis, &probes_stop);
-    let watched = w.watch_method(sh, samples).await;
+    let watched = w.watch_method(sh, samples, plan).await;
     probes_stop.cancel();
     let method = watched?;
     // The method may have ended *because* the halt token was cancelled (an abort through the
@@ -99,11 +107,12 @@ impl Watch {
         &mut self,
         sh: &Arc<Shared>,
         mut samples: mpsc::Receiver<(usize, Sample)>,
+        plan: Vec<Plan>,
     ) -> Result<Result<(), StepError>, Halt> {
         let eng = &sh.eng;
         let method_task = {
             let sh = Arc::clone(sh);
-            tokio::spawn(async move { run_steps(&sh, &sh.exp.method).await }.in_current_span())
+            tokio::spawn(async move { run_steps(&sh, &plan).await }.in_current_span())
         };
         tokio::pin!(method_task);
         let mut abort_poll = tokio::time::interval(eng.abort_poll);

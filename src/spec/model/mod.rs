@@ -34,6 +34,32 @@ pub struct Experiment {
     /// How long after the faults are removed the probes get to show the steady state again.
     #[serde(with = "crate::spec::duration_serde")]
     pub recovery_timeout: Duration,
+    /// What another replica does with the run when its owner is lost mid-run.
+    #[serde(default)]
+    pub on_owner_loss: OnOwnerLoss,
+}
+
+/// `on_owner_loss`: what a replica that adopts a run whose owner died does with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOwnerLoss {
+    /// Revert the faults through their agents, verify, and close the run `aborted`.
+    #[default]
+    Revert,
+    /// Take the agents' leases over, rebuild the judge from the journal, run the rest of the
+    /// method and close the run with its true verdict (or revert, saying why it cannot).
+    Continue,
+}
+
+impl OnOwnerLoss {
+    pub const CHOICES: [&'static str; 2] = ["revert", "continue"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnOwnerLoss::Revert => "revert",
+            OnOwnerLoss::Continue => "continue",
+        }
+    }
 }
 
 impl Experiment {

@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use super::Problem;
 use super::locate::Locations;
-use super::model::{Experiment, Step};
+use super::model::{Experiment, OnOwnerLoss, Step};
 use super::raw::RawExperiment;
+use super::{Problem, did_you_mean};
 use crate::config::Config;
 
 mod cx;
@@ -73,13 +73,14 @@ pub(crate) fn experiment(
     if let Some(rec) = hypothesis.recovery {
         run_fits(cx, &method, rec);
     }
+    let on_owner_loss = on_owner_loss(cx, raw.on_owner_loss.as_deref());
 
     let problems = std::mem::take(&mut cx.problems);
     if !problems.is_empty() {
         return (None, problems);
     }
-    let (Some(name), Some(title), Some(owner), Some(recovery_timeout)) =
-        (name, title, owner, hypothesis.recovery)
+    let (Some(name), Some(title), Some(owner), Some(recovery_timeout), Some(on_owner_loss)) =
+        (name, title, owner, hypothesis.recovery, on_owner_loss)
     else {
         return (None, problems);
     };
@@ -95,6 +96,7 @@ pub(crate) fn experiment(
         stop_conditions,
         rollbacks,
         recovery_timeout,
+        on_owner_loss,
     };
     (Some(experiment), problems)
 }
@@ -126,6 +128,26 @@ fn header<'r>(
     );
     let owner = cx.required("owner", &raw.owner, "the experiment", "\"@sre-payments\"");
     (name, title, owner)
+}
+
+/// `on_owner_loss: revert | continue` (default revert).
+fn on_owner_loss(cx: &mut Cx, v: Option<&str>) -> Option<OnOwnerLoss> {
+    match v.map(str::trim) {
+        None | Some("revert") => Some(OnOwnerLoss::Revert),
+        Some("continue") => Some(OnOwnerLoss::Continue),
+        Some(other) => {
+            let hint = match did_you_mean(other, OnOwnerLoss::CHOICES) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "use `revert` (another replica reverts the faults and closes the run aborted) or `continue` (another replica adopts the run and finishes it with its verdict)".into(),
+            };
+            cx.at(
+                "on_owner_loss",
+                format!("unknown on_owner_loss `{other}`"),
+                hint,
+            );
+            None
+        }
+    }
 }
 
 /// Guard rail: the whole run (method plus recovery) must fit the operator's limit.

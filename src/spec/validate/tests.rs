@@ -210,3 +210,27 @@ fn a_toxiproxy_target_takes_network_faults_and_refuses_what_toxiproxy_cannot_do(
         err.problems
     );
 }
+
+#[test]
+fn on_owner_loss_is_revert_or_continue_and_a_bad_value_lists_both() {
+    use crate::spec::model::OnOwnerLoss;
+    let method = "method:\n  - {name: a, target: payments, fault: down, duration: 1s}\n";
+    let e = parse_experiment(&format!("{HEAD}{method}"), "t.yaml", &cfg(), &[]).unwrap();
+    assert_eq!(e.on_owner_loss, OnOwnerLoss::Revert, "the default");
+    let text = format!("{HEAD}{method}on_owner_loss: continue\n");
+    let e = parse_experiment(&text, "t.yaml", &cfg(), &[]).unwrap();
+    assert_eq!(e.on_owner_loss, OnOwnerLoss::Continue);
+
+    let ps = problems(&format!("{HEAD}{method}on_owner_loss: contnue\n"));
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(
+        ps[0].starts_with("t.yaml:9:16: unknown on_owner_loss `contnue`"),
+        "{ps:#?}"
+    );
+    assert!(ps[0].contains("did you mean `continue`?"), "{ps:#?}");
+    let ps = problems(&format!("{HEAD}{method}on_owner_loss: resume\n"));
+    assert!(
+        ps[0].contains("use `revert`") && ps[0].contains("or `continue`"),
+        "{ps:#?}"
+    );
+}
