@@ -101,6 +101,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             tolerance: Tolerance::default(),
+            expect: None,
         }],
         method: vec![Step::Fault(FaultStep {
             name: "slow".into(),
@@ -118,6 +119,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
         stop_conditions: vec![],
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(5),
+        sampling: Default::default(),
     }
 }
 

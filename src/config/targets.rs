@@ -67,6 +67,9 @@ pub struct Targets {
     /// Directories that `disk` and `io` faults may write into.
     #[serde(default)]
     pub disk: Vec<DiskTarget>,
+    /// Commands that probes, actions and rollbacks may run.
+    #[serde(default)]
+    pub command: Vec<super::commands::CommandTarget>,
 }
 
 /// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`

@@ -315,6 +315,12 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             "{} Rollback `{name}`: {detail}",
             if *ok { "↩️" } else { "🚨" }
         ),
+        Event::ActionRan {
+            step, ok, detail, ..
+        } => format!(
+            "{} Action `{step}`: {detail}",
+            if *ok { "▶️" } else { "🚨" }
+        ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
         Event::Warning { text } => format!("⚠️ {text}"),
         Event::AgentLost { .. } => {
@@ -345,7 +351,10 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             )
         }
         // Per-second load numbers show in the parent's latest numbers, not as replies.
-        Event::ProbeSample { .. } | Event::Verdict { .. } | Event::LoadStats { .. } => {
+        Event::ProbeSample { .. }
+        | Event::ProbeOutput { .. }
+        | Event::Verdict { .. }
+        | Event::LoadStats { .. } => {
             return None;
         }
     };

@@ -299,6 +299,7 @@ mod tests {
                 tolerance: Tolerance {
                     max_failure_ratio: tolerance,
                 },
+                expect: None,
             }],
             method: vec![Step::Wait {
                 duration: Duration::from_secs(10),
@@ -312,6 +313,7 @@ mod tests {
                 .collect(),
             rollbacks: vec![],
             recovery_timeout: Duration::from_secs(1),
+            sampling: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use super::model::{Experiment, Step};
 use super::raw::RawExperiment;
 use crate::config::Config;
 
+mod actions;
 mod cx;
 mod host;
 mod keys;
@@ -91,6 +92,7 @@ pub(crate) fn experiment(
         tags: raw.tags.clone().unwrap_or_default(),
         params,
         hypothesis: hypothesis.probes,
+        sampling: hypothesis.sampling,
         method,
         stop_conditions,
         rollbacks,
