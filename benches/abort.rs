@@ -101,6 +101,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             tolerance: Tolerance::default(),
+            expect: None,
         }],
         method: vec![Step::Fault(FaultStep {
             name: "slow".into(),
@@ -119,6 +120,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(5),
         on_owner_loss: Default::default(),
+        sampling: Default::default(),
     }
 }
 

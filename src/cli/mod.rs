@@ -8,6 +8,7 @@ mod agent;
 mod agents;
 mod demo;
 mod history;
+mod import;
 mod report;
 mod run;
 mod serve;
@@ -102,6 +103,13 @@ pub enum Command {
     #[command(after_help = "Examples:\n  chaosbot report r-abc123defg\n  \
 chaosbot report r-abc123defg --format json --output r-abc123defg.json")]
     Report(report::ReportArgs),
+    /// Translate an experiment written for another tool into a chaosbot experiment and the
+    /// operator config it needs.
+    #[command(
+        after_help = "Example:\n  chaosbot import chaostoolkit experiment.json --out imported/\n  \
+chaosbot run --config imported/chaosbot.toml imported/<name>.yaml"
+    )]
+    Import(import::ImportArgs),
     /// Run the agent: one per host, it owns everything that touches the host (fault proxies,
     /// process signals, resource stress), reverts each fault at its deadline or when its
     /// controller stops renewing the lease, and replays its journal at start.
@@ -154,6 +162,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::Resume(args) => history::resume(&cli.global, args).await,
         Command::Serve(args) => serve::serve(&cli.global, args).await,
         Command::Report(args) => report::report(&cli.global, args).await,
+        Command::Import(args) => import::import(args),
         Command::Agent(args) => agent::agent(&cli.global, args).await,
         Command::Agents(args) => agents::agents(&cli.global, args).await,
     }

@@ -13,6 +13,9 @@ pub enum Format {
     Md,
     /// JSON for other tools (`schema_version` 1, described in docs/learning-record.md).
     Json,
+    /// The run as a Chaos Toolkit `journal.json` (status, deviated, steady states, runs,
+    /// rollbacks), for its reporting tools.
+    Chaostoolkit,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,19 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
     };
     let rec = record::build(&run, &journal, &questions, &learnings, crate::run::now_ms());
     let text = match args.format {
+        Format::Chaostoolkit => {
+            let j = crate::report::chaostoolkit::journal(&run, &journal);
+            match serde_json::to_string_pretty(&j) {
+                Ok(mut s) => {
+                    s.push('\n');
+                    s
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write the journal as JSON: {e}");
+                    return EXIT_FAILED;
+                }
+            }
+        }
         Format::Md => record::to_markdown(&rec),
         Format::Json => match record::to_json(&rec) {
             Ok(mut s) => {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod agents;
+mod commands;
 mod digest;
 mod duration;
 mod gameday;
@@ -22,6 +23,7 @@ pub use agents::{
     AgentAddress, AgentEntry, AgentSettings, DEFAULT_LEASE_TTL_MS, DEFAULT_RENEW_EVERY_MS,
     LocalAgentMode,
 };
+pub use commands::{CommandTarget, DEFAULT_COMMAND_TIMEOUT};
 pub use digest::{DigestConfig, DigestTime};
 pub use duration::{duration_serde, opt_duration_serde};
 pub use gameday::{GamedayConfig, MAX_QA_WINDOW};
@@ -308,6 +310,9 @@ impl Config {
                 )));
             }
         }
+        for c in &self.targets.command {
+            c.check().map_err(ConfigError::Invalid)?;
+        }
         self.validate_agents()?;
         for h in &self.targets.http {
             if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
@@ -386,6 +391,11 @@ impl Config {
             .chain(self.targets.process.iter().map(|p| p.name.as_str()))
             .chain(self.targets.host.iter().map(|h| h.name.as_str()))
             .chain(self.targets.disk.iter().map(|d| d.name.as_str()))
+            .chain(self.targets.command.iter().map(|c| c.name.as_str()))
+    }
+
+    pub fn command_target(&self, name: &str) -> Option<&CommandTarget> {
+        self.targets.command.iter().find(|c| c.name == name)
     }
 
     pub fn process_target(&self, name: &str) -> Option<&ProcessTarget> {
@@ -412,6 +422,8 @@ impl Config {
             Some("host")
         } else if self.disk_target(name).is_some() {
             Some("disk")
+        } else if self.command_target(name).is_some() {
+            Some("command")
         } else {
             None
         }

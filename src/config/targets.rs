@@ -65,6 +65,9 @@ pub struct Targets {
     pub host: Vec<HostTarget>,
     /// Directories that `disk` and `io` faults may write into.
     pub disk: Vec<DiskTarget>,
+    /// Commands that probes, actions and rollbacks may run.
+    #[serde(default)]
+    pub command: Vec<super::commands::CommandTarget>,
 }
 
 /// A process (or set of processes) on this host, matched by exactly one of `comm`, `pid_file`
@@ -190,6 +193,8 @@ struct RawTargets {
     host: Vec<HostTarget>,
     #[serde(default)]
     disk: Vec<DiskTarget>,
+    #[serde(default)]
+    command: Vec<super::commands::CommandTarget>,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +270,7 @@ impl TryFrom<RawTargets> for Targets {
             process: raw.process,
             host: raw.host,
             disk: raw.disk,
+            command: raw.command,
         })
     }
 }

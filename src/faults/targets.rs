@@ -202,6 +202,7 @@ impl TargetRegistry {
             let probed = exp.hypothesis.iter().any(|probe| match &probe.kind {
                 ProbeKind::Http { url, .. } => url_hits(url, &listen),
                 ProbeKind::Tcp { address, .. } => *address == listen,
+                ProbeKind::Command { .. } => false,
             });
             // A load step may send its requests through a proxy too (an endpoint at its listen).
             let loaded = exp.fault_steps().iter().any(|f| match &f.fault {

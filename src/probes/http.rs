@@ -79,6 +79,20 @@ impl HttpClient {
         method: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), String> {
+        let none = std::collections::BTreeMap::new();
+        self.exchange(url, method, &none, body)
+            .await
+            .map(|a| (a.status, a.body))
+    }
+
+    /// One request with headers and an optional body; the whole answer, or why it failed.
+    pub async fn exchange(
+        &self,
+        url: &str,
+        method: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: Option<&str>,
+    ) -> Result<Answer, String> {
         let mut target = check_url(url)?;
         let host = target.host_str().unwrap_or_default().to_string();
         let port = target.port_or_known_default().unwrap_or(80);
@@ -98,6 +112,9 @@ impl HttpClient {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("`{method}` is not an HTTP method"))?;
         let mut req = self.client.request(method, target);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
@@ -115,6 +132,16 @@ impl HttpClient {
         };
         let mut resp = req.send().await.map_err(|e| fail(&e))?;
         let status = resp.status().as_u16();
+        let answer_headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
             if https && let Some(msg) = tls::explain(&e, &name) {
@@ -130,7 +157,29 @@ impl HttpClient {
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok((status, String::from_utf8_lossy(&buf).into_owned()))
+        Ok(Answer {
+            status,
+            headers: answer_headers,
+            body: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+}
+
+/// An HTTP answer: status, headers (names lowercase, in order) and body text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The first value of a header (`name` lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

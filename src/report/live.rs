@@ -39,6 +39,7 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
             );
         }
         let line = match &entry.event {
+            Event::ProbeOutput { .. } => None,
             Event::StateChanged { to, .. } => {
                 state = to.to_string();
                 if method_started.is_none() && to.as_str() == "injecting" {
@@ -85,6 +86,12 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
             Event::RollbackAction { name, ok, detail } => Some(format!(
                 "↺ rollback `{name}` {}: {detail}",
                 if *ok { "ok" } else { "FAILED" }
+            )),
+            Event::ActionRan {
+                step, ok, detail, ..
+            } => Some(format!(
+                "▶ action `{step}` {}: {detail}",
+                if *ok { "ran" } else { "FAILED" }
             )),
             Event::Recovered { reason, .. } => Some(format!("recovered: {reason}")),
             e @ Event::Adopted { .. } => crate::report::text::adopted(e),

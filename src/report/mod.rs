@@ -7,6 +7,7 @@
 //! `slack/` renders as mrkdwn.
 
 pub mod ask;
+pub mod chaostoolkit;
 pub mod live;
 pub mod period;
 pub mod record;
@@ -237,6 +238,15 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                     if *ok { "done" } else { "FAILED" }
                 ),
             }),
+            Event::ActionRan {
+                step, ok, detail, ..
+            } => timeline.push(TimelineItem {
+                offset_ms: at,
+                text: format!(
+                    "action `{step}` {}: {detail}",
+                    if *ok { "ran" } else { "FAILED" }
+                ),
+            }),
             Event::Recovered { reason, .. } => timeline.push(TimelineItem {
                 offset_ms: at,
                 text: format!("recovered: {reason}"),
@@ -264,7 +274,7 @@ pub fn summarize(run: &RunRecord, entries: &[Entry]) -> RunSummary {
                 text: format!("verdict: {verdict} ({rollback})"),
             }),
             // Per-second numbers are for live views; the report below has the totals.
-            Event::LoadStats { .. } => {}
+            Event::LoadStats { .. } | Event::ProbeOutput { .. } => {}
             Event::LoadReport {
                 step,
                 target,

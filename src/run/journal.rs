@@ -110,6 +110,22 @@ pub enum Event {
         ok: bool,
         detail: String,
     },
+    /// What a probe with an `expect` returned, right after its sample (the judged output).
+    ProbeOutput {
+        probe: String,
+        phase: SamplePhase,
+        output: serde_json::Value,
+    },
+    /// A method action step ran (an http call or a declared command, once). `ok` is false
+    /// only when it got no answer (or the command could not start or timed out).
+    ActionRan {
+        step: String,
+        ok: bool,
+        detail: String,
+        /// What it returned: `{status, headers, body}` or `{status, stdout, stderr}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<serde_json::Value>,
+    },
     /// Something about how the run was carried out that people should know (e.g. an https
     /// endpoint whose certificate is not checked).
     Warning {
@@ -189,6 +205,8 @@ impl Event {
             Event::AbortRequested { .. } => "abort_requested",
             Event::StepFailed { .. } => "step_failed",
             Event::RollbackAction { .. } => "rollback_action",
+            Event::ActionRan { .. } => "action_ran",
+            Event::ProbeOutput { .. } => "probe_output",
             Event::Warning { .. } => "warning",
             Event::AgentLost { .. } => "agent_lost",
             Event::AgentBack { .. } => "agent_back",

@@ -315,6 +315,12 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             "{} Rollback `{name}`: {detail}",
             if *ok { "↩️" } else { "🚨" }
         ),
+        Event::ActionRan {
+            step, ok, detail, ..
+        } => format!(
+            "{} Action `{step}`: {detail}",
+            if *ok { "▶️" } else { "🚨" }
+        ),
         Event::Recovered { reason, .. } => format!("🩹 Recovered after a crash: {reason}"),
         Event::Adopted { .. } => {
             format!("🔁 {}", crate::report::text::adopted(&entry.event)?)
@@ -348,7 +354,10 @@ pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
             )
         }
         // Per-second load numbers show in the parent's latest numbers, not as replies.
-        Event::ProbeSample { .. } | Event::Verdict { .. } | Event::LoadStats { .. } => {
+        Event::ProbeSample { .. }
+        | Event::ProbeOutput { .. }
+        | Event::Verdict { .. }
+        | Event::LoadStats { .. } => {
             return None;
         }
     };

@@ -5,6 +5,7 @@
 //! are reported at once (not just the first).
 
 pub mod catalog;
+pub mod chaostoolkit;
 pub mod locate;
 pub mod model;
 pub mod params;

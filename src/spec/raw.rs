@@ -36,18 +36,22 @@ pub struct RawExperiment {
 )]
 pub struct RawHypothesis {
     pub recovery_timeout: Option<String>,
+    /// `continuous` (default) or `before_after`.
+    pub sampling: Option<String>,
     pub probes: Option<Vec<RawProbe>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a probe (a map with name and http or tcp)"
+    expecting = "a probe (a map with name and http, tcp or command)"
 )]
 pub struct RawProbe {
     pub name: Option<String>,
     pub http: Option<RawHttpProbe>,
     pub tcp: Option<RawTcpProbe>,
+    pub command: Option<RawCommand>,
+    pub expect: Option<RawExpect>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub tolerance: Option<RawTolerance>,
@@ -65,6 +69,38 @@ pub struct RawHttpProbe {
     pub status: Option<OneOrMany>,
     pub max_latency: Option<String>,
     pub body_contains: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub body: Option<String>,
+}
+
+/// `command: {target: <declared command>}` (probes, actions, rollbacks).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a command (a map with target and optionally timeout)"
+)]
+pub struct RawCommand {
+    pub target: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `expect:` on a probe: exactly one of `status`, `equals`, `regex`, `jsonpath`, `range`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an expectation (a map with one of status, equals, regex, jsonpath, range)"
+)]
+pub struct RawExpect {
+    pub status: Option<OneOrMany>,
+    /// JSON text of the value the whole output must equal.
+    pub equals: Option<String>,
+    pub regex: Option<String>,
+    pub jsonpath: Option<String>,
+    /// JSON text of the list the path's matches must equal.
+    pub values: Option<String>,
+    pub count: Option<String>,
+    pub range: Option<Vec<String>>,
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -126,6 +162,9 @@ pub struct RawStep {
     pub ramp: Option<RawRamp>,
     pub connections: Option<String>,
     pub thresholds: Option<Vec<String>>,
+    // Action steps: one http call or one declared command.
+    pub http: Option<RawHttpAction>,
+    pub command: Option<RawCommand>,
 }
 
 /// `ramp: {from: 10, to: 500, over: 30s}` (req/s; `over` defaults to the step's duration).
@@ -243,11 +282,14 @@ pub struct RawStopCondition {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a rollback (a map with name and http)"
+    expecting = "a rollback (a map with name and http or command)"
 )]
 pub struct RawRollback {
     pub name: Option<String>,
     pub http: Option<RawHttpAction>,
+    pub command: Option<RawCommand>,
+    /// A command rollback that accepts any exit code (`true`); otherwise it must exit 0.
+    pub any_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -260,6 +302,8 @@ pub struct RawHttpAction {
     pub path: Option<String>,
     pub method: Option<String>,
     pub body: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Accepted codes, or `any`.
     pub status: Option<OneOrMany>,
     pub timeout: Option<String>,
 }

@@ -87,6 +87,8 @@ fn valid_experiment_resolves_to_the_model() {
             url: "http://127.0.0.1:18080/health".into(),
             tls: Default::default(),
             method: "GET".into(),
+            headers: Default::default(),
+            body: None,
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(100)),
             body_contains: Some("ok".into()),
@@ -161,6 +163,7 @@ fn valid_experiment_resolves_to_the_model() {
             tls: Default::default(),
             method: "POST".into(),
             body: Some(String::new()),
+            headers: Default::default(),
             expect_status: vec![200, 204],
             timeout: Duration::from_secs(5),
         }

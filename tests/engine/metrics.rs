@@ -91,6 +91,8 @@ fn experiment(listen: SocketAddr) -> Experiment {
                 url: format!("http://{listen}/"),
                 tls: Default::default(),
                 method: "GET".into(),
+                headers: Default::default(),
+                body: None,
                 expect_status: vec![200],
                 max_latency: Some(Duration::from_secs(1)),
                 body_contains: None,
@@ -98,6 +100,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
             interval: Duration::from_millis(200),
             timeout: Duration::from_secs(2),
             tolerance: Tolerance::default(),
+            expect: None,
         }],
         method: vec![Step::Fault(FaultStep {
             name: "slow".into(),
@@ -116,6 +119,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(3),
         on_owner_loss: Default::default(),
+        sampling: Default::default(),
     }
 }
 

@@ -164,6 +164,7 @@ fn probe(rig: &Rig) -> Probe {
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(1),
         tolerance: Tolerance::default(),
+        expect: None,
     }
 }
 

@@ -367,6 +367,7 @@ fn tcp_probe(addr: SocketAddr) -> Probe {
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(1),
         tolerance: Tolerance::default(),
+        expect: None,
     }
 }
 

@@ -116,6 +116,8 @@ pub fn http_probe(name: &str, listen: SocketAddr, max_latency_ms: u64, interval_
             url: format!("http://{listen}/"),
             tls: Default::default(),
             method: "GET".into(),
+            headers: Default::default(),
+            body: None,
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(max_latency_ms)),
             body_contains: Some("ok".into()),
@@ -123,6 +125,7 @@ pub fn http_probe(name: &str, listen: SocketAddr, max_latency_ms: u64, interval_
         interval: Duration::from_millis(interval_ms),
         timeout: Duration::from_secs(2),
         tolerance: Tolerance::default(),
+        expect: None,
     }
 }
 
@@ -164,6 +167,7 @@ pub fn experiment(probes: Vec<Probe>, method: Vec<Step>, stops: Vec<StopConditio
         rollbacks: vec![],
         recovery_timeout: Duration::from_secs(3),
         on_owner_loss: Default::default(),
+        sampling: Default::default(),
     }
 }
 

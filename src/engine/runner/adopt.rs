@@ -274,6 +274,8 @@ struct Evidence {
     injected: HashMap<String, i64>,
     reverted: HashMap<String, i64>,
     open: HashMap<String, (i64, i64)>,
+    /// Action steps that ran, and when (an action runs once: never again after adoption).
+    actions: HashMap<String, i64>,
     /// When the method began (the run left the steady-state check).
     method_start: Option<i64>,
 }
@@ -287,6 +289,7 @@ impl Evidence {
                 .iter()
                 .map(|f| (f.record.step.clone(), (f.record.id, f.record.injected_ms)))
                 .collect(),
+            actions: HashMap::new(),
             method_start: None,
         };
         for e in journal {
@@ -303,6 +306,9 @@ impl Evidence {
                 Event::FaultReverted { step, .. } | Event::FaultRevertFailed { step, .. } => {
                     ev.reverted.insert(step.clone(), e.at_ms);
                 }
+                Event::ActionRan { step, .. } => {
+                    ev.actions.insert(step.clone(), e.at_ms);
+                }
                 _ => {}
             }
         }
@@ -315,6 +321,7 @@ impl Evidence {
                 self.injected.contains_key(&f.name) || self.open.contains_key(&f.name)
             }
             Step::Wait { .. } => false,
+            Step::Action(a) => self.actions.contains_key(&a.name),
             Step::Parallel(inner) => inner.iter().any(|s| self.started(s)),
         }
     }
@@ -387,6 +394,10 @@ fn plan_step(
             Some(c) if later_started => (Plan::Done, Some(c)),
             Some(c) if c + ms(*duration) <= now => (Plan::Done, Some(c + ms(*duration))),
             Some(c) => (Plan::Wait(left(c + ms(*duration))), None),
+        },
+        Step::Action(a) => match ev.actions.get(&a.name) {
+            Some(&at) => (Plan::Done, Some(at)),
+            None => (Plan::Action(a.clone()), None),
         },
         Step::Parallel(inner) => {
             let mut plans = Vec::new();
@@ -491,6 +502,7 @@ mod tests {
             injected: HashMap::new(),
             reverted: HashMap::new(),
             open: HashMap::new(),
+            actions: HashMap::new(),
             method_start: Some(start),
         }
     }

@@ -347,6 +347,7 @@ mod tests {
                 tolerance: Tolerance {
                     max_failure_ratio: tolerance,
                 },
+                expect: None,
             }],
             method: vec![Step::Wait {
                 duration: Duration::from_secs(10),
@@ -361,6 +362,7 @@ mod tests {
             rollbacks: vec![],
             recovery_timeout: Duration::from_secs(1),
             on_owner_loss: Default::default(),
+            sampling: Default::default(),
         }
     }
 

@@ -12,9 +12,10 @@ use futures::future::BoxFuture;
 
 use super::fault::{inject, revert_one};
 use super::halt::StepError;
-use super::{Shared, set_state};
-use crate::run::RunState;
-use crate::spec::model::{FaultStep, Step};
+use super::{Shared, append, set_state};
+use crate::probes;
+use crate::run::{Event, RunState};
+use crate::spec::model::{Action, ActionStep, FaultStep, Step};
 
 /// One step of the method as this process carries it out.
 // Built once per run, like `Step` (which allows the same for its fault variant).
@@ -31,6 +32,8 @@ pub(super) enum Plan {
         left: Duration,
     },
     Parallel(Vec<Plan>),
+    /// A one-off action (an http call or a command), run once.
+    Action(ActionStep),
     /// Finished before this process took the run over.
     Done,
 }
@@ -46,6 +49,7 @@ impl Plan {
             Step::Fault(f) => Plan::Fault(f.clone()),
             Step::Wait { duration } => Plan::Wait(*duration),
             Step::Parallel(inner) => Plan::Parallel(Plan::of(inner)),
+            Step::Action(a) => Plan::Action(a.clone()),
         }
     }
 }
@@ -87,8 +91,63 @@ fn run_step<'a>(sh: &'a Arc<Shared>, step: &'a Plan) -> BoxFuture<'a, Result<(),
                 Ok(())
             }
             Plan::Done => Ok(()),
+            Plan::Action(a) => {
+                set_state(sh, RunState::Observing).await?;
+                if sh.halt.is_cancelled() {
+                    return Ok(());
+                }
+                let (ok, detail, output) = run_action(a).await;
+                let step = a.name.clone();
+                let event = Event::ActionRan {
+                    step,
+                    ok,
+                    detail,
+                    output,
+                };
+                append(sh, event).await?;
+                Ok(())
+            }
         }
     })
+}
+
+/// Runs an action once: whether it got an answer, what happened, and its output.
+async fn run_action(a: &ActionStep) -> (bool, String, Option<serde_json::Value>) {
+    match &a.action {
+        Action::Http(h) => {
+            let client = match probes::http::HttpClient::fresh_connections(&h.tls) {
+                Ok(c) => c,
+                Err(e) => return (false, format!("{} {}: {e}", h.method, h.url), None),
+            };
+            let call = client.exchange(&h.url, &h.method, &h.headers, h.body.as_deref());
+            match tokio::time::timeout(a.timeout, call).await {
+                Ok(Ok(answer)) => (
+                    true,
+                    format!("{} {} → {}", h.method, h.url, answer.status),
+                    Some(probes::http_output(&answer)),
+                ),
+                Ok(Err(e)) => (false, e, None),
+                Err(_) => (
+                    false,
+                    format!(
+                        "{} {}: no answer within {}",
+                        h.method,
+                        h.url,
+                        humantime::format_duration(a.timeout)
+                    ),
+                    None,
+                ),
+            }
+        }
+        Action::Command(c) => match probes::command::run(c, a.timeout).await {
+            Ok(out) => (
+                true,
+                format!("`{}` exited {}", c.display(), out.status),
+                Some(out.to_json()),
+            ),
+            Err(e) => (false, e, None),
+        },
+    }
 }
 
 /// Injects, holds for the step's duration, reverts (unless a halt leaves it to the end).

@@ -230,7 +230,21 @@ async fn journal_sample(
             detail: s.detail.clone(),
         },
     )
-    .await
+    .await?;
+    if let Some(output) = &s.output {
+        let probe = probe.name.clone();
+        let output = output.clone();
+        append(
+            sh,
+            Event::ProbeOutput {
+                probe,
+                phase,
+                output,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn set_state(sh: &Shared, to: RunState) -> Result<(), LeaseLost> {

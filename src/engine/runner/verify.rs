@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::halt::LeaseLost;
 use super::{Shared, append, journal_sample, set_state};
-use crate::probes;
+use crate::probes::{self, http};
 use crate::run::{Event, RollbackOutcome, RunState, SamplePhase};
 use crate::spec::model::{Rollback, RollbackAction};
 
@@ -56,6 +56,7 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
             tls,
             method,
             body,
+            headers,
             expect_status,
             timeout,
         } => {
@@ -63,11 +64,12 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
                 Ok(c) => c,
                 Err(e) => return (false, format!("{method} {url}: {e}")),
             };
-            match tokio::time::timeout(*timeout, client.send(url, method, body.as_deref())).await {
-                Ok(Ok((status, _))) if expect_status.contains(&status) => {
-                    (true, format!("{method} {url} → {status}"))
+            let call = client.exchange(url, method, headers, body.as_deref());
+            match tokio::time::timeout(*timeout, call).await {
+                Ok(Ok(a)) if expect_status.is_empty() || expect_status.contains(&a.status) => {
+                    (true, format!("{method} {url} → {}", a.status))
                 }
-                Ok(Ok((status, _))) => (
+                Ok(Ok(http::Answer { status, .. })) => (
                     false,
                     format!("{method} {url} → {status}, expected {expect_status:?}"),
                 ),
@@ -81,6 +83,26 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
                 ),
             }
         }
+        RollbackAction::Command {
+            command,
+            any_exit,
+            timeout,
+        } => match probes::command::run(command, *timeout).await {
+            Ok(out) if out.status == 0 || *any_exit => (
+                true,
+                format!("`{}` exited {}", command.display(), out.status),
+            ),
+            Ok(out) => (
+                false,
+                format!(
+                    "`{}` exited {}: {}",
+                    command.display(),
+                    out.status,
+                    out.stderr.trim()
+                ),
+            ),
+            Err(e) => (false, e),
+        },
     }
 }
 

@@ -14,7 +14,7 @@ use super::method::{Plan, run_steps};
 use super::{Shared, append, journal_sample, pending_halt};
 use crate::probes::{self, Sample};
 use crate::run::{Event, SamplePhase};
-use crate::spec::model::Probe;
+use crate::spec::model::{Probe, Sampling};
 use crate::store::StoreError;
 
 /// What the watch knows: the judge's tallies, why the run halted (if it did), and the
@@ -45,7 +45,10 @@ pub(super) async fn watch(
         w.halt_with(sh, h);
     }
     let probes_stop = CancellationToken::new();
-    let samples = spawn_probes(&sh.exp.hypothesis, &probes_stop);
+    // Sampled once after the method instead, when the hypothesis says `before_after`.
+    let continuous = sh.exp.sampling == Sampling::Continuous;
+    let during: &[Probe] = if continuous { &sh.exp.hypothesis } else { &[] };
+    let samples = spawn_probes(during, &probes_stop);
     let watched = w.watch_method(sh, samples, plan).await;
     probes_stop.cancel();
     let method = watched?;
@@ -54,6 +57,9 @@ pub(super) async fn watch(
     // never mistaken for a completed one.
     if w.halt.is_none() && sh.halt.is_cancelled() {
         w.halt = Some(halt_reason(sh).await);
+    }
+    if !continuous && w.halt.is_none() && method.is_ok() {
+        w.after_method(sh).await?;
     }
     sh.halt.cancel(); // ends any step still waiting (e.g. after a step error in a parallel group)
     Ok((w, method))
@@ -140,6 +146,19 @@ impl Watch {
                 _ = lease_tick.tick() => renew_lease(sh).await?,
             }
         }
+    }
+
+    /// `before_after` sampling: one round right after the method, in order, stopping at the
+    /// first failure (as Chaos Toolkit checks its hypothesis after the method).
+    async fn after_method(&mut self, sh: &Shared) -> Result<(), LeaseLost> {
+        for (i, probe) in sh.exp.hypothesis.iter().enumerate() {
+            let s = probes::sample(probe).await;
+            self.on_sample(sh, i, &s).await?;
+            if !s.ok {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn halt_with(&mut self, sh: &Shared, h: Halt) {

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod action;
 mod host;
 mod network;
 
+pub use action::{Action, ActionStep, CommandRun, Expect, HttpCall, Sampling};
 pub use host::{DiskAmount, MemoryAmount, ProcessAction, ResourceKind, Signal};
 pub use network::{Direction, ToxicKind};
 
@@ -28,6 +30,9 @@ pub struct Experiment {
     /// The parameter values this instance was resolved with (defaults plus overrides).
     pub params: BTreeMap<String, String>,
     pub hypothesis: Vec<Probe>,
+    /// When the probes sample (continuously by default).
+    #[serde(default, skip_serializing_if = "is_continuous")]
+    pub sampling: Sampling,
     pub method: Vec<Step>,
     pub stop_conditions: Vec<StopCondition>,
     pub rollbacks: Vec<Rollback>,
@@ -62,6 +67,10 @@ impl OnOwnerLoss {
     }
 }
 
+fn is_continuous(s: &Sampling) -> bool {
+    *s == Sampling::Continuous
+}
+
 impl Experiment {
     /// Upper bound of the method's duration (sequence adds, parallel takes the longest).
     pub fn method_duration(&self) -> Duration {
@@ -74,11 +83,19 @@ impl Experiment {
     pub fn unverified_servers(&self) -> Vec<String> {
         let probes = self.hypothesis.iter().filter_map(|p| match &p.kind {
             ProbeKind::Http { url, tls, .. } => Some((url, tls)),
-            ProbeKind::Tcp { .. } => None,
+            ProbeKind::Tcp { .. } | ProbeKind::Command { .. } => None,
         });
-        let rollbacks = self.rollbacks.iter().map(|r| match &r.action {
-            RollbackAction::Http { url, tls, .. } => (url, tls),
+        let rollbacks = self.rollbacks.iter().filter_map(|r| match &r.action {
+            RollbackAction::Http { url, tls, .. } => Some((url, tls)),
+            RollbackAction::Command { .. } => None,
         });
+        let actions = self
+            .action_steps()
+            .into_iter()
+            .filter_map(|a| match &a.action {
+                Action::Http(h) => Some((&h.url, &h.tls)),
+                Action::Command(_) => None,
+            });
         let loads = self
             .fault_steps()
             .into_iter()
@@ -87,7 +104,7 @@ impl Experiment {
                 _ => None,
             });
         let mut out: Vec<String> = Vec::new();
-        for (url, tls) in probes.chain(rollbacks).chain(loads) {
+        for (url, tls) in probes.chain(rollbacks).chain(loads).chain(actions) {
             if !tls.insecure_skip_verify {
                 continue;
             }
@@ -106,7 +123,23 @@ impl Experiment {
             for s in steps {
                 match s {
                     Step::Fault(f) => out.push(f),
-                    Step::Wait { .. } => {}
+                    Step::Wait { .. } | Step::Action(_) => {}
+                    Step::Parallel(inner) => walk(inner, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.method, &mut out);
+        out
+    }
+
+    /// Every action step, in method order (flattening parallel groups).
+    pub fn action_steps(&self) -> Vec<&ActionStep> {
+        fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a ActionStep>) {
+            for s in steps {
+                match s {
+                    Step::Action(a) => out.push(a),
+                    Step::Wait { .. } | Step::Fault(_) => {}
                     Step::Parallel(inner) => walk(inner, out),
                 }
             }
@@ -154,6 +187,8 @@ pub enum Step {
         duration: Duration,
     },
     Parallel(Vec<Step>),
+    /// One HTTP call or declared command, run once.
+    Action(ActionStep),
 }
 
 impl Step {
@@ -161,6 +196,7 @@ impl Step {
         match self {
             Step::Fault(f) => f.duration,
             Step::Wait { duration } => *duration,
+            Step::Action(a) => a.timeout,
             Step::Parallel(inner) => inner.iter().map(Step::duration).max().unwrap_or_default(),
         }
     }
@@ -267,6 +303,9 @@ pub struct Probe {
     #[serde(with = "crate::spec::duration_serde")]
     pub timeout: Duration,
     pub tolerance: Tolerance,
+    /// Judges the probe's output instead of its `status` and `body_contains`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +318,10 @@ pub enum ProbeKind {
         #[serde(default, skip_serializing_if = "crate::tls::TlsOptions::is_default")]
         tls: crate::tls::TlsOptions,
         method: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
         /// Accepted status codes (a sample with any other status fails).
         expect_status: Vec<u16>,
         #[serde(default, with = "crate::spec::opt_duration_serde")]
@@ -291,6 +334,8 @@ pub enum ProbeKind {
         #[serde(default, with = "crate::spec::opt_duration_serde")]
         max_latency: Option<Duration>,
     },
+    /// A declared command run once per sample: it passes when it exits 0 (or as `expect` says).
+    Command { command: CommandRun },
 }
 
 /// How much failure the hypothesis tolerates while the method runs.
@@ -365,7 +410,18 @@ pub enum RollbackAction {
         tls: crate::tls::TlsOptions,
         method: String,
         body: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        /// Accepted codes; empty: any answer.
         expect_status: Vec<u16>,
+        #[serde(with = "crate::spec::duration_serde")]
+        timeout: Duration,
+    },
+    /// A declared command; it must exit 0 unless `any_exit` (imported rollbacks accept any).
+    Command {
+        command: CommandRun,
+        #[serde(default)]
+        any_exit: bool,
         #[serde(with = "crate::spec::duration_serde")]
         timeout: Duration,
     },

@@ -15,6 +15,7 @@ use super::raw::RawExperiment;
 use super::{Problem, did_you_mean};
 use crate::config::Config;
 
+mod actions;
 mod cx;
 mod host;
 mod keys;
@@ -92,6 +93,7 @@ pub(crate) fn experiment(
         tags: raw.tags.clone().unwrap_or_default(),
         params,
         hypothesis: hypothesis.probes,
+        sampling: hypothesis.sampling,
         method,
         stop_conditions,
         rollbacks,

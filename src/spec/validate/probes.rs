@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use super::MIN_PROBE_INTERVAL;
+use super::actions;
 use super::cx::{Cx, http_method, http_path, join_url};
 use crate::spec::did_you_mean;
-use crate::spec::model::{Probe, ProbeKind, Tolerance};
+use crate::spec::model::{Probe, ProbeKind, Sampling, Tolerance};
 use crate::spec::raw::{RawHttpProbe, RawHypothesis, RawProbe, RawTcpProbe};
 
 /// What the hypothesis gives the rest of the pass.
@@ -15,6 +16,7 @@ pub(super) struct Hypothesis {
     pub names: Vec<String>,
     /// None: wrong and reported.
     pub recovery: Option<Duration>,
+    pub sampling: Sampling,
 }
 
 /// `hypothesis: {recovery_timeout, probes: [...]}`.
@@ -23,6 +25,7 @@ pub(super) fn hypothesis(cx: &mut Cx, raw: Option<&RawHypothesis>) -> Hypothesis
         probes: Vec::new(),
         names: Vec::new(),
         recovery: Some(Duration::from_secs(10)),
+        sampling: Sampling::Continuous,
     };
     let Some(h) = raw else {
         if !cx.loc.has("hypothesis") {
@@ -39,6 +42,15 @@ pub(super) fn hypothesis(cx: &mut Cx, raw: Option<&RawHypothesis>) -> Hypothesis
         &h.recovery_timeout,
         Some(Duration::from_secs(10)),
     );
+    match h.sampling.as_deref().map(str::trim) {
+        None | Some("continuous") => {}
+        Some("before_after") => out.sampling = Sampling::BeforeAfter,
+        Some(other) => cx.at(
+            "hypothesis.sampling",
+            format!("`sampling: {other}` is not a sampling mode"),
+            "use `continuous` (the default) or `before_after`",
+        ),
+    }
     let list = h.probes.as_deref().unwrap_or_default();
     if list.is_empty() && !(h.probes.is_none() && cx.loc.has("hypothesis.probes")) {
         cx.at(
@@ -112,6 +124,10 @@ fn probe(cx: &mut Cx, path: &str, p: &RawProbe) -> Option<Probe> {
         None => Some(0.0),
     };
     let kind = probe_kind(cx, path, p);
+    let expect = match &p.expect {
+        None => None,
+        Some(e) => Some(actions::expect(cx, &format!("{path}.expect"), e)?),
+    };
     Some(Probe {
         name: name?.to_string(),
         kind: kind?,
@@ -120,11 +136,24 @@ fn probe(cx: &mut Cx, path: &str, p: &RawProbe) -> Option<Probe> {
         tolerance: Tolerance {
             max_failure_ratio: ratio?,
         },
+        expect,
     })
 }
 
-/// `http` or `tcp`, exactly one of them.
+/// `http`, `tcp` or `command`, exactly one of them.
 fn probe_kind(cx: &mut Cx, path: &str, p: &RawProbe) -> Option<ProbeKind> {
+    if let Some(c) = &p.command {
+        if p.http.is_some() || p.tcp.is_some() {
+            cx.at_key(
+                &format!("{path}.command"),
+                "a probe has one of `http`, `tcp` or `command`, not several",
+                "split it into probes with their own names",
+            );
+            return None;
+        }
+        let (command, _) = actions::command(cx, &format!("{path}.command"), c)?;
+        return Some(ProbeKind::Command { command });
+    }
     match (&p.http, &p.tcp) {
         (Some(_), Some(_)) => {
             cx.at_key(
@@ -135,7 +164,10 @@ fn probe_kind(cx: &mut Cx, path: &str, p: &RawProbe) -> Option<ProbeKind> {
             None
         }
         (None, None) => {
-            if !cx.loc.has(&format!("{path}.http")) && !cx.loc.has(&format!("{path}.tcp")) {
+            if !cx.loc.has(&format!("{path}.http"))
+                && !cx.loc.has(&format!("{path}.tcp"))
+                && !cx.loc.has(&format!("{path}.command"))
+            {
                 cx.at(
                     path,
                     "this probe has neither `http` nor `tcp`",
@@ -168,6 +200,8 @@ fn http_probe(cx: &mut Cx, hp: &str, h: &RawHttpProbe) -> Option<ProbeKind> {
             url: join_url(&u, &p),
             tls: cx.endpoint_tls(h.endpoint.as_deref()),
             method: m,
+            headers: h.headers.clone().unwrap_or_default(),
+            body: h.body.clone(),
             expect_status: status,
             max_latency,
             body_contains: h.body_contains.clone(),

@@ -1,9 +1,7 @@
 //! Rollbacks: extra actions (an HTTP request to a declared endpoint) run after the faults
 //! are removed.
 
-use std::time::Duration;
-
-use super::cx::{Cx, http_method, http_path, join_url};
+use super::cx::Cx;
 use crate::spec::model::{Rollback, RollbackAction};
 use crate::spec::raw::{RawHttpAction, RawRollback};
 
@@ -29,18 +27,33 @@ pub(super) fn rollbacks(cx: &mut Cx, raw: &[RawRollback]) -> Vec<Rollback> {
             }
             names.push(n.to_string());
         }
-        let action = match &r.http {
-            None => {
-                if !cx.loc.has(&format!("{path}.http")) {
+        let action = match (&r.http, &r.command) {
+            (Some(_), Some(_)) => {
+                cx.at_key(
+                    &format!("{path}.command"),
+                    "a rollback has either `http` or `command`, not both",
+                    "split it into two rollbacks with their own names",
+                );
+                None
+            }
+            (None, None) => {
+                if !cx.loc.has(&format!("{path}.http")) && !cx.loc.has(&format!("{path}.command")) {
                     cx.at(
                         &path,
                         "this rollback has no action",
-                        "add `http: {endpoint: ..., path: ..., method: POST}`",
+                        "add `http: {endpoint: ..., path: ..., method: POST}` or `command: {target: ...}`",
                     );
                 }
                 None
             }
-            Some(h) => http_action(cx, &format!("{path}.http"), h),
+            (Some(h), None) => http_action(cx, &format!("{path}.http"), h),
+            (None, Some(c)) => super::actions::command(cx, &format!("{path}.command"), c).map(
+                |(command, timeout)| RollbackAction::Command {
+                    command,
+                    any_exit: r.any_exit.as_deref() == Some("true"),
+                    timeout,
+                },
+            ),
         };
         if let (Some(n), Some(action)) = (name, action) {
             rollbacks.push(Rollback {
@@ -53,29 +66,14 @@ pub(super) fn rollbacks(cx: &mut Cx, raw: &[RawRollback]) -> Vec<Rollback> {
 }
 
 fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackAction> {
-    let status = cx.status(&format!("{hp}.status"), &h.status);
-    let timeout = cx.duration(
-        &format!("{hp}.timeout"),
-        &h.timeout,
-        Some(Duration::from_secs(5)),
-    );
-    let url = cx
-        .required(
-            &format!("{hp}.endpoint"),
-            &h.endpoint,
-            "this http rollback",
-            "shop",
-        )
-        .map(str::to_string)
-        .and_then(|e| cx.endpoint(&format!("{hp}.endpoint"), &e, "rollbacks"));
-    let url_path = http_path(cx, &format!("{hp}.path"), &h.path);
-    let method = http_method(cx, &format!("{hp}.method"), &h.method, "POST");
+    let (call, expect_status, timeout) = super::actions::http_call(cx, hp, h, "POST", "rollbacks")?;
     Some(RollbackAction::Http {
-        url: join_url(&url?, &url_path?),
-        tls: cx.endpoint_tls(h.endpoint.as_deref()),
-        method: method?,
-        body: h.body.clone(),
-        expect_status: status,
-        timeout: timeout?,
+        url: call.url,
+        tls: call.tls,
+        method: call.method,
+        body: call.body,
+        headers: call.headers,
+        expect_status,
+        timeout,
     })
 }

@@ -40,8 +40,14 @@ pub(super) fn method(cx: &mut Cx, raw: Option<&[RawStep]>) -> Vec<Step> {
 fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
     let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
     let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
+    let is_action = s.http.is_some()
+        || s.command.is_some()
+        || cx.loc.has(&format!("{path}.http"))
+        || cx.loc.has(&format!("{path}.command"));
     if is_wait || is_parallel {
         wait_or_parallel(cx, path, s, group, is_wait, is_parallel)
+    } else if is_action {
+        super::actions::action_step(cx, path, s)
     } else {
         fault_step(cx, path, s, group)
     }

@@ -1,0 +1,1211 @@
+//! `chaosbot import chaostoolkit`: a Chaos Toolkit experiment (JSON or YAML) translated into a
+//! chaosbot experiment and the operator config it needs.
+//!
+//! The semantics followed are chaostoolkit-lib's (`chaoslib/`): the steady-state hypothesis is
+//! checked before and after the method (`sampling: before_after`), method activities run once
+//! in order and their failures do not stop the method, tolerances judge the provider's output
+//! (`{status, headers, body}` or `{status, stdout, stderr}`), `${name}` is replaced from the
+//! `configuration` section (environment entries read at import time, with their defaults).
+//! Every URL becomes a declared `[[targets.http]]` and every command a `[[targets.command]]`,
+//! so what runs stays the operator's to review. Python providers cannot run here and are
+//! refused, naming the module. Every problem of the file is reported at once, located.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::Problem;
+use super::locate::{Node, NodeKind, Pos, parse_tree};
+
+/// What an import produces: the experiment's name, its YAML, and the config's TOML.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub name: String,
+    pub experiment_yaml: String,
+    pub config_toml: String,
+    /// What people should know about the translation (ignored keys, always-failing forms).
+    pub notes: Vec<String>,
+}
+
+/// Translates one Chaos Toolkit experiment. `file` names it in problems and in the output.
+/// `env` reads environment variables (for `configuration` entries of type `env`).
+pub fn import(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Imported, Vec<Problem>> {
+    let (root, tree_problems) = match parse_tree(text) {
+        Ok(t) => t,
+        Err(p) => return Err(vec![Problem::at(file, p.pos, p.message, p.hint)]),
+    };
+    let mut ix = Importer {
+        file,
+        problems: tree_problems
+            .into_iter()
+            .map(|p| Problem::at(file, p.pos, p.message, p.hint))
+            .collect(),
+        notes: Vec::new(),
+        config: BTreeMap::new(),
+        http: Vec::new(),
+        commands: Vec::new(),
+        step_names: Vec::new(),
+    };
+    let Some(root) = root.filter(|r| matches!(r.kind, NodeKind::Map(_))) else {
+        ix.problem(
+            Pos::default(),
+            "",
+            "the file holds no experiment (a map with title, steady-state-hypothesis, method, ...)",
+            "give the path of a Chaos Toolkit experiment file",
+        );
+        return Err(ix.problems);
+    };
+    let out = ix.experiment(&root, env);
+    if !ix.problems.is_empty() {
+        return Err(ix.problems);
+    }
+    let Some((name, exp)) = out else {
+        return Err(ix.problems);
+    };
+    Ok(Imported {
+        experiment_yaml: yaml_text(&exp),
+        config_toml: ix.config_toml(),
+        name,
+        notes: ix.notes,
+    })
+}
+
+struct HttpTarget {
+    name: String,
+    base: String,
+    insecure: bool,
+}
+
+struct CommandDecl {
+    name: String,
+    argv: Vec<String>,
+    shell: Option<String>,
+}
+
+struct Importer<'a> {
+    file: &'a str,
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+    config: BTreeMap<String, Value>,
+    http: Vec<HttpTarget>,
+    commands: Vec<CommandDecl>,
+    step_names: Vec<String>,
+}
+
+/// The default limit of an activity with no `timeout` (Chaos Toolkit waits forever).
+const DEFAULT_TIMEOUT_S: f64 = 30.0;
+
+impl Importer<'_> {
+    fn problem(&mut self, pos: Pos, pointer: &str, message: impl Into<String>, hint: &str) {
+        let pointer = if pointer.is_empty() { "/" } else { pointer };
+        self.problems.push(Problem::at(
+            self.file,
+            pos,
+            format!("{pointer}: {}", message.into()),
+            hint,
+        ));
+    }
+
+    fn experiment(
+        &mut self,
+        root: &Node,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<(String, Value)> {
+        if let Some(c) = root.get("configuration") {
+            self.configuration(c, env);
+        }
+        if let Some(s) = root.get("secrets") {
+            self.problem(
+                s.pos,
+                "/secrets",
+                "secrets are not imported",
+                "declare what the secrets guard as targets in chaosbot.toml (an endpoint's TLS keys, a command's environment) and remove `secrets`",
+            );
+        }
+        if root.get("controls").is_some() {
+            self.notes
+                .push("`controls` are Chaos Toolkit extensions and were left out".into());
+        }
+        let title = match root.get("title").map(|t| self.value(t)) {
+            Some(Value::String(t)) if !t.trim().is_empty() => t,
+            _ => {
+                self.problem(
+                    root.pos,
+                    "/title",
+                    "the experiment has no `title`",
+                    "Chaos Toolkit requires one; add `\"title\": \"...\"`",
+                );
+                String::new()
+            }
+        };
+        let name = slug(&title);
+        let description = root
+            .get("description")
+            .map(|d| self.value(d))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let tags: Vec<Value> = match root.get("tags").map(|t| self.value(t)) {
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .map(|t| Value::String(scalar_text(&t)))
+                .collect(),
+            _ => Vec::new(),
+        };
+
+        // What `ref` may name: the hypothesis probes and the method's activities (chaoslib
+        // `caching.cache_activities`).
+        let mut named: BTreeMap<String, (String, Node)> = BTreeMap::new();
+        let hypo = root.get("steady-state-hypothesis");
+        let probes: Vec<(String, &Node)> = match hypo.and_then(|h| h.get("probes")) {
+            Some(Node {
+                kind: NodeKind::Seq(items),
+                ..
+            }) => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("/steady-state-hypothesis/probes/{i}"), n))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let method: Vec<(String, &Node)> = match root.get("method") {
+            Some(Node {
+                kind: NodeKind::Seq(items),
+                ..
+            }) => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("/method/{i}"), n))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (p, n) in method.iter().chain(probes.iter()) {
+            if let Some(name) = n.get("name").and_then(Node::scalar) {
+                named.insert(name.to_string(), (p.clone(), (*n).clone()));
+            }
+        }
+
+        let mut hyp_probes = Vec::new();
+        if probes.is_empty() {
+            self.problem(
+                hypo.map(|h| h.pos).unwrap_or(root.pos),
+                "/steady-state-hypothesis",
+                "the experiment has no steady-state hypothesis with probes",
+                "chaosbot judges every run by its hypothesis: add `steady-state-hypothesis` with at least one probe and its tolerance",
+            );
+        }
+        let mut probe_names: Vec<String> = Vec::new();
+        for (p, n) in &probes {
+            let Some((p, n)) = self.resolve(p, n, &named) else {
+                continue;
+            };
+            if let Some(mut probe) = self.activity(&p, &n, Role::Hypothesis) {
+                let base = probe["name"].as_str().unwrap_or("probe").to_string();
+                let unique = unique_name(&base, &probe_names);
+                probe_names.push(unique.clone());
+                probe["name"] = Value::String(unique);
+                hyp_probes.push(probe);
+            }
+        }
+
+        let mut steps = Vec::new();
+        if method.is_empty() {
+            self.problem(
+                root.get("method").map(|m| m.pos).unwrap_or(root.pos),
+                "/method",
+                "the experiment has no method activities",
+                "add at least one action or probe under `method`",
+            );
+        }
+        for (p, n) in &method {
+            let Some((p, n)) = self.resolve(p, n, &named) else {
+                continue;
+            };
+            if n.get("background")
+                .and_then(Node::scalar)
+                .is_some_and(|b| b == "true")
+            {
+                self.problem(
+                    n.get("background").map(|b| b.pos).unwrap_or(n.pos),
+                    &format!("{p}/background"),
+                    "background activities are not imported yet",
+                    "run it in sequence (remove `background`), or write the chaosbot experiment with a `parallel` group",
+                );
+                continue;
+            }
+            let (before, after) = self.pauses(&p, &n);
+            if let Some(w) = before {
+                steps.push(json!({"wait": w}));
+            }
+            if let Some(mut step) = self.activity(&p, &n, Role::Method) {
+                let base = step["name"].as_str().unwrap_or("step").to_string();
+                let unique = unique_name(&base, &self.step_names);
+                self.step_names.push(unique.clone());
+                step["name"] = Value::String(unique);
+                steps.push(step);
+            }
+            if let Some(w) = after {
+                steps.push(json!({"wait": w}));
+            }
+        }
+
+        let mut rollbacks = Vec::new();
+        let mut rollback_names: Vec<String> = Vec::new();
+        if let Some(Node {
+            kind: NodeKind::Seq(items),
+            ..
+        }) = root.get("rollbacks")
+        {
+            for (i, n) in items.iter().enumerate() {
+                let p = format!("/rollbacks/{i}");
+                let Some((p, n)) = self.resolve(&p, n, &named) else {
+                    continue;
+                };
+                if n.get("pauses").is_some() {
+                    self.notes.push(format!(
+                        "{p}: the pauses of a rollback are not imported (rollbacks run one after another)"
+                    ));
+                }
+                if let Some(mut rb) = self.activity(&p, &n, Role::Rollback) {
+                    let base = rb["name"].as_str().unwrap_or("rollback").to_string();
+                    let unique = unique_name(&base, &rollback_names);
+                    rollback_names.push(unique.clone());
+                    rb["name"] = Value::String(unique);
+                    rollbacks.push(rb);
+                }
+            }
+        }
+
+        let mut exp = Map::new();
+        exp.insert("name".into(), Value::String(name.clone()));
+        exp.insert("title".into(), Value::String(title));
+        if !description.is_empty() {
+            exp.insert("description".into(), Value::String(description));
+        }
+        exp.insert(
+            "owner".into(),
+            Value::String(format!("imported from {}", self.file)),
+        );
+        if !tags.is_empty() {
+            exp.insert("tags".into(), Value::Array(tags));
+        }
+        exp.insert(
+            "hypothesis".into(),
+            json!({"sampling": "before_after", "probes": hyp_probes}),
+        );
+        exp.insert("method".into(), Value::Array(steps));
+        if !rollbacks.is_empty() {
+            exp.insert("rollbacks".into(), Value::Array(rollbacks));
+        }
+        Some((name, Value::Object(exp)))
+    }
+
+    /// `configuration`: plain values, and `{type: env, key, default}` read now.
+    fn configuration(&mut self, c: &Node, env: &dyn Fn(&str) -> Option<String>) {
+        let NodeKind::Map(entries) = &c.kind else {
+            self.problem(
+                c.pos,
+                "/configuration",
+                "`configuration` is not a map",
+                "write it as `{\"name\": value, ...}`",
+            );
+            return;
+        };
+        for e in entries {
+            let p = format!("/configuration/{}", pointer_escape(&e.key));
+            let v = self.value(&e.value);
+            let resolved = match &v {
+                Value::Object(m) if m.contains_key("type") => {
+                    match m.get("type").and_then(Value::as_str) {
+                        Some("env") => {
+                            let key = m.get("key").and_then(Value::as_str).unwrap_or_default();
+                            match (env(key), m.get("default")) {
+                                (Some(val), _) => Some(convert_env(
+                                    m.get("env_var_type").and_then(Value::as_str),
+                                    &val,
+                                )),
+                                (None, Some(d)) => Some(d.clone()),
+                                (None, None) => {
+                                    self.problem(
+                                        e.value.pos,
+                                        &p,
+                                        format!(
+                                            "the environment variable `{key}` is not set and the entry has no default"
+                                        ),
+                                        "set it when importing, or give the entry a `default`",
+                                    );
+                                    None
+                                }
+                            }
+                        }
+                        other => {
+                            self.problem(
+                                e.value.pos,
+                                &p,
+                                format!(
+                                    "configuration entries of type `{}` are not imported",
+                                    other.unwrap_or("?")
+                                ),
+                                "only plain values and `{\"type\": \"env\", \"key\": ..., \"default\": ...}` are read",
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => Some(v.clone()),
+            };
+            if let Some(r) = resolved {
+                self.config.insert(e.key.clone(), r);
+            }
+        }
+    }
+
+    /// A `ref` replaced by the activity it names (located where that activity is written).
+    fn resolve(
+        &mut self,
+        p: &str,
+        n: &Node,
+        named: &BTreeMap<String, (String, Node)>,
+    ) -> Option<(String, Node)> {
+        let Some(r) = n.get("ref") else {
+            return Some((p.to_string(), n.clone()));
+        };
+        let name = r.scalar().unwrap_or_default();
+        match named.get(name) {
+            Some((at, node)) if node.get("ref").is_none() => Some((at.clone(), node.clone())),
+            _ => {
+                let known: Vec<&str> = named.keys().map(String::as_str).collect();
+                let hint = match crate::spec::did_you_mean(name, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "a ref names an activity of the method or a hypothesis probe ({})",
+                        if known.is_empty() {
+                            "there are none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                };
+                self.problem(
+                    r.pos,
+                    &format!("{p}/ref"),
+                    format!("`ref: {name}` names no activity"),
+                    &hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// `pauses: {before, after}` (seconds, or `${name}`) as chaosbot durations.
+    fn pauses(&mut self, p: &str, n: &Node) -> (Option<String>, Option<String>) {
+        let Some(pauses) = n.get("pauses") else {
+            return (None, None);
+        };
+        let mut one = |key: &str| -> Option<String> {
+            let node = pauses.get(key)?;
+            let v = self.subst(&self.value(node));
+            match seconds(&v) {
+                Some(s) if s > 0.0 => Some(duration_text(s)),
+                Some(_) => None,
+                None => {
+                    self.problem(
+                        node.pos,
+                        &format!("{p}/pauses/{key}"),
+                        format!("pause `{key}` is not a number of seconds"),
+                        "write it like `\"before\": 5`",
+                    );
+                    None
+                }
+            }
+        };
+        let b = one("before");
+        let a = one("after");
+        (b, a)
+    }
+
+    /// One activity as a chaosbot probe, action step or rollback.
+    fn activity(&mut self, p: &str, n: &Node, role: Role) -> Option<Value> {
+        let name = match n.get("name").map(|x| self.value(x)) {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            _ => {
+                self.problem(
+                    n.pos,
+                    &format!("{p}/name"),
+                    "this activity has no `name`",
+                    "Chaos Toolkit requires one; add `\"name\": \"...\"`",
+                );
+                return None;
+            }
+        };
+        match n.get("type").and_then(Node::scalar) {
+            Some("probe" | "action") => {}
+            other => {
+                self.problem(
+                    n.get("type").map(|t| t.pos).unwrap_or(n.pos),
+                    &format!("{p}/type"),
+                    format!("activity `{name}` has type `{}`", other.unwrap_or("(none)")),
+                    "an activity is a `probe` or an `action`",
+                );
+                return None;
+            }
+        }
+        let Some(provider) = n.get("provider") else {
+            self.problem(
+                n.pos,
+                &format!("{p}/provider"),
+                format!("activity `{name}` has no provider"),
+                "add `\"provider\": {\"type\": \"http\", \"url\": ...}` or a process provider",
+            );
+            return None;
+        };
+        let pp = format!("{p}/provider");
+        let tolerance = match role {
+            Role::Hypothesis => match n.get("tolerance") {
+                Some(t) => Some(self.tolerance(&format!("{p}/tolerance"), t)?),
+                None => {
+                    self.problem(
+                        n.pos,
+                        &format!("{p}/tolerance"),
+                        format!("hypothesis probe `{name}` has no tolerance"),
+                        "every hypothesis probe needs a `tolerance` (e.g. 200 for an http status, 0 for an exit code)",
+                    );
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let kind = provider.get("type").and_then(Node::scalar).unwrap_or("");
+        let (key, body, timeout) = match kind {
+            "http" => self.http_provider(&pp, provider, &name)?,
+            "process" => self.process_provider(&pp, provider, &name)?,
+            "python" => {
+                let module = provider
+                    .get("module")
+                    .and_then(Node::scalar)
+                    .unwrap_or("(no module)");
+                self.problem(
+                    provider.pos,
+                    &pp,
+                    format!(
+                        "activity `{name}` calls the Python module `{module}`, which chaosbot cannot run"
+                    ),
+                    "express it as an http or process activity, or write the chaosbot fault it stands for (network faults: latency, bandwidth, down, ...)",
+                );
+                return None;
+            }
+            other => {
+                self.problem(
+                    provider.get("type").map(|t| t.pos).unwrap_or(provider.pos),
+                    &format!("{pp}/type"),
+                    format!("activity `{name}` has the unknown provider type `{other}`"),
+                    "Chaos Toolkit's provider types are http, process and python",
+                );
+                return None;
+            }
+        };
+        let mut out = Map::new();
+        out.insert("name".into(), Value::String(name));
+        out.insert(key.into(), body);
+        match role {
+            Role::Hypothesis => {
+                out.insert("timeout".into(), Value::String(duration_text(timeout)));
+                if let Some(t) = tolerance {
+                    out.insert("expect".into(), t);
+                }
+            }
+            Role::Method => {
+                if let Some(Value::Object(m)) = out.get_mut(key) {
+                    m.insert("timeout".into(), Value::String(duration_text(timeout)));
+                }
+            }
+            Role::Rollback => {
+                if let Some(Value::Object(m)) = out.get_mut(key) {
+                    m.insert("timeout".into(), Value::String(duration_text(timeout)));
+                    if key == "http" {
+                        m.insert("status".into(), Value::String("any".into()));
+                    }
+                }
+                if key == "command" {
+                    out.insert("any_exit".into(), Value::Bool(true));
+                }
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    /// The http provider: a declared endpoint per URL base, the rest on the activity.
+    fn http_provider(
+        &mut self,
+        pp: &str,
+        provider: &Node,
+        name: &str,
+    ) -> Option<(&'static str, Value, f64)> {
+        let url = match provider.get("url").map(|u| self.subst(&self.value(u))) {
+            Some(Value::String(u)) => u,
+            _ => {
+                self.problem(
+                    provider.pos,
+                    &format!("{pp}/url"),
+                    format!("http activity `{name}` has no `url`"),
+                    "add `\"url\": \"http://host:port/path\"`",
+                );
+                return None;
+            }
+        };
+        let parsed = match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            _ => {
+                self.problem(
+                    provider.get("url").map(|u| u.pos).unwrap_or(provider.pos),
+                    &format!("{pp}/url"),
+                    format!("`{url}` is not an http(s) URL"),
+                    "write it like `http://127.0.0.1:8080/health`",
+                );
+                return None;
+            }
+        };
+        let method = provider
+            .get("method")
+            .map(|m| scalar_text(&self.subst(&self.value(m))).to_ascii_uppercase())
+            .unwrap_or_else(|| "GET".into());
+        let mut headers: BTreeMap<String, String> = match provider
+            .get("headers")
+            .map(|h| self.subst(&self.value(h)))
+        {
+            Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect(),
+            Some(_) => {
+                self.problem(
+                    provider
+                        .get("headers")
+                        .map(|h| h.pos)
+                        .unwrap_or(provider.pos),
+                    &format!("{pp}/headers"),
+                    "`headers` is not a map",
+                    "write it as `{\"Name\": \"value\"}`",
+                );
+                return None;
+            }
+            None => BTreeMap::new(),
+        };
+        let insecure = match provider.get("verify_tls").and_then(Node::scalar) {
+            Some("false") => parsed.scheme() == "https",
+            _ => false,
+        };
+        let timeout = self.timeout(pp, provider, true)?;
+        let mut path = parsed.path().to_string();
+        let mut query: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut body = None;
+        if let Some(a) = provider.get("arguments") {
+            let args = self.subst(&self.value(a));
+            if !args.is_null() {
+                let json_body = headers
+                    .get("Content-Type")
+                    .is_some_and(|c| c == "application/json");
+                if method == "GET" {
+                    match &args {
+                        Value::Object(m) => {
+                            query.extend(m.iter().map(|(k, v)| (k.clone(), scalar_text(v))))
+                        }
+                        _ => {
+                            self.problem(
+                                a.pos,
+                                &format!("{pp}/arguments"),
+                                "the arguments of a GET are not a map",
+                                "they become the query string: write `{\"name\": value}`",
+                            );
+                            return None;
+                        }
+                    }
+                } else if json_body {
+                    body = Some(args.to_string());
+                } else {
+                    match &args {
+                        Value::Object(m) => {
+                            let pairs: Vec<(String, String)> =
+                                m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect();
+                            body = serde_urlencoded::to_string(pairs).ok();
+                            headers
+                                .entry("Content-Type".into())
+                                .or_insert_with(|| "application/x-www-form-urlencoded".into());
+                        }
+                        Value::String(s) => body = Some(s.clone()),
+                        other => body = Some(other.to_string()),
+                    }
+                }
+            }
+        }
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&serde_urlencoded::to_string(&query).unwrap_or_default());
+        }
+        let base = parsed.origin().ascii_serialization();
+        let endpoint = self.http_target(&base, insecure);
+        let mut call = Map::new();
+        call.insert("endpoint".into(), Value::String(endpoint));
+        call.insert("path".into(), Value::String(path));
+        call.insert("method".into(), Value::String(method));
+        if !headers.is_empty() {
+            call.insert(
+                "headers".into(),
+                Value::Object(
+                    headers
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                ),
+            );
+        }
+        if let Some(b) = body {
+            call.insert("body".into(), Value::String(b));
+        }
+        Some(("http", Value::Object(call), timeout))
+    }
+
+    /// The process provider: one declared command per command line.
+    fn process_provider(
+        &mut self,
+        pp: &str,
+        provider: &Node,
+        name: &str,
+    ) -> Option<(&'static str, Value, f64)> {
+        let path = match provider.get("path").map(|u| self.subst(&self.value(u))) {
+            Some(Value::String(u)) if !u.is_empty() => u,
+            _ => {
+                self.problem(
+                    provider.pos,
+                    &format!("{pp}/path"),
+                    format!("process activity `{name}` has no `path`"),
+                    "add `\"path\": \"program\"`",
+                );
+                return None;
+            }
+        };
+        let timeout = self.timeout(pp, provider, false)?;
+        let args = provider
+            .get("arguments")
+            .map(|a| self.subst(&self.value(a)))
+            .unwrap_or(Value::Null);
+        // chaoslib `provider/process.py`: a string goes through the shell after the path; a
+        // list is the arguments; a map is flattened key, value; empty values are dropped.
+        let (argv, shell) = match &args {
+            Value::Null => (vec![path.clone()], None),
+            Value::String(s) => (Vec::new(), Some(format!("{path} {s}"))),
+            Value::Array(a) => {
+                let mut v = vec![path.clone()];
+                v.extend(a.iter().filter(|x| !is_empty_arg(x)).map(scalar_text));
+                (v, None)
+            }
+            Value::Object(m) => {
+                let mut v = vec![path.clone()];
+                for (k, x) in m {
+                    v.push(k.clone());
+                    if !is_empty_arg(x) {
+                        v.push(scalar_text(x));
+                    }
+                }
+                (v, None)
+            }
+            other => (vec![path.clone(), scalar_text(other)], None),
+        };
+        let target = self.command_target(&path, argv, shell);
+        Some(("command", json!({"target": target}), timeout))
+    }
+
+    /// A provider's `timeout`: seconds, or `[connect, read]` for http (their sum bounds the
+    /// call; chaosbot has one limit per call).
+    fn timeout(&mut self, pp: &str, provider: &Node, http: bool) -> Option<f64> {
+        let Some(t) = provider.get("timeout") else {
+            return Some(DEFAULT_TIMEOUT_S);
+        };
+        let v = self.subst(&self.value(t));
+        let secs = match &v {
+            Value::Array(a) if http && a.len() == 2 => match (seconds(&a[0]), seconds(&a[1])) {
+                (Some(c), Some(r)) => Some(c + r),
+                _ => None,
+            },
+            other => seconds(other),
+        };
+        match secs {
+            Some(s) if s > 0.0 => Some(s),
+            _ => {
+                self.problem(
+                    t.pos,
+                    &format!("{pp}/timeout"),
+                    "`timeout` is not a positive number of seconds",
+                    if http {
+                        "write it like `5` or `[3, 10]` (connect, read)"
+                    } else {
+                        "write it like `5`"
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// A tolerance as a chaosbot `expect` (chaoslib `hypothesis.within_tolerance`: the output
+    /// of an http or process provider is a mapping with a `status`).
+    fn tolerance(&mut self, p: &str, t: &Node) -> Option<Value> {
+        let v = self.value(t);
+        let v = match &v {
+            Value::String(_) => self.subst(&v),
+            _ => v,
+        };
+        match &v {
+            Value::Bool(b) => {
+                self.notes.push(format!(
+                    "{p}: a boolean tolerance compares the probe's whole output, a mapping for http and process probes, so it is never met (as in Chaos Toolkit)"
+                ));
+                Some(json!({"equals": Value::Bool(*b).to_string()}))
+            }
+            Value::Number(n) if n.is_i64() => Some(json!({"status": [n]})),
+            Value::String(s) => {
+                self.notes.push(format!(
+                    "{p}: a string tolerance compares the probe's whole output, a mapping for http and process probes, so it is never met (as in Chaos Toolkit)"
+                ));
+                Some(json!({"equals": Value::String(s.clone()).to_string()}))
+            }
+            Value::Array(a) => {
+                let codes: Option<Vec<i64>> = a.iter().map(Value::as_i64).collect();
+                match codes {
+                    Some(c) if !c.is_empty() => Some(json!({"status": c})),
+                    _ => {
+                        self.problem(
+                            t.pos,
+                            p,
+                            "a list tolerance of an http or process probe lists status or exit codes",
+                            "write whole numbers, like `[200, 204]`",
+                        );
+                        None
+                    }
+                }
+            }
+            Value::Object(m) => self.tolerance_map(p, t, m),
+            _ => {
+                self.problem(
+                    t.pos,
+                    p,
+                    "this tolerance is neither a boolean, an integer, a string, a list nor a map",
+                    "see Chaos Toolkit's tolerance forms: 200, [200, 204], {\"type\": \"regex\", ...}",
+                );
+                None
+            }
+        }
+    }
+
+    fn tolerance_map(&mut self, p: &str, t: &Node, m: &Map<String, Value>) -> Option<Value> {
+        let target = m.get("target").map(scalar_text);
+        let need_target = |me: &mut Self, form: &str| -> Option<String> {
+            if target.is_none() {
+                me.problem(
+                    t.pos,
+                    &format!("{p}/target"),
+                    format!("a `{form}` tolerance here needs `target`"),
+                    "name the part of the output to test: `body`, `status`, `stdout`, ...",
+                );
+            }
+            target.clone()
+        };
+        match m.get("type").and_then(Value::as_str) {
+            Some("regex") => {
+                let Some(pattern) = m.get("pattern").map(|x| scalar_text(&self.subst(x))) else {
+                    self.problem(
+                        t.pos,
+                        &format!("{p}/pattern"),
+                        "a regex tolerance needs `pattern`",
+                        "add `\"pattern\": \"...\"`",
+                    );
+                    return None;
+                };
+                if let Err(e) = regex::Regex::new(&pattern) {
+                    self.problem(
+                        t.pos,
+                        &format!("{p}/pattern"),
+                        format!("the pattern does not compile: {e}"),
+                        "write a regular expression",
+                    );
+                    return None;
+                }
+                let target = need_target(self, "regex")?;
+                Some(json!({"regex": pattern, "target": target}))
+            }
+            Some("jsonpath") => {
+                let Some(path) = m.get("path").map(|x| scalar_text(&self.subst(x))) else {
+                    self.problem(
+                        t.pos,
+                        &format!("{p}/path"),
+                        "a jsonpath tolerance needs `path`",
+                        "add `\"path\": \"$.field\"`",
+                    );
+                    return None;
+                };
+                if let Err(e) = serde_json_path::JsonPath::parse(path.trim()) {
+                    self.problem(
+                        t.pos,
+                        &format!("{p}/path"),
+                        format!("`{path}` is not a JSON path: {e}"),
+                        "write it like `$.items[0].status`",
+                    );
+                    return None;
+                }
+                let mut out = Map::new();
+                out.insert("jsonpath".into(), Value::String(path.trim().to_string()));
+                if let Some(tg) = target {
+                    out.insert("target".into(), Value::String(tg));
+                }
+                if let Some(e) = m.get("expect") {
+                    let e = self.subst(e);
+                    let list = match e {
+                        Value::Array(_) => e,
+                        other => Value::Array(vec![other]),
+                    };
+                    out.insert("values".into(), Value::String(list.to_string()));
+                }
+                if let Some(c) = m.get("count") {
+                    out.insert("count".into(), Value::String(scalar_text(c)));
+                }
+                Some(Value::Object(out))
+            }
+            Some("range") => {
+                let bounds: Option<Vec<f64>> = match m.get("range") {
+                    Some(Value::Array(a)) if a.len() == 2 => a.iter().map(Value::as_f64).collect(),
+                    _ => None,
+                };
+                let Some(b) = bounds else {
+                    self.problem(
+                        t.pos,
+                        &format!("{p}/range"),
+                        "a range tolerance needs `range: [lower, upper]` of two numbers",
+                        "write it like `\"range\": [200, 299]`",
+                    );
+                    return None;
+                };
+                let target = need_target(self, "range")?;
+                Some(json!({"range": b, "target": target}))
+            }
+            Some("probe") => {
+                self.problem(
+                    t.pos,
+                    p,
+                    "a probe used as a tolerance is not imported",
+                    "use a regex, jsonpath or range tolerance, or a status code",
+                );
+                None
+            }
+            other => {
+                self.problem(
+                    t.pos,
+                    &format!("{p}/type"),
+                    format!(
+                        "the tolerance type `{}` is unknown",
+                        other.unwrap_or("(none)")
+                    ),
+                    "Chaos Toolkit's tolerance types are regex, jsonpath, range and probe",
+                );
+                None
+            }
+        }
+    }
+
+    /// `${name}` from the configuration: a value that is exactly `${name}` keeps its type.
+    fn subst(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) => {
+                if let Some(key) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+                    && let Some(val) = self.config.get(key)
+                {
+                    return val.clone();
+                }
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(i) = rest.find("${") {
+                    out.push_str(&rest[..i]);
+                    let after = &rest[i + 2..];
+                    match after.find('}') {
+                        Some(j) if self.config.contains_key(&after[..j]) => {
+                            out.push_str(&scalar_text(&self.config[&after[..j]]));
+                            rest = &after[j + 1..];
+                        }
+                        // Left as written, as Python's safe_substitute does.
+                        _ => {
+                            out.push_str("${");
+                            rest = after;
+                        }
+                    }
+                }
+                out.push_str(rest);
+                Value::String(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.subst(x)).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), self.subst(x))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// A node as JSON: plain scalars typed as YAML 1.2 core (JSON files type them the same).
+    fn value(&self, n: &Node) -> Value {
+        match &n.kind {
+            NodeKind::Scalar { text, plain: false } => Value::String(text.clone()),
+            NodeKind::Scalar { text, plain: true } => typed(text),
+            NodeKind::Seq(items) => Value::Array(items.iter().map(|x| self.value(x)).collect()),
+            NodeKind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), self.value(&e.value)))
+                    .collect(),
+            ),
+            NodeKind::Skip => Value::Null,
+        }
+    }
+
+    fn http_target(&mut self, base: &str, insecure: bool) -> String {
+        if let Some(t) = self
+            .http
+            .iter()
+            .find(|t| t.base == base && t.insecure == insecure)
+        {
+            return t.name.clone();
+        }
+        let stem = slug(base.split_once("://").map(|(_, r)| r).unwrap_or(base));
+        let taken: Vec<String> = self
+            .http
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(self.commands.iter().map(|c| c.name.clone()))
+            .collect();
+        let name = unique_name(&format!("http-{stem}"), &taken);
+        self.http.push(HttpTarget {
+            name: name.clone(),
+            base: base.to_string(),
+            insecure,
+        });
+        name
+    }
+
+    fn command_target(&mut self, path: &str, argv: Vec<String>, shell: Option<String>) -> String {
+        if let Some(c) = self
+            .commands
+            .iter()
+            .find(|c| c.argv == argv && c.shell == shell)
+        {
+            return c.name.clone();
+        }
+        let program = path.rsplit('/').next().unwrap_or(path);
+        let taken: Vec<String> = self
+            .http
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(self.commands.iter().map(|c| c.name.clone()))
+            .collect();
+        let name = unique_name(&format!("cmd-{}", slug(program)), &taken);
+        self.commands.push(CommandDecl {
+            name: name.clone(),
+            argv,
+            shell,
+        });
+        name
+    }
+
+    fn config_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut out = format!(
+            "# Generated by `chaosbot import chaostoolkit` from {}.\n# Review every target: an experiment can touch only what is declared here.\n",
+            self.file
+        );
+        for t in &self.http {
+            out.push_str(&format!(
+                "\n[[targets.http]]\nname = {}\nurl = {}\ndescription = {}\n",
+                q(&t.name),
+                q(&t.base),
+                q(&format!(
+                    "generated by chaosbot import chaostoolkit from {}",
+                    self.file
+                ))
+            ));
+            if t.insecure {
+                out.push_str(
+                    "insecure_skip_verify = true   # verify_tls: false in the experiment\n",
+                );
+            }
+        }
+        for c in &self.commands {
+            out.push_str(&format!("\n[[targets.command]]\nname = {}\n", q(&c.name)));
+            match &c.shell {
+                Some(s) => out.push_str(&format!("shell = {}\n", q(s))),
+                None => {
+                    let words: Vec<String> = c.argv.iter().map(|w| q(w)).collect();
+                    out.push_str(&format!("argv = [{}]\n", words.join(", ")));
+                }
+            }
+            out.push_str("generated = true\n");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Hypothesis,
+    Method,
+    Rollback,
+}
+
+fn typed(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ => {
+            if let Ok(i) = text.parse::<i64>() {
+                Value::from(i)
+            } else if let Ok(f) = text.parse::<f64>()
+                && text.chars().any(|c| c.is_ascii_digit())
+            {
+                Value::from(f)
+            } else {
+                Value::String(text.to_string())
+            }
+        }
+    }
+}
+
+/// A value as Python's `str()` writes a scalar (what arguments and headers become).
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        other => other.to_string(),
+    }
+}
+
+fn is_empty_arg(v: &Value) -> bool {
+    matches!(v, Value::Null) || v.as_str() == Some("")
+}
+
+fn seconds(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn convert_env(kind: Option<&str>, raw: &str) -> Value {
+    match kind {
+        Some("int") => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        Some("float") => raw
+            .trim()
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        Some("bool") => Value::Bool(matches!(raw.trim(), "true" | "True" | "1" | "yes")),
+        Some("json") => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.into())),
+        _ => Value::String(raw.into()),
+    }
+}
+
+/// Seconds as a chaosbot duration (`1500ms`, `30s`).
+fn duration_text(s: f64) -> String {
+    let ms = (s * 1000.0).round() as u64;
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A chaosbot name (1..64 of a-z, 0-9, -) from free text.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let mut out: String = out.trim_matches('-').chars().take(64).collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.is_empty() {
+        "imported".into()
+    } else {
+        out
+    }
+}
+
+fn unique_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.iter().any(|t| t == n))
+        .unwrap_or_else(|| base.to_string())
+}
+
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The chaosbot experiment as YAML text (block style, strings quoted where YAML needs it).
+fn yaml_text(v: &Value) -> String {
+    use yaml_rust2::{Yaml, YamlEmitter};
+    fn conv(v: &Value) -> Yaml {
+        match v {
+            Value::Null => Yaml::Null,
+            Value::Bool(b) => Yaml::Boolean(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            Value::String(s) => Yaml::String(s.clone()),
+            Value::Array(a) => Yaml::Array(a.iter().map(conv).collect()),
+            Value::Object(m) => Yaml::Hash(
+                m.iter()
+                    .map(|(k, x)| (Yaml::String(k.clone()), conv(x)))
+                    .collect(),
+            ),
+        }
+    }
+    let mut out = String::new();
+    let mut em = YamlEmitter::new(&mut out);
+    // Emitting into a String cannot fail for values built from JSON.
+    let _ = em.dump(&conv(v));
+    let body = out.strip_prefix("---\n").unwrap_or(&out).to_string();
+    format!(
+        "# Imported by `chaosbot import chaostoolkit`; run it with the chaosbot.toml beside it.\n{body}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_slugs() {
+        assert_eq!(
+            slug("What is the impact of an expired certificate?"),
+            "what-is-the-impact-of-an-expired-certificate"
+        );
+        assert_eq!(slug("!!!"), "imported");
+        assert_eq!(duration_text(1.5), "1500ms");
+        assert_eq!(duration_text(30.0), "30s");
+    }
+}

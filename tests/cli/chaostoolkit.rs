@@ -1,0 +1,425 @@
+//! Chaos Toolkit experiments: imported with `chaosbot import chaostoolkit`, run by chaosbot
+//! and by `chaostoolkit` itself against the same loopback service, with the same outcome;
+//! the run exported as a Chaos Toolkit journal; bad files refused, located, nothing written.
+//! The fixtures and their sources are in `tests/fixtures/chaostoolkit/README.md`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/chaostoolkit")
+        .join(name)
+}
+
+/// A loopback HTTP service whose answer depends on files in its directory: `error.flag`
+/// → 200 `{"error": ...}`; `exchange.dat` → 200 `{"status": "ok"}`; else 503.
+struct Service {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    fn start(dir: &Path) -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 1024];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let (status, body) = if dir.join("error.flag").exists() {
+                            ("200 OK", r#"{"error": "injected"}"#)
+                        } else if dir.join("exchange.dat").exists() {
+                            ("200 OK", r#"{"status": "ok"}"#)
+                        } else {
+                            ("503 Service Unavailable", r#"{"status": "unavailable"}"#)
+                        };
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Service {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn chaosbot(cwd: &Path, args: &[&str], envs: &[(&str, String)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("CHAOSBOT_CONFIG")
+        .env("CHAOSBOT_AGENT_SOCKET", cwd.join(".agent/agent.sock"))
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// `chaos` from a venv cached under the target dir (installed on first use); None, with a
+/// printed notice, when pip cannot install it.
+fn chaos_bin() -> Option<PathBuf> {
+    let target = Path::new(BIN).parent()?.parent()?.to_path_buf();
+    let venv = target.join("chaostoolkit-venv");
+    let chaos = venv.join("bin/chaos");
+    if chaos.exists() {
+        return Some(chaos);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "-q",
+                "chaostoolkit",
+                "chaostoolkit-lib[jsonpath]",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed && chaos.exists() {
+        Some(chaos)
+    } else {
+        eprintln!(
+            "NOTICE: chaostoolkit could not be installed with pip into {}; the comparison with it is skipped",
+            venv.display()
+        );
+        None
+    }
+}
+
+/// (status, deviated, probes failing before, probes failing after) of a journal.
+fn outcome(j: &Value) -> (String, bool, Vec<String>, Vec<String>) {
+    let failing = |state: &Value| -> Vec<String> {
+        state["probes"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["tolerance_met"] == Value::Bool(false))
+                    .filter_map(|p| p["activity"]["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (
+        j["status"].as_str().unwrap_or_default().to_string(),
+        j["deviated"].as_bool().unwrap_or_default(),
+        failing(&j["steady_states"]["before"]),
+        failing(&j["steady_states"]["after"]),
+    )
+}
+
+/// Imports `file` (its text first adapted by `adapt`), runs it with chaosbot in `data` and
+/// exports the journal; runs the same file with chaostoolkit; returns both journals.
+/// `reset` puts the service's files back before each run.
+fn run_both(
+    tmp: &Path,
+    file: &str,
+    adapt: &dyn Fn(&str) -> String,
+    envs: &[(&str, String)],
+    reset: &dyn Fn(&Path),
+    expect_exit: i32,
+) -> (Value, Option<Value>) {
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let source = std::fs::read_to_string(fixture(file)).unwrap();
+    let ext = Path::new(file).extension().unwrap().to_string_lossy();
+    let exp = tmp.join(format!("experiment.{ext}"));
+    std::fs::write(&exp, adapt(&source)).unwrap();
+    let out = tmp.join("imported");
+
+    let o = chaosbot(
+        &data,
+        &[
+            "import",
+            "chaostoolkit",
+            exp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        envs,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let yaml = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .unwrap();
+    let config = out.join("chaosbot.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("generated"), "{toml}");
+
+    reset(&data);
+    let db = format!("sqlite://{}", tmp.join("runs.db").display());
+    let run_json = tmp.join("run.json");
+    let o = chaosbot(
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--database-url",
+            &db,
+            "run",
+            yaml.to_str().unwrap(),
+            "--json",
+            run_json.to_str().unwrap(),
+        ],
+        envs,
+    );
+    assert_eq!(o.status.code(), Some(expect_exit), "{}", text(&o));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&run_json).unwrap()).unwrap();
+    let run_id = doc["run"]["id"].as_str().unwrap().to_string();
+    let journal_path = tmp.join("journal.json");
+    let o = chaosbot(
+        &data,
+        &[
+            "--database-url",
+            &db,
+            "report",
+            &run_id,
+            "--format",
+            "chaostoolkit",
+            "--output",
+            journal_path.to_str().unwrap(),
+        ],
+        envs,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ours: Value =
+        serde_json::from_str(&std::fs::read_to_string(&journal_path).unwrap()).unwrap();
+
+    let theirs = chaos_bin().map(|chaos| {
+        reset(&data);
+        let ctk_journal = tmp.join("ctk-journal.json");
+        let mut c = Command::new(chaos);
+        c.current_dir(&data)
+            .args(["--no-version-check", "run", "--journal-path"])
+            .arg(&ctk_journal)
+            .arg(&exp)
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let j = std::fs::read_to_string(&ctk_journal)
+            .unwrap_or_else(|_| panic!("chaostoolkit wrote no journal: {}", text(&o)));
+        serde_json::from_str::<Value>(&j).unwrap()
+    });
+    (ours, theirs)
+}
+
+fn with_exchange_file(d: &Path) {
+    let _ = std::fs::remove_file(d.join("exchange.dat.old"));
+    let _ = std::fs::remove_file(d.join("error.flag"));
+    std::fs::write(d.join("exchange.dat"), "data").unwrap();
+}
+
+/// A temp dir with `data/`, the directory the tools run in and the service reads.
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    (tmp, data)
+}
+
+#[test]
+fn the_exchange_file_experiment_holds_in_both_and_its_rollback_restores_the_file() {
+    let (tmp, data) = workdir();
+    let svc = Service::start(&data);
+    let url = format!("http://{}", svc.addr);
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "exchange-file.json",
+        &|t| t.replace("http://localhost:8080", &url),
+        &[],
+        &with_exchange_file,
+        0,
+    );
+    assert!(
+        data.join("exchange.dat").exists(),
+        "the rollback moved the file back"
+    );
+    let o = outcome(&ours);
+    assert_eq!(o, ("completed".into(), false, vec![], vec![]), "{ours:#}");
+    assert_eq!(ours["run"][0]["activity"]["name"], "move-exchange-file");
+    assert_eq!(ours["run"][0]["status"], "succeeded");
+    assert_eq!(ours["rollbacks"][0]["status"], "succeeded");
+    if let Some(t) = theirs {
+        assert_eq!(outcome(&t), o, "chaostoolkit: {t:#}");
+    }
+}
+
+#[test]
+fn the_walkthrough_hypothesis_deviates_in_both_on_the_jsonpath_probe() {
+    let (tmp, data) = workdir();
+    let svc = Service::start(&data);
+    let front = format!("http://{}/", svc.addr);
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "walkthrough-lab2.json",
+        &|t| t.to_string(),
+        &[("FRONT_URL", front.clone())],
+        &with_exchange_file,
+        1,
+    );
+    let expected = (
+        "completed".to_string(),
+        true,
+        vec![],
+        vec!["front-service-does-not-return-an-error".to_string()],
+    );
+    assert_eq!(outcome(&ours), expected, "{ours:#}");
+    assert_eq!(ours["steady_states"]["after"]["steady_state_met"], false);
+    assert_eq!(ours["rollbacks"][0]["activity"]["name"], "remove-the-error");
+    assert!(
+        !data.join("error.flag").exists(),
+        "the rollback removed the error"
+    );
+    if let Some(t) = theirs {
+        assert_eq!(outcome(&t), expected, "chaostoolkit: {t:#}");
+    }
+}
+
+#[test]
+fn a_process_probe_that_fails_before_the_method_stops_both_before_it() {
+    let (tmp, _data) = workdir();
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "ready-flag.yaml",
+        &|t| t.to_string(),
+        &[],
+        &|_| {},
+        2,
+    );
+    let expected = (
+        "completed".to_string(),
+        false,
+        vec!["ready-flag-exists".to_string()],
+        vec![],
+    );
+    assert_eq!(outcome(&ours), expected, "{ours:#}");
+    assert_eq!(ours["run"], Value::Array(vec![]), "the method did not run");
+    let toml = std::fs::read_to_string(tmp.path().join("imported/chaosbot.toml")).unwrap();
+    assert!(
+        toml.contains(r#"argv = ["test", "-f", "ready.flag"]"#),
+        "{toml}"
+    );
+    assert!(toml.contains(r#"shell = "echo hello""#), "{toml}");
+    if let Some(t) = theirs {
+        assert_eq!(outcome(&t), expected, "chaostoolkit: {t:#}");
+    }
+}
+
+/// Each problem line is `file:LINE:COL: /pointer: ...`.
+fn located(stderr: &str, pointer: &str, needle: &str) -> bool {
+    stderr.lines().any(|l| {
+        let mut parts = l.splitn(4, ':');
+        let (_, line, col, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+        line.is_some_and(|x| x.parse::<usize>().is_ok_and(|n| n > 0))
+            && col.is_some_and(|x| x.parse::<usize>().is_ok())
+            && rest.is_some_and(|r| r.trim_start().starts_with(pointer) && r.contains(needle))
+    })
+}
+
+#[test]
+fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, problems) in [
+        (
+            "walkthrough-lab1.json",
+            vec![
+                ("/steady-state-hypothesis/probes/1/provider", "`tolerances`"),
+                ("/method/0/background", "background"),
+                ("/method/1/provider", "`chaosk8s.pod.actions`"),
+                ("/method/3/provider", "`chaosk8s.pod.probes`"),
+            ],
+        ),
+        (
+            "bad-activities.json",
+            vec![
+                (
+                    "/steady-state-hypothesis/probes/0/tolerance",
+                    "has no tolerance",
+                ),
+                ("/method/0/provider/type", "unknown provider type `grpc`"),
+                ("/method/1/ref", "`ref: no-such-activity` names no activity"),
+            ],
+        ),
+    ] {
+        let out = tmp.path().join(file);
+        let o = chaosbot(
+            tmp.path(),
+            &[
+                "import",
+                "chaostoolkit",
+                fixture(file).to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(64), "{file}: {err}");
+        for (pointer, needle) in problems {
+            assert!(
+                located(&err, pointer, needle),
+                "{file}: {pointer} {needle} in\n{err}"
+            );
+        }
+        assert!(err.contains("nothing was written"), "{err}");
+        assert!(!out.exists(), "{file}: nothing may be written");
+    }
+}
