@@ -7,6 +7,7 @@
 //! `slack/` renders as mrkdwn.
 
 pub mod ask;
+pub mod chart;
 pub mod live;
 pub mod period;
 pub mod record;

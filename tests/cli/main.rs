@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chart;
 mod commands;
 mod examples;
 mod layering;
