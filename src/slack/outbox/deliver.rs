@@ -19,6 +19,8 @@ pub(crate) fn web_api_method(action: &OutboundAction) -> &'static str {
         OutboundAction::Update { .. } => "chat.update",
         OutboundAction::Ephemeral { .. } => "chat.postEphemeral",
         OutboundAction::Reaction { .. } => "reactions.add",
+        // The flow's last call, the one that shares the file (and is rate limited per method).
+        OutboundAction::Upload { .. } => "files.completeUploadExternal",
     }
 }
 
@@ -40,6 +42,9 @@ enum Prepared {
 struct Call {
     method: &'static str,
     body: Value,
+    /// An upload: the file's bytes; `body` then holds `channel`, `thread_ts`, `filename` and
+    /// `title` for the external upload flow.
+    file: Option<Vec<u8>>,
     /// The row whose content is sent (the newest of coalesced updates).
     sent_id: i64,
     superseded: Vec<i64>,
@@ -122,6 +127,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: with_blocks(body, blocks),
                 sent_id: row.id,
                 superseded: vec![],
+                file: None,
             })
         }
         OutboundAction::Ephemeral {
@@ -143,6 +149,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: with_blocks(body, blocks),
                 sent_id: row.id,
                 superseded: vec![],
+                file: None,
             })
         }
         OutboundAction::Reaction { key, name } => match resolve(shared, key).await? {
@@ -151,6 +158,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 body: json!({"channel": channel, "timestamp": ts, "name": name}),
                 sent_id: row.id,
                 superseded: vec![],
+                file: None,
             }),
             Resolved::Wait(why) => Prepared::Wait {
                 until: now + DEPENDENCY_POLL_MS,
@@ -198,6 +206,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                     body: with_blocks(json!({"channel": channel, "ts": ts, "text": text}), blocks),
                     sent_id,
                     superseded,
+                    file: None,
                 })
             }
             Resolved::Wait(why) => Prepared::Wait {
@@ -206,7 +215,52 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
             },
             Resolved::Fail(why) => Prepared::Fail(why),
         },
+        OutboundAction::Upload {
+            in_thread_of,
+            filename,
+            title,
+            content_base64,
+        } => {
+            let ts = match thread_ts(shared, in_thread_of.as_deref(), now).await? {
+                Ok(ts) => ts,
+                Err(p) => return Ok(p),
+            };
+            use base64::Engine as _;
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(content_base64) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Ok(Prepared::Fail(format!(
+                        "the file to upload is damaged: {e}"
+                    )));
+                }
+            };
+            Prepared::Send(Call {
+                method,
+                body: json!({"channel": row.channel, "thread_ts": ts, "filename": filename, "title": title}),
+                sent_id: row.id,
+                superseded: vec![],
+                file: Some(bytes),
+            })
+        }
     })
+}
+
+/// Makes the call(s) of a prepared row: one Web API call, or the three of an upload.
+async fn send(shared: &Shared, call: &Call) -> Result<Value, ApiError> {
+    let Some(bytes) = &call.file else {
+        return shared.api.call(call.method, call.body.clone()).await;
+    };
+    let text = |k: &str| call.body.get(k).and_then(Value::as_str).unwrap_or("");
+    let file_id = crate::slack::api::upload_file_to(
+        shared.api.as_ref(),
+        text("channel"),
+        call.body.get("thread_ts").and_then(Value::as_str),
+        text("filename"),
+        text("title"),
+        bytes,
+    )
+    .await?;
+    Ok(json!({"ok": true, "file_id": file_id}))
 }
 
 /// Delivers one claimed row. Store errors are logged: the claim then lapses with its lease and
@@ -249,12 +303,7 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     };
 
     // The API enforces its own timeout; this outer one guards any SlackApi implementation.
-    let answer = match tokio::time::timeout(
-        shared.opts.call_timeout,
-        shared.api.call(call.method, call.body.clone()),
-    )
-    .await
-    {
+    let answer = match tokio::time::timeout(shared.opts.call_timeout, send(shared, &call)).await {
         Ok(answer) => answer,
         Err(_) => Err(ApiError::Network(format!(
             "no answer within {:?}",
