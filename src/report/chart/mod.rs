@@ -8,6 +8,7 @@
 
 mod data;
 mod draw;
+pub mod week;
 
 use std::sync::OnceLock;
 
