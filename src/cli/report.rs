@@ -1,11 +1,11 @@
 //! `chaosbot report`: the learning record of one run, as markdown or JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
 use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs, config_and_store};
-use crate::report::record;
+use crate::report::{chart, record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -25,7 +25,9 @@ pub struct ReportArgs {
     /// Markdown for people or JSON for tools.
     #[arg(long, value_enum, default_value_t = Format::Md)]
     pub format: Format,
-    /// Write the record to this file instead of standard output (the file is replaced).
+    /// Write the record to this file instead of standard output (the file is replaced). For
+    /// markdown, a folder (one that exists, or a path ending in `/`) gets `<run>.md`, and the
+    /// run chart `<run>.svg` is written beside the markdown file and embedded by a relative link.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -65,7 +67,44 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let rec = record::build(&run, &journal, &questions, &learnings, crate::run::now_ms());
+    let now = crate::run::now_ms();
+    let rec = record::build(&run, &journal, &questions, &learnings, now);
+    // Markdown to a file or folder: the chart goes beside it.
+    let md_target = match (&args.output, args.format) {
+        (Some(path), Format::Md) => Some(markdown_target(path, &run.id)),
+        _ => None,
+    };
+    let mut output = args.output.clone();
+    if let Some((md_path, svg_path)) = &md_target {
+        let svg = match chart::render_svg(&chart::build(&run, &journal, now)) {
+            Ok(svg) => svg,
+            Err(e) => {
+                eprintln!("error: cannot draw the chart of `{}`: {e}", run.id);
+                return EXIT_FAILED;
+            }
+        };
+        // A folder named with a trailing `/` is made; a file's folder must exist.
+        if let Some(dir) = args
+            .output
+            .as_deref()
+            .filter(|p| !p.is_dir() && is_folder_path(p))
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!(
+                "error: cannot create the folder {}: {e}. Check that its parent exists and is writable",
+                dir.display()
+            );
+            return EXIT_FAILED;
+        }
+        if let Err(e) = std::fs::write(svg_path, svg.as_bytes()) {
+            eprintln!(
+                "error: cannot write {}: {e}. Check that its folder exists and is writable",
+                svg_path.display()
+            );
+            return EXIT_FAILED;
+        }
+        output = Some(md_path.clone());
+    }
     let text = match args.format {
         Format::Chaostoolkit => {
             let j = crate::report::chaostoolkit::journal(&run, &journal);
@@ -80,7 +119,16 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
                 }
             }
         }
-        Format::Md => record::to_markdown(&rec),
+        Format::Md => match &md_target {
+            Some((_, svg_path)) => {
+                let link = svg_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                record::to_markdown_with_chart(&rec, &link)
+            }
+            None => record::to_markdown(&rec),
+        },
         Format::Json => match record::to_json(&rec) {
             Ok(mut s) => {
                 s.push('\n');
@@ -92,7 +140,7 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
             }
         },
     };
-    match &args.output {
+    match &output {
         None => {
             print!("{text}");
             0
@@ -115,4 +163,22 @@ pub async fn report(global: &GlobalArgs, args: ReportArgs) -> u8 {
             }
         },
     }
+}
+
+/// Where the markdown record and its chart go for `--output PATH`: a folder (an existing one,
+/// or a path ending in `/`) gets `<run>.md`; a file keeps its name. The chart `<run>.svg` is
+/// beside the markdown file either way.
+fn markdown_target(path: &Path, run_id: &str) -> (PathBuf, PathBuf) {
+    let is_dir = path.is_dir() || is_folder_path(path);
+    let md = if is_dir {
+        path.join(format!("{run_id}.md"))
+    } else {
+        path.to_path_buf()
+    };
+    let svg = md.with_file_name(format!("{run_id}.svg"));
+    (md, svg)
+}
+
+fn is_folder_path(path: &Path) -> bool {
+    path.as_os_str().to_string_lossy().ends_with('/')
 }

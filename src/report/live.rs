@@ -1,13 +1,40 @@
 //! The live terminal view of one run: a progress bar over the method, the latest number of
-//! every probe, and one line per event that matters. It only reads the journal stream.
+//! every probe with a sparkline of its recent latencies, and one line per event that matters.
+//! It only reads the journal stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast;
 
 use crate::run::{Entry, Event};
+
+/// How many of a probe's latest samples its sparkline shows.
+pub const SPARK_SAMPLES: usize = 20;
+
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// One character per sample, oldest first: a bar from `▁` (the window's lowest latency) to `█`
+/// (its highest), `✗` for a failed sample (`None`). Flat when every latency is the same.
+pub fn sparkline(samples: &[Option<f64>]) -> String {
+    let values = samples.iter().flatten().copied().filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    samples
+        .iter()
+        .map(|s| match s {
+            None => '✗',
+            Some(v) if !v.is_finite() => '✗',
+            Some(v) if hi - lo < 1e-9 => BARS[0],
+            Some(v) => {
+                let level = ((v - lo) / (hi - lo) * (BARS.len() - 1) as f64).round() as usize;
+                BARS[level.min(BARS.len() - 1)]
+            }
+        })
+        .collect()
+}
 
 /// Follows the run's journal until its verdict; `method_ms` sizes the progress bar.
 pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_ms: u64) {
@@ -21,6 +48,7 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
     let mut state = String::from("queued");
     let mut latest: BTreeMap<String, String> = BTreeMap::new();
     let mut failing: BTreeMap<String, bool> = BTreeMap::new();
+    let mut recent: BTreeMap<String, VecDeque<Option<f64>>> = BTreeMap::new();
     let mut method_started: Option<i64> = None;
     loop {
         let entry = match rx.recv().await {
@@ -57,7 +85,16 @@ pub async fn follow(mut rx: broadcast::Receiver<Entry>, run_id: String, method_m
                 let mark = if *ok { "✓" } else { "✗" };
                 let was_ok = failing.get(probe).is_none_or(|f| !f);
                 failing.insert(probe.clone(), !ok);
-                latest.insert(probe.clone(), format!("{probe} {mark} {latency_ms:.1}ms"));
+                let window = recent.entry(probe.clone()).or_default();
+                if window.len() == SPARK_SAMPLES {
+                    window.pop_front();
+                }
+                window.push_back(ok.then_some(*latency_ms));
+                let spark = sparkline(window.make_contiguous());
+                latest.insert(
+                    probe.clone(),
+                    format!("{probe} {mark} {latency_ms:.1}ms {spark}"),
+                );
                 // One line when a probe starts failing and one when it passes again; the
                 // numbers in between are on the status line.
                 match (was_ok, ok) {

@@ -8,6 +8,7 @@
 
 pub mod ask;
 pub mod chaostoolkit;
+pub mod chart;
 pub mod live;
 pub mod period;
 pub mod record;

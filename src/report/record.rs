@@ -198,6 +198,19 @@ fn secs(ms: Option<i64>) -> String {
 }
 
 /// Markdown for people: the same content as the JSON.
+/// [`to_markdown`] with the run chart embedded under the title, by `chart_link` (a path
+/// relative to the markdown file, such as `r-abc123defg.svg`).
+pub fn to_markdown_with_chart(r: &LearningRecord, chart_link: &str) -> String {
+    let md = to_markdown(r);
+    // After the heading line and its blank line.
+    let split = md.find("\n\n").map(|i| i + 2).unwrap_or(md.len());
+    let (head, rest) = md.split_at(split);
+    format!(
+        "{head}![Run chart of `{}`]({chart_link})\n\n{rest}",
+        r.run.id
+    )
+}
+
 pub fn to_markdown(r: &LearningRecord) -> String {
     let mut out = String::new();
     let run = &r.run;

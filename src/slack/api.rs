@@ -70,6 +70,18 @@ pub async fn upload_file(
     title: &str,
     bytes: &[u8],
 ) -> Result<String, ApiError> {
+    upload_file_to(api, channel, None, filename, title, bytes).await
+}
+
+/// [`upload_file`] into a thread: `thread_ts` is the parent message's `ts`.
+pub async fn upload_file_to(
+    api: &dyn SlackApi,
+    channel: &str,
+    thread_ts: Option<&str>,
+    filename: &str,
+    title: &str,
+    bytes: &[u8],
+) -> Result<String, ApiError> {
     let ticket = api
         .call_get(
             "files.getUploadURLExternal",
@@ -86,14 +98,14 @@ pub async fn upload_file(
         ));
     };
     api.post_bytes(url, bytes.to_vec()).await?;
-    api.call(
-        "files.completeUploadExternal",
-        serde_json::json!({
-            "files": [{"id": file_id, "title": title}],
-            "channel_id": channel,
-        }),
-    )
-    .await?;
+    let mut complete = serde_json::json!({
+        "files": [{"id": file_id, "title": title}],
+        "channel_id": channel,
+    });
+    if let Some(ts) = thread_ts {
+        complete["thread_ts"] = serde_json::json!(ts);
+    }
+    api.call("files.completeUploadExternal", complete).await?;
     Ok(file_id.to_string())
 }
 

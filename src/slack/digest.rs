@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::clock::DynClock;
 use crate::config::DigestTime;
+use crate::report;
 use crate::report::period::{self, DAY_MS, Direction, PeriodSummary, Trend, Window};
 use crate::schedule::UpcomingRun;
 use crate::slack::blocks::{self, Reply};
@@ -295,7 +296,7 @@ pub async fn build_digest(
     let mut reply = period_reply(&summary, "the past week");
     reply.text = format!(":calendar: Weekly chaos digest — {}", reply.text);
     let thread_key = format!("digest:{}", week.start_ms);
-    Ok(reply
+    let mut messages: Vec<OutboundMessage> = reply
         .pages()
         .into_iter()
         .enumerate()
@@ -309,8 +310,45 @@ pub async fn build_digest(
                 blocks: Some(page),
             },
         })
-        .collect())
+        .collect();
+    // The week as a picture, in the digest's thread.
+    let chart = report::chart::week::load(
+        store,
+        "The past week: runs by verdict, time to detect and to recover",
+        week.start_ms,
+        WEEKS_BEFORE,
+    )
+    .await?;
+    let drawn = tokio::task::spawn_blocking(move || report::chart::week::render_png(&chart)).await;
+    match drawn {
+        Ok(Ok(png)) => {
+            use base64::Engine as _;
+            messages.push(OutboundMessage {
+                thread_key,
+                channel: channel.to_string(),
+                action: OutboundAction::Upload {
+                    in_thread_of: Some(format!("digest:{}:0", week.start_ms)),
+                    filename: format!(
+                        "chaosbot-week-{}.png",
+                        chrono::DateTime::from_timestamp_millis(week.start_ms)
+                            .map(|d| d.format("%Y-%m-%d").to_string())
+                            .unwrap_or_default()
+                    ),
+                    title: "The past week in charts".to_string(),
+                    content_base64: base64::engine::general_purpose::STANDARD.encode(png),
+                },
+            });
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot draw the week's chart; the digest goes without it"),
+        Err(e) => {
+            warn!(error = %e, "drawing the week's chart panicked; the digest goes without it")
+        }
+    }
+    Ok(messages)
 }
+
+/// How many weeks before the digest's week its chart compares against.
+const WEEKS_BEFORE: u32 = 4;
 
 /// The task `chaosbot serve` runs when `[digest] channel` is set.
 pub struct DigestTask {

@@ -21,7 +21,7 @@ use crate::report;
 use crate::run::{Entry, Event};
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
-use crate::store::{DynStore, RunFilter, StoreError, StoreResult};
+use crate::store::{DynStore, RunFilter, RunRecord, StoreError, StoreResult};
 
 /// How often runs are re-checked for journal entries not rendered yet (besides live events).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -283,6 +283,10 @@ impl Projector {
                     blocks: Some(page),
                 }));
             }
+            // The run as a picture, right under its summary.
+            if let Some(upload) = chart_upload(&run, &entries, &parent_key).await {
+                out.push(msg(upload));
+            }
             // The talk is over: the thread becomes its Q&A.
             out.extend(
                 qa::open_for_finished_run(
@@ -339,5 +343,36 @@ impl Projector {
             (self.on_enqueue)();
         }
         Ok(out.len())
+    }
+}
+
+/// The finished run's chart as an upload into its thread; none (logged) when it cannot be
+/// drawn: the summary above it says everything the chart would. Drawn off the async workers.
+async fn chart_upload(
+    run: &RunRecord,
+    entries: &[Entry],
+    parent_key: &str,
+) -> Option<OutboundAction> {
+    use base64::Engine as _;
+    let (r, e) = (run.clone(), entries.to_vec());
+    let drawn = tokio::task::spawn_blocking(move || {
+        report::chart::render_png(&report::chart::build(&r, &e, crate::run::now_ms()))
+    })
+    .await;
+    match drawn {
+        Ok(Ok(png)) => Some(OutboundAction::Upload {
+            in_thread_of: Some(parent_key.to_string()),
+            filename: format!("chaosbot-{}.png", run.id),
+            title: format!("Run {} · {}", run.id, run.title),
+            content_base64: base64::engine::general_purpose::STANDARD.encode(png),
+        }),
+        Ok(Err(e)) => {
+            warn!(run_id = %run.id, error = %e, "cannot draw the run chart; the thread gets the summary only");
+            None
+        }
+        Err(e) => {
+            warn!(run_id = %run.id, error = %e, "drawing the run chart panicked; the thread gets the summary only");
+            None
+        }
     }
 }

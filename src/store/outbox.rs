@@ -59,6 +59,15 @@ pub enum OutboundAction {
     },
     /// A reaction (emoji `name`) on the message named `key`.
     Reaction { key: String, name: String },
+    /// A file shared in the channel (in the thread of `in_thread_of`, a message key), through
+    /// Slack's external upload flow; the bytes travel in the row, base64.
+    Upload {
+        in_thread_of: Option<String>,
+        filename: String,
+        title: String,
+        /// Base64 (standard alphabet) of the file's bytes.
+        content_base64: String,
+    },
 }
 
 /// The producers' side: queue messages (and advance a run's render cursor).
@@ -252,6 +261,7 @@ impl OutboundAction {
             OutboundAction::Update { .. } => "update",
             OutboundAction::Ephemeral { .. } => "ephemeral",
             OutboundAction::Reaction { .. } => "reaction",
+            OutboundAction::Upload { .. } => "upload",
         }
     }
 
@@ -260,7 +270,7 @@ impl OutboundAction {
         match self {
             OutboundAction::Post { key, .. } => key.as_deref(),
             OutboundAction::Update { key, .. } | OutboundAction::Reaction { key, .. } => Some(key),
-            OutboundAction::Ephemeral { .. } => None,
+            OutboundAction::Ephemeral { .. } | OutboundAction::Upload { .. } => None,
         }
     }
 }

@@ -567,6 +567,43 @@ async fn report_exports_the_learning_record_as_markdown_and_json() {
         assert!(md.contains(&needle), "missing {needle:?} in:\n{md}");
     }
 
+    // Markdown into a folder: `<run>.md` with the chart beside it, linked relatively.
+    let folder = s.dir.path().join("records");
+    std::fs::create_dir(&folder).unwrap();
+    let out = output(cmd(
+        &s,
+        &[
+            "report",
+            &id,
+            "--format",
+            "md",
+            "--output",
+            folder.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = std::fs::read_to_string(folder.join(format!("{id}.md"))).unwrap();
+    let link = format!("![Run chart of `{id}`]({id}.svg)");
+    assert!(md.contains(&link), "{md}");
+    assert!(md.starts_with(&format!("# Learning record: run `{id}`")));
+    let svg = std::fs::read_to_string(folder.join(format!("{id}.svg"))).unwrap();
+    assert!(svg.starts_with("<svg"));
+    for needle in [
+        "probe api-ok",
+        "probe api-port",
+        "api-down (down)",
+        "DEVIATED",
+    ] {
+        assert!(svg.contains(needle), "the chart lacks {needle:?}");
+    }
+    // A folder path that does not exist yet (trailing slash) is made.
+    let fresh = format!("{}/", s.dir.path().join("new-folder").display());
+    let out = output(cmd(&s, &["report", &id, "--output", &fresh])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(s.dir.path().join(format!("new-folder/{id}.svg")).is_file());
+    assert!(s.dir.path().join(format!("new-folder/{id}.md")).is_file());
+
     // A run that does not exist: exit 64 and a pointer to `history`.
     let missing = output(cmd(&s, &["report", "r-nope", "--format", "json"])).await;
     assert_eq!(missing.status.code(), Some(64));

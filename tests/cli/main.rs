@@ -7,6 +7,7 @@
 mod support;
 
 mod chaostoolkit;
+mod chart;
 mod commands;
 mod examples;
 mod layering;

@@ -177,6 +177,8 @@ async fn digest_once(url: String) {
         },
     );
     let handle = outbox.start();
+    // The digest's pages, then the week's chart in its thread.
+    let pages = queued as usize - 1;
     let calls = slack
         .wait_for(
             |calls| {
@@ -184,7 +186,10 @@ async fn digest_once(url: String) {
                     .iter()
                     .filter(|c| c.method == "chat.postMessage" && c.status == 200)
                     .count()
-                    >= queued as usize
+                    >= pages
+                    && calls
+                        .iter()
+                        .any(|c| c.method == "files.completeUploadExternal" && c.status == 200)
             },
             WAIT,
         )
@@ -195,7 +200,34 @@ async fn digest_once(url: String) {
         .iter()
         .filter(|c| c.method == "chat.postMessage")
         .collect();
-    assert_eq!(posts.len(), queued as usize);
+    assert_eq!(posts.len(), pages);
+    let shared: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method == "files.completeUploadExternal" && c.status == 200)
+        .collect();
+    assert_eq!(shared.len(), 1, "the week's chart is shared once");
+    assert_eq!(shared[0].str("channel_id"), Some(CHANNEL));
+    assert!(
+        shared[0].str("thread_ts").is_some(),
+        "in the digest's thread"
+    );
+    let file_id = shared[0].body["files"][0]["id"].as_str().unwrap();
+    let png = slack.uploads().remove(file_id).expect("the chart's bytes");
+    assert!(
+        png.len() > 5_000 && png.len() < 1_000_000,
+        "{} bytes",
+        png.len()
+    );
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&png[..]))
+        .read_info()
+        .expect("a PNG");
+    let mut px = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut px).expect("PNG pixels");
+    assert_eq!((info.width, info.height), (1200, 420));
+    // Today's bar holds the three seeded runs: held (green), deviated (red), failed (brown).
+    let has =
+        |want: (u8, u8, u8)| px.chunks(3).filter(|p| (p[0], p[1], p[2]) == want).count() > 500;
+    assert!(has((44, 160, 44)) && has((214, 39, 40)) && has((140, 86, 75)));
     assert_eq!(posts[0].str("channel"), Some(CHANNEL));
     assert!(
         posts[0]

@@ -95,6 +95,68 @@ async fn expected_thread(rig: &TestApp, run_id: &str) -> Vec<String> {
     texts
 }
 
+/// The run's chart was shared exactly once, in the run's thread after its summary, as a valid
+/// PNG of the chart's width; returns its bytes.
+fn assert_chart_in_thread(rig: &TestApp, calls: &[Call], run_id: &str, parent_ts: &str) -> Vec<u8> {
+    let filename = format!("chaosbot-{run_id}.png");
+    let tickets: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "files.getUploadURLExternal" && c.status == 200)
+        .filter(|c| c.str("filename") == Some(filename.as_str()))
+        .collect();
+    let shared: Vec<(usize, &Call)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.method == "files.completeUploadExternal" && c.status == 200)
+        .filter(|(_, c)| {
+            c.body["files"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&format!("Run {run_id}")))
+        })
+        .collect();
+    assert_eq!(shared.len(), 1, "the chart is shared once: {shared:?}");
+    let (at, done) = shared[0];
+    assert_eq!(done.str("channel_id"), Some(CHANNEL));
+    assert_eq!(
+        done.str("thread_ts"),
+        Some(parent_ts),
+        "in the run's thread"
+    );
+    let summary_at = calls
+        .iter()
+        .position(|c| {
+            c.method == "chat.postMessage"
+                && c.str("text")
+                    .is_some_and(|t| t.starts_with(&format!("Run {run_id}")))
+        })
+        .expect("the summary was posted");
+    assert!(summary_at < at, "the chart comes after the summary");
+    let file_id = done.body["files"][0]["id"].as_str().unwrap().to_string();
+    let bytes = rig
+        .fake
+        .uploads()
+        .remove(&file_id)
+        .expect("the bytes were uploaded");
+    let ticket = tickets
+        .iter()
+        .rev()
+        .find(|t| t.str("length") == Some(bytes.len().to_string().as_str()))
+        .expect("the ticket asked for the uploaded length");
+    assert_eq!(ticket.str("filename"), Some(filename.as_str()));
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes[..]))
+        .read_info()
+        .expect("a PNG header");
+    let mut px = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut px).expect("PNG pixels");
+    assert_eq!(info.width, 1200);
+    assert!(
+        info.height >= 300,
+        "a header and a probe panel: {}",
+        info.height
+    );
+    bytes
+}
+
 fn delivered_thread(calls: &[Call]) -> Vec<String> {
     replies(calls, None)
         .iter()
@@ -165,6 +227,21 @@ async fn a_run_started_in_slack_lives_in_its_channel() {
 
     // The thread is the journal, in order, nothing missing, nothing twice.
     assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
+
+    // The run's chart, uploaded into the thread once, after the summary.
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| c.iter().any(|c| c.method == "files.completeUploadExternal"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let png = assert_chart_in_thread(&rig, &calls, &id, &parent_ts);
+    assert!(
+        png.len() > 10_000 && png.len() < 1_000_000,
+        "a chart of sensible size: {} bytes",
+        png.len()
+    );
 
     // Prometheus numbers: runs by verdict, Slack deliveries, request latencies.
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -251,6 +328,49 @@ async fn nothing_is_lost_when_slack_answers_429_and_500() {
     assert!(calls.iter().any(|c| c.status == 429) && calls.iter().any(|c| c.status == 500));
     assert_eq!(delivered_thread(&calls), expected_thread(&rig, &id).await);
     assert_eq!(calls.iter().filter(|c| is_parent(c)).count(), 1);
+    server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn the_chart_upload_is_retried_through_slack_errors_and_shared_once() {
+    let rig = rig().await;
+    // Each step of the upload flow fails once (5xx, then a 429 on the last).
+    rig.fake
+        .fail_next(1, Some("files.getUploadURLExternal"), 500);
+    rig.fake
+        .fail_next(1, Some("files.completeUploadExternal"), 503);
+    rig.fake
+        .rate_limit_next(1, Some("files.completeUploadExternal"), 1);
+    let server = rig.start().await;
+    let answer = rig
+        .slash(server.addr, ALICE, "start slow-api duration=1s")
+        .await;
+    let id = run_id_in(&answer.to_string());
+    server.engine.wait(&id).await.unwrap();
+    let calls = rig
+        .fake
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| c.method == "files.completeUploadExternal" && c.status == 200)
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+    let failed: Vec<u16> = calls
+        .iter()
+        .filter(|c| c.method.starts_with("files.") && c.status != 200)
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(failed, [500, 503, 429], "every injected failure was met");
+    let parent_ts = replies(&calls, None)[0]
+        .str("thread_ts")
+        .unwrap()
+        .to_string();
+    // The board comes after the chart in the thread's order; once it is there, nothing of
+    // the upload is still pending, so "once" is final.
+    let calls = rig.fake.wait_for(has_board, Duration::from_secs(30)).await;
+    assert_chart_in_thread(&rig, &calls, &id, &parent_ts);
     server.shutdown("test over").await;
 }
 
@@ -508,17 +628,17 @@ async fn report_summary_week_and_the_digest_through_the_server() {
         .slash(server.addr, ALICE, &format!("report {id} as file"))
         .await;
     assert!(answer.to_string().contains("Uploading"), "{answer}");
+    let is_record = |c: &Call| {
+        c.method == "files.completeUploadExternal"
+            && c.body["files"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Learning record"))
+    };
     let calls = rig
         .fake
-        .wait_for(
-            |c| c.iter().any(|c| c.method == "files.completeUploadExternal"),
-            Duration::from_secs(30),
-        )
+        .wait_for(|c| c.iter().any(is_record), Duration::from_secs(30))
         .await;
-    let done = calls
-        .iter()
-        .find(|c| c.method == "files.completeUploadExternal")
-        .unwrap();
+    let done = calls.iter().find(|c| is_record(c)).unwrap();
     assert_eq!(done.str("channel_id"), Some(CHANNEL));
     let file_id = done.body["files"][0]["id"].as_str().unwrap().to_string();
     let bytes = rig
@@ -531,7 +651,10 @@ async fn report_summary_week_and_the_digest_through_the_server() {
     assert!(md.contains("Verdict: **HELD**"), "{md}");
     let ticket = calls
         .iter()
-        .find(|c| c.method == "files.getUploadURLExternal")
+        .find(|c| {
+            c.method == "files.getUploadURLExternal"
+                && c.str("filename").is_some_and(|f| f.ends_with(".md"))
+        })
         .unwrap();
     assert_eq!(
         ticket.str("filename"),

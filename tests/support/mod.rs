@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod fake_slack;
+pub mod journal;
 pub mod slack;
 
 use std::convert::Infallible;

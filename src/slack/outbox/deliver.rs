@@ -20,6 +20,8 @@ pub(crate) fn web_api_method(action: &OutboundAction) -> &'static str {
         OutboundAction::Update { .. } => "chat.update",
         OutboundAction::Ephemeral { .. } => "chat.postEphemeral",
         OutboundAction::Reaction { .. } => "reactions.add",
+        // The flow's last call, the one that shares the file (and is rate limited per method).
+        OutboundAction::Upload { .. } => "files.completeUploadExternal",
     }
 }
 
@@ -44,6 +46,9 @@ enum Prepared {
 struct Call {
     method: &'static str,
     body: Value,
+    /// An upload: the file's bytes; `body` then holds `channel`, `thread_ts`, `filename` and
+    /// `title` for the external upload flow.
+    file: Option<Vec<u8>>,
     /// The row whose content is sent (the newest of coalesced updates).
     sent_id: i64,
     superseded: Vec<i64>,
@@ -138,6 +143,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 sent_id: row.id,
                 superseded: vec![],
                 revision: None,
+                file: None,
             })
         }
         OutboundAction::Ephemeral {
@@ -160,6 +166,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 sent_id: row.id,
                 superseded: vec![],
                 revision: None,
+                file: None,
             })
         }
         OutboundAction::Reaction { key, name } => match resolve(shared, key).await? {
@@ -169,6 +176,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 sent_id: row.id,
                 superseded: vec![],
                 revision: None,
+                file: None,
             }),
             Resolved::Wait(why) => Prepared::Wait {
                 until: now + DEPENDENCY_POLL_MS,
@@ -223,6 +231,7 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                     sent_id,
                     superseded,
                     revision,
+                    file: None,
                 })
             }
             Resolved::Wait(why) => Prepared::Wait {
@@ -231,7 +240,53 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
             },
             Resolved::Fail(why) => Prepared::Fail(why),
         },
+        OutboundAction::Upload {
+            in_thread_of,
+            filename,
+            title,
+            content_base64,
+        } => {
+            let ts = match thread_ts(shared, in_thread_of.as_deref(), now).await? {
+                Ok(ts) => ts,
+                Err(p) => return Ok(p),
+            };
+            use base64::Engine as _;
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(content_base64) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Ok(Prepared::Fail(format!(
+                        "the file to upload is damaged: {e}"
+                    )));
+                }
+            };
+            Prepared::Send(Call {
+                method,
+                body: json!({"channel": row.channel, "thread_ts": ts, "filename": filename, "title": title}),
+                sent_id: row.id,
+                superseded: vec![],
+                revision: None,
+                file: Some(bytes),
+            })
+        }
     })
+}
+
+/// Makes the call(s) of a prepared row: one Web API call, or the three of an upload.
+async fn send(shared: &Shared, call: &Call) -> Result<Value, ApiError> {
+    let Some(bytes) = &call.file else {
+        return shared.api.call(call.method, call.body.clone()).await;
+    };
+    let text = |k: &str| call.body.get(k).and_then(Value::as_str).unwrap_or("");
+    let file_id = crate::slack::api::upload_file_to(
+        shared.api.as_ref(),
+        text("channel"),
+        call.body.get("thread_ts").and_then(Value::as_str),
+        text("filename"),
+        text("title"),
+        bytes,
+    )
+    .await?;
+    Ok(json!({"ok": true, "file_id": file_id}))
 }
 
 /// Delivers one claimed row. Store errors are logged: the claim then lapses with its lease and
@@ -322,12 +377,7 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     }
 
     // The API enforces its own timeout; this outer one guards any SlackApi implementation.
-    let answer = match tokio::time::timeout(
-        shared.opts.call_timeout,
-        shared.api.call(call.method, call.body.clone()),
-    )
-    .await
-    {
+    let answer = match tokio::time::timeout(shared.opts.call_timeout, send(shared, &call)).await {
         Ok(answer) => answer,
         Err(_) => Err(ApiError::Network(format!(
             "no answer within {:?}",
