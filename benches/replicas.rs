@@ -139,7 +139,7 @@ impl Rig {
 
     async fn add_replica(&mut self) {
         let r = self.spawn();
-        wait_listening(r.addr).await;
+        support::wait_listening(r.addr).await;
         self.replicas.push(r);
     }
 
@@ -209,17 +209,6 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-async fn wait_listening(addr: SocketAddr) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chaosbot serve did not listen on {addr}");
 }
 
 /// Polls `check` every `every` until it answers `Some`, for at most `limit`.

@@ -466,17 +466,6 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
     let _ = second.wait();
 }
 
-async fn wait_listening(addr: std::net::SocketAddr) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chaosbot serve did not listen on {addr}");
-}
-
 #[tokio::test]
 async fn socket_mode_starts_a_run_from_an_envelope() {
     let mut rig = rig().await;

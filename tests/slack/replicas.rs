@@ -108,17 +108,6 @@ fn spawn_replica(rig: &TestApp, config: &std::path::Path, url: &str, addr: Socke
     }
 }
 
-async fn wait_listening(addr: SocketAddr) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chaosbot serve did not listen on {addr}");
-}
-
 /// Polls `check` every 50 ms until it answers `Some`, for at most `limit`.
 async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

@@ -75,6 +75,19 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// Waits (at most 20 s) until something accepts connections on `addr`, e.g. a `chaosbot serve`
+/// the test spawned.
+pub async fn wait_listening(addr: SocketAddr) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chaosbot serve did not listen on {addr}");
+}
+
 /// Config declaring one proxied target `api` (listen → upstream) and the endpoint `api-http`
 /// that reaches it through the proxy.
 pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
