@@ -1127,3 +1127,90 @@ async fn closed_gameday_within(store: &DynStore, id: &str, limit: Duration) -> G
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Three full servers (three replicas, each with its own pool and game-day driver) on one
+/// Postgres database: a game day started through one of them is driven by exactly one; when
+/// the server driving it stops mid-way, another replica carries it on with the next item.
+/// Every item runs once and every game-day post is made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_postgres_drive_a_game_day_once_and_hand_it_on() {
+    with_postgres(|url| async move {
+        let mut rig = rig().await;
+        rig.cfg.database_url = Some(url.clone());
+        let mut servers = vec![rig.start().await];
+        for _ in 0..2 {
+            // Each replica declares the same target on its own (in-process) proxy port, and
+            // probes through it: its proxy goes with it when it stops.
+            let mut cfg = rig.cfg.clone();
+            let listen = free_port();
+            cfg.targets.proxy[0].listen = listen;
+            cfg.targets.http[0].url = format!("http://{listen}");
+            let store = chaosbot::store::open(&url).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            servers.push(
+                chaosbot::slack::server::Server::start(cfg, store, listener)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let store = servers[0].app.store.clone();
+        let id = gameday_id_in(&slash(&rig, servers[1].addr, ALICE, "gameday restartable").await);
+
+        // The first run is over and its Q&A window (4 s) has begun: stop whichever replica
+        // drives the game day there.
+        rig.fake
+            .wait_for(
+                |calls| post_index(calls, |t, _| t.contains("Q&A for `slow-api`")).is_some(),
+                Duration::from_secs(60),
+            )
+            .await;
+        let g = gameday(&store, &id).await;
+        let driver = g
+            .owner
+            .clone()
+            .expect("a replica holds the game day's lease");
+        let at = servers
+            .iter()
+            .position(|s| driver.starts_with(&s.app.engine.instance().to_string()))
+            .unwrap_or_else(|| panic!("no replica owns the lease `{driver}`"));
+        let first = g.run_ids[0].clone().unwrap();
+        servers.remove(at).shutdown("replica stopped").await;
+
+        rig.fake
+            .wait_for(is_closing(&id), Duration::from_secs(90))
+            .await;
+        let g = closed_gameday(&store, &id).await;
+        let all = store
+            .list_runs(RunFilter {
+                experiment: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(g.state, GamedayState::Done, "{all:?}");
+        assert_eq!(g.run_ids[0].as_deref(), Some(first.as_str()));
+        let mut experiments: Vec<&str> = all.iter().map(|r| r.experiment.as_str()).collect();
+        experiments.sort();
+        assert_eq!(experiments, ["blip-api", "slow-api"], "each item ran once");
+        let second = g.run_ids[1].clone().unwrap();
+        let run2 = store.get_run(&second).await.unwrap().unwrap();
+        assert_eq!(run2.verdict, Some(Verdict::Held), "{:?}", run2.reason);
+        // A few more polls of the two left: nothing is posted twice.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let calls = rig.fake.calls();
+        let count = |needle: &str| {
+            posts(&calls)
+                .iter()
+                .filter(|(_, c)| c.str("text").unwrap_or_default().contains(needle))
+                .count()
+        };
+        assert_eq!(count("started by"), 1);
+        assert_eq!(count("Q&A for `slow-api`"), 1);
+        assert_eq!(count("Q&A for `blip-api`"), 1);
+        assert_eq!(count("experiment(s) ran"), 1);
+        for s in servers {
+            s.shutdown("test over").await;
+        }
+    })
+    .await;
+}

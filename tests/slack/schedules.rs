@@ -687,7 +687,7 @@ async fn racing_schedulers_fire_once_on_one_postgres_database() {
 /// Three full servers (three replicas, each with its own pool) on one Postgres database and
 /// one clock: every heads-up and every fire of a schedule happens once, and so does the
 /// weekly digest. (The halt across replicas: `tests/slack/replicas.rs`, three `serve`
-/// processes; game days: `gameday::with_two_drivers_on_one_store_exactly_one_drives`.)
+/// processes; game days: `gameday::three_replicas_on_postgres_drive_a_game_day_once_and_hand_it_on`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_on_one_postgres_fire_once_and_post_the_digest_once() {
     with_postgres(|url| async move {
