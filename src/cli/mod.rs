@@ -182,10 +182,12 @@ pub(crate) fn load_config(global: &GlobalArgs) -> Result<Config, u8> {
 }
 
 pub(crate) async fn open_store(cfg: &Config) -> Result<crate::store::DynStore, u8> {
-    crate::store::open(cfg.database_url()).await.map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_FAILED
-    })
+    crate::store::open_with_pool(cfg.database_url(), cfg.database_pool)
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        })
 }
 
 /// The config and the store, or the exit code after printing why not.

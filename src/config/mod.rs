@@ -38,6 +38,10 @@ pub use targets::{
 /// working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://chaosbot.db";
 
+/// Bounds of `database_pool`.
+pub const MIN_DATABASE_POOL: u32 = 2;
+pub const MAX_DATABASE_POOL: u32 = 200;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -64,6 +68,11 @@ pub struct Config {
     /// `sqlite://PATH` or `postgres://...`; `DATABASE_URL` overrides it.
     #[serde(default)]
     pub database_url: Option<String>,
+    /// Most connections this process keeps open to a Postgres store (its wake-up listener
+    /// takes one more); `CHAOSBOT_DATABASE_POOL` overrides it. Default 10. Lower it when
+    /// many replicas share a server's `max_connections`.
+    #[serde(default)]
+    pub database_pool: Option<u32>,
     /// Folder of experiment YAML files; `CHAOSBOT_CATALOG` overrides it.
     #[serde(default = "default_catalog")]
     pub catalog: PathBuf,
@@ -100,6 +109,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: None,
+            database_pool: None,
             catalog: default_catalog(),
             guard_rails: GuardRails::default(),
             targets: Targets::default(),
@@ -217,11 +227,25 @@ impl Config {
                 })?;
             }
         }
+        if let Ok(v) = std::env::var("CHAOSBOT_DATABASE_POOL") {
+            self.database_pool = Some(v.trim().parse().map_err(|_| ConfigError::Env {
+                var: "CHAOSBOT_DATABASE_POOL",
+                value: v.clone(),
+                why: "expected a whole number of connections such as 10".into(),
+            })?);
+        }
         Ok(())
     }
 
     /// Checks what the types cannot: unique names, positive limits, parseable URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(n) = self.database_pool
+            && !(MIN_DATABASE_POOL..=MAX_DATABASE_POOL).contains(&n)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "database_pool is {n}: it must be between {MIN_DATABASE_POOL} (runs and Slack delivery each need one) and {MAX_DATABASE_POOL}"
+            )));
+        }
         self.schedules.window().map_err(ConfigError::Invalid)?;
         self.digest.time()?;
         let g = &self.guard_rails;
@@ -575,6 +599,21 @@ mod tests {
         ] {
             let e = bad(&text);
             assert!(e.contains(says), "{text}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn the_database_pool_is_bounded() {
+        let cfg = Config::from_toml("database_pool = 4\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.database_pool, Some(4));
+        for n in [0, 1, 201] {
+            let cfg = Config::from_toml(&format!("database_pool = {n}\n")).unwrap();
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("database_pool is {n}")) && e.contains("between 2"),
+                "{e}"
+            );
         }
     }
 

@@ -393,10 +393,19 @@ pub type DynStore = Arc<dyn Store>;
 
 /// Opens the store named by a `DATABASE_URL` and applies its migrations.
 pub async fn open(url: &str) -> StoreResult<DynStore> {
+    open_with_pool(url, None).await
+}
+
+/// Like [`open`], with the most connections a Postgres store keeps (`database_pool`; SQLite
+/// is one file in one process and keeps its own small pool).
+pub async fn open_with_pool(url: &str, pool: Option<u32>) -> StoreResult<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        let pool = pool.unwrap_or(postgres::DEFAULT_POOL);
+        Ok(Arc::new(
+            postgres::PostgresStore::open_with_pool(url, pool).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(common::redact(url)))
     }

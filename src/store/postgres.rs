@@ -22,7 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 /// How long opening the store, or waiting for a pooled connection, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: u32 = 10;
+/// Connections in the pool unless the config says otherwise (`database_pool`).
+pub const DEFAULT_POOL: u32 = 10;
 
 /// Well below the shortest run lease, far above any transaction of ours (they are short).
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
@@ -47,6 +48,11 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connects to the database named by a `postgres://` URL and applies the migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::open_with_pool(url, DEFAULT_POOL).await
+    }
+
+    /// Like [`PostgresStore::open`], keeping at most `pool` connections (plus the listener's).
+    pub async fn open_with_pool(url: &str, pool: u32) -> StoreResult<Self> {
         let shown = common::redact(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl(shown.clone()))?
@@ -77,7 +83,7 @@ impl PostgresStore {
         let _ = probe.close().await;
 
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(pool)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await

@@ -27,9 +27,9 @@ const REPLICAS: usize = 3;
 /// within it (at once when its process is known dead on this host).
 const RUN_LEASE: Duration = Duration::from_secs(15);
 
-/// One replica test at a time: each `chaosbot serve` holds up to 11 Postgres connections
-/// (its pool and its listener), and tests of this binary run in parallel on a server that
-/// allows 100 clients in all.
+/// One replica test at a time: each starts three `chaosbot serve` processes and a local agent,
+/// which side by side on two cores starve each other's start-up. (Connections are kept small
+/// too: each replica's pool is 4, `CHAOSBOT_DATABASE_POOL`.)
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn experiment_yaml(i: usize) -> String {
@@ -76,6 +76,14 @@ fn config_toml(upstream: SocketAddr, proxies: &[SocketAddr]) -> String {
 struct Replica {
     child: Child,
     addr: SocketAddr,
+    /// Its stderr (logs), quoted when it fails to start.
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    async fn wait_listening(&self) {
+        wait_serving(self.addr, Some(&self.log)).await
+    }
 }
 
 impl Drop for Replica {
@@ -88,6 +96,12 @@ impl Drop for Replica {
 /// Starts `chaosbot serve` on `addr` with the rig's config, database and local agent.
 fn spawn_replica(rig: &TestApp, config: &std::path::Path, url: &str, addr: SocketAddr) -> Replica {
     let socket = rig.dir.path().join("agent/agent.sock");
+    let log = rig.dir.path().join(format!("serve-{}.log", addr.port()));
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     Replica {
         child: Command::new(env!("CARGO_BIN_EXE_chaosbot"))
             .args(["--config", config.to_str().unwrap(), "serve"])
@@ -98,13 +112,18 @@ fn spawn_replica(rig: &TestApp, config: &std::path::Path, url: &str, addr: Socke
             .env("SLACK_API_URL", rig.fake.url())
             .env("CHAOSBOT_LISTEN", addr.to_string())
             .env("CHAOSBOT_AGENT_SOCKET", &socket)
+            // Three replicas and the test's own pools stay well inside the server's
+            // `max_connections` (100), even beside another test's.
+            .env("CHAOSBOT_DATABASE_POOL", "4")
+            .env("RUST_LOG", "chaosbot=info")
             .env_remove("SLACK_APP_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
         addr,
+        log,
     }
 }
 
@@ -174,7 +193,7 @@ async fn three_replicas_share_runs_survive_a_kill_9_and_honour_each_others_abort
         let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
         let mut replicas: Vec<Replica> = (0..REPLICAS).map(|_| spawn(free_port())).collect();
         for r in &replicas {
-            wait_listening(r.addr).await;
+            r.wait_listening().await;
         }
         let store = rig.store().await;
 
@@ -415,7 +434,7 @@ async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
         let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
         let replicas: Vec<Replica> = (0..2).map(|_| spawn(free_port())).collect();
         for r in &replicas {
-            wait_listening(r.addr).await;
+            r.wait_listening().await;
         }
         let store = rig.store().await;
         let answer = rig
@@ -479,7 +498,7 @@ async fn a_replica_that_lost_its_lease_and_comes_back_cannot_write() {
             &after[closed.len()..]
         );
         assert_eq!(after.last().map(|e| e.event.kind()), Some("verdict"));
-        wait_listening(stopped.addr).await;
+        stopped.wait_listening().await;
 
         let expected = expected_replies(&store, &id).await;
         let parent = until(Duration::from_secs(20), "the parent message", || {
@@ -579,7 +598,7 @@ async fn with_continue_a_killed_owners_run_is_carried_on_to_its_verdict() {
         let spawn = |addr: SocketAddr| spawn_replica(&rig, &config, &url, addr);
         let mut replicas: Vec<Replica> = (0..REPLICAS).map(|_| spawn(free_port())).collect();
         for r in &replicas {
-            wait_listening(r.addr).await;
+            r.wait_listening().await;
         }
         let store = rig.store().await;
         let answer = rig

@@ -75,17 +75,30 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Waits (at most 20 s) until something accepts connections on `addr`, e.g. a `chaosbot serve`
-/// the test spawned.
+/// Waits (at most 60 s: a bound for a loaded machine, not a speed claim) until something
+/// accepts connections on `addr`, e.g. a `chaosbot serve` the test spawned.
 pub async fn wait_listening(addr: SocketAddr) {
+    wait_serving(addr, None).await
+}
+
+/// Like [`wait_listening`]; when it gives up, the panic quotes the end of `log` (the spawned
+/// process's stderr), so a start-up failure says why.
+pub async fn wait_serving(addr: SocketAddr, log: Option<&std::path::Path>) {
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
+    while start.elapsed() < Duration::from_secs(60) {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("chaosbot serve did not listen on {addr}");
+    let said = log
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        })
+        .unwrap_or_default();
+    panic!("chaosbot serve did not listen on {addr} within 60 s; its stderr ends:\n{said}");
 }
 
 /// Config declaring one proxied target `api` (listen → upstream) and the endpoint `api-http`
