@@ -14,6 +14,7 @@ use crate::agent::local::{LOCAL, LocalAgent};
 use crate::agent::protocol::TargetDecl;
 use crate::agent::{AgentError, AgentLink};
 use crate::config::Config;
+use crate::spec::model::OnOwnerLoss;
 
 /// The local agent's name (re-exported for views that must not import the agent module).
 pub const LOCAL_NAME: &str = LOCAL;
@@ -41,6 +42,12 @@ impl std::fmt::Debug for AgentRouter {
     }
 }
 
+/// How long a run's agent faults must outlast their owner's last renewal so that another
+/// replica, on another host, can adopt them (`on_owner_loss: continue`): the run lease runs
+/// out, the sweep notices (at most 2 s), the adopter takes the leases over; this is the margin
+/// beyond the run lease.
+pub const ADOPTION_MARGIN: Duration = Duration::from_secs(10);
+
 /// The router the binary's `run`, `demo` and `serve` use: agents, unless `[agent] local =
 /// "in-process"` keeps every fault inside the controller.
 pub fn for_binary(cfg: &Arc<Config>) -> Result<Option<Arc<AgentRouter>>, ClientError> {
@@ -51,6 +58,17 @@ pub fn for_binary(cfg: &Arc<Config>) -> Result<Option<Arc<AgentRouter>>, ClientE
 }
 
 impl AgentRouter {
+    /// The lease asked for a run's faults. With `on_owner_loss: continue` it outlasts the run
+    /// lease by [`ADOPTION_MARGIN`], so a replica on another host that adopts the run finds
+    /// the faults still in place (with `revert`, the agents' own `lease_ttl`: the sooner a
+    /// fault goes by itself, the better).
+    pub fn fault_lease(&self, on_owner_loss: OnOwnerLoss, run_lease: Duration) -> Duration {
+        match on_owner_loss {
+            OnOwnerLoss::Revert => self.lease_ttl,
+            OnOwnerLoss::Continue => self.lease_ttl.max(run_lease + ADOPTION_MARGIN),
+        }
+    }
+
     /// The agents of a (validated) config; the local one is only started when first needed.
     pub fn from_config(cfg: Arc<Config>) -> Result<AgentRouter, ClientError> {
         let socket = crate::agent::local::socket_path(cfg.agent.socket.as_deref());

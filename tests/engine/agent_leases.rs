@@ -17,6 +17,7 @@ use chaosbot::engine::agents::AgentRouter;
 use chaosbot::engine::{Engine, EngineOptions};
 use chaosbot::faults::TargetRegistry;
 use chaosbot::run::{Event, RollbackOutcome, RunState};
+use chaosbot::store::AbortScope;
 
 use crate::support::*;
 
@@ -170,5 +171,108 @@ async fn a_lost_agent_reverts_by_itself_and_the_journal_says_so_when_it_is_back(
         run.reason
     );
     assert!(store.open_faults(&id).await.unwrap().is_empty());
+    engine.shutdown("test over", Duration::from_secs(5)).await;
+}
+
+/// With `on_owner_loss: continue` a run's agent faults are leased past the run lease (plus
+/// `ADOPTION_MARGIN`), so when their owner stops renewing (dead, on another host than the
+/// replica that adopts the run) they are still in place when the adopter comes; with the
+/// default `revert` they keep the agent's short `lease_ttl` and go by themselves first.
+#[tokio::test]
+async fn a_continue_run_leases_its_faults_past_the_run_lease_and_a_revert_run_does_not() {
+    use chaosbot::engine::agents::ADOPTION_MARGIN;
+    use chaosbot::spec::model::OnOwnerLoss;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&socket);
+    let svc = service().await;
+    let mut cfg = config(free_port(), svc.addr);
+    cfg.agent.lease_ttl = Duration::from_secs(2);
+    cfg.agent.renew_every = Duration::from_millis(500);
+    let cfg = Arc::new(cfg);
+    let link = Arc::new(Partition {
+        inner: AgentClient::unix("local", socket.clone(), None).unwrap(),
+        cut: AtomicBool::new(false),
+    });
+    let router = AgentRouter::with_links(cfg.clone(), link.clone(), vec![]);
+    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
+    opts.agents = Some(Arc::new(router));
+    let run_lease = opts.lease;
+    let store = sqlite_store(dir.path()).await;
+    let engine = Engine::new(store.clone(), TargetRegistry::new(cfg.clone()), opts);
+    engine.start().await.unwrap();
+    let listen = cfg.targets.proxy[0].listen;
+
+    for (mode, step) in [
+        (OnOwnerLoss::Continue, "held"),
+        (OnOwnerLoss::Revert, "short"),
+    ] {
+        let mut exp = experiment(
+            vec![http_probe("api", listen, 2_000, 200)],
+            vec![latency_step(step, 50, 20_000)],
+            vec![],
+        );
+        exp.on_owner_loss = mode;
+        let id = engine.submit(&exp, test_request()).await.unwrap();
+        let fault_id = format!("{id}/{step}");
+        let view = async {
+            loop {
+                let list = link.inner.faults().await.unwrap();
+                if let Some(f) = list.faults.into_iter().find(|f| f.fault_id == fault_id) {
+                    return f;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let f = tokio::time::timeout(Duration::from_secs(10), view)
+            .await
+            .expect("the fault was never applied");
+        let leased = Duration::from_millis((f.lease_until_ms - f.applied_ms).max(0) as u64);
+        // Renewals stop, as they do when the owner dies; past the agent's 2 s lease_ttl.
+        link.cut.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let still = link
+            .inner
+            .faults()
+            .await
+            .unwrap()
+            .faults
+            .iter()
+            .any(|f| f.fault_id == fault_id);
+        link.cut.store(false, Ordering::SeqCst);
+        match mode {
+            OnOwnerLoss::Continue => {
+                assert!(
+                    leased >= run_lease + ADOPTION_MARGIN - Duration::from_secs(1),
+                    "leased for {leased:?}"
+                );
+                assert!(
+                    still,
+                    "the fault went before another replica could adopt it"
+                );
+            }
+            OnOwnerLoss::Revert => {
+                assert!(leased <= Duration::from_secs(3), "leased for {leased:?}");
+                assert!(!still, "the fault outlived its 2 s lease");
+            }
+        }
+        engine
+            .abort(AbortScope::Run(id.clone()), "test", "next case")
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), engine.wait(&id))
+            .await
+            .expect("the run never closed")
+            .unwrap();
+        let gone = link
+            .inner
+            .faults()
+            .await
+            .unwrap()
+            .faults
+            .iter()
+            .all(|f| f.fault_id != fault_id);
+        assert!(gone, "the abort took the fault off");
+    }
     engine.shutdown("test over", Duration::from_secs(5)).await;
 }

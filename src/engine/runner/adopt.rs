@@ -31,7 +31,7 @@ use crate::agent::AgentLink;
 use crate::agent::protocol::{FaultState, Renew};
 use crate::engine::Engine;
 use crate::run::{Entry, Event, RunState, now_ms};
-use crate::spec::model::{Experiment, Step};
+use crate::spec::model::{Experiment, OnOwnerLoss, Step};
 use crate::store::{FaultRecord, RunRecord};
 
 /// What taking the run over found: the faults now held under the new epoch, the journal so
@@ -110,7 +110,11 @@ pub async fn take_over(eng: &Engine, run: &RunRecord) -> Result<Adoption, String
     let mut faults = Vec::new();
     let mut events = Vec::new();
     for (agent, (link, held)) in per_agent {
-        let lease_ms = eng.agents().map(|r| r.lease_ttl).unwrap_or_default();
+        // Only `continue` adopts: the lease outlasts this owner's run lease too.
+        let lease_ms = eng
+            .agents()
+            .map(|r| r.fault_lease(OnOwnerLoss::Continue, eng.opts.lease))
+            .unwrap_or_default();
         let req = Renew {
             run_id: run.id.clone(),
             epoch: run.epoch,

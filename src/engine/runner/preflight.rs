@@ -91,7 +91,9 @@ async fn agents_ready(sh: &Shared) -> Option<Outcome> {
                     "chaosbot {} (protocol {}) holds this run's faults under a {} lease renewed every {}; if the lease lapses it reverts them by itself",
                     hello.version,
                     hello.protocol,
-                    humantime::format_duration(router.lease_ttl),
+                    humantime::format_duration(
+                        router.fault_lease(sh.exp.on_owner_loss, sh.eng.opts.lease),
+                    ),
                     humantime::format_duration(router.renew_every)
                 );
                 let agent = link.name().to_string();

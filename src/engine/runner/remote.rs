@@ -129,7 +129,7 @@ pub(super) async fn inject(
         step: step.clone(),
         seed: faults::derive_seed(sh.seed, &step.name),
         ttl_ms: ms(ttl),
-        lease_ms: ms(router.lease_ttl),
+        lease_ms: ms(router.fault_lease(sh.exp.on_owner_loss, sh.eng.opts.lease)),
         declare: router.declaration(&step.target),
     };
     let applied = match link.apply(&req).await {
@@ -275,7 +275,7 @@ pub(super) async fn keep_leases(sh: Arc<Shared>, stop: CancellationToken) {
                 run_id: sh.run_id.clone(),
                 epoch: sh.epoch,
                 fault_ids,
-                lease_ms: ms(router.lease_ttl),
+                lease_ms: ms(router.fault_lease(sh.exp.on_owner_loss, sh.eng.opts.lease)),
             };
             let mut relayed = Vec::new();
             for r in relays.get(&agent).into_iter().flatten() {
