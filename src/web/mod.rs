@@ -127,44 +127,57 @@ fn with_headers(
 
 const HTML: &str = "text/html; charset=utf-8";
 
-/// The 403 page for a refused link, and why, in the log.
-fn refused(pages: &Pages, route: &'static str, why: &LinkError) -> Response {
-    warn!(route, error = %why, "run page link refused");
-    let what = match why {
-        LinkError::Expired { .. } => "This link has expired".to_string(),
-        LinkError::Missing => "This address needs a signed link".to_string(),
-        other => format!("This link is invalid: {other}"),
-    };
-    with_headers(pages, StatusCode::FORBIDDEN, HTML, html::refusal(&what))
+/// Why a page is not sent.
+enum Refusal {
+    /// No key is configured: no link can check.
+    NoKey,
+    Link(LinkError),
+    NotFound,
+    Store(anyhow::Error),
 }
 
-/// Checks the link for `scope`; the refusal to send otherwise.
-fn check(pages: &Pages, route: &'static str, scope: &Scope, q: &LinkQuery) -> Result<(), Response> {
-    let Some(links) = &pages.links else {
-        warn!(
-            route,
-            "run pages are off: no [server] page_secret and no Slack signing secret"
-        );
-        return Err(with_headers(
-            pages,
-            StatusCode::FORBIDDEN,
-            HTML,
-            html::refusal("Run pages are not set up on this chaosbot (it has no link key)"),
-        ));
-    };
+impl Refusal {
+    /// The page that says so, and why, in the log.
+    fn respond(self, pages: &Pages, route: &'static str, run_id: &str) -> Response {
+        let (status, text) = match self {
+            Refusal::NoKey => {
+                warn!(
+                    route,
+                    "run pages are off: no [server] page_secret and no Slack signing secret"
+                );
+                (
+                    StatusCode::FORBIDDEN,
+                    html::refusal("Run pages are not set up on this chaosbot (it has no link key)"),
+                )
+            }
+            Refusal::Link(why) => {
+                warn!(route, run_id, error = %why, "run page link refused");
+                let what = match why {
+                    LinkError::Expired { .. } => "This link has expired".to_string(),
+                    LinkError::Missing => "This address needs a signed link".to_string(),
+                    other => format!("This link is invalid: {other}"),
+                };
+                (StatusCode::FORBIDDEN, html::refusal(&what))
+            }
+            Refusal::NotFound => (StatusCode::NOT_FOUND, html::not_found(run_id)),
+            Refusal::Store(e) => {
+                warn!(route, run_id, error = %format!("{e:#}"), "cannot read the database for a run page");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    html::unavailable("chaosbot cannot read this from its database right now."),
+                )
+            }
+        };
+        with_headers(pages, status, HTML, text)
+    }
+}
+
+/// Checks the link for `scope`.
+fn check(pages: &Pages, scope: &Scope, q: &LinkQuery) -> Result<(), Refusal> {
+    let links = pages.links.as_ref().ok_or(Refusal::NoKey)?;
     links
         .verify(scope, q.exp.as_deref(), q.sig.as_deref(), now_unix())
-        .map_err(|e| refused(pages, route, &e))
-}
-
-fn store_failed(pages: &Pages, run_id: &str, e: &anyhow::Error) -> Response {
-    warn!(run_id, error = %format!("{e:#}"), "cannot read the run for its page");
-    with_headers(
-        pages,
-        StatusCode::SERVICE_UNAVAILABLE,
-        HTML,
-        html::unavailable("chaosbot cannot read this run from its database right now."),
-    )
+        .map_err(Refusal::Link)
 }
 
 /// Everything one run page shows, read from the store.
@@ -210,24 +223,13 @@ fn view_parts(
     (rec, svg, c.empty_reason())
 }
 
-/// Loads the run for a route whose link checked; the response to send otherwise.
-async fn checked_run(
-    pages: &Pages,
-    route: &'static str,
-    id: &str,
-    q: &LinkQuery,
-) -> Result<Loaded, Response> {
-    check(pages, route, &Scope::Run(id), q)?;
-    match load(&pages.store, id).await {
-        Ok(Some(l)) => Ok(l),
-        Ok(None) => Err(with_headers(
-            pages,
-            StatusCode::NOT_FOUND,
-            HTML,
-            html::not_found(id),
-        )),
-        Err(e) => Err(store_failed(pages, id, &e)),
-    }
+/// Loads the run for a route whose link checks.
+async fn checked_run(pages: &Pages, id: &str, q: &LinkQuery) -> Result<Loaded, Refusal> {
+    check(pages, &Scope::Run(id), q)?;
+    load(&pages.store, id)
+        .await
+        .map_err(Refusal::Store)?
+        .ok_or(Refusal::NotFound)
 }
 
 fn render(pages: &Pages, l: &Loaded, q: &LinkQuery, whole: bool) -> Response {
@@ -254,9 +256,9 @@ async fn page(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    match checked_run(&pages, "page", &id, &q).await {
+    match checked_run(&pages, &id, &q).await {
         Ok(l) => render(&pages, &l, &q, true),
-        Err(resp) => resp,
+        Err(r) => r.respond(&pages, "page", &id),
     }
 }
 
@@ -265,9 +267,9 @@ async fn body(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    match checked_run(&pages, "body", &id, &q).await {
+    match checked_run(&pages, &id, &q).await {
         Ok(l) => render(&pages, &l, &q, false),
-        Err(resp) => resp,
+        Err(r) => r.respond(&pages, "body", &id),
     }
 }
 
@@ -276,9 +278,9 @@ async fn chart_svg(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    let l = match checked_run(&pages, "chart", &id, &q).await {
+    let l = match checked_run(&pages, &id, &q).await {
         Ok(l) => l,
-        Err(resp) => return resp,
+        Err(r) => return r.respond(&pages, "chart", &id),
     };
     let c = chart::build(&l.run, &l.journal, crate::run::now_ms());
     match chart::render_svg(&c) {
@@ -296,8 +298,8 @@ async fn chart_svg(
 }
 
 async fn list(State(pages): State<Arc<Pages>>, Query(q): Query<LinkQuery>) -> Response {
-    if let Err(resp) = check(&pages, "list", &Scope::Runs, &q) {
-        return resp;
+    if let Err(r) = check(&pages, &Scope::Runs, &q) {
+        return r.respond(&pages, "list", "-");
     }
     // `check` passed: there is a key and `exp` parses.
     let (Some(links), Some(exp)) = (
@@ -312,13 +314,10 @@ async fn list(State(pages): State<Arc<Pages>>, Query(q): Query<LinkQuery>) -> Re
     });
     let runs = match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return store_failed(&pages, "-", &anyhow::Error::new(e)),
+        Ok(Err(e)) => return Refusal::Store(e.into()).respond(&pages, "list", "-"),
         Err(_) => {
-            return store_failed(
-                &pages,
-                "-",
-                &anyhow::anyhow!("the database did not answer in time"),
-            );
+            return Refusal::Store(anyhow::anyhow!("the database did not answer in time"))
+                .respond(&pages, "list", "-");
         }
     };
     // Each run's link lives as long as the operator's link, not longer.

@@ -37,8 +37,8 @@ pub(super) async fn events(
     Query(q): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = check(&pages, "events", &Scope::Run(&id), &q) {
-        return resp;
+    if let Err(r) = check(&pages, &Scope::Run(&id), &q) {
+        return r.respond(&pages, "events", &id);
     }
     let exp = q
         .exp
