@@ -259,17 +259,23 @@ pub fn add_page_link(parent: &mut Rendered, url: &str) {
     let Some(blocks) = parent.blocks.as_array_mut() else {
         return;
     };
-    let escaped = url
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
     let at = blocks.len().saturating_sub(1);
     blocks.insert(
         at,
         context(&format!(
-            ":chart_with_upwards_trend: <{escaped}|Live page>: the chart as it happens, the timeline, the verdict and the Q&A"
+            ":chart_with_upwards_trend: {}: the chart as it happens, the timeline, the verdict and the Q&A",
+            page_link(url)
         )),
     );
+}
+
+/// `<url|Live page>` in mrkdwn (Slack wants `&`, `<` and `>` in a link escaped).
+pub fn page_link(url: &str) -> String {
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<{escaped}|Live page>")
 }
 
 /// The thread reply for one journal entry, if it deserves one.

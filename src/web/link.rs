@@ -145,9 +145,15 @@ impl Links {
     /// run's submission (so every render of the message carries the same link). `None`
     /// without `[server] public_url`.
     pub fn run_url(&self, run_id: &str, created_ms: i64) -> Option<String> {
+        self.run_url_from(run_id, created_ms.div_euclid(1000))
+    }
+
+    /// A link to a run's page valid for `run_ttl` from `from_unix` (a fresh one for
+    /// `/chaos summary`). `None` without `[server] public_url`.
+    pub fn run_url_from(&self, run_id: &str, from_unix: i64) -> Option<String> {
         let base = self.base.as_deref()?;
         let ttl = i64::try_from(self.run_ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        let exp = created_ms.div_euclid(1000).saturating_add(ttl);
+        let exp = from_unix.saturating_add(ttl);
         Some(format!("{base}{}", self.run_path(run_id, exp)))
     }
 

@@ -396,6 +396,22 @@ async fn the_parent_message_links_to_the_live_page() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(&id));
     rig.server.engine.wait(&id).await.unwrap();
+
+    // `/chaos summary <run>` hands out a fresh link, valid for link_ttl from now.
+    let answer = rig
+        .app
+        .slash(rig.addr(), ALICE, &format!("summary {id}"))
+        .await
+        .to_string();
+    let at = answer
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no page link in the summary: {answer}"));
+    let link = &answer[at + 1..];
+    let path = link[..link.find('|').unwrap()]
+        .replace("&amp;", "&")
+        .trim_start_matches(&format!("http://{}", rig.addr()))
+        .to_string();
+    assert_eq!(web::get(rig.addr(), &path).await.status, 200);
     rig.server.shutdown("test over").await;
 }
 
