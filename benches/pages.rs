@@ -1,7 +1,8 @@
 //! The live run page, served as `chaosbot serve` serves it (the `/runs` routes on loopback,
 //! a SQLite store): time to the first byte of a run's page (p50/p99 over `PAGES_BENCH_N`
 //! requests, 200) for a ten-minute run sampled four times a second (2 400 samples, a fault, a
-//! load step) and for the same run still queued; and how long a journal entry takes to reach
+//! load step), for a run still queued and for a ten-hour run at one sample a second (36 000,
+//! `PAGES_BENCH_N / 10` requests); and how long a journal entry takes to reach
 //! an SSE client of `/runs/<id>/events`: appended and told through the process's journal
 //! broadcast (what the engine does), and appended by another process (no wake-up here: the
 //! stream's one-second sweep finds it). Targets: first byte ≤ 50 ms, live update ≤ 1 s.
@@ -195,19 +196,30 @@ async fn main() {
         },
     );
     store_run(&store, &db, "r-benchqueue", &queued[..1]).await;
+    let (_, long) = journal::finished_run(
+        "r-bench10hrs",
+        &Shape {
+            seconds: 36_000,
+            samples_per_second: 1,
+            with_load: false,
+            all_fail: false,
+        },
+    );
+    store_run(&store, &db, "r-bench10hrs", &long).await;
     let exp = chaosbot::run::now_ms() / 1000 + 3600;
 
     println!(
         "run page, time to first byte over {n} requests (fresh connection each, loopback, SQLite)"
     );
     println!("{:<44} {:>9} {:>9} {:>9}", "page", "p50", "p99", "max");
-    for (name, id) in [
-        ("10 min, 4 samples/s, load step (2 400+)", "r-benchpage1"),
-        ("still queued (empty chart)", "r-benchqueue"),
+    for (name, id, rounds) in [
+        ("10 min, 4 samples/s, load step (2 400+)", "r-benchpage1", n),
+        ("still queued (empty chart)", "r-benchqueue", n),
+        ("10 h, 1 sample/s (36 000)", "r-bench10hrs", (n / 10).max(1)),
     ] {
         let path = links.run_path(id, exp);
         let mut h = Histogram::<u64>::new(3).expect("a histogram");
-        for _ in 0..n {
+        for _ in 0..rounds {
             let (took, status) = first_byte(addr, &path).await;
             assert_eq!(status, 200, "the page answers");
             h.record(took.as_micros() as u64).ok();
