@@ -3,9 +3,10 @@
 //! Data flows one way: **edge → app → engine → faults → journal → views**, and imports point
 //! the same way (checked by `tests/cli/layering.rs`):
 //!
-//! - Edges: the CLI (`src/main.rs`, [`cli`]) and [`slack`] (signed requests, commands, the
+//! - Edges: the CLI (`src/main.rs`, [`cli`]), [`slack`] (signed requests, commands, the
 //!   Q&A, the scheduler and game-day driver, the persisted [`slack::outbox`], the thread
-//!   [`slack::projector`]) only parse, authorize and render; they call [`app`].
+//!   [`slack::projector`]) and [`web`] (the live run pages behind signed links) only parse,
+//!   authorize and render; they call [`app`].
 //! - [`app`]: the use cases (start, abort, abort all and its halt, resume, schedule, game day)
 //!   with the authorization rules and one typed refusal; the only caller of the engine's submit.
 //! - [`engine`] executes runs: a worker pool claims queued runs from the [`store`], walks the
@@ -39,3 +40,4 @@ pub mod spec;
 pub mod store;
 pub mod suggest;
 pub mod tls;
+pub mod web;

@@ -9,6 +9,7 @@ mod agents;
 mod demo;
 mod history;
 mod import;
+mod page_link;
 mod report;
 mod run;
 mod serve;
@@ -122,6 +123,12 @@ chaosbot run --config imported/chaosbot.toml imported/<name>.yaml"
     /// protocol, and the faults in place (run, step, target, lease and deadline left).
     /// Exit code: 0 every configured agent answers, 2 one does not, 64 invalid config.
     Agents(agents::AgentsArgs),
+    /// Print a signed link to `serve`'s list of recent runs (`/runs`), or to one run's live
+    /// page, for operators. Anyone holding it sees those pages until it expires.
+    #[command(
+        after_help = "Examples:\n  chaosbot page-link\n  chaosbot page-link r-abc123defg --ttl 2h"
+    )]
+    PageLink(page_link::PageLinkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +172,7 @@ pub async fn execute(cli: Cli) -> u8 {
         Command::Import(args) => import::import(args),
         Command::Agent(args) => agent::agent(&cli.global, args).await,
         Command::Agents(args) => agents::agents(&cli.global, args).await,
+        Command::PageLink(args) => page_link::page_link(&cli.global, args),
     }
 }
 

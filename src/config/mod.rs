@@ -16,6 +16,7 @@ mod digest;
 mod duration;
 mod gameday;
 mod schedules;
+mod server;
 mod slack;
 mod targets;
 
@@ -28,6 +29,7 @@ pub use digest::{DigestConfig, DigestTime};
 pub use duration::{duration_serde, opt_duration_serde};
 pub use gameday::{GamedayConfig, MAX_QA_WINDOW};
 pub use schedules::{AllowedWindow, ScheduleConfig, close_zones, unknown_zone_message, zone};
+pub use server::ServerConfig;
 pub use slack::{AllowRule, DEFAULT_SLACK_API_URL, QaConfig, Secret, SlackConfig};
 pub use targets::{
     DiskTarget, GuardRails, HostTarget, HttpEndpoint, ProcessMatch, ProcessTarget, ProxyTarget,
@@ -99,6 +101,9 @@ pub struct Config {
     /// Agents on other hosts, named by targets' `agent = "..."`.
     #[serde(default)]
     pub agents: Vec<AgentEntry>,
+    /// The live run pages `serve` answers at `/runs`: public URL, link key and lifetime.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 fn default_catalog() -> PathBuf {
@@ -120,6 +125,7 @@ impl Default for Config {
             gameday: GamedayConfig::default(),
             agent: AgentSettings::default(),
             agents: Vec::new(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -183,6 +189,16 @@ impl Config {
             {
                 *slot = Some(Secret(v.trim().to_string()));
             }
+        }
+        if let Ok(v) = std::env::var("CHAOSBOT_PAGE_SECRET")
+            && !v.trim().is_empty()
+        {
+            self.server.page_secret = Some(Secret(v.trim().to_string()));
+        }
+        if let Ok(v) = std::env::var("CHAOSBOT_PUBLIC_URL")
+            && !v.trim().is_empty()
+        {
+            self.server.public_url = Some(v.trim().to_string());
         }
         if let Ok(v) = std::env::var("SLACK_API_URL")
             && !v.trim().is_empty()
@@ -248,6 +264,7 @@ impl Config {
         }
         self.schedules.window().map_err(ConfigError::Invalid)?;
         self.digest.time()?;
+        self.server.validate().map_err(ConfigError::Invalid)?;
         let g = &self.guard_rails;
         if g.max_run_duration.is_zero() {
             return Err(ConfigError::Invalid(

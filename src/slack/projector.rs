@@ -22,6 +22,7 @@ use crate::run::{Entry, Event};
 use crate::spec::model::Experiment;
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{DynStore, RunFilter, RunRecord, StoreError, StoreResult};
+use crate::web::link::Links;
 
 /// How often runs are re-checked for journal entries not rendered yet (besides live events).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -35,6 +36,8 @@ pub struct Projector {
     store: DynStore,
     /// The Q&A opened in the thread when a run ends.
     qa: QaConfig,
+    /// Signs the parent message's link to the run's live page (none without a public URL).
+    links: Option<Links>,
     on_enqueue: Box<dyn Fn() + Send + Sync>,
     /// The last parent rendering queued per run, to skip updates that change nothing.
     last_parent: Mutex<HashMap<String, serde_json::Value>>,
@@ -51,9 +54,20 @@ impl Projector {
         qa: QaConfig,
         on_enqueue: impl Fn() + Send + Sync + 'static,
     ) -> Arc<Projector> {
+        Projector::with_links(store, qa, None, on_enqueue)
+    }
+
+    /// Like [`Projector::new`], with the parent message linking to the run's live page.
+    pub fn with_links(
+        store: DynStore,
+        qa: QaConfig,
+        links: Option<Links>,
+        on_enqueue: impl Fn() + Send + Sync + 'static,
+    ) -> Arc<Projector> {
         Arc::new(Projector {
             store,
             qa,
+            links,
             on_enqueue: Box::new(on_enqueue),
             last_parent: Mutex::new(HashMap::new()),
             // After a restart, look back one sweep horizon for windows that closed meanwhile.
@@ -242,7 +256,15 @@ impl Projector {
         } else {
             None
         };
-        let parent = render::parent_in_queue(&run, &entries, &summary, method_ms, queue.as_ref());
+        let mut parent =
+            render::parent_in_queue(&run, &entries, &summary, method_ms, queue.as_ref());
+        if let Some(url) = self
+            .links
+            .as_ref()
+            .and_then(|l| l.run_url(&run.id, run.created_ms))
+        {
+            render::add_page_link(&mut parent, &url);
+        }
         let thread = run_thread_key(run_id);
         let parent_key = run_parent_key(run_id);
         let msg = |action| OutboundMessage {

@@ -253,6 +253,31 @@ pub fn parent_in_queue(
     }
 }
 
+/// Adds the link to the run's live page (chart, timeline, verdict, Q&A) above the parent
+/// message's last line. `url` is a signed link; Slack reads `&` in a link as `&amp;`.
+pub fn add_page_link(parent: &mut Rendered, url: &str) {
+    let Some(blocks) = parent.blocks.as_array_mut() else {
+        return;
+    };
+    let at = blocks.len().saturating_sub(1);
+    blocks.insert(
+        at,
+        context(&format!(
+            ":chart_with_upwards_trend: {}: the chart as it happens, the timeline, the verdict and the Q&A",
+            page_link(url)
+        )),
+    );
+}
+
+/// `<url|Live page>` in mrkdwn (Slack wants `&`, `<` and `>` in a link escaped).
+pub fn page_link(url: &str) -> String {
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<{escaped}|Live page>")
+}
+
 /// The thread reply for one journal entry, if it deserves one.
 pub fn thread_reply(entry: &Entry) -> Option<Rendered> {
     let text = match &entry.event {

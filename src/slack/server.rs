@@ -167,9 +167,13 @@ impl Server {
         );
         let outbox_task = outbox.start();
         let mut tasks: Vec<_> = keep_up.into_iter().collect();
+        // Run pages: the parent message links to them when a public URL is set.
+        let links = crate::web::link::Links::from_config(&cfg);
         let projector = {
             let outbox = outbox.clone();
-            Projector::new(store.clone(), cfg.qa.clone(), move || outbox.notify())
+            Projector::with_links(store.clone(), cfg.qa.clone(), links.clone(), move || {
+                outbox.notify()
+            })
         };
         tasks.push(tokio::spawn(
             projector.run(engine.subscribe(), stop.clone()),
@@ -252,7 +256,11 @@ impl Server {
 
         let addr = listener.local_addr()?;
         let http_stop = stop.clone();
-        let routes = router(app.clone());
+        let pages = {
+            let engine = engine.clone();
+            crate::web::Pages::new(store.clone(), links, Arc::new(move || engine.subscribe()))
+        };
+        let routes = router(app.clone()).merge(crate::web::router(pages));
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, routes)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })

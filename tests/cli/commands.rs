@@ -736,3 +736,73 @@ async fn a_held_target_refuses_a_second_run_or_makes_it_wait() {
         "the waiting run started only once the holder was done"
     );
 }
+
+/// `chaosbot page-link` prints an operator link that the server's key accepts for the list
+/// (and only for it), or one run's link; without a key it says which settings give one.
+#[test]
+fn page_link_prints_a_link_the_server_accepts() {
+    use chaosbot::web::link::{Links, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chaosbot.toml");
+    std::fs::write(
+        &config,
+        "[server]\npublic_url = \"https://chaos.example.com/\"\npage_secret = \"0123456789abcdef-page\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("SLACK_SIGNING_SECRET")
+            .env_remove("CHAOSBOT_PAGE_SECRET")
+            .env_remove("CHAOSBOT_PUBLIC_URL")
+            .output()
+            .unwrap()
+    };
+    let cfg = chaosbot::config::Config::from_file(&config).unwrap();
+    let links = Links::from_config(&cfg).unwrap();
+    let query = |url: &str, key: &str| -> String {
+        let at = url.find(&format!("{key}=")).unwrap() + key.len() + 1;
+        url[at..].split('&').next().unwrap().to_string()
+    };
+
+    let out = run(&["page-link", "--ttl", "2h"]);
+    assert!(out.status.success(), "{out:?}");
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        url.starts_with("https://chaos.example.com/runs?exp="),
+        "{url}"
+    );
+    let (exp, sig) = (query(&url, "exp"), query(&url, "sig"));
+    let now = chaosbot::run::now_ms() / 1000;
+    let e: i64 = exp.parse().unwrap();
+    assert!((e - now - 7200).abs() < 60, "two hours from now: {e}");
+    assert_eq!(
+        links.verify(&Scope::Runs, Some(&exp), Some(&sig), now),
+        Ok(())
+    );
+    assert!(
+        links
+            .verify(&Scope::Run("r-x"), Some(&exp), Some(&sig), now)
+            .is_err()
+    );
+
+    let out = run(&["page-link", "r-abc123defg"]);
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(url.starts_with("https://chaos.example.com/runs/r-abc123defg?exp="));
+    let (exp, sig) = (query(&url, "exp"), query(&url, "sig"));
+    assert_eq!(
+        links.verify(&Scope::Run("r-abc123defg"), Some(&exp), Some(&sig), now),
+        Ok(())
+    );
+
+    let out = run(&["page-link", "--ttl", "90d"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 31 days"));
+
+    std::fs::write(&config, "").unwrap();
+    let out = run(&["page-link"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("page_secret"));
+}

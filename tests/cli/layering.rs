@@ -91,7 +91,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // Edges: parse, authorize, render; they call the use cases, not the machinery.
-    ("slack", EDGE),
+    // The live run pages: an edge on its own; Slack links to them and `serve` mounts them.
+    ("web", EDGE),
+    ("slack", SLACK),
     // `chaosbot serve` starts the Slack edge.
     ("cli", CLI),
     // The binary and the module map wire everything.
@@ -108,14 +110,19 @@ const EDGE: &[&str] = &[
     "suggest", "tls",
 ];
 
-const CLI: &[&str] = &[
-    "slack", "app", "report", "schedule", "gameday", "spec", "load", "store", "config", "run",
+const SLACK: &[&str] = &[
+    "web", "app", "report", "schedule", "gameday", "spec", "load", "store", "config", "run",
     "clock", "suggest", "tls",
 ];
 
+const CLI: &[&str] = &[
+    "slack", "web", "app", "report", "schedule", "gameday", "spec", "load", "store", "config",
+    "run", "clock", "suggest", "tls",
+];
+
 const ALL: &[&str] = &[
-    "cli", "slack", "app", "engine", "schedule", "gameday", "agent", "faults", "probes", "load",
-    "report", "spec", "store", "config", "run", "clock", "suggest", "tls",
+    "cli", "slack", "web", "app", "engine", "schedule", "gameday", "agent", "faults", "probes",
+    "load", "report", "spec", "store", "config", "run", "clock", "suggest", "tls",
 ];
 
 /// Files that build a process (the engine and the target registry the application layer runs

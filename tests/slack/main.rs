@@ -10,6 +10,7 @@ mod e2e;
 mod edge;
 mod gameday;
 mod outbox;
+mod pages;
 mod qa;
 mod replicas;
 mod schedules;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod fake_slack;
 pub mod journal;
 pub mod slack;
+pub mod web;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

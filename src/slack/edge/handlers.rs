@@ -481,6 +481,16 @@ impl SlackApp {
         })?;
         let mut reply = crate::slack::render::summary(&report::summarize(&run, &journal));
         self.add_qa(&mut reply, &run.id).await;
+        // A fresh link to the run's page (an older one may have expired).
+        if let Some(url) = crate::web::link::Links::from_config(&self.cfg)
+            .and_then(|l| l.run_url_from(&run.id, crate::run::now_ms().div_euclid(1000)))
+        {
+            reply.push(format!(
+                ":chart_with_upwards_trend: {} (this link works for {})",
+                crate::slack::render::page_link(&url),
+                humantime::format_duration(self.cfg.server.link_ttl)
+            ));
+        }
         Ok(reply)
     }
 }

@@ -1,0 +1,340 @@
+//! The live run pages `chaosbot serve` answers besides Slack: `/runs/<id>` (the chart, the
+//! verdict, the timeline and the Q&A, following the run while it goes on), its
+//! `/chart.svg`, its `/events` (server-sent events from the journal) and `/body` (the live
+//! part the page's script swaps in), and `/runs` (recent runs, for operators).
+//!
+//! An edge like the Slack one: it reads the store and renders [`crate::report`]'s views.
+//! Every route checks a signed, expiring link first ([`link`]); without one that checks,
+//! nothing about a run is sent.
+
+pub mod html;
+pub mod link;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use crate::report::{chart, record};
+use crate::run::Entry;
+use crate::store::{DynStore, RunFilter, RunRecord, StoreError};
+use link::{LinkError, Links, Scope};
+
+/// How many runs the operator's list shows.
+const LIST_LIMIT: u32 = 50;
+/// Store reads of a page give up after this (a page is no reason to queue on a sick database).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands out a receiver of the journal entries this process appends (the engine's broadcast).
+pub type Subscribe = Arc<dyn Fn() -> broadcast::Receiver<Entry> + Send + Sync>;
+
+/// What the routes share.
+pub struct Pages {
+    pub store: DynStore,
+    /// `None`: no key is configured, and every page is refused.
+    pub links: Option<Links>,
+    pub subscribe: Subscribe,
+    /// How often a live stream looks at the journal besides wake-ups: entries another process
+    /// (a replica, a `chaosbot run`) appends reach this one's streams this way.
+    pub sweep: Duration,
+    csp: String,
+}
+
+impl Pages {
+    pub fn new(store: DynStore, links: Option<Links>, subscribe: Subscribe) -> Arc<Pages> {
+        let csp = format!(
+            "default-src 'none'; script-src '{}'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            html::script_hash()
+        );
+        Arc::new(Pages {
+            store,
+            links,
+            subscribe,
+            sweep: Duration::from_secs(1),
+            csp,
+        })
+    }
+}
+
+/// The routes under `/runs`, to merge into the server's router.
+pub fn router(pages: Arc<Pages>) -> Router {
+    Router::new()
+        .route("/runs", get(list))
+        .route("/runs/{id}", get(page))
+        .route("/runs/{id}/body", get(body))
+        .route("/runs/{id}/chart.svg", get(chart_svg))
+        .route("/runs/{id}/events", get(sse::events))
+        .with_state(pages)
+}
+
+/// The link's query (`after` only for `/events`).
+#[derive(Debug, Default, Deserialize)]
+pub struct LinkQuery {
+    pub exp: Option<String>,
+    pub sig: Option<String>,
+    pub after: Option<String>,
+}
+
+impl LinkQuery {
+    /// The query to repeat on the page's own requests (chart, body, events).
+    fn repeat(&self) -> String {
+        format!(
+            "exp={}&sig={}",
+            self.exp.as_deref().unwrap_or(""),
+            self.sig.as_deref().unwrap_or("")
+        )
+    }
+}
+
+fn now_unix() -> i64 {
+    crate::run::now_ms().div_euclid(1000)
+}
+
+/// Headers every page carries: not cached, not framed, no referrer (the link is a
+/// credential), and the script allowed by its hash only.
+fn with_headers(
+    pages: &Pages,
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&pages.csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// Why a page is not sent.
+enum Refusal {
+    /// No key is configured: no link can check.
+    NoKey,
+    Link(LinkError),
+    NotFound,
+    Store(anyhow::Error),
+}
+
+impl Refusal {
+    /// The page that says so, and why, in the log.
+    fn respond(self, pages: &Pages, route: &'static str, run_id: &str) -> Response {
+        let (status, text) = match self {
+            Refusal::NoKey => {
+                warn!(
+                    route,
+                    "run pages are off: no [server] page_secret and no Slack signing secret"
+                );
+                (
+                    StatusCode::FORBIDDEN,
+                    html::refusal("Run pages are not set up on this chaosbot (it has no link key)"),
+                )
+            }
+            Refusal::Link(why) => {
+                warn!(route, run_id, error = %why, "run page link refused");
+                let what = match why {
+                    LinkError::Expired { .. } => "This link has expired".to_string(),
+                    LinkError::Missing => "This address needs a signed link".to_string(),
+                    other => format!("This link is invalid: {other}"),
+                };
+                (StatusCode::FORBIDDEN, html::refusal(&what))
+            }
+            Refusal::NotFound => (StatusCode::NOT_FOUND, html::not_found(run_id)),
+            Refusal::Store(e) => {
+                warn!(route, run_id, error = %format!("{e:#}"), "cannot read the database for a run page");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    html::unavailable("chaosbot cannot read this from its database right now."),
+                )
+            }
+        };
+        with_headers(pages, status, HTML, text)
+    }
+}
+
+/// Checks the link for `scope`.
+fn check(pages: &Pages, scope: &Scope, q: &LinkQuery) -> Result<(), Refusal> {
+    let links = pages.links.as_ref().ok_or(Refusal::NoKey)?;
+    links
+        .verify(scope, q.exp.as_deref(), q.sig.as_deref(), now_unix())
+        .map_err(Refusal::Link)
+}
+
+/// Everything one run page shows, read from the store.
+struct Loaded {
+    run: RunRecord,
+    journal: Vec<Entry>,
+    questions: Vec<crate::store::learning::Question>,
+}
+
+async fn load(store: &DynStore, id: &str) -> anyhow::Result<Option<Loaded>> {
+    use anyhow::Context as _;
+    let read = async {
+        // The journal before the run: the run is then at least as new as what it shows.
+        let journal = store.journal(id, 0).await?;
+        let Some(run) = store.get_run(id).await? else {
+            return Ok::<_, StoreError>(None);
+        };
+        let questions = store.questions(id).await?;
+        Ok(Some(Loaded {
+            run,
+            journal,
+            questions,
+        }))
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .context("the database did not answer in time")?
+        .context("reading the run, its journal and its Q&A")
+}
+
+/// The run view, built and drawn.
+fn view_parts(
+    l: &Loaded,
+) -> (
+    record::LearningRecord,
+    Result<String, String>,
+    Option<String>,
+) {
+    let now = crate::run::now_ms();
+    let rec = record::build(&l.run, &l.journal, &l.questions, &[], now);
+    let c = chart::build(&l.run, &l.journal, now);
+    let svg = chart::render_svg(&c).map_err(|e| e.to_string());
+    (rec, svg, c.empty_reason())
+}
+
+/// Loads the run for a route whose link checks.
+async fn checked_run(pages: &Pages, id: &str, q: &LinkQuery) -> Result<Loaded, Refusal> {
+    check(pages, &Scope::Run(id), q)?;
+    load(&pages.store, id)
+        .await
+        .map_err(Refusal::Store)?
+        .ok_or(Refusal::NotFound)
+}
+
+fn render(pages: &Pages, l: &Loaded, q: &LinkQuery, whole: bool) -> Response {
+    let (rec, svg, empty) = view_parts(l);
+    let query = q.repeat();
+    let view = html::RunView {
+        run: &l.run,
+        record: &rec,
+        chart_svg: svg,
+        empty_reason: empty,
+        last_seq: l.journal.last().map(|e| e.seq).unwrap_or(0),
+        query: &query,
+    };
+    let text = if whole {
+        html::run_page(&view)
+    } else {
+        html::run_body(&view)
+    };
+    with_headers(pages, StatusCode::OK, HTML, text)
+}
+
+async fn page(
+    State(pages): State<Arc<Pages>>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    match checked_run(&pages, &id, &q).await {
+        Ok(l) => render(&pages, &l, &q, true),
+        Err(r) => r.respond(&pages, "page", &id),
+    }
+}
+
+async fn body(
+    State(pages): State<Arc<Pages>>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    match checked_run(&pages, &id, &q).await {
+        Ok(l) => render(&pages, &l, &q, false),
+        Err(r) => r.respond(&pages, "body", &id),
+    }
+}
+
+async fn chart_svg(
+    State(pages): State<Arc<Pages>>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    let l = match checked_run(&pages, &id, &q).await {
+        Ok(l) => l,
+        Err(r) => return r.respond(&pages, "chart", &id),
+    };
+    let c = chart::build(&l.run, &l.journal, crate::run::now_ms());
+    match chart::render_svg(&c) {
+        Ok(svg) => with_headers(&pages, StatusCode::OK, "image/svg+xml", svg),
+        Err(e) => {
+            warn!(run_id = %id, error = %e, "cannot draw the run chart");
+            with_headers(
+                &pages,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                HTML,
+                html::unavailable(&format!("The chart cannot be drawn: {e}.")),
+            )
+        }
+    }
+}
+
+async fn list(State(pages): State<Arc<Pages>>, Query(q): Query<LinkQuery>) -> Response {
+    if let Err(r) = check(&pages, &Scope::Runs, &q) {
+        return r.respond(&pages, "list", "-");
+    }
+    // `check` passed: there is a key and `exp` parses.
+    let (Some(links), Some(exp)) = (
+        pages.links.as_ref(),
+        q.exp.as_deref().and_then(|e| e.trim().parse::<i64>().ok()),
+    ) else {
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let read = pages.store.list_runs(RunFilter {
+        experiment: None,
+        limit: LIST_LIMIT,
+    });
+    let runs = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Refusal::Store(e.into()).respond(&pages, "list", "-"),
+        Err(_) => {
+            return Refusal::Store(anyhow::anyhow!("the database did not answer in time"))
+                .respond(&pages, "list", "-");
+        }
+    };
+    // Each run's link lives as long as the operator's link, not longer.
+    let rows: Vec<html::RunRow> = runs
+        .iter()
+        .map(|run| html::RunRow {
+            run,
+            href: links.run_path(&run.id, exp),
+        })
+        .collect();
+    let expires = chrono::DateTime::from_timestamp(exp, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| exp.to_string());
+    with_headers(
+        &pages,
+        StatusCode::OK,
+        HTML,
+        html::runs_page(&rows, &expires),
+    )
+}

@@ -1,0 +1,507 @@
+//! The live run pages `chaosbot serve` answers at `/runs`: signed links (missing, forged,
+//! expired and another run's are refused with a page that says how to get a working one),
+//! the page and its chart, the SSE stream of journal entries (live, and resumed by
+//! `Last-Event-ID`), the operator's list, escaping, the parent message's link, and the page
+//! in a headless Chromium following a run as it goes on.
+
+use crate::support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chaosbot::config::Secret;
+use chaosbot::run::{Event, RunSource};
+use chaosbot::slack::server::Server;
+use chaosbot::store::{AbortScope, NewRun};
+use chaosbot::web::link::{Links, Scope};
+use support::app::{TestApp, run_id_in};
+use support::web::{self, Browser, Sse};
+
+const SECRET: &str = "pages-signing-secret";
+const ALICE: &str = "UALICE";
+
+/// Probes five times a second: a run of a few seconds journals a steady stream of samples.
+const SLOW_API: &str = r#"
+name: slow-api
+title: The API stays fast with 30 ms of latency
+owner: "@sre"
+parameters:
+  duration: {type: duration, default: 2s, min: 1s, max: 2m}
+hypothesis:
+  recovery_timeout: 5s
+  probes:
+    - name: api-ok
+      http: {endpoint: api-http, path: /, status: 200, max_latency: 1s}
+      interval: 200ms
+method:
+  - name: slow
+    target: api
+    fault: latency
+    latency: 30ms
+    duration: ${duration}
+"#;
+
+/// A test app whose server knows its own public URL (bound before the server starts).
+struct Rig {
+    app: TestApp,
+    server: Server,
+    links: Links,
+}
+
+impl Rig {
+    async fn start(page_secret: Option<&str>) -> Rig {
+        let mut app = TestApp::new(SECRET).await;
+        app.add_to_catalog("slow-api.yaml", SLOW_API);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        app.cfg.server.public_url = Some(format!("http://{addr}/"));
+        app.cfg.server.page_secret = page_secret.map(|s| Secret(s.into()));
+        let links = Links::from_config(&app.cfg).unwrap();
+        let server = Server::start(app.cfg.clone(), app.store().await, listener)
+            .await
+            .unwrap();
+        Rig { app, server, links }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr
+    }
+
+    /// A run link valid for an hour.
+    fn run_path(&self, id: &str) -> String {
+        self.links.run_path(id, now_unix() + 3600)
+    }
+
+    async fn start_run(&self, duration: &str) -> String {
+        let answer = self
+            .app
+            .slash(
+                self.addr(),
+                ALICE,
+                &format!("start slow-api duration={duration}"),
+            )
+            .await;
+        run_id_in(&answer.to_string())
+    }
+}
+
+fn now_unix() -> i64 {
+    chaosbot::run::now_ms() / 1000
+}
+
+/// Swaps one hex digit of the link's signature.
+fn forge(path: &str) -> String {
+    let at = path.find("sig=").unwrap() + 4;
+    let mut s = path.to_string();
+    let c = if &s[at..at + 1] == "0" { "1" } else { "0" };
+    s.replace_range(at..at + 1, c);
+    s
+}
+
+#[tokio::test]
+async fn a_run_page_opens_only_through_a_valid_link() {
+    let rig = Rig::start(Some("a-page-secret-for-these-tests")).await;
+    let id = rig.start_run("1s").await;
+    rig.server.engine.wait(&id).await.unwrap();
+    let good = rig.run_path(&id);
+
+    let page = web::get(rig.addr(), &good).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(
+        page.body
+            .contains("The API stays fast with 30 ms of latency")
+    );
+    assert!(page.body.contains("HELD"), "the verdict is on the page");
+    assert!(page.body.contains("id=\"timeline\""));
+    assert!(page.body.contains("<svg"), "the chart is inline");
+    for (h, want) in [
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(page.headers.get(h).unwrap(), want);
+    }
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'sha256-") && !csp.contains("unsafe-eval"));
+
+    let svg = web::get(rig.addr(), &good.replacen('?', "/chart.svg?", 1)).await;
+    assert_eq!(
+        (svg.status, svg.content_type.as_str()),
+        (200, "image/svg+xml")
+    );
+    assert!(svg.body.contains("api-ok"));
+
+    // Refused: no link, a forged one, an expired one, another run's, a run link for the list.
+    let exp_past = now_unix() - 5;
+    let expired = rig.links.run_path(&id, exp_past);
+    let other_run = rig.run_path("r-someoneelse").replace("r-someoneelse", &id);
+    let refused = [
+        (format!("/runs/{id}"), "needs a signed link"),
+        (forge(&good), "invalid"),
+        (expired.clone(), "expired"),
+        (other_run, "invalid"),
+        (good.replacen(&format!("/runs/{id}"), "/runs", 1), "invalid"),
+        (format!("/runs/{id}?exp=abc&sig=00"), "invalid"),
+        (forge(&good).replacen('?', "/chart.svg?", 1), "invalid"),
+        (expired.replacen('?', "/events?", 1), "expired"),
+        (forge(&good).replacen('?', "/body?", 1), "invalid"),
+    ];
+    for (path, says) in refused {
+        let p = web::get(rig.addr(), &path).await;
+        assert_eq!(p.status, 403, "{path} must be refused: {}", p.body);
+        assert!(
+            p.body.contains(says),
+            "{path}: the refusal says {says:?}: {}",
+            p.body
+        );
+        assert!(
+            p.body.contains("/chaos summary"),
+            "it says how to get a link"
+        );
+        assert!(!p.body.contains("slow-api"), "nothing about the run leaks");
+    }
+    // A link made with another key (another chaosbot, or a guessed one) is forged too.
+    let mut other = rig.app.cfg.clone();
+    other.server.page_secret = Some(Secret("another-page-secret-entirely".into()));
+    let foreign = Links::from_config(&other)
+        .unwrap()
+        .run_path(&id, now_unix() + 60);
+    assert_eq!(web::get(rig.addr(), &foreign).await.status, 403);
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn the_operator_link_lists_recent_runs_with_working_links() {
+    // No page_secret: the key is derived from the Slack signing secret.
+    let rig = Rig::start(None).await;
+    let id = rig.start_run("1s").await;
+    rig.server.engine.wait(&id).await.unwrap();
+    let exp = now_unix() + 600;
+    let list = rig.links.runs_url(exp);
+    let path = list.trim_start_matches(&format!("http://{}", rig.addr()));
+    let page = web::get(rig.addr(), path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let href = format!("/runs/{id}?{}", rig.links.query(&Scope::Run(&id), exp));
+    assert!(
+        page.body.contains(&href.replace('&', "&amp;")),
+        "{}",
+        page.body
+    );
+    assert_eq!(web::get(rig.addr(), &href).await.status, 200);
+    assert_eq!(web::get(rig.addr(), &forge(path)).await.status, 403);
+    assert_eq!(web::get(rig.addr(), "/runs").await.status, 403);
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_entries_as_they_land_and_resumes_after_last_event_id() {
+    let rig = Rig::start(None).await;
+    let id = rig.start_run("3s").await;
+    let events = rig.run_path(&id).replacen('?', "/events?", 1);
+    let mut sse = Sse::open(rig.addr(), &events, None).await;
+    assert_eq!(sse.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut seqs, mut done, mut samples) = (Vec::new(), false, 0);
+    while let Some(ev) = sse.next(deadline).await {
+        match ev.event.as_str() {
+            "entry" => {
+                let entry: chaosbot::run::Entry = serde_json::from_str(&ev.data).unwrap();
+                assert_eq!(ev.id.as_deref(), Some(entry.seq.to_string().as_str()));
+                assert_eq!(entry.run_id, id);
+                if matches!(entry.event, Event::ProbeSample { .. }) {
+                    samples += 1;
+                }
+                seqs.push(entry.seq);
+            }
+            "done" => {
+                done = true;
+                break;
+            }
+            other => panic!("unexpected event {other}: {ev:?}"),
+        }
+    }
+    assert!(done, "the stream ends with `done` after the verdict");
+    assert!(samples > 5, "probe samples streamed while the run went on");
+    // Every entry once, in order, as the journal has them.
+    let journal = rig.app.store().await.journal(&id, 0).await.unwrap();
+    let want: Vec<i64> = journal.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, want);
+
+    // Resumed after entry 3: the rest, from 4 on.
+    let mut again = Sse::open(rig.addr(), &events, Some(3)).await;
+    let first = again
+        .next(Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(first.id.as_deref(), Some("4"));
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn entries_another_process_appends_reach_the_stream() {
+    let rig = Rig::start(None).await;
+    // A run in the shared database that this server does not execute: queued behind a halt
+    // of nothing, then closed by an abort from "another terminal".
+    let store = rig.app.store().await;
+    let id = "r-elsewhere1".to_string();
+    store
+        .create_run(
+            NewRun {
+                id: id.clone(),
+                experiment: "elsewhere".into(),
+                title: "Run by another process".into(),
+                spec: serde_json::Value::Null,
+                params: BTreeMap::new(),
+                seed: 1,
+                requested_by: "bob".into(),
+                source: RunSource::Terminal,
+            },
+            Event::Submitted {
+                experiment: "elsewhere".into(),
+                title: "Run by another process".into(),
+                requested_by: "bob".into(),
+                source: RunSource::Terminal,
+                params: BTreeMap::new(),
+                seed: 1,
+                targets: vec!["nothing-declared".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let events = rig.run_path(&id).replacen('?', "/events?", 1);
+    let mut sse = Sse::open(rig.addr(), &events, None).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = sse.next(deadline).await.unwrap();
+    assert_eq!(first.id.as_deref(), Some("1"), "the journal so far");
+    // Another handle on the database closes it (no wake-up reaches this process for that).
+    let other = rig.app.store().await;
+    other
+        .request_abort(AbortScope::Run(id.clone()), "bob", "not today")
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while let Some(ev) = sse.next(deadline).await {
+        kinds.push(ev.event.clone());
+        if ev.event == "done" {
+            break;
+        }
+    }
+    assert_eq!(kinds.last().map(String::as_str), Some("done"), "{kinds:?}");
+    assert!(kinds.iter().filter(|k| *k == "entry").count() >= 1);
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn what_the_journal_says_is_escaped_on_the_page() {
+    let rig = Rig::start(None).await;
+    let store = rig.app.store().await;
+    let id = "r-inject0001".to_string();
+    let hostile = "<script>alert('title')</script>";
+    store
+        .create_run(
+            NewRun {
+                id: id.clone(),
+                experiment: "x\"><img src=x onerror=alert(1)>".into(),
+                title: hostile.into(),
+                spec: serde_json::Value::Null,
+                params: BTreeMap::from([("k".into(), "<b>v</b>".into())]),
+                seed: 1,
+                requested_by: "<i>mallory</i>".into(),
+                source: RunSource::Terminal,
+            },
+            Event::Submitted {
+                experiment: "x".into(),
+                title: hostile.into(),
+                requested_by: "<i>mallory</i>".into(),
+                source: RunSource::Terminal,
+                params: BTreeMap::new(),
+                seed: 1,
+                targets: vec!["nothing-declared".into()],
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .request_abort(
+            AbortScope::Run(id.clone()),
+            "<u>mallory</u>",
+            "</li><script>alert('reason')</script>",
+        )
+        .await
+        .unwrap();
+    let page = web::get(rig.addr(), &rig.run_path(&id)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for raw in [
+        "<script>alert",
+        "<img src=x",
+        "<b>v</b>",
+        "<i>mallory</i>",
+        "<u>mallory</u>",
+        "</li><script>",
+    ] {
+        assert!(
+            !page.body.contains(raw),
+            "{raw:?} reached the page unescaped"
+        );
+    }
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;")
+    );
+    // The only script is the page's own.
+    assert_eq!(page.body.matches("<script>").count(), 1);
+    // The queued run that never ran: the chart's empty state says why.
+    assert!(page.body.contains("id=\"chart-empty\""), "{}", page.body);
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn the_parent_message_links_to_the_live_page() {
+    let rig = Rig::start(None).await;
+    let id = rig.start_run("1s").await;
+    let calls = rig
+        .app
+        .fake
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none())
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let parent = calls
+        .iter()
+        .find(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none())
+        .unwrap();
+    let blocks = parent.body["blocks"].to_string();
+    let prefix = format!("<http://{}/runs/{id}?exp=", rig.addr());
+    let at = blocks
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no page link: {blocks}"));
+    let link = &blocks[at + 1..];
+    let link = &link[..link.find('|').unwrap()];
+    // Slack reads `&amp;` as `&`.
+    let path = link
+        .replace("&amp;", "&")
+        .trim_start_matches(&format!("http://{}", rig.addr()))
+        .to_string();
+    // Valid for link_ttl (7 days) from the submission.
+    let exp: i64 = path[path.find("exp=").unwrap() + 4..path.find('&').unwrap()]
+        .parse()
+        .unwrap();
+    let week = 7 * 24 * 3600;
+    assert!((exp - now_unix() - week).abs() < 120, "{exp}");
+    let page = web::get(rig.addr(), &path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&id));
+    rig.server.engine.wait(&id).await.unwrap();
+
+    // `/chaos summary <run>` hands out a fresh link, valid for link_ttl from now.
+    let answer = rig
+        .app
+        .slash(rig.addr(), ALICE, &format!("summary {id}"))
+        .await
+        .to_string();
+    let at = answer
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no page link in the summary: {answer}"));
+    let link = &answer[at + 1..];
+    let path = link[..link.find('|').unwrap()]
+        .replace("&amp;", "&")
+        .trim_start_matches(&format!("http://{}", rig.addr()))
+        .to_string();
+    assert_eq!(web::get(rig.addr(), &path).await.status, 200);
+    rig.server.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn in_chromium_the_page_follows_the_run_and_bad_links_are_refused() {
+    if !web::browser_available() {
+        eprintln!(
+            "SKIPPED: chromium and chromedriver are not installed (CI installs them: apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let rig = Rig::start(None).await;
+    let id = rig.start_run("6s").await;
+    let url = format!("http://{}{}", rig.addr(), rig.run_path(&id));
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    assert!(
+        browser
+            .title()
+            .await
+            .starts_with("The API stays fast with 30 ms of latency"),
+        "the page's title is the run's"
+    );
+    let read = "var b = document.getElementById('run-body'); var c = document.getElementById('chart'); \
+                return [b ? Number(b.dataset.seq) : -1, c ? c.innerHTML : '', \
+                document.getElementById('live-status').textContent];";
+    let first = browser.eval(read).await;
+    let seq0 = first[0].as_i64().unwrap();
+    let svg0 = first[1].as_str().unwrap().to_string();
+    // The chart is redrawn in place (no reload) as samples land; bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut changed = None;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = browser.eval(read).await;
+        let seq = now[0].as_i64().unwrap_or(-1);
+        let svg = now[1].as_str().unwrap_or_default();
+        if seq > seq0 && svg != svg0 && !svg.is_empty() {
+            changed = Some((seq, now[2].clone()));
+            break;
+        }
+    }
+    let (seq, status) = changed.expect("the chart changed while the run went on");
+    assert!(seq > seq0);
+    assert_eq!(status, "live", "the page follows the event stream");
+    // Still the page loaded first: the swap happened in place.
+    assert_eq!(
+        browser
+            .eval("return performance.getEntriesByType('navigation').length;")
+            .await,
+        1
+    );
+
+    // The verdict arrives on the page by itself.
+    rig.server.engine.wait(&id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut verdict = String::new();
+    while Instant::now() < deadline {
+        verdict = browser
+            .eval("var v = document.getElementById('verdict'); return v ? v.textContent : '';")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if verdict == "HELD" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(verdict, "HELD");
+
+    // An expired and a forged link: the refusal page, and nothing of the run.
+    let expired = format!(
+        "http://{}{}",
+        rig.addr(),
+        rig.links.run_path(&id, now_unix() - 1)
+    );
+    let forged = format!("http://{}{}", rig.addr(), forge(&rig.run_path(&id)));
+    for (link, says) in [(expired, "expired"), (forged, "invalid")] {
+        browser.goto(&link).await;
+        assert!(browser.title().await.starts_with("Link refused"));
+        let text = browser
+            .eval("return document.body.innerText;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(text.contains(says), "{text}");
+        assert!(!text.contains("30 ms of latency"));
+    }
+    browser.quit().await;
+    rig.server.shutdown("test over").await;
+}
