@@ -97,27 +97,68 @@ fn start_agent(socket: &Path) -> Agent {
     Agent(child)
 }
 
+/// A real local agent behind a [`Partition`], its lease 2 s (renewed every 500 ms), and an
+/// engine on a SQLite store that reaches it through the partition.
+struct Rig {
+    _dir: tempfile::TempDir,
+    _agent: Agent,
+    _svc: Service,
+    link: Arc<Partition>,
+    store: chaosbot::store::DynStore,
+    engine: Arc<Engine>,
+    /// The proxy target's listen address.
+    listen: std::net::SocketAddr,
+    /// The engine's run lease.
+    run_lease: Duration,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let agent = start_agent(&socket);
+        let svc = service().await;
+        let mut cfg = config(free_port(), svc.addr);
+        cfg.agent.lease_ttl = Duration::from_secs(2);
+        cfg.agent.renew_every = Duration::from_millis(500);
+        let cfg = Arc::new(cfg);
+        let link = Arc::new(Partition {
+            inner: AgentClient::unix("local", socket.clone(), None).unwrap(),
+            cut: AtomicBool::new(false),
+        });
+        let router = AgentRouter::with_links(cfg.clone(), link.clone(), vec![]);
+        let mut opts = EngineOptions::new(cfg.guard_rails.clone());
+        opts.agents = Some(Arc::new(router));
+        let run_lease = opts.lease;
+        let store = sqlite_store(dir.path()).await;
+        let engine = Engine::new(store.clone(), TargetRegistry::new(cfg.clone()), opts);
+        engine.start().await.unwrap();
+        let listen = cfg.targets.proxy[0].listen;
+        Rig {
+            _dir: dir,
+            _agent: agent,
+            _svc: svc,
+            link,
+            store,
+            engine,
+            listen,
+            run_lease,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_lost_agent_reverts_by_itself_and_the_journal_says_so_when_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let _agent = start_agent(&socket);
-    let svc = service().await;
-    let mut cfg = config(free_port(), svc.addr);
-    cfg.agent.lease_ttl = Duration::from_secs(2);
-    cfg.agent.renew_every = Duration::from_millis(500);
-    let cfg = Arc::new(cfg);
-    let link = Arc::new(Partition {
-        inner: AgentClient::unix("local", socket.clone(), None).unwrap(),
-        cut: AtomicBool::new(false),
-    });
-    let router = AgentRouter::with_links(cfg.clone(), link.clone(), vec![]);
-    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
-    opts.agents = Some(Arc::new(router));
-    let store = sqlite_store(dir.path()).await;
-    let engine = Engine::new(store.clone(), TargetRegistry::new(cfg.clone()), opts);
-    engine.start().await.unwrap();
-    let listen = cfg.targets.proxy[0].listen;
+    let Rig {
+        _dir,
+        _agent,
+        _svc,
+        link,
+        store,
+        engine,
+        listen,
+        ..
+    } = Rig::start().await;
     let exp = experiment(
         vec![http_probe("api", listen, 2_000, 200)],
         vec![latency_step("slow", 50, 8_000)],
@@ -182,26 +223,16 @@ async fn a_lost_agent_reverts_by_itself_and_the_journal_says_so_when_it_is_back(
 async fn a_continue_run_leases_its_faults_past_the_run_lease_and_a_revert_run_does_not() {
     use chaosbot::engine::agents::ADOPTION_MARGIN;
     use chaosbot::spec::model::OnOwnerLoss;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let _agent = start_agent(&socket);
-    let svc = service().await;
-    let mut cfg = config(free_port(), svc.addr);
-    cfg.agent.lease_ttl = Duration::from_secs(2);
-    cfg.agent.renew_every = Duration::from_millis(500);
-    let cfg = Arc::new(cfg);
-    let link = Arc::new(Partition {
-        inner: AgentClient::unix("local", socket.clone(), None).unwrap(),
-        cut: AtomicBool::new(false),
-    });
-    let router = AgentRouter::with_links(cfg.clone(), link.clone(), vec![]);
-    let mut opts = EngineOptions::new(cfg.guard_rails.clone());
-    opts.agents = Some(Arc::new(router));
-    let run_lease = opts.lease;
-    let store = sqlite_store(dir.path()).await;
-    let engine = Engine::new(store.clone(), TargetRegistry::new(cfg.clone()), opts);
-    engine.start().await.unwrap();
-    let listen = cfg.targets.proxy[0].listen;
+    let Rig {
+        _dir,
+        _agent,
+        _svc,
+        link,
+        store: _,
+        engine,
+        listen,
+        run_lease,
+    } = Rig::start().await;
 
     for (mode, step) in [
         (OnOwnerLoss::Continue, "held"),
