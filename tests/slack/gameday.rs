@@ -1139,19 +1139,7 @@ async fn three_replicas_on_postgres_drive_a_game_day_once_and_hand_it_on() {
         rig.cfg.database_url = Some(url.clone());
         let mut servers = vec![rig.start().await];
         for _ in 0..2 {
-            // Each replica declares the same target on its own (in-process) proxy port, and
-            // probes through it: its proxy goes with it when it stops.
-            let mut cfg = rig.cfg.clone();
-            let listen = free_port();
-            cfg.targets.proxy[0].listen = listen;
-            cfg.targets.http[0].url = format!("http://{listen}");
-            let store = chaosbot::store::open(&url).await.unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            servers.push(
-                chaosbot::slack::server::Server::start(cfg, store, listener)
-                    .await
-                    .unwrap(),
-            );
+            servers.push(rig.start_replica(&url).await);
         }
         let store = servers[0].app.store.clone();
         let id = gameday_id_in(&slash(&rig, servers[1].addr, ALICE, "gameday restartable").await);

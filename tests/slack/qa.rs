@@ -563,12 +563,7 @@ async fn votes_spread_over_three_replicas_all_show_on_the_board() {
         rig.cfg.database_url = Some(url.clone());
         let mut servers = vec![rig.start().await];
         for _ in 0..2 {
-            // Each replica declares the same target on its own proxy port.
-            let mut cfg = rig.cfg.clone();
-            cfg.targets.proxy[0].listen = support::free_port();
-            let store = chaosbot::store::open(&url).await.unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            servers.push(Server::start(cfg, store, listener).await.unwrap());
+            servers.push(rig.start_replica(&url).await);
         }
         let (_id, parent, board_ts) = finished_run_with_board(&rig, &servers[0]).await;
         let q = "1800000000.000002";

@@ -18,7 +18,6 @@ use chaosbot::schedule::ScheduleConfig;
 use chaosbot::slack::api::HttpSlackApi;
 use chaosbot::slack::edge::{SKIP_ACTION_ID, SlackApp};
 use chaosbot::slack::scheduler::Scheduler;
-use chaosbot::slack::server::Server;
 use chaosbot::store::schedules::{NewSchedule, SkipOutcome};
 use chaosbot::store::{DynStore, RunFilter};
 use support::app::{CHANNEL, TEAM, TestApp};
@@ -702,16 +701,7 @@ async fn three_servers_on_one_postgres_fire_once_and_post_the_digest_once() {
         };
         let mut servers = vec![rig.start().await];
         for _ in 0..2 {
-            // Each replica declares the same target on its own proxy port.
-            let mut cfg = rig.cfg.clone();
-            cfg.targets.proxy[0].listen = free_port();
-            let store = chaosbot::store::open(&url).await.unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            servers.push(
-                Server::start_with_clock(cfg, store, listener, clock.clone())
-                    .await
-                    .unwrap(),
-            );
+            servers.push(rig.start_replica(&url).await);
         }
         let t = slash(
             &rig,

@@ -104,6 +104,25 @@ impl TestApp {
         }
     }
 
+    /// Another replica of the server on the Postgres database `url`, with its own store pool
+    /// (as another process has) and its own proxy port for the `api` target, which its probes
+    /// go through (so its runs do not depend on another replica's proxy).
+    pub async fn start_replica(&self, url: &str) -> Server {
+        let mut cfg = self.cfg.clone();
+        cfg.database_url = Some(url.to_string());
+        let listen = free_port();
+        cfg.targets.proxy[0].listen = listen;
+        cfg.targets.http[0].url = format!("http://{listen}");
+        let store = chaosbot::store::open(url).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match &self.clock {
+            Some(clock) => Server::start_with_clock(cfg, store, listener, clock.clone())
+                .await
+                .unwrap(),
+            None => Server::start(cfg, store, listener).await.unwrap(),
+        }
+    }
+
     /// POSTs a signed form to `path`; the status and the body.
     pub async fn post_signed(&self, addr: SocketAddr, path: &str, body: String) -> (u16, String) {
         slack::post_signed(self.secret, addr, path, slack::FORM, body).await
