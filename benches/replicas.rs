@@ -500,7 +500,9 @@ async fn rate_limited(rig: &mut Rig) -> (usize, usize, usize, usize, Duration) {
     }
     rig.wait_done(&ids, Duration::from_secs(120)).await;
     let mut threads = Vec::new();
+    let mut names = Vec::new();
     for id in &ids {
+        names.push(id.clone());
         let parent = until(
             Duration::from_secs(60),
             Duration::from_millis(100),
@@ -526,7 +528,7 @@ async fn rate_limited(rig: &mut Rig) -> (usize, usize, usize, usize, Duration) {
     rig.app.fake.rate_limit_every(None, 1);
     let calls = rig.app.fake.calls();
     let (mut whole, mut lost, mut dup) = (0, 0, 0);
-    for (ts, expected) in &threads {
+    for ((ts, expected), id) in threads.iter().zip(&names) {
         let got = ts
             .as_ref()
             .map(|ts| delivered(&calls, ts))
@@ -543,6 +545,15 @@ async fn rate_limited(rig: &mut Rig) -> (usize, usize, usize, usize, Duration) {
         }
         lost += missing;
         dup += left.len();
+        if missing > 0 || !left.is_empty() {
+            // Which thread and how: the number alone does not say where to look.
+            println!(
+                "    run {id}: parent {}, {missing} of {} lines missing, {} extra",
+                ts.as_deref().unwrap_or("never posted"),
+                expected.len(),
+                left.len()
+            );
+        }
         if missing == 0 && left.is_empty() && got == *expected {
             whole += 1;
         }

@@ -7,6 +7,8 @@ mod client;
 mod hosts;
 mod leases;
 mod lifecycle;
+#[path = "../support/ports.rs"]
+mod ports;
 mod rig;
 mod security;
 mod toxi_clients;

@@ -204,10 +204,7 @@ fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
         .unwrap()
 }
 
-pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+pub use crate::ports::free_port;
 
 /// A loopback TCP echo server.
 pub async fn echo_server() -> SocketAddr {

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use crate::support::free_port;
 
 fn serve(dir: &Path, db: &str, listen: SocketAddr) -> Command {
     let mut c = Command::new(BIN);

@@ -49,10 +49,7 @@ async fn responder() -> SocketAddr {
     addr
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use crate::support::free_port;
 
 /// The `chaosbot serve` child, stopped when the test ends (passing or not).
 struct Serve(Child);

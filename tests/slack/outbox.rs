@@ -226,6 +226,60 @@ async fn coalesces_updates(store: DynStore) {
     assert_eq!(superseded, 10 - updates.len());
 }
 
+fn update_rev(thread: &str, key: &str, revision: i64, text: &str) -> OutboundMessage {
+    OutboundMessage {
+        thread_key: thread.into(),
+        channel: "CR".into(),
+        action: OutboundAction::Update {
+            key: key.into(),
+            text: text.into(),
+            blocks: None,
+            revision: Some(revision),
+        },
+    }
+}
+
+/// Updates that carry a revision (a Q&A board several replicas render) are ordered by it, not
+/// by when they were queued: replicas render 1, 2, 3 but queue them 3, 1, 2; Slack must end
+/// on revision 3, and a revision-2 render queued after 3 is shown must never be sent.
+async fn revisions_beat_queue_order(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    store
+        .enqueue(
+            &[post("run:r", "CR", Some("r:board"), None, "board r0")],
+            None,
+        )
+        .await
+        .unwrap();
+    // Queued before any delivery runs, so all three are pending together.
+    for (rev, text) in [(3, "board r3"), (1, "board r1"), (2, "board r2")] {
+        store
+            .enqueue(&[update_rev("run:r", "r:board", rev, text)], None)
+            .await
+            .unwrap();
+    }
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    outbox.notify();
+    wait_no_pending(&store).await;
+    let shown = texts(&ok_calls(&slack.calls(), "chat.update"));
+    assert_eq!(shown, vec!["board r3".to_string()], "updates sent");
+
+    // A slow replica's older render arrives after revision 3 is on screen.
+    store
+        .enqueue(&[update_rev("run:r", "r:board", 2, "board r2 late")], None)
+        .await
+        .unwrap();
+    outbox.notify();
+    wait_no_pending(&store).await;
+    // Past the update window, so a wrongly sent update would have gone out by now.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop(outbox, handle).await;
+    let shown = texts(&ok_calls(&slack.calls(), "chat.update"));
+    assert_eq!(shown, vec!["board r3".to_string()], "updates sent");
+    let rows = store.outbox_rows(Some("run:r")).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == OutboxState::Delivered));
+}
+
 async fn honours_retry_after(store: DynStore) {
     let slack = FakeSlack::start().await;
     slack.rate_limit_next(1, Some("chat.postMessage"), 2);
@@ -439,6 +493,12 @@ async fn sqlite_coalesces_updates() {
 }
 
 #[tokio::test]
+async fn sqlite_revisions_beat_queue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    revisions_beat_queue_order(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
 async fn sqlite_honours_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     honours_retry_after(sqlite(&dir).await).await;
@@ -489,6 +549,14 @@ async fn postgres_order_and_thread_ts() {
 async fn postgres_coalesces_updates() {
     support::with_postgres(|url| async move { coalesces_updates(postgres(&url).await).await })
         .await;
+}
+
+#[tokio::test]
+async fn postgres_revisions_beat_queue_order() {
+    support::with_postgres(
+        |url| async move { revisions_beat_queue_order(postgres(&url).await).await },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod fake_slack;
 pub mod journal;
+pub mod ports;
 pub mod slack;
 pub mod web;
 
@@ -24,6 +25,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+pub use ports::free_port;
 
 /// How the test service answers.
 pub const HEALTHY: u8 = 0;
@@ -68,12 +71,6 @@ pub async fn service() -> Service {
         }
     });
     Service { addr, mode }
-}
-
-/// A free loopback port (bound then released; good enough for tests on one machine).
-pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// Waits (at most 60 s: a bound for a loaded machine, not a speed claim) until something
