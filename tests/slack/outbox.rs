@@ -676,15 +676,17 @@ fn assert_threads_whole(calls: &[Call], threads: usize, replies: usize) {
     }
 }
 
-/// Every third call answers 429 (Retry-After: 1 s). A hold one replica saw holds the method
+/// Every tenth call answers 429 (Retry-After: 2 s). A hold one replica saw holds the method
 /// for all three: no call of a held method arrives while its Retry-After runs (beyond the
-/// calls already on their way when the 429 was answered), and every line arrives once.
+/// calls already on their way when the 429 was answered), and every line arrives once. (429s
+/// this rare leave other threads with rows ready while a hold runs, so a replica that ignored
+/// the hold would call in it; with a 429 every few calls each thread waits on its own.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_429_holds_the_method_for_every_replica() {
     support::with_postgres(|url| async move {
         let slack = FakeSlack::start().await;
-        slack.rate_limit_every(Some(3), 1);
-        let (n_threads, n_replies) = (6, 3);
+        slack.rate_limit_every(Some(10), 2);
+        let (n_threads, n_replies) = (6, 12);
         let mut batch = threads(n_threads, n_replies, |t| format!("C{t}"));
         for t in 0..n_threads {
             batch.push(update(
@@ -719,15 +721,16 @@ async fn postgres_429_holds_the_method_for_every_replica() {
             "the fake answered 429s: {}",
             limited.len()
         );
-        // After a 429 of a method (and a moment for calls already sent to arrive), no call of
-        // that method reaches Slack before its Retry-After has passed, from any replica.
+        // After a 429 of a method (and 150 ms for calls already sent to arrive; unheld, the
+        // replicas make a call every few ms here), no call of that method reaches Slack
+        // before its Retry-After has passed, from any replica.
         for l in &limited {
             let early: Vec<_> = calls
                 .iter()
                 .filter(|c| c.method == l.method && c.at > l.at)
                 .filter(|c| {
                     let after = c.at - l.at;
-                    after > Duration::from_millis(250) && after < Duration::from_millis(950)
+                    after > Duration::from_millis(150) && after < Duration::from_millis(1950)
                 })
                 .map(|c| (c.at - l.at, c.str("text").map(str::to_string)))
                 .collect();
