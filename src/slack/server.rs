@@ -220,10 +220,12 @@ impl Server {
             let outbox = outbox.clone();
             let task = super::digest::DigestTask {
                 store: store.clone(),
-                clock: crate::clock::system(),
+                // The app's clock, as schedules use: a test's manual clock moves the digest too.
+                clock: app.clock.clone(),
                 channel: channel.to_string(),
                 time,
-                poll: Duration::from_secs(30),
+                // A look is one store read; a digest due at 14:30 goes out by 14:30:05.
+                poll: Duration::from_secs(5),
                 instance: format!("pid-{}", std::process::id()),
                 notify: Arc::new(move || outbox.notify()),
             };
