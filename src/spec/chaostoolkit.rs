@@ -211,7 +211,6 @@ impl Importer<'_> {
             }
         }
 
-        let mut steps = Vec::new();
         if method.is_empty() {
             self.problem(
                 root.get("method").map(|m| m.pos).unwrap_or(root.pos),
@@ -220,35 +219,49 @@ impl Importer<'_> {
                 "add at least one action or probe under `method`",
             );
         }
+        // chaoslib `run.run_activities`: a `background` activity starts and the ones after it
+        // run meanwhile; the method ends when all have. So each background activity becomes a
+        // parallel group of itself (with its pauses) and a sequence of the rest of the method.
+        let mut items: Vec<(bool, Vec<Value>)> = Vec::new();
         for (p, n) in &method {
             let Some((p, n)) = self.resolve(p, n, &named) else {
                 continue;
             };
-            if n.get("background")
-                .and_then(Node::scalar)
-                .is_some_and(|b| b == "true")
-            {
-                self.problem(
-                    n.get("background").map(|b| b.pos).unwrap_or(n.pos),
-                    &format!("{p}/background"),
-                    "background activities are not imported yet",
-                    "run it in sequence (remove `background`), or write the chaosbot experiment with a `parallel` group",
-                );
-                continue;
-            }
+            let background = n
+                .get("background")
+                .map(|b| self.value(b))
+                .is_some_and(|b| b == Value::Bool(true));
+            let mut member = Vec::new();
             let (before, after) = self.pauses(&p, &n);
             if let Some(w) = before {
-                steps.push(json!({"wait": w}));
+                member.push(json!({"wait": w}));
             }
             if let Some(mut step) = self.activity(&p, &n, Role::Method) {
                 let base = step["name"].as_str().unwrap_or("step").to_string();
                 let unique = unique_name(&base, &self.step_names);
                 self.step_names.push(unique.clone());
                 step["name"] = Value::String(unique);
-                steps.push(step);
+                member.push(step);
             }
             if let Some(w) = after {
-                steps.push(json!({"wait": w}));
+                member.push(json!({"wait": w}));
+            }
+            items.push((background, member));
+        }
+        let one = |mut v: Vec<Value>| {
+            if v.len() == 1 {
+                v.remove(0)
+            } else {
+                json!({ "sequence": v })
+            }
+        };
+        let mut steps: Vec<Value> = Vec::new();
+        for (background, mut member) in items.into_iter().rev() {
+            if background && !member.is_empty() && !steps.is_empty() {
+                steps = vec![json!({"parallel": [one(member), one(steps)]})];
+            } else {
+                member.append(&mut steps);
+                steps = member;
             }
         }
 

@@ -119,13 +119,14 @@ pub struct RawTolerance {
     pub max_failure_ratio: Option<String>,
 }
 
-/// One method step: a fault (name, target, fault, ...), a `wait`, or a `parallel` group.
+/// One method step: a fault (name, target, fault, ...), an action, a `wait`, a `parallel`
+/// group, or a `sequence` (steps in order, as a member of a parallel group).
 /// The attributes of all fault kinds are flattened here; which ones a step may use depends on
 /// its `fault` ([`fault_attributes`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a step (a fault with name, target, fault and duration; `wait: 5s`; or `parallel: [...]`)"
+    expecting = "a step (a fault with name, target, fault and duration; `wait: 5s`; `parallel: [...]`; or `sequence: [...]`)"
 )]
 pub struct RawStep {
     pub name: Option<String>,
@@ -136,6 +137,7 @@ pub struct RawStep {
     pub duration: Option<String>,
     pub wait: Option<String>,
     pub parallel: Option<Vec<RawStep>>,
+    pub sequence: Option<Vec<RawStep>>,
     pub latency: Option<String>,
     pub jitter: Option<String>,
     pub rate_kbps: Option<String>,

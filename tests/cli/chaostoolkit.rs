@@ -363,6 +363,59 @@ fn a_process_probe_that_fails_before_the_method_stops_both_before_it() {
     }
 }
 
+/// What the background fixture leaves in the directory it ran in.
+fn background_marks(d: &Path) -> [bool; 4] {
+    ["bg.done", "seen.running", "still.running", "bg.running"].map(|f| d.join(f).exists())
+}
+
+fn clear_background_marks(d: &Path) {
+    for f in ["bg.done", "seen.running", "still.running", "bg.running"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+}
+
+#[test]
+fn a_background_action_runs_beside_the_method_and_the_method_waits_for_it_in_both() {
+    let (tmp, data) = workdir();
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "background.yaml",
+        &|t| t.to_string(),
+        &[],
+        &clear_background_marks,
+        0,
+    );
+    let imported = std::fs::read_to_string(
+        tmp.path()
+            .join("imported/a-background-action-runs-beside-the-rest-of-the-method.yaml"),
+    )
+    .unwrap();
+    assert!(imported.contains("parallel:"), "{imported}");
+    assert!(imported.contains("sequence:"), "{imported}");
+    let expected = ("completed".to_string(), false, vec![], vec![]);
+    assert_eq!(outcome(&ours), expected, "{ours:#}");
+    // Each tool ran in `data`, the last one being chaostoolkit when it is installed: check
+    // chaosbot's marks from its own journal, the directory after the last run.
+    let exit = |j: &Value, name: &str| -> Option<i64> {
+        j["run"].as_array()?.iter().find_map(|r| {
+            (r["activity"]["name"] == name).then(|| r["output"]["status"].as_i64())?
+        })
+    };
+    assert_eq!(exit(&ours, "work-is-running"), Some(0), "{ours:#}");
+    assert_eq!(exit(&ours, "after-the-probe"), Some(0), "{ours:#}");
+    assert_eq!(exit(&ours, "long-background-work"), Some(0), "{ours:#}");
+    if let Some(t) = &theirs {
+        assert_eq!(outcome(t), expected, "chaostoolkit: {t:#}");
+        assert_eq!(exit(t, "work-is-running"), Some(0), "chaostoolkit: {t:#}");
+        assert_eq!(exit(t, "after-the-probe"), Some(0), "chaostoolkit: {t:#}");
+    }
+    assert_eq!(
+        background_marks(&data),
+        [true, true, true, false],
+        "the background work ended; the probe and the action after it saw it running"
+    );
+}
+
 /// Each problem line is `file:LINE:COL: /pointer: ...`.
 fn located(stderr: &str, pointer: &str, needle: &str) -> bool {
     stderr.lines().any(|l| {
@@ -382,7 +435,6 @@ fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
             "walkthrough-lab1.json",
             vec![
                 ("/steady-state-hypothesis/probes/1/provider", "`tolerances`"),
-                ("/method/0/background", "background"),
                 ("/method/1/provider", "`chaosk8s.pod.actions`"),
                 ("/method/3/provider", "`chaosk8s.pod.probes`"),
             ],
@@ -419,6 +471,10 @@ fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
                 "{file}: {pointer} {needle} in\n{err}"
             );
         }
+        assert!(
+            !err.contains("/background"),
+            "{file}: background activities are imported: {err}"
+        );
         assert!(err.contains("nothing was written"), "{err}");
         assert!(!out.exists(), "{file}: nothing may be written");
     }

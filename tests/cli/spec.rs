@@ -261,7 +261,17 @@ fn run_longer_than_the_guard_rail_is_refused() {
 #[test]
 fn overlapping_faults_in_a_parallel_group() {
     let ps = problems("overlap.yaml");
-    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert_eq!(ps.len(), 4, "{ps:#?}");
+    // `f` and `g` are one sequence (one after the other); `h` runs beside both.
+    let p = find(
+        &ps,
+        "steps `f` and `h` run at the same time on `payments` (downstream)",
+    );
+    at(p, 20, 27);
+    find(
+        &ps,
+        "steps `g` and `h` run at the same time on `payments` (downstream)",
+    );
     // `b` is in a nested group: still at the same time as `a`; `c` is upstream, no clash.
     let p = find(
         &ps,

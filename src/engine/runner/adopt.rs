@@ -326,7 +326,7 @@ impl Evidence {
             }
             Step::Wait { .. } => false,
             Step::Action(a) => self.actions.contains_key(&a.name),
-            Step::Parallel(inner) => inner.iter().any(|s| self.started(s)),
+            Step::Parallel(inner) | Step::Sequence(inner) => inner.iter().any(|s| self.started(s)),
         }
     }
 }
@@ -340,20 +340,22 @@ fn plan(method: &[Step], ev: &Evidence, state: RunState, now: i64) -> Vec<Plan> 
         // A fault still in place is the close's to revert.
         return vec![Plan::Done; method.len()];
     }
-    plan_seq(method, ev, ev.method_start, now).0
+    plan_seq(method, ev, ev.method_start, now, false).0
 }
 
 /// A sequence starting at `cursor` (Unix ms; `None` once an earlier step is still going):
-/// its plan, and when it ended if it did.
+/// its plan, and when it ended if it did. `after_started`: a step after the whole sequence
+/// went in (so its waits were over).
 fn plan_seq(
     steps: &[Step],
     ev: &Evidence,
     mut cursor: Option<i64>,
     now: i64,
+    after_started: bool,
 ) -> (Vec<Plan>, Option<i64>) {
     let mut out = Vec::new();
     for (k, step) in steps.iter().enumerate() {
-        let later_started = steps[k + 1..].iter().any(|s| ev.started(s));
+        let later_started = after_started || steps[k + 1..].iter().any(|s| ev.started(s));
         let (p, end) = plan_step(step, ev, cursor, now, later_started);
         out.push(p);
         cursor = end;
@@ -419,6 +421,13 @@ fn plan_step(
             }
             (Plan::Parallel(plans), end)
         }
+        Step::Sequence(inner) => {
+            let (plans, end) = plan_seq(inner, ev, cursor, now, later_started);
+            if plans.iter().all(|p| *p == Plan::Done) {
+                return (Plan::Done, end);
+            }
+            (Plan::Sequence(plans), end)
+        }
     }
 }
 
@@ -441,7 +450,8 @@ fn describe(plan: &[Plan], method: &[Step], halt: Option<&Halt>, samples: usize)
                 )),
                 (Plan::Wait(d), _) => waits.push(*d),
                 (Plan::Fault(_), _) => *fresh += 1,
-                (Plan::Parallel(ip), Step::Parallel(is)) => walk(ip, is, holds, waits, fresh),
+                (Plan::Parallel(ip), Step::Parallel(is))
+                | (Plan::Sequence(ip), Step::Sequence(is)) => walk(ip, is, holds, waits, fresh),
                 _ => {}
             }
         }

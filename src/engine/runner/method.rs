@@ -1,4 +1,4 @@
-//! The method: its steps in order (parallel groups together), each fault held for its
+//! The method: its steps in order (parallel groups together, a sequence in a group in order), each fault held for its
 //! duration and reverted at its end. Runs in its own task; any halt ends the waits early.
 //!
 //! The steps run as a [`Plan`]: a fresh run's is the method as written; an adopted run's
@@ -32,6 +32,8 @@ pub(super) enum Plan {
         left: Duration,
     },
     Parallel(Vec<Plan>),
+    /// Steps in order (a member of a parallel group).
+    Sequence(Vec<Plan>),
     /// A one-off action (an http call or a command), run once.
     Action(ActionStep),
     /// Finished before this process took the run over.
@@ -49,6 +51,7 @@ impl Plan {
             Step::Fault(f) => Plan::Fault(f.clone()),
             Step::Wait { duration } => Plan::Wait(*duration),
             Step::Parallel(inner) => Plan::Parallel(Plan::of(inner)),
+            Step::Sequence(inner) => Plan::Sequence(Plan::of(inner)),
             Step::Action(a) => Plan::Action(a.clone()),
         }
     }
@@ -81,6 +84,7 @@ fn run_step<'a>(sh: &'a Arc<Shared>, step: &'a Plan) -> BoxFuture<'a, Result<(),
                 futures::future::try_join_all(inner.iter().map(|s| run_step(sh, s))).await?;
                 Ok(())
             }
+            Plan::Sequence(inner) => run_steps(sh, inner).await,
             Plan::Fault(f) => run_fault(sh, f).await,
             Plan::Hold { record_id, left } => {
                 set_state(sh, RunState::Observing).await?;
