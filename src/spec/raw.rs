@@ -138,6 +138,10 @@ pub struct RawStep {
     pub wait: Option<String>,
     pub parallel: Option<Vec<RawStep>>,
     pub sequence: Option<Vec<RawStep>>,
+    /// A fault step's steps that run while it is held (then it is reverted).
+    pub during: Option<Vec<RawStep>>,
+    /// With `during`: `at_close` leaves the fault in place until the run's close.
+    pub revert: Option<String>,
     pub latency: Option<String>,
     pub jitter: Option<String>,
     pub rate_kbps: Option<String>,
@@ -190,6 +194,8 @@ pub const STEP_KEYS: &[&str] = &[
     "direction",
     "toxicity",
     "duration",
+    "during",
+    "revert",
 ];
 
 /// The keys of [`STEP_KEYS`] that act on network faults only: on other kinds they are

@@ -327,6 +327,9 @@ impl Evidence {
             Step::Wait { .. } => false,
             Step::Action(a) => self.actions.contains_key(&a.name),
             Step::Parallel(inner) | Step::Sequence(inner) => inner.iter().any(|s| self.started(s)),
+            Step::Held { fault, during, .. } => {
+                self.started(&Step::Fault(fault.clone())) || during.iter().any(|s| self.started(s))
+            }
         }
     }
 }
@@ -421,6 +424,23 @@ fn plan_step(
             }
             (Plan::Parallel(plans), end)
         }
+        Step::Held {
+            fault,
+            during,
+            at_close,
+        } => {
+            let (fp, _) = plan_step(&Step::Fault(fault.clone()), ev, cursor, now, later_started);
+            let (dp, end) = plan_seq(during, ev, cursor, now, later_started);
+            if fp == Plan::Done && dp.iter().all(|p| *p == Plan::Done) {
+                return (Plan::Done, end);
+            }
+            let plan = Plan::Held {
+                fault: Box::new(fp),
+                during: dp,
+                at_close: *at_close,
+            };
+            (plan, end)
+        }
         Step::Sequence(inner) => {
             let (plans, end) = plan_seq(inner, ev, cursor, now, later_started);
             if plans.iter().all(|p| *p == Plan::Done) {
@@ -452,6 +472,25 @@ fn describe(plan: &[Plan], method: &[Step], halt: Option<&Halt>, samples: usize)
                 (Plan::Fault(_), _) => *fresh += 1,
                 (Plan::Parallel(ip), Step::Parallel(is))
                 | (Plan::Sequence(ip), Step::Sequence(is)) => walk(ip, is, holds, waits, fresh),
+                (
+                    Plan::Held {
+                        fault: fp, during, ..
+                    },
+                    Step::Held {
+                        fault: fs,
+                        during: ds,
+                        ..
+                    },
+                ) => {
+                    walk(
+                        std::slice::from_ref(&**fp),
+                        &[Step::Fault(fs.clone())],
+                        holds,
+                        waits,
+                        fresh,
+                    );
+                    walk(during, ds, holds, waits, fresh);
+                }
                 _ => {}
             }
         }

@@ -123,6 +123,10 @@ impl Experiment {
             for s in steps {
                 match s {
                     Step::Fault(f) => out.push(f),
+                    Step::Held { fault, during, .. } => {
+                        out.push(fault);
+                        walk(during, out);
+                    }
                     Step::Wait { .. } | Step::Action(_) => {}
                     Step::Parallel(inner) | Step::Sequence(inner) => walk(inner, out),
                 }
@@ -141,6 +145,7 @@ impl Experiment {
                     Step::Action(a) => out.push(a),
                     Step::Wait { .. } | Step::Fault(_) => {}
                     Step::Parallel(inner) | Step::Sequence(inner) => walk(inner, out),
+                    Step::Held { during, .. } => walk(during, out),
                 }
             }
         }
@@ -192,6 +197,15 @@ pub enum Step {
     Sequence(Vec<Step>),
     /// One HTTP call or declared command, run once.
     Action(ActionStep),
+    /// A fault held while its `during` steps run (its duration bounds it), then reverted; with
+    /// `at_close`, left in place through the hypothesis' after round and reverted by the
+    /// close, before the rollbacks (a Chaos Toolkit toxic its rollbacks delete).
+    Held {
+        fault: FaultStep,
+        during: Vec<Step>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        at_close: bool,
+    },
 }
 
 impl Step {
@@ -202,6 +216,9 @@ impl Step {
             Step::Action(a) => a.timeout,
             Step::Parallel(inner) => inner.iter().map(Step::duration).max().unwrap_or_default(),
             Step::Sequence(inner) => inner.iter().map(Step::duration).sum(),
+            Step::Held { fault, during, .. } => {
+                fault.duration.max(during.iter().map(Step::duration).sum())
+            }
         }
     }
 }

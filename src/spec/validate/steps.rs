@@ -136,8 +136,17 @@ fn wait_or_group(cx: &mut Cx, path: &str, s: &RawStep, is_wait: bool) -> Option<
 }
 
 /// Whether the steps at these two paths (`method[2].parallel[0].sequence[1]`) run at the same
-/// time: where their paths part, they are two members of one parallel group.
+/// time: where their paths part, they are two members of one parallel group (or one is held
+/// while the other, in its `during`, runs).
 fn concurrent(a: &str, b: &str) -> bool {
+    // A step in a fault's `during` runs while that fault is held.
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long
+        .strip_prefix(short)
+        .is_some_and(|rest| rest.starts_with(".during["))
+    {
+        return true;
+    }
     a.split('.')
         .zip(b.split('.'))
         .find(|(x, y)| x != y)
@@ -212,7 +221,47 @@ fn fault_step(cx: &mut Cx, path: &str, s: &RawStep) -> Option<Step> {
         fault: fault?,
     };
     cx.faults.push((path.to_string(), fs.clone()));
-    Some(Step::Fault(fs))
+    held(cx, path, s, fs)
+}
+
+/// A fault step with `during: [...]` (and `revert`): held while those steps run.
+fn held(cx: &mut Cx, path: &str, s: &RawStep, fault: FaultStep) -> Option<Step> {
+    let at_close = match s.revert.as_deref().map(str::trim) {
+        None | Some("after_during") => false,
+        Some("at_close") => true,
+        Some(other) => {
+            cx.at(
+                &format!("{path}.revert"),
+                format!("unknown revert `{other}`"),
+                "use `after_during` (the default: reverted when the `during` steps end) or `at_close` (reverted by the run's close, after the hypothesis' last round)",
+            );
+            return None;
+        }
+    };
+    let Some(inner) = s.during.as_deref() else {
+        if s.revert.is_some() {
+            cx.at_key(
+                &format!("{path}.revert"),
+                "`revert` goes with `during`",
+                "a fault step without `during` is reverted at the end of its duration; add `during: [...]` with the steps it is held for",
+            );
+            return None;
+        }
+        return Some(Step::Fault(fault));
+    };
+    let mut during = Vec::new();
+    let mut ok = true;
+    for (i, st) in inner.iter().enumerate() {
+        match step(cx, &format!("{path}.during[{i}]"), st) {
+            Some(x) => during.push(x),
+            None => ok = false,
+        }
+    }
+    ok.then_some(Step::Held {
+        fault,
+        during,
+        at_close,
+    })
 }
 
 /// A target on a Toxiproxy server takes what its API can express: `down` is the proxy's
