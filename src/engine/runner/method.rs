@@ -226,7 +226,7 @@ async fn run_held(
         r = &mut inner => Some(r),
         _ = tokio::time::sleep(bound) => None,
     };
-    let result = match first {
+    match first {
         Some(r) => {
             if !at_close && !sh.halt.is_cancelled() {
                 revert_one(sh, record_id).await;
@@ -240,8 +240,7 @@ async fn run_held(
             }
             inner.await
         }
-    };
-    result
+    }
 }
 
 async fn hold(sh: &Shared, d: Duration) {
