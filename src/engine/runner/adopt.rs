@@ -610,6 +610,52 @@ mod tests {
     }
 
     #[test]
+    fn a_held_fault_in_place_keeps_its_record_and_its_during_sequence_goes_on() {
+        // a (60s bound) held during [wait 2s, sequence [b 3s, wait 4s]]; a in place since
+        // 1000, b ran 3000..6000; now 7000: 3 s of the inner wait left.
+        let Step::Fault(a) = fault("a", 60) else {
+            unreachable!()
+        };
+        let method = vec![Step::Held {
+            fault: a,
+            during: vec![wait(2), Step::Sequence(vec![fault("b", 3), wait(4)])],
+            at_close: true,
+        }];
+        let mut ev = evidence(1000);
+        ev.injected.insert("a".into(), 1000);
+        ev.open.insert("a".into(), (5, 1000));
+        ev.injected.insert("b".into(), 3000);
+        ev.reverted.insert("b".into(), 6000);
+        let p = plan(&method, &ev, RunState::Observing, 7000);
+        let Plan::Held {
+            fault,
+            during,
+            at_close,
+        } = &p[0]
+        else {
+            panic!("{p:?}")
+        };
+        assert!(*at_close);
+        assert_eq!(
+            **fault,
+            Plan::Hold {
+                record_id: 5,
+                left: Duration::from_secs(54)
+            }
+        );
+        assert_eq!(during[0], Plan::Done);
+        assert_eq!(
+            during[1],
+            Plan::Sequence(vec![Plan::Done, Plan::Wait(Duration::from_secs(3))])
+        );
+        let text = describe(&p, &method, None, 0);
+        assert!(
+            text.starts_with("`a` stays in place for 54s more"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_reverting_or_verifying_run_has_nothing_left_to_run() {
         let method = vec![fault("a", 30), wait(10)];
         let mut ev = evidence(1000);
