@@ -7,7 +7,9 @@
 //!   Rust port, built separately), in the same run, side by side.
 //! - `CYCLES` (default 200): add/remove cycles per server.
 //!
-//! Everything runs on 127.0.0.1. Each server is its own process: `chaosbot agent` serving its
+//! Everything runs on 127.0.0.1. The bulk senders and the sink run on a runtime of their own,
+//! apart from the client's, so the numbers are the server's answer time, not the client
+//! waiting behind its own load. Each server is its own process: `chaosbot agent` serving its
 //! Toxiproxy API, and noxious. Each gets a proxy in front of one sink (reads and discards);
 //! two bulk senders keep that proxy's upstream link full while a latency toxic on the same
 //! stream is added (timed from the request to its 200) and removed (to its 204), `CYCLES`
@@ -145,14 +147,22 @@ fn hist() -> Res<Histogram<u64>> {
 }
 
 /// Saturates the proxy's upstream link, then runs the add/remove cycles.
-async fn measure(s: &Server, cycles: usize, senders: usize) -> Res<Numbers> {
+async fn measure(
+    s: &Server,
+    cycles: usize,
+    senders: usize,
+    load_rt: &tokio::runtime::Handle,
+) -> Res<Numbers> {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut load = Vec::new();
     for _ in 0..senders {
-        let mut c = TcpStream::connect(s.listen).await?;
+        let listen = s.listen;
+        let mut c = load_rt
+            .spawn(async move { TcpStream::connect(listen).await })
+            .await??;
         let (sent, stop) = (Arc::clone(&sent), stop.clone());
-        load.push(tokio::spawn(async move {
+        load.push(load_rt.spawn(async move {
             let chunk = vec![0x5au8; 64 * 1024];
             while !stop.is_cancelled() {
                 tokio::select! {
@@ -234,12 +244,12 @@ fn row(name: &str, cols: &[String]) {
     println!();
 }
 
-async fn run() -> Res<()> {
+async fn run(load: tokio::runtime::Handle) -> Res<()> {
     let cycles: usize = std::env::var("CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let sink = sink_server().await?;
+    let sink = load.spawn(sink_server()).await??;
     let dir = tempfile::tempdir()?;
     let api = free_port()?;
     let d = dir.path().display();
@@ -271,8 +281,8 @@ async fn run() -> Res<()> {
     let mut idle = Vec::new();
     let mut results = Vec::new();
     for s in &servers {
-        idle.push(measure(s, idle_cycles, 0).await?);
-        results.push(measure(s, cycles, SENDERS).await?);
+        idle.push(measure(s, idle_cycles, 0, &load).await?);
+        results.push(measure(s, cycles, SENDERS, &load).await?);
     }
     println!();
     let names: Vec<String> = servers.iter().map(|s| s.name.to_string()).collect();
@@ -308,7 +318,7 @@ async fn run() -> Res<()> {
 }
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -318,7 +328,18 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run()) {
+    let load = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the load's runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(load.handle().clone())) {
         eprintln!("bench failed: {e}");
         std::process::exit(1);
     }

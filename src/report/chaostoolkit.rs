@@ -154,6 +154,11 @@ pub fn journal(run: &RunRecord, entries: &[Entry]) -> Value {
     };
     let (status, deviated) = match run.verdict {
         Some(Verdict::Held) => ("completed", false),
+        // chaoslib `run_hypothesis_after`: a deviation with a probe that failed to run (no
+        // answer, a timeout) is a failed experiment.
+        Some(Verdict::Deviated) if after.iter().any(|p| p["status"] != "succeeded") => {
+            ("failed", true)
+        }
         Some(Verdict::Deviated) => ("completed", true),
         // The steady state did not hold before the method, the probes having answered:
         // Chaos Toolkit calls that a completed experiment whose steady state was not met.

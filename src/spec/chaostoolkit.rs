@@ -17,6 +17,9 @@ use serde_json::{Map, Value, json};
 use super::Problem;
 use super::locate::{Node, NodeKind, Pos, parse_tree};
 
+mod toxi;
+use toxi::{Toxi, ToxiTarget, is_chaostoxi};
+
 /// What an import produces: the experiment's name, its YAML, and the config's TOML.
 #[derive(Debug, Clone)]
 pub struct Imported {
@@ -48,6 +51,7 @@ pub fn import(
         config: BTreeMap::new(),
         http: Vec::new(),
         commands: Vec::new(),
+        toxi: Vec::new(),
         step_names: Vec::new(),
     };
     let Some(root) = root.filter(|r| matches!(r.kind, NodeKind::Map(_))) else {
@@ -93,6 +97,8 @@ struct Importer<'a> {
     config: BTreeMap<String, Value>,
     http: Vec<HttpTarget>,
     commands: Vec<CommandDecl>,
+    /// Proxies on a Toxiproxy server (chaostoxi activities).
+    toxi: Vec<ToxiTarget>,
     step_names: Vec<String>,
 }
 
@@ -202,6 +208,10 @@ impl Importer<'_> {
             let Some((p, n)) = self.resolve(p, n, &named) else {
                 continue;
             };
+            if n.get("provider").is_some_and(is_chaostoxi) {
+                self.chaostoxi(&p, &n, Role::Hypothesis);
+                continue;
+            }
             if let Some(mut probe) = self.activity(&p, &n, Role::Hypothesis) {
                 let base = probe["name"].as_str().unwrap_or("probe").to_string();
                 let unique = unique_name(&base, &probe_names);
@@ -211,7 +221,6 @@ impl Importer<'_> {
             }
         }
 
-        let mut steps = Vec::new();
         if method.is_empty() {
             self.problem(
                 root.get("method").map(|m| m.pos).unwrap_or(root.pos),
@@ -220,38 +229,55 @@ impl Importer<'_> {
                 "add at least one action or probe under `method`",
             );
         }
+        // chaoslib `run.run_activities`: a `background` activity starts and the ones after it
+        // run meanwhile; the method ends when all have. So each background activity becomes a
+        // parallel group of itself (with its pauses) and a sequence of the rest of the method.
+        // A chaostoxi toxic becomes a fault step held `during` the activities up to the one
+        // removing it ([`toxi`]).
+        let mut items: Vec<Item> = Vec::new();
         for (p, n) in &method {
             let Some((p, n)) = self.resolve(p, n, &named) else {
                 continue;
             };
-            if n.get("background")
-                .and_then(Node::scalar)
-                .is_some_and(|b| b == "true")
-            {
-                self.problem(
-                    n.get("background").map(|b| b.pos).unwrap_or(n.pos),
-                    &format!("{p}/background"),
-                    "background activities are not imported yet",
-                    "run it in sequence (remove `background`), or write the chaosbot experiment with a `parallel` group",
-                );
+            let background = n
+                .get("background")
+                .map(|b| self.value(b))
+                .is_some_and(|b| b == Value::Bool(true));
+            let (before, after) = self.pauses(&p, &n);
+            let wait = |w: Option<String>| w.map(|w| json!({ "wait": w }));
+            if n.get("provider").is_some_and(is_chaostoxi) {
+                let toxi = self.chaostoxi(&p, &n, Role::Method);
+                items.extend(wait(before).map(|w| Item::Plain(vec![w])));
+                match toxi {
+                    Some(Toxi::Start { key, step }) => items.push(Item::Start { key, step }),
+                    Some(Toxi::End(key)) => items.push(Item::End(Some(key))),
+                    Some(Toxi::EndAll) => items.push(Item::End(None)),
+                    None => {}
+                }
+                items.extend(wait(after).map(|w| Item::Plain(vec![w])));
                 continue;
             }
-            let (before, after) = self.pauses(&p, &n);
-            if let Some(w) = before {
-                steps.push(json!({"wait": w}));
-            }
+            let mut member: Vec<Value> = wait(before).into_iter().collect();
             if let Some(mut step) = self.activity(&p, &n, Role::Method) {
                 let base = step["name"].as_str().unwrap_or("step").to_string();
                 let unique = unique_name(&base, &self.step_names);
                 self.step_names.push(unique.clone());
                 step["name"] = Value::String(unique);
-                steps.push(step);
+                member.push(step);
             }
-            if let Some(w) = after {
-                steps.push(json!({"wait": w}));
-            }
+            member.extend(wait(after));
+            items.push(if background {
+                Item::Background(member)
+            } else {
+                Item::Plain(member)
+            });
         }
-
+        // The after round's probes run while a toxic the method leaves in place is held.
+        let after_round: f64 = hyp_probes
+            .iter()
+            .map(|p| p["timeout"].as_str().map(text_seconds).unwrap_or(0.0))
+            .sum();
+        let steps = build_method(&items, after_round);
         let mut rollbacks = Vec::new();
         let mut rollback_names: Vec<String> = Vec::new();
         if let Some(Node {
@@ -268,6 +294,14 @@ impl Importer<'_> {
                     self.notes.push(format!(
                         "{p}: the pauses of a rollback are not imported (rollbacks run one after another)"
                     ));
+                }
+                if n.get("provider").is_some_and(is_chaostoxi) {
+                    if self.chaostoxi(&p, &n, Role::Rollback).is_some() {
+                        self.notes.push(format!(
+                            "{p}: removing Toxiproxy toxics is chaosbot's automatic revert (before the rollbacks), not a rollback"
+                        ));
+                    }
+                    continue;
                 }
                 if let Some(mut rb) = self.activity(&p, &n, Role::Rollback) {
                     let base = rb["name"].as_str().unwrap_or("rollback").to_string();
@@ -981,6 +1015,7 @@ impl Importer<'_> {
             .iter()
             .map(|t| t.name.clone())
             .chain(self.commands.iter().map(|c| c.name.clone()))
+            .chain(self.toxi.iter().map(|t| t.name.clone()))
             .collect();
         let name = unique_name(&format!("http-{stem}"), &taken);
         self.http.push(HttpTarget {
@@ -1005,6 +1040,7 @@ impl Importer<'_> {
             .iter()
             .map(|t| t.name.clone())
             .chain(self.commands.iter().map(|c| c.name.clone()))
+            .chain(self.toxi.iter().map(|t| t.name.clone()))
             .collect();
         let name = unique_name(&format!("cmd-{}", slug(program)), &taken);
         self.commands.push(CommandDecl {
@@ -1037,6 +1073,18 @@ impl Importer<'_> {
                 );
             }
         }
+        for t in &self.toxi {
+            out.push_str(&format!(
+                "\n[[targets.proxy]]\nname = {}\ntoxiproxy = {}\nproxy = {}\ndescription = {}\n",
+                q(&t.name),
+                q(&t.url),
+                q(&t.proxy),
+                q(&format!(
+                    "generated by chaosbot import chaostoolkit from {}",
+                    self.file
+                ))
+            ));
+        }
         for c in &self.commands {
             out.push_str(&format!("\n[[targets.command]]\nname = {}\n", q(&c.name)));
             match &c.shell {
@@ -1050,6 +1098,114 @@ impl Importer<'_> {
         }
         out
     }
+}
+
+/// One method activity on its way to chaosbot steps.
+enum Item {
+    /// Steps in order (an activity with its pauses).
+    Plain(Vec<Value>),
+    /// A `background` activity with its pauses.
+    Background(Vec<Value>),
+    /// A toxic put in place (its fault step, `during` still to fill).
+    Start { key: String, step: Value },
+    /// The toxic of this key removed (None: all of them, `reset`).
+    End(Option<String>),
+}
+
+impl Item {
+    fn ends(&self, key: &str) -> bool {
+        match self {
+            Item::End(None) => true,
+            Item::End(Some(k)) => k == key,
+            _ => false,
+        }
+    }
+}
+
+/// A member of a parallel group (one step, or a sequence of several).
+fn one(mut v: Vec<Value>) -> Value {
+    if v.len() == 1 {
+        v.remove(0)
+    } else {
+        json!({ "sequence": v })
+    }
+}
+
+/// The method's steps from its activities: a background activity beside the rest, a toxic
+/// held during the activities up to its removal (to the end of the method and through the
+/// after round, `after_round` seconds, when the method does not remove it).
+fn build_method(items: &[Item], after_round: f64) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        match &items[i] {
+            Item::Plain(member) => out.extend(member.iter().cloned()),
+            Item::Background(member) => {
+                let rest = build_method(&items[i + 1..], after_round);
+                if rest.is_empty() || member.is_empty() {
+                    out.extend(member.iter().cloned());
+                    out.extend(rest);
+                } else {
+                    out.push(json!({"parallel": [one(member.clone()), one(rest)]}));
+                }
+                return out;
+            }
+            Item::Start { key, step } => {
+                let end = items[i + 1..]
+                    .iter()
+                    .position(|it| it.ends(key))
+                    .map(|j| i + 1 + j);
+                let span = &items[i + 1..end.unwrap_or(items.len())];
+                let during = build_method(span, after_round);
+                let mut step = step.clone();
+                // Its duration bounds it: the activities it is held for, the after round
+                // when it stays to the close, and a margin.
+                let mut bound = during.iter().map(step_seconds).sum::<f64>() + 30.0;
+                if end.is_none() {
+                    bound += after_round;
+                    step["revert"] = Value::String("at_close".into());
+                }
+                step["duration"] = Value::String(duration_text(bound.ceil()));
+                step["during"] = Value::Array(during);
+                out.push(step);
+                match end {
+                    Some(j) => i = j,
+                    None => return out,
+                }
+            }
+            // Nothing of that key is in place here (the toxic existed before the run).
+            Item::End(_) => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The longest a generated step takes, in seconds.
+fn step_seconds(v: &Value) -> f64 {
+    if let Some(w) = v.get("wait").and_then(Value::as_str) {
+        return text_seconds(w);
+    }
+    if let Some(Value::Array(a)) = v.get("parallel") {
+        return a.iter().map(step_seconds).fold(0.0, f64::max);
+    }
+    if let Some(Value::Array(a)) = v.get("sequence") {
+        return a.iter().map(step_seconds).sum();
+    }
+    if let Some(d) = v.get("duration").and_then(Value::as_str) {
+        return text_seconds(d);
+    }
+    ["http", "command"]
+        .iter()
+        .find_map(|k| v.get(*k)?.get("timeout")?.as_str().map(text_seconds))
+        .unwrap_or(0.0)
+}
+
+/// A duration this importer wrote (`30s`, `1500ms`) in seconds.
+fn text_seconds(t: &str) -> f64 {
+    humantime::parse_duration(t)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

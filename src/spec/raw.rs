@@ -119,13 +119,14 @@ pub struct RawTolerance {
     pub max_failure_ratio: Option<String>,
 }
 
-/// One method step: a fault (name, target, fault, ...), a `wait`, or a `parallel` group.
+/// One method step: a fault (name, target, fault, ...), an action, a `wait`, a `parallel`
+/// group, or a `sequence` (steps in order, as a member of a parallel group).
 /// The attributes of all fault kinds are flattened here; which ones a step may use depends on
 /// its `fault` ([`fault_attributes`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a step (a fault with name, target, fault and duration; `wait: 5s`; or `parallel: [...]`)"
+    expecting = "a step (a fault with name, target, fault and duration; `wait: 5s`; `parallel: [...]`; or `sequence: [...]`)"
 )]
 pub struct RawStep {
     pub name: Option<String>,
@@ -136,6 +137,11 @@ pub struct RawStep {
     pub duration: Option<String>,
     pub wait: Option<String>,
     pub parallel: Option<Vec<RawStep>>,
+    pub sequence: Option<Vec<RawStep>>,
+    /// A fault step's steps that run while it is held (then it is reverted).
+    pub during: Option<Vec<RawStep>>,
+    /// With `during`: `at_close` leaves the fault in place until the run's close.
+    pub revert: Option<String>,
     pub latency: Option<String>,
     pub jitter: Option<String>,
     pub rate_kbps: Option<String>,
@@ -188,6 +194,8 @@ pub const STEP_KEYS: &[&str] = &[
     "direction",
     "toxicity",
     "duration",
+    "during",
+    "revert",
 ];
 
 /// The keys of [`STEP_KEYS`] that act on network faults only: on other kinds they are

@@ -112,14 +112,23 @@ fn chaos_bin() -> Option<PathBuf> {
     let target = Path::new(BIN).parent()?.parent()?.to_path_buf();
     let venv = target.join("chaostoolkit-venv");
     let chaos = venv.join("bin/chaos");
-    if chaos.exists() {
+    // chaostoolkit-toxiproxy (module `chaostoxi`) came later than the venv may have.
+    let has_toxi = || {
+        Command::new(venv.join("bin/python"))
+            .args(["-c", "import chaostoxi"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if chaos.exists() && has_toxi() {
         return Some(chaos);
     }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
+    let made = chaos.exists()
+        || Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
     let installed = made
         && Command::new(venv.join("bin/pip"))
             .args([
@@ -127,10 +136,11 @@ fn chaos_bin() -> Option<PathBuf> {
                 "-q",
                 "chaostoolkit",
                 "chaostoolkit-lib[jsonpath]",
+                "chaostoolkit-toxiproxy",
             ])
             .status()
             .is_ok_and(|s| s.success());
-    if installed && chaos.exists() {
+    if installed && chaos.exists() && has_toxi() {
         Some(chaos)
     } else {
         eprintln!(
@@ -363,6 +373,59 @@ fn a_process_probe_that_fails_before_the_method_stops_both_before_it() {
     }
 }
 
+/// What the background fixture leaves in the directory it ran in.
+fn background_marks(d: &Path) -> [bool; 4] {
+    ["bg.done", "seen.running", "still.running", "bg.running"].map(|f| d.join(f).exists())
+}
+
+fn clear_background_marks(d: &Path) {
+    for f in ["bg.done", "seen.running", "still.running", "bg.running"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+}
+
+#[test]
+fn a_background_action_runs_beside_the_method_and_the_method_waits_for_it_in_both() {
+    let (tmp, data) = workdir();
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "background.yaml",
+        &|t| t.to_string(),
+        &[],
+        &clear_background_marks,
+        0,
+    );
+    let imported = std::fs::read_to_string(
+        tmp.path()
+            .join("imported/a-background-action-runs-beside-the-rest-of-the-method.yaml"),
+    )
+    .unwrap();
+    assert!(imported.contains("parallel:"), "{imported}");
+    assert!(imported.contains("sequence:"), "{imported}");
+    let expected = ("completed".to_string(), false, vec![], vec![]);
+    assert_eq!(outcome(&ours), expected, "{ours:#}");
+    // Each tool ran in `data`, the last one being chaostoolkit when it is installed: check
+    // chaosbot's marks from its own journal, the directory after the last run.
+    let exit = |j: &Value, name: &str| -> Option<i64> {
+        j["run"].as_array()?.iter().find_map(|r| {
+            (r["activity"]["name"] == name).then(|| r["output"]["status"].as_i64())?
+        })
+    };
+    assert_eq!(exit(&ours, "work-is-running"), Some(0), "{ours:#}");
+    assert_eq!(exit(&ours, "after-the-probe"), Some(0), "{ours:#}");
+    assert_eq!(exit(&ours, "long-background-work"), Some(0), "{ours:#}");
+    if let Some(t) = &theirs {
+        assert_eq!(outcome(t), expected, "chaostoolkit: {t:#}");
+        assert_eq!(exit(t, "work-is-running"), Some(0), "chaostoolkit: {t:#}");
+        assert_eq!(exit(t, "after-the-probe"), Some(0), "chaostoolkit: {t:#}");
+    }
+    assert_eq!(
+        background_marks(&data),
+        [true, true, true, false],
+        "the background work ended; the probe and the action after it saw it running"
+    );
+}
+
 /// Each problem line is `file:LINE:COL: /pointer: ...`.
 fn located(stderr: &str, pointer: &str, needle: &str) -> bool {
     stderr.lines().any(|l| {
@@ -382,7 +445,6 @@ fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
             "walkthrough-lab1.json",
             vec![
                 ("/steady-state-hypothesis/probes/1/provider", "`tolerances`"),
-                ("/method/0/background", "background"),
                 ("/method/1/provider", "`chaosk8s.pod.actions`"),
                 ("/method/3/provider", "`chaosk8s.pod.probes`"),
             ],
@@ -396,6 +458,14 @@ fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
                 ),
                 ("/method/0/provider/type", "unknown provider type `grpc`"),
                 ("/method/1/ref", "`ref: no-such-activity` names no activity"),
+                (
+                    "/method/2/provider/func",
+                    "`chaostoxi.toxic.actions.create_jitter_toxic` (activity `unknown-toxi-function`) is not a chaostoxi function",
+                ),
+                (
+                    "/method/3/provider",
+                    "neither `toxiproxy_url` nor `toxiproxy_host`",
+                ),
             ],
         ),
     ] {
@@ -419,7 +489,188 @@ fn bad_files_are_refused_per_activity_located_and_nothing_is_written() {
                 "{file}: {pointer} {needle} in\n{err}"
             );
         }
+        assert!(
+            !err.contains("/background"),
+            "{file}: background activities are imported: {err}"
+        );
         assert!(err.contains("nothing was written"), "{err}");
         assert!(!out.exists(), "{file}: nothing may be written");
     }
+}
+
+/// One request to a loopback HTTP API (`Connection: close`): status and JSON body.
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let text = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
+/// `chaosbot agent` serving Toxiproxy's API on `api` (the test's Toxiproxy server: none can
+/// be installed here; the agent's API follows Toxiproxy's `api.go`).
+struct ToxiServer {
+    child: std::process::Child,
+    api: SocketAddr,
+}
+
+impl ToxiServer {
+    fn start(dir: &Path) -> ToxiServer {
+        let api = crate::support::free_port();
+        let d = dir.display();
+        let cfg = dir.join("toxiproxy-server.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"toxi\"\nsocket = \"{d}/toxi.sock\"\nsecret = \"s3cret-s3cret\"\nstate_dir = \"{d}/toxi-state\"\n[toxiproxy]\nlisten = \"{api}\"\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "--config", cfg.to_str().unwrap()])
+            .env_remove("CHAOSBOT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("toxiproxy-server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let server = ToxiServer { child, api };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(api).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the Toxiproxy API did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn toxics(&self, proxy: &str) -> Vec<String> {
+        let (status, t) = call(self.api, "GET", &format!("/proxies/{proxy}/toxics"), None);
+        assert_eq!(status, 200, "{t}");
+        t.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+impl Drop for ToxiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn chaostoxi_toxics_become_proxy_faults_and_both_deviate_on_the_one_left_to_the_rollbacks() {
+    let (tmp, data) = workdir();
+    let svc = Service::start(&data);
+    let toxi = ToxiServer::start(tmp.path());
+    let proxy = json_proxy(&toxi, svc.addr);
+    let envs = [
+        ("TOXIPROXY_PORT", toxi.api.port().to_string()),
+        ("FRONT_URL", format!("http://{proxy}/")),
+    ];
+    // The toxics on the proxy before each run: before chaosbot's, then after it.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "toxi-latency.json",
+        &|t| t.to_string(),
+        &envs,
+        &|d| {
+            seen.lock().unwrap().push(toxi.toxics("front"));
+            with_exchange_file(d)
+        },
+        1,
+    );
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen[0], Vec::<String>::new());
+    assert_eq!(
+        seen.get(1),
+        theirs.as_ref().map(|_| &seen[0]),
+        "chaosbot's run left no toxic behind"
+    );
+    let out = tmp.path().join("imported");
+    let toml = std::fs::read_to_string(out.join("chaosbot.toml")).unwrap();
+    assert!(
+        toml.contains(&format!(
+            "[[targets.proxy]]\nname = \"toxiproxy-front\"\ntoxiproxy = \"http://127.0.0.1:{}\"\nproxy = \"front\"",
+            toxi.api.port()
+        )),
+        "{toml}"
+    );
+    let yaml = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert!(yaml.contains("during:"), "{yaml}");
+    assert!(yaml.contains("revert: at_close"), "{yaml}");
+    // The slowness the rollbacks remove is still there for the after round in both: its probe
+    // gets no answer within its second, which Chaos Toolkit calls a failed, deviated run.
+    let expected = (
+        "failed".to_string(),
+        true,
+        vec![],
+        vec!["front-answers-within-a-second".to_string()],
+    );
+    assert_eq!(outcome(&ours), expected, "{ours:#}");
+    let took = |j: &Value, name: &str| -> Option<f64> {
+        j["run"]
+            .as_array()?
+            .iter()
+            .find_map(|r| (r["activity"]["name"] == name).then(|| r["duration"].as_f64())?)
+    };
+    // The probe between the brief toxic's creation and deletion went through it.
+    let d = took(&ours, "front-during-brief-slowness").unwrap_or_default();
+    assert!(
+        d >= 0.3,
+        "the probe took {d} s under a 300 ms latency: {ours:#}"
+    );
+    assert_eq!(
+        ours["run"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["activity"]["name"] == "front-during-brief-slowness")
+            .map(|r| r["output"]["status"].clone()),
+        Some(Value::from(200)),
+        "{ours:#}"
+    );
+    if let Some(t) = &theirs {
+        assert_eq!(outcome(t), expected, "chaostoolkit: {t:#}");
+        let d = took(t, "front-during-brief-slowness").unwrap_or_default();
+        assert!(d >= 0.3, "chaostoolkit: {t:#}");
+    }
+    match &theirs {
+        // Chaos Toolkit plays no rollbacks for a failed run: its toxic stays.
+        Some(_) => assert_eq!(toxi.toxics("front"), vec!["slow".to_string()]),
+        None => assert_eq!(toxi.toxics("front"), Vec::<String>::new()),
+    }
+}
+
+/// Proxy `front` on the test's Toxiproxy server in front of `upstream`: where it listens.
+fn json_proxy(toxi: &ToxiServer, upstream: SocketAddr) -> SocketAddr {
+    let body = serde_json::json!({"name": "front", "listen": "127.0.0.1:0", "upstream": upstream.to_string()});
+    let (status, made) = call(toxi.api, "POST", "/proxies", Some(&body));
+    assert_eq!(status, 201, "{made}");
+    made["listen"].as_str().unwrap().parse().unwrap()
 }

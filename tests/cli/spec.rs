@@ -261,7 +261,23 @@ fn run_longer_than_the_guard_rail_is_refused() {
 #[test]
 fn overlapping_faults_in_a_parallel_group() {
     let ps = problems("overlap.yaml");
-    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert_eq!(ps.len(), 5, "{ps:#?}");
+    // `j` runs while `i` is held (its `during`); `k` is upstream, no clash.
+    let p = find(
+        &ps,
+        "steps `i` and `j` run at the same time on `inventory` (downstream)",
+    );
+    at(p, 27, 27);
+    // `f` and `g` are one sequence (one after the other); `h` runs beside both.
+    let p = find(
+        &ps,
+        "steps `f` and `h` run at the same time on `payments` (downstream)",
+    );
+    at(p, 20, 27);
+    find(
+        &ps,
+        "steps `g` and `h` run at the same time on `payments` (downstream)",
+    );
     // `b` is in a nested group: still at the same time as `a`; `c` is upstream, no clash.
     let p = find(
         &ps,
@@ -428,4 +444,15 @@ fn missing_catalog_folder_says_so() {
     assert!(c.entries.is_empty());
     assert_eq!(c.problems.len(), 1);
     assert!(c.problems[0].message.contains("does not exist"));
+}
+
+#[test]
+fn revert_goes_with_during_and_takes_its_two_values() {
+    let ps = problems("during_bad.yaml");
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    let p = find(&ps, "`revert` goes with `during`");
+    at(p, 9, 77);
+    assert!(hint(p).contains("add `during: [...]`"));
+    let p = find(&ps, "unknown revert `later`");
+    assert!(hint(p).contains("at_close"));
 }

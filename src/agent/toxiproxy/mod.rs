@@ -54,8 +54,11 @@ use super::core::AgentCore;
 
 type Shared = Arc<Toxiproxy>;
 
-/// Binds the API and serves it in the background. A port in use is a warning (the agent
-/// runs on without it), not a failed start.
+/// Binds the API and serves it on its own thread and runtime, so a request is not queued
+/// behind the proxies' data path (busy copying on a saturated link) on the agent's runtime;
+/// what starts proxies still runs on the agent's runtime ([`Toxiproxy::on_main`]). A port in
+/// use is a warning (the agent runs on without it), not a failed start. The task returned
+/// stands for the API: aborting it stops the API's thread.
 pub async fn start(
     core: AgentCore,
     listen: SocketAddr,
@@ -71,22 +74,70 @@ pub async fn start(
     let bound = listener.local_addr().unwrap_or(listen);
     let shared = Arc::new(Toxiproxy::new(core, deadline));
     let app = router(shared.clone());
+    let std_listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(%listen, error = %e, "cannot hand the Toxiproxy API's socket to its thread; the agent runs without the API");
+            return None;
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let thread_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("toxiproxy-api".into())
+        .spawn(move || serve_thread(std_listener, app, thread_stop));
+    if let Err(e) = spawned {
+        warn!(%listen, error = %e, "cannot start the Toxiproxy API's thread; the agent runs without the API");
+        return None;
+    }
     info!(listen = %bound, toxic_deadline = ?deadline, "Toxiproxy API listening");
     let task = tokio::spawn(async move {
+        let _stop = stop.drop_guard();
+        std::future::pending::<()>().await
+    });
+    Some((shared, task))
+}
+
+/// The API's thread: a runtime of its own accepting and answering until `stop`.
+fn serve_thread(
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            warn!(error = %e, "cannot start the Toxiproxy API's runtime; the API is off");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "Toxiproxy API: cannot register its socket; the API is off");
+                return;
+            }
+        };
         loop {
-            match listener.accept().await {
-                Ok((s, addr)) => {
-                    let app = app.clone();
-                    tokio::spawn(super::server::serve_conn(s, app, Peer(addr.to_string())));
-                }
-                Err(e) => {
-                    warn!(error = %e, "Toxiproxy API: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok((s, addr)) => {
+                        let app = app.clone();
+                        tokio::spawn(super::server::serve_conn(s, app, Peer(addr.to_string())));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Toxiproxy API: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
             }
         }
     });
-    Some((shared, task))
 }
 
 fn with_405(m: MethodRouter<Shared>) -> MethodRouter<Shared> {
@@ -169,7 +220,7 @@ async fn index(State(s): State<Shared>) -> Response {
 
 async fn create(State(s): State<Shared>, body: Bytes) -> Response {
     let r = match parse_body::<ProxyInput>(&body) {
-        Ok(input) => s.create(input).await,
+        Ok(input) => s.on_main(|s| async move { s.create(input).await }).await,
         Err(e) => Err(e),
     };
     reply(StatusCode::CREATED, r)
@@ -180,7 +231,13 @@ async fn populate(State(s): State<Shared>, body: Bytes) -> Response {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let (proxies, err) = s.populate(inputs).await;
+    let (proxies, err) = match s
+        .on_main(|s| async move { Ok(s.populate(inputs).await) })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => (Vec::new(), Some(e)),
+    };
     let mut out = serde_json::json!({ "proxies": proxies });
     let status = match err {
         None => StatusCode::CREATED,
@@ -199,18 +256,21 @@ async fn show(State(s): State<Shared>, UrlPath(p): UrlPath<String>) -> Response 
 
 async fn update(State(s): State<Shared>, UrlPath(p): UrlPath<String>, body: Bytes) -> Response {
     let r = match parse_body::<ProxyInput>(&body) {
-        Ok(input) => s.update(&p, input).await,
+        Ok(input) => {
+            s.on_main(|s| async move { s.update(&p, input).await })
+                .await
+        }
         Err(e) => Err(e),
     };
     reply(StatusCode::OK, r)
 }
 
 async fn delete(State(s): State<Shared>, UrlPath(p): UrlPath<String>) -> Response {
-    done(s.delete(&p).await)
+    done(s.on_main(|s| async move { s.delete(&p).await }).await)
 }
 
 async fn reset(State(s): State<Shared>) -> Response {
-    done(s.reset().await)
+    done(s.on_main(|s| async move { s.reset().await }).await)
 }
 
 async fn toxics(State(s): State<Shared>, UrlPath(p): UrlPath<String>) -> Response {

@@ -41,6 +41,8 @@ pub struct Toxiproxy {
     core: AgentCore,
     deadline: Duration,
     state: Mutex<State>,
+    /// The agent's runtime, where proxies run (the API answers on a thread of its own).
+    main: Option<tokio::runtime::Handle>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -133,6 +135,24 @@ impl Toxiproxy {
             core,
             deadline,
             state: Mutex::new(State::default()),
+            main: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs `op` on the agent's runtime: what starts or rebuilds a proxy spawns its tasks
+    /// there, not on the API's thread.
+    pub async fn on_main<T, F>(
+        self: &std::sync::Arc<Self>,
+        op: impl FnOnce(std::sync::Arc<Self>) -> F,
+    ) -> Result<T, ApiError>
+    where
+        F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = op(self.clone());
+        match &self.main {
+            Some(m) => m.spawn(fut).await.map_err(internal)?,
+            None => fut.await,
         }
     }
 
@@ -149,7 +169,16 @@ impl Toxiproxy {
         if self.core.targets().config().proxy_target(name).is_none() {
             return Err(ApiError::proxy_not_found());
         }
-        self.core.targets().proxy(name).await.map_err(target_error)
+        if let Some(h) = self.core.targets().running(name).await {
+            return Ok(h);
+        }
+        // A declared proxy not started yet starts on the agent's runtime.
+        let (core, name) = (self.core.clone(), name.to_string());
+        let start = async move { core.targets().proxy(&name).await.map_err(target_error) };
+        match &self.main {
+            Some(m) => m.spawn(start).await.map_err(internal)?,
+            None => start.await,
+        }
     }
 
     /// A proxy as it is now; a declared one not started yet (the local agent starts its

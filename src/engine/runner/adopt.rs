@@ -326,7 +326,10 @@ impl Evidence {
             }
             Step::Wait { .. } => false,
             Step::Action(a) => self.actions.contains_key(&a.name),
-            Step::Parallel(inner) => inner.iter().any(|s| self.started(s)),
+            Step::Parallel(inner) | Step::Sequence(inner) => inner.iter().any(|s| self.started(s)),
+            Step::Held { fault, during, .. } => {
+                self.started(&Step::Fault(fault.clone())) || during.iter().any(|s| self.started(s))
+            }
         }
     }
 }
@@ -340,20 +343,22 @@ fn plan(method: &[Step], ev: &Evidence, state: RunState, now: i64) -> Vec<Plan> 
         // A fault still in place is the close's to revert.
         return vec![Plan::Done; method.len()];
     }
-    plan_seq(method, ev, ev.method_start, now).0
+    plan_seq(method, ev, ev.method_start, now, false).0
 }
 
 /// A sequence starting at `cursor` (Unix ms; `None` once an earlier step is still going):
-/// its plan, and when it ended if it did.
+/// its plan, and when it ended if it did. `after_started`: a step after the whole sequence
+/// went in (so its waits were over).
 fn plan_seq(
     steps: &[Step],
     ev: &Evidence,
     mut cursor: Option<i64>,
     now: i64,
+    after_started: bool,
 ) -> (Vec<Plan>, Option<i64>) {
     let mut out = Vec::new();
     for (k, step) in steps.iter().enumerate() {
-        let later_started = steps[k + 1..].iter().any(|s| ev.started(s));
+        let later_started = after_started || steps[k + 1..].iter().any(|s| ev.started(s));
         let (p, end) = plan_step(step, ev, cursor, now, later_started);
         out.push(p);
         cursor = end;
@@ -419,6 +424,30 @@ fn plan_step(
             }
             (Plan::Parallel(plans), end)
         }
+        Step::Held {
+            fault,
+            during,
+            at_close,
+        } => {
+            let (fp, _) = plan_step(&Step::Fault(fault.clone()), ev, cursor, now, later_started);
+            let (dp, end) = plan_seq(during, ev, cursor, now, later_started);
+            if fp == Plan::Done && dp.iter().all(|p| *p == Plan::Done) {
+                return (Plan::Done, end);
+            }
+            let plan = Plan::Held {
+                fault: Box::new(fp),
+                during: dp,
+                at_close: *at_close,
+            };
+            (plan, end)
+        }
+        Step::Sequence(inner) => {
+            let (plans, end) = plan_seq(inner, ev, cursor, now, later_started);
+            if plans.iter().all(|p| *p == Plan::Done) {
+                return (Plan::Done, end);
+            }
+            (Plan::Sequence(plans), end)
+        }
     }
 }
 
@@ -441,7 +470,27 @@ fn describe(plan: &[Plan], method: &[Step], halt: Option<&Halt>, samples: usize)
                 )),
                 (Plan::Wait(d), _) => waits.push(*d),
                 (Plan::Fault(_), _) => *fresh += 1,
-                (Plan::Parallel(ip), Step::Parallel(is)) => walk(ip, is, holds, waits, fresh),
+                (Plan::Parallel(ip), Step::Parallel(is))
+                | (Plan::Sequence(ip), Step::Sequence(is)) => walk(ip, is, holds, waits, fresh),
+                (
+                    Plan::Held {
+                        fault: fp, during, ..
+                    },
+                    Step::Held {
+                        fault: fs,
+                        during: ds,
+                        ..
+                    },
+                ) => {
+                    walk(
+                        std::slice::from_ref(&**fp),
+                        &[Step::Fault(fs.clone())],
+                        holds,
+                        waits,
+                        fresh,
+                    );
+                    walk(during, ds, holds, waits, fresh);
+                }
                 _ => {}
             }
         }
@@ -558,6 +607,52 @@ mod tests {
         assert_eq!(p, vec![Plan::Done, Plan::Done, Plan::Done]);
         let text = describe(&p, &method, None, 0);
         assert!(text.starts_with("the method had ended"), "{text}");
+    }
+
+    #[test]
+    fn a_held_fault_in_place_keeps_its_record_and_its_during_sequence_goes_on() {
+        // a (60s bound) held during [wait 2s, sequence [b 3s, wait 4s]]; a in place since
+        // 1000, b ran 3000..6000; now 7000: 3 s of the inner wait left.
+        let Step::Fault(a) = fault("a", 60) else {
+            unreachable!()
+        };
+        let method = vec![Step::Held {
+            fault: a,
+            during: vec![wait(2), Step::Sequence(vec![fault("b", 3), wait(4)])],
+            at_close: true,
+        }];
+        let mut ev = evidence(1000);
+        ev.injected.insert("a".into(), 1000);
+        ev.open.insert("a".into(), (5, 1000));
+        ev.injected.insert("b".into(), 3000);
+        ev.reverted.insert("b".into(), 6000);
+        let p = plan(&method, &ev, RunState::Observing, 7000);
+        let Plan::Held {
+            fault,
+            during,
+            at_close,
+        } = &p[0]
+        else {
+            panic!("{p:?}")
+        };
+        assert!(*at_close);
+        assert_eq!(
+            **fault,
+            Plan::Hold {
+                record_id: 5,
+                left: Duration::from_secs(54)
+            }
+        );
+        assert_eq!(during[0], Plan::Done);
+        assert_eq!(
+            during[1],
+            Plan::Sequence(vec![Plan::Done, Plan::Wait(Duration::from_secs(3))])
+        );
+        let text = describe(&p, &method, None, 0);
+        assert!(
+            text.starts_with("`a` stays in place for 54s more"),
+            "{text}"
+        );
     }
 
     #[test]

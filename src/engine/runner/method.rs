@@ -1,4 +1,4 @@
-//! The method: its steps in order (parallel groups together), each fault held for its
+//! The method: its steps in order (parallel groups together, a sequence in a group in order), each fault held for its
 //! duration and reverted at its end. Runs in its own task; any halt ends the waits early.
 //!
 //! The steps run as a [`Plan`]: a fresh run's is the method as written; an adopted run's
@@ -32,8 +32,16 @@ pub(super) enum Plan {
         left: Duration,
     },
     Parallel(Vec<Plan>),
+    /// Steps in order (a member of a parallel group).
+    Sequence(Vec<Plan>),
     /// A one-off action (an http call or a command), run once.
     Action(ActionStep),
+    /// A fault (`Fault`, or `Hold` when already in place, or `Done`) held while `during` runs.
+    Held {
+        fault: Box<Plan>,
+        during: Vec<Plan>,
+        at_close: bool,
+    },
     /// Finished before this process took the run over.
     Done,
 }
@@ -49,7 +57,17 @@ impl Plan {
             Step::Fault(f) => Plan::Fault(f.clone()),
             Step::Wait { duration } => Plan::Wait(*duration),
             Step::Parallel(inner) => Plan::Parallel(Plan::of(inner)),
+            Step::Sequence(inner) => Plan::Sequence(Plan::of(inner)),
             Step::Action(a) => Plan::Action(a.clone()),
+            Step::Held {
+                fault,
+                during,
+                at_close,
+            } => Plan::Held {
+                fault: Box::new(Plan::Fault(fault.clone())),
+                during: Plan::of(during),
+                at_close: *at_close,
+            },
         }
     }
 }
@@ -81,7 +99,13 @@ fn run_step<'a>(sh: &'a Arc<Shared>, step: &'a Plan) -> BoxFuture<'a, Result<(),
                 futures::future::try_join_all(inner.iter().map(|s| run_step(sh, s))).await?;
                 Ok(())
             }
+            Plan::Sequence(inner) => run_steps(sh, inner).await,
             Plan::Fault(f) => run_fault(sh, f).await,
+            Plan::Held {
+                fault,
+                during,
+                at_close,
+            } => run_held(sh, fault, during, *at_close).await,
             Plan::Hold { record_id, left } => {
                 set_state(sh, RunState::Observing).await?;
                 hold(sh, *left).await;
@@ -167,6 +191,56 @@ async fn run_fault(sh: &Arc<Shared>, f: &FaultStep) -> Result<(), StepError> {
         revert_one(sh, record_id).await;
     }
     Ok(())
+}
+
+/// Injects (unless in place or done already), runs `during`, reverts when it ends or at the
+/// step's duration, whichever comes first; `at_close` leaves the first case to the close.
+async fn run_held(
+    sh: &Arc<Shared>,
+    fault: &Plan,
+    during: &[Plan],
+    at_close: bool,
+) -> Result<(), StepError> {
+    let held = match fault {
+        Plan::Fault(f) => {
+            set_state(sh, RunState::Injecting).await?;
+            if sh.halt.is_cancelled() {
+                return Ok(());
+            }
+            let record_id = inject(sh, f).await.map_err(|cause| StepError::Fault {
+                step: f.name.clone(),
+                target: f.target.clone(),
+                cause: Box::new(cause),
+            })?;
+            Some((record_id, f.duration))
+        }
+        Plan::Hold { record_id, left } => Some((*record_id, *left)),
+        _ => None,
+    };
+    set_state(sh, RunState::Observing).await?;
+    let mut inner = run_steps(sh, during);
+    let Some((record_id, bound)) = held else {
+        return inner.await;
+    };
+    let first = tokio::select! {
+        r = &mut inner => Some(r),
+        _ = tokio::time::sleep(bound) => None,
+    };
+    match first {
+        Some(r) => {
+            if !at_close && !sh.halt.is_cancelled() {
+                revert_one(sh, record_id).await;
+            }
+            r
+        }
+        // The fault's duration is its guard rail: it comes off, the steps go on.
+        None => {
+            if !sh.halt.is_cancelled() {
+                revert_one(sh, record_id).await;
+            }
+            inner.await
+        }
+    }
 }
 
 async fn hold(sh: &Shared, d: Duration) {

@@ -77,7 +77,7 @@ impl Experiment {
         self.method.iter().map(Step::duration).sum()
     }
 
-    /// Every fault step, in method order (flattening parallel groups).
+    /// Every fault step, in method order (flattening parallel groups and sequences).
     /// The servers (`https://host:port`) the run calls without checking their certificate
     /// (`insecure_skip_verify = true` on their endpoint), each once.
     pub fn unverified_servers(&self) -> Vec<String> {
@@ -123,8 +123,12 @@ impl Experiment {
             for s in steps {
                 match s {
                     Step::Fault(f) => out.push(f),
+                    Step::Held { fault, during, .. } => {
+                        out.push(fault);
+                        walk(during, out);
+                    }
                     Step::Wait { .. } | Step::Action(_) => {}
-                    Step::Parallel(inner) => walk(inner, out),
+                    Step::Parallel(inner) | Step::Sequence(inner) => walk(inner, out),
                 }
             }
         }
@@ -133,14 +137,15 @@ impl Experiment {
         out
     }
 
-    /// Every action step, in method order (flattening parallel groups).
+    /// Every action step, in method order (flattening parallel groups and sequences).
     pub fn action_steps(&self) -> Vec<&ActionStep> {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a ActionStep>) {
             for s in steps {
                 match s {
                     Step::Action(a) => out.push(a),
                     Step::Wait { .. } | Step::Fault(_) => {}
-                    Step::Parallel(inner) => walk(inner, out),
+                    Step::Parallel(inner) | Step::Sequence(inner) => walk(inner, out),
+                    Step::Held { during, .. } => walk(during, out),
                 }
             }
         }
@@ -187,8 +192,20 @@ pub enum Step {
         duration: Duration,
     },
     Parallel(Vec<Step>),
+    /// Steps in order: a member of a parallel group that is itself several steps (what a
+    /// Chaos Toolkit `background` activity runs beside).
+    Sequence(Vec<Step>),
     /// One HTTP call or declared command, run once.
     Action(ActionStep),
+    /// A fault held while its `during` steps run (its duration bounds it), then reverted; with
+    /// `at_close`, left in place through the hypothesis' after round and reverted by the
+    /// close, before the rollbacks (a Chaos Toolkit toxic its rollbacks delete).
+    Held {
+        fault: FaultStep,
+        during: Vec<Step>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        at_close: bool,
+    },
 }
 
 impl Step {
@@ -198,6 +215,10 @@ impl Step {
             Step::Wait { duration } => *duration,
             Step::Action(a) => a.timeout,
             Step::Parallel(inner) => inner.iter().map(Step::duration).max().unwrap_or_default(),
+            Step::Sequence(inner) => inner.iter().map(Step::duration).sum(),
+            Step::Held { fault, during, .. } => {
+                fault.duration.max(during.iter().map(Step::duration).sum())
+            }
         }
     }
 }

@@ -25,8 +25,8 @@ pub(super) struct Cx<'a> {
     /// Values serde already refused (unknown keys, wrong shapes): reported once, there.
     pub rejected: &'a HashSet<String>,
     pub step_names: HashMap<String, String>,
-    /// Fault steps with the top-level parallel group they run in (None: in sequence).
-    pub faults: Vec<(String, Option<usize>, FaultStep)>,
+    /// Fault steps with their paths (which say the parallel groups they run in).
+    pub faults: Vec<(String, FaultStep)>,
     /// Names of the steps with `fault: load` (valid or not), for load stop conditions.
     pub load_steps: Vec<String>,
 }

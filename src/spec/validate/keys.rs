@@ -63,5 +63,5 @@ pub(crate) fn de_problem(file: &str, e: &DeError, root: &Node) -> (Problem, Opti
 }
 
 fn is_step_path(p: &[Seg]) -> bool {
-    matches!(p, [.., Seg::Key(k), Seg::Index(_)] if k == "method" || k == "parallel")
+    matches!(p, [.., Seg::Key(k), Seg::Index(_)] if k == "method" || k == "parallel" || k == "sequence" || k == "during")
 }

@@ -27,8 +27,7 @@ pub(super) fn method(cx: &mut Cx, raw: Option<&[RawStep]>) -> Vec<Step> {
     }
     for (i, s) in steps.iter().enumerate() {
         let path = format!("method[{i}]");
-        let group = s.parallel.as_ref().map(|_| i);
-        if let Some(st) = step(cx, &path, s, group) {
+        if let Some(st) = step(cx, &path, s) {
             method.push(st);
         }
     }
@@ -36,42 +35,52 @@ pub(super) fn method(cx: &mut Cx, raw: Option<&[RawStep]>) -> Vec<Step> {
     method
 }
 
-/// One step; `group` is the top-level parallel group it runs in (None: in sequence).
-fn step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
+/// One step (its path says which parallel groups it runs in, for the overlap check).
+fn step(cx: &mut Cx, path: &str, s: &RawStep) -> Option<Step> {
     let is_wait = s.wait.is_some() || cx.loc.has(&format!("{path}.wait"));
-    let is_parallel = s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel"));
+    let is_parallel = s.parallel.is_some()
+        || s.sequence.is_some()
+        || cx.loc.has(&format!("{path}.parallel"))
+        || cx.loc.has(&format!("{path}.sequence"));
     let is_action = s.http.is_some()
         || s.command.is_some()
         || cx.loc.has(&format!("{path}.http"))
         || cx.loc.has(&format!("{path}.command"));
     if is_wait || is_parallel {
-        wait_or_parallel(cx, path, s, group, is_wait, is_parallel)
+        wait_or_group(cx, path, s, is_wait)
     } else if is_action {
         super::actions::action_step(cx, path, s)
     } else {
-        fault_step(cx, path, s, group)
+        fault_step(cx, path, s)
     }
 }
 
-/// `- wait: 5s` or `- parallel: [...]`: nothing else may sit next to either.
-fn wait_or_parallel(
-    cx: &mut Cx,
-    path: &str,
-    s: &RawStep,
-    group: Option<usize>,
-    is_wait: bool,
-    is_parallel: bool,
-) -> Option<Step> {
-    let what = if is_wait { "wait" } else { "parallel" };
-    if is_wait && is_parallel {
+/// `- wait: 5s`, `- parallel: [...]` or `- sequence: [...]`: nothing else may sit next to
+/// any of them.
+fn wait_or_group(cx: &mut Cx, path: &str, s: &RawStep, is_wait: bool) -> Option<Step> {
+    let given: Vec<&str> = ["wait", "parallel", "sequence"]
+        .into_iter()
+        .filter(|k| cx.loc.has(&format!("{path}.{k}")))
+        .collect();
+    let what = if is_wait {
+        "wait"
+    } else if s.parallel.is_some() || cx.loc.has(&format!("{path}.parallel")) {
+        "parallel"
+    } else {
+        "sequence"
+    };
+    if given.len() > 1 {
         cx.at_key(
-            &format!("{path}.parallel"),
-            "a step is either `wait` or `parallel`, not both",
+            &format!("{path}.{}", given[1]),
+            format!(
+                "a step is one of `wait`, `parallel` or `sequence`, not `{}` and `{}`",
+                given[0], given[1]
+            ),
             "split it into two steps",
         );
     }
     for k in cx.given::<RawStep>(path) {
-        if k == "wait" || k == "parallel" {
+        if k == "wait" || k == "parallel" || k == "sequence" {
             continue;
         }
         cx.at_key(
@@ -80,8 +89,9 @@ fn wait_or_parallel(
             if what == "wait" {
                 "a wait step is only `- wait: 5s`; put the fault in its own step".to_string()
             } else {
-                "list the faults under `parallel:`, each with its own name, target and duration"
-                    .to_string()
+                format!(
+                    "list the steps under `{what}:`, each with its own name, target and duration"
+                )
             },
         );
     }
@@ -91,28 +101,60 @@ fn wait_or_parallel(
         let d = cx.duration(&format!("{path}.wait"), &Some(w), None)?;
         return Some(Step::Wait { duration: d });
     }
-    let inner = s.parallel.as_deref()?;
+    let inner = if what == "parallel" {
+        s.parallel.as_deref()?
+    } else {
+        s.sequence.as_deref()?
+    };
     if inner.is_empty() {
+        let hint = if what == "parallel" {
+            "list the steps that run at the same time under `parallel:`, or remove it"
+        } else {
+            "list the steps that run one after the other under `sequence:`, or remove it"
+        };
         cx.at(
-            &format!("{path}.parallel"),
-            "this parallel group has no steps",
-            "list the steps that run at the same time under `parallel:`, or remove it",
+            &format!("{path}.{what}"),
+            format!("this {what} group has no steps"),
+            hint,
         );
         return None;
     }
     let mut out = Vec::new();
     let mut ok = true;
     for (i, st) in inner.iter().enumerate() {
-        match step(cx, &format!("{path}.parallel[{i}]"), st, group) {
+        match step(cx, &format!("{path}.{what}[{i}]"), st) {
             Some(x) => out.push(x),
             None => ok = false,
         }
     }
-    ok.then_some(Step::Parallel(out))
+    let group = if what == "parallel" {
+        Step::Parallel(out)
+    } else {
+        Step::Sequence(out)
+    };
+    ok.then_some(group)
+}
+
+/// Whether the steps at these two paths (`method[2].parallel[0].sequence[1]`) run at the same
+/// time: where their paths part, they are two members of one parallel group (or one is held
+/// while the other, in its `during`, runs).
+fn concurrent(a: &str, b: &str) -> bool {
+    // A step in a fault's `during` runs while that fault is held.
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long
+        .strip_prefix(short)
+        .is_some_and(|rest| rest.starts_with(".during["))
+    {
+        return true;
+    }
+    a.split('.')
+        .zip(b.split('.'))
+        .find(|(x, y)| x != y)
+        .is_some_and(|(x, y)| x.starts_with("parallel[") && y.starts_with("parallel["))
 }
 
 /// A fault step: name, kind, target, duration, then the attributes of its kind.
-fn fault_step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Option<Step> {
+fn fault_step(cx: &mut Cx, path: &str, s: &RawStep) -> Option<Step> {
     let name = cx.required(
         &format!("{path}.name"),
         &s.name,
@@ -178,8 +220,48 @@ fn fault_step(cx: &mut Cx, path: &str, s: &RawStep, group: Option<usize>) -> Opt
         duration: duration.filter(|d| !d.is_zero())?,
         fault: fault?,
     };
-    cx.faults.push((path.to_string(), group, fs.clone()));
-    Some(Step::Fault(fs))
+    cx.faults.push((path.to_string(), fs.clone()));
+    held(cx, path, s, fs)
+}
+
+/// A fault step with `during: [...]` (and `revert`): held while those steps run.
+fn held(cx: &mut Cx, path: &str, s: &RawStep, fault: FaultStep) -> Option<Step> {
+    let at_close = match s.revert.as_deref().map(str::trim) {
+        None | Some("after_during") => false,
+        Some("at_close") => true,
+        Some(other) => {
+            cx.at(
+                &format!("{path}.revert"),
+                format!("unknown revert `{other}`"),
+                "use `after_during` (the default: reverted when the `during` steps end) or `at_close` (reverted by the run's close, after the hypothesis' last round)",
+            );
+            return None;
+        }
+    };
+    let Some(inner) = s.during.as_deref() else {
+        if s.revert.is_some() {
+            cx.at_key(
+                &format!("{path}.revert"),
+                "`revert` goes with `during`",
+                "a fault step without `during` is reverted at the end of its duration; add `during: [...]` with the steps it is held for",
+            );
+            return None;
+        }
+        return Some(Step::Fault(fault));
+    };
+    let mut during = Vec::new();
+    let mut ok = true;
+    for (i, st) in inner.iter().enumerate() {
+        match step(cx, &format!("{path}.during[{i}]"), st) {
+            Some(x) => during.push(x),
+            None => ok = false,
+        }
+    }
+    ok.then_some(Step::Held {
+        fault,
+        during,
+        at_close,
+    })
 }
 
 /// A target on a Toxiproxy server takes what its API can express: `down` is the proxy's
@@ -428,10 +510,9 @@ fn declared<'c>(cx: &Cx<'c>, want: &str) -> Vec<&'c str> {
 /// that target, would fight each other.
 fn overlaps(cx: &mut Cx) {
     let faults = std::mem::take(&mut cx.faults);
-    for (j, (path_b, group_b, b)) in faults.iter().enumerate() {
-        let Some(g) = group_b else { continue };
-        for (_, group_a, a) in faults[..j].iter() {
-            if group_a != &Some(*g) || a.target != b.target {
+    for (j, (path_b, b)) in faults.iter().enumerate() {
+        for (path_a, a) in faults[..j].iter() {
+            if !concurrent(path_a, path_b) || a.target != b.target {
                 continue;
             }
             let (ta, da, tb, db) = match (&a.fault, &b.fault) {

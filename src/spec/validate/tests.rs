@@ -166,8 +166,8 @@ fn load_mistakes_are_located_with_hints() {
 fn the_step_keys_and_attributes_are_the_raw_step_fields() {
     use crate::spec::raw::{FAULT_KINDS, RawStep, STEP_KEYS, fault_attributes};
     let mut ours: Vec<&str> = STEP_KEYS.to_vec();
-    // `wait` and `parallel` steps, and action steps (`http`, `command`).
-    ours.extend(["wait", "parallel", "http", "command"]);
+    // `wait`, `parallel` and `sequence` steps, and action steps (`http`, `command`).
+    ours.extend(["wait", "parallel", "sequence", "http", "command"]);
     for kind in FAULT_KINDS {
         let attrs = fault_attributes(kind).unwrap_or_default();
         ours.extend(attrs.iter().map(|(a, _)| *a));
