@@ -72,7 +72,11 @@ async fn main() {
             percentile(v, 0.5).as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             percentile(v, 1.0).as_secs_f64() * 1e3,
-            if p99 <= Duration::from_millis(50) { "ok" } else { "MISSED" }
+            if p99 <= Duration::from_millis(50) {
+                "ok"
+            } else {
+                "MISSED"
+            }
         );
     }
     let to = net.addr(UDP_PORT);
@@ -88,6 +92,10 @@ async fn main() {
     let loss = 100.0 * f64::from(packets - got) / f64::from(packets);
     println!(
         "loss 10 %: observed {loss:.2} % over {packets} datagrams (target within 1 point: {})",
-        if (loss - 10.0).abs() <= 1.0 { "ok" } else { "MISSED" }
+        if (loss - 10.0).abs() <= 1.0 {
+            "ok"
+        } else {
+            "MISSED"
+        }
     );
 }

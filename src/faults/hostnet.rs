@@ -59,7 +59,9 @@ pub enum HostNetError {
     BadPorts(String),
     #[error("protocol `{0}` is not one of tcp, udp, icmp, all")]
     BadProtocol(String),
-    #[error("ports are given with protocol icmp, which has no ports; remove `ports` or use tcp/udp")]
+    #[error(
+        "ports are given with protocol icmp, which has no ports; remove `ports` or use tcp/udp"
+    )]
     IcmpPorts,
     #[error("direction `{0}` is not egress or ingress")]
     BadDirection(String),
@@ -163,7 +165,10 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let addr: IpAddr = a.trim().parse().map_err(|_| format!("`{a}` is not an address"))?;
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -368,7 +373,10 @@ async fn resolve(
         if peers.is_empty() {
             return Err(HostNetError::DestinationsRequired(target.to_string()));
         }
-        if let Some(out) = peers.iter().find(|p| !allowed.iter().any(|a| a.contains(p))) {
+        if let Some(out) = peers
+            .iter()
+            .find(|p| !allowed.iter().any(|a| a.contains(p)))
+        {
             return Err(HostNetError::DestinationNotAllowed {
                 dest: out.to_string(),
                 target: target.to_string(),
@@ -412,8 +420,18 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         head.push(format!("{if_key} {}", set_of(&quoted)));
     }
     // One match per address family (an inet table's rule names one of ip/ip6).
-    let v4: Vec<Cidr> = r.peers.iter().copied().filter(|c| c.addr.is_ipv4()).collect();
-    let v6: Vec<Cidr> = r.peers.iter().copied().filter(|c| !c.addr.is_ipv4()).collect();
+    let v4: Vec<Cidr> = r
+        .peers
+        .iter()
+        .copied()
+        .filter(|c| c.addr.is_ipv4())
+        .collect();
+    let v6: Vec<Cidr> = r
+        .peers
+        .iter()
+        .copied()
+        .filter(|c| !c.addr.is_ipv4())
+        .collect();
     let mut peer_matches = Vec::new();
     if !v4.is_empty() {
         peer_matches.push(format!("ip {peer_key} {}", set_of(&v4)));
@@ -464,7 +482,10 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
     };
     let random = match action {
         NetAction::Loss { percent } => {
-            format!("numgen random mod 10000 < {}", (percent * 100.0).round() as u32)
+            format!(
+                "numgen random mod 10000 < {}",
+                (percent * 100.0).round() as u32
+            )
         }
         _ => String::new(),
     };
@@ -472,7 +493,9 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         "table inet {table} {{\n  chain fault {{\n    type filter hook {hook} priority -10; policy accept;\n"
     );
     for p in control_ports {
-        out.push_str(&format!("    tcp sport {p} accept\n    tcp dport {p} accept\n"));
+        out.push_str(&format!(
+            "    tcp sport {p} accept\n    tcp dport {p} accept\n"
+        ));
     }
     for peer in &peer_matches {
         for (l4m, verdict) in &verdicts {
@@ -497,7 +520,11 @@ fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     let peers = if r.peers.is_empty() {
         "every peer".to_string()
     } else {
-        r.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        r.peers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let ports = match r.ports {
         Some((lo, hi)) if lo == hi => format!(" port {lo}"),
@@ -538,7 +565,10 @@ async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, (bool, String
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err((false, String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err((
+            false,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -600,7 +630,10 @@ pub async fn remove(table: &str) -> Result<(), HostNetError> {
     match nft(&["delete", "table", "inet", table], None).await {
         Ok(_) => Ok(()),
         Err((_, stderr)) => {
-            if chaosbot_tables().await.is_ok_and(|t| !t.iter().any(|n| n == table)) {
+            if chaosbot_tables()
+                .await
+                .is_ok_and(|t| !t.iter().any(|n| n == table))
+            {
                 return Ok(());
             }
             Err(HostNetError::Remove {
@@ -625,7 +658,9 @@ pub async fn sweep_strays() -> Vec<String> {
                 warn!(table = %t, "removed a stray host network fault table left by a previous agent");
                 removed.push(t);
             }
-            Err(e) => warn!(table = %t, error = %e, "cannot remove a stray host network fault table"),
+            Err(e) => {
+                warn!(table = %t, error = %e, "cannot remove a stray host network fault table")
+            }
         }
     }
     removed
@@ -672,7 +707,11 @@ pub async fn prepare_step(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let unique = fnv(&format!("{run_id}/{}/{nanos}/{}", step.name, std::process::id()));
+    let unique = fnv(&format!(
+        "{run_id}/{}/{nanos}/{}",
+        step.name,
+        std::process::id()
+    ));
     let table = format!("{}{:012x}", own_prefix(), unique & 0xffff_ffff_ffff);
     Ok(Prepared {
         script: script(&table, action, &resolved, &owner().control_ports),
@@ -745,7 +784,11 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&net));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("10.0.0/8").is_err());
-        assert!(Cidr::parse("fd00::/8").unwrap().contains(&Cidr::parse("fd12::1").unwrap()));
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains(&Cidr::parse("fd12::1").unwrap())
+        );
     }
 
     #[test]
@@ -774,13 +817,25 @@ mod tests {
         };
         let bh = NetAction::Blackhole;
         let err = |a: &NetAction, s: NetScope, r: HostNetworkRails| async move {
-            resolve("web", &r, a, &s).await.err().map(|e| e.to_string()).unwrap_or_default()
-        };
-        assert!(err(&bh, scope(&|_| {}), rails()).await.contains("every peer and every port"));
-        assert!(
-            err(&bh, scope(&|s| s.destinations = vec!["0.0.0.0/0".into()]), rails())
+            resolve("web", &r, a, &s)
                 .await
-                .contains("every peer")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err(&bh, scope(&|_| {}), rails())
+                .await
+                .contains("every peer and every port")
+        );
+        assert!(
+            err(
+                &bh,
+                scope(&|s| s.destinations = vec!["0.0.0.0/0".into()]),
+                rails()
+            )
+            .await
+            .contains("every peer")
         );
         let allow = HostNetworkRails {
             allow_everything: true,
@@ -788,9 +843,13 @@ mod tests {
         };
         assert_eq!(err(&bh, scope(&|_| {}), allow).await, "");
         assert!(
-            err(&bh, scope(&|s| s.destinations = vec!["10.1.2.0/40".into()]), rails())
-                .await
-                .contains("10.1.2.0/40")
+            err(
+                &bh,
+                scope(&|s| s.destinations = vec!["10.1.2.0/40".into()]),
+                rails()
+            )
+            .await
+            .contains("10.1.2.0/40")
         );
         assert!(
             err(&bh, scope(&|s| s.ports = Some("9-3".into())), rails())
@@ -798,22 +857,34 @@ mod tests {
                 .contains("not a port")
         );
         assert!(
-            err(&bh, scope(&|s| s.destinations = vec!["no-such-host.invalid".into()]), rails())
-                .await
-                .contains("does not resolve")
+            err(
+                &bh,
+                scope(&|s| s.destinations = vec!["no-such-host.invalid".into()]),
+                rails()
+            )
+            .await
+            .contains("does not resolve")
         );
         assert!(
-            err(&bh, scope(&|s| {
-                s.ports = Some("80".into());
-                s.interface = Some("nosuchif0".into());
-            }), rails())
+            err(
+                &bh,
+                scope(&|s| {
+                    s.ports = Some("80".into());
+                    s.interface = Some("nosuchif0".into());
+                }),
+                rails()
+            )
             .await
             .contains("does not exist")
         );
         assert!(
-            err(&NetAction::Loss { percent: 130.0 }, scope(&|s| s.ports = Some("80".into())), rails())
-                .await
-                .contains("at most 100")
+            err(
+                &NetAction::Loss { percent: 130.0 },
+                scope(&|s| s.ports = Some("80".into())),
+                rails()
+            )
+            .await
+            .contains("at most 100")
         );
         let capped = HostNetworkRails {
             max_loss_percent: Some(20.0),
@@ -822,14 +893,22 @@ mod tests {
         };
         let in_net = |s: &mut NetScope| s.destinations = vec!["10.0.0.1".into()];
         assert!(
-            err(&NetAction::Loss { percent: 30.0 }, scope(&in_net), capped.clone())
-                .await
-                .contains("guard rail")
+            err(
+                &NetAction::Loss { percent: 30.0 },
+                scope(&in_net),
+                capped.clone()
+            )
+            .await
+            .contains("guard rail")
         );
         assert!(
-            err(&bh, scope(&|s| s.destinations = vec!["192.168.0.1".into()]), capped)
-                .await
-                .contains("outside what host `web` allows")
+            err(
+                &bh,
+                scope(&|s| s.destinations = vec!["192.168.0.1".into()]),
+                capped
+            )
+            .await
+            .contains("outside what host `web` allows")
         );
     }
 

@@ -2,8 +2,8 @@
 //! `disk`, `io`), each checked against the guard rails its declared target sets.
 
 use super::cx::Cx;
-use crate::spec::did_you_mean;
 use crate::faults::hostnet::{Cidr, parse_ports};
+use crate::spec::did_you_mean;
 use crate::spec::model::{
     DiskAmount, FaultSpec, MemoryAmount, NetAction, NetScope, ProcessAction, ResourceKind, Signal,
 };
@@ -241,7 +241,12 @@ fn host_network(
 ) -> Option<FaultSpec> {
     let at = |key: &str| format!("{path}.{key}");
     let mut ok = true;
-    let protocol = s.protocol.as_deref().unwrap_or("all").trim().to_ascii_lowercase();
+    let protocol = s
+        .protocol
+        .as_deref()
+        .unwrap_or("all")
+        .trim()
+        .to_ascii_lowercase();
     if !["tcp", "udp", "icmp", "all"].contains(&protocol.as_str()) {
         cx.at(
             &at("protocol"),
@@ -250,7 +255,12 @@ fn host_network(
         );
         ok = false;
     }
-    let direction = s.direction.as_deref().unwrap_or("egress").trim().to_ascii_lowercase();
+    let direction = s
+        .direction
+        .as_deref()
+        .unwrap_or("egress")
+        .trim()
+        .to_ascii_lowercase();
     if !["egress", "ingress"].contains(&direction.as_str()) {
         cx.at(
             &at("direction"),
@@ -262,14 +272,19 @@ fn host_network(
     if let Some(p) = &s.ports
         && let Err(e) = parse_ports(p)
     {
-        cx.at(&at("ports"), e.to_string(), "write e.g. `ports: 5432` or `ports: 8000-8099`");
+        cx.at(
+            &at("ports"),
+            e.to_string(),
+            "write e.g. `ports: 5432` or `ports: 8000-8099`",
+        );
         ok = false;
     }
     let destinations = s.destinations.clone().unwrap_or_default();
     let mut every_peer = destinations.is_empty();
     for d in &destinations {
         // Something numeric must be a CIDR or address; anything else is a host name.
-        let numeric = d.contains('/') || d.contains(':') || d.chars().all(|c| c.is_ascii_digit() || c == '.');
+        let numeric =
+            d.contains('/') || d.contains(':') || d.chars().all(|c| c.is_ascii_digit() || c == '.');
         match Cidr::parse(d) {
             Ok(c) => every_peer |= c.is_everything(),
             Err(why) if numeric => {

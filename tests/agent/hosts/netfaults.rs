@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fixture::{AGENT_NAME, Site};
+use super::fixture::{AGENT_NAME, Site, wait_until};
 use super::netsite::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +17,11 @@ async fn a_blackhole_cuts_one_port_while_another_and_the_control_channel_work() 
     let proxy = net.addr(super::fixture::PROXY_PORT);
     let other = net.addr(OTHER_PORT);
     assert!(connect(proxy).is_ok() && connect(other).is_ok());
-    let mut s = scope(Some(&super::fixture::PROXY_PORT.to_string()), "tcp", "ingress");
+    let mut s = scope(
+        Some(&super::fixture::PROXY_PORT.to_string()),
+        "tcp",
+        "ingress",
+    );
     s.destinations = vec![net.site.host.controller_ip().to_string()];
     let started = Instant::now();
     let (fid, rid) = net
@@ -39,6 +43,44 @@ async fn a_blackhole_cuts_one_port_while_another_and_the_control_channel_work() 
     net.revert(&fid, &rid).await;
     assert!(chaosbot_tables(&net.site).is_empty(), "the table is gone");
     assert!(connect(proxy).is_ok(), "the port answers after the revert");
+
+    // All TCP from the controller: every port is cut but the agent's own.
+    let mut s = scope(None, "tcp", "ingress");
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    let (fid, rid) = net.apply(NetAction::Blackhole, s).await.expect("apply");
+    assert!(connect(proxy).is_err() && connect(other).is_err());
+    net.site
+        .api
+        .hello()
+        .await
+        .expect("the control channel is exempted");
+    net.revert(&fid, &rid).await;
+    assert!(connect(other).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_removes_the_rules() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    net.apply_leased(
+        NetAction::Blackhole,
+        scope(Some(&OTHER_PORT.to_string()), "tcp", "ingress"),
+        1_000,
+    )
+    .await
+    .expect("apply");
+    assert!(connect(other).is_err());
+    let gone = wait_until(Duration::from_secs(3), || {
+        chaosbot_tables(&net.site).is_empty()
+    });
+    assert!(
+        gone,
+        "the lease lapsed and the table went: {:?}",
+        chaosbot_tables(&net.site)
+    );
+    assert!(connect(other).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +127,8 @@ async fn loss_drops_its_share_of_datagrams() {
     eprintln!("loss 30 %: observed {loss:.1} % over {N} datagrams");
     // 2000 draws at p = 0.3: one standard deviation is about 1 point.
     assert!((25.0..=35.0).contains(&loss), "observed loss {loss:.1} %");
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    net.revert(&fid, &rid).await;
     // Above the host's max_loss_percent: refused, nothing applied.
     let err = net
         .apply(
@@ -94,8 +138,7 @@ async fn loss_drops_its_share_of_datagrams() {
         .await
         .expect_err("above the guard rail");
     assert!(err.contains("guard rail"), "{err}");
-    assert_eq!(chaosbot_tables(&net.site).len(), 1);
-    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
     assert!(udp_echoes(to, N) >= N - N / 100);
 }
 
@@ -105,8 +148,16 @@ async fn bad_scopes_are_refused_and_nothing_is_applied() {
         return;
     };
     let cases: Vec<(NetAction, NetScope, &str)> = vec![
-        (NetAction::Blackhole, scope(None, "all", "egress"), "every peer and every port"),
-        (NetAction::Blackhole, scope(Some("90-80"), "tcp", "egress"), "not a port"),
+        (
+            NetAction::Blackhole,
+            scope(None, "all", "egress"),
+            "every peer and every port",
+        ),
+        (
+            NetAction::Blackhole,
+            scope(Some("90-80"), "tcp", "egress"),
+            "not a port",
+        ),
         (
             NetAction::Blackhole,
             NetScope {
@@ -169,7 +220,11 @@ async fn kill_9_with_rules_in_place_then_start_removes_them() {
     let (ok, out) = nft_in(&net.site, &["add", "table", "inet", &stray]);
     assert!(ok, "{out}");
     net.site.agent.as_mut().expect("agent").kill9();
-    assert_eq!(chaosbot_tables(&net.site).len(), 2, "rules outlive a kill -9");
+    assert_eq!(
+        chaosbot_tables(&net.site).len(),
+        2,
+        "rules outlive a kill -9"
+    );
     assert!(connect(other).is_err());
     net.site.start_agent().await;
     assert!(
@@ -194,8 +249,8 @@ async fn a_teams_own_table_and_qdisc_are_untouched() {
     in_ns(
         &net.site,
         &[
-            "tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "1gbit", "burst",
-            "128kb", "latency", "50ms",
+            "tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "1gbit", "burst", "128kb",
+            "latency", "50ms",
         ],
     );
     let snapshot = |site: &Site| {

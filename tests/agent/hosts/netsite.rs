@@ -149,9 +149,19 @@ impl NetSite {
         action: NetAction,
         scope: NetScope,
     ) -> Result<(String, String), String> {
+        self.apply_leased(action, scope, 60_000).await
+    }
+
+    /// [`Self::apply`] under a lease of `lease_ms` (never renewed here).
+    pub async fn apply_leased(
+        &mut self,
+        action: NetAction,
+        scope: NetScope,
+        lease_ms: u64,
+    ) -> Result<(String, String), String> {
         self.run += 1;
         let run_id = format!("r-net-{}", self.run);
-        let fault_id = format!("{run_id}/cut");
+        let fault_id = format!("{run_id}-cut");
         let req = Apply {
             run_id: run_id.clone(),
             epoch: 1,
@@ -164,7 +174,7 @@ impl NetSite {
             },
             seed: 1,
             ttl_ms: 60_000,
-            lease_ms: 60_000,
+            lease_ms,
             declare: None,
         };
         match self.site.api.apply(&req).await {
@@ -201,19 +211,30 @@ pub fn connect(addr: SocketAddr) -> Result<Duration, (std::io::ErrorKind, Durati
     }
 }
 
-/// Sends `n` numbered datagrams to the echo and counts the distinct answers.
+/// Sends `n` numbered datagrams to the echo (paced, reading answers as they come, so no
+/// socket buffer overflows) and counts the distinct answers.
 pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("read timeout");
-    for i in 0..n {
-        sock.send_to(&i.to_be_bytes(), to).expect("send");
-        if i % 50 == 49 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
     let mut seen = HashSet::new();
     let mut buf = [0u8; 16];
+    let mut take = |sock: &UdpSocket, seen: &mut HashSet<u32>| {
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            if len == 4 {
+                seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+        }
+    };
+    sock.set_nonblocking(true).expect("nonblocking");
+    for i in 0..n {
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+        take(&sock, &mut seen);
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_nonblocking(false).expect("blocking");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         match sock.recv_from(&mut buf) {
@@ -226,4 +247,3 @@ pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
     }
     seen.len() as u32
 }
-
