@@ -816,21 +816,21 @@ mod tests {
             s
         };
         let bh = NetAction::Blackhole;
-        let err = |a: &NetAction, s: NetScope, r: HostNetworkRails| async move {
-            resolve("web", &r, a, &s)
+        let err = |a: NetAction, s: NetScope, r: HostNetworkRails| async move {
+            resolve("web", &r, &a, &s)
                 .await
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
         assert!(
-            err(&bh, scope(&|_| {}), rails())
+            err(bh.clone(), scope(&|_| {}), rails())
                 .await
                 .contains("every peer and every port")
         );
         assert!(
             err(
-                &bh,
+                bh.clone(),
                 scope(&|s| s.destinations = vec!["0.0.0.0/0".into()]),
                 rails()
             )
@@ -841,10 +841,10 @@ mod tests {
             allow_everything: true,
             ..rails()
         };
-        assert_eq!(err(&bh, scope(&|_| {}), allow).await, "");
+        assert_eq!(err(bh.clone(), scope(&|_| {}), allow).await, "");
         assert!(
             err(
-                &bh,
+                bh.clone(),
                 scope(&|s| s.destinations = vec!["10.1.2.0/40".into()]),
                 rails()
             )
@@ -852,13 +852,17 @@ mod tests {
             .contains("10.1.2.0/40")
         );
         assert!(
-            err(&bh, scope(&|s| s.ports = Some("9-3".into())), rails())
-                .await
-                .contains("not a port")
+            err(
+                bh.clone(),
+                scope(&|s| s.ports = Some("9-3".into())),
+                rails()
+            )
+            .await
+            .contains("not a port")
         );
         assert!(
             err(
-                &bh,
+                bh.clone(),
                 scope(&|s| s.destinations = vec!["no-such-host.invalid".into()]),
                 rails()
             )
@@ -867,7 +871,7 @@ mod tests {
         );
         assert!(
             err(
-                &bh,
+                bh.clone(),
                 scope(&|s| {
                     s.ports = Some("80".into());
                     s.interface = Some("nosuchif0".into());
@@ -879,7 +883,7 @@ mod tests {
         );
         assert!(
             err(
-                &NetAction::Loss { percent: 130.0 },
+                NetAction::Loss { percent: 130.0 },
                 scope(&|s| s.ports = Some("80".into())),
                 rails()
             )
@@ -894,7 +898,7 @@ mod tests {
         let in_net = |s: &mut NetScope| s.destinations = vec!["10.0.0.1".into()];
         assert!(
             err(
-                &NetAction::Loss { percent: 30.0 },
+                NetAction::Loss { percent: 30.0 },
                 scope(&in_net),
                 capped.clone()
             )
@@ -903,7 +907,7 @@ mod tests {
         );
         assert!(
             err(
-                &bh,
+                bh.clone(),
                 scope(&|s| s.destinations = vec!["192.168.0.1".into()]),
                 capped
             )
