@@ -572,10 +572,20 @@ async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, (bool, String
     }
 }
 
+/// Set once `nft` ran here (a later apply still reports it missing if it goes away).
+static NFT_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether `nft` can be run here (Err names the package to install).
 pub async fn nft_available() -> Result<(), HostNetError> {
+    use std::sync::atomic::Ordering;
+    if NFT_SEEN.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     match nft(&["--version"], None).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            NFT_SEEN.store(true, Ordering::Relaxed);
+            Ok(())
+        }
         Err((true, why)) => Err(HostNetError::NftMissing(why)),
         Err((false, why)) => Err(HostNetError::NftMissing(why)),
     }
