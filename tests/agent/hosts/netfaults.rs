@@ -272,3 +272,35 @@ async fn a_teams_own_table_and_qdisc_are_untouched() {
     assert_eq!(snapshot(&net.site), before, "revert left them alone");
     assert!(chaosbot_tables(&net.site).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_puts_a_blackhole_step_on_the_agents_host_and_takes_it_away() {
+    let Some(net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    let step = format!(
+        "  - {{name: cut-other, target: {HOST_TARGET}, fault: blackhole, ports: {OTHER_PORT}, protocol: tcp, direction: ingress, duration: 3s}}\n"
+    );
+    let exp = net.site.experiment(
+        "net-cut",
+        &super::fixture::experiment_yaml("net-cut", &step),
+    );
+    let mut controller = net.site.start_run(&exp);
+    assert_eq!(
+        net.site.wait_faults(1, Duration::from_secs(30)).await,
+        1,
+        "controller log:\n{}\nagent log:\n{}",
+        controller.log(),
+        net.site.agent_log()
+    );
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    assert!(connect(other).is_err(), "the step cuts the port");
+    let code = controller.wait_exit(Duration::from_secs(60));
+    assert!(code.is_ok(), "the run ends: {code:?}\n{}", controller.log());
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the step's table is gone"
+    );
+    assert!(connect(other).is_ok());
+}

@@ -110,6 +110,13 @@ pub async fn net_site(rails: &str) -> Option<NetSite> {
         "\n[[targets.host]]\nname = \"{HOST_TARGET}\"\n\n[targets.host.network]\n{rails}\n"
     ));
     std::fs::write(&site.agent_config, toml).expect("write agent.toml");
+    // The controller knows the host as the agent's; the rails are the agent's business.
+    let mut toml = std::fs::read_to_string(&site.controller_config).expect("read chaosbot.toml");
+    toml.push_str(&format!(
+        "\n[[targets.host]]\nname = \"{HOST_TARGET}\"\nagent = \"{}\"\n",
+        super::fixture::AGENT_NAME
+    ));
+    std::fs::write(&site.controller_config, toml).expect("write chaosbot.toml");
     let mut py = Command::new("python3");
     py.args([
         "-c",
