@@ -146,6 +146,11 @@ impl AgentCore {
         pending: Vec<ApplyEntry>,
     ) -> anyhow::Result<AgentCore> {
         use anyhow::Context as _;
+        let control_port = match &cfg.endpoint {
+            super::config::Endpoint::Tcp(addr) => Some(addr.port()),
+            super::config::Endpoint::Unix(_) => None,
+        };
+        crate::faults::hostnet::set_owner(&cfg.name, control_port);
         let mut gone = HashMap::new();
         for p in pending {
             let record = FaultRecord {
@@ -191,6 +196,10 @@ impl AgentCore {
                 count = gone.len(),
                 "replayed the revert journal: faults of a previous agent were undone"
             );
+        }
+        // Host network tables a kill -9 left behind, journaled or not (none is in place yet).
+        if cfg.targets.targets.host.iter().any(|h| h.network.is_some()) {
+            crate::faults::hostnet::sweep_strays().await;
         }
         journal.compact()?;
         let targets = TargetRegistry::new(Arc::new(cfg.targets.clone()));

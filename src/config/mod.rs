@@ -32,8 +32,8 @@ pub use schedules::{AllowedWindow, ScheduleConfig, close_zones, unknown_zone_mes
 pub use server::ServerConfig;
 pub use slack::{AllowRule, DEFAULT_SLACK_API_URL, QaConfig, Secret, SlackConfig};
 pub use targets::{
-    DiskTarget, GuardRails, HostTarget, HttpEndpoint, ProcessMatch, ProcessTarget, ProxyTarget,
-    Targets, ToxiproxyTarget,
+    DiskTarget, GuardRails, HostNetworkRails, HostTarget, HttpEndpoint, ProcessMatch,
+    ProcessTarget, ProxyTarget, Targets, ToxiproxyTarget,
 };
 
 /// Default store when neither the config nor `DATABASE_URL` names one: a SQLite file in the

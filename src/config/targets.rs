@@ -134,8 +134,31 @@ pub struct HostTarget {
     /// Most CPU workers one fault may start (default: the number of CPUs).
     #[serde(default)]
     pub max_cpu_workers: Option<u32>,
+    /// Guard rails of host network faults (`blackhole`, `reject`, `loss`); without this
+    /// section the host refuses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<HostNetworkRails>,
     #[serde(default)]
     pub description: String,
+}
+
+/// `[targets.host.network]`: what host network faults may touch.
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostNetworkRails {
+    /// Interfaces faults may act on; empty: any. A fault naming none acts on all of these.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// CIDRs a fault's destinations must lie in; empty: any.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    /// Highest `loss` percentage (default 100).
+    #[serde(default)]
+    pub max_loss_percent: Option<f64>,
+    /// Allows a scope that covers every peer and every port (off by default: such a fault
+    /// cuts the host off from everything but its agent's control channel).
+    #[serde(default)]
+    pub allow_everything: bool,
 }
 
 fn default_min_free_mib() -> u64 {

@@ -2,6 +2,7 @@
 //! enforces by itself, revert on demand (idempotently), and leave a persisted record that a
 //! restarted process can use to undo what a dead one injected.
 
+pub mod hostnet;
 pub mod load;
 pub mod network;
 pub mod process;
@@ -29,6 +30,8 @@ pub enum FaultError {
     Resource(#[from] resource::ResourceError),
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
+    #[error(transparent)]
+    HostNet(#[from] hostnet::HostNetError),
     #[error(transparent)]
     Toxiproxy(#[from] toxiproxy::ToxiproxyError),
     #[error("{0}")]
@@ -93,6 +96,7 @@ pub fn family_for(spec: &FaultSpec) -> &'static dyn FaultFamily {
         FaultSpec::Process { .. } => &process::ProcessFaults,
         FaultSpec::Resource { .. } => &resource::ResourceFaults,
         FaultSpec::Load { .. } => &load::LoadFaults,
+        FaultSpec::HostNetwork { .. } => &hostnet::HostNetFaults,
     }
 }
 
@@ -103,6 +107,7 @@ pub fn family_named(name: &str) -> Option<&'static dyn FaultFamily> {
         "process" => Some(&process::ProcessFaults),
         "resource" => Some(&resource::ResourceFaults),
         "load" => Some(&load::LoadFaults),
+        hostnet::FAMILY => Some(&hostnet::HostNetFaults),
         _ => None,
     }
 }

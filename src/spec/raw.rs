@@ -159,6 +159,11 @@ pub struct RawStep {
     pub until_percent: Option<String>,
     pub block_kib: Option<String>,
     pub mib_per_s: Option<String>,
+    /// Host network faults: peers (CIDRs, addresses, host names), ports, protocol, interface.
+    pub destinations: Option<Vec<String>>,
+    pub ports: Option<String>,
+    pub protocol: Option<String>,
+    pub interface: Option<String>,
     // `load` attributes (`timeout` above is shared with the toxics).
     pub path: Option<String>,
     pub method: Option<String>,
@@ -224,6 +229,15 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "memory" => &[("mib", false), ("fraction", false)],
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
+        "blackhole" | "reject" => HOST_NETWORK_ATTRS,
+        "loss" => &[
+            ("percent", true),
+            ("destinations", false),
+            ("ports", false),
+            ("protocol", false),
+            ("direction", false),
+            ("interface", false),
+        ],
         // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
         "load" => &[
             ("path", false),
@@ -239,6 +253,14 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         _ => return None,
     })
 }
+
+const HOST_NETWORK_ATTRS: &[(&str, bool)] = &[
+    ("destinations", false),
+    ("ports", false),
+    ("protocol", false),
+    ("direction", false),
+    ("interface", false),
+];
 
 /// Every fault kind, for "did you mean" hints and help texts.
 pub const FAULT_KINDS: &[&str] = &[
@@ -257,13 +279,16 @@ pub const FAULT_KINDS: &[&str] = &[
     "disk",
     "io",
     "load",
+    "blackhole",
+    "reject",
+    "loss",
 ];
 
 /// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
 pub fn target_kind_for(fault: &str) -> Option<&'static str> {
     Some(match fault {
         "kill" | "pause" => "process",
-        "cpu" | "memory" => "host",
+        "cpu" | "memory" | "blackhole" | "reject" | "loss" => "host",
         "disk" | "io" => "disk",
         "load" => "http",
         other if fault_attributes(other).is_some() => "proxy",

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 mod action;
 mod host;
+mod hostnet;
 mod network;
 
 pub use action::{Action, ActionStep, CommandRun, Expect, HttpCall, Sampling};
 pub use host::{DiskAmount, MemoryAmount, ProcessAction, ResourceKind, Signal};
+pub use hostnet::{NetAction, NetScope};
 pub use network::{Direction, ToxicKind};
 
 use crate::load::{LoadPlan, Schedule, Threshold};
@@ -248,6 +250,8 @@ pub enum FaultSpec {
     Process { action: ProcessAction },
     /// Load on this host (`cpu`, `memory`) or a declared directory (`disk`, `io`).
     Resource { stress: ResourceKind },
+    /// nftables rules on a declared host's own traffic, put in place by its agent.
+    HostNetwork { action: NetAction, scope: NetScope },
     /// HTTP load on a declared endpoint (the step's target is a `[[targets.http]]` name).
     Load {
         /// Full URL: the endpoint's URL plus the step's `path`.
@@ -275,6 +279,7 @@ impl FaultSpec {
             FaultSpec::Network { toxic, .. } => toxic.name(),
             FaultSpec::Process { action } => action.name(),
             FaultSpec::Resource { stress } => stress.name(),
+            FaultSpec::HostNetwork { action, .. } => action.name(),
             FaultSpec::Load { .. } => "load",
         }
     }

@@ -2,9 +2,10 @@
 //! `disk`, `io`), each checked against the guard rails its declared target sets.
 
 use super::cx::Cx;
+use crate::faults::hostnet::{Cidr, parse_ports};
 use crate::spec::did_you_mean;
 use crate::spec::model::{
-    DiskAmount, FaultSpec, MemoryAmount, ProcessAction, ResourceKind, Signal,
+    DiskAmount, FaultSpec, MemoryAmount, NetAction, NetScope, ProcessAction, ResourceKind, Signal,
 };
 use crate::spec::raw::RawStep;
 
@@ -25,6 +26,12 @@ pub(super) fn host_fault_spec(
         "memory" => memory(cx, path, s, target),
         "disk" => disk(cx, path, s, target),
         "io" => io(cx, path, s, target),
+        "blackhole" => host_network(cx, path, s, target, NetAction::Blackhole),
+        "reject" => host_network(cx, path, s, target, NetAction::Reject),
+        "loss" => {
+            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "30")?;
+            host_network(cx, path, s, target, NetAction::Loss { percent })
+        }
         _ => None,
     }
 }
@@ -219,6 +226,123 @@ fn io(cx: &mut Cx, path: &str, s: &RawStep, target: Option<&str>) -> Option<Faul
         stress: ResourceKind::Io {
             block_kib: block_kib?,
             mib_per_s: rate,
+        },
+    })
+}
+
+/// `blackhole`, `reject`, `loss`: the scope's syntax and the host's guard rails, checked before
+/// the run (host names resolve, and interfaces are checked, on the agent when injected).
+fn host_network(
+    cx: &mut Cx,
+    path: &str,
+    s: &RawStep,
+    target: Option<&str>,
+    action: NetAction,
+) -> Option<FaultSpec> {
+    let at = |key: &str| format!("{path}.{key}");
+    let mut ok = true;
+    let protocol = s
+        .protocol
+        .as_deref()
+        .unwrap_or("all")
+        .trim()
+        .to_ascii_lowercase();
+    if !["tcp", "udp", "icmp", "all"].contains(&protocol.as_str()) {
+        cx.at(
+            &at("protocol"),
+            format!("protocol `{protocol}` is not one of tcp, udp, icmp, all"),
+            "write `protocol: tcp` (or udp, icmp, all)",
+        );
+        ok = false;
+    }
+    let direction = s
+        .direction
+        .as_deref()
+        .unwrap_or("egress")
+        .trim()
+        .to_ascii_lowercase();
+    if !["egress", "ingress"].contains(&direction.as_str()) {
+        cx.at(
+            &at("direction"),
+            format!("direction `{direction}` is not egress or ingress"),
+            "write `direction: egress` (the host's outgoing traffic) or `direction: ingress`",
+        );
+        ok = false;
+    }
+    if let Some(p) = &s.ports
+        && let Err(e) = parse_ports(p)
+    {
+        cx.at(
+            &at("ports"),
+            e.to_string(),
+            "write e.g. `ports: 5432` or `ports: 8000-8099`",
+        );
+        ok = false;
+    }
+    let destinations = s.destinations.clone().unwrap_or_default();
+    let mut every_peer = destinations.is_empty();
+    for d in &destinations {
+        // Something numeric must be a CIDR or address; anything else is a host name.
+        let numeric =
+            d.contains('/') || d.contains(':') || d.chars().all(|c| c.is_ascii_digit() || c == '.');
+        match Cidr::parse(d) {
+            Ok(c) => every_peer |= c.is_everything(),
+            Err(why) if numeric => {
+                cx.at(
+                    &at("destinations"),
+                    format!("destination `{d}` is not a CIDR or an address ({why})"),
+                    "write e.g. 10.0.0.0/24, 10.0.0.5 or a host name",
+                );
+                ok = false;
+            }
+            Err(_) => {}
+        }
+    }
+    let rails = target
+        .and_then(|t| cx.cfg.host_target(t))
+        .map(|h| (h.name.clone(), h.network.clone(), h.agent.is_some()));
+    if let Some((name, rails, on_agent)) = rails {
+        match rails {
+            // The agent's own agent.toml holds the guard rails it enforces when injecting.
+            None if on_agent => {}
+            None => {
+                cx.at(
+                    &at("fault"),
+                    format!("host `{name}` does not allow host network faults (it has no [targets.host.network] section)"),
+                    "ask the operator to add [targets.host.network] to the host target",
+                );
+                ok = false;
+            }
+            Some(r) => {
+                if every_peer && s.ports.is_none() && protocol == "all" && !r.allow_everything {
+                    cx.at(
+                        path,
+                        format!("the scope covers every peer and every port of host `{name}`"),
+                        "narrow it with `destinations` or `ports`, or ask the operator to set allow_everything = true",
+                    );
+                    ok = false;
+                }
+                if let (NetAction::Loss { percent }, Some(max)) = (&action, r.max_loss_percent)
+                    && *percent > max
+                {
+                    cx.at(
+                        &at("percent"),
+                        format!("loss {percent} % is above the guard rail of `{name}` ({max} %)"),
+                        format!("use at most {max}, or ask the operator to raise max_loss_percent"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok.then(|| FaultSpec::HostNetwork {
+        action,
+        scope: NetScope {
+            destinations,
+            ports: s.ports.clone(),
+            protocol,
+            direction,
+            interface: s.interface.clone(),
         },
     })
 }

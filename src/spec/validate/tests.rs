@@ -235,3 +235,59 @@ fn on_owner_loss_is_revert_or_continue_and_a_bad_value_lists_both() {
         "{ps:#?}"
     );
 }
+
+fn net_cfg() -> Config {
+    Config::from_toml(
+        "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n\n[[targets.host]]\nname = \"box\"\n\n[targets.host.network]\nmax_loss_percent = 40\n\n[[targets.host]]\nname = \"bare\"\n",
+    )
+    .unwrap()
+}
+
+#[test]
+fn host_network_steps_parse_and_bad_scopes_are_located() {
+    use crate::spec::model::{FaultSpec, NetAction, Step};
+    let text = format!(
+        "{HEAD}method:\n  - {{name: a, target: box, fault: blackhole, destinations: [10.0.0.0/24, db.internal], ports: 5432, protocol: tcp, duration: 1s}}\n  - {{name: b, target: box, fault: loss, percent: 30, ports: 8000-8099, direction: ingress, duration: 1s}}\n"
+    );
+    let e = parse_experiment(&text, "t.yaml", &net_cfg(), &[]).unwrap();
+    let Step::Fault(a) = &e.method[0] else {
+        panic!("a fault step")
+    };
+    let FaultSpec::HostNetwork { action, scope } = &a.fault else {
+        panic!("a host network fault: {:?}", a.fault)
+    };
+    assert_eq!(*action, NetAction::Blackhole);
+    assert_eq!(scope.destinations, ["10.0.0.0/24", "db.internal"]);
+    assert_eq!(scope.ports.as_deref(), Some("5432"));
+    assert_eq!(scope.protocol, "tcp");
+    assert_eq!(scope.direction, "egress");
+    let Step::Fault(b) = &e.method[1] else {
+        panic!("a fault step")
+    };
+    assert!(matches!(
+        &b.fault,
+        FaultSpec::HostNetwork { action: NetAction::Loss { percent }, scope } if *percent == 30.0 && scope.direction == "ingress"
+    ));
+
+    let err = parse_experiment(
+        &format!(
+            "{HEAD}method:\n  - {{name: a, target: box, fault: reject, duration: 1s}}\n  - {{name: b, target: box, fault: blackhole, ports: 90-80, destinations: [10.0.0.0/40], duration: 1s}}\n  - {{name: c, target: box, fault: loss, percent: 50, ports: 53, duration: 1s}}\n  - {{name: d, target: bare, fault: blackhole, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: reject, ports: 53, protocol: sctp, direction: sideways, duration: 1s}}\n"
+        ),
+        "t.yaml",
+        &net_cfg(),
+        &[],
+    )
+    .unwrap_err();
+    let ps: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    let has = |s: &str| ps.iter().any(|p| p.contains(s));
+    assert!(has("covers every peer and every port"), "{ps:#?}");
+    assert!(has("not a port or a port range"), "{ps:#?}");
+    assert!(has("10.0.0.0/40"), "{ps:#?}");
+    assert!(has("above the guard rail of `box` (40 %)"), "{ps:#?}");
+    assert!(
+        has("host `bare` does not allow host network faults"),
+        "{ps:#?}"
+    );
+    assert!(has("protocol `sctp`"), "{ps:#?}");
+    assert!(has("direction `sideways`"), "{ps:#?}");
+}

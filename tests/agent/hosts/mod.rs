@@ -7,6 +7,7 @@ pub mod api;
 pub mod certs;
 pub mod fixture;
 pub mod netns;
+pub mod netsite;
 pub mod traffic;
 
 mod agent_restart;
@@ -15,6 +16,7 @@ mod control_restart;
 mod controller_kill;
 mod harness;
 mod link_cut;
+mod netfaults;
 
 /// A [`fixture::Site`] with its agent started, or `SKIP:` and return.
 #[macro_export]

@@ -1,0 +1,943 @@
+//! Host network faults (`blackhole`, `reject`, `loss`) on a declared host's own traffic, with
+//! nftables. Each fault is one table of its own, `inet chaosbot_<agent>_<fault>`, written as a
+//! script and applied atomically with `nft -f -` (all of it or nothing), and deleted on revert.
+//! Nothing else is touched: no flush, no other table, so a team's own rules stay as they are.
+//!
+//! - The agent's control connection (its TCP listen port, both ways) is accepted ahead of every
+//!   drop, so a fault never cuts the agent off from its controller.
+//! - Scope: peers (CIDRs, addresses, host names resolved at prepare), destination ports,
+//!   protocol, direction (egress: `output` hook, peer = destination; ingress: `input` hook, peer
+//!   = source), interface. A scope covering every peer and port is refused unless the host's
+//!   guard rails allow it.
+//! - `loss` is `numgen random mod 10000 < p·100` then drop: independent per packet (there is no
+//!   correlation without the kernel's sch_netem).
+//! - Recovery (agent start): the tables the journal names are deleted, and so is any other
+//!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
+//!   behind, but a journal lost with its disk could).
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use crate::config::HostNetworkRails;
+use crate::spec::model::{FaultSpec, FaultStep, NetAction, NetScope};
+use crate::store::FaultRecord;
+
+/// The name the family is journaled under.
+pub const FAMILY: &str = "host_network";
+/// Every table chaosbot makes starts with this.
+pub const TABLE_PREFIX: &str = "chaosbot_";
+
+/// Why a host network fault was not put in place (nothing was applied), or not removed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostNetError {
+    #[error(
+        "target `{0}` is not a declared host: host network faults act on a [[targets.host]] of an agent"
+    )]
+    NotHost(String),
+    #[error(
+        "host `{0}` has no [targets.host.network] section, so it refuses host network faults; add one (interfaces, destinations, max_loss_percent) to its agent.toml"
+    )]
+    NoRails(String),
+    #[error(
+        "`nft` is not installed on this host ({0}); install the `nftables` package on the agent's host"
+    )]
+    NftMissing(String),
+    #[error(
+        "destination `{value}` is not a CIDR, an address or a host name ({why}); write e.g. 10.0.0.0/24, 10.0.0.5 or db.internal"
+    )]
+    BadCidr { value: String, why: String },
+    #[error("host name `{name}` does not resolve ({why}); check the name, or give its address")]
+    Unresolved { name: String, why: String },
+    #[error(
+        "ports `{0}` is not a port or a port range; write e.g. 5432 or 8000-8099 (1..65535, low-high)"
+    )]
+    BadPorts(String),
+    #[error("protocol `{0}` is not one of tcp, udp, icmp, all")]
+    BadProtocol(String),
+    #[error(
+        "ports are given with protocol icmp, which has no ports; remove `ports` or use tcp/udp"
+    )]
+    IcmpPorts,
+    #[error("direction `{0}` is not egress or ingress")]
+    BadDirection(String),
+    #[error(
+        "interface `{0}` does not exist on this host; check `ip link` there and name an existing one"
+    )]
+    NoInterface(String),
+    #[error(
+        "interface `{name}` is not allowed on host `{target}` (allowed: {allowed}); use one of them or ask the operator to add it to [targets.host.network] interfaces"
+    )]
+    InterfaceNotAllowed {
+        name: String,
+        target: String,
+        allowed: String,
+    },
+    #[error(
+        "destination {dest} is outside what host `{target}` allows ({allowed}); narrow the step's destinations or ask the operator to widen [targets.host.network] destinations"
+    )]
+    DestinationNotAllowed {
+        dest: String,
+        target: String,
+        allowed: String,
+    },
+    #[error(
+        "host `{0}` requires the step to name destinations (its [targets.host.network] destinations restrict them); add `destinations`"
+    )]
+    DestinationsRequired(String),
+    #[error(
+        "the scope covers every peer and every port of host `{0}` (it would cut the host off from everything but its agent); narrow it with destinations or ports, or ask the operator to set allow_everything = true in [targets.host.network]"
+    )]
+    CoversEverything(String),
+    #[error("loss {0} % is out of range; it must be above 0 and at most 100")]
+    LossRange(f64),
+    #[error(
+        "loss {percent} % is above the guard rail of host `{target}` ({max} %); use at most {max} or ask the operator to raise max_loss_percent"
+    )]
+    LossAboveRail {
+        percent: f64,
+        target: String,
+        max: f64,
+    },
+    #[error("nft {what} failed: {stderr}; nothing of this fault is left in place")]
+    Apply { what: String, stderr: String },
+    #[error("nft {what} failed: {stderr}; check `nft list tables` on the host by hand")]
+    Remove { what: String, stderr: String },
+}
+
+/// Who owns the tables made in this process: the agent's name (tagged into every table name,
+/// so recovery removes only this agent's) and its control port (exempted from every fault).
+struct Owner {
+    tag: String,
+    control_ports: Vec<u16>,
+}
+
+static OWNER: OnceLock<Owner> = OnceLock::new();
+
+/// Called once at agent start, before any fault.
+pub fn set_owner(agent: &str, control_port: Option<u16>) {
+    let _ = OWNER.set(Owner {
+        tag: format!("{:08x}", fnv(agent) as u32),
+        control_ports: control_port.into_iter().collect(),
+    });
+}
+
+fn owner() -> &'static Owner {
+    OWNER.get_or_init(|| Owner {
+        tag: format!("{:08x}", fnv("") as u32),
+        control_ports: Vec::new(),
+    })
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The prefix of this agent's tables.
+pub fn own_prefix() -> String {
+    format!("{TABLE_PREFIX}{}_", owner().tag)
+}
+
+/// The prefix of the tables of the agent named `agent`.
+pub fn prefix_for(agent: &str) -> String {
+    format!("{TABLE_PREFIX}{:08x}_", fnv(agent) as u32)
+}
+
+/// A CIDR (an address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (a, p) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("prefix `/{p}` is not 0..{max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    fn bits(&self) -> (u128, u32) {
+        match self.addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    /// Whether every address of `other` is in this one.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.addr.is_ipv4() != other.addr.is_ipv4() || other.prefix < self.prefix {
+            return false;
+        }
+        let ((a, width), (b, _)) = (self.bits(), other.bits());
+        let shift = width - u32::from(self.prefix);
+        shift == width || (a >> shift) == (b >> shift)
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// `5432` or `8000-8099`.
+pub fn parse_ports(text: &str) -> Result<(u16, u16), HostNetError> {
+    let bad = || HostNetError::BadPorts(text.to_string());
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (port(a).ok_or_else(bad)?, port(b).ok_or_else(bad)?),
+        None => {
+            let p = port(text).ok_or_else(bad)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// What the journal keeps (and revert and recovery need): the table and the script applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepared {
+    pub table: String,
+    pub script: String,
+    pub summary: String,
+}
+
+/// The scope checked and resolved: everything the rules need.
+#[derive(Debug, Clone)]
+struct Resolved {
+    peers: Vec<Cidr>,
+    ports: Option<(u16, u16)>,
+    protocol: &'static str,
+    ingress: bool,
+    interfaces: Vec<String>,
+}
+
+fn action_of(step: &FaultStep) -> Result<(&NetAction, &NetScope), HostNetError> {
+    match &step.fault {
+        FaultSpec::HostNetwork { action, scope } => Ok((action, scope)),
+        _ => Err(HostNetError::NotHost(step.target.clone())),
+    }
+}
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated string; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+async fn resolve_peer(text: &str) -> Result<Vec<Cidr>, HostNetError> {
+    let t = text.trim();
+    if let Ok(c) = Cidr::parse(t) {
+        return Ok(vec![c]);
+    }
+    // Something with a slash or only digits and dots was meant as a CIDR or address.
+    let looks_numeric = t.contains('/') || t.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let is_name = !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if looks_numeric || !is_name {
+        let why = Cidr::parse(t).err().unwrap_or_default();
+        return Err(HostNetError::BadCidr {
+            value: text.to_string(),
+            why,
+        });
+    }
+    let unresolved = |why: String| HostNetError::Unresolved {
+        name: t.to_string(),
+        why,
+    };
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((t, 0)),
+    )
+    .await
+    .map_err(|_| unresolved("no answer within 5 s".into()))?
+    .map_err(|e| unresolved(e.to_string()))?;
+    let mut out: Vec<Cidr> = Vec::new();
+    for a in found {
+        let c = Cidr {
+            addr: a.ip(),
+            prefix: if a.is_ipv4() { 32 } else { 128 },
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err(unresolved("no address".into()));
+    }
+    Ok(out)
+}
+
+/// Checks the scope against the host's guard rails and resolves it; nothing is touched.
+async fn resolve(
+    target: &str,
+    rails: &HostNetworkRails,
+    action: &NetAction,
+    scope: &NetScope,
+) -> Result<Resolved, HostNetError> {
+    if let NetAction::Loss { percent } = action {
+        if !(percent.is_finite() && *percent > 0.0 && *percent <= 100.0) {
+            return Err(HostNetError::LossRange(*percent));
+        }
+        let max = rails.max_loss_percent.unwrap_or(100.0);
+        if *percent > max {
+            return Err(HostNetError::LossAboveRail {
+                percent: *percent,
+                target: target.to_string(),
+                max,
+            });
+        }
+    }
+    let protocol = match scope.protocol.trim().to_ascii_lowercase().as_str() {
+        "tcp" => "tcp",
+        "udp" => "udp",
+        "icmp" => "icmp",
+        "all" | "" => "all",
+        _ => return Err(HostNetError::BadProtocol(scope.protocol.clone())),
+    };
+    let ingress = match scope.direction.trim().to_ascii_lowercase().as_str() {
+        "egress" | "" => false,
+        "ingress" => true,
+        _ => return Err(HostNetError::BadDirection(scope.direction.clone())),
+    };
+    let ports = scope.ports.as_deref().map(parse_ports).transpose()?;
+    if ports.is_some() && protocol == "icmp" {
+        return Err(HostNetError::IcmpPorts);
+    }
+    let interfaces = match &scope.interface {
+        Some(name) => {
+            if !interface_exists(name) {
+                return Err(HostNetError::NoInterface(name.clone()));
+            }
+            if !rails.interfaces.is_empty() && !rails.interfaces.contains(name) {
+                return Err(HostNetError::InterfaceNotAllowed {
+                    name: name.clone(),
+                    target: target.to_string(),
+                    allowed: rails.interfaces.join(", "),
+                });
+            }
+            vec![name.clone()]
+        }
+        None => rails.interfaces.clone(),
+    };
+    let mut peers = Vec::new();
+    for d in &scope.destinations {
+        for c in resolve_peer(d).await? {
+            if !peers.contains(&c) {
+                peers.push(c);
+            }
+        }
+    }
+    if !rails.destinations.is_empty() {
+        let allowed: Vec<Cidr> = rails
+            .destinations
+            .iter()
+            .filter_map(|d| Cidr::parse(d).ok())
+            .collect();
+        if peers.is_empty() {
+            return Err(HostNetError::DestinationsRequired(target.to_string()));
+        }
+        if let Some(out) = peers
+            .iter()
+            .find(|p| !allowed.iter().any(|a| a.contains(p)))
+        {
+            return Err(HostNetError::DestinationNotAllowed {
+                dest: out.to_string(),
+                target: target.to_string(),
+                allowed: rails.destinations.join(", "),
+            });
+        }
+    }
+    let every_peer = peers.is_empty() || peers.iter().any(Cidr::is_everything);
+    if every_peer && ports.is_none() && protocol == "all" && !rails.allow_everything {
+        return Err(HostNetError::CoversEverything(target.to_string()));
+    }
+    Ok(Resolved {
+        peers,
+        ports,
+        protocol,
+        ingress,
+        interfaces,
+    })
+}
+
+fn set_of<T: std::fmt::Display>(items: &[T]) -> String {
+    let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
+    if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        format!("{{ {} }}", parts.join(", "))
+    }
+}
+
+/// The nftables script of one fault: its own table, the control exemption first, then the
+/// matching rules.
+fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) -> String {
+    let (hook, peer_key, if_key) = if r.ingress {
+        ("input", "saddr", "iifname")
+    } else {
+        ("output", "daddr", "oifname")
+    };
+    let mut head = Vec::new();
+    if !r.interfaces.is_empty() {
+        let quoted: Vec<String> = r.interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+        head.push(format!("{if_key} {}", set_of(&quoted)));
+    }
+    // One match per address family (an inet table's rule names one of ip/ip6).
+    let v4: Vec<Cidr> = r
+        .peers
+        .iter()
+        .copied()
+        .filter(|c| c.addr.is_ipv4())
+        .collect();
+    let v6: Vec<Cidr> = r
+        .peers
+        .iter()
+        .copied()
+        .filter(|c| !c.addr.is_ipv4())
+        .collect();
+    let mut peer_matches = Vec::new();
+    if !v4.is_empty() {
+        peer_matches.push(format!("ip {peer_key} {}", set_of(&v4)));
+    }
+    if !v6.is_empty() {
+        peer_matches.push(format!("ip6 {peer_key} {}", set_of(&v6)));
+    }
+    if peer_matches.is_empty() {
+        peer_matches.push(String::new());
+    }
+    let ports = r.ports.map(|(lo, hi)| {
+        if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        }
+    });
+    let l4 = |proto: &str| -> String {
+        match (proto, &ports) {
+            ("tcp", Some(p)) => format!("tcp dport {p}"),
+            ("udp", Some(p)) => format!("udp dport {p}"),
+            ("all", Some(p)) => format!("meta l4proto {{ tcp, udp }} th dport {p}"),
+            ("tcp", None) => "meta l4proto tcp".into(),
+            ("udp", None) => "meta l4proto udp".into(),
+            ("icmp", _) => "meta l4proto { icmp, ipv6-icmp }".into(),
+            _ => String::new(),
+        }
+    };
+    // (l4 match, verdict) pairs: a reject answers TCP with a reset, the rest with ICMP.
+    let verdicts: Vec<(String, &str)> = match action {
+        NetAction::Blackhole => vec![(l4(r.protocol), "drop")],
+        NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
+        NetAction::Reject => match r.protocol {
+            "tcp" => vec![(l4("tcp"), "reject with tcp reset")],
+            "all" => vec![
+                (
+                    match &ports {
+                        Some(p) => format!("tcp dport {p}"),
+                        None => "meta l4proto tcp".into(),
+                    },
+                    "reject with tcp reset",
+                ),
+                (l4("all"), "reject with icmpx type port-unreachable"),
+            ],
+            "icmp" => vec![(l4("icmp"), "reject with icmpx type admin-prohibited")],
+            _ => vec![(l4(r.protocol), "reject with icmpx type port-unreachable")],
+        },
+    };
+    let random = match action {
+        NetAction::Loss { percent } => {
+            format!(
+                "numgen random mod 10000 < {}",
+                (percent * 100.0).round() as u32
+            )
+        }
+        _ => String::new(),
+    };
+    let mut out = format!(
+        "table inet {table} {{\n  chain fault {{\n    type filter hook {hook} priority -10; policy accept;\n"
+    );
+    for p in control_ports {
+        out.push_str(&format!(
+            "    tcp sport {p} accept\n    tcp dport {p} accept\n"
+        ));
+    }
+    for peer in &peer_matches {
+        for (l4m, verdict) in &verdicts {
+            let parts: Vec<&str> = head
+                .iter()
+                .map(String::as_str)
+                .chain([peer.as_str(), l4m.as_str(), random.as_str(), verdict])
+                .filter(|s| !s.is_empty())
+                .collect();
+            out.push_str(&format!("    {}\n", parts.join(" ")));
+        }
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
+    let what = match action {
+        NetAction::Loss { percent } => format!("loss {percent}%"),
+        a => a.name().to_string(),
+    };
+    let peers = if r.peers.is_empty() {
+        "every peer".to_string()
+    } else {
+        r.peers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ports = match r.ports {
+        Some((lo, hi)) if lo == hi => format!(" port {lo}"),
+        Some((lo, hi)) => format!(" ports {lo}-{hi}"),
+        None => String::new(),
+    };
+    format!(
+        "{what} on {} ({}, {} {peers}{ports})",
+        step.target,
+        if r.ingress { "ingress" } else { "egress" },
+        r.protocol
+    )
+}
+
+/// Runs `nft` with `args`, feeding `stdin`; Err: (spawn failed, stderr or spawn error).
+async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, (bool, String)> {
+    let mut cmd = tokio::process::Command::new("nft");
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| (true, e.to_string()))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|e| (false, format!("cannot write the script to nft: {e}")))?;
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| (false, e.to_string()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err((
+            false,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// Set once `nft` ran here (a later apply still reports it missing if it goes away).
+static NFT_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `nft` can be run here (Err names the package to install).
+pub async fn nft_available() -> Result<(), HostNetError> {
+    use std::sync::atomic::Ordering;
+    if NFT_SEEN.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    match nft(&["--version"], None).await {
+        Ok(_) => {
+            NFT_SEEN.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err((true, why)) => Err(HostNetError::NftMissing(why)),
+        Err((false, why)) => Err(HostNetError::NftMissing(why)),
+    }
+}
+
+/// Applies a fault's script in one transaction; on failure nothing of it stays.
+pub async fn apply(p: &Prepared) -> Result<(), HostNetError> {
+    match nft(&["-f", "-"], Some(&p.script)).await {
+        Ok(_) => Ok(()),
+        Err((true, why)) => Err(HostNetError::NftMissing(why)),
+        Err((_, stderr)) => {
+            // `nft -f` is atomic, but delete in case a table of that name came out of it.
+            let _ = remove(&p.table).await;
+            Err(HostNetError::Apply {
+                what: format!("apply of table {}", p.table),
+                stderr,
+            })
+        }
+    }
+}
+
+/// Chaosbot's tables present now (names only, `inet` family).
+pub async fn chaosbot_tables() -> Result<Vec<String>, HostNetError> {
+    let out = nft(&["list", "tables", "inet"], None)
+        .await
+        .map_err(|(missing, stderr)| {
+            if missing {
+                HostNetError::NftMissing(stderr)
+            } else {
+                HostNetError::Remove {
+                    what: "list tables".into(),
+                    stderr,
+                }
+            }
+        })?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| t.starts_with(TABLE_PREFIX))
+        .collect())
+}
+
+/// Deletes one of chaosbot's tables; already gone is fine.
+pub async fn remove(table: &str) -> Result<(), HostNetError> {
+    if !table.starts_with(TABLE_PREFIX) {
+        return Err(HostNetError::Remove {
+            what: format!("delete of table {table}"),
+            stderr: "refusing to delete a table that is not chaosbot's".into(),
+        });
+    }
+    match nft(&["delete", "table", "inet", table], None).await {
+        Ok(_) => Ok(()),
+        Err((_, stderr)) => {
+            if chaosbot_tables()
+                .await
+                .is_ok_and(|t| !t.iter().any(|n| n == table))
+            {
+                return Ok(());
+            }
+            Err(HostNetError::Remove {
+                what: format!("delete of table {table}"),
+                stderr,
+            })
+        }
+    }
+}
+
+/// At agent start: removes every table of this agent's prefix (none should be in place when
+/// no fault is held). Returns what was removed.
+pub async fn sweep_strays() -> Vec<String> {
+    let prefix = own_prefix();
+    let Ok(tables) = chaosbot_tables().await else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for t in tables.into_iter().filter(|t| t.starts_with(&prefix)) {
+        match remove(&t).await {
+            Ok(()) => {
+                warn!(table = %t, "removed a stray host network fault table left by a previous agent");
+                removed.push(t);
+            }
+            Err(e) => {
+                warn!(table = %t, error = %e, "cannot remove a stray host network fault table")
+            }
+        }
+    }
+    removed
+}
+
+/// The host network family.
+pub struct HostNetFaults;
+
+struct Active {
+    table: String,
+    summary: String,
+    /// Removes the table at the deadline even if nobody reverts.
+    timer: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait::async_trait]
+impl super::ActiveFault for Active {
+    async fn revert(&self) -> Result<(), super::FaultError> {
+        self.timer.abort();
+        remove(&self.table).await?;
+        Ok(())
+    }
+
+    fn summary(&self) -> String {
+        self.summary.clone()
+    }
+}
+
+/// Checks and resolves a step into what will be applied (public for the benchmark and tests).
+pub async fn prepare_step(
+    step: &FaultStep,
+    host: Option<&crate::config::HostTarget>,
+    run_id: &str,
+) -> Result<Prepared, HostNetError> {
+    let (action, scope) = action_of(step)?;
+    let host = host.ok_or_else(|| HostNetError::NotHost(step.target.clone()))?;
+    let rails = host
+        .network
+        .as_ref()
+        .ok_or_else(|| HostNetError::NoRails(host.name.clone()))?;
+    let resolved = resolve(&host.name, rails, action, scope).await?;
+    nft_available().await?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let unique = fnv(&format!(
+        "{run_id}/{}/{nanos}/{}",
+        step.name,
+        std::process::id()
+    ));
+    let table = format!("{}{:012x}", own_prefix(), unique & 0xffff_ffff_ffff);
+    Ok(Prepared {
+        script: script(&table, action, &resolved, &owner().control_ports),
+        summary: summary(action, step, &resolved),
+        table,
+    })
+}
+
+#[async_trait::async_trait]
+impl super::FaultFamily for HostNetFaults {
+    fn name(&self) -> &'static str {
+        FAMILY
+    }
+
+    async fn prepare(
+        &self,
+        step: &FaultStep,
+        ctx: &super::InjectContext<'_>,
+    ) -> Result<serde_json::Value, super::FaultError> {
+        let cfg = ctx.targets.config();
+        let p = prepare_step(step, cfg.host_target(&step.target), ctx.run_id).await?;
+        serde_json::to_value(&p)
+            .map_err(|e| super::FaultError::Other(format!("cannot encode the rule set: {e}")))
+    }
+
+    async fn inject(
+        &self,
+        _step: &FaultStep,
+        ctx: &super::InjectContext<'_>,
+        prepared: &serde_json::Value,
+    ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
+        let p: Prepared = serde_json::from_value(prepared.clone())
+            .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
+        let started = Instant::now();
+        apply(&p).await?;
+        info!(run_id = %ctx.run_id, table = %p.table, took_ms = started.elapsed().as_millis() as u64, "host network fault applied");
+        let deadline = tokio::time::Instant::from_std(ctx.deadline);
+        let table = p.table.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Err(e) = remove(&table).await {
+                warn!(table = %table, error = %e, "cannot remove a host network fault at its deadline");
+            }
+        });
+        Ok(Box::new(Active {
+            table: p.table,
+            summary: p.summary,
+            timer,
+        }))
+    }
+
+    async fn recover(&self, record: &FaultRecord) -> Result<String, super::FaultError> {
+        let p: Prepared = serde_json::from_value(record.detail.clone())
+            .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
+        remove(&p.table).await?;
+        Ok(format!("deleted nftables table inet {}", p.table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains(&Cidr::parse("10.2.3.4").unwrap()));
+        assert!(!net.contains(&Cidr::parse("11.0.0.1").unwrap()));
+        assert!(!net.contains(&Cidr::parse("0.0.0.0/0").unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&net));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("10.0.0/8").is_err());
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains(&Cidr::parse("fd12::1").unwrap())
+        );
+    }
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(parse_ports("5432").unwrap(), (5432, 5432));
+        assert_eq!(parse_ports("8000-8099").unwrap(), (8000, 8099));
+        for bad in ["0", "70000", "9-3", "x", "1-"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn rails() -> HostNetworkRails {
+        HostNetworkRails::default()
+    }
+
+    #[tokio::test]
+    async fn bad_scopes_are_refused_with_what_was_wrong() {
+        let scope = |f: &dyn Fn(&mut NetScope)| {
+            let mut s = NetScope {
+                protocol: "all".into(),
+                direction: "egress".into(),
+                ..NetScope::default()
+            };
+            f(&mut s);
+            s
+        };
+        let bh = NetAction::Blackhole;
+        let err = |a: NetAction, s: NetScope, r: HostNetworkRails| async move {
+            resolve("web", &r, &a, &s)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err(bh.clone(), scope(&|_| {}), rails())
+                .await
+                .contains("every peer and every port")
+        );
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| s.destinations = vec!["0.0.0.0/0".into()]),
+                rails()
+            )
+            .await
+            .contains("every peer")
+        );
+        let allow = HostNetworkRails {
+            allow_everything: true,
+            ..rails()
+        };
+        assert_eq!(err(bh.clone(), scope(&|_| {}), allow).await, "");
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| s.destinations = vec!["10.1.2.0/40".into()]),
+                rails()
+            )
+            .await
+            .contains("10.1.2.0/40")
+        );
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| s.ports = Some("9-3".into())),
+                rails()
+            )
+            .await
+            .contains("not a port")
+        );
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| s.destinations = vec!["no-such-host.invalid".into()]),
+                rails()
+            )
+            .await
+            .contains("does not resolve")
+        );
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| {
+                    s.ports = Some("80".into());
+                    s.interface = Some("nosuchif0".into());
+                }),
+                rails()
+            )
+            .await
+            .contains("does not exist")
+        );
+        assert!(
+            err(
+                NetAction::Loss { percent: 130.0 },
+                scope(&|s| s.ports = Some("80".into())),
+                rails()
+            )
+            .await
+            .contains("at most 100")
+        );
+        let capped = HostNetworkRails {
+            max_loss_percent: Some(20.0),
+            destinations: vec!["10.0.0.0/8".into()],
+            ..rails()
+        };
+        let in_net = |s: &mut NetScope| s.destinations = vec!["10.0.0.1".into()];
+        assert!(
+            err(
+                NetAction::Loss { percent: 30.0 },
+                scope(&in_net),
+                capped.clone()
+            )
+            .await
+            .contains("guard rail")
+        );
+        assert!(
+            err(
+                bh.clone(),
+                scope(&|s| s.destinations = vec!["192.168.0.1".into()]),
+                capped
+            )
+            .await
+            .contains("outside what host `web` allows")
+        );
+    }
+
+    #[test]
+    fn the_control_port_is_accepted_before_the_drop() {
+        let r = Resolved {
+            peers: vec![Cidr::parse("10.0.0.0/24").unwrap()],
+            ports: Some((9000, 9000)),
+            protocol: "tcp",
+            ingress: false,
+            interfaces: vec![],
+        };
+        let s = script("chaosbot_x_y", &NetAction::Blackhole, &r, &[7411]);
+        let accept = s.find("tcp sport 7411 accept").unwrap();
+        let drop = s.find("ip daddr 10.0.0.0/24 tcp dport 9000 drop").unwrap();
+        assert!(accept < drop, "{s}");
+    }
+}

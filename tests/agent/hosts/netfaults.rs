@@ -1,0 +1,306 @@
+//! Host network faults (nftables) put in place by the agent inside its host's namespace, seen
+//! from the test's own traffic across the veth link: a blackhole cuts one port while another
+//! port and the control channel keep working; a reject refuses at once; loss drops its share of
+//! UDP datagrams; kill -9 of the agent then a start removes the rules; a team's own table and
+//! qdisc are left exactly as they were. Skipped (with `SKIP:`) without namespaces or `nft`.
+
+use std::time::{Duration, Instant};
+
+use super::fixture::{AGENT_NAME, Site, wait_until};
+use super::netsite::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackhole_cuts_one_port_while_another_and_the_control_channel_work() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let proxy = net.addr(super::fixture::PROXY_PORT);
+    let other = net.addr(OTHER_PORT);
+    assert!(connect(proxy).is_ok() && connect(other).is_ok());
+    let mut s = scope(
+        Some(&super::fixture::PROXY_PORT.to_string()),
+        "tcp",
+        "ingress",
+    );
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    let started = Instant::now();
+    let (fid, rid) = net
+        .apply(NetAction::Blackhole, s)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    eprintln!("blackhole applied in {:?} (request)", started.elapsed());
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    match connect(proxy) {
+        Err((std::io::ErrorKind::TimedOut, _)) => {}
+        other => panic!("the blackholed port times out, got {other:?}"),
+    }
+    assert!(connect(other).is_ok(), "another port still answers");
+    net.site
+        .api
+        .hello()
+        .await
+        .expect("the control channel still works");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty(), "the table is gone");
+    assert!(connect(proxy).is_ok(), "the port answers after the revert");
+
+    // All TCP from the controller: every port is cut but the agent's own.
+    let mut s = scope(None, "tcp", "ingress");
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    let (fid, rid) = net.apply(NetAction::Blackhole, s).await.expect("apply");
+    assert!(connect(proxy).is_err() && connect(other).is_err());
+    net.site
+        .api
+        .hello()
+        .await
+        .expect("the control channel is exempted");
+    net.revert(&fid, &rid).await;
+    assert!(connect(other).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_removes_the_rules() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    net.apply_leased(
+        NetAction::Blackhole,
+        scope(Some(&OTHER_PORT.to_string()), "tcp", "ingress"),
+        1_000,
+    )
+    .await
+    .expect("apply");
+    assert!(connect(other).is_err());
+    let gone = wait_until(Duration::from_secs(3), || {
+        chaosbot_tables(&net.site).is_empty()
+    });
+    assert!(
+        gone,
+        "the lease lapsed and the table went: {:?}",
+        chaosbot_tables(&net.site)
+    );
+    assert!(connect(other).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_refuses_connections_at_once() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    let (fid, rid) = net
+        .apply(
+            NetAction::Reject,
+            scope(Some(&OTHER_PORT.to_string()), "tcp", "ingress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    match connect(other) {
+        Err((std::io::ErrorKind::ConnectionRefused, took)) => {
+            assert!(took < Duration::from_millis(200), "refused after {took:?}")
+        }
+        other => panic!("connection refused, got {other:?}"),
+    }
+    net.revert(&fid, &rid).await;
+    assert!(connect(other).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_drops_its_share_of_datagrams() {
+    let Some(mut net) = net_site("max_loss_percent = 50").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    const N: u32 = 2000;
+    let before = udp_echoes(to, N);
+    assert!(before >= N - N / 100, "without the fault: {before}/{N}");
+    let (fid, rid) = net
+        .apply(
+            NetAction::Loss { percent: 30.0 },
+            scope(Some(&UDP_PORT.to_string()), "udp", "ingress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let got = udp_echoes(to, N);
+    let loss = 100.0 * f64::from(N - got) / f64::from(N);
+    eprintln!("loss 30 %: observed {loss:.1} % over {N} datagrams");
+    // 2000 draws at p = 0.3: one standard deviation is about 1 point.
+    assert!((25.0..=35.0).contains(&loss), "observed loss {loss:.1} %");
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    net.revert(&fid, &rid).await;
+    // Above the host's max_loss_percent: refused, nothing applied.
+    let err = net
+        .apply(
+            NetAction::Loss { percent: 80.0 },
+            scope(Some("9101"), "udp", "ingress"),
+        )
+        .await
+        .expect_err("above the guard rail");
+    assert!(err.contains("guard rail"), "{err}");
+    assert!(chaosbot_tables(&net.site).is_empty());
+    assert!(udp_echoes(to, N) >= N - N / 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_scopes_are_refused_and_nothing_is_applied() {
+    let Some(mut net) = net_site("interfaces = [\"veth0\"]").await else {
+        return;
+    };
+    let cases: Vec<(NetAction, NetScope, &str)> = vec![
+        (
+            NetAction::Blackhole,
+            scope(None, "all", "egress"),
+            "every peer and every port",
+        ),
+        (
+            NetAction::Blackhole,
+            scope(Some("90-80"), "tcp", "egress"),
+            "not a port",
+        ),
+        (
+            NetAction::Blackhole,
+            NetScope {
+                destinations: vec!["10.1.0.0/99".into()],
+                ..scope(None, "tcp", "egress")
+            },
+            "10.1.0.0/99",
+        ),
+        (
+            NetAction::Blackhole,
+            NetScope {
+                destinations: vec!["no-such-host.invalid".into()],
+                ..scope(None, "tcp", "egress")
+            },
+            "does not resolve",
+        ),
+        (
+            NetAction::Blackhole,
+            NetScope {
+                interface: Some("nosuch0".into()),
+                ..scope(Some("80"), "tcp", "egress")
+            },
+            "does not exist",
+        ),
+        (
+            NetAction::Blackhole,
+            NetScope {
+                interface: Some("lo".into()),
+                ..scope(Some("80"), "tcp", "egress")
+            },
+            "not allowed",
+        ),
+        (
+            NetAction::Loss { percent: 101.0 },
+            scope(Some("80"), "udp", "egress"),
+            "at most 100",
+        ),
+    ];
+    for (action, s, want) in cases {
+        let err = net.apply(action, s).await.expect_err("refused");
+        assert!(err.contains(want), "wanted `{want}` in: {err}");
+        assert!(chaosbot_tables(&net.site).is_empty(), "nothing applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_rules_in_place_then_start_removes_them() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    net.apply(
+        NetAction::Blackhole,
+        scope(Some(&OTHER_PORT.to_string()), "tcp", "ingress"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    // A table of this agent's that no journal names (a crash between nft and the journal).
+    let stray = format!("{}0000deadbeef", hostnet::prefix_for(AGENT_NAME));
+    let (ok, out) = nft_in(&net.site, &["add", "table", "inet", &stray]);
+    assert!(ok, "{out}");
+    net.site.agent.as_mut().expect("agent").kill9();
+    assert_eq!(
+        chaosbot_tables(&net.site).len(),
+        2,
+        "rules outlive a kill -9"
+    );
+    assert!(connect(other).is_err());
+    net.site.start_agent().await;
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the start removed the rules: {:?}\n{}",
+        chaosbot_tables(&net.site),
+        net.site.agent_log()
+    );
+    assert!(connect(other).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_own_table_and_qdisc_are_untouched() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let team = "table inet team {\n chain c {\n  type filter hook input priority 0; policy accept;\n  tcp dport 9999 counter drop\n }\n}\n";
+    let path = net.site.dir.path().join("team.nft");
+    std::fs::write(&path, team).expect("write the team's rules");
+    let (ok, out) = nft_in(&net.site, &["-f", &path.display().to_string()]);
+    assert!(ok, "{out}");
+    in_ns(
+        &net.site,
+        &[
+            "tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "1gbit", "burst", "128kb",
+            "latency", "50ms",
+        ],
+    );
+    let snapshot = |site: &Site| {
+        (
+            nft_in(site, &["list", "table", "inet", "team"]).1,
+            in_ns(site, &["tc", "qdisc", "show", "dev", "veth0"]),
+        )
+    };
+    let before = snapshot(&net.site);
+    let (fid, rid) = net
+        .apply(
+            NetAction::Blackhole,
+            scope(Some(&OTHER_PORT.to_string()), "tcp", "ingress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert_eq!(snapshot(&net.site), before, "inject left them alone");
+    net.revert(&fid, &rid).await;
+    assert_eq!(snapshot(&net.site), before, "revert left them alone");
+    assert!(chaosbot_tables(&net.site).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_puts_a_blackhole_step_on_the_agents_host_and_takes_it_away() {
+    let Some(net) = net_site("").await else {
+        return;
+    };
+    let other = net.addr(OTHER_PORT);
+    let step = format!(
+        "  - {{name: cut-other, target: {HOST_TARGET}, fault: blackhole, ports: {OTHER_PORT}, protocol: tcp, direction: ingress, duration: 3s}}\n"
+    );
+    let exp = net.site.experiment(
+        "net-cut",
+        &super::fixture::experiment_yaml("net-cut", &step),
+    );
+    let mut controller = net.site.start_run(&exp);
+    assert_eq!(
+        net.site.wait_faults(1, Duration::from_secs(30)).await,
+        1,
+        "controller log:\n{}\nagent log:\n{}",
+        controller.log(),
+        net.site.agent_log()
+    );
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    assert!(connect(other).is_err(), "the step cuts the port");
+    let code = controller.wait_exit(Duration::from_secs(60));
+    assert!(code.is_ok(), "the run ends: {code:?}\n{}", controller.log());
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the step's table is gone"
+    );
+    assert!(connect(other).is_ok());
+}

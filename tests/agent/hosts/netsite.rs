@@ -1,0 +1,256 @@
+//! A site for host network faults: the agent declares host target `box` with
+//! `[targets.host.network]` guard rails, and the host runs a TCP accept-and-close server and a
+//! UDP echo; helpers apply faults through the agent API and look at the namespace's nftables.
+//!
+//! The netfaults bench includes this file too (with fixture.rs and the files beside it).
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chaosbot::agent::protocol::{Apply, Revert};
+pub use chaosbot::faults::hostnet;
+use chaosbot::spec::model::{FaultSpec, FaultStep};
+pub use chaosbot::spec::model::{NetAction, NetScope};
+
+use super::fixture::{Site, SiteOptions, wait_until};
+use super::netns::HostChild;
+
+/// A TCP port inside the host with nothing of the site's on it (served by [`SERVE_PY`]).
+pub const OTHER_PORT: u16 = 9000;
+/// The UDP echo port inside the host.
+pub const UDP_PORT: u16 = 9100;
+pub const HOST_TARGET: &str = "box";
+
+/// A TCP accept-and-close server on argv[2] and a UDP echo on argv[3], both on argv[1].
+const SERVE_PY: &str = r#"
+import socket, sys, threading
+ip, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((ip, tport)); t.listen(128)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((ip, uport))
+def tcp():
+    while True:
+        c, _ = t.accept(); c.close()
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(d, a)
+threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+pub struct NetSite {
+    pub site: Site,
+    _servers: HostChild,
+    run: u32,
+}
+
+/// `nft` inside the host's namespace.
+pub fn nft_in(site: &Site, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &site.host.name, "nft"])
+        .args(args)
+        .output();
+    match out {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+pub fn in_ns(site: &Site, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &site.host.name])
+        .args(args)
+        .output()
+        .expect("run a command in the namespace");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn chaosbot_tables(site: &Site) -> Vec<String> {
+    let (_, out) = nft_in(site, &["list", "tables"]);
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .filter(|t| t.starts_with(hostnet::TABLE_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A site whose agent declares host target `box` with these `[targets.host.network]` lines,
+/// with the test servers inside; None (after `SKIP:`) when it cannot be made.
+pub async fn net_site(rails: &str) -> Option<NetSite> {
+    let mut site = match Site::new(SiteOptions::default()) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return None;
+        }
+    };
+    if !nft_in(&site, &["list", "tables"]).0 {
+        eprintln!("SKIP: `nft` cannot run here (install the nftables package)");
+        return None;
+    }
+    let mut toml = std::fs::read_to_string(&site.agent_config).expect("read agent.toml");
+    toml.push_str(&format!(
+        "\n[[targets.host]]\nname = \"{HOST_TARGET}\"\n\n[targets.host.network]\n{rails}\n"
+    ));
+    std::fs::write(&site.agent_config, toml).expect("write agent.toml");
+    // The controller knows the host as the agent's; the rails are the agent's business.
+    let mut toml = std::fs::read_to_string(&site.controller_config).expect("read chaosbot.toml");
+    toml.push_str(&format!(
+        "\n[[targets.host]]\nname = \"{HOST_TARGET}\"\nagent = \"{}\"\n",
+        super::fixture::AGENT_NAME
+    ));
+    std::fs::write(&site.controller_config, toml).expect("write chaosbot.toml");
+    let mut py = Command::new("python3");
+    py.args([
+        "-c",
+        SERVE_PY,
+        &site.host.ip().to_string(),
+        &OTHER_PORT.to_string(),
+        &UDP_PORT.to_string(),
+    ]);
+    let servers = site.host.spawn(&py).expect("spawn the test servers");
+    assert!(
+        wait_until(Duration::from_secs(10), || servers.log().contains("ready")),
+        "servers did not start: {}",
+        servers.log()
+    );
+    site.start_agent().await;
+    Some(NetSite {
+        site,
+        _servers: servers,
+        run: 0,
+    })
+}
+
+pub fn scope(ports: Option<&str>, protocol: &str, direction: &str) -> NetScope {
+    NetScope {
+        destinations: Vec::new(),
+        ports: ports.map(str::to_string),
+        protocol: protocol.into(),
+        direction: direction.into(),
+        interface: None,
+    }
+}
+
+impl NetSite {
+    /// Applies one host network fault; its fault id and run id.
+    pub async fn apply(
+        &mut self,
+        action: NetAction,
+        scope: NetScope,
+    ) -> Result<(String, String), String> {
+        self.apply_leased(action, scope, 60_000).await
+    }
+
+    /// [`Self::apply`] under a lease of `lease_ms` (never renewed here).
+    pub async fn apply_leased(
+        &mut self,
+        action: NetAction,
+        scope: NetScope,
+        lease_ms: u64,
+    ) -> Result<(String, String), String> {
+        self.run += 1;
+        let run_id = format!("r-net-{}", self.run);
+        let fault_id = format!("{run_id}-cut");
+        let req = Apply {
+            run_id: run_id.clone(),
+            epoch: 1,
+            fault_id: fault_id.clone(),
+            step: FaultStep {
+                name: "cut".into(),
+                target: HOST_TARGET.into(),
+                duration: Duration::from_secs(30),
+                fault: FaultSpec::HostNetwork { action, scope },
+            },
+            seed: 1,
+            ttl_ms: 60_000,
+            lease_ms,
+            declare: None,
+        };
+        match self.site.api.apply(&req).await {
+            Ok(_) => Ok((fault_id, run_id)),
+            Err(r) => Err(format!("{}: {}", r.code(), r.text)),
+        }
+    }
+
+    pub async fn revert(&self, fault_id: &str, run_id: &str) {
+        self.site
+            .api
+            .revert(
+                fault_id,
+                &Revert {
+                    run_id: run_id.into(),
+                    epoch: 1,
+                },
+            )
+            .await
+            .expect("revert");
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.site.host.ip(), port))
+    }
+}
+
+/// Connects with a short timeout: Ok(time) or Err(kind and time).
+pub fn connect(addr: SocketAddr) -> Result<Duration, (std::io::ErrorKind, Duration)> {
+    let start = Instant::now();
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(700)) {
+        Ok(_) => Ok(start.elapsed()),
+        Err(e) => Err((e.kind(), start.elapsed())),
+    }
+}
+
+/// Sends `n` numbered datagrams to the echo (paced, reading answers as they come, so no
+/// socket buffer overflows) and counts the distinct answers.
+pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let mut seen = HashSet::new();
+    let mut buf = [0u8; 16];
+    let mut take = |sock: &UdpSocket, seen: &mut HashSet<u32>| {
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            if len == 4 {
+                seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+        }
+    };
+    sock.set_nonblocking(true).expect("nonblocking");
+    for i in 0..n {
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+        take(&sock, &mut seen);
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_nonblocking(false).expect("blocking");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        match sock.recv_from(&mut buf) {
+            Ok((4, _)) => {
+                seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    seen.len() as u32
+}
