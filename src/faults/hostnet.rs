@@ -15,7 +15,6 @@
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
 
-use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -24,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use crate::config::HostNetworkRails;
-use crate::spec::model::{FaultSpec, FaultStep, NetAction, NetScope};
+use crate::spec::model::{Cidr, FaultSpec, FaultStep, NetAction, NetScope, parse_port_range};
 use crate::store::FaultRecord;
 
 /// The name the family is journaled under.
@@ -152,79 +151,9 @@ pub fn prefix_for(agent: &str) -> String {
     format!("{TABLE_PREFIX}{:08x}_", fnv(agent) as u32)
 }
 
-/// A CIDR (an address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (a, p) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{a}` is not an address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| format!("prefix `/{p}` is not 0..{max}"))?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-
-    fn bits(&self) -> (u128, u32) {
-        match self.addr {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-            IpAddr::V6(a) => (u128::from(a), 128),
-        }
-    }
-
-    /// Whether every address of `other` is in this one.
-    pub fn contains(&self, other: &Cidr) -> bool {
-        if self.addr.is_ipv4() != other.addr.is_ipv4() || other.prefix < self.prefix {
-            return false;
-        }
-        let ((a, width), (b, _)) = (self.bits(), other.bits());
-        let shift = width - u32::from(self.prefix);
-        shift == width || (a >> shift) == (b >> shift)
-    }
-
-    pub fn is_everything(&self) -> bool {
-        self.prefix == 0
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
 /// `5432` or `8000-8099`.
 pub fn parse_ports(text: &str) -> Result<(u16, u16), HostNetError> {
-    let bad = || HostNetError::BadPorts(text.to_string());
-    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
-    let (lo, hi) = match text.split_once('-') {
-        Some((a, b)) => (port(a).ok_or_else(bad)?, port(b).ok_or_else(bad)?),
-        None => {
-            let p = port(text).ok_or_else(bad)?;
-            (p, p)
-        }
-    };
-    if lo > hi {
-        return Err(bad());
-    }
-    Ok((lo, hi))
+    parse_port_range(text).ok_or_else(|| HostNetError::BadPorts(text.to_string()))
 }
 
 /// What the journal keeps (and revert and recovery need): the table and the script applied.

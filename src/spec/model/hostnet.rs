@@ -1,6 +1,8 @@
 //! Host network fault parameters (`blackhole`, `reject`, `loss`): what the agent's nftables
 //! rules match. `crate::faults::hostnet` checks and applies them.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// What matching packets suffer.
@@ -55,4 +57,75 @@ fn default_protocol() -> String {
 
 fn default_direction() -> String {
     "egress".into()
+}
+
+/// A CIDR (an address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (a, p) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("prefix `/{p}` is not 0..{max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    fn bits(&self) -> (u128, u32) {
+        match self.addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    /// Whether every address of `other` is in this one.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.addr.is_ipv4() != other.addr.is_ipv4() || other.prefix < self.prefix {
+            return false;
+        }
+        let ((a, width), (b, _)) = (self.bits(), other.bits());
+        let shift = width - u32::from(self.prefix);
+        shift == width || (a >> shift) == (b >> shift)
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// `5432` or `8000-8099` as (low, high); `None` when it is neither (ports are 1..65535).
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(text)?;
+            (p, p)
+        }
+    };
+    (lo <= hi).then_some((lo, hi))
 }

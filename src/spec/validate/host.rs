@@ -2,10 +2,10 @@
 //! `disk`, `io`), each checked against the guard rails its declared target sets.
 
 use super::cx::Cx;
-use crate::faults::hostnet::{Cidr, parse_ports};
 use crate::spec::did_you_mean;
 use crate::spec::model::{
-    DiskAmount, FaultSpec, MemoryAmount, NetAction, NetScope, ProcessAction, ResourceKind, Signal,
+    Cidr, DiskAmount, FaultSpec, MemoryAmount, NetAction, NetScope, ProcessAction, ResourceKind,
+    Signal, parse_port_range,
 };
 use crate::spec::raw::RawStep;
 
@@ -270,11 +270,11 @@ fn host_network(
         ok = false;
     }
     if let Some(p) = &s.ports
-        && let Err(e) = parse_ports(p)
+        && parse_port_range(p).is_none()
     {
         cx.at(
             &at("ports"),
-            e.to_string(),
+            format!("ports `{p}` is not a port or a port range (1..65535, low-high)"),
             "write e.g. `ports: 5432` or `ports: 8000-8099`",
         );
         ok = false;
