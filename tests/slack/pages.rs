@@ -291,6 +291,160 @@ async fn entries_another_process_appends_reach_the_stream() {
     rig.server.shutdown("test over").await;
 }
 
+/// A replica that does not execute the run serves its page: entries the owning replica
+/// appends reach the page's event stream through Postgres' wake-ups, well inside the one-second
+/// sweep that is only the fallback.
+#[tokio::test]
+async fn on_postgres_another_replicas_entries_reach_the_stream_at_once() {
+    support::with_postgres(|url| async move {
+        let app = TestApp::new(SECRET).await;
+        // "The owner": another process with its own pool, which holds the run by lease.
+        let owner = chaosbot::store::open(&url).await.unwrap();
+        let id = "r-pgowned01".to_string();
+        owner
+            .create_run(
+                NewRun {
+                    id: id.clone(),
+                    experiment: "elsewhere".into(),
+                    title: "Run by another replica".into(),
+                    spec: serde_json::Value::Null,
+                    params: BTreeMap::new(),
+                    seed: 1,
+                    requested_by: "bob".into(),
+                    source: RunSource::Terminal,
+                },
+                Event::Submitted {
+                    experiment: "elsewhere".into(),
+                    title: "Run by another replica".into(),
+                    requested_by: "bob".into(),
+                    source: RunSource::Terminal,
+                    params: BTreeMap::new(),
+                    seed: 1,
+                    targets: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        let claimed = owner
+            .claim_run(&id, "replica-elsewhere", Duration::from_secs(600), 10)
+            .await
+            .unwrap();
+        assert!(claimed.is_some(), "the other replica holds the run");
+        let last = owner.journal(&id, 0).await.unwrap().last().unwrap().seq;
+
+        // The page's replica, started after: it executes nothing of this run.
+        let server = app.start_replica(&url).await;
+        let links = Links::from_config(&app.cfg).unwrap();
+        let events = format!(
+            "{}&after={last}",
+            links
+                .run_path(&id, now_unix() + 3600)
+                .replacen('?', "/events?", 1)
+        );
+        let mut sse = Sse::open(server.addr, &events, None).await;
+        assert_eq!(sse.status, 200);
+        let sample = |n: u64| Event::ProbeSample {
+            probe: "api-ok".into(),
+            phase: chaosbot::run::SamplePhase::During,
+            ok: true,
+            latency_ms: 10.0 + n as f64,
+            detail: "200".into(),
+        };
+        // A first entry, however it comes (the stream is surely open after it).
+        let warm = owner.append(&id, &sample(0)).await.unwrap();
+        let first = sse
+            .next(Instant::now() + Duration::from_secs(10))
+            .await
+            .expect("the first entry arrives");
+        assert_eq!(first.id, Some(warm.seq.to_string()));
+
+        let mut took = Vec::new();
+        for n in 1..=10u64 {
+            tokio::time::sleep(Duration::from_millis(50 + 37 * n)).await;
+            let start = Instant::now();
+            let entry = owner.append(&id, &sample(n)).await.unwrap();
+            let ev = sse
+                .next(start + Duration::from_secs(5))
+                .await
+                .expect("the entry arrives");
+            assert_eq!(ev.event, "entry");
+            assert_eq!(ev.id, Some(entry.seq.to_string()));
+            took.push(start.elapsed());
+        }
+        // The sweep alone (once a second) would find an entry after 500 ms on average; each
+        // of these came by the wake-up.
+        let slowest = took.iter().max().copied().unwrap_or_default();
+        assert!(
+            slowest < Duration::from_millis(400),
+            "entries came late, as if swept: {took:?}"
+        );
+        drop(sse);
+        server.shutdown("test over").await;
+    })
+    .await;
+}
+
+/// Two servers on one Postgres database, a run started through one of them (whichever
+/// claims it executes it): the pages of both follow it live, the non-executing one by the
+/// database's wake-ups, each entry within a fraction of the one-second fallback sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_both_follow_a_run_live() {
+    support::with_postgres(|url| async move {
+        let mut app = TestApp::new(SECRET).await;
+        app.add_to_catalog("slow-api.yaml", SLOW_API);
+        app.cfg.database_url = Some(url.clone());
+        let servers = [app.start_replica(&url).await, app.start_replica(&url).await];
+        let links = Links::from_config(&app.cfg).unwrap();
+        let answer = app
+            .slash(servers[0].addr, ALICE, "start slow-api duration=3s")
+            .await;
+        let id = run_id_in(&answer.to_string());
+        let events = links
+            .run_path(&id, now_unix() + 3600)
+            .replacen('?', "/events?", 1);
+        let mut readers = Vec::new();
+        for server in &servers {
+            let mut sse = Sse::open(server.addr, &events, None).await;
+            assert_eq!(sse.status, 200);
+            let opened = chaosbot::run::now_ms();
+            readers.push(tokio::spawn(async move {
+                // (seq, ms from the entry's journal time to its arrival) of entries appended
+                // after the stream opened.
+                let mut lags = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while let Some(ev) = sse.next(deadline).await {
+                    if ev.event == "done" {
+                        return (lags, true);
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+                    let at = v["at_ms"].as_i64().unwrap();
+                    if at > opened + 100 {
+                        lags.push((v["seq"].as_i64().unwrap(), chaosbot::run::now_ms() - at));
+                    }
+                }
+                (lags, false)
+            }));
+        }
+        for (i, r) in readers.into_iter().enumerate() {
+            let (lags, done) = r.await.unwrap();
+            assert!(done, "server {i}: the stream saw the verdict");
+            assert!(
+                lags.len() >= 5,
+                "server {i}: entries while it ran: {lags:?}"
+            );
+            let slowest = lags.iter().map(|(_, l)| *l).max().unwrap_or(0);
+            assert!(
+                slowest < 400,
+                "server {i}: entries came late, as if swept: {lags:?}"
+            );
+        }
+        for s in servers {
+            s.shutdown("test over").await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn what_the_journal_says_is_escaped_on_the_page() {
     let rig = Rig::start(None).await;
