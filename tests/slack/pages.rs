@@ -50,8 +50,13 @@ struct Rig {
 
 impl Rig {
     async fn start(page_secret: Option<&str>) -> Rig {
-        let mut app = TestApp::new(SECRET).await;
+        let app = TestApp::new(SECRET).await;
         app.add_to_catalog("slow-api.yaml", SLOW_API);
+        Rig::serve(app, page_secret).await
+    }
+
+    /// The server on `app` (its database may hold runs already).
+    async fn serve(mut app: TestApp, page_secret: Option<&str>) -> Rig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         app.cfg.server.public_url = Some(format!("http://{addr}/"));
@@ -443,6 +448,195 @@ async fn two_replicas_on_postgres_both_follow_a_run_live() {
         }
     })
     .await;
+}
+
+/// Puts a journal made for a test into the app's SQLite database as run `id` (a run created
+/// and left in its state, its entries written in one transaction with their own times moved
+/// to end now; the verdict left out). Fast enough for a ten-hour journal.
+/// Its target is `api`, so a run holding `api` keeps it queued.
+async fn put_journal(app: &TestApp, id: &str, entries: &[chaosbot::run::Entry]) {
+    let Some(Event::Submitted {
+        experiment,
+        title,
+        requested_by,
+        source,
+        params,
+        seed,
+        ..
+    }) = entries.first().map(|e| e.event.clone())
+    else {
+        panic!("the journal starts with its submission");
+    };
+    let mut submitted = entries[0].event.clone();
+    if let Event::Submitted { targets, .. } = &mut submitted {
+        *targets = vec!["api".into()];
+    }
+    let store = app.store().await;
+    store
+        .create_run(
+            NewRun {
+                id: id.into(),
+                experiment,
+                title,
+                spec: serde_json::Value::Null,
+                params,
+                seed,
+                requested_by,
+                source,
+            },
+            submitted,
+        )
+        .await
+        .unwrap();
+    let shift = chaosbot::run::now_ms() - entries.last().unwrap().at_ms;
+    let pool = sqlx::SqlitePool::connect(app.cfg.database_url())
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let rest = entries[1..]
+        .iter()
+        .filter(|e| !matches!(e.event, Event::Verdict { .. }));
+    for (i, e) in rest.enumerate() {
+        sqlx::query(
+            "INSERT INTO journal (run_id, seq, at_ms, kind, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(i as i64 + 2)
+        .bind(e.at_ms + shift)
+        .bind(e.event.kind())
+        .bind(sqlx::types::Json(&e.event))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE journal SET at_ms = $1 WHERE run_id = $2 AND seq = 1")
+        .bind(entries[0].at_ms + shift)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET created_ms = $1 WHERE id = $2")
+        .bind(entries[0].at_ms + shift)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// The inline chart of a page: the `<svg …>…</svg>` inside `id="chart"`.
+fn inline_svg(page: &str) -> &str {
+    let start = page
+        .find("<div class=\"chart\" id=\"chart\">")
+        .expect("the page has a chart");
+    let svg = &page[start..];
+    &svg[..svg.find("</svg>").expect("the chart ends") + 6]
+}
+
+/// A run still queued, one that ended with no samples, one whose probe failed every sample
+/// and a ten-hour run: each page answers with a drawn chart, the empty ones saying why, the
+/// ten-hour one bucketed over the whole run; a second load (kept journal) says the same.
+#[tokio::test]
+async fn pages_of_empty_failed_and_ten_hour_runs_draw_their_chart() {
+    use support::journal::{Shape, finished_run};
+    let app = TestApp::new(SECRET).await;
+    let shape = |seconds, all_fail| Shape {
+        seconds,
+        samples_per_second: 1,
+        with_load: false,
+        all_fail,
+    };
+    // A run another replica executes holds `api`, before this server starts: the runs below
+    // stay queued behind it (they have no experiment this server could run).
+    let (_, queued) = finished_run("r-badholder", &shape(60, false));
+    put_journal(&app, "r-badholder", &queued[..1]).await;
+    let held = app
+        .store()
+        .await
+        .claim_run(
+            "r-badholder",
+            "replica-elsewhere",
+            Duration::from_secs(600),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    // Queued: its submission only.
+    put_journal(&app, "r-badqueued", &queued[..1]).await;
+    // Ended before any sample: a queued run aborted.
+    put_journal(&app, "r-badnosamp", &queued[..1]).await;
+    app.store()
+        .await
+        .request_abort(AbortScope::Run("r-badnosamp".into()), "bob", "not today")
+        .await
+        .unwrap();
+    let (_, failing) = finished_run("r-badallfail", &shape(120, true));
+    let samples = failing
+        .iter()
+        .filter(|e| matches!(e.event, Event::ProbeSample { .. }))
+        .count();
+    put_journal(&app, "r-badallfail", &failing).await;
+    let (_, long) = finished_run("r-badtenhrs", &shape(36_000, false));
+    put_journal(&app, "r-badtenhrs", &long).await;
+    let rig = Rig::serve(app, None).await;
+
+    for round in 0..2 {
+        let page = |id: &'static str| {
+            let path = rig.run_path(id);
+            let addr = rig.addr();
+            async move {
+                let p = web::get(addr, &path).await;
+                assert_eq!(p.status, 200, "{id}: {}", p.body);
+                assert!(
+                    p.body.ends_with("</html>\n"),
+                    "{id}: the whole page came (round {round})"
+                );
+                p.body
+            }
+        };
+        let q = page("r-badqueued").await;
+        assert!(
+            q.contains("id=\"chart-empty\">No samples yet: the run is still queued"),
+            "{q}"
+        );
+        assert!(
+            inline_svg(&q).contains("still queued"),
+            "the picture says why too"
+        );
+
+        let n = page("r-badnosamp").await;
+        assert!(n.contains(">ABORTED<"), "{n}");
+        assert!(
+            n.contains("No probe samples: the run recorded none before it ended"),
+            "{n}"
+        );
+        inline_svg(&n);
+
+        let f = page("r-badallfail").await;
+        assert!(
+            !f.contains("id=\"chart-empty\""),
+            "a failing probe is something to draw"
+        );
+        assert!(
+            f.contains(&format!("<td>{samples} of {samples}</td>")),
+            "every sample failed: {f}"
+        );
+        inline_svg(&f);
+
+        let t = page("r-badtenhrs").await;
+        let svg = inline_svg(&t);
+        // Still going, so a second or so past ten hours by now: wide buckets (at most about
+        // 600 along the axis) over the whole run.
+        assert!(
+            svg.contains("10:00:0")
+                && (svg.contains("per 1 min bucket") || svg.contains("per 2 min bucket")),
+            "the whole run, in wide buckets: {}",
+            &svg[..svg.len().min(3000)]
+        );
+    }
+    rig.server.shutdown("test over").await;
 }
 
 #[tokio::test]
