@@ -47,8 +47,9 @@ pub struct Pages {
     /// `None`: no key is configured, and every page is refused.
     pub links: Option<Links>,
     pub subscribe: Subscribe,
-    /// How often a live stream looks at the journal besides wake-ups: entries another process
-    /// (a replica, a `chaosbot run`) appends reach this one's streams this way.
+    /// How often a live stream looks at the journal besides wake-ups: the fallback for
+    /// entries no wake-up told (SQLite, or a Postgres notification lost while the store's
+    /// listener reconnected).
     pub sweep: Duration,
     csp: String,
     cache: Cache,
