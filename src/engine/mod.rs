@@ -440,6 +440,8 @@ impl Engine {
                     self.wake.notify_one();
                     self.halt_aborted().await;
                 }
+                // Journal appends are for the live pages.
+                Ok(Change::Entry { .. }) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

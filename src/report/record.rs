@@ -149,24 +149,7 @@ pub fn build(
                 text: t.text.clone(),
             })
             .collect(),
-        questions: questions
-            .iter()
-            .filter(|q| q.deleted_ms.is_none())
-            .map(|q| RecordQuestion {
-                id: q.id,
-                asked_by: q.asked_by.clone(),
-                asked_ms: q.asked_ms,
-                edited_ms: q.edited_ms,
-                text: q.text.clone(),
-                votes: q.votes,
-                answer: q.answer.as_ref().map(|a| RecordAnswer {
-                    text: a.text.clone(),
-                    by: a.by.clone(),
-                    at_ms: a.at_ms,
-                    auto: a.auto,
-                }),
-            })
-            .collect(),
+        questions: record_questions(questions),
         learnings: learnings
             .iter()
             .map(|l| RecordLearning {
@@ -177,6 +160,28 @@ pub fn build(
             })
             .collect(),
     }
+}
+
+/// The questions of a record: the ones not deleted, in the order given.
+pub fn record_questions(questions: &[Question]) -> Vec<RecordQuestion> {
+    questions
+        .iter()
+        .filter(|q| q.deleted_ms.is_none())
+        .map(|q| RecordQuestion {
+            id: q.id,
+            asked_by: q.asked_by.clone(),
+            asked_ms: q.asked_ms,
+            edited_ms: q.edited_ms,
+            text: q.text.clone(),
+            votes: q.votes,
+            answer: q.answer.as_ref().map(|a| RecordAnswer {
+                text: a.text.clone(),
+                by: a.by.clone(),
+                at_ms: a.at_ms,
+                auto: a.auto,
+            }),
+        })
+        .collect()
 }
 
 /// Pretty JSON (the record has no map keys that are not strings, so this cannot fail in

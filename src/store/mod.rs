@@ -219,8 +219,9 @@ pub trait Store:
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Changes other processes make (new runs, aborts, runs done, halts), told at once;
-    /// `None` when the backend cannot tell (SQLite: one process, which knows its own).
+    /// Changes other processes make (new runs, aborts, runs done, halts, journal appends),
+    /// told at once; `None` when the backend cannot tell (SQLite: one process, which knows
+    /// its own).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 }
 

@@ -1,5 +1,6 @@
 //! Wake-ups from Postgres (`LISTEN chaosbot`): what other replicas changed, told at once so
-//! a replica need not poll for it. Best effort: notifications sent while the listener is
+//! a replica need not poll for it (runs, aborts, halts for the engine; journal appends for
+//! the live run pages). Best effort: notifications sent while the listener is
 //! reconnecting are lost, which it reports as [`Change::Missed`]; consumers keep a slower
 //! sweep behind it.
 
@@ -28,6 +29,8 @@ pub enum Change {
     RunDone(String),
     /// A halt was set or lifted.
     Halt,
+    /// An entry was appended to a run's journal (for live pages of runs executed elsewhere).
+    Entry { run_id: String, seq: i64 },
     /// The listener (re)connected: changes told before it did may be lost; look again.
     Missed,
 }
@@ -37,6 +40,13 @@ fn parse(payload: &str) -> Option<Change> {
         Some(("run", id)) => Some(Change::RunQueued(id.to_string())),
         Some(("abort", id)) => Some(Change::AbortRequested(id.to_string())),
         Some(("done", id)) => Some(Change::RunDone(id.to_string())),
+        Some(("entry", rest)) => {
+            let (seq, id) = rest.split_once(':')?;
+            Some(Change::Entry {
+                run_id: id.to_string(),
+                seq: seq.parse().ok()?,
+            })
+        }
         None if payload == "halt" => Some(Change::Halt),
         _ => None,
     }
@@ -104,6 +114,14 @@ mod tests {
         );
         assert_eq!(parse("done:r-3"), Some(Change::RunDone("r-3".into())));
         assert_eq!(parse("halt"), Some(Change::Halt));
+        assert_eq!(
+            parse("entry:42:r-4"),
+            Some(Change::Entry {
+                run_id: "r-4".into(),
+                seq: 42
+            })
+        );
+        assert_eq!(parse("entry:x:r-4"), None);
         assert_eq!(parse("other"), None);
     }
 }

@@ -40,7 +40,8 @@ ol.timeline{padding-left:1.2em}ol.timeline li{margin:2px 0}.t{color:#5b6475;font
 #live-status{font-size:.9em;color:#5b6475}\
 a{color:#0b57d0}";
 
-/// Follows the run's events; at most one refresh of the live part per second.
+/// Follows the run's events; at most two refreshes of the live part per second (an entry
+/// shows within half a second plus one `/body` request).
 /// The page's CSP allows this exact script by its hash (see [`script_hash`]).
 pub const SCRIPT: &str = r#"(function () {
   var body = document.getElementById("run-body");
@@ -68,7 +69,7 @@ pub const SCRIPT: &str = r#"(function () {
   }
   function schedule() {
     if (timer) { return; }
-    timer = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - last)));
+    timer = setTimeout(refresh, Math.max(0, 500 - (Date.now() - last)));
   }
   es.addEventListener("open", function () { status.textContent = "live"; });
   es.addEventListener("entry", schedule);
@@ -99,15 +100,29 @@ pub fn script_hash() -> String {
 }
 
 fn document(title: &str, head_extra: &str, body: &str, script: bool) -> String {
-    let mut out = String::with_capacity(body.len() + 4096);
+    let mut out = document_start(title, head_extra);
+    out.push_str(body);
+    out.push_str(&document_end(script));
+    out
+}
+
+/// A document up to and including `<body>`.
+fn document_start(title: &str, head_extra: &str) -> String {
+    let mut out = String::with_capacity(4096);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">{head_extra}\
-         <title>{}</title><style>{STYLE}</style></head><body>{body}",
+         <title>{}</title><style>{STYLE}</style></head><body>",
         esc(title)
     );
+    out
+}
+
+/// The end of a document, with the page's script when `script`.
+fn document_end(script: bool) -> String {
+    let mut out = String::new();
     if script {
         out.push_str("<script>");
         out.push_str(SCRIPT);
@@ -286,17 +301,24 @@ pub fn run_body(v: &RunView) -> String {
     out
 }
 
-/// The whole run page (`/runs/<id>`).
+/// The whole run page (`/runs/<id>`): [`run_page_head`] and [`run_page_rest`].
 pub fn run_page(v: &RunView) -> String {
-    let run = v.run;
+    let mut out = run_page_head(v.run);
+    out.push_str(&run_page_rest(v));
+    out
+}
+
+/// The start of a run page, from the run's row alone: sent at once, before the journal is
+/// read and the chart drawn.
+pub fn run_page_head(run: &RunRecord) -> String {
     let params: Vec<String> = run
         .params
         .iter()
         .map(|(k, val)| format!("{k}={val}"))
         .collect();
-    let mut body = String::with_capacity(64 * 1024);
+    let mut out = document_start(&format!("{} · chaosbot", run.title), "");
     let _ = write!(
-        body,
+        out,
         "<header><h1 id=\"title\">{}</h1><p class=\"meta\">run <code>{}</code> · experiment \
          <code>{}</code> · started by {} · submitted {} · seed {}{} · \
          <span id=\"live-status\">{}</span></p></header><main>",
@@ -317,13 +339,32 @@ pub fn run_page(v: &RunView) -> String {
             "not live (scripts are off)"
         }
     );
-    body.push_str(&run_body(v));
-    body.push_str(
-        "</main><footer class=\"meta\">The page follows the run's journal while it goes on. \
-         Its link expires; the run's Slack message always carries a fresh one.</footer>",
-    );
-    document(&format!("{} · chaosbot", run.title), "", &body, true)
+    out
 }
+
+/// The rest of a run page after [`run_page_head`]: the live part, the footer, the script.
+pub fn run_page_rest(v: &RunView) -> String {
+    let mut out = run_body(v);
+    out.push_str(FOOTER);
+    out.push_str(&document_end(true));
+    out
+}
+
+/// The rest of a run page whose journal could not be read after its head was sent (the
+/// status is sent by then): what went wrong, in the page.
+pub fn run_page_failed(what: &str) -> String {
+    let mut out = format!(
+        "<p class=\"empty\" id=\"chart-empty\">{} Reload in a moment; if it persists, tell \
+         chaosbot's operator.</p>",
+        esc(what)
+    );
+    out.push_str(FOOTER);
+    out.push_str(&document_end(false));
+    out
+}
+
+const FOOTER: &str = "</main><footer class=\"meta\">The page follows the run's journal while it \
+     goes on. Its link expires; the run's Slack message always carries a fresh one.</footer>";
 
 /// One row of the operator's list.
 pub struct RunRow<'a> {

@@ -7,25 +7,30 @@
 //! Every route checks a signed, expiring link first ([`link`]); without one that checks,
 //! nothing about a run is sent.
 
+mod cache;
 pub mod html;
 pub mod link;
 mod sse;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt as _;
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedMutexGuard, broadcast};
 use tracing::warn;
 
 use crate::report::{chart, record};
-use crate::run::Entry;
+use crate::run::{Entry, RunState};
 use crate::store::{DynStore, RunFilter, RunRecord, StoreError};
+use cache::{Cache, Drawn, RunCache};
 use link::{LinkError, Links, Scope};
 
 /// How many runs the operator's list shows.
@@ -42,10 +47,12 @@ pub struct Pages {
     /// `None`: no key is configured, and every page is refused.
     pub links: Option<Links>,
     pub subscribe: Subscribe,
-    /// How often a live stream looks at the journal besides wake-ups: entries another process
-    /// (a replica, a `chaosbot run`) appends reach this one's streams this way.
+    /// How often a live stream looks at the journal besides wake-ups: the fallback for
+    /// entries no wake-up told (SQLite, or a Postgres notification lost while the store's
+    /// listener reconnected).
     pub sweep: Duration,
     csp: String,
+    cache: Cache,
 }
 
 impl Pages {
@@ -61,6 +68,7 @@ impl Pages {
             subscribe,
             sweep: Duration::from_secs(1),
             csp,
+            cache: Cache::default(),
         })
     }
 }
@@ -105,9 +113,9 @@ fn with_headers(
     pages: &Pages,
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    body: impl Into<Body>,
 ) -> Response {
-    let mut resp = (status, body).into_response();
+    let mut resp = (status, body.into()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -180,22 +188,28 @@ fn check(pages: &Pages, scope: &Scope, q: &LinkQuery) -> Result<(), Refusal> {
         .map_err(Refusal::Link)
 }
 
-/// Everything one run page shows, read from the store.
+/// Everything one run page shows: the run and its Q&A as read now, its journal as kept and
+/// brought up to date ([`cache`]).
 struct Loaded {
     run: RunRecord,
-    journal: Vec<Entry>,
+    journal: OwnedMutexGuard<RunCache>,
     questions: Vec<crate::store::learning::Question>,
 }
 
-async fn load(store: &DynStore, id: &str) -> anyhow::Result<Option<Loaded>> {
+async fn load(pages: &Pages, id: &str) -> anyhow::Result<Option<Loaded>> {
     use anyhow::Context as _;
     let read = async {
-        // The journal before the run: the run is then at least as new as what it shows.
-        let journal = store.journal(id, 0).await?;
-        let Some(run) = store.get_run(id).await? else {
+        let mut journal = pages.cache.lock(id).await;
+        // Only what was appended since the last request; the journal before the run, so the
+        // run is at least as new as what it shows.
+        let new = pages.store.journal(id, journal.last_seq()).await?;
+        journal.journal.extend(new);
+        let Some(run) = pages.store.get_run(id).await? else {
+            drop(journal);
+            pages.cache.forget(id);
             return Ok::<_, StoreError>(None);
         };
-        let questions = store.questions(id).await?;
+        let questions = pages.store.questions(id).await?;
         Ok(Some(Loaded {
             run,
             journal,
@@ -208,58 +222,113 @@ async fn load(store: &DynStore, id: &str) -> anyhow::Result<Option<Loaded>> {
         .context("reading the run, its journal and its Q&A")
 }
 
-/// The run view, built and drawn.
-fn view_parts(
-    l: &Loaded,
-) -> (
-    record::LearningRecord,
-    Result<String, String>,
-    Option<String>,
-) {
-    let now = crate::run::now_ms();
-    let rec = record::build(&l.run, &l.journal, &l.questions, &[], now);
-    let c = chart::build(&l.run, &l.journal, now);
-    let svg = chart::render_svg(&c).map_err(|e| e.to_string());
-    (rec, svg, c.empty_reason())
+/// The run's view: built and drawn, or as drawn before when the run had ended by then.
+fn view_parts(l: &mut Loaded) -> Drawn {
+    let seq = l.journal.last_seq();
+    let ended = l.run.finished_ms.is_some() || l.run.state == RunState::Done;
+    let kept = l.journal.drawn.as_ref().filter(|d| ended && d.seq == seq);
+    let mut view = match kept {
+        Some(d) => d.clone(),
+        None => {
+            let now = crate::run::now_ms();
+            let record = record::build(&l.run, &l.journal.journal, &[], &[], now);
+            let c = chart::build(&l.run, &l.journal.journal, now);
+            let drawn = Drawn {
+                seq,
+                record,
+                svg: chart::render_svg(&c).map_err(|e| e.to_string()),
+                empty: c.empty_reason(),
+            };
+            if ended {
+                l.journal.drawn = Some(drawn.clone());
+            }
+            drawn
+        }
+    };
+    view.record.questions = record::record_questions(&l.questions);
+    view
+}
+
+/// [`view_parts`] off the async workers (a long run's chart takes a while to draw); the
+/// loaded run comes back with it.
+async fn draw(mut l: Loaded) -> anyhow::Result<(Loaded, Drawn)> {
+    use anyhow::Context as _;
+    tokio::task::spawn_blocking(move || {
+        let d = view_parts(&mut l);
+        (l, d)
+    })
+    .await
+    .context("drawing the run's view stopped")
 }
 
 /// Loads the run for a route whose link checks.
 async fn checked_run(pages: &Pages, id: &str, q: &LinkQuery) -> Result<Loaded, Refusal> {
     check(pages, &Scope::Run(id), q)?;
-    load(&pages.store, id)
+    load(pages, id)
         .await
         .map_err(Refusal::Store)?
         .ok_or(Refusal::NotFound)
 }
 
-fn render(pages: &Pages, l: &Loaded, q: &LinkQuery, whole: bool) -> Response {
-    let (rec, svg, empty) = view_parts(l);
-    let query = q.repeat();
-    let view = html::RunView {
+fn run_view<'a>(l: &'a Loaded, d: &'a Drawn, query: &'a str) -> html::RunView<'a> {
+    html::RunView {
         run: &l.run,
-        record: &rec,
-        chart_svg: svg,
-        empty_reason: empty,
-        last_seq: l.journal.last().map(|e| e.seq).unwrap_or(0),
-        query: &query,
-    };
-    let text = if whole {
-        html::run_page(&view)
-    } else {
-        html::run_body(&view)
-    };
-    with_headers(pages, StatusCode::OK, HTML, text)
+        record: &d.record,
+        chart_svg: d.svg.clone(),
+        empty_reason: d.empty.clone(),
+        last_seq: d.seq,
+        query,
+    }
 }
 
+/// `/runs/<id>`: the status and the page's head as soon as the run's row is read (and the link
+/// checks); the chart, numbers, timeline and Q&A follow in the same answer once drawn.
 async fn page(
     State(pages): State<Arc<Pages>>,
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    match checked_run(&pages, &id, &q).await {
-        Ok(l) => render(&pages, &l, &q, true),
-        Err(r) => r.respond(&pages, "page", &id),
+    if let Err(r) = check(&pages, &Scope::Run(&id), &q) {
+        return r.respond(&pages, "page", &id);
     }
+    let run = match tokio::time::timeout(READ_TIMEOUT, pages.store.get_run(&id)).await {
+        Ok(Ok(Some(run))) => run,
+        Ok(Ok(None)) => return Refusal::NotFound.respond(&pages, "page", &id),
+        Ok(Err(e)) => return Refusal::Store(e.into()).respond(&pages, "page", &id),
+        Err(_) => {
+            return Refusal::Store(anyhow::anyhow!("the database did not answer in time"))
+                .respond(&pages, "page", &id);
+        }
+    };
+    let head = html::run_page_head(&run);
+    let rest = {
+        let pages = pages.clone();
+        async move {
+            let text = match load(&pages, &id).await {
+                Ok(Some(l)) => match draw(l).await {
+                    Ok((l, d)) => {
+                        let query = q.repeat();
+                        html::run_page_rest(&run_view(&l, &d, &query))
+                    }
+                    Err(e) => {
+                        warn!(run_id = %id, error = %format!("{e:#}"), "cannot draw a run page");
+                        html::run_page_failed("chaosbot could not draw this run.")
+                    }
+                },
+                Ok(None) => html::run_page_failed("This run is no longer in chaosbot's database."),
+                Err(e) => {
+                    warn!(run_id = %id, error = %format!("{e:#}"), "cannot read the database for a run page");
+                    html::run_page_failed(
+                        "chaosbot cannot read this run from its database right now.",
+                    )
+                }
+            };
+            Ok::<_, Infallible>(Bytes::from(text))
+        }
+    };
+    let stream = futures::stream::once(std::future::ready(Ok::<_, Infallible>(Bytes::from(head))))
+        .chain(futures::stream::once(rest));
+    with_headers(&pages, StatusCode::OK, HTML, Body::from_stream(stream))
 }
 
 async fn body(
@@ -267,9 +336,17 @@ async fn body(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    match checked_run(&pages, &id, &q).await {
-        Ok(l) => render(&pages, &l, &q, false),
-        Err(r) => r.respond(&pages, "body", &id),
+    let l = match checked_run(&pages, &id, &q).await {
+        Ok(l) => l,
+        Err(r) => return r.respond(&pages, "body", &id),
+    };
+    match draw(l).await {
+        Ok((l, d)) => {
+            let query = q.repeat();
+            let text = html::run_body(&run_view(&l, &d, &query));
+            with_headers(&pages, StatusCode::OK, HTML, text)
+        }
+        Err(e) => Refusal::Store(e).respond(&pages, "body", &id),
     }
 }
 
@@ -282,8 +359,11 @@ async fn chart_svg(
         Ok(l) => l,
         Err(r) => return r.respond(&pages, "chart", &id),
     };
-    let c = chart::build(&l.run, &l.journal, crate::run::now_ms());
-    match chart::render_svg(&c) {
+    let svg = match draw(l).await {
+        Ok((_, d)) => d.svg,
+        Err(e) => Err(format!("{e:#}")),
+    };
+    match svg {
         Ok(svg) => with_headers(&pages, StatusCode::OK, "image/svg+xml", svg),
         Err(e) => {
             warn!(run_id = %id, error = %e, "cannot draw the run chart");

@@ -5,9 +5,11 @@
 //! entry it shows). When the run's verdict has been sent the stream says `event: done` and
 //! ends; when the link expires it says `event: expired` and ends.
 //!
-//! New entries are noticed by the process's own journal broadcast (the one the thread
-//! projector follows) at once, and by a slow look at the journal ([`super::Pages::sweep`])
-//! for entries other processes append.
+//! New entries are noticed at once by the process's own journal broadcast (the one the thread
+//! projector follows) and, on Postgres, by the store's wake-ups (`entry:` notifications from
+//! the one listener the store keeps) for entries other replicas append. A slow look at the
+//! journal ([`super::Pages::sweep`]) stays behind both: wake-ups are lost while the listener
+//! reconnects, and SQLite tells none (another `chaosbot run` on the same file).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::link::Scope;
 use super::{LinkQuery, Pages, check, now_unix};
 use crate::run::{Entry, Event as JournalEvent};
+use crate::store::Change;
 
 /// Events buffered per stream before the reader waits for the client.
 const BUFFER: usize = 256;
@@ -68,7 +71,10 @@ pub(super) async fn events(
     }
     let (tx, rx) = mpsc::channel::<Event>(BUFFER);
     // Subscribed before the first read, so nothing appended in between is missed.
-    let wake = (pages.subscribe)();
+    let wake = Wake {
+        local: Some((pages.subscribe)()),
+        store: pages.store.changes(),
+    };
     let span = info_span!("run_page_events", run_id = %id);
     tokio::spawn(follow(pages.clone(), id, after, exp, wake, tx).instrument(span));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -93,6 +99,15 @@ fn entry_event(e: &Entry) -> Option<Event> {
     }
 }
 
+/// What tells a stream to read the journal again before its sweep does. Each is `None` when
+/// there is none (SQLite tells no changes) or once it closed (shutdown): the sweep still reads.
+struct Wake {
+    /// Entries this process appends (the engine's journal broadcast).
+    local: Option<broadcast::Receiver<Entry>>,
+    /// What the database tells about other processes' writes.
+    store: Option<broadcast::Receiver<Change>>,
+}
+
 /// Sends the journal after `after`, then each new entry, until the verdict, the link's
 /// expiry or the client leaving.
 async fn follow(
@@ -100,11 +115,9 @@ async fn follow(
     id: String,
     mut after: i64,
     exp: i64,
-    wake: broadcast::Receiver<Entry>,
+    mut wake: Wake,
     tx: mpsc::Sender<Event>,
 ) {
-    // `None` once the engine is gone (shutdown): the sweep still reads.
-    let mut wake = Some(wake);
     let _ = tx
         .send(Event::default().retry(RETRY).comment("chaosbot"))
         .await;
@@ -145,22 +158,30 @@ async fn follow(
                     return;
                 }
                 _ = sweep.tick() => break,
-                got = next_wake(&mut wake) => match got {
+                got = next(&mut wake.local) => match got {
                     Ok(e) if e.run_id == id && e.seq > after => break,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => wake = None,
+                    Err(broadcast::error::RecvError::Closed) => wake.local = None,
+                },
+                got = next(&mut wake.store) => match got {
+                    Ok(Change::Entry { run_id, seq }) if run_id == id && seq > after => break,
+                    Ok(Change::RunDone(run_id)) if run_id == id => break,
+                    // Told changes may have been lost: look.
+                    Ok(Change::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Closed) => wake.store = None,
                 },
             }
         }
     }
 }
 
-/// The next wake-up; never, once there is no receiver.
-async fn next_wake(
-    wake: &mut Option<broadcast::Receiver<Entry>>,
-) -> Result<Entry, broadcast::error::RecvError> {
-    match wake {
+/// The next message of `rx`; never, once there is no receiver.
+async fn next<T: Clone>(
+    rx: &mut Option<broadcast::Receiver<T>>,
+) -> Result<T, broadcast::error::RecvError> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }

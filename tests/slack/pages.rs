@@ -50,8 +50,13 @@ struct Rig {
 
 impl Rig {
     async fn start(page_secret: Option<&str>) -> Rig {
-        let mut app = TestApp::new(SECRET).await;
+        let app = TestApp::new(SECRET).await;
         app.add_to_catalog("slow-api.yaml", SLOW_API);
+        Rig::serve(app, page_secret).await
+    }
+
+    /// The server on `app` (its database may hold runs already).
+    async fn serve(mut app: TestApp, page_secret: Option<&str>) -> Rig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         app.cfg.server.public_url = Some(format!("http://{addr}/"));
@@ -288,6 +293,349 @@ async fn entries_another_process_appends_reach_the_stream() {
     }
     assert_eq!(kinds.last().map(String::as_str), Some("done"), "{kinds:?}");
     assert!(kinds.iter().filter(|k| *k == "entry").count() >= 1);
+    rig.server.shutdown("test over").await;
+}
+
+/// A replica that does not execute the run serves its page: entries the owning replica
+/// appends reach the page's event stream through Postgres' wake-ups, well inside the one-second
+/// sweep that is only the fallback.
+#[tokio::test]
+async fn on_postgres_another_replicas_entries_reach_the_stream_at_once() {
+    support::with_postgres(|url| async move {
+        let app = TestApp::new(SECRET).await;
+        // "The owner": another process with its own pool, which holds the run by lease.
+        let owner = chaosbot::store::open(&url).await.unwrap();
+        let id = "r-pgowned01".to_string();
+        owner
+            .create_run(
+                NewRun {
+                    id: id.clone(),
+                    experiment: "elsewhere".into(),
+                    title: "Run by another replica".into(),
+                    spec: serde_json::Value::Null,
+                    params: BTreeMap::new(),
+                    seed: 1,
+                    requested_by: "bob".into(),
+                    source: RunSource::Terminal,
+                },
+                Event::Submitted {
+                    experiment: "elsewhere".into(),
+                    title: "Run by another replica".into(),
+                    requested_by: "bob".into(),
+                    source: RunSource::Terminal,
+                    params: BTreeMap::new(),
+                    seed: 1,
+                    targets: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        let claimed = owner
+            .claim_run(&id, "replica-elsewhere", Duration::from_secs(600), 10)
+            .await
+            .unwrap();
+        assert!(claimed.is_some(), "the other replica holds the run");
+        let last = owner.journal(&id, 0).await.unwrap().last().unwrap().seq;
+
+        // The page's replica, started after: it executes nothing of this run.
+        let server = app.start_replica(&url).await;
+        let links = Links::from_config(&app.cfg).unwrap();
+        let events = format!(
+            "{}&after={last}",
+            links
+                .run_path(&id, now_unix() + 3600)
+                .replacen('?', "/events?", 1)
+        );
+        let mut sse = Sse::open(server.addr, &events, None).await;
+        assert_eq!(sse.status, 200);
+        let sample = |n: u64| Event::ProbeSample {
+            probe: "api-ok".into(),
+            phase: chaosbot::run::SamplePhase::During,
+            ok: true,
+            latency_ms: 10.0 + n as f64,
+            detail: "200".into(),
+        };
+        // A first entry, however it comes (the stream is surely open after it).
+        let warm = owner.append(&id, &sample(0)).await.unwrap();
+        let first = sse
+            .next(Instant::now() + Duration::from_secs(10))
+            .await
+            .expect("the first entry arrives");
+        assert_eq!(first.id, Some(warm.seq.to_string()));
+
+        let mut took = Vec::new();
+        for n in 1..=10u64 {
+            tokio::time::sleep(Duration::from_millis(50 + 37 * n)).await;
+            let start = Instant::now();
+            let entry = owner.append(&id, &sample(n)).await.unwrap();
+            let ev = sse
+                .next(start + Duration::from_secs(5))
+                .await
+                .expect("the entry arrives");
+            assert_eq!(ev.event, "entry");
+            assert_eq!(ev.id, Some(entry.seq.to_string()));
+            took.push(start.elapsed());
+        }
+        // The sweep alone (once a second) would find an entry after 500 ms on average; each
+        // of these came by the wake-up.
+        let slowest = took.iter().max().copied().unwrap_or_default();
+        assert!(
+            slowest < Duration::from_millis(400),
+            "entries came late, as if swept: {took:?}"
+        );
+        drop(sse);
+        server.shutdown("test over").await;
+    })
+    .await;
+}
+
+/// Two servers on one Postgres database, a run started through one of them (whichever
+/// claims it executes it): the pages of both follow it live, the non-executing one by the
+/// database's wake-ups, each entry within a fraction of the one-second fallback sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_both_follow_a_run_live() {
+    support::with_postgres(|url| async move {
+        let mut app = TestApp::new(SECRET).await;
+        app.add_to_catalog("slow-api.yaml", SLOW_API);
+        app.cfg.database_url = Some(url.clone());
+        let servers = [app.start_replica(&url).await, app.start_replica(&url).await];
+        let links = Links::from_config(&app.cfg).unwrap();
+        let answer = app
+            .slash(servers[0].addr, ALICE, "start slow-api duration=3s")
+            .await;
+        let id = run_id_in(&answer.to_string());
+        let events = links
+            .run_path(&id, now_unix() + 3600)
+            .replacen('?', "/events?", 1);
+        let mut readers = Vec::new();
+        for server in &servers {
+            let mut sse = Sse::open(server.addr, &events, None).await;
+            assert_eq!(sse.status, 200);
+            let opened = chaosbot::run::now_ms();
+            readers.push(tokio::spawn(async move {
+                // (seq, ms from the entry's journal time to its arrival) of entries appended
+                // after the stream opened.
+                let mut lags = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while let Some(ev) = sse.next(deadline).await {
+                    if ev.event == "done" {
+                        return (lags, true);
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+                    let at = v["at_ms"].as_i64().unwrap();
+                    if at > opened + 100 {
+                        lags.push((v["seq"].as_i64().unwrap(), chaosbot::run::now_ms() - at));
+                    }
+                }
+                (lags, false)
+            }));
+        }
+        for (i, r) in readers.into_iter().enumerate() {
+            let (lags, done) = r.await.unwrap();
+            assert!(done, "server {i}: the stream saw the verdict");
+            assert!(
+                lags.len() >= 5,
+                "server {i}: entries while it ran: {lags:?}"
+            );
+            let slowest = lags.iter().map(|(_, l)| *l).max().unwrap_or(0);
+            assert!(
+                slowest < 400,
+                "server {i}: entries came late, as if swept: {lags:?}"
+            );
+        }
+        for s in servers {
+            s.shutdown("test over").await;
+        }
+    })
+    .await;
+}
+
+/// Puts a journal made for a test into the app's SQLite database as run `id` (a run created
+/// and left in its state, its entries written in one transaction with their own times moved
+/// to end now; the verdict left out). Fast enough for a ten-hour journal.
+/// Its target is `api`, so a run holding `api` keeps it queued.
+async fn put_journal(app: &TestApp, id: &str, entries: &[chaosbot::run::Entry]) {
+    let Some(Event::Submitted {
+        experiment,
+        title,
+        requested_by,
+        source,
+        params,
+        seed,
+        ..
+    }) = entries.first().map(|e| e.event.clone())
+    else {
+        panic!("the journal starts with its submission");
+    };
+    let mut submitted = entries[0].event.clone();
+    if let Event::Submitted { targets, .. } = &mut submitted {
+        *targets = vec!["api".into()];
+    }
+    let store = app.store().await;
+    store
+        .create_run(
+            NewRun {
+                id: id.into(),
+                experiment,
+                title,
+                spec: serde_json::Value::Null,
+                params,
+                seed,
+                requested_by,
+                source,
+            },
+            submitted,
+        )
+        .await
+        .unwrap();
+    let shift = chaosbot::run::now_ms() - entries.last().unwrap().at_ms;
+    let pool = sqlx::SqlitePool::connect(app.cfg.database_url())
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let rest = entries[1..]
+        .iter()
+        .filter(|e| !matches!(e.event, Event::Verdict { .. }));
+    for (i, e) in rest.enumerate() {
+        sqlx::query(
+            "INSERT INTO journal (run_id, seq, at_ms, kind, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(i as i64 + 2)
+        .bind(e.at_ms + shift)
+        .bind(e.event.kind())
+        .bind(sqlx::types::Json(&e.event))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE journal SET at_ms = $1 WHERE run_id = $2 AND seq = 1")
+        .bind(entries[0].at_ms + shift)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET created_ms = $1 WHERE id = $2")
+        .bind(entries[0].at_ms + shift)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// The inline chart of a page: the `<svg …>…</svg>` inside `id="chart"`.
+fn inline_svg(page: &str) -> &str {
+    let start = page
+        .find("<div class=\"chart\" id=\"chart\">")
+        .expect("the page has a chart");
+    let svg = &page[start..];
+    &svg[..svg.find("</svg>").expect("the chart ends") + 6]
+}
+
+/// A run still queued, one that ended with no samples, one whose probe failed every sample
+/// and a ten-hour run: each page answers with a drawn chart, the empty ones saying why, the
+/// ten-hour one bucketed over the whole run; a second load (kept journal) says the same.
+#[tokio::test]
+async fn pages_of_empty_failed_and_ten_hour_runs_draw_their_chart() {
+    use support::journal::{Shape, finished_run};
+    let app = TestApp::new(SECRET).await;
+    let shape = |seconds, all_fail| Shape {
+        seconds,
+        samples_per_second: 1,
+        with_load: false,
+        all_fail,
+    };
+    // A run another replica executes holds `api`, before this server starts: the runs below
+    // stay queued behind it (they have no experiment this server could run).
+    let (_, queued) = finished_run("r-badholder", &shape(60, false));
+    put_journal(&app, "r-badholder", &queued[..1]).await;
+    let held = app
+        .store()
+        .await
+        .claim_run(
+            "r-badholder",
+            "replica-elsewhere",
+            Duration::from_secs(600),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    // Queued: its submission only.
+    put_journal(&app, "r-badqueued", &queued[..1]).await;
+    // Ended before any sample: a queued run aborted.
+    put_journal(&app, "r-badnosamp", &queued[..1]).await;
+    app.store()
+        .await
+        .request_abort(AbortScope::Run("r-badnosamp".into()), "bob", "not today")
+        .await
+        .unwrap();
+    let (_, failing) = finished_run("r-badallfail", &shape(120, true));
+    let samples = failing
+        .iter()
+        .filter(|e| matches!(e.event, Event::ProbeSample { .. }))
+        .count();
+    put_journal(&app, "r-badallfail", &failing).await;
+    let (_, long) = finished_run("r-badtenhrs", &shape(36_000, false));
+    put_journal(&app, "r-badtenhrs", &long).await;
+    let rig = Rig::serve(app, None).await;
+
+    for round in 0..2 {
+        let page = |id: &'static str| {
+            let path = rig.run_path(id);
+            let addr = rig.addr();
+            async move {
+                let p = web::get(addr, &path).await;
+                assert_eq!(p.status, 200, "{id}: {}", p.body);
+                assert!(
+                    p.body.ends_with("</html>\n"),
+                    "{id}: the whole page came (round {round})"
+                );
+                p.body
+            }
+        };
+        let q = page("r-badqueued").await;
+        assert!(
+            q.contains("id=\"chart-empty\">No samples yet: the run is still queued"),
+            "{q}"
+        );
+        assert!(
+            inline_svg(&q).contains("still queued"),
+            "the picture says why too"
+        );
+
+        let n = page("r-badnosamp").await;
+        assert!(n.contains(">ABORTED<"), "{n}");
+        assert!(
+            n.contains("No probe samples: the run recorded none before it ended"),
+            "{n}"
+        );
+        inline_svg(&n);
+
+        let f = page("r-badallfail").await;
+        assert!(
+            !f.contains("id=\"chart-empty\""),
+            "a failing probe is something to draw"
+        );
+        assert!(
+            f.contains(&format!("<td>{samples} of {samples}</td>")),
+            "every sample failed: {f}"
+        );
+        inline_svg(&f);
+
+        let t = page("r-badtenhrs").await;
+        let svg = inline_svg(&t);
+        // Still going, so a second or so past ten hours by now: wide buckets (at most about
+        // 600 along the axis) over the whole run.
+        assert!(
+            svg.contains("10:00:0")
+                && (svg.contains("per 1 min bucket") || svg.contains("per 2 min bucket")),
+            "the whole run, in wide buckets: {}",
+            &svg[..svg.len().min(3000)]
+        );
+    }
     rig.server.shutdown("test over").await;
 }
 

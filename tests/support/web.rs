@@ -128,11 +128,75 @@ impl Sse {
     }
 }
 
-/// chromedriver and a headless Chromium session, ended (and the driver killed) on drop.
+/// chromedriver and a headless Chromium session. [`Browser::quit`] ends both and checks that
+/// no process of theirs is left; dropping it (a failed test) ends them too.
+///
+/// chromedriver starts in a process group of its own, which Chromium's processes inherit;
+/// Chromium's crash handlers leave it (they start their own sessions), so every process also
+/// carries a mark in its environment. The test process is made a child subreaper, so the
+/// browser's processes that lose their parent become its children and are waited for here
+/// instead of lingering as zombies.
 pub struct Browser {
     driver: Child,
     base: String,
     session: String,
+    /// `CHAOSBOT_TEST_BROWSER=<mark>` in the environment of every process of this browser.
+    mark: String,
+    /// Chromium's profile and crash database (HOME), removed after the processes.
+    home: Option<tempfile::TempDir>,
+}
+
+const MARK_VAR: &str = "CHAOSBOT_TEST_BROWSER";
+
+/// A process of a browser, as `/proc` shows it.
+#[derive(Debug)]
+pub struct BrowserProcess {
+    pub pid: i32,
+    pub ppid: i32,
+    /// `Z` for a zombie.
+    pub state: char,
+    pub name: String,
+}
+
+/// The processes in process group `pgid` or carrying `mark` (zombies included).
+fn browser_processes(pgid: i32, mark: &str) -> Vec<BrowserProcess> {
+    let needle = format!("{MARK_VAR}={mark}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for d in dir.flatten() {
+        let Some(pid) = d.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (name) state ppid pgrp ...`; the name may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Some(state), Some(ppid), Some(pgrp)) = (
+            rest.first().and_then(|s| s.chars().next()),
+            rest.get(1).and_then(|s| s.parse::<i32>().ok()),
+            rest.get(2).and_then(|s| s.parse::<i32>().ok()),
+        ) else {
+            continue;
+        };
+        let marked = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()));
+        if pgrp == pgid || marked {
+            out.push(BrowserProcess {
+                pid,
+                ppid,
+                state,
+                name,
+            });
+        }
+    }
+    out
 }
 
 /// chromedriver and chromium, when both are installed.
@@ -170,10 +234,20 @@ async fn webdriver(method: &str, url: &str, body: Option<Value>) -> Value {
 impl Browser {
     /// Starts chromedriver on a free loopback port and opens a headless session.
     pub async fn start() -> Browser {
+        use std::os::unix::process::CommandExt as _;
+        // Orphaned browser processes become this process's children, to be waited for.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
         let port = super::free_port().port();
+        let home = tempfile::tempdir().unwrap();
+        let mark = format!("{}-{port}", std::process::id());
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
+            .env("HOME", home.path())
+            .env(MARK_VAR, &mark)
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -198,6 +272,8 @@ impl Browser {
             driver,
             base,
             session,
+            mark,
+            home: Some(home),
         }
     }
 
@@ -228,32 +304,74 @@ impl Browser {
 }
 
 impl Browser {
-    /// Ends the session (chromedriver closes its Chromium), then the driver.
-    pub async fn quit(self) {
+    /// Ends the session (chromedriver closes its Chromium), then the driver and whatever is
+    /// left of the browser; fails the test if a process of it (a zombie too) remains.
+    pub async fn quit(mut self) {
         let _ = webdriver(
             "DELETE",
             &format!("{}/session/{}", self.base, self.session),
             None,
         )
         .await;
+        let left = tokio::task::spawn_blocking(move || self.reap())
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "browser processes left behind: {left:?}");
+    }
+
+    /// SIGTERM to the driver's process group, then SIGKILL to anything of the browser still
+    /// running, waiting for each process that is ours to wait for; at most about 5 s. What is
+    /// still there after that.
+    fn reap(&mut self) -> Vec<BrowserProcess> {
+        let Ok(pgid) = i32::try_from(self.driver.id()) else {
+            return Vec::new();
+        };
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        let start = std::time::Instant::now();
+        let mut driver_done = false;
+        loop {
+            if !driver_done {
+                driver_done = matches!(self.driver.try_wait(), Ok(Some(_)));
+            }
+            let procs = browser_processes(pgid, &self.mark);
+            // Ours to wait for: the children of this process (orphans, by the subreaper).
+            for p in procs.iter().filter(|p| p.ppid == me && p.pid != pgid) {
+                unsafe {
+                    libc::waitpid(p.pid, std::ptr::null_mut(), libc::WNOHANG);
+                }
+            }
+            let waited = start.elapsed();
+            if driver_done && procs.iter().all(|p| p.pid == pgid) {
+                break;
+            }
+            if waited > Duration::from_secs(5) {
+                return procs;
+            }
+            // Give them a second to end on their own, then make sure.
+            if waited > Duration::from_secs(1) {
+                if !driver_done {
+                    let _ = self.driver.kill();
+                }
+                for p in procs.iter().filter(|p| p.state != 'Z') {
+                    unsafe {
+                        libc::kill(p.pid, libc::SIGKILL);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(self.home.take());
+        browser_processes(pgid, &self.mark)
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // SIGTERM first: chromedriver closes the browsers it started; then make sure.
-        if let Ok(pid) = i32::try_from(self.driver.id()) {
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        if self.home.is_some() {
+            let _ = self.reap();
         }
-        for _ in 0..40 {
-            if matches!(self.driver.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
