@@ -106,6 +106,16 @@ struct Importer<'a> {
 const DEFAULT_TIMEOUT_S: f64 = 30.0;
 
 impl Importer<'_> {
+    /// Every target name generated so far (http, command and Toxiproxy), so a new one is unique.
+    fn target_names(&self) -> Vec<String> {
+        self.http
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(self.commands.iter().map(|c| c.name.clone()))
+            .chain(self.toxi.iter().map(|t| t.name.clone()))
+            .collect()
+    }
+
     fn problem(&mut self, pos: Pos, pointer: &str, message: impl Into<String>, hint: &str) {
         let pointer = if pointer.is_empty() { "/" } else { pointer };
         self.problems.push(Problem::at(
@@ -1010,13 +1020,7 @@ impl Importer<'_> {
             return t.name.clone();
         }
         let stem = slug(base.split_once("://").map(|(_, r)| r).unwrap_or(base));
-        let taken: Vec<String> = self
-            .http
-            .iter()
-            .map(|t| t.name.clone())
-            .chain(self.commands.iter().map(|c| c.name.clone()))
-            .chain(self.toxi.iter().map(|t| t.name.clone()))
-            .collect();
+        let taken = self.target_names();
         let name = unique_name(&format!("http-{stem}"), &taken);
         self.http.push(HttpTarget {
             name: name.clone(),
@@ -1035,13 +1039,7 @@ impl Importer<'_> {
             return c.name.clone();
         }
         let program = path.rsplit('/').next().unwrap_or(path);
-        let taken: Vec<String> = self
-            .http
-            .iter()
-            .map(|t| t.name.clone())
-            .chain(self.commands.iter().map(|c| c.name.clone()))
-            .chain(self.toxi.iter().map(|t| t.name.clone()))
-            .collect();
+        let taken = self.target_names();
         let name = unique_name(&format!("cmd-{}", slug(program)), &taken);
         self.commands.push(CommandDecl {
             name: name.clone(),

@@ -355,13 +355,7 @@ impl Importer<'_> {
         if let Some(t) = self.toxi.iter().find(|t| t.url == url && t.proxy == proxy) {
             return Some(t.name.clone());
         }
-        let taken: Vec<String> = self
-            .http
-            .iter()
-            .map(|t| t.name.clone())
-            .chain(self.commands.iter().map(|c| c.name.clone()))
-            .chain(self.toxi.iter().map(|t| t.name.clone()))
-            .collect();
+        let taken = self.target_names();
         let name = unique_name(&format!("toxiproxy-{}", slug(proxy)), &taken);
         self.toxi.push(ToxiTarget {
             name: name.clone(),
