@@ -11,18 +11,25 @@
 //!   guard rails allow it.
 //! - `loss` is `numgen random mod 10000 < p·100` then drop: independent per packet (there is no
 //!   correlation without the kernel's sch_netem).
+//! - `namespace_of: <process target>` acts inside that process's network namespace instead
+//!   (a container or a pod; see [`netns`]): the host's own tables are not touched.
 //! - Recovery (agent start): the tables the journal names are deleted, and so is any other
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
 
-use std::sync::OnceLock;
+mod netns;
+
+use std::fs::File;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use crate::config::HostNetworkRails;
+pub use netns::NetNs;
+
+use crate::config::{HostNetworkRails, ProcessTarget};
 use crate::spec::model::{Cidr, FaultSpec, FaultStep, NetAction, NetScope, parse_port_range};
 use crate::store::FaultRecord;
 
@@ -102,6 +109,13 @@ pub enum HostNetError {
         target: String,
         max: f64,
     },
+    /// The `namespace_of` process cannot be entered (the text says why and what to do).
+    #[error("{0}")]
+    Namespace(String),
+    #[error(
+        "the network namespace of process target `{0}` is gone (its processes exited since the step was checked); nothing was applied, start the process and run the step again"
+    )]
+    NamespaceGone(String),
     #[error("nft {what} failed: {stderr}; nothing of this fault is left in place")]
     Apply { what: String, stderr: String },
     #[error("nft {what} failed: {stderr}; check `nft list tables` on the host by hand")]
@@ -162,6 +176,9 @@ pub struct Prepared {
     pub table: String,
     pub script: String,
     pub summary: String,
+    /// The process namespace the table lives in (`namespace_of`); None: the host's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetNs>,
 }
 
 /// The scope checked and resolved: everything the rules need.
@@ -239,6 +256,7 @@ async fn resolve(
     rails: &HostNetworkRails,
     action: &NetAction,
     scope: &NetScope,
+    ns: Option<&File>,
 ) -> Result<Resolved, HostNetError> {
     if let NetAction::Loss { percent } = action {
         if !(percent.is_finite() && *percent > 0.0 && *percent <= 100.0) {
@@ -269,9 +287,13 @@ async fn resolve(
     if ports.is_some() && protocol == "icmp" {
         return Err(HostNetError::IcmpPorts);
     }
+    let exists = |name: &str| match ns {
+        Some(ns) => netns::interface_exists_in(ns, name),
+        None => interface_exists(name),
+    };
     let interfaces = match &scope.interface {
         Some(name) => {
-            if !interface_exists(name) {
+            if !exists(name) {
                 return Err(HostNetError::NoInterface(name.clone()));
             }
             if !rails.interfaces.is_empty() && !rails.interfaces.contains(name) {
@@ -283,6 +305,8 @@ async fn resolve(
             }
             vec![name.clone()]
         }
+        // The host's interface names mean nothing inside a container's namespace.
+        None if ns.is_some() => Vec::new(),
         None => rails.interfaces.clone(),
     };
     let mut peers = Vec::new();
@@ -468,9 +492,17 @@ fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     )
 }
 
-/// Runs `nft` with `args`, feeding `stdin`; Err: (spawn failed, stderr or spawn error).
-async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, (bool, String)> {
+/// Runs `nft` with `args`, feeding `stdin`, in namespace `ns` (None: the agent's own); Err:
+/// (spawn failed, stderr or spawn error).
+async fn nft(
+    args: &[&str],
+    stdin: Option<&str>,
+    ns: Option<&File>,
+) -> Result<String, (bool, String)> {
     let mut cmd = tokio::process::Command::new("nft");
+    if let Some(ns) = ns {
+        netns::enter_before_exec(&mut cmd, ns);
+    }
     cmd.args(args)
         .stdin(if stdin.is_some() {
             std::process::Stdio::piped()
@@ -510,7 +542,7 @@ pub async fn nft_available() -> Result<(), HostNetError> {
     if NFT_SEEN.load(Ordering::Relaxed) {
         return Ok(());
     }
-    match nft(&["--version"], None).await {
+    match nft(&["--version"], None, None).await {
         Ok(_) => {
             NFT_SEEN.store(true, Ordering::Relaxed);
             Ok(())
@@ -520,14 +552,15 @@ pub async fn nft_available() -> Result<(), HostNetError> {
     }
 }
 
-/// Applies a fault's script in one transaction; on failure nothing of it stays.
-pub async fn apply(p: &Prepared) -> Result<(), HostNetError> {
-    match nft(&["-f", "-"], Some(&p.script)).await {
+/// Applies a fault's script in one transaction, in namespace `ns`; on failure nothing of it
+/// stays.
+pub async fn apply(p: &Prepared, ns: Option<&File>) -> Result<(), HostNetError> {
+    match nft(&["-f", "-"], Some(&p.script), ns).await {
         Ok(_) => Ok(()),
         Err((true, why)) => Err(HostNetError::NftMissing(why)),
         Err((_, stderr)) => {
             // `nft -f` is atomic, but delete in case a table of that name came out of it.
-            let _ = remove(&p.table).await;
+            let _ = remove(&p.table, ns).await;
             Err(HostNetError::Apply {
                 what: format!("apply of table {}", p.table),
                 stderr,
@@ -536,9 +569,9 @@ pub async fn apply(p: &Prepared) -> Result<(), HostNetError> {
     }
 }
 
-/// Chaosbot's tables present now (names only, `inet` family).
-pub async fn chaosbot_tables() -> Result<Vec<String>, HostNetError> {
-    let out = nft(&["list", "tables", "inet"], None)
+/// Chaosbot's tables present now in namespace `ns` (names only, `inet` family).
+pub async fn chaosbot_tables(ns: Option<&File>) -> Result<Vec<String>, HostNetError> {
+    let out = nft(&["list", "tables", "inet"], None, ns)
         .await
         .map_err(|(missing, stderr)| {
             if missing {
@@ -558,18 +591,18 @@ pub async fn chaosbot_tables() -> Result<Vec<String>, HostNetError> {
         .collect())
 }
 
-/// Deletes one of chaosbot's tables; already gone is fine.
-pub async fn remove(table: &str) -> Result<(), HostNetError> {
+/// Deletes one of chaosbot's tables in namespace `ns`; already gone is fine.
+pub async fn remove(table: &str, ns: Option<&File>) -> Result<(), HostNetError> {
     if !table.starts_with(TABLE_PREFIX) {
         return Err(HostNetError::Remove {
             what: format!("delete of table {table}"),
             stderr: "refusing to delete a table that is not chaosbot's".into(),
         });
     }
-    match nft(&["delete", "table", "inet", table], None).await {
+    match nft(&["delete", "table", "inet", table], None, ns).await {
         Ok(_) => Ok(()),
         Err((_, stderr)) => {
-            if chaosbot_tables()
+            if chaosbot_tables(ns)
                 .await
                 .is_ok_and(|t| !t.iter().any(|n| n == table))
             {
@@ -587,12 +620,12 @@ pub async fn remove(table: &str) -> Result<(), HostNetError> {
 /// no fault is held). Returns what was removed.
 pub async fn sweep_strays() -> Vec<String> {
     let prefix = own_prefix();
-    let Ok(tables) = chaosbot_tables().await else {
+    let Ok(tables) = chaosbot_tables(None).await else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for t in tables.into_iter().filter(|t| t.starts_with(&prefix)) {
-        match remove(&t).await {
+        match remove(&t, None).await {
             Ok(()) => {
                 warn!(table = %t, "removed a stray host network fault table left by a previous agent");
                 removed.push(t);
@@ -611,6 +644,8 @@ pub struct HostNetFaults;
 struct Active {
     table: String,
     summary: String,
+    /// The process namespace held open while the table is in it.
+    ns: Option<Arc<File>>,
     /// Removes the table at the deadline even if nobody reverts.
     timer: tokio::task::JoinHandle<()>,
 }
@@ -619,7 +654,7 @@ struct Active {
 impl super::ActiveFault for Active {
     async fn revert(&self) -> Result<(), super::FaultError> {
         self.timer.abort();
-        remove(&self.table).await?;
+        remove(&self.table, self.ns.as_deref()).await?;
         Ok(())
     }
 
@@ -629,9 +664,11 @@ impl super::ActiveFault for Active {
 }
 
 /// Checks and resolves a step into what will be applied (public for the benchmark and tests).
+/// `processes` finds the process target `namespace_of` names.
 pub async fn prepare_step(
     step: &FaultStep,
     host: Option<&crate::config::HostTarget>,
+    processes: &(dyn Fn(&str) -> Option<ProcessTarget> + Sync),
     run_id: &str,
 ) -> Result<Prepared, HostNetError> {
     let (action, scope) = action_of(step)?;
@@ -640,7 +677,24 @@ pub async fn prepare_step(
         .network
         .as_ref()
         .ok_or_else(|| HostNetError::NoRails(host.name.clone()))?;
-    let resolved = resolve(&host.name, rails, action, scope).await?;
+    let netns = match &scope.namespace_of {
+        Some(name) => {
+            let t = processes(name).ok_or_else(|| {
+                HostNetError::Namespace(format!(
+                    "`namespace_of: {name}` is not a process target of this agent; declare it under [[targets.process]] in agent.toml"
+                ))
+            })?;
+            Some(netns::of_process(&t)?)
+        }
+        None => None,
+    };
+    let ns_file = match &netns {
+        Some(ns) => {
+            Some(netns::open(ns).ok_or_else(|| HostNetError::NamespaceGone(ns.process.clone()))?)
+        }
+        None => None,
+    };
+    let resolved = resolve(&host.name, rails, action, scope, ns_file.as_ref()).await?;
     nft_available().await?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -652,10 +706,18 @@ pub async fn prepare_step(
         std::process::id()
     ));
     let table = format!("{}{:012x}", own_prefix(), unique & 0xffff_ffff_ffff);
+    let mut summary = summary(action, step, &resolved);
+    if let Some(ns) = &netns {
+        summary.push_str(&format!(
+            " inside the network namespace of `{}` (pid {})",
+            ns.process, ns.pid
+        ));
+    }
     Ok(Prepared {
         script: script(&table, action, &resolved, &owner().control_ports),
-        summary: summary(action, step, &resolved),
+        summary,
         table,
+        netns,
     })
 }
 
@@ -671,7 +733,8 @@ impl super::FaultFamily for HostNetFaults {
         ctx: &super::InjectContext<'_>,
     ) -> Result<serde_json::Value, super::FaultError> {
         let cfg = ctx.targets.config();
-        let p = prepare_step(step, cfg.host_target(&step.target), ctx.run_id).await?;
+        let processes = |name: &str| cfg.process_target(name).cloned();
+        let p = prepare_step(step, cfg.host_target(&step.target), &processes, ctx.run_id).await?;
         serde_json::to_value(&p)
             .map_err(|e| super::FaultError::Other(format!("cannot encode the rule set: {e}")))
     }
@@ -684,20 +747,30 @@ impl super::FaultFamily for HostNetFaults {
     ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
         let p: Prepared = serde_json::from_value(prepared.clone())
             .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
+        let ns = match &p.netns {
+            Some(n) => {
+                Some(Arc::new(netns::open(n).ok_or_else(|| {
+                    HostNetError::NamespaceGone(n.process.clone())
+                })?))
+            }
+            None => None,
+        };
         let started = Instant::now();
-        apply(&p).await?;
+        apply(&p, ns.as_deref()).await?;
         info!(run_id = %ctx.run_id, table = %p.table, took_ms = started.elapsed().as_millis() as u64, "host network fault applied");
         let deadline = tokio::time::Instant::from_std(ctx.deadline);
         let table = p.table.clone();
+        let timer_ns = ns.clone();
         let timer = tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            if let Err(e) = remove(&table).await {
+            if let Err(e) = remove(&table, timer_ns.as_deref()).await {
                 warn!(table = %table, error = %e, "cannot remove a host network fault at its deadline");
             }
         });
         Ok(Box::new(Active {
             table: p.table,
             summary: p.summary,
+            ns,
             timer,
         }))
     }
@@ -705,8 +778,23 @@ impl super::FaultFamily for HostNetFaults {
     async fn recover(&self, record: &FaultRecord) -> Result<String, super::FaultError> {
         let p: Prepared = serde_json::from_value(record.detail.clone())
             .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
-        remove(&p.table).await?;
-        Ok(format!("deleted nftables table inet {}", p.table))
+        let Some(n) = &p.netns else {
+            remove(&p.table, None).await?;
+            return Ok(format!("deleted nftables table inet {}", p.table));
+        };
+        match netns::open(n) {
+            Some(ns) => {
+                remove(&p.table, Some(&ns)).await?;
+                Ok(format!(
+                    "deleted nftables table inet {} in the network namespace of `{}`",
+                    p.table, n.process
+                ))
+            }
+            None => Ok(format!(
+                "the network namespace of `{}` is gone, and table inet {} with it",
+                n.process, p.table
+            )),
+        }
     }
 }
 
@@ -756,7 +844,7 @@ mod tests {
         };
         let bh = NetAction::Blackhole;
         let err = |a: NetAction, s: NetScope, r: HostNetworkRails| async move {
-            resolve("web", &r, &a, &s)
+            resolve("web", &r, &a, &s, None)
                 .await
                 .err()
                 .map(|e| e.to_string())

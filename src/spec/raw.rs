@@ -164,6 +164,8 @@ pub struct RawStep {
     pub ports: Option<String>,
     pub protocol: Option<String>,
     pub interface: Option<String>,
+    /// Host network faults inside a process target's network namespace.
+    pub namespace_of: Option<String>,
     // `load` attributes (`timeout` above is shared with the toxics).
     pub path: Option<String>,
     pub method: Option<String>,
@@ -237,6 +239,7 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
             ("protocol", false),
             ("direction", false),
             ("interface", false),
+            ("namespace_of", false),
         ],
         // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
         "load" => &[
@@ -260,6 +263,7 @@ const HOST_NETWORK_ATTRS: &[(&str, bool)] = &[
     ("protocol", false),
     ("direction", false),
     ("interface", false),
+    ("namespace_of", false),
 ];
 
 /// Every fault kind, for "did you mean" hints and help texts.

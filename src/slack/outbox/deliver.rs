@@ -304,6 +304,7 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     let method = web_api_method(&row.action);
     // A 429 any replica saw holds the method for all of them.
     if let Some(left) = shared.store.method_held_for(method).await? {
+        tracing::trace!(row = row.id, method, left, "method held after a 429");
         shared
             .store
             .reschedule(row.id, owner, now + left, None, false)
@@ -367,6 +368,8 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
             }
             PostSlot::Reserved { .. } => {}
             PostSlot::Busy { retry_in_ms } => {
+                tracing::trace!(row = row.id, channel = %row.channel, retry_in_ms,
+                    "no post slot near enough; asking again later");
                 shared
                     .store
                     .reschedule(row.id, owner, now + retry_in_ms, None, false)

@@ -49,6 +49,10 @@ pub struct NetScope {
     /// Only traffic through this interface (it must be allowed by the host's guard rails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// Acts inside the network namespace of this declared process target (a container or a
+    /// pod) instead of on the host's own: only that process's traffic is affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_of: Option<String>,
 }
 
 fn default_protocol() -> String {

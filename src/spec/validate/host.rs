@@ -298,6 +298,9 @@ fn host_network(
             Err(_) => {}
         }
     }
+    if let Some(name) = &s.namespace_of {
+        ok &= namespace_of(cx, &at("namespace_of"), name, target);
+    }
     let rails = target
         .and_then(|t| cx.cfg.host_target(t))
         .map(|h| (h.name.clone(), h.network.clone(), h.agent.is_some()));
@@ -343,6 +346,54 @@ fn host_network(
             protocol,
             direction,
             interface: s.interface.clone(),
+            namespace_of: s.namespace_of.clone(),
         },
     })
+}
+
+/// `namespace_of`: a declared process target on the same agent as the host, whose network
+/// namespace the fault acts in.
+fn namespace_of(cx: &mut Cx, at: &str, name: &str, host: Option<&str>) -> bool {
+    let Some(process) = cx.cfg.process_target(name) else {
+        let names: Vec<&str> = cx
+            .cfg
+            .targets
+            .process
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let hint = match did_you_mean(name, names.iter().copied()) {
+            Some(n) => format!("did you mean `{n}`?"),
+            None if names.is_empty() => {
+                "declare the process as a [[targets.process]] (on the host's agent) first".into()
+            }
+            None => format!("declared process targets: {}", names.join(", ")),
+        };
+        cx.at(
+            at,
+            format!("`namespace_of: {name}` is not a declared process target"),
+            hint,
+        );
+        return false;
+    };
+    let host_agent = host
+        .and_then(|h| cx.cfg.host_target(h))
+        .map(|h| h.agent.clone());
+    if let Some(host_agent) = host_agent
+        && host_agent != process.agent
+    {
+        let agent = |a: &Option<String>| a.clone().unwrap_or_else(|| "the local agent".into());
+        cx.at(
+            at,
+            format!(
+                "process `{name}` is on {}, but host `{}` is on {}",
+                agent(&process.agent),
+                host.unwrap_or_default(),
+                agent(&host_agent)
+            ),
+            "a host network fault enters the namespace of a process on the same host; name a host target of the process's agent",
+        );
+        return false;
+    }
+    true
 }

@@ -291,3 +291,44 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
     assert!(has("protocol `sctp`"), "{ps:#?}");
     assert!(has("direction `sideways`"), "{ps:#?}");
 }
+
+#[test]
+fn namespace_of_names_a_process_target_on_the_hosts_agent() {
+    use crate::spec::model::{FaultSpec, Step};
+    let cfg = Config::from_toml(
+        "[[targets.proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:18081\"\nupstream = \"127.0.0.1:8081\"\n\n[[agents]]\nname = \"a1\"\nurl = \"https://10.0.0.9:7411\"\nsecret = \"s\"\n\n[[agents]]\nname = \"a2\"\nurl = \"https://10.0.0.8:7411\"\nsecret = \"s\"\n\n[[targets.host]]\nname = \"box\"\nagent = \"a1\"\n\n[[targets.process]]\nname = \"checkout\"\nagent = \"a1\"\ncomm = \"checkout\"\n\n[[targets.process]]\nname = \"far\"\nagent = \"a2\"\ncomm = \"far\"\n",
+    )
+    .unwrap();
+    let step = |ns: &str| {
+        format!(
+            "{HEAD}method:\n  - {{name: a, target: box, fault: blackhole, ports: 5432, namespace_of: {ns}, duration: 1s}}\n"
+        )
+    };
+    let e = parse_experiment(&step("checkout"), "t.yaml", &cfg, &[]).unwrap();
+    let Step::Fault(a) = &e.method[0] else {
+        panic!("a fault step")
+    };
+    let FaultSpec::HostNetwork { scope, .. } = &a.fault else {
+        panic!("a host network fault: {:?}", a.fault)
+    };
+    assert_eq!(scope.namespace_of.as_deref(), Some("checkout"));
+    let problems = |text: String| -> Vec<String> {
+        parse_experiment(&text, "t.yaml", &cfg, &[])
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let ps = problems(step("chekout"));
+    assert!(
+        ps[0].contains("`namespace_of: chekout` is not a declared process target")
+            && ps[0].contains("did you mean `checkout`?"),
+        "{ps:#?}"
+    );
+    let ps = problems(step("far"));
+    assert!(
+        ps[0].contains("process `far` is on a2, but host `box` is on a1"),
+        "{ps:#?}"
+    );
+}

@@ -304,3 +304,97 @@ async fn a_run_puts_a_blackhole_step_on_the_agents_host_and_takes_it_away() {
     );
     assert!(connect(other).is_ok());
 }
+
+/// `namespace_of`: a blackhole inside a container's network namespace (a process the test
+/// starts in a namespace of its own) cuts that container's traffic, while the same traffic on
+/// the host keeps working; revert, and a kill -9 of the agent then a start, take it away there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_in_a_process_namespace_cuts_only_that_process() {
+    let container = match super::netns::TestHost::new() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+    let pid_file = std::env::temp_dir().join(format!("chaosbot-ctr-{}.pid", container.name));
+    let agent_toml = format!(
+        "[[targets.process]]\nname = \"app\"\npid_file = \"{}\"\n",
+        pid_file.display()
+    );
+    let Some(mut net) = net_site_with("", &agent_toml).await else {
+        return;
+    };
+    let lo = "127.0.0.1";
+    // The same server on loopback in both namespaces: the container's app, and the host's own.
+    let app = spawn_servers(&container, lo);
+    std::fs::write(&pid_file, app.pid().to_string()).expect("write the pid file");
+    let _host_lo = spawn_servers(&net.site.host, lo);
+    let (ctr, host) = (container.name.as_str(), net.site.host.name.clone());
+    assert!(connects_in(ctr, lo, OTHER_PORT) && connects_in(&host, lo, OTHER_PORT));
+
+    let cut = |ns: Option<&str>| {
+        let mut s = scope(Some(&OTHER_PORT.to_string()), "tcp", "egress");
+        s.destinations = vec![lo.into()];
+        s.namespace_of = ns.map(str::to_string);
+        s
+    };
+    let (fid, rid) = net
+        .apply(NetAction::Blackhole, cut(Some("app")))
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert_eq!(
+        chaosbot_tables_in(ctr).len(),
+        1,
+        "the table is in the container"
+    );
+    assert!(chaosbot_tables(&net.site).is_empty(), "and not on the host");
+    assert!(!connects_in(ctr, lo, OTHER_PORT), "the container is cut");
+    assert!(connects_in(&host, lo, OTHER_PORT), "the host is not");
+    net.site
+        .api
+        .hello()
+        .await
+        .expect("the control channel works");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables_in(ctr).is_empty(), "the revert removed it");
+    assert!(connects_in(ctr, lo, OTHER_PORT));
+
+    // kill -9 of the agent with the rule in place; the start removes it from the container.
+    net.apply(NetAction::Blackhole, cut(Some("app")))
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    net.site.agent.as_mut().expect("agent").kill9();
+    assert!(
+        !connects_in(ctr, lo, OTHER_PORT),
+        "the rule outlives a kill -9"
+    );
+    net.site.start_agent().await;
+    assert!(
+        chaosbot_tables_in(ctr).is_empty(),
+        "the start removed the container's rule: {}",
+        net.site.agent_log()
+    );
+    assert!(connects_in(ctr, lo, OTHER_PORT));
+
+    // A process in the host's own namespace is refused: the fault would cut the whole host.
+    std::fs::write(&pid_file, _host_lo.pid().to_string()).expect("write the pid file");
+    let err = net
+        .apply(NetAction::Blackhole, cut(Some("app")))
+        .await
+        .expect_err("refused");
+    assert!(err.contains("shares the host's network namespace"), "{err}");
+    std::fs::write(&pid_file, "999999999").expect("write the pid file");
+    let err = net
+        .apply(NetAction::Blackhole, cut(Some("app")))
+        .await
+        .expect_err("refused");
+    assert!(err.contains("app"), "{err}");
+    let err = net
+        .apply(NetAction::Blackhole, cut(Some("nosuch")))
+        .await
+        .expect_err("refused");
+    assert!(err.contains("not a process target of this agent"), "{err}");
+    assert!(chaosbot_tables(&net.site).is_empty() && chaosbot_tables_in(ctr).is_empty());
+    let _ = std::fs::remove_file(&pid_file);
+}

@@ -83,7 +83,16 @@ pub fn in_ns(site: &Site, args: &[&str]) -> String {
 }
 
 pub fn chaosbot_tables(site: &Site) -> Vec<String> {
-    let (_, out) = nft_in(site, &["list", "tables"]);
+    chaosbot_tables_in(&site.host.name)
+}
+
+/// Chaosbot's tables in namespace `ns`.
+pub fn chaosbot_tables_in(ns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("table inet "))
         .filter(|t| t.starts_with(hostnet::TABLE_PREFIX))
@@ -94,6 +103,11 @@ pub fn chaosbot_tables(site: &Site) -> Vec<String> {
 /// A site whose agent declares host target `box` with these `[targets.host.network]` lines,
 /// with the test servers inside; None (after `SKIP:`) when it cannot be made.
 pub async fn net_site(rails: &str) -> Option<NetSite> {
+    net_site_with(rails, "").await
+}
+
+/// [`net_site`] with more lines in the agent's agent.toml (e.g. a process target).
+pub async fn net_site_with(rails: &str, agent_toml: &str) -> Option<NetSite> {
     let mut site = match Site::new(SiteOptions::default()) {
         Ok(s) => s,
         Err(why) => {
@@ -107,7 +121,7 @@ pub async fn net_site(rails: &str) -> Option<NetSite> {
     }
     let mut toml = std::fs::read_to_string(&site.agent_config).expect("read agent.toml");
     toml.push_str(&format!(
-        "\n[[targets.host]]\nname = \"{HOST_TARGET}\"\n\n[targets.host.network]\n{rails}\n"
+        "\n{agent_toml}\n[[targets.host]]\nname = \"{HOST_TARGET}\"\n\n[targets.host.network]\n{rails}\n"
     ));
     std::fs::write(&site.agent_config, toml).expect("write agent.toml");
     // The controller knows the host as the agent's; the rails are the agent's business.
@@ -117,20 +131,7 @@ pub async fn net_site(rails: &str) -> Option<NetSite> {
         super::fixture::AGENT_NAME
     ));
     std::fs::write(&site.controller_config, toml).expect("write chaosbot.toml");
-    let mut py = Command::new("python3");
-    py.args([
-        "-c",
-        SERVE_PY,
-        &site.host.ip().to_string(),
-        &OTHER_PORT.to_string(),
-        &UDP_PORT.to_string(),
-    ]);
-    let servers = site.host.spawn(&py).expect("spawn the test servers");
-    assert!(
-        wait_until(Duration::from_secs(10), || servers.log().contains("ready")),
-        "servers did not start: {}",
-        servers.log()
-    );
+    let servers = spawn_servers(&site.host, &site.host.ip().to_string());
     site.start_agent().await;
     Some(NetSite {
         site,
@@ -146,6 +147,7 @@ pub fn scope(ports: Option<&str>, protocol: &str, direction: &str) -> NetScope {
         protocol: protocol.into(),
         direction: direction.into(),
         interface: None,
+        namespace_of: None,
     }
 }
 
@@ -207,6 +209,39 @@ impl NetSite {
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::from((self.site.host.ip(), port))
     }
+}
+
+/// The test servers ([`SERVE_PY`]) on `ip` inside another namespace, e.g. a container's.
+pub fn spawn_servers(host: &super::netns::TestHost, ip: &str) -> HostChild {
+    let mut py = Command::new("python3");
+    py.args([
+        "-c",
+        SERVE_PY,
+        ip,
+        &OTHER_PORT.to_string(),
+        &UDP_PORT.to_string(),
+    ]);
+    let servers = host.spawn(&py).expect("spawn the test servers");
+    assert!(
+        wait_until(Duration::from_secs(10), || servers.log().contains("ready")),
+        "servers did not start: {}",
+        servers.log()
+    );
+    servers
+}
+
+/// Whether a TCP connection to `ip:port` made from inside namespace `ns` succeeds within
+/// 700 ms.
+pub fn connects_in(ns: &str, ip: &str, port: u16) -> bool {
+    const CONNECT_PY: &str = "import socket, sys\n\
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.7).close()";
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", CONNECT_PY, ip])
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Connects with a short timeout: Ok(time) or Err(kind and time).
