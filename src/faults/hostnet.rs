@@ -1,4 +1,4 @@
-//! Host network faults (`blackhole`, `reject`, `loss`) on a declared host's own traffic, with
+//! Host network faults (`blackhole`, `reject`, `loss`, `rate_limit`) on a declared host's own traffic, with
 //! nftables. Each fault is one table of its own, `inet chaosbot_<agent>_<fault>`, written as a
 //! script and applied atomically with `nft -f -` (all of it or nothing), and deleted on revert.
 //! Nothing else is touched: no flush, no other table, so a team's own rules stay as they are.
@@ -13,6 +13,11 @@
 //!   correlation without the kernel's sch_netem).
 //! - `namespace_of: <process target>` acts inside that process's network namespace instead
 //!   (a container or a pod; see [`netns`]): the host's own tables are not touched.
+//! - `rate_limit` is one named nftables `limit` shared by the fault's rules, `rate over` its
+//!   bytes per second then drop: a policer (no queue, so no added delay; TCP backs off to
+//!   about the rate). Its burst is a tenth of a second of the rate, at least 16 KB; nftables'
+//!   bucket holds a second of the rate on top, and starts full, so about that much passes at
+//!   full speed first.
 //! - Recovery (agent start): the tables the journal names are deleted, and so is any other
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
@@ -99,6 +104,10 @@ pub enum HostNetError {
         "the scope covers every peer and every port of host `{0}` (it would cut the host off from everything but its agent); narrow it with destinations or ports, or ask the operator to set allow_everything = true in [targets.host.network]"
     )]
     CoversEverything(String),
+    #[error(
+        "rate_kbps 0 lets nothing through; use blackhole for that, or a rate of 1 KB/s or more"
+    )]
+    ZeroRate,
     #[error("loss {0} % is out of range; it must be above 0 and at most 100")]
     LossRange(f64),
     #[error(
@@ -271,6 +280,9 @@ async fn resolve(
             });
         }
     }
+    if let NetAction::RateLimit { rate_kbps: 0 } = action {
+        return Err(HostNetError::ZeroRate);
+    }
     let protocol = match scope.protocol.trim().to_ascii_lowercase().as_str() {
         "tcp" => "tcp",
         "udp" => "udp",
@@ -417,6 +429,9 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
     let verdicts: Vec<(String, &str)> = match action {
         NetAction::Blackhole => vec![(l4(r.protocol), "drop")],
         NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
+        NetAction::RateLimit { .. } => {
+            vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
+        }
         NetAction::Reject => match r.protocol {
             "tcp" => vec![(l4("tcp"), "reject with tcp reset")],
             "all" => vec![
@@ -442,9 +457,17 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         }
         _ => String::new(),
     };
-    let mut out = format!(
-        "table inet {table} {{\n  chain fault {{\n    type filter hook {hook} priority -10; policy accept;\n"
-    );
+    let mut out = format!("table inet {table} {{\n");
+    if let NetAction::RateLimit { rate_kbps } = action {
+        let rate = rate_kbps.saturating_mul(1000);
+        let burst = (rate / 10).max(16_000);
+        out.push_str(&format!(
+            "  limit bytes_per_second {{ rate over {rate} bytes/second burst {burst} bytes }}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  chain fault {{\n    type filter hook {hook} priority -10; policy accept;\n"
+    ));
     for p in control_ports {
         out.push_str(&format!(
             "    tcp sport {p} accept\n    tcp dport {p} accept\n"
@@ -468,6 +491,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
 fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     let what = match action {
         NetAction::Loss { percent } => format!("loss {percent}%"),
+        NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
         a => a.name().to_string(),
     };
     let peers = if r.peers.is_empty() {

@@ -1,4 +1,4 @@
-//! Host network fault parameters (`blackhole`, `reject`, `loss`): what the agent's nftables
+//! Host network fault parameters (`blackhole`, `reject`, `loss`, `rate_limit`): what the agent's nftables
 //! rules match. `crate::faults::hostnet` checks and applies them.
 
 use std::net::IpAddr;
@@ -15,16 +15,20 @@ pub enum NetAction {
     Reject,
     /// Dropped at random with this probability, in percent (0 < p ≤ 100).
     Loss { percent: f64 },
+    /// At most `rate_kbps` kilobytes (1000 bytes) per second, policed: what is over the rate
+    /// is dropped (TCP backs off to about the rate; there is no queue).
+    RateLimit { rate_kbps: u64 },
 }
 
 impl NetAction {
-    pub const NAMES: &'static [&'static str] = &["blackhole", "reject", "loss"];
+    pub const NAMES: &'static [&'static str] = &["blackhole", "reject", "loss", "rate_limit"];
 
     pub fn name(&self) -> &'static str {
         match self {
             NetAction::Blackhole => "blackhole",
             NetAction::Reject => "reject",
             NetAction::Loss { .. } => "loss",
+            NetAction::RateLimit { .. } => "rate_limit",
         }
     }
 }

@@ -32,6 +32,10 @@ pub(super) fn host_fault_spec(
             let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "30")?;
             host_network(cx, path, s, target, NetAction::Loss { percent })
         }
+        "rate_limit" => {
+            let rate_kbps = cx.positive(&format!("{path}.rate_kbps"), &s.rate_kbps, "500")?;
+            host_network(cx, path, s, target, NetAction::RateLimit { rate_kbps })
+        }
         _ => None,
     }
 }

@@ -271,7 +271,7 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
 
     let err = parse_experiment(
         &format!(
-            "{HEAD}method:\n  - {{name: a, target: box, fault: reject, duration: 1s}}\n  - {{name: b, target: box, fault: blackhole, ports: 90-80, destinations: [10.0.0.0/40], duration: 1s}}\n  - {{name: c, target: box, fault: loss, percent: 50, ports: 53, duration: 1s}}\n  - {{name: d, target: bare, fault: blackhole, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: reject, ports: 53, protocol: sctp, direction: sideways, duration: 1s}}\n"
+            "{HEAD}method:\n  - {{name: a, target: box, fault: reject, duration: 1s}}\n  - {{name: b, target: box, fault: blackhole, ports: 90-80, destinations: [10.0.0.0/40], duration: 1s}}\n  - {{name: c, target: box, fault: loss, percent: 50, ports: 53, duration: 1s}}\n  - {{name: d, target: bare, fault: blackhole, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: reject, ports: 53, protocol: sctp, direction: sideways, duration: 1s}}\n  - {{name: f, target: box, fault: rate_limit, rate_kbps: 0, ports: 53, duration: 1s}}\n  - {{name: g, target: box, fault: rate_limit, ports: 53, duration: 1s}}\n"
         ),
         "t.yaml",
         &net_cfg(),
@@ -290,6 +290,31 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
     );
     assert!(has("protocol `sctp`"), "{ps:#?}");
     assert!(has("direction `sideways`"), "{ps:#?}");
+    assert!(has("`rate_kbps` is zero"), "{ps:#?}");
+    assert!(has("rate_kbps"), "{ps:#?}");
+    assert_eq!(
+        ps.iter().filter(|p| p.contains("rate_kbps")).count(),
+        2,
+        "{ps:#?}"
+    );
+
+    let e = parse_experiment(
+        &format!("{HEAD}method:\n  - {{name: a, target: box, fault: rate_limit, rate_kbps: 500, destinations: [10.0.0.0/24], duration: 1s}}\n"),
+        "t.yaml",
+        &net_cfg(),
+        &[],
+    )
+    .unwrap();
+    let Step::Fault(a) = &e.method[0] else {
+        panic!("a fault step")
+    };
+    assert!(matches!(
+        &a.fault,
+        FaultSpec::HostNetwork {
+            action: NetAction::RateLimit { rate_kbps: 500 },
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -398,3 +398,48 @@ async fn a_fault_in_a_process_namespace_cuts_only_that_process() {
     assert!(chaosbot_tables(&net.site).is_empty() && chaosbot_tables_in(ctr).is_empty());
     let _ = std::fs::remove_file(&pid_file);
 }
+
+/// `rate_limit`: TCP into the host's port goes at about the rate (policed: what is over it is
+/// dropped, and TCP backs off), other ports at full speed; the revert lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_a_port_near_its_rate() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let sink = net.addr(SINK_PORT);
+    let free = send_rate(sink, 4 << 20);
+    // 256 KB/s, and 1 MiB through it: about four seconds.
+    let rate_kbps = 256u64;
+    let mut s = scope(Some(&SINK_PORT.to_string()), "tcp", "ingress");
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    let (fid, rid) = net
+        .apply(NetAction::RateLimit { rate_kbps }, s)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    // nftables' bucket starts full (about a second of the rate): drain it, then measure.
+    let _ = send_rate(sink, (rate_kbps * 1000) as usize);
+    let limited = send_rate(sink, 1 << 20);
+    let want = (rate_kbps * 1000) as f64;
+    eprintln!(
+        "free {:.0} KB/s, limited {:.0} KB/s (rate {rate_kbps} KB/s)",
+        free / 1000.0,
+        limited / 1000.0
+    );
+    assert!(
+        limited > want * 0.5 && limited < want * 1.15,
+        "limited to {:.0} B/s, rate {want} B/s",
+        limited
+    );
+    assert!(
+        free > want * 4.0,
+        "the link itself is faster: {free:.0} B/s"
+    );
+    assert!(
+        connect(net.addr(OTHER_PORT)).is_ok(),
+        "other ports are untouched"
+    );
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+    let after = send_rate(sink, 4 << 20);
+    assert!(after > want * 4.0, "the revert lifted it: {after:.0} B/s");
+}

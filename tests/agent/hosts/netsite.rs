@@ -22,23 +22,41 @@ use super::netns::HostChild;
 pub const OTHER_PORT: u16 = 9000;
 /// The UDP echo port inside the host.
 pub const UDP_PORT: u16 = 9100;
+/// A TCP sink inside the host: it reads to the end, then answers with the count of bytes.
+pub const SINK_PORT: u16 = 9200;
 pub const HOST_TARGET: &str = "box";
 
-/// A TCP accept-and-close server on argv[2] and a UDP echo on argv[3], both on argv[1].
+/// A TCP accept-and-close server on argv[2], a UDP echo on argv[3] and a TCP sink on argv[4]
+/// (reads to the end, answers with the byte count), all on argv[1].
 const SERVE_PY: &str = r#"
 import socket, sys, threading
-ip, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ip, tport, uport, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind((ip, tport)); t.listen(128)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((ip, uport))
+k = socket.socket(); k.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+k.bind((ip, sport)); k.listen(16)
 def tcp():
     while True:
         c, _ = t.accept(); c.close()
 def udp():
     while True:
         d, a = u.recvfrom(2048); u.sendto(d, a)
+def drain(c):
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(str(n).encode()); c.close()
+def sink():
+    while True:
+        c, _ = k.accept()
+        threading.Thread(target=drain, args=(c,), daemon=True).start()
 threading.Thread(target=tcp, daemon=True).start()
 threading.Thread(target=udp, daemon=True).start()
+threading.Thread(target=sink, daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 "#;
@@ -220,6 +238,7 @@ pub fn spawn_servers(host: &super::netns::TestHost, ip: &str) -> HostChild {
         ip,
         &OTHER_PORT.to_string(),
         &UDP_PORT.to_string(),
+        &SINK_PORT.to_string(),
     ]);
     let servers = host.spawn(&py).expect("spawn the test servers");
     assert!(
@@ -242,6 +261,31 @@ pub fn connects_in(ns: &str, ip: &str, port: u16) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Sends `bytes` to the sink at `to` as fast as TCP goes and waits for its count: the bytes
+/// per second it received (bounded: 30 s).
+pub fn send_rate(to: SocketAddr, bytes: usize) -> f64 {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect the sink");
+    s.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("write timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).expect("send to the sink");
+        left -= n;
+    }
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("the sink's count");
+    let got: usize = answer.trim().parse().expect("a byte count");
+    assert_eq!(got, bytes, "the sink received everything");
+    bytes as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Connects with a short timeout: Ok(time) or Err(kind and time).
