@@ -18,6 +18,10 @@
 //!   about the rate). Its burst is a tenth of a second of the rate, at least 16 KB; nftables'
 //!   bucket holds a second of the rate on top, and starts full, so about that much passes at
 //!   full speed first.
+//! - `dns` refuses (ICMP port unreachable) UDP queries to port 53 whose query name is exactly
+//!   one of `names`: the raw payload after the DNS header is compared with the name in wire
+//!   form, 16 bytes at a time. The resolver fails at once; other names resolve. DNS over TCP
+//!   or TLS is not matched.
 //! - Recovery (agent start): the tables the journal names are deleted, and so is any other
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
@@ -68,6 +72,8 @@ pub enum HostNetError {
         "ports `{0}` is not a port or a port range; write e.g. 5432 or 8000-8099 (1..65535, low-high)"
     )]
     BadPorts(String),
+    #[error("`{name}` is not a DNS name ({why}); write the name as looked up, e.g. db.internal")]
+    BadDnsName { name: String, why: String },
     #[error("protocol `{0}` is not one of tcp, udp, icmp, all")]
     BadProtocol(String),
     #[error(
@@ -283,7 +289,25 @@ async fn resolve(
     if let NetAction::RateLimit { rate_kbps: 0 } = action {
         return Err(HostNetError::ZeroRate);
     }
+    let dns = matches!(action, NetAction::DnsFail { .. });
+    if let NetAction::DnsFail { names } = action {
+        if names.is_empty() {
+            return Err(HostNetError::BadDnsName {
+                name: String::new(),
+                why: "no name is given".into(),
+            });
+        }
+        for n in names {
+            crate::spec::model::dns_name(n).map_err(|why| HostNetError::BadDnsName {
+                name: n.clone(),
+                why,
+            })?;
+        }
+    }
     let protocol = match scope.protocol.trim().to_ascii_lowercase().as_str() {
+        // DNS queries are matched over UDP only.
+        "udp" | "all" | "" if dns => "udp",
+        _ if dns => return Err(HostNetError::BadProtocol(scope.protocol.clone())),
         "tcp" => "tcp",
         "udp" => "udp",
         "icmp" => "icmp",
@@ -295,7 +319,10 @@ async fn resolve(
         "ingress" => true,
         _ => return Err(HostNetError::BadDirection(scope.direction.clone())),
     };
-    let ports = scope.ports.as_deref().map(parse_ports).transpose()?;
+    let mut ports = scope.ports.as_deref().map(parse_ports).transpose()?;
+    if dns && ports.is_none() {
+        ports = Some((53, 53));
+    }
     if ports.is_some() && protocol == "icmp" {
         return Err(HostNetError::IcmpPorts);
     }
@@ -350,7 +377,7 @@ async fn resolve(
         }
     }
     let every_peer = peers.is_empty() || peers.iter().any(Cidr::is_everything);
-    if every_peer && ports.is_none() && protocol == "all" && !rails.allow_everything {
+    if every_peer && ports.is_none() && protocol == "all" && !dns && !rails.allow_everything {
         return Err(HostNetError::CoversEverything(target.to_string()));
     }
     Ok(Resolved {
@@ -432,6 +459,15 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         NetAction::RateLimit { .. } => {
             vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
         }
+        NetAction::DnsFail { names } => names
+            .iter()
+            .map(|n| {
+                (
+                    format!("{} {}", l4("udp"), dns_query_match(n)),
+                    "reject with icmpx type port-unreachable",
+                )
+            })
+            .collect(),
         NetAction::Reject => match r.protocol {
             "tcp" => vec![(l4("tcp"), "reject with tcp reset")],
             "all" => vec![
@@ -488,10 +524,27 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
     out
 }
 
+/// Matches a DNS query for exactly `name`: the bytes after the UDP header (8) and the DNS
+/// header (12), compared 16 at a time (nftables' longest payload comparison).
+fn dns_query_match(name: &str) -> String {
+    let wire = crate::spec::model::dns_wire_name(name);
+    let mut parts = Vec::new();
+    for (i, chunk) in wire.chunks(16).enumerate() {
+        let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        parts.push(format!(
+            "@th,{},{} 0x{hex}",
+            (20 + i * 16) * 8,
+            chunk.len() * 8
+        ));
+    }
+    parts.join(" ")
+}
+
 fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     let what = match action {
         NetAction::Loss { percent } => format!("loss {percent}%"),
         NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
+        NetAction::DnsFail { names } => format!("dns lookups of {} fail", names.join(", ")),
         a => a.name().to_string(),
     };
     let peers = if r.peers.is_empty() {

@@ -166,6 +166,8 @@ pub struct RawStep {
     pub interface: Option<String>,
     /// Host network faults inside a process target's network namespace.
     pub namespace_of: Option<String>,
+    /// `dns`: the names whose queries fail.
+    pub names: Option<Vec<String>>,
     // `load` attributes (`timeout` above is shared with the toxics).
     pub path: Option<String>,
     pub method: Option<String>,
@@ -232,6 +234,15 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
         "blackhole" | "reject" => HOST_NETWORK_ATTRS,
+        "dns" => &[
+            ("names", true),
+            ("destinations", false),
+            ("ports", false),
+            ("protocol", false),
+            ("direction", false),
+            ("interface", false),
+            ("namespace_of", false),
+        ],
         "rate_limit" => &[
             ("rate_kbps", true),
             ("destinations", false),
@@ -296,13 +307,14 @@ pub const FAULT_KINDS: &[&str] = &[
     "reject",
     "loss",
     "rate_limit",
+    "dns",
 ];
 
 /// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
 pub fn target_kind_for(fault: &str) -> Option<&'static str> {
     Some(match fault {
         "kill" | "pause" => "process",
-        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" => "host",
+        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" | "dns" => "host",
         "disk" | "io" => "disk",
         "load" => "http",
         other if fault_attributes(other).is_some() => "proxy",

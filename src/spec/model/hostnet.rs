@@ -18,10 +18,14 @@ pub enum NetAction {
     /// At most `rate_kbps` kilobytes (1000 bytes) per second, policed: what is over the rate
     /// is dropped (TCP backs off to about the rate; there is no queue).
     RateLimit { rate_kbps: u64 },
+    /// DNS queries (UDP, port 53 unless `ports` says otherwise) for exactly these names are
+    /// refused, so the host's resolver fails to resolve them at once; other names resolve.
+    DnsFail { names: Vec<String> },
 }
 
 impl NetAction {
-    pub const NAMES: &'static [&'static str] = &["blackhole", "reject", "loss", "rate_limit"];
+    pub const NAMES: &'static [&'static str] =
+        &["blackhole", "reject", "loss", "rate_limit", "dns"];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -29,8 +33,49 @@ impl NetAction {
             NetAction::Reject => "reject",
             NetAction::Loss { .. } => "loss",
             NetAction::RateLimit { .. } => "rate_limit",
+            NetAction::DnsFail { .. } => "dns",
         }
     }
+}
+
+/// A DNS name as queries carry it: labels of 1 to 63 letters, digits, `-` or `_`, at most
+/// 253 characters, lowercased, without the trailing dot. Err says what is wrong.
+pub fn dns_name(text: &str) -> Result<String, String> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "it is {} characters long (at most 253)",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!(
+                "label `{label}` must be 1 to 63 characters (names are labels joined by dots)"
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("`{c}` is not allowed in a name"));
+        }
+    }
+    Ok(name)
+}
+
+/// The query name in DNS wire form (length-prefixed labels, then a zero byte).
+pub fn dns_wire_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
 }
 
 /// Which packets: all of them by default; each field narrows the scope.

@@ -16,7 +16,7 @@ mod network;
 
 pub use action::{Action, ActionStep, CommandRun, Expect, HttpCall, Sampling};
 pub use host::{DiskAmount, MemoryAmount, ProcessAction, ResourceKind, Signal};
-pub use hostnet::{Cidr, NetAction, NetScope, parse_port_range};
+pub use hostnet::{Cidr, NetAction, NetScope, dns_name, dns_wire_name, parse_port_range};
 pub use network::{Direction, ToxicKind};
 
 use crate::load::{LoadPlan, Schedule, Threshold};

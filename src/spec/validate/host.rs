@@ -32,6 +32,20 @@ pub(super) fn host_fault_spec(
             let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "30")?;
             host_network(cx, path, s, target, NetAction::Loss { percent })
         }
+        "dns" => {
+            let names = dns_names(cx, &format!("{path}.names"), &s.names)?;
+            if let Some(p) = s.protocol.as_deref()
+                && !p.trim().eq_ignore_ascii_case("udp")
+            {
+                cx.at(
+                    &format!("{path}.protocol"),
+                    format!("a dns fault refuses UDP queries; protocol `{p}` cannot be used"),
+                    "remove `protocol` (DNS over TCP or TLS is not matched)",
+                );
+                return None;
+            }
+            host_network(cx, path, s, target, NetAction::DnsFail { names })
+        }
         "rate_limit" => {
             let rate_kbps = cx.positive(&format!("{path}.rate_kbps"), &s.rate_kbps, "500")?;
             host_network(cx, path, s, target, NetAction::RateLimit { rate_kbps })
@@ -321,7 +335,13 @@ fn host_network(
                 ok = false;
             }
             Some(r) => {
-                if every_peer && s.ports.is_none() && protocol == "all" && !r.allow_everything {
+                let narrowed_by_names = matches!(action, NetAction::DnsFail { .. });
+                if every_peer
+                    && s.ports.is_none()
+                    && protocol == "all"
+                    && !narrowed_by_names
+                    && !r.allow_everything
+                {
                     cx.at(
                         path,
                         format!("the scope covers every peer and every port of host `{name}`"),
@@ -353,6 +373,33 @@ fn host_network(
             namespace_of: s.namespace_of.clone(),
         },
     })
+}
+
+/// `dns`: at least one name, each a valid DNS name.
+fn dns_names(cx: &mut Cx, at: &str, names: &Option<Vec<String>>) -> Option<Vec<String>> {
+    let Some(names) = names.as_ref().filter(|n| !n.is_empty()) else {
+        cx.at(
+            at,
+            "a dns fault needs the names whose lookups fail",
+            "write e.g. `names: [db.internal, cache.internal]`",
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for n in names {
+        match crate::spec::model::dns_name(n) {
+            Ok(name) => out.push(name),
+            Err(why) => {
+                cx.at(
+                    at,
+                    format!("`{n}` is not a DNS name: {why}"),
+                    "write the name as the application looks it up, e.g. db.internal",
+                );
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// `namespace_of`: a declared process target on the same agent as the host, whose network

@@ -443,3 +443,69 @@ async fn a_rate_limit_holds_a_port_near_its_rate() {
     let after = send_rate(sink, 4 << 20);
     assert!(after > want * 4.0, "the revert lifted it: {after:.0} B/s");
 }
+
+/// `dns`: the host's own resolver (glibc, through /etc/resolv.conf) fails at once for the
+/// named names while other names still resolve, and resolves them again after the revert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_fault_fails_the_named_lookups_only() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let _resolver = HostResolver::new(&net.site);
+    let (db, other) = ("db.chaos.test", "cache.chaos.test");
+    let answer = Some(DNS_ANSWER.to_string());
+    assert_eq!(lookup_in(&net.site, db).0, answer, "the resolver works");
+    let (fid, rid) = net
+        .apply(
+            NetAction::DnsFail {
+                names: vec![
+                    db.into(),
+                    "a-much-longer-name.with.several.labels.chaos.test".into(),
+                ],
+            },
+            scope(None, "all", "egress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let (got, took) = lookup_in(&net.site, db);
+    assert_eq!(got, None, "the named lookup fails");
+    assert!(
+        took < Duration::from_millis(1500),
+        "and fails at once, not by the resolver's 2 s timeout: {took:?}"
+    );
+    let long = "a-much-longer-name.with.several.labels.chaos.test";
+    assert_eq!(
+        lookup_in(&net.site, long).0,
+        None,
+        "a name longer than 16 bytes too"
+    );
+    assert_eq!(
+        lookup_in(&net.site, other).0,
+        answer,
+        "another name resolves"
+    );
+    assert_eq!(
+        lookup_in(&net.site, &format!("x{db}")).0,
+        answer,
+        "the match is exact"
+    );
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+    assert_eq!(
+        lookup_in(&net.site, db).0,
+        answer,
+        "resolves after the revert"
+    );
+
+    let err = net
+        .apply(
+            NetAction::DnsFail {
+                names: vec!["bad name!".into()],
+            },
+            scope(None, "all", "egress"),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.contains("not a DNS name"), "{err}");
+    assert!(chaosbot_tables(&net.site).is_empty());
+}

@@ -288,6 +288,98 @@ pub fn send_rate(to: SocketAddr, bytes: usize) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A DNS server on argv[1]:53 answering every A query with 10.9.9.9 (other types: no
+/// answer), enough for the host's resolver.
+const DNS_PY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, a = s.recvfrom(512)
+    end = 12
+    while q[end] != 0:
+        end += 1 + q[end]
+    question, qtype = q[12:end + 5], q[end + 1:end + 3]
+    if qtype == b"\x00\x01":
+        answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 9, 9, 9])
+        counts = b"\x00\x01\x00\x01\x00\x00\x00\x00"
+    else:
+        answer, counts = b"", b"\x00\x01\x00\x00\x00\x00\x00\x00"
+    s.sendto(q[:2] + b"\x81\x80" + counts + question + answer, a)
+"#;
+
+/// The address [`DNS_PY`] answers with.
+pub const DNS_ANSWER: &str = "10.9.9.9";
+
+/// A resolver for the host: the DNS server in the root namespace, on the controller's side
+/// of the link, named in `/etc/netns/<host>/resolv.conf` (which `ip netns exec` puts in
+/// place of /etc/resolv.conf); removed on Drop.
+pub struct HostResolver {
+    dir: std::path::PathBuf,
+    _server: HostChild,
+}
+
+impl HostResolver {
+    pub fn new(site: &Site) -> HostResolver {
+        let dir = std::path::Path::new("/etc/netns").join(&site.host.name);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<host>");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!(
+                "nameserver {}\noptions timeout:2 attempts:1\n",
+                site.host.controller_ip()
+            ),
+        )
+        .expect("write the host's resolv.conf");
+        let mut py = Command::new("python3");
+        py.args(["-c", DNS_PY, &site.host.controller_ip().to_string()]);
+        let server = site.host.spawn_outside(&py).expect("spawn the DNS server");
+        assert!(
+            wait_until(Duration::from_secs(10), || server.log().contains("ready")),
+            "DNS server did not start: {}",
+            server.log()
+        );
+        HostResolver {
+            dir,
+            _server: server,
+        }
+    }
+}
+
+impl Drop for HostResolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // /etc/netns itself, if nothing else is in it (another test's host may be).
+        let _ = std::fs::remove_dir("/etc/netns");
+    }
+}
+
+/// `name` looked up by the host's resolver (glibc's, as any program there): the address, or
+/// None when the lookup fails; and how long it took.
+pub fn lookup_in(site: &Site, name: &str) -> (Option<String>, Duration) {
+    const LOOKUP_PY: &str = "import socket, sys\nprint(socket.gethostbyname(sys.argv[1]))";
+    let started = Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site.host.name,
+            "python3",
+            "-c",
+            LOOKUP_PY,
+            name,
+        ])
+        .output();
+    let took = started.elapsed();
+    match out {
+        Ok(o) if o.status.success() => (
+            Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            took,
+        ),
+        _ => (None, took),
+    }
+}
+
 /// Connects with a short timeout: Ok(time) or Err(kind and time).
 pub fn connect(addr: SocketAddr) -> Result<Duration, (std::io::ErrorKind, Duration)> {
     let start = Instant::now();
