@@ -22,6 +22,10 @@
 //!   one of `names`: the raw payload after the DNS header is compared with the name in wire
 //!   form, 16 bytes at a time. The resolver fails at once; other names resolve. DNS over TCP
 //!   or TLS is not matched.
+//! - `duplicate` clones `percent` of matching packets (`numgen random`, as `loss`) with
+//!   `dup to ip daddr`, which nftables has in its `ip` family only: such a fault's table is
+//!   `ip chaosbot_<agent>_<fault>`, and it takes IPv4 egress only. The clone is sent by the
+//!   kernel past the hook, so it is not cloned again.
 //! - Recovery (agent start): the tables the journal names are deleted, and so is any other
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
@@ -110,6 +114,10 @@ pub enum HostNetError {
         "the scope covers every peer and every port of host `{0}` (it would cut the host off from everything but its agent); narrow it with destinations or ports, or ask the operator to set allow_everything = true in [targets.host.network]"
     )]
     CoversEverything(String),
+    #[error(
+        "duplicate acts on IPv4 egress only ({0}); give IPv4 destinations and no `direction: ingress`"
+    )]
+    DuplicateScope(String),
     #[error(
         "rate_kbps 0 lets nothing through; use blackhole for that, or a rate of 1 KB/s or more"
     )]
@@ -273,7 +281,7 @@ async fn resolve(
     scope: &NetScope,
     ns: Option<&File>,
 ) -> Result<Resolved, HostNetError> {
-    if let NetAction::Loss { percent } = action {
+    if let NetAction::Loss { percent } | NetAction::Duplicate { percent } = action {
         if !(percent.is_finite() && *percent > 0.0 && *percent <= 100.0) {
             return Err(HostNetError::LossRange(*percent));
         }
@@ -376,6 +384,14 @@ async fn resolve(
             });
         }
     }
+    if matches!(action, NetAction::Duplicate { .. }) {
+        if ingress {
+            return Err(HostNetError::DuplicateScope("direction is ingress".into()));
+        }
+        if let Some(v6) = peers.iter().find(|p| !p.addr.is_ipv4()) {
+            return Err(HostNetError::DuplicateScope(format!("{v6} is IPv6")));
+        }
+    }
     let every_peer = peers.is_empty() || peers.iter().any(Cidr::is_everything);
     if every_peer && ports.is_none() && protocol == "all" && !dns && !rails.allow_everything {
         return Err(HostNetError::CoversEverything(target.to_string()));
@@ -456,6 +472,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
     let verdicts: Vec<(String, &str)> = match action {
         NetAction::Blackhole => vec![(l4(r.protocol), "drop")],
         NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
+        NetAction::Duplicate { .. } => vec![(l4(r.protocol), "dup to ip daddr")],
         NetAction::RateLimit { .. } => {
             vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
         }
@@ -485,7 +502,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         },
     };
     let random = match action {
-        NetAction::Loss { percent } => {
+        NetAction::Loss { percent } | NetAction::Duplicate { percent } => {
             format!(
                 "numgen random mod 10000 < {}",
                 (percent * 100.0).round() as u32
@@ -493,7 +510,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         }
         _ => String::new(),
     };
-    let mut out = format!("table inet {table} {{\n");
+    let mut out = format!("table {} {table} {{\n", family(action));
     if let NetAction::RateLimit { rate_kbps } = action {
         let rate = rate_kbps.saturating_mul(1000);
         let burst = (rate / 10).max(16_000);
@@ -543,6 +560,7 @@ fn dns_query_match(name: &str) -> String {
 fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     let what = match action {
         NetAction::Loss { percent } => format!("loss {percent}%"),
+        NetAction::Duplicate { percent } => format!("duplicate {percent}%"),
         NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
         NetAction::DnsFail { names } => format!("dns lookups of {} fail", names.join(", ")),
         a => a.name().to_string(),
@@ -646,9 +664,21 @@ pub async fn apply(p: &Prepared, ns: Option<&File>) -> Result<(), HostNetError> 
     }
 }
 
-/// Chaosbot's tables present now in namespace `ns` (names only, `inet` family).
+/// The nftables family of a fault's table: `inet` (IPv4 and IPv6), but `ip` for
+/// `duplicate`, whose `dup to ip daddr` exists only there.
+fn family(action: &NetAction) -> &'static str {
+    match action {
+        NetAction::Duplicate { .. } => "ip",
+        _ => "inet",
+    }
+}
+
+/// The families chaosbot's tables are made in, most used first.
+const FAMILIES: [&str; 2] = ["inet", "ip"];
+
+/// Chaosbot's tables present now in namespace `ns` (names only, of every family).
 pub async fn chaosbot_tables(ns: Option<&File>) -> Result<Vec<String>, HostNetError> {
-    let out = nft(&["list", "tables", "inet"], None, ns)
+    let out = nft(&["list", "tables"], None, ns)
         .await
         .map_err(|(missing, stderr)| {
             if missing {
@@ -660,12 +690,18 @@ pub async fn chaosbot_tables(ns: Option<&File>) -> Result<Vec<String>, HostNetEr
                 }
             }
         })?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("table inet "))
-        .map(|t| t.trim().to_string())
-        .filter(|t| t.starts_with(TABLE_PREFIX))
-        .collect())
+    let mut names: Vec<String> = Vec::new();
+    for line in out.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("table"), Some(_family), Some(name)) =
+            (words.next(), words.next(), words.next())
+            && name.starts_with(TABLE_PREFIX)
+            && !names.iter().any(|n| n == name)
+        {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
 }
 
 /// Deletes one of chaosbot's tables in namespace `ns`; already gone is fine.
@@ -676,21 +712,26 @@ pub async fn remove(table: &str, ns: Option<&File>) -> Result<(), HostNetError> 
             stderr: "refusing to delete a table that is not chaosbot's".into(),
         });
     }
-    match nft(&["delete", "table", "inet", table], None, ns).await {
-        Ok(_) => Ok(()),
-        Err((_, stderr)) => {
-            if chaosbot_tables(ns)
-                .await
-                .is_ok_and(|t| !t.iter().any(|n| n == table))
-            {
-                return Ok(());
+    // The name is unique across families: try each (inet first, the common one).
+    let mut first_error = None;
+    for family in FAMILIES {
+        match nft(&["delete", "table", family, table], None, ns).await {
+            Ok(_) => return Ok(()),
+            Err((_, stderr)) => {
+                first_error.get_or_insert(stderr);
             }
-            Err(HostNetError::Remove {
-                what: format!("delete of table {table}"),
-                stderr,
-            })
         }
     }
+    if chaosbot_tables(ns)
+        .await
+        .is_ok_and(|t| !t.iter().any(|n| n == table))
+    {
+        return Ok(());
+    }
+    Err(HostNetError::Remove {
+        what: format!("delete of table {table}"),
+        stderr: first_error.unwrap_or_default(),
+    })
 }
 
 /// At agent start: removes every table of this agent's prefix (none should be in place when

@@ -234,6 +234,15 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
         "blackhole" | "reject" => HOST_NETWORK_ATTRS,
+        "duplicate" => &[
+            ("percent", true),
+            ("destinations", false),
+            ("ports", false),
+            ("protocol", false),
+            ("direction", false),
+            ("interface", false),
+            ("namespace_of", false),
+        ],
         "dns" => &[
             ("names", true),
             ("destinations", false),
@@ -308,13 +317,16 @@ pub const FAULT_KINDS: &[&str] = &[
     "loss",
     "rate_limit",
     "dns",
+    "duplicate",
 ];
 
 /// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
 pub fn target_kind_for(fault: &str) -> Option<&'static str> {
     Some(match fault {
         "kill" | "pause" => "process",
-        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" | "dns" => "host",
+        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" | "dns" | "duplicate" => {
+            "host"
+        }
         "disk" | "io" => "disk",
         "load" => "http",
         other if fault_attributes(other).is_some() => "proxy",

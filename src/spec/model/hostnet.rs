@@ -18,14 +18,22 @@ pub enum NetAction {
     /// At most `rate_kbps` kilobytes (1000 bytes) per second, policed: what is over the rate
     /// is dropped (TCP backs off to about the rate; there is no queue).
     RateLimit { rate_kbps: u64 },
+    /// Sent twice with this probability, in percent (0 < p ≤ 100); IPv4 egress only.
+    Duplicate { percent: f64 },
     /// DNS queries (UDP, port 53 unless `ports` says otherwise) for exactly these names are
     /// refused, so the host's resolver fails to resolve them at once; other names resolve.
     DnsFail { names: Vec<String> },
 }
 
 impl NetAction {
-    pub const NAMES: &'static [&'static str] =
-        &["blackhole", "reject", "loss", "rate_limit", "dns"];
+    pub const NAMES: &'static [&'static str] = &[
+        "blackhole",
+        "reject",
+        "loss",
+        "rate_limit",
+        "dns",
+        "duplicate",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -34,6 +42,7 @@ impl NetAction {
             NetAction::Loss { .. } => "loss",
             NetAction::RateLimit { .. } => "rate_limit",
             NetAction::DnsFail { .. } => "dns",
+            NetAction::Duplicate { .. } => "duplicate",
         }
     }
 }

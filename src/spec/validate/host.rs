@@ -46,6 +46,21 @@ pub(super) fn host_fault_spec(
             }
             host_network(cx, path, s, target, NetAction::DnsFail { names })
         }
+        "duplicate" => {
+            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "10")?;
+            if s.direction
+                .as_deref()
+                .is_some_and(|d| d.trim().eq_ignore_ascii_case("ingress"))
+            {
+                cx.at(
+                    &format!("{path}.direction"),
+                    "duplicate acts on the host's outgoing packets only",
+                    "remove `direction: ingress` (duplicate the peer's side with a fault on its own host)",
+                );
+                return None;
+            }
+            host_network(cx, path, s, target, NetAction::Duplicate { percent })
+        }
         "rate_limit" => {
             let rate_kbps = cx.positive(&format!("{path}.rate_kbps"), &s.rate_kbps, "500")?;
             host_network(cx, path, s, target, NetAction::RateLimit { rate_kbps })

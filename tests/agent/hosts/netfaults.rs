@@ -509,3 +509,58 @@ async fn a_dns_fault_fails_the_named_lookups_only() {
     assert!(err.contains("not a DNS name"), "{err}");
     assert!(chaosbot_tables(&net.site).is_empty());
 }
+
+/// `duplicate`: about its share of the host's outgoing datagrams arrive twice (the echo's
+/// answers, sent by the host), none is lost; its `ip` table goes on revert and at a start
+/// after kill -9 like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_sends_its_share_twice() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    const N: u32 = 2000;
+    let mut s = scope(None, "udp", "egress");
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    let (fid, rid) = net
+        .apply(NetAction::Duplicate { percent: 30.0 }, s.clone())
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let (distinct, total) = udp_echo_counts(to, N);
+    let dup = 100.0 * f64::from(total - distinct) / f64::from(distinct.max(1));
+    eprintln!("duplicate 30 %: {distinct} answers, {total} datagrams: {dup:.1} % twice");
+    assert!(distinct >= N - N / 100, "nothing lost: {distinct}/{N}");
+    // 2000 draws at p = 0.3: one standard deviation is about 1 point.
+    assert!(
+        (25.0..=35.0).contains(&dup),
+        "observed {dup:.1} % duplicated"
+    );
+    net.revert(&fid, &rid).await;
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the ip table is gone"
+    );
+    let (distinct, total) = udp_echo_counts(to, N);
+    assert_eq!(distinct, total, "no duplicates after the revert");
+
+    net.apply(NetAction::Duplicate { percent: 30.0 }, s.clone())
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    net.site.agent.as_mut().expect("agent").kill9();
+    assert_eq!(chaosbot_tables(&net.site).len(), 1);
+    net.site.start_agent().await;
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the start removed it: {}",
+        net.site.agent_log()
+    );
+
+    let mut v6 = s.clone();
+    v6.destinations = vec!["fd00::1".into()];
+    let err = net
+        .apply(NetAction::Duplicate { percent: 30.0 }, v6)
+        .await
+        .expect_err("refused");
+    assert!(err.contains("IPv4 egress only"), "{err}");
+    assert!(chaosbot_tables(&net.site).is_empty());
+}

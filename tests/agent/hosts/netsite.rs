@@ -112,7 +112,13 @@ pub fn chaosbot_tables_in(ns: &str) -> Vec<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     out.lines()
-        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("table"), Some(_family), Some(name)) => Some(name),
+                _ => None,
+            }
+        })
         .filter(|t| t.starts_with(hostnet::TABLE_PREFIX))
         .map(str::to_string)
         .collect()
@@ -392,20 +398,27 @@ pub fn connect(addr: SocketAddr) -> Result<Duration, (std::io::ErrorKind, Durati
 /// Sends `n` numbered datagrams to the echo (paced, reading answers as they come, so no
 /// socket buffer overflows) and counts the distinct answers.
 pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
+    udp_echo_counts(to, n).0
+}
+
+/// [`udp_echoes`]: the distinct answers, and every answer (duplicates included).
+pub fn udp_echo_counts(to: SocketAddr, n: u32) -> (u32, u32) {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
     let mut seen = HashSet::new();
+    let mut total = 0u32;
     let mut buf = [0u8; 16];
-    let mut take = |sock: &UdpSocket, seen: &mut HashSet<u32>| {
+    let mut take = |sock: &UdpSocket, seen: &mut HashSet<u32>, total: &mut u32| {
         while let Ok((len, _)) = sock.recv_from(&mut buf) {
             if len == 4 {
                 seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                *total += 1;
             }
         }
     };
     sock.set_nonblocking(true).expect("nonblocking");
     for i in 0..n {
         sock.send_to(&i.to_be_bytes(), to).expect("send");
-        take(&sock, &mut seen);
+        take(&sock, &mut seen, &mut total);
         if i % 10 == 9 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -418,10 +431,11 @@ pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
         match sock.recv_from(&mut buf) {
             Ok((4, _)) => {
                 seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                total += 1;
             }
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    seen.len() as u32
+    (seen.len() as u32, total)
 }
