@@ -134,7 +134,7 @@ pub struct HostTarget {
     /// Most CPU workers one fault may start (default: the number of CPUs).
     #[serde(default)]
     pub max_cpu_workers: Option<u32>,
-    /// Guard rails of host network faults (`blackhole`, `reject`, `loss`); without this
+    /// Guard rails of host network faults (`blackhole`, `reject`, `loss`, …); without this
     /// section the host refuses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<HostNetworkRails>,

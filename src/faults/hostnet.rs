@@ -1,4 +1,5 @@
-//! Host network faults (`blackhole`, `reject`, `loss`, `rate_limit`) on a declared host's own traffic, with
+//! Host network faults (`blackhole`, `reject`, `loss`, `rate_limit`, `duplicate`, `dns`) on a
+//! declared host's own traffic, with
 //! nftables. Each fault is one table of its own, `inet chaosbot_<agent>_<fault>`, written as a
 //! script and applied atomically with `nft -f -` (all of it or nothing), and deleted on revert.
 //! Nothing else is touched: no flush, no other table, so a team's own rules stay as they are.
@@ -782,6 +783,12 @@ impl super::ActiveFault for Active {
 }
 
 /// Checks and resolves a step into what will be applied (public for the benchmark and tests).
+/// Opens the namespace a fault acts in (None: the host's own); Err when it is gone.
+fn open_namespace(ns: Option<&NetNs>) -> Result<Option<File>, HostNetError> {
+    ns.map(|n| netns::open(n).ok_or_else(|| HostNetError::NamespaceGone(n.process.clone())))
+        .transpose()
+}
+
 /// `processes` finds the process target `namespace_of` names.
 pub async fn prepare_step(
     step: &FaultStep,
@@ -806,12 +813,7 @@ pub async fn prepare_step(
         }
         None => None,
     };
-    let ns_file = match &netns {
-        Some(ns) => {
-            Some(netns::open(ns).ok_or_else(|| HostNetError::NamespaceGone(ns.process.clone()))?)
-        }
-        None => None,
-    };
+    let ns_file = open_namespace(netns.as_ref())?;
     let resolved = resolve(&host.name, rails, action, scope, ns_file.as_ref()).await?;
     nft_available().await?;
     let nanos = std::time::SystemTime::now()
@@ -865,14 +867,7 @@ impl super::FaultFamily for HostNetFaults {
     ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
         let p: Prepared = serde_json::from_value(prepared.clone())
             .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
-        let ns = match &p.netns {
-            Some(n) => {
-                Some(Arc::new(netns::open(n).ok_or_else(|| {
-                    HostNetError::NamespaceGone(n.process.clone())
-                })?))
-            }
-            None => None,
-        };
+        let ns = open_namespace(p.netns.as_ref())?.map(Arc::new);
         let started = Instant::now();
         apply(&p, ns.as_deref()).await?;
         info!(run_id = %ctx.run_id, table = %p.table, took_ms = started.elapsed().as_millis() as u64, "host network fault applied");
@@ -898,18 +893,18 @@ impl super::FaultFamily for HostNetFaults {
             .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
         let Some(n) = &p.netns else {
             remove(&p.table, None).await?;
-            return Ok(format!("deleted nftables table inet {}", p.table));
+            return Ok(format!("deleted nftables table {}", p.table));
         };
         match netns::open(n) {
             Some(ns) => {
                 remove(&p.table, Some(&ns)).await?;
                 Ok(format!(
-                    "deleted nftables table inet {} in the network namespace of `{}`",
+                    "deleted nftables table {} in the network namespace of `{}`",
                     p.table, n.process
                 ))
             }
             None => Ok(format!(
-                "the network namespace of `{}` is gone, and table inet {} with it",
+                "the network namespace of `{}` is gone, and table {} with it",
                 n.process, p.table
             )),
         }

@@ -211,6 +211,21 @@ pub const STEP_KEYS: &[&str] = &[
 /// checked as attributes (which those kinds do not take).
 pub const NETWORK_STEP_KEYS: &[&str] = &["direction", "toxicity"];
 
+/// A host network fault's own attributes, then the scope every one of them takes.
+macro_rules! host_network_attrs {
+    ($($own:expr),*) => {
+        &[
+            $($own,)*
+            ("destinations", false),
+            ("ports", false),
+            ("protocol", false),
+            ("direction", false),
+            ("interface", false),
+            ("namespace_of", false),
+        ]
+    };
+}
+
 /// The attributes of a fault kind: (name, required).
 pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
     Some(match kind {
@@ -233,43 +248,10 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "memory" => &[("mib", false), ("fraction", false)],
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
-        "blackhole" | "reject" => HOST_NETWORK_ATTRS,
-        "duplicate" => &[
-            ("percent", true),
-            ("destinations", false),
-            ("ports", false),
-            ("protocol", false),
-            ("direction", false),
-            ("interface", false),
-            ("namespace_of", false),
-        ],
-        "dns" => &[
-            ("names", true),
-            ("destinations", false),
-            ("ports", false),
-            ("protocol", false),
-            ("direction", false),
-            ("interface", false),
-            ("namespace_of", false),
-        ],
-        "rate_limit" => &[
-            ("rate_kbps", true),
-            ("destinations", false),
-            ("ports", false),
-            ("protocol", false),
-            ("direction", false),
-            ("interface", false),
-            ("namespace_of", false),
-        ],
-        "loss" => &[
-            ("percent", true),
-            ("destinations", false),
-            ("ports", false),
-            ("protocol", false),
-            ("direction", false),
-            ("interface", false),
-            ("namespace_of", false),
-        ],
+        "blackhole" | "reject" => host_network_attrs!(),
+        "loss" | "duplicate" => host_network_attrs!(("percent", true)),
+        "rate_limit" => host_network_attrs!(("rate_kbps", true)),
+        "dns" => host_network_attrs!(("names", true)),
         // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
         "load" => &[
             ("path", false),
@@ -285,15 +267,6 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         _ => return None,
     })
 }
-
-const HOST_NETWORK_ATTRS: &[(&str, bool)] = &[
-    ("destinations", false),
-    ("ports", false),
-    ("protocol", false),
-    ("direction", false),
-    ("interface", false),
-    ("namespace_of", false),
-];
 
 /// Every fault kind, for "did you mean" hints and help texts.
 pub const FAULT_KINDS: &[&str] = &[

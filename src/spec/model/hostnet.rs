@@ -1,5 +1,5 @@
-//! Host network fault parameters (`blackhole`, `reject`, `loss`, `rate_limit`): what the agent's nftables
-//! rules match. `crate::faults::hostnet` checks and applies them.
+//! Host network fault parameters (`blackhole`, `reject`, `loss`, `rate_limit`, `duplicate`,
+//! `dns`): what the agent's nftables rules match. `crate::faults::hostnet` checks and applies them.
 
 use std::net::IpAddr;
 

@@ -298,36 +298,28 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
         "{ps:#?}"
     );
     assert!(has("`db..internal` is not a DNS name"), "{ps:#?}");
-    assert!(has("names"), "{ps:#?}");
+    assert!(has("a `dns` fault needs `names`"), "{ps:#?}");
     assert!(has("protocol `tcp` cannot be used"), "{ps:#?}");
-    let e = parse_experiment(
-        &format!("{HEAD}method:\n  - {{name: a, target: box, fault: dns, names: [DB.Internal.], duration: 1s}}\n"),
-        "t.yaml",
-        &net_cfg(),
-        &[],
-    )
-    .unwrap();
-    let Step::Fault(a) = &e.method[0] else {
-        panic!("a fault step")
-    };
-    assert!(
-        matches!(&a.fault, FaultSpec::HostNetwork { action: NetAction::DnsFail { names }, .. } if names == &["db.internal"]),
-        "{:?}",
-        a.fault
-    );
 
-    let e = parse_experiment(
-        &format!("{HEAD}method:\n  - {{name: a, target: box, fault: rate_limit, rate_kbps: 500, destinations: [10.0.0.0/24], duration: 1s}}\n"),
-        "t.yaml",
-        &net_cfg(),
-        &[],
-    )
-    .unwrap();
-    let Step::Fault(a) = &e.method[0] else {
-        panic!("a fault step")
+    // The fault of a one-step method.
+    let fault_of = |step: &str| -> FaultSpec {
+        let text = format!("{HEAD}method:\n  - {step}\n");
+        let e = parse_experiment(&text, "t.yaml", &net_cfg(), &[]).unwrap();
+        let Step::Fault(a) = &e.method[0] else {
+            panic!("a fault step")
+        };
+        a.fault.clone()
     };
+    let dns = fault_of("{name: a, target: box, fault: dns, names: [DB.Internal.], duration: 1s}");
+    assert!(
+        matches!(&dns, FaultSpec::HostNetwork { action: NetAction::DnsFail { names }, .. } if names == &["db.internal"]),
+        "{dns:?}"
+    );
+    let rate = fault_of(
+        "{name: a, target: box, fault: rate_limit, rate_kbps: 500, destinations: [10.0.0.0/24], duration: 1s}",
+    );
     assert!(matches!(
-        &a.fault,
+        &rate,
         FaultSpec::HostNetwork {
             action: NetAction::RateLimit { rate_kbps: 500 },
             ..
