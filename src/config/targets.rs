@@ -155,10 +155,23 @@ pub struct HostNetworkRails {
     /// Highest `loss` percentage (default 100).
     #[serde(default)]
     pub max_loss_percent: Option<f64>,
+    /// Longest `delay` (latency plus jitter) or `reorder` latency, in milliseconds (default
+    /// [`DEFAULT_MAX_DELAY_MS`]): every packet held is held in the kernel's queue.
+    #[serde(default)]
+    pub max_delay_ms: Option<u64>,
     /// Allows a scope that covers every peer and every port (off by default: such a fault
     /// cuts the host off from everything but its agent's control channel).
     #[serde(default)]
     pub allow_everything: bool,
+}
+
+/// The longest packet delay a host allows when its guard rails name none.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 10_000;
+
+impl HostNetworkRails {
+    pub fn max_delay(&self) -> u64 {
+        self.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS)
+    }
 }
 
 fn default_min_free_mib() -> u64 {

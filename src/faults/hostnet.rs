@@ -31,7 +31,9 @@
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
 
+mod netlink;
 mod netns;
+pub mod shaper;
 
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
@@ -123,8 +125,19 @@ pub enum HostNetError {
         "rate_kbps 0 lets nothing through; use blackhole for that, or a rate of 1 KB/s or more"
     )]
     ZeroRate,
-    #[error("loss {0} % is out of range; it must be above 0 and at most 100")]
-    LossRange(f64),
+    #[error("{kind} {percent} % is out of range; it must be above 0 and at most 100")]
+    PercentRange { kind: &'static str, percent: f64 },
+    /// A `delay` or `reorder` latency that cannot be applied (the text says why).
+    #[error("{0}")]
+    DelayRange(String),
+    #[error(
+        "a delay of {ms} ms is above the guard rail of host `{target}` ({max} ms); use at most {max} ms (latency plus jitter) or ask the operator to raise max_delay_ms"
+    )]
+    DelayAboveRail { ms: f64, target: String, max: u64 },
+    #[error(
+        "the packet shaper could not start ({0}); nothing of this fault is left in place. It needs a kernel with nfnetlink_queue, the NFQUEUE x_tables target and nf_tables compat (CONFIG_NETFILTER_NETLINK_QUEUE, CONFIG_NETFILTER_XT_TARGET_NFQUEUE, CONFIG_NFT_COMPAT) and the agent running as root"
+    )]
+    Shaper(String),
     #[error(
         "loss {percent} % is above the guard rail of host `{target}` ({max} %); use at most {max} or ask the operator to raise max_loss_percent"
     )]
@@ -203,6 +216,39 @@ pub struct Prepared {
     /// The process namespace the table lives in (`namespace_of`); None: the host's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetNs>,
+    /// A `delay`, `reorder` or `corrupt`: what the shaper does, and the families of the
+    /// tables whose `shape` chain sends packets to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaped: Option<NetAction>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shaped_families: Vec<String>,
+}
+
+/// The shaper's parameters for a shaped action (None for the others).
+fn shape_of(action: &NetAction) -> Option<shaper::Shape> {
+    let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0);
+    Some(match action {
+        NetAction::Delay {
+            latency_ms,
+            jitter_ms,
+            correlation,
+        } => shaper::Shape::Delay {
+            latency: ms(*latency_ms),
+            jitter: ms(*jitter_ms),
+            correlation: correlation / 100.0,
+        },
+        NetAction::Reorder {
+            percent,
+            latency_ms,
+        } => shaper::Shape::Reorder {
+            share: percent / 100.0,
+            latency: ms(*latency_ms),
+        },
+        NetAction::Corrupt { percent } => shaper::Shape::Corrupt {
+            share: percent / 100.0,
+        },
+        _ => return None,
+    })
 }
 
 /// The scope checked and resolved: everything the rules need.
@@ -282,10 +328,63 @@ async fn resolve(
     scope: &NetScope,
     ns: Option<&File>,
 ) -> Result<Resolved, HostNetError> {
-    if let NetAction::Loss { percent } | NetAction::Duplicate { percent } = action {
-        if !(percent.is_finite() && *percent > 0.0 && *percent <= 100.0) {
-            return Err(HostNetError::LossRange(*percent));
+    if let NetAction::Loss { percent }
+    | NetAction::Duplicate { percent }
+    | NetAction::Reorder { percent, .. }
+    | NetAction::Corrupt { percent } = action
+        && !(percent.is_finite() && *percent > 0.0 && *percent <= 100.0)
+    {
+        return Err(HostNetError::PercentRange {
+            kind: action.name(),
+            percent: *percent,
+        });
+    }
+    if let NetAction::Delay {
+        latency_ms,
+        jitter_ms,
+        correlation,
+    } = action
+    {
+        if !(latency_ms.is_finite() && *latency_ms > 0.0) {
+            return Err(HostNetError::DelayRange(format!(
+                "a delay of {latency_ms} ms does nothing; give a latency above 0, e.g. 100ms"
+            )));
         }
+        if !(jitter_ms.is_finite() && *jitter_ms >= 0.0 && jitter_ms <= latency_ms) {
+            return Err(HostNetError::DelayRange(format!(
+                "jitter {jitter_ms} ms must be between 0 and the latency ({latency_ms} ms)"
+            )));
+        }
+        if !(0.0..=100.0).contains(correlation) {
+            return Err(HostNetError::DelayRange(format!(
+                "correlation {correlation} % must be between 0 and 100"
+            )));
+        }
+    }
+    if let NetAction::Reorder { latency_ms, .. } = action
+        && !(latency_ms.is_finite() && *latency_ms > 0.0)
+    {
+        return Err(HostNetError::DelayRange(format!(
+            "reorder needs a latency above 0 (got {latency_ms} ms): the packets that do not go at once wait that long"
+        )));
+    }
+    let held_ms = match action {
+        NetAction::Delay {
+            latency_ms,
+            jitter_ms,
+            ..
+        } => latency_ms + jitter_ms,
+        NetAction::Reorder { latency_ms, .. } => *latency_ms,
+        _ => 0.0,
+    };
+    if held_ms > rails.max_delay() as f64 {
+        return Err(HostNetError::DelayAboveRail {
+            ms: held_ms,
+            target: target.to_string(),
+            max: rails.max_delay(),
+        });
+    }
+    if let NetAction::Loss { percent } | NetAction::Duplicate { percent } = action {
         let max = rails.max_loss_percent.unwrap_or(100.0);
         if *percent > max {
             return Err(HostNetError::LossAboveRail {
@@ -472,6 +571,10 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
     // (l4 match, verdict) pairs: a reject answers TCP with a reset, the rest with ICMP.
     let verdicts: Vec<(String, &str)> = match action {
         NetAction::Blackhole => vec![(l4(r.protocol), "drop")],
+        // The queue rule in `shape` is added by the shaper once it serves the queue.
+        NetAction::Delay { .. } | NetAction::Reorder { .. } | NetAction::Corrupt { .. } => {
+            vec![(l4(r.protocol), "jump shape")]
+        }
         NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
         NetAction::Duplicate { .. } => vec![(l4(r.protocol), "dup to ip daddr")],
         NetAction::RateLimit { .. } => {
@@ -511,7 +614,56 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         }
         _ => String::new(),
     };
-    let mut out = format!("table {} {table} {{\n", family(action));
+    let tables: Vec<(&str, Vec<&String>)> = if action.is_shaped() {
+        // nf_tables takes x_tables targets in the ip and ip6 families only: one table each.
+        let of = |key: &str| -> Vec<&String> {
+            peer_matches
+                .iter()
+                .filter(|m| m.is_empty() || m.starts_with(key))
+                .collect()
+        };
+        [("ip", of("ip ")), ("ip6", of("ip6 "))]
+            .into_iter()
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
+    } else {
+        vec![(family(action), peer_matches.iter().collect())]
+    };
+    let mut out = String::new();
+    for (fam, matches) in tables {
+        out.push_str(&table_text(
+            fam,
+            table,
+            action,
+            hook,
+            control_ports,
+            &head,
+            &matches,
+            &verdicts,
+            &random,
+        ));
+    }
+    out
+}
+
+/// One table of a fault's script: its chain at `hook`, the control exemption first, then a
+/// rule per (peer match, l4 match and verdict).
+#[allow(clippy::too_many_arguments)]
+fn table_text(
+    fam: &str,
+    table: &str,
+    action: &NetAction,
+    hook: &str,
+    control_ports: &[u16],
+    head: &[String],
+    peer_matches: &[&String],
+    verdicts: &[(String, &str)],
+    random: &str,
+) -> String {
+    let mut out = format!("table {fam} {table} {{\n");
+    if action.is_shaped() {
+        out.push_str("  chain shape {\n  }\n");
+    }
     if let NetAction::RateLimit { rate_kbps } = action {
         let rate = rate_kbps.saturating_mul(1000);
         let burst = (rate / 10).max(16_000);
@@ -527,12 +679,12 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
             "    tcp sport {p} accept\n    tcp dport {p} accept\n"
         ));
     }
-    for peer in &peer_matches {
-        for (l4m, verdict) in &verdicts {
+    for peer in peer_matches {
+        for (l4m, verdict) in verdicts {
             let parts: Vec<&str> = head
                 .iter()
                 .map(String::as_str)
-                .chain([peer.as_str(), l4m.as_str(), random.as_str(), verdict])
+                .chain([peer.as_str(), l4m.as_str(), random, verdict])
                 .filter(|s| !s.is_empty())
                 .collect();
             out.push_str(&format!("    {}\n", parts.join(" ")));
@@ -564,6 +716,25 @@ fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
         NetAction::Duplicate { percent } => format!("duplicate {percent}%"),
         NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
         NetAction::DnsFail { names } => format!("dns lookups of {} fail", names.join(", ")),
+        NetAction::Delay {
+            latency_ms,
+            jitter_ms,
+            correlation,
+        } => {
+            let mut t = format!("delay {latency_ms} ms");
+            if *jitter_ms > 0.0 {
+                t.push_str(&format!(" ± {jitter_ms} ms"));
+            }
+            if *correlation > 0.0 {
+                t.push_str(&format!(" (correlation {correlation}%)"));
+            }
+            t
+        }
+        NetAction::Reorder {
+            percent,
+            latency_ms,
+        } => format!("reorder: {percent}% at once, the rest {latency_ms} ms later"),
+        NetAction::Corrupt { percent } => format!("corrupt {percent}%"),
         a => a.name().to_string(),
     };
     let peers = if r.peers.is_empty() {
@@ -675,7 +846,7 @@ fn family(action: &NetAction) -> &'static str {
 }
 
 /// The families chaosbot's tables are made in, most used first.
-const FAMILIES: [&str; 2] = ["inet", "ip"];
+const FAMILIES: [&str; 3] = ["inet", "ip", "ip6"];
 
 /// Chaosbot's tables present now in namespace `ns` (names only, of every family).
 pub async fn chaosbot_tables(ns: Option<&File>) -> Result<Vec<String>, HostNetError> {
@@ -713,26 +884,21 @@ pub async fn remove(table: &str, ns: Option<&File>) -> Result<(), HostNetError> 
             stderr: "refusing to delete a table that is not chaosbot's".into(),
         });
     }
-    // The name is unique across families: try each (inet first, the common one).
-    let mut first_error = None;
-    for family in FAMILIES {
-        match nft(&["delete", "table", family, table], None, ns).await {
-            Ok(_) => return Ok(()),
-            Err((_, stderr)) => {
-                first_error.get_or_insert(stderr);
-            }
-        }
+    // Whatever families the name is in (a shaped fault has an ip and an ip6 table of it):
+    // each is added (a no-op when it is there) and deleted in one transaction, so a table
+    // already gone is no error and one nft call does it all.
+    let script: String = FAMILIES
+        .iter()
+        .map(|f| format!("add table {f} {table}\ndelete table {f} {table}\n"))
+        .collect();
+    match nft(&["-f", "-"], Some(&script), ns).await {
+        Ok(_) => Ok(()),
+        Err((true, why)) => Err(HostNetError::NftMissing(why)),
+        Err((_, stderr)) => Err(HostNetError::Remove {
+            what: format!("delete of table {table}"),
+            stderr,
+        }),
     }
-    if chaosbot_tables(ns)
-        .await
-        .is_ok_and(|t| !t.iter().any(|n| n == table))
-    {
-        return Ok(());
-    }
-    Err(HostNetError::Remove {
-        what: format!("delete of table {table}"),
-        stderr: first_error.unwrap_or_default(),
-    })
 }
 
 /// At agent start: removes every table of this agent's prefix (none should be in place when
@@ -767,13 +933,27 @@ struct Active {
     ns: Option<Arc<File>>,
     /// Removes the table at the deadline even if nobody reverts.
     timer: tokio::task::JoinHandle<()>,
+    /// The shaper serving a `delay`, `reorder` or `corrupt` (it stops by itself at the
+    /// deadline too).
+    shaper: std::sync::Mutex<Option<shaper::Shaper>>,
+}
+
+/// Stops a shaper off the async threads (it lets its held packets go first).
+async fn stop_shaper(s: Option<shaper::Shaper>) {
+    if let Some(mut s) = s {
+        let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+    }
 }
 
 #[async_trait::async_trait]
 impl super::ActiveFault for Active {
     async fn revert(&self) -> Result<(), super::FaultError> {
         self.timer.abort();
-        remove(&self.table, self.ns.as_deref()).await?;
+        // The table first: no new packet reaches the queue; then what is held goes.
+        let removed = remove(&self.table, self.ns.as_deref()).await;
+        let shaper = self.shaper.lock().map(|mut s| s.take()).unwrap_or(None);
+        stop_shaper(shaper).await;
+        removed?;
         Ok(())
     }
 
@@ -833,11 +1013,23 @@ pub async fn prepare_step(
             ns.process, ns.pid
         ));
     }
+    let script = script(&table, action, &resolved, &owner().control_ports);
+    let shaped_families = if action.is_shaped() {
+        ["ip", "ip6"]
+            .into_iter()
+            .filter(|f| script.contains(&format!("table {f} {table} ")))
+            .map(String::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Prepared {
-        script: script(&table, action, &resolved, &owner().control_ports),
+        script,
         summary,
         table,
         netns,
+        shaped: action.is_shaped().then(|| action.clone()),
+        shaped_families,
     })
 }
 
@@ -870,6 +1062,33 @@ impl super::FaultFamily for HostNetFaults {
         let ns = open_namespace(p.netns.as_ref())?.map(Arc::new);
         let started = Instant::now();
         apply(&p, ns.as_deref()).await?;
+        let shaper = match p.shaped.as_ref().and_then(shape_of) {
+            Some(shape) => {
+                let tables: Vec<(String, String)> = p
+                    .shaped_families
+                    .iter()
+                    .map(|f| (f.clone(), p.table.clone()))
+                    .collect();
+                let (ns2, deadline, seed) = (ns.clone(), ctx.deadline, fnv(&p.table));
+                let started = tokio::task::spawn_blocking(move || {
+                    shaper::Shaper::start(shape, ns2, tables, "shape", deadline, seed)
+                })
+                .await
+                .map_err(|e| HostNetError::Shaper(e.to_string()))
+                .and_then(|r| r.map_err(|e| HostNetError::Shaper(e.to_string())));
+                match started {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        // Rolled back before the step fails.
+                        if let Err(re) = remove(&p.table, ns.as_deref()).await {
+                            warn!(table = %p.table, error = %re, "cannot roll back a host network fault whose shaper failed");
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
         info!(run_id = %ctx.run_id, table = %p.table, took_ms = started.elapsed().as_millis() as u64, "host network fault applied");
         let deadline = tokio::time::Instant::from_std(ctx.deadline);
         let table = p.table.clone();
@@ -885,6 +1104,7 @@ impl super::FaultFamily for HostNetFaults {
             summary: p.summary,
             ns,
             timer,
+            shaper: std::sync::Mutex::new(shaper),
         }))
     }
 

@@ -168,6 +168,8 @@ pub struct RawStep {
     pub namespace_of: Option<String>,
     /// `dns`: the names whose queries fail.
     pub names: Option<Vec<String>>,
+    /// Host `delay`: how much each delay is like the one before, in percent.
+    pub correlation: Option<String>,
     // `load` attributes (`timeout` above is shared with the toxics).
     pub path: Option<String>,
     pub method: Option<String>,
@@ -252,6 +254,11 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "loss" | "duplicate" => host_network_attrs!(("percent", true)),
         "rate_limit" => host_network_attrs!(("rate_kbps", true)),
         "dns" => host_network_attrs!(("names", true)),
+        "delay" => {
+            host_network_attrs!(("latency", true), ("jitter", false), ("correlation", false))
+        }
+        "reorder" => host_network_attrs!(("percent", true), ("latency", true)),
+        "corrupt" => host_network_attrs!(("percent", true)),
         // `rate` or `ramp` is required; validate says so (one of two is not expressible here).
         "load" => &[
             ("path", false),
@@ -291,15 +298,17 @@ pub const FAULT_KINDS: &[&str] = &[
     "rate_limit",
     "dns",
     "duplicate",
+    "delay",
+    "reorder",
+    "corrupt",
 ];
 
 /// The kind of declared target a fault kind acts on (`[[targets.<kind>]]`).
 pub fn target_kind_for(fault: &str) -> Option<&'static str> {
     Some(match fault {
         "kill" | "pause" => "process",
-        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" | "dns" | "duplicate" => {
-            "host"
-        }
+        "cpu" | "memory" | "blackhole" | "reject" | "loss" | "rate_limit" | "dns" | "duplicate"
+        | "delay" | "reorder" | "corrupt" => "host",
         "disk" | "io" => "disk",
         "load" => "http",
         other if fault_attributes(other).is_some() => "proxy",

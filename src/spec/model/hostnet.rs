@@ -1,5 +1,5 @@
 //! Host network fault parameters (`blackhole`, `reject`, `loss`, `rate_limit`, `duplicate`,
-//! `dns`): what the agent's nftables rules match. `crate::faults::hostnet` checks and applies them.
+//! `dns`, `delay`, `reorder`, `corrupt`): what the agent's nftables rules match. `crate::faults::hostnet` checks and applies them.
 
 use std::net::IpAddr;
 
@@ -23,6 +23,20 @@ pub enum NetAction {
     /// DNS queries (UDP, port 53 unless `ports` says otherwise) for exactly these names are
     /// refused, so the host's resolver fails to resolve them at once; other names resolve.
     DnsFail { names: Vec<String> },
+    /// Held `latency_ms ± jitter_ms` (uniform; each draw correlated with the one before by
+    /// `correlation` percent) before it goes on: netem's `delay`, done by the agent's shaper.
+    Delay {
+        latency_ms: f64,
+        #[serde(default)]
+        jitter_ms: f64,
+        #[serde(default)]
+        correlation: f64,
+    },
+    /// `percent` of packets go at once, the others are held `latency_ms`: they overtake.
+    Reorder { percent: f64, latency_ms: f64 },
+    /// `percent` of packets get one bit flipped past the IP header (the peer's checksum
+    /// drops them).
+    Corrupt { percent: f64 },
 }
 
 impl NetAction {
@@ -33,6 +47,9 @@ impl NetAction {
         "rate_limit",
         "dns",
         "duplicate",
+        "delay",
+        "reorder",
+        "corrupt",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -43,7 +60,19 @@ impl NetAction {
             NetAction::RateLimit { .. } => "rate_limit",
             NetAction::DnsFail { .. } => "dns",
             NetAction::Duplicate { .. } => "duplicate",
+            NetAction::Delay { .. } => "delay",
+            NetAction::Reorder { .. } => "reorder",
+            NetAction::Corrupt { .. } => "corrupt",
         }
+    }
+
+    /// Whether the agent's shaper (an nfnetlink queue) carries it out, rather than nftables
+    /// alone.
+    pub fn is_shaped(&self) -> bool {
+        matches!(
+            self,
+            NetAction::Delay { .. } | NetAction::Reorder { .. } | NetAction::Corrupt { .. }
+        )
     }
 }
 

@@ -61,6 +61,92 @@ pub(super) fn host_fault_spec(
             }
             host_network(cx, path, s, target, NetAction::Duplicate { percent })
         }
+        "delay" => {
+            let d = |cx: &mut Cx, key: &str, v: &Option<String>, default| {
+                cx.duration(&format!("{path}.{key}"), v, default)
+            };
+            let latency = d(cx, "latency", &s.latency, None);
+            let jitter = d(cx, "jitter", &s.jitter, Some(std::time::Duration::ZERO));
+            let correlation = match s.correlation.as_deref().map(str::trim) {
+                None | Some("0") => Some(0.0),
+                Some(_) => cx.number(
+                    &format!("{path}.correlation"),
+                    &s.correlation,
+                    0.0,
+                    100.0,
+                    "25",
+                ),
+            };
+            let (latency, jitter, correlation) = (latency?, jitter?, correlation?);
+            if latency.is_zero() {
+                cx.at(
+                    &format!("{path}.latency"),
+                    "a delay of 0 does nothing",
+                    "write the added delay, e.g. `latency: 100ms`",
+                );
+                return None;
+            }
+            if jitter > latency {
+                cx.at(
+                    &format!("{path}.jitter"),
+                    format!(
+                        "jitter {} is more than the latency {}",
+                        humantime::format_duration(jitter),
+                        humantime::format_duration(latency)
+                    ),
+                    "a delay is latency ± jitter and cannot go below zero; use a jitter of at most the latency",
+                );
+                return None;
+            }
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            let jitter_ms = jitter.as_secs_f64() * 1000.0;
+            delay_within_rail(
+                cx,
+                &format!("{path}.latency"),
+                target,
+                latency_ms + jitter_ms,
+            )?;
+            host_network(
+                cx,
+                path,
+                s,
+                target,
+                NetAction::Delay {
+                    latency_ms,
+                    jitter_ms,
+                    correlation,
+                },
+            )
+        }
+        "reorder" => {
+            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "25");
+            let latency = cx.duration(&format!("{path}.latency"), &s.latency, None);
+            let (percent, latency) = (percent?, latency?);
+            if latency.is_zero() {
+                cx.at(
+                    &format!("{path}.latency"),
+                    "reorder needs a latency: the packets that do not go at once wait that long",
+                    "write e.g. `latency: 10ms`",
+                );
+                return None;
+            }
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            delay_within_rail(cx, &format!("{path}.latency"), target, latency_ms)?;
+            host_network(
+                cx,
+                path,
+                s,
+                target,
+                NetAction::Reorder {
+                    percent,
+                    latency_ms,
+                },
+            )
+        }
+        "corrupt" => {
+            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "5")?;
+            host_network(cx, path, s, target, NetAction::Corrupt { percent })
+        }
         "rate_limit" => {
             let rate_kbps = cx.positive(&format!("{path}.rate_kbps"), &s.rate_kbps, "500")?;
             host_network(cx, path, s, target, NetAction::RateLimit { rate_kbps })
@@ -388,6 +474,27 @@ fn host_network(
             namespace_of: s.namespace_of.clone(),
         },
     })
+}
+
+/// A packet delay of `ms` is within the host's `max_delay_ms` (hosts whose rails live on
+/// their agent are checked there, when injecting).
+fn delay_within_rail(cx: &mut Cx, at: &str, target: Option<&str>, ms: f64) -> Option<()> {
+    let Some(h) = target.and_then(|t| cx.cfg.host_target(t)) else {
+        return Some(());
+    };
+    let Some(max) = h.network.as_ref().map(|r| r.max_delay()) else {
+        return Some(());
+    };
+    if ms > max as f64 {
+        let name = h.name.clone();
+        cx.at(
+            at,
+            format!("a delay of {ms} ms is above the guard rail of `{name}` ({max} ms)"),
+            format!("use at most {max} ms (latency plus jitter), or ask the operator to raise max_delay_ms"),
+        );
+        return None;
+    }
+    Some(())
 }
 
 /// `dns`: at least one name, each a valid DNS name.

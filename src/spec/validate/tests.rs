@@ -367,3 +367,58 @@ fn namespace_of_names_a_process_target_on_the_hosts_agent() {
         "{ps:#?}"
     );
 }
+
+#[test]
+fn shaped_host_network_kinds_parse_and_bad_values_are_located() {
+    use crate::spec::model::{FaultSpec, NetAction, Step};
+    let text = format!(
+        "{HEAD}method:\n  - {{name: a, target: box, fault: delay, latency: 100ms, jitter: 10ms, correlation: 25, ports: 5432, duration: 1s}}\n  - {{name: b, target: box, fault: reorder, percent: 25, latency: 10ms, ports: 5432, duration: 1s}}\n  - {{name: c, target: box, fault: corrupt, percent: 5, ports: 5432, duration: 1s}}\n"
+    );
+    let e = parse_experiment(&text, "t.yaml", &net_cfg(), &[]).unwrap();
+    let actions: Vec<NetAction> = e
+        .method
+        .iter()
+        .map(|s| match s {
+            Step::Fault(f) => match &f.fault {
+                FaultSpec::HostNetwork { action, .. } => action.clone(),
+                other => panic!("a host network fault: {other:?}"),
+            },
+            other => panic!("a fault step: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            NetAction::Delay {
+                latency_ms: 100.0,
+                jitter_ms: 10.0,
+                correlation: 25.0
+            },
+            NetAction::Reorder {
+                percent: 25.0,
+                latency_ms: 10.0
+            },
+            NetAction::Corrupt { percent: 5.0 },
+        ]
+    );
+    let bad = format!(
+        "{HEAD}method:\n  - {{name: a, target: box, fault: delay, latency: 10ms, jitter: 20ms, ports: 53, duration: 1s}}\n  - {{name: b, target: box, fault: delay, latency: 20s, ports: 53, duration: 1s}}\n  - {{name: c, target: box, fault: delay, ports: 53, duration: 1s}}\n  - {{name: d, target: box, fault: reorder, percent: 25, latency: 0s, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: corrupt, percent: 150, ports: 53, duration: 1s}}\n  - {{name: f, target: box, fault: delay, latency: 10ms, correlation: 101, ports: 53, duration: 1s}}\n  - {{name: g, target: box, fault: delay, latency: 10ms, duration: 1s}}\n"
+    );
+    let ps: Vec<String> = parse_experiment(&bad, "t.yaml", &net_cfg(), &[])
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let has = |s: &str| ps.iter().any(|p| p.contains(s));
+    assert!(has("jitter 20ms is more than the latency 10ms"), "{ps:#?}");
+    assert!(
+        has("a delay of 20000 ms is above the guard rail of `box` (10000 ms)"),
+        "{ps:#?}"
+    );
+    assert!(has("a `delay` fault needs `latency`"), "{ps:#?}");
+    assert!(has("reorder needs a latency"), "{ps:#?}");
+    assert!(has("`percent: 150` is over 100"), "{ps:#?}");
+    assert!(has("`correlation: 101` is over 100"), "{ps:#?}");
+    assert!(has("the scope covers every peer and every port"), "{ps:#?}");
+}

@@ -17,6 +17,7 @@ mod controller_kill;
 mod harness;
 mod link_cut;
 mod netfaults;
+mod shaped;
 
 /// A [`fixture::Site`] with its agent started, or `SKIP:` and return.
 #[macro_export]

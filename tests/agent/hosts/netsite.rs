@@ -439,3 +439,72 @@ pub fn udp_echo_counts(to: SocketAddr, n: u32) -> (u32, u32) {
     }
     (seen.len() as u32, total)
 }
+
+/// Round trips of `n` echoes sent one at a time `gap` apart (each waits up to 2 s for its
+/// answer); a lost one is left out.
+pub fn udp_rtts(to: SocketAddr, n: u32, gap: Duration) -> Vec<Duration> {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16];
+    for i in 0..n {
+        let sent = Instant::now();
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+        let deadline = sent + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((4, _)) if buf[..4] == i.to_be_bytes() => {
+                    out.push(sent.elapsed());
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(gap);
+    }
+    out
+}
+
+/// The `q` quantile (0 to 1) of `v`, in milliseconds.
+pub fn quantile_ms(v: &[Duration], q: f64) -> f64 {
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    if ms.is_empty() {
+        return f64::NAN;
+    }
+    ms[((ms.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Sends `n` numbered datagrams back to back (1 ms pause every 10, reading answers as they
+/// come) and returns the numbers of the answers in the order they came.
+pub fn udp_answer_order(to: SocketAddr, n: u32) -> Vec<u32> {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let mut order = Vec::new();
+    let mut buf = [0u8; 16];
+    sock.set_nonblocking(true).expect("nonblocking");
+    for i in 0..n {
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            if len == 4 {
+                order.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+        }
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_nonblocking(false).expect("blocking");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("read timeout");
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && order.len() < n as usize {
+        match sock.recv_from(&mut buf) {
+            Ok((4, _)) => order.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    order
+}

@@ -1,0 +1,236 @@
+//! Shaped host network faults (`delay`, `reorder`, `corrupt`): the agent's shaper holds or
+//! alters matching packets through an nfnetlink queue, measured by the test's own UDP echoes
+//! across the veth link. The host's answers (its egress to the controller) are shaped; the
+//! agent's control channel is not. A kill -9 of the agent lets traffic pass unshaped at once
+//! (the queue rule bypasses a queue nobody serves), and the next start removes the tables.
+
+use std::time::Duration;
+
+use super::netsite::*;
+
+/// Every UDP datagram the host sends the controller.
+fn to_controller(net: &NetSite, protocol: &str) -> NetScope {
+    let mut s = scope(None, protocol, "egress");
+    s.destinations = vec![net.site.host.controller_ip().to_string()];
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_adds_its_latency_and_spares_the_control_channel() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    let base = udp_rtts(to, 50, Duration::from_millis(2));
+    let base_p50 = quantile_ms(&base, 0.5);
+    assert!(
+        base.len() == 50 && base_p50 < 20.0,
+        "base rtt {base_p50} ms"
+    );
+    let (fid, rid) = net
+        .apply(
+            NetAction::Delay {
+                latency_ms: 50.0,
+                jitter_ms: 0.0,
+                correlation: 0.0,
+            },
+            to_controller(&net, "all"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let rtts = udp_rtts(to, 100, Duration::from_millis(5));
+    assert_eq!(rtts.len(), 100, "a delay loses nothing");
+    let added: Vec<Duration> = rtts
+        .iter()
+        .map(|r| r.saturating_sub(Duration::from_secs_f64(base_p50 / 1000.0)))
+        .collect();
+    let (p50, p99) = (quantile_ms(&added, 0.5), quantile_ms(&added, 0.99));
+    eprintln!("delay 50 ms: added p50 {p50:.2} ms, p99 {p99:.2} ms (base p50 {base_p50:.2} ms)");
+    assert!((49.0..=53.0).contains(&p50), "added p50 {p50} ms");
+    assert!(
+        quantile_ms(&added, 0.0) >= 49.0,
+        "no packet skips the delay"
+    );
+    // Every TCP packet to the controller is covered too, but not the agent's own port.
+    let t = std::time::Instant::now();
+    net.site.api.hello().await.expect("control channel");
+    assert!(
+        t.elapsed() < Duration::from_millis(45),
+        "the control channel is not delayed: {:?}",
+        t.elapsed()
+    );
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+    let after = quantile_ms(&udp_rtts(to, 30, Duration::from_millis(2)), 0.5);
+    assert!(after < 20.0, "back to normal after the revert: {after} ms");
+
+    // With jitter: spread over latency ± jitter.
+    let (fid, rid) = net
+        .apply(
+            NetAction::Delay {
+                latency_ms: 40.0,
+                jitter_ms: 20.0,
+                correlation: 0.0,
+            },
+            to_controller(&net, "udp"),
+        )
+        .await
+        .expect("apply");
+    let rtts = udp_rtts(to, 100, Duration::from_millis(2));
+    let (lo, hi) = (quantile_ms(&rtts, 0.0), quantile_ms(&rtts, 1.0));
+    eprintln!("delay 40 ± 20 ms: rtt from {lo:.1} to {hi:.1} ms");
+    assert!(
+        lo >= 19.5 && hi <= 80.0,
+        "within 20..60 ms plus the link: {lo}..{hi}"
+    );
+    assert!(hi - lo > 25.0, "jitter spreads the delays: {lo}..{hi}");
+    net.revert(&fid, &rid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_lets_traffic_pass_and_the_start_removes_the_tables() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    net.apply(
+        NetAction::Delay {
+            latency_ms: 200.0,
+            jitter_ms: 0.0,
+            correlation: 0.0,
+        },
+        to_controller(&net, "udp"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert!(quantile_ms(&udp_rtts(to, 5, Duration::ZERO), 0.5) >= 199.0);
+    net.site.agent.as_mut().expect("agent").kill9();
+    assert_eq!(
+        chaosbot_tables(&net.site).len(),
+        1,
+        "the table outlives kill -9"
+    );
+    let rtts = udp_rtts(to, 20, Duration::from_millis(2));
+    assert_eq!(
+        rtts.len(),
+        20,
+        "nothing is lost with nobody serving the queue"
+    );
+    let p50 = quantile_ms(&rtts, 0.5);
+    assert!(p50 < 20.0, "the queue is bypassed: {p50} ms");
+    net.site.start_agent().await;
+    assert!(
+        chaosbot_tables(&net.site).is_empty(),
+        "the start removed it: {}",
+        net.site.agent_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorder_lets_some_overtake_and_loses_none() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    const N: u32 = 500;
+    // Answers that came after one with a higher number: they were overtaken.
+    let inversions = |order: &[u32]| {
+        let mut top = None;
+        order
+            .iter()
+            .filter(|&&n| {
+                let late = top.is_some_and(|t| n < t);
+                top = top.max(Some(n));
+                late
+            })
+            .count()
+    };
+    let before = udp_answer_order(to, N);
+    assert_eq!(before.len(), N as usize);
+    assert_eq!(inversions(&before), 0, "in order without the fault");
+    let (fid, rid) = net
+        .apply(
+            NetAction::Reorder {
+                percent: 30.0,
+                latency_ms: 20.0,
+            },
+            to_controller(&net, "udp"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let order = udp_answer_order(to, N);
+    eprintln!(
+        "reorder 30 %: {} answers, {} overtaken",
+        order.len(),
+        inversions(&order)
+    );
+    assert_eq!(order.len(), N as usize, "none lost");
+    // Only a held answer can be overtaken, and only by one sent within its 20 ms.
+    assert!(
+        inversions(&order) >= 50,
+        "packets overtook: {}",
+        inversions(&order)
+    );
+    net.revert(&fid, &rid).await;
+    assert_eq!(inversions(&udp_answer_order(to, N)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_spoils_its_share_which_the_peer_drops() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    const N: u32 = 2000;
+    let (fid, rid) = net
+        .apply(
+            NetAction::Corrupt { percent: 20.0 },
+            to_controller(&net, "udp"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let got = udp_echoes(to, N);
+    let spoiled = 100.0 * f64::from(N - got) / f64::from(N);
+    eprintln!("corrupt 20 %: {spoiled:.1} % of {N} answers did not arrive whole");
+    // 2000 draws at p = 0.2: one standard deviation is about 0.9 points.
+    assert!((16.0..=24.0).contains(&spoiled), "observed {spoiled:.1} %");
+    net.revert(&fid, &rid).await;
+    assert!(udp_echoes(to, N) >= N - N / 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_shapes_are_refused_and_nothing_is_applied() {
+    let Some(mut net) = net_site("max_delay_ms = 500").await else {
+        return;
+    };
+    let s = to_controller(&net, "udp");
+    let delay = |latency_ms: f64, jitter_ms: f64, correlation: f64| NetAction::Delay {
+        latency_ms,
+        jitter_ms,
+        correlation,
+    };
+    for (action, want) in [
+        (delay(400.0, 200.0, 0.0), "above the guard rail"),
+        (
+            delay(50.0, 80.0, 0.0),
+            "jitter 80 ms must be between 0 and the latency",
+        ),
+        (delay(0.0, 0.0, 0.0), "does nothing"),
+        (delay(50.0, 0.0, 120.0), "correlation 120 %"),
+        (
+            NetAction::Corrupt { percent: 0.0 },
+            "corrupt 0 % is out of range",
+        ),
+        (
+            NetAction::Reorder {
+                percent: 30.0,
+                latency_ms: 0.0,
+            },
+            "reorder needs a latency",
+        ),
+    ] {
+        let err = net.apply(action, s.clone()).await.expect_err("refused");
+        assert!(err.contains(want), "wanted `{want}` in: {err}");
+        assert!(chaosbot_tables(&net.site).is_empty(), "nothing applied");
+    }
+}
