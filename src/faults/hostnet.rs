@@ -1,6 +1,5 @@
-//! Host network faults (`blackhole`, `reject`, `loss`, `rate_limit`, `duplicate`, `dns`) on a
-//! declared host's own traffic, with
-//! nftables. Each fault is one table of its own, `inet chaosbot_<agent>_<fault>`, written as a
+//! Host network faults (`blackhole`, `reject`, `loss`, `rate_limit`, `duplicate`, `dns`,
+//! `delay`, `reorder`, `corrupt`) on a declared host's own traffic, with nftables. Each fault is one table of its own, `inet chaosbot_<agent>_<fault>`, written as a
 //! script and applied atomically with `nft -f -` (all of it or nothing), and deleted on revert.
 //! Nothing else is touched: no flush, no other table, so a team's own rules stay as they are.
 //!
@@ -10,8 +9,12 @@
 //!   protocol, direction (egress: `output` hook, peer = destination; ingress: `input` hook, peer
 //!   = source), interface. A scope covering every peer and port is refused unless the host's
 //!   guard rails allow it.
-//! - `loss` is `numgen random mod 10000 < p·100` then drop: independent per packet (there is no
-//!   correlation without the kernel's sch_netem).
+//! - `loss` is `numgen random mod 10000 < p·100` then drop: independent per packet. With a
+//!   `correlation` it is shaped instead (below), in bursts.
+//! - `delay`, `reorder`, `corrupt` and correlated `loss` are shaped: the table (`ip` and `ip6`
+//!   ones of the fault's name, as nf_tables takes x_tables targets there only) sends matching
+//!   packets to chain `shape`, whose one rule, `NFQUEUE --queue-bypass`, the agent's
+//!   [`shaper`] adds once it serves that queue (see there for why that is safe).
 //! - `namespace_of: <process target>` acts inside that process's network namespace instead
 //!   (a container or a pod; see [`netns`]): the host's own tables are not touched.
 //! - `rate_limit` is one named nftables `limit` shared by the fault's rules, `rate over` its
@@ -127,9 +130,10 @@ pub enum HostNetError {
     ZeroRate,
     #[error("{kind} {percent} % is out of range; it must be above 0 and at most 100")]
     PercentRange { kind: &'static str, percent: f64 },
-    /// A `delay` or `reorder` latency that cannot be applied (the text says why).
+    /// A `delay`, `reorder` or correlated `loss` whose numbers cannot be applied (the text
+    /// says why).
     #[error("{0}")]
-    DelayRange(String),
+    BadShape(String),
     #[error(
         "a delay of {ms} ms is above the guard rail of host `{target}` ({max} ms); use at most {max} ms (latency plus jitter) or ask the operator to raise max_delay_ms"
     )]
@@ -247,6 +251,13 @@ fn shape_of(action: &NetAction) -> Option<shaper::Shape> {
         NetAction::Corrupt { percent } => shaper::Shape::Corrupt {
             share: percent / 100.0,
         },
+        NetAction::Loss {
+            percent,
+            correlation,
+        } if *correlation > 0.0 => shaper::Shape::Loss {
+            share: percent / 100.0,
+            correlation: correlation / 100.0,
+        },
         _ => return None,
     })
 }
@@ -328,7 +339,7 @@ async fn resolve(
     scope: &NetScope,
     ns: Option<&File>,
 ) -> Result<Resolved, HostNetError> {
-    if let NetAction::Loss { percent }
+    if let NetAction::Loss { percent, .. }
     | NetAction::Duplicate { percent }
     | NetAction::Reorder { percent, .. }
     | NetAction::Corrupt { percent } = action
@@ -346,25 +357,32 @@ async fn resolve(
     } = action
     {
         if !(latency_ms.is_finite() && *latency_ms > 0.0) {
-            return Err(HostNetError::DelayRange(format!(
+            return Err(HostNetError::BadShape(format!(
                 "a delay of {latency_ms} ms does nothing; give a latency above 0, e.g. 100ms"
             )));
         }
         if !(jitter_ms.is_finite() && *jitter_ms >= 0.0 && jitter_ms <= latency_ms) {
-            return Err(HostNetError::DelayRange(format!(
+            return Err(HostNetError::BadShape(format!(
                 "jitter {jitter_ms} ms must be between 0 and the latency ({latency_ms} ms)"
             )));
         }
         if !(0.0..=100.0).contains(correlation) {
-            return Err(HostNetError::DelayRange(format!(
+            return Err(HostNetError::BadShape(format!(
                 "correlation {correlation} % must be between 0 and 100"
             )));
         }
     }
+    if let NetAction::Loss { correlation, .. } = action
+        && !(0.0..=100.0).contains(correlation)
+    {
+        return Err(HostNetError::BadShape(format!(
+            "correlation {correlation} % must be between 0 and 100"
+        )));
+    }
     if let NetAction::Reorder { latency_ms, .. } = action
         && !(latency_ms.is_finite() && *latency_ms > 0.0)
     {
-        return Err(HostNetError::DelayRange(format!(
+        return Err(HostNetError::BadShape(format!(
             "reorder needs a latency above 0 (got {latency_ms} ms): the packets that do not go at once wait that long"
         )));
     }
@@ -384,7 +402,7 @@ async fn resolve(
             max: rails.max_delay(),
         });
     }
-    if let NetAction::Loss { percent } | NetAction::Duplicate { percent } = action {
+    if let NetAction::Loss { percent, .. } | NetAction::Duplicate { percent } = action {
         let max = rails.max_loss_percent.unwrap_or(100.0);
         if *percent > max {
             return Err(HostNetError::LossAboveRail {
@@ -575,6 +593,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         NetAction::Delay { .. } | NetAction::Reorder { .. } | NetAction::Corrupt { .. } => {
             vec![(l4(r.protocol), "jump shape")]
         }
+        NetAction::Loss { .. } if action.is_shaped() => vec![(l4(r.protocol), "jump shape")],
         NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
         NetAction::Duplicate { .. } => vec![(l4(r.protocol), "dup to ip daddr")],
         NetAction::RateLimit { .. } => {
@@ -606,7 +625,9 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         },
     };
     let random = match action {
-        NetAction::Loss { percent } | NetAction::Duplicate { percent } => {
+        NetAction::Loss { percent, .. } | NetAction::Duplicate { percent }
+            if !action.is_shaped() =>
+        {
             format!(
                 "numgen random mod 10000 < {}",
                 (percent * 100.0).round() as u32
@@ -712,7 +733,11 @@ fn dns_query_match(name: &str) -> String {
 
 fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
     let what = match action {
-        NetAction::Loss { percent } => format!("loss {percent}%"),
+        NetAction::Loss {
+            percent,
+            correlation,
+        } if *correlation > 0.0 => format!("loss {percent}% (correlation {correlation}%)"),
+        NetAction::Loss { percent, .. } => format!("loss {percent}%"),
         NetAction::Duplicate { percent } => format!("duplicate {percent}%"),
         NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
         NetAction::DnsFail { names } => format!("dns lookups of {} fail", names.join(", ")),
@@ -1243,7 +1268,10 @@ mod tests {
         );
         assert!(
             err(
-                NetAction::Loss { percent: 130.0 },
+                NetAction::Loss {
+                    percent: 130.0,
+                    correlation: 0.0,
+                },
                 scope(&|s| s.ports = Some("80".into())),
                 rails()
             )
@@ -1258,7 +1286,10 @@ mod tests {
         let in_net = |s: &mut NetScope| s.destinations = vec!["10.0.0.1".into()];
         assert!(
             err(
-                NetAction::Loss { percent: 30.0 },
+                NetAction::Loss {
+                    percent: 30.0,
+                    correlation: 0.0,
+                },
                 scope(&in_net),
                 capped.clone()
             )

@@ -168,7 +168,7 @@ pub struct RawStep {
     pub namespace_of: Option<String>,
     /// `dns`: the names whose queries fail.
     pub names: Option<Vec<String>>,
-    /// Host `delay`: how much each delay is like the one before, in percent.
+    /// Host `delay` and `loss`: how much each packet's draw is like the one before, percent.
     pub correlation: Option<String>,
     // `load` attributes (`timeout` above is shared with the toxics).
     pub path: Option<String>,
@@ -251,7 +251,8 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "disk" => &[("mib", false), ("until_percent", false)],
         "io" => &[("block_kib", false), ("mib_per_s", true)],
         "blackhole" | "reject" => host_network_attrs!(),
-        "loss" | "duplicate" => host_network_attrs!(("percent", true)),
+        "loss" => host_network_attrs!(("percent", true), ("correlation", false)),
+        "duplicate" => host_network_attrs!(("percent", true)),
         "rate_limit" => host_network_attrs!(("rate_kbps", true)),
         "dns" => host_network_attrs!(("names", true)),
         "delay" => {

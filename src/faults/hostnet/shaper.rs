@@ -1,4 +1,5 @@
-//! The agent's own netem, for `delay`, `reorder` and `corrupt` on kernels without sch_netem:
+//! The agent's own netem, for `delay`, `reorder`, `corrupt` and correlated `loss` on kernels
+//! without sch_netem:
 //! the fault's nftables rules send matching packets to an nfnetlink queue (`NFQUEUE` with
 //! bypass), and a thread of the agent bound to that queue gives each one its verdict — now,
 //! later (held in a timer heap until its time to send) or now with one bit flipped.
@@ -19,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQA_CFG_F_FAIL_OPEN: u32 = 0x1;
 const NFQNL_COPY_META: u8 = 1;
 const NFQNL_COPY_PACKET: u8 = 2;
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 /// Packets the kernel keeps queued for us at most (past it they pass, fail-open).
 const QUEUE_MAX_LEN: u32 = 65_536;
@@ -65,6 +67,11 @@ pub enum Shape {
     Reorder { share: f64, latency: Duration },
     /// `share` (0 to 1) of packets get one bit flipped.
     Corrupt { share: f64 },
+    /// `share` (0 to 1) of packets dropped, in bursts: after a loss the next is lost with
+    /// probability `c + (1 - c)·share`, after a delivery with `(1 - c)·share` (a two-state
+    /// Markov chain: the long-run loss stays `share`, and consecutive packets have
+    /// correlation `c`).
+    Loss { share: f64, correlation: f64 },
 }
 
 impl Shape {
@@ -79,6 +86,7 @@ pub enum Decision {
     Pass,
     Hold(Duration),
     Corrupt,
+    Drop,
 }
 
 /// Draws each packet's fate (seeded, so tests can replay it).
@@ -86,6 +94,7 @@ pub struct Decider {
     shape: Shape,
     rng: ChaCha8Rng,
     last: f64,
+    last_lost: bool,
 }
 
 impl Decider {
@@ -94,6 +103,7 @@ impl Decider {
             shape,
             rng: ChaCha8Rng::seed_from_u64(seed),
             last: 0.5,
+            last_lost: false,
         }
     }
 
@@ -137,6 +147,20 @@ impl Decider {
                     Decision::Pass
                 }
             }
+            Shape::Loss { share, correlation } => {
+                let c = correlation.clamp(0.0, 1.0);
+                let p = if self.last_lost {
+                    c + (1.0 - c) * share
+                } else {
+                    (1.0 - c) * share
+                };
+                self.last_lost = self.rng.random::<f64>() < p;
+                if self.last_lost {
+                    Decision::Drop
+                } else {
+                    Decision::Pass
+                }
+            }
         }
     }
 
@@ -164,13 +188,46 @@ pub struct Stats {
     pub packets: u64,
     pub held: u64,
     pub corrupted: u64,
+    pub dropped: u64,
     pub most_held_at_once: usize,
+}
+
+/// Tells the shaper's thread to stop, waking it at once (an eventfd it polls with its queue).
+struct StopSignal {
+    flag: AtomicBool,
+    wake: OwnedFd,
+}
+
+impl StopSignal {
+    fn new() -> io::Result<StopSignal> {
+        // SAFETY: eventfd(2) returns a new descriptor, owned right away.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StopSignal {
+            flag: AtomicBool::new(false),
+            // SAFETY: fd is fresh and nobody else owns it.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn raise(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to our eventfd; failure (counter full) still wakes it.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    fn raised(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
 }
 
 /// A running shaper: its queue and the thread that serves it.
 pub struct Shaper {
     pub queue: u16,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     thread: Option<std::thread::JoinHandle<Stats>>,
 }
 
@@ -187,7 +244,7 @@ impl Shaper {
         deadline: Instant,
         seed: u64,
     ) -> io::Result<Shaper> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::new()?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<u16>>();
         let chain = chain.to_string();
         let thread_stop = stop.clone();
@@ -233,7 +290,7 @@ impl Shaper {
 
     /// Lets every held packet go and ends the thread (blocking: at most a few milliseconds).
     pub fn stop(&mut self) -> Stats {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.raise();
         self.thread
             .take()
             .and_then(|t| t.join().ok())
@@ -243,7 +300,7 @@ impl Shaper {
 
 impl Drop for Shaper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.raise();
     }
 }
 
@@ -317,19 +374,36 @@ fn verdict(sock: &Socket, queue: u16, id: u32, v: u32, payload: Option<&[u8]>) {
     }
 }
 
-/// Waits for the socket to be readable for at most `wait`.
-fn wait_readable(sock: &Socket, wait: Duration) {
-    let mut fds = libc::pollfd {
-        fd: sock.raw_fd(),
+/// Waits at most `wait` for a packet or the stop signal; true when it timed out.
+fn wait_readable(sock: &Socket, stop: &StopSignal, wait: Duration) -> bool {
+    let mut fds = [sock.raw_fd(), stop.wake.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
     let ts = libc::timespec {
         tv_sec: wait.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
     };
-    // SAFETY: one valid pollfd and a valid timespec; no signal mask change.
-    unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
+    // SAFETY: two valid pollfds and a valid timespec; no signal mask change.
+    unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) == 0 }
+}
+
+/// How much earlier than a release the thread wakes (then spins to the exact time): timer
+/// wake-ups come late by up to a few milliseconds on a busy or virtual machine, so it learns
+/// by how much (the recent worst, decaying) and wakes that much before.
+struct WakeMargin(Duration);
+
+impl WakeMargin {
+    const LEAST: Duration = Duration::from_micros(200);
+    const MOST: Duration = Duration::from_millis(5);
+
+    fn learn(&mut self, late: Duration) {
+        let decayed = self.0.mul_f64(0.98);
+        self.0 = decayed
+            .max(late + Self::LEAST)
+            .clamp(Self::LEAST, Self::MOST);
+    }
 }
 
 /// Serves the queue until `stop` or the deadline, then lets every held packet go.
@@ -338,7 +412,7 @@ fn serve(
     queue: u16,
     shape: Shape,
     deadline: Instant,
-    stop: &AtomicBool,
+    stop: &StopSignal,
     seed: u64,
 ) -> Stats {
     let mut decider = Decider::new(shape, seed);
@@ -346,20 +420,23 @@ fn serve(
     let mut stats = Stats::default();
     let mut order = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut margin = WakeMargin(Duration::from_millis(2));
     loop {
         let now = Instant::now();
-        if stop.load(Ordering::Relaxed) || now >= deadline {
+        if stop.raised() || now >= deadline {
             break;
         }
-        // Wake for the next release, a packet, or (at most every 20 ms) to look at `stop`.
-        let next = held
+        // Sleep until a packet, the stop signal, or `margin` before the next release (then
+        // spin, reading packets as they come, to the release itself).
+        let wait = held
             .peek()
-            .map(|Reverse((at, _, _))| at.saturating_duration_since(now))
-            .unwrap_or(Duration::from_millis(20))
-            .min(Duration::from_millis(20))
+            .map(|Reverse((at, _, _))| at.saturating_duration_since(now).saturating_sub(margin.0))
+            .unwrap_or(Duration::from_secs(1))
             .min(deadline.saturating_duration_since(now));
-        if !next.is_zero() {
-            wait_readable(&sock, next);
+        if wait.is_zero() {
+            std::thread::yield_now();
+        } else if wait_readable(&sock, stop, wait) {
+            margin.learn(Instant::now().saturating_duration_since(now + wait));
         }
         // Everything queued now, without waiting (bounded per round so releases stay on time).
         for _ in 0..64 {
@@ -393,6 +470,10 @@ fn serve(
                 stats.packets += 1;
                 match decider.decide() {
                     Decision::Pass => verdict(&sock, queue, id, NF_ACCEPT, None),
+                    Decision::Drop => {
+                        stats.dropped += 1;
+                        verdict(&sock, queue, id, NF_DROP, None)
+                    }
                     Decision::Hold(d) => {
                         stats.held += 1;
                         order += 1;
@@ -429,6 +510,7 @@ fn serve(
         packets = stats.packets,
         held = stats.held,
         corrupted = stats.corrupted,
+        dropped = stats.dropped,
         most_held_at_once = stats.most_held_at_once,
         "shaper stopped"
     );
@@ -502,6 +584,34 @@ mod tests {
             .filter(|_| d.decide() == Decision::Corrupt)
             .count();
         assert!((850..=1150).contains(&hit), "{hit}");
+    }
+
+    #[test]
+    fn correlated_loss_keeps_its_share_in_longer_bursts() {
+        let bursts = |c: f64| {
+            let mut d = Decider::new(
+                Shape::Loss {
+                    share: 0.1,
+                    correlation: c,
+                },
+                9,
+            );
+            let lost: Vec<bool> = (0..100_000).map(|_| d.decide() == Decision::Drop).collect();
+            let share = lost.iter().filter(|l| **l).count() as f64 / lost.len() as f64;
+            let runs = lost.windows(2).filter(|w| w[1] && !w[0]).count().max(1);
+            (
+                share,
+                lost.iter().filter(|l| **l).count() as f64 / runs as f64,
+            )
+        };
+        let (alone, alone_run) = bursts(0.0);
+        let (tied, tied_run) = bursts(0.5);
+        assert!(
+            (alone - 0.1).abs() < 0.005 && (tied - 0.1).abs() < 0.01,
+            "{alone} {tied}"
+        );
+        // Independent: mean run 1/(1-p) ≈ 1.11; with c = 0.5 about 1/(1-0.55) ≈ 2.2.
+        assert!(alone_run < 1.2 && tied_run > 2.0, "{alone_run} {tied_run}");
     }
 
     #[test]

@@ -13,8 +13,14 @@ pub enum NetAction {
     Blackhole,
     /// Refused: TCP reset, ICMP port unreachable for everything else.
     Reject,
-    /// Dropped at random with this probability, in percent (0 < p ≤ 100).
-    Loss { percent: f64 },
+    /// Dropped at random with this probability, in percent (0 < p ≤ 100). With a
+    /// `correlation` (percent), losses come in bursts (the agent's shaper draws them); without,
+    /// each packet is drawn alone (nftables).
+    Loss {
+        percent: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        correlation: f64,
+    },
     /// At most `rate_kbps` kilobytes (1000 bytes) per second, policed: what is over the rate
     /// is dropped (TCP backs off to about the rate; there is no queue).
     RateLimit { rate_kbps: u64 },
@@ -69,11 +75,16 @@ impl NetAction {
     /// Whether the agent's shaper (an nfnetlink queue) carries it out, rather than nftables
     /// alone.
     pub fn is_shaped(&self) -> bool {
-        matches!(
-            self,
-            NetAction::Delay { .. } | NetAction::Reorder { .. } | NetAction::Corrupt { .. }
-        )
+        match self {
+            NetAction::Delay { .. } | NetAction::Reorder { .. } | NetAction::Corrupt { .. } => true,
+            NetAction::Loss { correlation, .. } => *correlation > 0.0,
+            _ => false,
+        }
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// A DNS name as queries carry it: labels of 1 to 63 letters, digits, `-` or `_`, at most

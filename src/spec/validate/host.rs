@@ -29,8 +29,18 @@ pub(super) fn host_fault_spec(
         "blackhole" => host_network(cx, path, s, target, NetAction::Blackhole),
         "reject" => host_network(cx, path, s, target, NetAction::Reject),
         "loss" => {
-            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "30")?;
-            host_network(cx, path, s, target, NetAction::Loss { percent })
+            let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "30");
+            let correlation = correlation(cx, path, s);
+            host_network(
+                cx,
+                path,
+                s,
+                target,
+                NetAction::Loss {
+                    percent: percent?,
+                    correlation: correlation?,
+                },
+            )
         }
         "dns" => {
             let names = dns_names(cx, &format!("{path}.names"), &s.names)?;
@@ -67,16 +77,7 @@ pub(super) fn host_fault_spec(
             };
             let latency = d(cx, "latency", &s.latency, None);
             let jitter = d(cx, "jitter", &s.jitter, Some(std::time::Duration::ZERO));
-            let correlation = match s.correlation.as_deref().map(str::trim) {
-                None | Some("0") => Some(0.0),
-                Some(_) => cx.number(
-                    &format!("{path}.correlation"),
-                    &s.correlation,
-                    0.0,
-                    100.0,
-                    "25",
-                ),
-            };
+            let correlation = correlation(cx, path, s);
             let (latency, jitter, correlation) = (latency?, jitter?, correlation?);
             if latency.is_zero() {
                 cx.at(
@@ -450,7 +451,7 @@ fn host_network(
                     );
                     ok = false;
                 }
-                if let (NetAction::Loss { percent }, Some(max)) = (&action, r.max_loss_percent)
+                if let (NetAction::Loss { percent, .. }, Some(max)) = (&action, r.max_loss_percent)
                     && *percent > max
                 {
                     cx.at(
@@ -474,6 +475,20 @@ fn host_network(
             namespace_of: s.namespace_of.clone(),
         },
     })
+}
+
+/// `correlation` in percent (0 when not given).
+fn correlation(cx: &mut Cx, path: &str, s: &RawStep) -> Option<f64> {
+    match s.correlation.as_deref().map(str::trim) {
+        None | Some("0") => Some(0.0),
+        Some(_) => cx.number(
+            &format!("{path}.correlation"),
+            &s.correlation,
+            0.0,
+            100.0,
+            "25",
+        ),
+    }
 }
 
 /// A packet delay of `ms` is within the host's `max_delay_ms` (hosts whose rails live on

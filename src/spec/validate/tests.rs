@@ -266,7 +266,7 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
     };
     assert!(matches!(
         &b.fault,
-        FaultSpec::HostNetwork { action: NetAction::Loss { percent }, scope } if *percent == 30.0 && scope.direction == "ingress"
+        FaultSpec::HostNetwork { action: NetAction::Loss { percent, .. }, scope } if *percent == 30.0 && scope.direction == "ingress"
     ));
 
     let err = parse_experiment(

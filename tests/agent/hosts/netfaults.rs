@@ -117,7 +117,10 @@ async fn loss_drops_its_share_of_datagrams() {
     assert!(before >= N - N / 100, "without the fault: {before}/{N}");
     let (fid, rid) = net
         .apply(
-            NetAction::Loss { percent: 30.0 },
+            NetAction::Loss {
+                percent: 30.0,
+                correlation: 0.0,
+            },
             scope(Some(&UDP_PORT.to_string()), "udp", "ingress"),
         )
         .await
@@ -132,7 +135,10 @@ async fn loss_drops_its_share_of_datagrams() {
     // Above the host's max_loss_percent: refused, nothing applied.
     let err = net
         .apply(
-            NetAction::Loss { percent: 80.0 },
+            NetAction::Loss {
+                percent: 80.0,
+                correlation: 0.0,
+            },
             scope(Some("9101"), "udp", "ingress"),
         )
         .await
@@ -191,7 +197,10 @@ async fn bad_scopes_are_refused_and_nothing_is_applied() {
             "not allowed",
         ),
         (
-            NetAction::Loss { percent: 101.0 },
+            NetAction::Loss {
+                percent: 101.0,
+                correlation: 0.0,
+            },
             scope(Some("80"), "udp", "egress"),
             "at most 100",
         ),

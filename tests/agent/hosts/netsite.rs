@@ -508,3 +508,60 @@ pub fn udp_answer_order(to: SocketAddr, n: u32) -> Vec<u32> {
     }
     order
 }
+
+/// Round trips of `n` echoes sent `gap` apart without waiting for the answers (a reader
+/// thread times them as they come), so a long delay does not stretch the run; answers that
+/// do not come within 2 s of the last send are left out.
+pub fn udp_rtts_pipelined(to: SocketAddr, n: u32, gap: Duration) -> Vec<Duration> {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let reader = sock.try_clone().expect("udp socket clone");
+    reader
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let start = Instant::now();
+    let sent: Vec<std::sync::atomic::AtomicU64> = (0..n)
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect();
+    let sent = std::sync::Arc::new(sent);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r_sent, r_done) = (sent.clone(), done.clone());
+    let read = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16];
+        let mut quiet_since: Option<Instant> = None;
+        while out.len() < n as usize {
+            match reader.recv_from(&mut buf) {
+                Ok((4, _)) => {
+                    let at = start.elapsed().as_nanos() as u64;
+                    let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    if let Some(s) = r_sent.get(i) {
+                        let s = s.load(std::sync::atomic::Ordering::Acquire);
+                        out.push(Duration::from_nanos(at.saturating_sub(s)));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if r_done.load(std::sync::atomic::Ordering::Acquire) => {
+                    let q = *quiet_since.get_or_insert_with(Instant::now);
+                    if q.elapsed() > Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        out
+    });
+    for i in 0..n {
+        let next = start + gap * i;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent[i as usize].store(
+            start.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Release,
+        );
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    read.join().unwrap_or_default()
+}

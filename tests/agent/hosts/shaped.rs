@@ -234,3 +234,34 @@ async fn bad_shapes_are_refused_and_nothing_is_applied() {
         assert!(chaosbot_tables(&net.site).is_empty(), "nothing applied");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlated_loss_keeps_its_share_and_comes_in_bursts() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let to = net.addr(UDP_PORT);
+    const N: u32 = 3000;
+    let (fid, rid) = net
+        .apply(
+            NetAction::Loss {
+                percent: 20.0,
+                correlation: 60.0,
+            },
+            to_controller(&net, "udp"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let got: std::collections::HashSet<u32> = udp_answer_order(to, N).into_iter().collect();
+    net.revert(&fid, &rid).await;
+    let lost: Vec<bool> = (0..N).map(|i| !got.contains(&i)).collect();
+    let n_lost = lost.iter().filter(|l| **l).count();
+    let bursts = lost.windows(2).filter(|w| w[1] && !w[0]).count().max(1);
+    let share = 100.0 * n_lost as f64 / f64::from(N);
+    let mean_burst = n_lost as f64 / bursts as f64;
+    eprintln!("loss 20 % correlation 60 %: {share:.1} % lost, mean burst {mean_burst:.2}");
+    // Independent loss at 20 % has bursts of 1.25 on average; correlation 0.6 about 2.9.
+    assert!((15.0..=25.0).contains(&share), "observed {share:.1} %");
+    assert!(mean_burst >= 2.0, "losses come in bursts: {mean_burst:.2}");
+    assert!(chaosbot_tables(&net.site).is_empty());
+}
