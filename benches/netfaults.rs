@@ -76,7 +76,10 @@ async fn main() {
         .apply(delay_100, to_controller)
         .await
         .unwrap_or_else(|e| panic!("apply: {e}"));
+    let (cpu_before, wall) = (agent_cpu(net.site.agent_pid()), Instant::now());
     let rtts = udp_rtts_pipelined(to, echoes, gap);
+    let cpu = agent_cpu(net.site.agent_pid()) - cpu_before;
+    let wall = wall.elapsed().as_secs_f64();
     net.revert(&fid, &rid).await;
     let error: Vec<Duration> = rtts
         .iter()
@@ -99,6 +102,10 @@ async fn main() {
         },
         quantile_ms(&floor, 0.99),
     );
+    println!(
+        "  agent CPU while shaping: {:.0} % of one core ({cpu:.2} s over {wall:.1} s)",
+        100.0 * cpu / wall
+    );
     let (fid, rid) = net
         .apply(
             NetAction::Loss {
@@ -120,6 +127,20 @@ async fn main() {
             "MISSED"
         }
     );
+}
+
+/// CPU seconds (user and system) process `pid` has used.
+fn agent_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) end with `)`: utime is the 14th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// Times `trials` inject / revert pairs of one rule set and prints their percentiles.

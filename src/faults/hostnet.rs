@@ -34,6 +34,7 @@
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
 
+mod dns_answer;
 mod netlink;
 mod netns;
 pub mod shaper;
@@ -124,6 +125,12 @@ pub enum HostNetError {
         "duplicate acts on IPv4 egress only ({0}); give IPv4 destinations and no `direction: ingress`"
     )]
     DuplicateScope(String),
+    #[error(
+        "a dns answer acts on the host's own lookups (egress) only; remove `direction: ingress`"
+    )]
+    DnsAnswerIngress,
+    #[error("cannot open the socket that answers the named lookups ({0}); nothing was applied")]
+    AnswerSocket(String),
     #[error(
         "rate_kbps 0 lets nothing through; use blackhole for that, or a rate of 1 KB/s or more"
     )]
@@ -226,6 +233,30 @@ pub struct Prepared {
     pub shaped: Option<NetAction>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shaped_families: Vec<String>,
+    /// A dns answer: the names and the address the agent answers them with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_answer: Option<(Vec<String>, std::net::IpAddr)>,
+}
+
+/// A UDP socket on the loopback of namespace `ns` (None: the agent's own), for the dns answer
+/// (bound from a thread of its own that enters the namespace, so no shared thread moves).
+async fn answer_socket(ns: Option<Arc<File>>) -> Result<tokio::net::UdpSocket, HostNetError> {
+    let bound = std::thread::spawn(move || -> std::io::Result<std::net::UdpSocket> {
+        if let Some(ns) = &ns {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on this short-lived thread only, with a namespace fd we hold.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .join()
+    .map_err(|_| HostNetError::AnswerSocket("the binding thread panicked".into()))?
+    .map_err(|e| HostNetError::AnswerSocket(e.to_string()))?;
+    tokio::net::UdpSocket::from_std(bound).map_err(|e| HostNetError::AnswerSocket(e.to_string()))
 }
 
 /// The shaper's parameters for a shaped action (None for the others).
@@ -415,8 +446,11 @@ async fn resolve(
     if let NetAction::RateLimit { rate_kbps: 0 } = action {
         return Err(HostNetError::ZeroRate);
     }
-    let dns = matches!(action, NetAction::DnsFail { .. });
-    if let NetAction::DnsFail { names } = action {
+    let dns = matches!(
+        action,
+        NetAction::DnsFail { .. } | NetAction::DnsAnswer { .. }
+    );
+    if let NetAction::DnsFail { names } | NetAction::DnsAnswer { names, .. } = action {
         if names.is_empty() {
             return Err(HostNetError::BadDnsName {
                 name: String::new(),
@@ -501,6 +535,9 @@ async fn resolve(
                 allowed: rails.destinations.join(", "),
             });
         }
+    }
+    if matches!(action, NetAction::DnsAnswer { .. }) && ingress {
+        return Err(HostNetError::DnsAnswerIngress);
     }
     if matches!(action, NetAction::Duplicate { .. }) {
         if ingress {
@@ -599,6 +636,15 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         NetAction::RateLimit { .. } => {
             vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
         }
+        NetAction::DnsAnswer { names, .. } => names
+            .iter()
+            .map(|n| {
+                (
+                    format!("{} {}", l4("udp"), dns_query_match(n)),
+                    REDIRECT_TO_ANSWER,
+                )
+            })
+            .collect(),
         NetAction::DnsFail { names } => names
             .iter()
             .map(|n| {
@@ -682,6 +728,11 @@ fn table_text(
     random: &str,
 ) -> String {
     let mut out = format!("table {fam} {table} {{\n");
+    // A dns answer rewrites the query's destination: a nat chain, ahead of routing.
+    let (chain_type, priority) = match action {
+        NetAction::DnsAnswer { .. } => ("nat", -100),
+        _ => ("filter", -10),
+    };
     if action.is_shaped() {
         out.push_str("  chain shape {\n  }\n");
     }
@@ -693,7 +744,7 @@ fn table_text(
         ));
     }
     out.push_str(&format!(
-        "  chain fault {{\n    type filter hook {hook} priority -10; policy accept;\n"
+        "  chain fault {{\n    type {chain_type} hook {hook} priority {priority}; policy accept;\n"
     ));
     for p in control_ports {
         out.push_str(&format!(
@@ -714,6 +765,10 @@ fn table_text(
     out.push_str("  }\n}\n");
     out
 }
+
+/// The verdict of a dns answer's rules; the port is the agent's answering socket, bound at
+/// inject (the journaled script keeps the placeholder; recovery needs only the table's name).
+const REDIRECT_TO_ANSWER: &str = "redirect to :@answer_port@";
 
 /// Matches a DNS query for exactly `name`: the bytes after the UDP header (8) and the DNS
 /// header (12), compared 16 at a time (nftables' longest payload comparison).
@@ -741,6 +796,9 @@ fn summary(action: &NetAction, step: &FaultStep, r: &Resolved) -> String {
         NetAction::Duplicate { percent } => format!("duplicate {percent}%"),
         NetAction::RateLimit { rate_kbps } => format!("rate limit {rate_kbps} KB/s"),
         NetAction::DnsFail { names } => format!("dns lookups of {} fail", names.join(", ")),
+        NetAction::DnsAnswer { names, answer } => {
+            format!("dns lookups of {} answer {answer}", names.join(", "))
+        }
         NetAction::Delay {
             latency_ms,
             jitter_ms,
@@ -961,6 +1019,8 @@ struct Active {
     /// The shaper serving a `delay`, `reorder` or `corrupt` (it stops by itself at the
     /// deadline too).
     shaper: std::sync::Mutex<Option<shaper::Shaper>>,
+    /// The socket answering a dns answer's lookups.
+    responder: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Stops a shaper off the async threads (it lets its held packets go first).
@@ -976,6 +1036,9 @@ impl super::ActiveFault for Active {
         self.timer.abort();
         // The table first: no new packet reaches the queue; then what is held goes.
         let removed = remove(&self.table, self.ns.as_deref()).await;
+        if let Some(r) = &self.responder {
+            r.abort();
+        }
         let shaper = self.shaper.lock().map(|mut s| s.take()).unwrap_or(None);
         stop_shaper(shaper).await;
         removed?;
@@ -1055,6 +1118,10 @@ pub async fn prepare_step(
         netns,
         shaped: action.is_shaped().then(|| action.clone()),
         shaped_families,
+        dns_answer: match action {
+            NetAction::DnsAnswer { names, answer } => Some((names.clone(), *answer)),
+            _ => None,
+        },
     })
 }
 
@@ -1082,11 +1149,33 @@ impl super::FaultFamily for HostNetFaults {
         ctx: &super::InjectContext<'_>,
         prepared: &serde_json::Value,
     ) -> Result<Box<dyn super::ActiveFault>, super::FaultError> {
-        let p: Prepared = serde_json::from_value(prepared.clone())
+        let mut p: Prepared = serde_json::from_value(prepared.clone())
             .map_err(|e| super::FaultError::Other(format!("unreadable rule set: {e}")))?;
         let ns = open_namespace(p.netns.as_ref())?.map(Arc::new);
         let started = Instant::now();
-        apply(&p, ns.as_deref()).await?;
+        // A dns answer's socket answers before any query is sent to it.
+        let responder = match p.dns_answer.clone() {
+            Some((names, answer)) => {
+                let sock = answer_socket(ns.clone()).await?;
+                let port = sock
+                    .local_addr()
+                    .map_err(|e| HostNetError::AnswerSocket(e.to_string()))?
+                    .port();
+                p.script = p.script.replace("@answer_port@", &port.to_string());
+                Some(tokio::spawn(dns_answer::serve(
+                    Arc::new(sock),
+                    names,
+                    answer,
+                )))
+            }
+            None => None,
+        };
+        if let Err(e) = apply(&p, ns.as_deref()).await {
+            if let Some(r) = &responder {
+                r.abort();
+            }
+            return Err(e.into());
+        }
         let shaper = match p.shaped.as_ref().and_then(shape_of) {
             Some(shape) => {
                 let tables: Vec<(String, String)> = p
@@ -1118,10 +1207,14 @@ impl super::FaultFamily for HostNetFaults {
         let deadline = tokio::time::Instant::from_std(ctx.deadline);
         let table = p.table.clone();
         let timer_ns = ns.clone();
+        let answering = responder.as_ref().map(|r| r.abort_handle());
         let timer = tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
             if let Err(e) = remove(&table, timer_ns.as_deref()).await {
                 warn!(table = %table, error = %e, "cannot remove a host network fault at its deadline");
+            }
+            if let Some(r) = answering {
+                r.abort();
             }
         });
         Ok(Box::new(Active {
@@ -1130,6 +1223,7 @@ impl super::FaultFamily for HostNetFaults {
             ns,
             timer,
             shaper: std::sync::Mutex::new(shaper),
+            responder,
         }))
     }
 

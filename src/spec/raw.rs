@@ -166,8 +166,9 @@ pub struct RawStep {
     pub interface: Option<String>,
     /// Host network faults inside a process target's network namespace.
     pub namespace_of: Option<String>,
-    /// `dns`: the names whose queries fail.
+    /// `dns`: the names whose queries fail (or get `answer`).
     pub names: Option<Vec<String>>,
+    pub answer: Option<String>,
     /// Host `delay` and `loss`: how much each packet's draw is like the one before, percent.
     pub correlation: Option<String>,
     // `load` attributes (`timeout` above is shared with the toxics).
@@ -254,7 +255,7 @@ pub fn fault_attributes(kind: &str) -> Option<&'static [(&'static str, bool)]> {
         "loss" => host_network_attrs!(("percent", true), ("correlation", false)),
         "duplicate" => host_network_attrs!(("percent", true)),
         "rate_limit" => host_network_attrs!(("rate_kbps", true)),
-        "dns" => host_network_attrs!(("names", true)),
+        "dns" => host_network_attrs!(("names", true), ("answer", false)),
         "delay" => {
             host_network_attrs!(("latency", true), ("jitter", false), ("correlation", false))
         }

@@ -389,20 +389,35 @@ fn wait_readable(sock: &Socket, stop: &StopSignal, wait: Duration) -> bool {
     unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) == 0 }
 }
 
-/// How much earlier than a release the thread wakes (then spins to the exact time): timer
-/// wake-ups come late by up to a few milliseconds on a busy or virtual machine, so it learns
-/// by how much (the recent worst, decaying) and wakes that much before.
-struct WakeMargin(Duration);
+/// How much earlier than a release the thread wakes (then spins, yielding, to the exact
+/// time): a timer wake-up comes late by up to several milliseconds on a virtual machine whose
+/// idle vCPU the host must schedule again, so it keeps the lateness of its last
+/// [`WakeMargin::WINDOW`] timed wake-ups and wakes by their worst (plus a little) before.
+/// The spin costs CPU only inside that margin before each release.
+struct WakeMargin {
+    recent: std::collections::VecDeque<Duration>,
+    margin: Duration,
+}
 
 impl WakeMargin {
-    const LEAST: Duration = Duration::from_micros(200);
-    const MOST: Duration = Duration::from_millis(5);
+    const WINDOW: usize = 128;
+    const PAD: Duration = Duration::from_micros(300);
+    const MOST: Duration = Duration::from_millis(10);
+
+    fn new() -> WakeMargin {
+        WakeMargin {
+            recent: std::collections::VecDeque::with_capacity(Self::WINDOW),
+            margin: Duration::from_millis(2),
+        }
+    }
 
     fn learn(&mut self, late: Duration) {
-        let decayed = self.0.mul_f64(0.98);
-        self.0 = decayed
-            .max(late + Self::LEAST)
-            .clamp(Self::LEAST, Self::MOST);
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(late);
+        let worst = self.recent.iter().max().copied().unwrap_or_default();
+        self.margin = (worst + Self::PAD).min(Self::MOST);
     }
 }
 
@@ -420,7 +435,7 @@ fn serve(
     let mut stats = Stats::default();
     let mut order = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut margin = WakeMargin(Duration::from_millis(2));
+    let mut margin = WakeMargin::new();
     loop {
         let now = Instant::now();
         if stop.raised() || now >= deadline {
@@ -430,7 +445,10 @@ fn serve(
         // spin, reading packets as they come, to the release itself).
         let wait = held
             .peek()
-            .map(|Reverse((at, _, _))| at.saturating_duration_since(now).saturating_sub(margin.0))
+            .map(|Reverse((at, _, _))| {
+                at.saturating_duration_since(now)
+                    .saturating_sub(margin.margin)
+            })
             .unwrap_or(Duration::from_secs(1))
             .min(deadline.saturating_duration_since(now));
         if wait.is_zero() {

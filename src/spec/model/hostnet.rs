@@ -29,6 +29,9 @@ pub enum NetAction {
     /// DNS queries (UDP, port 53 unless `ports` says otherwise) for exactly these names are
     /// refused, so the host's resolver fails to resolve them at once; other names resolve.
     DnsFail { names: Vec<String> },
+    /// The host's lookups of exactly these names get `answer` (an A or AAAA record) from the
+    /// agent instead of the host's resolver; other names resolve as before.
+    DnsAnswer { names: Vec<String>, answer: IpAddr },
     /// Held `latency_ms ± jitter_ms` (uniform; each draw correlated with the one before by
     /// `correlation` percent) before it goes on: netem's `delay`, done by the agent's shaper.
     Delay {
@@ -64,7 +67,7 @@ impl NetAction {
             NetAction::Reject => "reject",
             NetAction::Loss { .. } => "loss",
             NetAction::RateLimit { .. } => "rate_limit",
-            NetAction::DnsFail { .. } => "dns",
+            NetAction::DnsFail { .. } | NetAction::DnsAnswer { .. } => "dns",
             NetAction::Duplicate { .. } => "duplicate",
             NetAction::Delay { .. } => "delay",
             NetAction::Reorder { .. } => "reorder",

@@ -54,7 +54,29 @@ pub(super) fn host_fault_spec(
                 );
                 return None;
             }
-            host_network(cx, path, s, target, NetAction::DnsFail { names })
+            let Some(text) = s.answer.as_deref() else {
+                return host_network(cx, path, s, target, NetAction::DnsFail { names });
+            };
+            let Ok(answer) = text.trim().parse::<std::net::IpAddr>() else {
+                cx.at(
+                    &format!("{path}.answer"),
+                    format!("`answer: {text}` is not an IP address"),
+                    "write the address the names should resolve to, e.g. `answer: 10.0.9.9`",
+                );
+                return None;
+            };
+            if s.direction
+                .as_deref()
+                .is_some_and(|d| d.trim().eq_ignore_ascii_case("ingress"))
+            {
+                cx.at(
+                    &format!("{path}.direction"),
+                    "a dns answer acts on the host's own lookups (egress) only",
+                    "remove `direction: ingress`",
+                );
+                return None;
+            }
+            host_network(cx, path, s, target, NetAction::DnsAnswer { names, answer })
         }
         "duplicate" => {
             let percent = cx.number(&format!("{path}.percent"), &s.percent, 0.0, 100.0, "10")?;
@@ -437,7 +459,10 @@ fn host_network(
                 ok = false;
             }
             Some(r) => {
-                let narrowed_by_names = matches!(action, NetAction::DnsFail { .. });
+                let narrowed_by_names = matches!(
+                    action,
+                    NetAction::DnsFail { .. } | NetAction::DnsAnswer { .. }
+                );
                 if every_peer
                     && s.ports.is_none()
                     && protocol == "all"

@@ -422,3 +422,38 @@ fn shaped_host_network_kinds_parse_and_bad_values_are_located() {
     assert!(has("`correlation: 101` is over 100"), "{ps:#?}");
     assert!(has("the scope covers every peer and every port"), "{ps:#?}");
 }
+
+#[test]
+fn a_dns_answer_takes_an_address_and_egress_only() {
+    use crate::spec::model::{FaultSpec, NetAction, Step};
+    let step = |extra: &str| {
+        format!(
+            "{HEAD}method:\n  - {{name: a, target: box, fault: dns, names: [db.internal], {extra}duration: 1s}}\n"
+        )
+    };
+    let e = parse_experiment(&step("answer: 10.0.9.9, "), "t.yaml", &net_cfg(), &[]).unwrap();
+    let Step::Fault(f) = &e.method[0] else {
+        panic!("a fault step")
+    };
+    assert!(
+        matches!(&f.fault, FaultSpec::HostNetwork { action: NetAction::DnsAnswer { names, answer }, .. } if names == &["db.internal"] && answer.to_string() == "10.0.9.9"),
+        "{:?}",
+        f.fault
+    );
+    let problems = |text: String| -> String {
+        parse_experiment(&text, "t.yaml", &net_cfg(), &[])
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let ps = problems(step("answer: db.elsewhere, "));
+    assert!(
+        ps.contains("`answer: db.elsewhere` is not an IP address"),
+        "{ps}"
+    );
+    let ps = problems(step("answer: 10.0.9.9, direction: ingress, "));
+    assert!(ps.contains("egress) only"), "{ps}");
+}

@@ -573,3 +573,54 @@ async fn duplicate_sends_its_share_twice() {
     assert!(err.contains("IPv4 egress only"), "{err}");
     assert!(chaosbot_tables(&net.site).is_empty());
 }
+
+/// `dns` with an `answer`: the host's own resolver gets the given address for the named
+/// names (from the agent's answering socket, reached by a redirect of those queries only),
+/// other names resolve as before, and after the revert the named ones resolve as before too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let _resolver = HostResolver::new(&net.site);
+    let (db, other) = ("db.chaos.test", "cache.chaos.test");
+    let real = Some(DNS_ANSWER.to_string());
+    assert_eq!(lookup_in(&net.site, db).0, real, "the resolver works");
+    let (fid, rid) = net
+        .apply(
+            NetAction::DnsAnswer {
+                names: vec![db.into()],
+                answer: "10.77.0.5".parse().expect("address"),
+            },
+            scope(None, "all", "egress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert_eq!(
+        lookup_in(&net.site, db).0.as_deref(),
+        Some("10.77.0.5"),
+        "the named name resolves elsewhere: {}",
+        net.site.agent_log()
+    );
+    assert_eq!(lookup_in(&net.site, other).0, real, "another name does not");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+    assert_eq!(
+        lookup_in(&net.site, db).0,
+        real,
+        "as before after the revert"
+    );
+
+    let err = net
+        .apply(
+            NetAction::DnsAnswer {
+                names: vec![db.into()],
+                answer: "10.77.0.5".parse().expect("address"),
+            },
+            scope(None, "udp", "ingress"),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.contains("egress) only"), "{err}");
+    assert!(chaosbot_tables(&net.site).is_empty());
+}
