@@ -26,6 +26,8 @@
 //!   one of `names`: the raw payload after the DNS header is compared with the name in wire
 //!   form, 16 bytes at a time. The resolver fails at once; other names resolve. DNS over TCP
 //!   or TLS is not matched.
+//! - `dns` with an `answer` redirects those same queries (a nat chain at output) to the
+//!   agent's answering socket on the namespace's loopback ([`dns_answer`]).
 //! - `duplicate` clones `percent` of matching packets (`numgen random`, as `loss`) with
 //!   `dup to ip daddr`, which nftables has in its `ip` family only: such a fault's table is
 //!   `ip chaosbot_<agent>_<fault>`, and it takes IPv4 egress only. The clone is sent by the
@@ -1084,6 +1086,13 @@ pub async fn prepare_step(
     let ns_file = open_namespace(netns.as_ref())?;
     let resolved = resolve(&host.name, rails, action, scope, ns_file.as_ref()).await?;
     nft_available().await?;
+    // Refused before anything is journaled when the kernel cannot queue packets at all.
+    if action.is_shaped() && !std::path::Path::new("/proc/net/netfilter/nfnetlink_queue").exists() {
+        return Err(HostNetError::Shaper(
+            "this kernel has no nfnetlink_queue (/proc/net/netfilter/nfnetlink_queue is missing)"
+                .into(),
+        ));
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -1414,5 +1423,51 @@ mod tests {
         let accept = s.find("tcp sport 7411 accept").unwrap();
         let drop = s.find("ip daddr 10.0.0.0/24 tcp dport 9000 drop").unwrap();
         assert!(accept < drop, "{s}");
+    }
+
+    #[test]
+    fn a_shaped_fault_has_a_table_per_family_it_matches() {
+        let delay = NetAction::Delay {
+            latency_ms: 10.0,
+            jitter_ms: 0.0,
+            correlation: 0.0,
+        };
+        let mut r = Resolved {
+            peers: vec![],
+            ports: Some((5432, 5432)),
+            protocol: "tcp",
+            ingress: false,
+            interfaces: vec![],
+        };
+        // Every peer: both families, each sending its matches to its own `shape` chain.
+        let both = script("chaosbot_x_y", &delay, &r, &[7411]);
+        assert!(both.contains("table ip chaosbot_x_y {"), "{both}");
+        assert!(both.contains("table ip6 chaosbot_x_y {"), "{both}");
+        assert_eq!(both.matches("chain shape {").count(), 2, "{both}");
+        assert_eq!(
+            both.matches("tcp dport 5432 jump shape").count(),
+            2,
+            "{both}"
+        );
+        assert!(!both.contains("table inet"), "{both}");
+        // IPv6 peers only: the ip6 table alone, with the ip6 match.
+        r.peers = vec![Cidr::parse("fd00::/64").unwrap()];
+        let v6 = script("chaosbot_x_y", &delay, &r, &[7411]);
+        assert!(!v6.contains("table ip chaosbot_x_y"), "{v6}");
+        assert!(
+            v6.contains("ip6 daddr fd00::/64 tcp dport 5432 jump shape"),
+            "{v6}"
+        );
+        // Uncorrelated loss stays nftables' own draw, in one inet table.
+        let loss = script(
+            "chaosbot_x_y",
+            &NetAction::Loss {
+                percent: 10.0,
+                correlation: 0.0,
+            },
+            &r,
+            &[7411],
+        );
+        assert!(loss.contains("table inet chaosbot_x_y") && loss.contains("numgen random"));
     }
 }

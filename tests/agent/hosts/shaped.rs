@@ -64,6 +64,25 @@ async fn a_delay_adds_its_latency_and_spares_the_control_channel() {
     let after = quantile_ms(&udp_rtts(to, 30, Duration::from_millis(2)), 0.5);
     assert!(after < 20.0, "back to normal after the revert: {after} ms");
 
+    // Ingress: the queries to the echo's port are held on their way in.
+    let mut inbound = scope(Some(&UDP_PORT.to_string()), "udp", "ingress");
+    inbound.destinations = vec![net.site.host.controller_ip().to_string()];
+    let (fid, rid) = net
+        .apply(
+            NetAction::Delay {
+                latency_ms: 30.0,
+                jitter_ms: 0.0,
+                correlation: 0.0,
+            },
+            inbound,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply ingress: {e}\n{}", net.site.agent_log()));
+    let inbound_p50 = quantile_ms(&udp_rtts(to, 30, Duration::from_millis(2)), 0.5);
+    eprintln!("delay 30 ms on ingress: rtt p50 {inbound_p50:.2} ms");
+    assert!((29.0..=45.0).contains(&inbound_p50), "{inbound_p50} ms");
+    net.revert(&fid, &rid).await;
+
     // With jitter: spread over latency ± jitter.
     let (fid, rid) = net
         .apply(
