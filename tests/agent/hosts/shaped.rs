@@ -290,3 +290,76 @@ async fn correlated_loss_keeps_its_share_and_comes_in_bursts() {
     assert!(mean_burst >= 2.0, "losses come in bursts: {mean_burst:.2}");
     assert!(chaosbot_tables(&net.site).is_empty());
 }
+
+/// The median round trip (ms) of 10 echoes from inside namespace `ns` to `ip:port`, by a
+/// client running there; None when an answer does not come.
+fn udp_rtt_in(ns: &str, ip: &str, port: u16) -> Option<f64> {
+    const RTT_PY: &str = "import socket, sys, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(2)\nt = []\nfor i in range(10):\n    a = time.perf_counter()\n    s.sendto(i.to_bytes(4, 'big'), (sys.argv[1], int(sys.argv[2])))\n    s.recvfrom(16)\n    t.append((time.perf_counter() - a) * 1000)\nt.sort()\nprint(t[5])";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", RTT_PY, ip])
+        .arg(port.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// `namespace_of` with a shaped fault: the shaper's queue and rule live in the container's
+/// namespace, so only the container's traffic is delayed; revert takes it away there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_in_a_process_namespace_slows_only_that_process() {
+    let container = match super::netns::TestHost::new() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+    let pid_file = std::env::temp_dir().join(format!("chaosbot-ctr-{}.pid", container.name));
+    let agent_toml = format!(
+        "[[targets.process]]\nname = \"app\"\npid_file = \"{}\"\n",
+        pid_file.display()
+    );
+    let Some(mut net) = net_site_with("", &agent_toml).await else {
+        return;
+    };
+    let lo = "127.0.0.1";
+    let app = spawn_servers(&container, lo);
+    std::fs::write(&pid_file, app.pid().to_string()).expect("write the pid file");
+    let _host_lo = spawn_servers(&net.site.host, lo);
+    let (ctr, host) = (container.name.clone(), net.site.host.name.clone());
+    let mut s = scope(None, "udp", "egress");
+    s.destinations = vec![lo.into()];
+    s.namespace_of = Some("app".into());
+    let (fid, rid) = net
+        .apply(
+            NetAction::Delay {
+                latency_ms: 40.0,
+                jitter_ms: 0.0,
+                correlation: 0.0,
+            },
+            s,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert_eq!(
+        chaosbot_tables_in(&ctr).len(),
+        1,
+        "the table is in the container"
+    );
+    assert!(chaosbot_tables(&net.site).is_empty(), "and not on the host");
+    // On loopback the query and the answer both leave through the container's output hook.
+    let in_ctr = udp_rtt_in(&ctr, lo, UDP_PORT).expect("the container's echo answers");
+    let on_host = udp_rtt_in(&host, lo, UDP_PORT).expect("the host's echo answers");
+    eprintln!(
+        "delay 40 ms in the container: rtt there {in_ctr:.1} ms, on the host {on_host:.1} ms"
+    );
+    assert!(
+        in_ctr >= 79.0,
+        "both ways delayed in the container: {in_ctr} ms"
+    );
+    assert!(on_host < 20.0, "the host is not delayed: {on_host} ms");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables_in(&ctr).is_empty(), "the revert removed it");
+    let after = udp_rtt_in(&ctr, lo, UDP_PORT).expect("answers");
+    assert!(after < 20.0, "back to normal: {after} ms");
+}
