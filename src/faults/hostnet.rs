@@ -245,11 +245,7 @@ pub struct Prepared {
 async fn answer_socket(ns: Option<Arc<File>>) -> Result<tokio::net::UdpSocket, HostNetError> {
     let bound = std::thread::spawn(move || -> std::io::Result<std::net::UdpSocket> {
         if let Some(ns) = &ns {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns(2) on this short-lived thread only, with a namespace fd we hold.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            netns::enter_on_this_thread(ns)?;
         }
         let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
         s.set_nonblocking(true)?;

@@ -120,6 +120,17 @@ pub fn enter_before_exec(cmd: &mut tokio::process::Command, ns: &File) {
     }
 }
 
+/// Moves the calling thread into network namespace `ns` (for a thread of its own: sockets it
+/// opens afterwards live there; the agent's other threads stay where they are).
+pub fn enter_on_this_thread(ns: &File) -> std::io::Result<()> {
+    // SAFETY: setns(2) acts on the calling thread only, with a namespace fd the caller holds.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Whether interface `name` exists inside `ns` (looked up from a thread that enters it, so
 /// the agent's own threads stay where they are).
 pub fn interface_exists_in(ns: &File, name: &str) -> bool {
@@ -128,8 +139,7 @@ pub fn interface_exists_in(ns: &File, name: &str) -> bool {
     };
     let name = name.to_string();
     std::thread::spawn(move || {
-        // SAFETY: setns(2) on this thread only, with a namespace fd we own.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        if enter_on_this_thread(&fd).is_err() {
             return false;
         }
         super::interface_exists(&name)

@@ -253,10 +253,7 @@ impl Shaper {
             .spawn(move || {
                 let setup = (|| {
                     if let Some(ns) = &ns {
-                        // SAFETY: setns(2) on this thread only, with a namespace fd we hold.
-                        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                            return Err(io::Error::last_os_error());
-                        }
+                        super::netns::enter_on_this_thread(ns)?;
                     }
                     // SAFETY: prctl on this thread; a 1 ns timer slack keeps release times
                     // to the microsecond.

@@ -319,26 +319,18 @@ async fn a_run_puts_a_blackhole_step_on_the_agents_host_and_takes_it_away() {
 /// the host keeps working; revert, and a kill -9 of the agent then a start, take it away there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_in_a_process_namespace_cuts_only_that_process() {
-    let container = match super::netns::TestHost::new() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIP: {why}");
-            return;
-        }
-    };
-    let pid_file = std::env::temp_dir().join(format!("chaosbot-ctr-{}.pid", container.name));
-    let agent_toml = format!(
-        "[[targets.process]]\nname = \"app\"\npid_file = \"{}\"\n",
-        pid_file.display()
-    );
-    let Some(mut net) = net_site_with("", &agent_toml).await else {
+    // The same server on loopback in both namespaces: the container's app, and the host's own.
+    let Some(ContainerSite {
+        mut net,
+        container,
+        pid_file,
+        app: _app,
+        host_lo: _host_lo,
+    }) = container_site().await
+    else {
         return;
     };
-    let lo = "127.0.0.1";
-    // The same server on loopback in both namespaces: the container's app, and the host's own.
-    let app = spawn_servers(&container, lo);
-    std::fs::write(&pid_file, app.pid().to_string()).expect("write the pid file");
-    let _host_lo = spawn_servers(&net.site.host, lo);
+    let lo = LO;
     let (ctr, host) = (container.name.as_str(), net.site.host.name.clone());
     assert!(connects_in(ctr, lo, OTHER_PORT) && connects_in(&host, lo, OTHER_PORT));
 

@@ -164,6 +164,47 @@ pub async fn net_site_with(rails: &str, agent_toml: &str) -> Option<NetSite> {
     })
 }
 
+/// A [`NetSite`] beside a "container": a namespace of its own running [`spawn_servers`] on its
+/// loopback, declared to the agent as process target `app` through `pid_file`; the host runs
+/// the same servers on its own loopback.
+pub struct ContainerSite {
+    pub net: NetSite,
+    pub container: super::netns::TestHost,
+    pub pid_file: std::path::PathBuf,
+    pub app: HostChild,
+    pub host_lo: HostChild,
+}
+
+/// The loopback address both the container's and the host's servers listen on.
+pub const LO: &str = "127.0.0.1";
+
+/// A [`ContainerSite`], or `SKIP:` and None.
+pub async fn container_site() -> Option<ContainerSite> {
+    let container = match super::netns::TestHost::new() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return None;
+        }
+    };
+    let pid_file = std::env::temp_dir().join(format!("chaosbot-ctr-{}.pid", container.name));
+    let agent_toml = format!(
+        "[[targets.process]]\nname = \"app\"\npid_file = \"{}\"\n",
+        pid_file.display()
+    );
+    let net = net_site_with("", &agent_toml).await?;
+    let app = spawn_servers(&container, LO);
+    std::fs::write(&pid_file, app.pid().to_string()).expect("write the pid file");
+    let host_lo = spawn_servers(&net.site.host, LO);
+    Some(ContainerSite {
+        net,
+        container,
+        pid_file,
+        app,
+        host_lo,
+    })
+}
+
 pub fn scope(ports: Option<&str>, protocol: &str, direction: &str) -> NetScope {
     NetScope {
         destinations: Vec::new(),

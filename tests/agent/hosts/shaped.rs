@@ -307,25 +307,18 @@ fn udp_rtt_in(ns: &str, ip: &str, port: u16) -> Option<f64> {
 /// namespace, so only the container's traffic is delayed; revert takes it away there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_in_a_process_namespace_slows_only_that_process() {
-    let container = match super::netns::TestHost::new() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIP: {why}");
-            return;
-        }
-    };
-    let pid_file = std::env::temp_dir().join(format!("chaosbot-ctr-{}.pid", container.name));
-    let agent_toml = format!(
-        "[[targets.process]]\nname = \"app\"\npid_file = \"{}\"\n",
-        pid_file.display()
-    );
-    let Some(mut net) = net_site_with("", &agent_toml).await else {
+    // The servers are bound (not `..`), so they live to the end of the test.
+    let Some(ContainerSite {
+        mut net,
+        container,
+        app: _app,
+        host_lo: _host_lo,
+        ..
+    }) = container_site().await
+    else {
         return;
     };
-    let lo = "127.0.0.1";
-    let app = spawn_servers(&container, lo);
-    std::fs::write(&pid_file, app.pid().to_string()).expect("write the pid file");
-    let _host_lo = spawn_servers(&net.site.host, lo);
+    let lo = LO;
     let (ctr, host) = (container.name.clone(), net.site.host.name.clone());
     let mut s = scope(None, "udp", "egress");
     s.destinations = vec![lo.into()];
