@@ -29,9 +29,10 @@
 //! - `dns` with an `answer` redirects those same queries (a nat chain at output) to the
 //!   agent's answering socket on the namespace's loopback ([`dns_answer`]).
 //! - `duplicate` clones `percent` of matching packets (`numgen random`, as `loss`) with
-//!   `dup to ip daddr`, which nftables has in its `ip` family only: such a fault's table is
-//!   `ip chaosbot_<agent>_<fault>`, and it takes IPv4 egress only. The clone is sent by the
-//!   kernel past the hook, so it is not cloned again.
+//!   `dup to ip daddr` / `dup to ip6 daddr`, which nftables has in its `ip` and `ip6` families
+//!   only (not `inet`): such a fault has a table `chaosbot_<agent>_<fault>` in each family its
+//!   destinations need, and it takes egress only (at input the clone would be routed, not
+//!   received). The clone is sent by the kernel past the hook, so it is not cloned again.
 //! - Recovery (agent start): the tables the journal names are deleted, and so is any other
 //!   table with this agent's prefix (a kill -9 between `nft` and the journal cannot leave one
 //!   behind, but a journal lost with its disk could).
@@ -124,9 +125,9 @@ pub enum HostNetError {
     )]
     CoversEverything(String),
     #[error(
-        "duplicate acts on IPv4 egress only ({0}); give IPv4 destinations and no `direction: ingress`"
+        "duplicate acts on egress only: the kernel routes a clone made at input instead of receiving it; remove `direction: ingress`"
     )]
-    DuplicateScope(String),
+    DuplicateIngress,
     #[error(
         "a dns answer acts on the host's own lookups (egress) only; remove `direction: ingress`"
     )]
@@ -537,13 +538,8 @@ async fn resolve(
     if matches!(action, NetAction::DnsAnswer { .. }) && ingress {
         return Err(HostNetError::DnsAnswerIngress);
     }
-    if matches!(action, NetAction::Duplicate { .. }) {
-        if ingress {
-            return Err(HostNetError::DuplicateScope("direction is ingress".into()));
-        }
-        if let Some(v6) = peers.iter().find(|p| !p.addr.is_ipv4()) {
-            return Err(HostNetError::DuplicateScope(format!("{v6} is IPv6")));
-        }
+    if matches!(action, NetAction::Duplicate { .. }) && ingress {
+        return Err(HostNetError::DuplicateIngress);
     }
     let every_peer = peers.is_empty() || peers.iter().any(Cidr::is_everything);
     if every_peer && ports.is_none() && protocol == "all" && !dns && !rails.allow_everything {
@@ -630,7 +626,8 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         }
         NetAction::Loss { .. } if action.is_shaped() => vec![(l4(r.protocol), "jump shape")],
         NetAction::Loss { .. } => vec![(l4(r.protocol), "drop")],
-        NetAction::Duplicate { .. } => vec![(l4(r.protocol), "dup to ip daddr")],
+        // The family's own `dup to ip daddr` / `dup to ip6 daddr`: see `per_family`.
+        NetAction::Duplicate { .. } => vec![(l4(r.protocol), DUP_TO_DADDR)],
         NetAction::RateLimit { .. } => {
             vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
         }
@@ -679,8 +676,7 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         }
         _ => String::new(),
     };
-    let tables: Vec<(&str, Vec<&String>)> = if action.is_shaped() {
-        // nf_tables takes x_tables targets in the ip and ip6 families only: one table each.
+    let tables: Vec<(&str, Vec<&String>)> = if per_family(action) {
         let of = |key: &str| -> Vec<&String> {
             peer_matches
                 .iter()
@@ -692,10 +688,17 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
             .filter(|(_, m)| !m.is_empty())
             .collect()
     } else {
-        vec![(family(action), peer_matches.iter().collect())]
+        vec![("inet", peer_matches.iter().collect())]
     };
     let mut out = String::new();
     for (fam, matches) in tables {
+        let verdicts: Vec<(String, &str)> = verdicts
+            .iter()
+            .map(|(m, v)| match *v {
+                DUP_TO_DADDR if fam == "ip6" => (m.clone(), "dup to ip6 daddr"),
+                _ => (m.clone(), *v),
+            })
+            .collect();
         out.push_str(&table_text(
             fam,
             table,
@@ -917,14 +920,15 @@ pub async fn apply(p: &Prepared, ns: Option<&File>) -> Result<(), HostNetError> 
     }
 }
 
-/// The nftables family of a fault's table: `inet` (IPv4 and IPv6), but `ip` for
-/// `duplicate`, whose `dup to ip daddr` exists only there.
-fn family(action: &NetAction) -> &'static str {
-    match action {
-        NetAction::Duplicate { .. } => "ip",
-        _ => "inet",
-    }
+/// Whether a fault needs one table in `ip` and one in `ip6` instead of one `inet` table:
+/// nf_tables takes x_tables targets (the shaper's NFQUEUE) and `dup` in those families only.
+fn per_family(action: &NetAction) -> bool {
+    action.is_shaped() || matches!(action, NetAction::Duplicate { .. })
 }
+
+/// The `duplicate` verdict as written for the `ip` table; the `ip6` table gets
+/// `dup to ip6 daddr`.
+const DUP_TO_DADDR: &str = "dup to ip daddr";
 
 /// The families chaosbot's tables are made in, most used first.
 const FAMILIES: [&str; 3] = ["inet", "ip", "ip6"];
@@ -1465,5 +1469,33 @@ mod tests {
             &[7411],
         );
         assert!(loss.contains("table inet chaosbot_x_y") && loss.contains("numgen random"));
+    }
+
+    #[test]
+    fn a_duplicate_clones_with_its_own_familys_dup() {
+        let dup = NetAction::Duplicate { percent: 30.0 };
+        let r = Resolved {
+            peers: vec![
+                Cidr::parse("10.0.0.0/24").unwrap(),
+                Cidr::parse("fd00:cb::/64").unwrap(),
+            ],
+            ports: None,
+            protocol: "udp",
+            ingress: false,
+            interfaces: vec![],
+        };
+        let s = script("chaosbot_x_y", &dup, &r, &[7411]);
+        let (ip, ip6) = s.split_once("table ip6 chaosbot_x_y {").unwrap();
+        assert!(ip.contains("table ip chaosbot_x_y {"), "{s}");
+        assert!(
+            ip.contains("ip daddr 10.0.0.0/24 meta l4proto udp numgen random mod 10000 < 3000 dup to ip daddr"),
+            "{s}"
+        );
+        assert!(!ip.contains("fd00"), "{s}");
+        assert!(
+            ip6.contains("ip6 daddr fd00:cb::/64 meta l4proto udp numgen random mod 10000 < 3000 dup to ip6 daddr"),
+            "{s}"
+        );
+        assert!(!ip6.contains("10.0.0.0"), "{s}");
     }
 }

@@ -24,7 +24,7 @@ pub enum NetAction {
     /// At most `rate_kbps` kilobytes (1000 bytes) per second, policed: what is over the rate
     /// is dropped (TCP backs off to about the rate; there is no queue).
     RateLimit { rate_kbps: u64 },
-    /// Sent twice with this probability, in percent (0 < p ≤ 100); IPv4 egress only.
+    /// Sent twice with this probability, in percent (0 < p ≤ 100); egress only.
     Duplicate { percent: f64 },
     /// DNS queries (UDP, port 53 unless `ports` says otherwise) for exactly these names are
     /// refused, so the host's resolver fails to resolve them at once; other names resolve.

@@ -512,8 +512,8 @@ async fn a_dns_fault_fails_the_named_lookups_only() {
 }
 
 /// `duplicate`: about its share of the host's outgoing datagrams arrive twice (the echo's
-/// answers, sent by the host), none is lost; its `ip` table goes on revert and at a start
-/// after kill -9 like the others.
+/// answers, sent by the host), none is lost, over IPv4 and over IPv6; its tables go on revert
+/// and at a start after kill -9 like the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_sends_its_share_twice() {
     let Some(mut net) = net_site("").await else {
@@ -556,13 +556,33 @@ async fn duplicate_sends_its_share_twice() {
         net.site.agent_log()
     );
 
+    // IPv6: the ip6 table's `dup to ip6 daddr`, only for the IPv6 peer named.
     let mut v6 = s.clone();
-    v6.destinations = vec!["fd00::1".into()];
-    let err = net
+    v6.destinations = vec![net.site.host.controller_ip6().to_string()];
+    let (fid, rid) = net
         .apply(NetAction::Duplicate { percent: 30.0 }, v6)
         .await
+        .unwrap_or_else(|e| panic!("apply v6: {e}\n{}", net.site.agent_log()));
+    let (distinct, total) = udp_echo_counts(net.addr6(UDP_PORT), N);
+    let dup = 100.0 * f64::from(total - distinct) / f64::from(distinct.max(1));
+    eprintln!("duplicate 30 % over IPv6: {distinct} answers, {total} datagrams: {dup:.1} % twice");
+    assert!(distinct >= N - N / 100, "nothing lost: {distinct}/{N}");
+    assert!(
+        (25.0..=35.0).contains(&dup),
+        "observed {dup:.1} % duplicated over IPv6"
+    );
+    let (d4, t4) = udp_echo_counts(to, N / 4);
+    assert_eq!(d4, t4, "the IPv4 peer is not named: nothing duplicated");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+
+    let mut inbound = s.clone();
+    inbound.direction = "ingress".into();
+    let err = net
+        .apply(NetAction::Duplicate { percent: 30.0 }, inbound)
+        .await
         .expect_err("refused");
-    assert!(err.contains("IPv4 egress only"), "{err}");
+    assert!(err.contains("egress only"), "{err}");
     assert!(chaosbot_tables(&net.site).is_empty());
 }
 

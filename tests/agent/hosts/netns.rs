@@ -1,7 +1,8 @@
 //! A test "host": a network namespace joined to the root namespace by a veth pair, so an agent
-//! in it is reached over a real link that the test can cut. Host `n` gets 10.203.n.0/30: the
-//! controller side (root namespace) is .1, the host side .2. Names are `cb-<pid>-<n>` (the
-//! namespace and the root-side veth), so a sweep can tell leftovers of dead test processes.
+//! in it is reached over a real link that the test can cut. Host `n` gets 10.203.n.0/30 and
+//! fd00:cb:n::/64: the controller side (root namespace) is .1 / ::1, the host side .2 / ::2.
+//! Names are `cb-<pid>-<n>` (the namespace and the root-side veth), so a sweep can tell
+//! leftovers of dead test processes.
 //!
 //! Uses only std and libc: the agent bench includes this file too.
 #![allow(dead_code)]
@@ -9,7 +10,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,7 +195,24 @@ impl TestHost {
         ])?;
         ip(&["netns", "exec", ns, "ip", "link", "set", "veth0", "up"])?;
         ip(&["netns", "exec", ns, "ip", "link", "set", "lo", "up"])?;
+        // IPv6 beside it, usable at once (no duplicate address detection to wait for).
+        let root6 = format!("{}/64", self.controller_ip6());
+        let host6 = format!("{}/64", self.ip6());
+        ip(&["-6", "addr", "add", &root6, "dev", ns, "nodad"])?;
+        ip(&[
+            "netns", "exec", ns, "ip", "-6", "addr", "add", &host6, "dev", "veth0", "nodad",
+        ])?;
         Ok(())
+    }
+
+    /// The host's IPv6 address: fd00:cb:n::2.
+    pub fn ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0xcb, u16::from(self.n), 0, 0, 0, 0, 2)
+    }
+
+    /// The controller's IPv6 address on the link: fd00:cb:n::1.
+    pub fn controller_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0xcb, u16::from(self.n), 0, 0, 0, 0, 1)
     }
 
     /// The host's address (inside the namespace): 10.203.n.2.

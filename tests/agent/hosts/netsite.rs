@@ -27,13 +27,20 @@ pub const SINK_PORT: u16 = 9200;
 pub const HOST_TARGET: &str = "box";
 
 /// A TCP accept-and-close server on argv[2], a UDP echo on argv[3] and a TCP sink on argv[4]
-/// (reads to the end, answers with the byte count), all on argv[1].
+/// (reads to the end, answers with the byte count), all on argv[1]; with argv[5] (an IPv6
+/// address) a second UDP echo on it, same port.
 const SERVE_PY: &str = r#"
 import socket, sys, threading
 ip, tport, uport, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind((ip, tport)); t.listen(128)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((ip, uport))
+if len(sys.argv) > 5:
+    u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u6.bind((sys.argv[5], uport))
+    def udp6():
+        while True:
+            d, a = u6.recvfrom(2048); u6.sendto(d, a)
+    threading.Thread(target=udp6, daemon=True).start()
 k = socket.socket(); k.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 k.bind((ip, sport)); k.listen(16)
 def tcp():
@@ -155,7 +162,11 @@ pub async fn net_site_with(rails: &str, agent_toml: &str) -> Option<NetSite> {
         super::fixture::AGENT_NAME
     ));
     std::fs::write(&site.controller_config, toml).expect("write chaosbot.toml");
-    let servers = spawn_servers(&site.host, &site.host.ip().to_string());
+    let servers = spawn_servers_v6(
+        &site.host,
+        &site.host.ip().to_string(),
+        Some(&site.host.ip6().to_string()),
+    );
     site.start_agent().await;
     Some(NetSite {
         site,
@@ -274,10 +285,20 @@ impl NetSite {
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::from((self.site.host.ip(), port))
     }
+
+    /// The host's IPv6 address at `port` (the servers answer UDP echoes there too).
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.site.host.ip6(), port))
+    }
 }
 
 /// The test servers ([`SERVE_PY`]) on `ip` inside another namespace, e.g. a container's.
 pub fn spawn_servers(host: &super::netns::TestHost, ip: &str) -> HostChild {
+    spawn_servers_v6(host, ip, None)
+}
+
+/// [`spawn_servers`], with the UDP echo on `ip6` too when given.
+pub fn spawn_servers_v6(host: &super::netns::TestHost, ip: &str, ip6: Option<&str>) -> HostChild {
     let mut py = Command::new("python3");
     py.args([
         "-c",
@@ -287,6 +308,7 @@ pub fn spawn_servers(host: &super::netns::TestHost, ip: &str) -> HostChild {
         &UDP_PORT.to_string(),
         &SINK_PORT.to_string(),
     ]);
+    py.args(ip6);
     let servers = host.spawn(&py).expect("spawn the test servers");
     assert!(
         wait_until(Duration::from_secs(10), || servers.log().contains("ready")),
@@ -442,9 +464,15 @@ pub fn udp_echoes(to: SocketAddr, n: u32) -> u32 {
     udp_echo_counts(to, n).0
 }
 
+/// A UDP socket on an ephemeral port of `to`'s family.
+fn udp_socket_for(to: SocketAddr) -> UdpSocket {
+    let any = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    UdpSocket::bind(any).expect("udp socket")
+}
+
 /// [`udp_echoes`]: the distinct answers, and every answer (duplicates included).
 pub fn udp_echo_counts(to: SocketAddr, n: u32) -> (u32, u32) {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let sock = udp_socket_for(to);
     let mut seen = HashSet::new();
     let mut total = 0u32;
     let mut buf = [0u8; 16];
@@ -484,7 +512,7 @@ pub fn udp_echo_counts(to: SocketAddr, n: u32) -> (u32, u32) {
 /// Round trips of `n` echoes sent one at a time `gap` apart (each waits up to 2 s for its
 /// answer); a lost one is left out.
 pub fn udp_rtts(to: SocketAddr, n: u32, gap: Duration) -> Vec<Duration> {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let sock = udp_socket_for(to);
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("read timeout");
     let mut out = Vec::new();
@@ -521,7 +549,7 @@ pub fn quantile_ms(v: &[Duration], q: f64) -> f64 {
 /// Sends `n` numbered datagrams back to back (1 ms pause every 10, reading answers as they
 /// come) and returns the numbers of the answers in the order they came.
 pub fn udp_answer_order(to: SocketAddr, n: u32) -> Vec<u32> {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let sock = udp_socket_for(to);
     let mut order = Vec::new();
     let mut buf = [0u8; 16];
     sock.set_nonblocking(true).expect("nonblocking");
@@ -554,7 +582,7 @@ pub fn udp_answer_order(to: SocketAddr, n: u32) -> Vec<u32> {
 /// thread times them as they come), so a long delay does not stretch the run; answers that
 /// do not come within 2 s of the last send are left out.
 pub fn udp_rtts_pipelined(to: SocketAddr, n: u32, gap: Duration) -> Vec<Duration> {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let sock = udp_socket_for(to);
     let reader = sock.try_clone().expect("udp socket clone");
     reader
         .set_read_timeout(Some(Duration::from_millis(200)))

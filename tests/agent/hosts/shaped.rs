@@ -112,6 +112,52 @@ async fn a_delay_adds_its_latency_and_spares_the_control_channel() {
     net.revert(&fid, &rid).await;
 }
 
+/// The IPv6 path: a delay to the controller's IPv6 address is held in the `ip6` table's queue
+/// (the shaper reads IPv6 headers), while the same peer's IPv4 traffic is not delayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_to_an_ipv6_peer_holds_its_packets_only() {
+    let Some(mut net) = net_site("").await else {
+        return;
+    };
+    let (to4, to6) = (net.addr(UDP_PORT), net.addr6(UDP_PORT));
+    let base = udp_rtts(to6, 30, Duration::from_millis(2));
+    let base_p50 = quantile_ms(&base, 0.5);
+    assert!(
+        base.len() == 30 && base_p50 < 20.0,
+        "base rtt {base_p50} ms"
+    );
+    let mut s = scope(None, "udp", "egress");
+    s.destinations = vec![net.site.host.controller_ip6().to_string()];
+    let (fid, rid) = net
+        .apply(
+            NetAction::Delay {
+                latency_ms: 40.0,
+                jitter_ms: 0.0,
+                correlation: 0.0,
+            },
+            s,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    let tables = nft_in(&net.site, &["list", "tables"]).1;
+    assert!(
+        tables.contains("table ip6 chaosbot_") && !tables.contains("table ip chaosbot_"),
+        "an IPv6 peer needs the ip6 table only: {tables}"
+    );
+    let rtts = udp_rtts(to6, 60, Duration::from_millis(5));
+    assert_eq!(rtts.len(), 60, "a delay loses nothing");
+    let (lo, p50) = (quantile_ms(&rtts, 0.0), quantile_ms(&rtts, 0.5));
+    eprintln!("delay 40 ms over IPv6: rtt min {lo:.2}, p50 {p50:.2} ms (base {base_p50:.2})");
+    assert!(lo >= 39.5, "no IPv6 packet skips the delay: {lo} ms");
+    assert!(p50 < 40.0 + base_p50 + 6.0, "rtt p50 {p50} ms");
+    let v4 = quantile_ms(&udp_rtts(to4, 30, Duration::from_millis(2)), 0.5);
+    assert!(v4 < 20.0, "the IPv4 address is not named: {v4} ms");
+    net.revert(&fid, &rid).await;
+    assert!(chaosbot_tables(&net.site).is_empty());
+    let after = quantile_ms(&udp_rtts(to6, 30, Duration::from_millis(2)), 0.5);
+    assert!(after < 20.0, "back to normal after the revert: {after} ms");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_agent_lets_traffic_pass_and_the_start_removes_the_tables() {
     let Some(mut net) = net_site("").await else {
