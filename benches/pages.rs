@@ -13,6 +13,8 @@
 
 #[path = "../tests/support/journal.rs"]
 mod journal;
+#[path = "../tests/support/stored.rs"]
+mod stored;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,80 +22,17 @@ use std::time::{Duration, Instant};
 
 use chaosbot::config::{Config, Secret};
 use chaosbot::run::{Entry, Event, SamplePhase};
-use chaosbot::store::{DynStore, NewRun};
+use chaosbot::store::NewRun;
 use chaosbot::web::link::Links;
 use chaosbot::web::{Pages, router};
 use hdrhistogram::Histogram;
 use journal::Shape;
+use stored::store_journal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
-}
-
-/// Puts `entries` (a journal made for a test) into the store as run `id`, their times moved
-/// so the run started ten minutes ago and is still going. Returns the last seq.
-async fn store_run(store: &DynStore, db: &str, id: &str, entries: &[Entry]) -> i64 {
-    let Some(Event::Submitted {
-        experiment,
-        title,
-        requested_by,
-        source,
-        params,
-        seed,
-        ..
-    }) = entries.first().map(|e| e.event.clone())
-    else {
-        panic!("the journal starts with its submission");
-    };
-    store
-        .create_run(
-            NewRun {
-                id: id.into(),
-                experiment,
-                title,
-                spec: serde_json::Value::Null,
-                params,
-                seed,
-                requested_by,
-                source,
-            },
-            entries[0].event.clone(),
-        )
-        .await
-        .expect("the run is created");
-    let mut last = 1;
-    for e in &entries[1..] {
-        if matches!(e.event, Event::Verdict { .. }) {
-            continue;
-        }
-        last = store.append(id, &e.event).await.expect("appended").seq;
-    }
-    // Append stamps "now"; give the entries the times of the ten-minute run they describe.
-    let shift = chaosbot::run::now_ms() - entries.last().map(|e| e.at_ms).unwrap_or(0);
-    let pool = sqlx::SqlitePool::connect(db)
-        .await
-        .expect("the bench database opens");
-    let mut tx = pool.begin().await.expect("a transaction");
-    for (seq, e) in entries.iter().enumerate() {
-        sqlx::query("UPDATE journal SET at_ms = $1 WHERE run_id = $2 AND seq = $3")
-            .bind(e.at_ms + shift)
-            .bind(id)
-            .bind(seq as i64 + 1)
-            .execute(&mut *tx)
-            .await
-            .expect("retimed");
-    }
-    sqlx::query("UPDATE runs SET created_ms = $1 WHERE id = $2")
-        .bind(entries[0].at_ms + shift)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .expect("retimed");
-    tx.commit().await.expect("committed");
-    pool.close().await;
-    last
 }
 
 /// Time from writing the request to the first byte and to the end of the answer, on a fresh
@@ -189,7 +128,7 @@ async fn main() {
             all_fail: false,
         },
     );
-    let last = store_run(&store, &db, "r-benchpage1", &entries).await;
+    let last = store_journal(&store, &db, "r-benchpage1", &entries, &[]).await;
     let (_, queued) = journal::finished_run(
         "r-benchqueue",
         &Shape {
@@ -199,7 +138,7 @@ async fn main() {
             all_fail: false,
         },
     );
-    store_run(&store, &db, "r-benchqueue", &queued[..1]).await;
+    store_journal(&store, &db, "r-benchqueue", &queued[..1], &[]).await;
     let (_, long) = journal::finished_run(
         "r-bench10hrs",
         &Shape {
@@ -209,7 +148,7 @@ async fn main() {
             all_fail: false,
         },
     );
-    store_run(&store, &db, "r-bench10hrs", &long).await;
+    store_journal(&store, &db, "r-bench10hrs", &long, &[]).await;
     let exp = chaosbot::run::now_ms() / 1000 + 3600;
 
     println!(

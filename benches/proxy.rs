@@ -9,6 +9,8 @@
 //! Everything runs on 127.0.0.1. The upstream server speaks two modes, chosen by the first byte
 //! of a connection: `E` echo, `S` sink (read and discard; answer one byte at EOF).
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -196,10 +198,6 @@ struct Noxious {
     listen: SocketAddr,
 }
 
-fn free_port() -> Res<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body).
 async fn http(api: SocketAddr, method: &str, path: &str, body: &str) -> Res<(u16, String)> {
     let mut s = TcpStream::connect(api).await?;
@@ -222,13 +220,13 @@ async fn http(api: SocketAddr, method: &str, path: &str, body: &str) -> Res<(u16
 
 impl Noxious {
     async fn start(bin: &str, upstream: SocketAddr) -> Res<Self> {
-        let api = free_port()?;
+        let api = ports::free_port();
         let child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &api.port().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let listen = free_port()?;
+        let listen = ports::free_port();
         let mut n = Noxious {
             child,
             next: std::cell::Cell::new(0),

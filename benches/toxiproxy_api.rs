@@ -16,6 +16,8 @@
 //! times, through chaosbot's own Toxiproxy client (keep-alive HTTP/1.1). A server's cycles are
 //! cut off after 120 s so a hanging one still finishes the run.
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,10 +35,6 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const BIN: &str = env!("CARGO_BIN_EXE_chaosbot");
 const SENDERS: usize = 2;
 const CUT_OFF: Duration = Duration::from_secs(120);
-
-fn free_port() -> Res<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
 
 /// Reads and discards whatever arrives, on every connection.
 async fn sink_server() -> Res<SocketAddr> {
@@ -103,7 +101,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let listen = free_port()?;
+        let listen = ports::free_port();
         let mut server = Server {
             name,
             child,
@@ -251,7 +249,7 @@ async fn run(load: tokio::runtime::Handle) -> Res<()> {
         .unwrap_or(200);
     let sink = load.spawn(sink_server()).await??;
     let dir = tempfile::tempdir()?;
-    let api = free_port()?;
+    let api = ports::free_port();
     let d = dir.path().display();
     let cfg = dir.path().join("agent.toml");
     std::fs::write(
@@ -268,7 +266,7 @@ async fn run(load: tokio::runtime::Handle) -> Res<()> {
     let mut servers = vec![Server::start("chaosbot agent", cmd, api, sink).await?];
     match std::env::var("NOXIOUS_BIN") {
         Ok(bin) => {
-            let api = free_port()?;
+            let api = ports::free_port();
             let mut cmd = Command::new(bin);
             cmd.args(["--host", "127.0.0.1", "--port", &api.port().to_string()]);
             servers.push(Server::start("noxious", cmd, api, sink).await?);

@@ -15,6 +15,7 @@ use chaosbot::slack::server::Server;
 use chaosbot::store::{AbortScope, NewRun};
 use chaosbot::web::link::{Links, Scope};
 use support::app::{TestApp, run_id_in};
+use support::stored::store_journal;
 use support::web::{self, Browser, Sse};
 
 const SECRET: &str = "pages-signing-secret";
@@ -450,79 +451,11 @@ async fn two_replicas_on_postgres_both_follow_a_run_live() {
     .await;
 }
 
-/// Puts a journal made for a test into the app's SQLite database as run `id` (a run created
-/// and left in its state, its entries written in one transaction with their own times moved
-/// to end now; the verdict left out). Fast enough for a ten-hour journal.
-/// Its target is `api`, so a run holding `api` keeps it queued.
+/// A made-up journal as a run going on now, holding target `api` (a run holding `api`
+/// keeps it queued).
 async fn put_journal(app: &TestApp, id: &str, entries: &[chaosbot::run::Entry]) {
-    let Some(Event::Submitted {
-        experiment,
-        title,
-        requested_by,
-        source,
-        params,
-        seed,
-        ..
-    }) = entries.first().map(|e| e.event.clone())
-    else {
-        panic!("the journal starts with its submission");
-    };
-    let mut submitted = entries[0].event.clone();
-    if let Event::Submitted { targets, .. } = &mut submitted {
-        *targets = vec!["api".into()];
-    }
     let store = app.store().await;
-    store
-        .create_run(
-            NewRun {
-                id: id.into(),
-                experiment,
-                title,
-                spec: serde_json::Value::Null,
-                params,
-                seed,
-                requested_by,
-                source,
-            },
-            submitted,
-        )
-        .await
-        .unwrap();
-    let shift = chaosbot::run::now_ms() - entries.last().unwrap().at_ms;
-    let pool = sqlx::SqlitePool::connect(app.cfg.database_url())
-        .await
-        .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    let rest = entries[1..]
-        .iter()
-        .filter(|e| !matches!(e.event, Event::Verdict { .. }));
-    for (i, e) in rest.enumerate() {
-        sqlx::query(
-            "INSERT INTO journal (run_id, seq, at_ms, kind, data) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(i as i64 + 2)
-        .bind(e.at_ms + shift)
-        .bind(e.event.kind())
-        .bind(sqlx::types::Json(&e.event))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    sqlx::query("UPDATE journal SET at_ms = $1 WHERE run_id = $2 AND seq = 1")
-        .bind(entries[0].at_ms + shift)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE runs SET created_ms = $1 WHERE id = $2")
-        .bind(entries[0].at_ms + shift)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    pool.close().await;
+    store_journal(&store, app.cfg.database_url(), id, entries, &["api"]).await;
 }
 
 /// The inline chart of a page: the `<svg …>…</svg>` inside `id="chart"`.

@@ -7,6 +7,7 @@ pub mod fake_slack;
 pub mod journal;
 pub mod ports;
 pub mod slack;
+pub mod stored;
 pub mod web;
 
 use std::convert::Infallible;
