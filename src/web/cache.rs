@@ -4,7 +4,9 @@
 //! change; only the Q&A does, which is read every time).
 //!
 //! A few runs only ([`RUNS`], least recently asked for leaves first): these are the runs
-//! people are looking at now.
+//! people are looking at now. Their journals together stay under [`ENTRIES`] (a ten-hour run
+//! sampled four times a second is 144,000 entries): the least recent leave first, but never
+//! the run asked for now, which a request reads in full either way.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,10 @@ use crate::run::Entry;
 
 /// How many runs are kept.
 pub(super) const RUNS: usize = 8;
+
+/// How many journal entries the kept runs hold together at most: an entry is about 400
+/// bytes (304 inline and its strings), so about 100 MB.
+pub(super) const ENTRIES: usize = 250_000;
 
 /// One run as the pages last read it.
 #[derive(Default)]
@@ -59,6 +65,17 @@ impl Cache {
             };
             runs.push_front((id.to_string(), slot.clone()));
             runs.truncate(RUNS);
+            let mut kept = 0;
+            let within = runs
+                .iter()
+                .enumerate()
+                .take_while(|(i, (_, s))| {
+                    // One being read now counts as nothing: it is in use, not idle.
+                    kept += s.try_lock().map(|c| c.journal.len()).unwrap_or(0);
+                    *i == 0 || kept <= ENTRIES
+                })
+                .count();
+            runs.truncate(within);
             slot
         };
         slot.lock_owned().await
@@ -68,5 +85,71 @@ impl Cache {
     pub fn forget(&self, id: &str) {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.retain(|(r, _)| r != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Event;
+
+    fn entries(run: &str, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                run_id: run.into(),
+                seq: i as i64 + 1,
+                at_ms: 0,
+                event: Event::Warning {
+                    text: String::new(),
+                },
+            })
+            .collect()
+    }
+
+    async fn fill(cache: &Cache, id: &str, n: usize) {
+        cache.lock(id).await.journal = entries(id, n);
+    }
+
+    fn kept(cache: &Cache) -> Vec<String> {
+        let runs = cache.runs.lock().unwrap();
+        runs.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_least_recent_runs_leave_when_the_journals_outgrow_the_budget() {
+        let cache = Cache::default();
+        fill(&cache, "a", ENTRIES / 2).await;
+        fill(&cache, "b", ENTRIES / 4).await;
+        fill(&cache, "c", ENTRIES / 4).await;
+        assert_eq!(
+            kept(&cache),
+            ["c", "b", "a"],
+            "exactly the budget: all kept"
+        );
+        // Asked for again: `a` is the most recent now, and `b`'s journal is what is over.
+        let a = cache.lock("a").await;
+        assert_eq!(a.journal.len(), ENTRIES / 2, "kept as read");
+        drop(a);
+        // Counted when a run is asked for: `d` had nothing yet, the four were at the budget.
+        fill(&cache, "d", 1).await;
+        assert_eq!(kept(&cache), ["d", "a", "c", "b"]);
+        fill(&cache, "e", 1).await;
+        assert_eq!(kept(&cache), ["e", "d", "a", "c"], "the least recent left");
+        // A run bigger than the budget stays while it is the one asked for.
+        fill(&cache, "huge", ENTRIES * 2).await;
+        assert_eq!(cache.lock("huge").await.journal.len(), ENTRIES * 2);
+        assert_eq!(kept(&cache), ["huge"]);
+        fill(&cache, "f", 1).await;
+        assert_eq!(kept(&cache), ["f"], "and leaves once another is asked for");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_runs_are_kept() {
+        let cache = Cache::default();
+        for i in 0..RUNS + 3 {
+            fill(&cache, &format!("r{i}"), 1).await;
+        }
+        assert_eq!(kept(&cache).len(), RUNS);
+        assert_eq!(kept(&cache)[0], format!("r{}", RUNS + 2));
     }
 }
