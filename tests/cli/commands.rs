@@ -345,6 +345,107 @@ async fn kill_9_then_restart_recovers_the_run() {
     assert!(store.open_faults(&id).await.unwrap().is_empty());
 }
 
+/// kill -9 of `chaosbot run` at moments spread over a run's life (start-up, steady state,
+/// the fault in place, its revert, the verification after), each moved by a seeded random
+/// jitter, the last one near the revert (`CHAOSBOT_TEST_SEED` to replay one): every time, the next start recovers what was
+/// left, so no run stays open, no fault stays recorded as in place, and the next run's steady
+/// state is met (its objective is 200 ms: the 300 ms of latency, if left, would break it).
+#[tokio::test]
+async fn kill_9_at_any_moment_then_the_next_start_leaves_nothing_open() {
+    use rand::{RngExt, SeedableRng};
+    let seed: u64 = std::env::var("CHAOSBOT_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| chaosbot::run::now_ms() as u64);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let s = setup().await;
+    let store = store(&s).await;
+    let strict = s.dir.path().join("api-latency-strict.yaml");
+    let example_text = std::fs::read_to_string(example("api-latency.yaml")).unwrap();
+    assert!(example_text.contains("max_latency: 500ms"));
+    std::fs::write(
+        &strict,
+        example_text.replace("max_latency: 500ms", "max_latency: 200ms"),
+    )
+    .unwrap();
+    let mut moments = Vec::new();
+    // The run takes about 2.2 s: start-up and steady state to ~0.1 s, the fault to ~2.1 s,
+    // then the revert and the verification (a few ms each).
+    for base_ms in [0u64, 300, 600, 900, 1_200, 1_500, 1_800, 2_050] {
+        let at = Duration::from_millis(base_ms + rng.random_range(0..300));
+        let started_ms = chaosbot::run::now_ms();
+        let child = cmd(
+            &s,
+            &[
+                "run",
+                &example("api-latency.yaml"),
+                "--set",
+                "duration=2s",
+                "--set",
+                "latency=300ms",
+            ],
+        )
+        .spawn()
+        .unwrap();
+        tokio::time::sleep(at).await;
+        signal(&child, libc::SIGKILL);
+        let (code, out) = wait_exit(child).await;
+        let killed = store.list_runs(RunFilter::default()).await.unwrap();
+        let open: Vec<String> = killed
+            .iter()
+            .filter(|r| r.state.is_active())
+            .map(|r| r.id.clone())
+            .collect();
+        // Where the kill landed: the killed run's last journal entry (none: before it began).
+        let landed = match killed.first().filter(|r| r.created_ms > started_ms) {
+            Some(r) => store
+                .journal(&r.id, 0)
+                .await
+                .unwrap()
+                .last()
+                .map(|e| e.event.kind().to_string())
+                .unwrap_or_default(),
+            None => "before the run".into(),
+        };
+        moments.push((at, landed));
+
+        let next = output(cmd(
+            &s,
+            &[
+                "run",
+                strict.to_str().unwrap(),
+                "--set",
+                "duration=1s",
+                "--set",
+                "latency=0ms",
+            ],
+        ))
+        .await;
+        let t = text(&next);
+        let context = format!("seed {seed}, killed at {at:?} (exit {code:?}): {out}\n---\n{t}");
+        assert_eq!(next.status.code(), Some(0), "the next run holds: {context}");
+        for id in &open {
+            assert!(t.contains(&format!("recovered run {id}")), "{context}");
+        }
+        for run in store.list_runs(RunFilter::default()).await.unwrap() {
+            assert_eq!(run.state, RunState::Done, "{} is closed: {context}", run.id);
+            assert!(
+                store.open_faults(&run.id).await.unwrap().is_empty(),
+                "{} has no fault in place: {context}",
+                run.id
+            );
+            assert_ne!(
+                run.rollback,
+                Some(RollbackOutcome::RevertFailed),
+                "{}: {:?}: {context}",
+                run.id,
+                run.reason
+            );
+        }
+    }
+    eprintln!("seed {seed}: killed at {moments:?}");
+}
+
 #[tokio::test]
 async fn demo_runs_with_no_setup() {
     let dir = tempfile::tempdir().unwrap();
