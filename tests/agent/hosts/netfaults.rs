@@ -588,13 +588,21 @@ async fn duplicate_sends_its_share_twice() {
 
 /// `dns` with an `answer`: the host's own resolver gets the given address for the named
 /// names (from the agent's answering socket, reached by a redirect of those queries only),
-/// other names resolve as before, and after the revert the named ones resolve as before too.
+/// other names resolve as before, and after the revert the named ones resolve as before too,
+/// also for a resolver that asks from the same source port again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
     let Some(mut net) = net_site("").await else {
         return;
     };
     let _resolver = HostResolver::new(&net.site);
+    let (ok, out) = nft_in(
+        &net.site,
+        &[
+            "add table inet team_nat; add chain inet team_nat out { type nat hook output priority 100; policy accept; }",
+        ],
+    );
+    assert!(ok, "the team's own nat chain: {out}");
     let (db, other) = ("db.chaos.test", "cache.chaos.test");
     let real = Some(DNS_ANSWER.to_string());
     assert_eq!(lookup_in(&net.site, db).0, real, "the resolver works");
@@ -615,12 +623,27 @@ async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
         net.site.agent_log()
     );
     assert_eq!(lookup_in(&net.site, other).0, real, "another name does not");
+    // A resolver asking from one fixed port, on a host with a nat chain of its own: the
+    // redirected flow's conntrack entry outlives the revert (up to 30 s), but the kernel no
+    // longer applies the redirect of a deleted chain, so the next query goes where it should.
+    const FIXED_PORT: u16 = 40_053;
+    assert_eq!(
+        lookup_from_port(&net.site, db, FIXED_PORT).as_deref(),
+        Some("10.77.0.5")
+    );
     net.revert(&fid, &rid).await;
     assert!(chaosbot_tables(&net.site).is_empty());
     assert_eq!(
         lookup_in(&net.site, db).0,
         real,
         "as before after the revert"
+    );
+    let again = lookup_from_port(&net.site, db, FIXED_PORT);
+    assert_eq!(
+        again,
+        real,
+        "and from the same port too: {}",
+        net.site.agent_log()
     );
 
     let err = net

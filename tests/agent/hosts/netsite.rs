@@ -423,6 +423,36 @@ impl Drop for HostResolver {
     }
 }
 
+/// An A query for `name` sent from inside the host to its name server (the controller's
+/// side, as [`HostResolver`] names it) from UDP source port `port` every time, as a caching
+/// resolver with a fixed port asks: the address answered, or None (no answer within 2 s,
+/// refused, or no record).
+pub fn lookup_from_port(site: &Site, name: &str, port: u16) -> Option<String> {
+    const QUERY_PY: &str = r#"
+import socket, struct, sys
+server, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.settimeout(2); s.connect((server, 53)); s.send(q)
+a = s.recv(512)
+if struct.unpack(">H", a[6:8])[0] == 0:
+    sys.exit(1)
+print(".".join(str(b) for b in a[-4:]))
+"#;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &site.host.name, "python3", "-c", QUERY_PY])
+        .arg(site.host.controller_ip().to_string())
+        .arg(name)
+        .arg(port.to_string())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// `name` looked up by the host's resolver (glibc's, as any program there): the address, or
 /// None when the lookup fails; and how long it took.
 pub fn lookup_in(site: &Site, name: &str) -> (Option<String>, Duration) {
