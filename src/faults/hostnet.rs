@@ -241,21 +241,43 @@ pub struct Prepared {
     pub dns_answer: Option<(Vec<String>, std::net::IpAddr)>,
 }
 
-/// A UDP socket on the loopback of namespace `ns` (None: the agent's own), for the dns answer
-/// (bound from a thread of its own that enters the namespace, so no shared thread moves).
-async fn answer_socket(ns: Option<Arc<File>>) -> Result<tokio::net::UdpSocket, HostNetError> {
-    let bound = std::thread::spawn(move || -> std::io::Result<std::net::UdpSocket> {
+/// The dns answer's sockets on the loopback of namespace `ns` (None: the agent's own), one
+/// per family on one port, as the fault's `redirect` sends IPv4 queries to 127.0.0.1 and
+/// IPv6 ones to ::1 at the same port; IPv4 alone where the namespace has no IPv6 loopback.
+/// Bound from a thread of its own that enters the namespace, so no shared thread moves.
+async fn answer_sockets(
+    ns: Option<Arc<File>>,
+) -> Result<(u16, Vec<tokio::net::UdpSocket>), HostNetError> {
+    let bound = std::thread::spawn(move || -> std::io::Result<Vec<std::net::UdpSocket>> {
         if let Some(ns) = &ns {
             netns::enter_on_this_thread(ns)?;
         }
-        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        s.set_nonblocking(true)?;
-        Ok(s)
+        let mut last = None;
+        // The kernel picks the IPv6 port; IPv4 takes the same one unless something has it.
+        for _ in 0..16 {
+            let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") else {
+                return Ok(vec![std::net::UdpSocket::bind("127.0.0.1:0")?]);
+            };
+            let port = v6.local_addr()?.port();
+            match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(v4) => return Ok(vec![v4, v6]),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free port on both loopbacks")))
     })
     .join()
     .map_err(|_| HostNetError::AnswerSocket("the binding thread panicked".into()))?
     .map_err(|e| HostNetError::AnswerSocket(e.to_string()))?;
-    tokio::net::UdpSocket::from_std(bound).map_err(|e| HostNetError::AnswerSocket(e.to_string()))
+    let mut port = 0;
+    let mut sockets = Vec::new();
+    for s in bound {
+        let err = |e: std::io::Error| HostNetError::AnswerSocket(e.to_string());
+        s.set_nonblocking(true).map_err(err)?;
+        port = s.local_addr().map_err(err)?.port();
+        sockets.push(tokio::net::UdpSocket::from_std(s).map_err(err)?);
+    }
+    Ok((port, sockets))
 }
 
 /// The shaper's parameters for a shaped action (None for the others).
@@ -1165,17 +1187,9 @@ impl super::FaultFamily for HostNetFaults {
         // A dns answer's socket answers before any query is sent to it.
         let responder = match p.dns_answer.clone() {
             Some((names, answer)) => {
-                let sock = answer_socket(ns.clone()).await?;
-                let port = sock
-                    .local_addr()
-                    .map_err(|e| HostNetError::AnswerSocket(e.to_string()))?
-                    .port();
+                let (port, sockets) = answer_sockets(ns.clone()).await?;
                 p.script = p.script.replace("@answer_port@", &port.to_string());
-                Some(tokio::spawn(dns_answer::serve(
-                    Arc::new(sock),
-                    names,
-                    answer,
-                )))
+                Some(tokio::spawn(dns_answer::serve_all(sockets, names, answer)))
             }
             None => None,
         };

@@ -1,8 +1,9 @@
 //! The agent's stand-in resolver for `dns` with an `answer`: the fault's nftables rule
-//! redirects the host's queries for the named names (UDP, to any resolver) to this socket on
-//! the host's loopback, which answers each with the given address (an A or AAAA record with a
-//! TTL of 0, so no cache keeps it past the revert) and anything else with REFUSED. Other
-//! names never reach it: they go to the host's own resolver as before.
+//! redirects the host's queries for the named names (UDP, to any resolver, over IPv4 or
+//! IPv6) to these sockets on the host's loopback (127.0.0.1 and ::1, one port), which answer
+//! each with the given address (an A or AAAA record with a TTL of 0, so no cache keeps it
+//! past the revert) and anything else with REFUSED. Other names never reach them: they go to
+//! the host's own resolver as before.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -78,8 +79,19 @@ pub fn respond(q: &[u8], names: &[String], answer: IpAddr) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// Serves every one of `sockets` (one per address family) until the task is aborted.
+pub async fn serve_all(sockets: Vec<UdpSocket>, names: Vec<String>, answer: IpAddr) {
+    let names = Arc::new(names);
+    let mut each = tokio::task::JoinSet::new();
+    for sock in sockets {
+        each.spawn(serve(Arc::new(sock), names.clone(), answer));
+    }
+    // Aborting this task drops the set, which aborts the sockets' tasks.
+    while each.join_next().await.is_some() {}
+}
+
 /// Serves `sock` until the task is aborted.
-pub async fn serve(sock: Arc<UdpSocket>, names: Vec<String>, answer: IpAddr) {
+async fn serve(sock: Arc<UdpSocket>, names: Arc<Vec<String>>, answer: IpAddr) {
     let mut buf = vec![0u8; 1500];
     loop {
         let (n, from): (usize, SocketAddr) = match sock.recv_from(&mut buf).await {

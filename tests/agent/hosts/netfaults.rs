@@ -638,12 +638,39 @@ async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
         real,
         "as before after the revert"
     );
-    let again = lookup_from_port(&net.site, db, FIXED_PORT);
     assert_eq!(
-        again,
+        lookup_from_port(&net.site, db, FIXED_PORT),
         real,
         "and from the same port too: {}",
         net.site.agent_log()
+    );
+
+    // A host whose name server has an IPv6 address: its queries go to the ::1 socket.
+    drop(_resolver);
+    let _resolver = HostResolver::at(&net.site, net.site.host.controller_ip6().into());
+    assert_eq!(lookup_in(&net.site, db).0, real, "the IPv6 resolver works");
+    let (fid, rid) = net
+        .apply(
+            NetAction::DnsAnswer {
+                names: vec![db.into()],
+                answer: "10.77.0.5".parse().expect("address"),
+            },
+            scope(None, "all", "egress"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    assert_eq!(
+        lookup_in(&net.site, db).0.as_deref(),
+        Some("10.77.0.5"),
+        "answered over IPv6 too: {}",
+        net.site.agent_log()
+    );
+    assert_eq!(lookup_in(&net.site, other).0, real);
+    net.revert(&fid, &rid).await;
+    assert_eq!(
+        lookup_in(&net.site, db).0,
+        real,
+        "as before after the revert"
     );
 
     let err = net

@@ -357,11 +357,12 @@ pub fn send_rate(to: SocketAddr, bytes: usize) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64()
 }
 
-/// A DNS server on argv[1]:53 answering every A query with 10.9.9.9 (other types: no
-/// answer), enough for the host's resolver.
+/// A DNS server on argv[1]:53 (IPv4 or IPv6) answering every A query with 10.9.9.9 (other
+/// types: no answer), enough for the host's resolver.
 const DNS_PY: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
 print("ready", flush=True)
 while True:
     q, a = s.recvfrom(512)
@@ -390,18 +391,20 @@ pub struct HostResolver {
 
 impl HostResolver {
     pub fn new(site: &Site) -> HostResolver {
+        HostResolver::at(site, std::net::IpAddr::V4(site.host.controller_ip()))
+    }
+
+    /// The name server on `server`, an address of the controller's side of the link.
+    pub fn at(site: &Site, server: std::net::IpAddr) -> HostResolver {
         let dir = std::path::Path::new("/etc/netns").join(&site.host.name);
         std::fs::create_dir_all(&dir).expect("create /etc/netns/<host>");
         std::fs::write(
             dir.join("resolv.conf"),
-            format!(
-                "nameserver {}\noptions timeout:2 attempts:1\n",
-                site.host.controller_ip()
-            ),
+            format!("nameserver {server}\noptions timeout:2 attempts:1\n"),
         )
         .expect("write the host's resolv.conf");
         let mut py = Command::new("python3");
-        py.args(["-c", DNS_PY, &site.host.controller_ip().to_string()]);
+        py.args(["-c", DNS_PY, &server.to_string()]);
         let server = site.host.spawn_outside(&py).expect("spawn the DNS server");
         assert!(
             wait_until(Duration::from_secs(10), || server.log().contains("ready")),
