@@ -309,6 +309,61 @@ async fn honours_retry_after(store: DynStore) {
     );
 }
 
+/// A 429 on a post holds posts to that channel only: another channel's thread goes on at
+/// once, while the first one waits out its Retry-After.
+async fn a_posts_429_holds_only_its_channel(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.rate_limit_next(1, Some("chat.postMessage"), 3);
+    store
+        .enqueue(&[post("run:busy", "CBUSY", None, None, "b0")], None)
+        .await
+        .unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "o1");
+    slack.wait_for(|c| !c.is_empty(), WAIT).await;
+    store
+        .enqueue(
+            &[
+                post("run:quiet", "CQUIET", None, None, "q0"),
+                post("run:busy", "CBUSY", None, None, "b1"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    outbox.notify();
+    let calls = slack
+        .wait_for(|c| ok_calls(c, "chat.postMessage").len() == 3, WAIT)
+        .await;
+    stop(outbox, handle).await;
+    let posts = slack.calls_of("chat.postMessage");
+    assert_eq!(
+        (posts[0].status, posts[0].str("channel")),
+        (429, Some("CBUSY"))
+    );
+    let quiet = posts
+        .iter()
+        .find(|c| c.str("channel") == Some("CQUIET"))
+        .unwrap();
+    let waited = quiet.at - posts[0].at;
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the other channel's post went after {waited:?}, not after the busy one's Retry-After"
+    );
+    let busy: Vec<&Call> = posts
+        .iter()
+        .filter(|c| c.str("channel") == Some("CBUSY") && c.status == 200)
+        .collect();
+    assert!(
+        busy[0].at - posts[0].at >= Duration::from_millis(2990),
+        "the busy channel waited out its Retry-After: {:?}",
+        busy[0].at - posts[0].at
+    );
+    assert_eq!(
+        texts(&ok_calls(&calls, "chat.postMessage")),
+        vec!["q0", "b0", "b1"]
+    );
+}
+
 async fn retries_5xx_and_hangs(store: DynStore) {
     let slack = FakeSlack::start().await;
     slack.fail_next(3, Some("chat.postMessage"), 500);
@@ -505,6 +560,12 @@ async fn sqlite_honours_retry_after() {
 }
 
 #[tokio::test]
+async fn sqlite_a_posts_429_holds_only_its_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    a_posts_429_holds_only_its_channel(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
 async fn sqlite_retries_5xx_and_hangs() {
     let dir = tempfile::tempdir().unwrap();
     retries_5xx_and_hangs(sqlite(&dir).await).await;
@@ -563,6 +624,14 @@ async fn postgres_revisions_beat_queue_order() {
 async fn postgres_honours_retry_after() {
     support::with_postgres(|url| async move { honours_retry_after(postgres(&url).await).await })
         .await;
+}
+
+#[tokio::test]
+async fn postgres_a_posts_429_holds_only_its_channel() {
+    support::with_postgres(|url| async move {
+        a_posts_429_holds_only_its_channel(postgres(&url).await).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -682,7 +751,7 @@ fn assert_threads_whole(calls: &[Call], threads: usize, replies: usize) {
 /// this rare leave other threads with rows ready while a hold runs, so a replica that ignored
 /// the hold would call in it; with a 429 every few calls each thread waits on its own.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_429_holds_the_method_for_every_replica() {
+async fn postgres_429_holds_the_method_or_channel_for_every_replica() {
     support::with_postgres(|url| async move {
         let slack = FakeSlack::start().await;
         slack.rate_limit_every(Some(10), 2);
@@ -723,11 +792,16 @@ async fn postgres_429_holds_the_method_for_every_replica() {
         );
         // After a 429 of a method (and 150 ms for calls already sent to arrive; unheld, the
         // replicas make a call every few ms here), no call of that method reaches Slack
-        // before its Retry-After has passed, from any replica.
+        // before its Retry-After has passed, from any replica; for chat.postMessage, which
+        // Slack limits per channel, no post to that channel.
+        let same_hold = |a: &Call, b: &Call| {
+            a.method == b.method
+                && (a.method != "chat.postMessage" || a.str("channel") == b.str("channel"))
+        };
         for l in &limited {
             let early: Vec<_> = calls
                 .iter()
-                .filter(|c| c.method == l.method && c.at > l.at)
+                .filter(|c| same_hold(c, l) && c.at > l.at)
                 .filter(|c| {
                     let after = c.at - l.at;
                     after > Duration::from_millis(150) && after < Duration::from_millis(1950)

@@ -13,6 +13,19 @@ use crate::slack::api::ApiError;
 use crate::store::outbox::{Delivered, OutboundAction, OutboxRow, PostSlot};
 use crate::store::{StoreError, StoreResult};
 
+/// What a 429 for `method` holds: Slack limits `chat.postMessage` per channel (about one a
+/// second in each, its "special" tier in the method's documentation) and the other methods
+/// per workspace (their tier), so a post's 429 holds posts to that channel only, and one
+/// busy channel does not stall the threads of the others. (A workspace-wide limit, if hit,
+/// then answers each channel's next post with a 429 of its own.)
+fn hold_key(method: &str, channel: &str) -> String {
+    if method == "chat.postMessage" {
+        format!("{method} in {channel}")
+    } else {
+        method.to_string()
+    }
+}
+
 /// The Web API method that delivers an action (the store keeps only its kind).
 pub(crate) fn web_api_method(action: &OutboundAction) -> &'static str {
     match action {
@@ -302,8 +315,9 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     let owner = shared.opts.owner.as_str();
     let now = now_ms();
     let method = web_api_method(&row.action);
-    // A 429 any replica saw holds the method for all of them.
-    if let Some(left) = shared.store.method_held_for(method).await? {
+    // A 429 any replica saw holds the method (posts: in that channel) for all of them.
+    let held = hold_key(method, &row.channel);
+    if let Some(left) = shared.store.method_held_for(&held).await? {
         tracing::trace!(row = row.id, method, left, "method held after a 429");
         shared
             .store
@@ -396,10 +410,7 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
         }
         Err(ApiError::RateLimited { retry_after }) => {
             let until = now + millis(retry_after);
-            shared
-                .store
-                .hold_method(method, millis(retry_after))
-                .await?;
+            shared.store.hold_method(&held, millis(retry_after)).await?;
             metric::retried("rate_limited");
             tracing::warn!(
                 row = row.id,

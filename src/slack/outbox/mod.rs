@@ -5,7 +5,8 @@
 //!   (its head) can be claimed, and a claim is a lease in the store, so replicas never send the
 //!   same row and never reorder a thread. Different threads proceed concurrently (bounded).
 //! - Network errors and 5xx are retried with jittered exponential backoff, forever: an outage
-//!   delays a thread, it never loses a line of it. A 429 holds that method until its
+//!   delays a thread, it never loses a line of it. A 429 holds that method (for
+//!   `chat.postMessage`, limited per channel by Slack: that method in that channel) until its
 //!   `Retry-After` has passed, for every replica (the hold is a row in the store, timed on the
 //!   database's clock). Posts are paced per channel, across replicas, at
 //!   [`OutboxOptions::post_interval`]. `ok: false` fails the row (and, when it was a keyed post, the rows
