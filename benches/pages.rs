@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use chaosbot::config::{Config, Secret};
 use chaosbot::run::{Entry, Event, SamplePhase};
-use chaosbot::store::NewRun;
 use chaosbot::web::link::Links;
 use chaosbot::web::{Pages, router};
 use hdrhistogram::Histogram;
@@ -301,32 +300,9 @@ async fn postgres_live(admin_url: &str, cfg: &Config, n: usize) {
                 all_fail: false,
             },
         );
-        let Some(Event::Submitted {
-            experiment,
-            title,
-            requested_by,
-            source,
-            params,
-            seed,
-            ..
-        }) = entries.first().map(|e| e.event.clone())
-        else {
-            panic!("the journal starts with its submission");
-        };
+        let (run, submitted) = stored::new_run("r-benchpgrun", &entries);
         other
-            .create_run(
-                NewRun {
-                    id: "r-benchpgrun".into(),
-                    experiment,
-                    title,
-                    spec: serde_json::Value::Null,
-                    params,
-                    seed,
-                    requested_by,
-                    source,
-                },
-                entries[0].event.clone(),
-            )
+            .create_run(run, submitted)
             .await
             .expect("the run is created");
         let links = Links::from_config(cfg).expect("a key");

@@ -16,38 +16,14 @@ pub async fn store_journal(
     entries: &[Entry],
     targets: &[&str],
 ) -> i64 {
-    let Some(Event::Submitted {
-        experiment,
-        title,
-        requested_by,
-        source,
-        params,
-        seed,
-        ..
-    }) = entries.first().map(|e| e.event.clone())
-    else {
-        panic!("the journal starts with its submission");
-    };
-    let mut submitted = entries[0].event.clone();
+    let (run, mut submitted) = new_run(id, entries);
     if let Event::Submitted { targets: held, .. } = &mut submitted
         && !targets.is_empty()
     {
         *held = targets.iter().map(|t| t.to_string()).collect();
     }
     store
-        .create_run(
-            NewRun {
-                id: id.into(),
-                experiment,
-                title,
-                spec: serde_json::Value::Null,
-                params,
-                seed,
-                requested_by,
-                source,
-            },
-            submitted,
-        )
+        .create_run(run, submitted)
         .await
         .expect("the run is created");
     let shift = chaosbot::run::now_ms() - entries.last().map(|e| e.at_ms).unwrap_or(0);
@@ -89,4 +65,32 @@ pub async fn store_journal(
     tx.commit().await.expect("committed");
     pool.close().await;
     last
+}
+
+/// Run `id` as its journal's first entry (a submission) describes it, and that entry, for
+/// `create_run`.
+pub fn new_run(id: &str, entries: &[Entry]) -> (NewRun, Event) {
+    let Some(Event::Submitted {
+        experiment,
+        title,
+        requested_by,
+        source,
+        params,
+        seed,
+        ..
+    }) = entries.first().map(|e| e.event.clone())
+    else {
+        panic!("the journal starts with its submission");
+    };
+    let run = NewRun {
+        id: id.into(),
+        experiment,
+        title,
+        spec: serde_json::Value::Null,
+        params,
+        seed,
+        requested_by,
+        source,
+    };
+    (run, entries[0].event.clone())
 }

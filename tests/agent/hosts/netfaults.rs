@@ -595,7 +595,6 @@ async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
     let Some(mut net) = net_site("").await else {
         return;
     };
-    let _resolver = HostResolver::new(&net.site);
     let (ok, out) = nft_in(
         &net.site,
         &[
@@ -605,73 +604,59 @@ async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
     assert!(ok, "the team's own nat chain: {out}");
     let (db, other) = ("db.chaos.test", "cache.chaos.test");
     let real = Some(DNS_ANSWER.to_string());
-    assert_eq!(lookup_in(&net.site, db).0, real, "the resolver works");
-    let (fid, rid) = net
-        .apply(
-            NetAction::DnsAnswer {
-                names: vec![db.into()],
-                answer: "10.77.0.5".parse().expect("address"),
-            },
-            scope(None, "all", "egress"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
-    assert_eq!(
-        lookup_in(&net.site, db).0.as_deref(),
-        Some("10.77.0.5"),
-        "the named name resolves elsewhere: {}",
-        net.site.agent_log()
-    );
-    assert_eq!(lookup_in(&net.site, other).0, real, "another name does not");
     // A resolver asking from one fixed port, on a host with a nat chain of its own: the
     // redirected flow's conntrack entry outlives the revert (up to 30 s), but the kernel no
     // longer applies the redirect of a deleted chain, so the next query goes where it should.
     const FIXED_PORT: u16 = 40_053;
-    assert_eq!(
-        lookup_from_port(&net.site, db, FIXED_PORT).as_deref(),
-        Some("10.77.0.5")
-    );
-    net.revert(&fid, &rid).await;
-    assert!(chaosbot_tables(&net.site).is_empty());
-    assert_eq!(
-        lookup_in(&net.site, db).0,
-        real,
-        "as before after the revert"
-    );
-    assert_eq!(
-        lookup_from_port(&net.site, db, FIXED_PORT),
-        real,
-        "and from the same port too: {}",
-        net.site.agent_log()
-    );
-
-    // A host whose name server has an IPv6 address: its queries go to the ::1 socket.
-    drop(_resolver);
-    let _resolver = HostResolver::at(&net.site, net.site.host.controller_ip6().into());
-    assert_eq!(lookup_in(&net.site, db).0, real, "the IPv6 resolver works");
-    let (fid, rid) = net
-        .apply(
-            NetAction::DnsAnswer {
-                names: vec![db.into()],
-                answer: "10.77.0.5".parse().expect("address"),
-            },
-            scope(None, "all", "egress"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
-    assert_eq!(
-        lookup_in(&net.site, db).0.as_deref(),
-        Some("10.77.0.5"),
-        "answered over IPv6 too: {}",
-        net.site.agent_log()
-    );
-    assert_eq!(lookup_in(&net.site, other).0, real);
-    net.revert(&fid, &rid).await;
-    assert_eq!(
-        lookup_in(&net.site, db).0,
-        real,
-        "as before after the revert"
-    );
+    // The name server over IPv4, then over IPv6 (its queries go to the ::1 socket).
+    let servers: [std::net::IpAddr; 2] = [
+        net.site.host.controller_ip().into(),
+        net.site.host.controller_ip6().into(),
+    ];
+    let mut resolver: Option<HostResolver> = None;
+    for server in servers {
+        drop(resolver.take()); // one resolv.conf at a time
+        resolver = Some(HostResolver::at(&net.site, server));
+        assert_eq!(
+            lookup_in(&net.site, db).0,
+            real,
+            "the resolver at {server} works"
+        );
+        let (fid, rid) = net
+            .apply(
+                NetAction::DnsAnswer {
+                    names: vec![db.into()],
+                    answer: "10.77.0.5".parse().expect("address"),
+                },
+                scope(None, "all", "egress"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+        assert_eq!(
+            lookup_in(&net.site, db).0.as_deref(),
+            Some("10.77.0.5"),
+            "the named name resolves elsewhere (name server {server}): {}",
+            net.site.agent_log()
+        );
+        assert_eq!(lookup_in(&net.site, other).0, real, "another name does not");
+        assert_eq!(
+            lookup_from_port(&net.site, server, db, FIXED_PORT).as_deref(),
+            Some("10.77.0.5")
+        );
+        net.revert(&fid, &rid).await;
+        assert!(chaosbot_tables(&net.site).is_empty());
+        assert_eq!(
+            lookup_in(&net.site, db).0,
+            real,
+            "as before after the revert"
+        );
+        assert_eq!(
+            lookup_from_port(&net.site, server, db, FIXED_PORT),
+            real,
+            "and from the same port too: {}",
+            net.site.agent_log()
+        );
+    }
 
     let err = net
         .apply(

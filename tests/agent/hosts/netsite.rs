@@ -426,19 +426,25 @@ impl Drop for HostResolver {
     }
 }
 
-/// An A query for `name` sent from inside the host to its name server (the controller's
-/// side, as [`HostResolver`] names it) from UDP source port `port` every time, as a caching
+/// An A query for `name` sent from inside the host to name server `server` (as
+/// [`HostResolver::at`] names it) from UDP source port `port` every time, as a caching
 /// resolver with a fixed port asks: the address answered, or None (no answer within 2 s,
 /// refused, or no record).
-pub fn lookup_from_port(site: &Site, name: &str, port: u16) -> Option<String> {
+pub fn lookup_from_port(
+    site: &Site,
+    server: std::net::IpAddr,
+    name: &str,
+    port: u16,
+) -> Option<String> {
     const QUERY_PY: &str = r#"
 import socket, struct, sys
 server, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
 q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00\x00\x01\x00\x01"
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = ":" in server
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.settimeout(2); s.connect((server, 53)); s.send(q)
+s.bind(("::" if v6 else "0.0.0.0", port)); s.settimeout(2); s.connect((server, 53)); s.send(q)
 a = s.recv(512)
 if struct.unpack(">H", a[6:8])[0] == 0:
     sys.exit(1)
@@ -446,7 +452,7 @@ print(".".join(str(b) for b in a[-4:]))
 "#;
     let out = Command::new("ip")
         .args(["netns", "exec", &site.host.name, "python3", "-c", QUERY_PY])
-        .arg(site.host.controller_ip().to_string())
+        .arg(server.to_string())
         .arg(name)
         .arg(port.to_string())
         .output()

@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use super::netsite::*;
 
+/// A delay of `ms` without jitter or correlation.
+fn delay(ms: f64) -> NetAction {
+    NetAction::Delay {
+        latency_ms: ms,
+        jitter_ms: 0.0,
+        correlation: 0.0,
+    }
+}
+
 /// Every UDP datagram the host sends the controller.
 fn to_controller(net: &NetSite, protocol: &str) -> NetScope {
     let mut s = scope(None, protocol, "egress");
@@ -28,14 +37,7 @@ async fn a_delay_adds_its_latency_and_spares_the_control_channel() {
         "base rtt {base_p50} ms"
     );
     let (fid, rid) = net
-        .apply(
-            NetAction::Delay {
-                latency_ms: 50.0,
-                jitter_ms: 0.0,
-                correlation: 0.0,
-            },
-            to_controller(&net, "all"),
-        )
+        .apply(delay(50.0), to_controller(&net, "all"))
         .await
         .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
     let rtts = udp_rtts(to, 100, Duration::from_millis(5));
@@ -68,14 +70,7 @@ async fn a_delay_adds_its_latency_and_spares_the_control_channel() {
     let mut inbound = scope(Some(&UDP_PORT.to_string()), "udp", "ingress");
     inbound.destinations = vec![net.site.host.controller_ip().to_string()];
     let (fid, rid) = net
-        .apply(
-            NetAction::Delay {
-                latency_ms: 30.0,
-                jitter_ms: 0.0,
-                correlation: 0.0,
-            },
-            inbound,
-        )
+        .apply(delay(30.0), inbound)
         .await
         .unwrap_or_else(|e| panic!("apply ingress: {e}\n{}", net.site.agent_log()));
     let inbound_p50 = quantile_ms(&udp_rtts(to, 30, Duration::from_millis(2)), 0.5);
@@ -129,14 +124,7 @@ async fn a_delay_to_an_ipv6_peer_holds_its_packets_only() {
     let mut s = scope(None, "udp", "egress");
     s.destinations = vec![net.site.host.controller_ip6().to_string()];
     let (fid, rid) = net
-        .apply(
-            NetAction::Delay {
-                latency_ms: 40.0,
-                jitter_ms: 0.0,
-                correlation: 0.0,
-            },
-            s,
-        )
+        .apply(delay(40.0), s)
         .await
         .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
     let tables = nft_in(&net.site, &["list", "tables"]).1;
@@ -164,16 +152,9 @@ async fn kill_9_of_the_agent_lets_traffic_pass_and_the_start_removes_the_tables(
         return;
     };
     let to = net.addr(UDP_PORT);
-    net.apply(
-        NetAction::Delay {
-            latency_ms: 200.0,
-            jitter_ms: 0.0,
-            correlation: 0.0,
-        },
-        to_controller(&net, "udp"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
+    net.apply(delay(200.0), to_controller(&net, "udp"))
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
     assert!(quantile_ms(&udp_rtts(to, 5, Duration::ZERO), 0.5) >= 199.0);
     net.site.agent.as_mut().expect("agent").kill9();
     assert_eq!(
@@ -370,14 +351,7 @@ async fn a_delay_in_a_process_namespace_slows_only_that_process() {
     s.destinations = vec![lo.into()];
     s.namespace_of = Some("app".into());
     let (fid, rid) = net
-        .apply(
-            NetAction::Delay {
-                latency_ms: 40.0,
-                jitter_ms: 0.0,
-                correlation: 0.0,
-            },
-            s,
-        )
+        .apply(delay(40.0), s)
         .await
         .unwrap_or_else(|e| panic!("apply: {e}\n{}", net.site.agent_log()));
     assert_eq!(
