@@ -224,6 +224,9 @@ async fn a_game_day_runs_its_agenda_in_order_with_qa_windows() {
     let list = slash(&rig, server.addr, ALICE, "gameday").await;
     assert!(list.contains("game-day plan(s)"), "{list}");
 
+    // Slack fails the opening's first three attempts: the first run still waits for it, so
+    // the agenda is announced before the run's own message.
+    rig.fake.fail_next(3, Some("chat.postMessage"), 500);
     let answer = slash(&rig, server.addr, ALICE, "gameday two-short").await;
     assert!(answer.contains("is starting"), "{answer}");
     let id = gameday_id_in(&answer);
@@ -1041,6 +1044,17 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     let clock = chaosbot::clock::ManualClock::new(chaosbot::run::now_ms());
     let api =
         Arc::new(chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap());
+    // The outbox delivers the opening (the first item waits for it).
+    let outbox = chaosbot::slack::outbox::Outbox::new(
+        store.clone(),
+        api.clone(),
+        chaosbot::slack::outbox::OutboxOptions {
+            owner: "clock-test".into(),
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    let delivering = outbox.start();
     let app = Arc::new(chaosbot::slack::edge::SlackApp {
         engine: engine.clone(),
         store: store.clone(),
@@ -1110,6 +1124,8 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     assert!(g.run_ids.iter().all(Option::is_some));
     stop.cancel();
     task.await.unwrap();
+    outbox.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(10), delivering).await;
     engine.shutdown("test over", Duration::from_secs(10)).await;
 }
 

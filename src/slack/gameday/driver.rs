@@ -31,6 +31,9 @@ use crate::store::gamedays::{GamedayProgress, GamedayRecord, GamedayState};
 use crate::store::outbox::{OutboundAction, OutboundMessage};
 use crate::store::{StoreError, StoreResult};
 
+/// How long the first agenda item waits for the opening message to be delivered.
+const OPENING_WAIT: Duration = Duration::from_secs(30);
+
 /// Timing knobs; the defaults suit production, tests shorten them.
 #[derive(Debug, Clone)]
 pub struct GamedayOptions {
@@ -257,6 +260,18 @@ impl GamedayDriver {
                 return Ok(Step::Wait(Duration::from_millis((until - now) as u64)));
             }
             if self.app.engine.is_shutting_down() {
+                return Ok(Step::Wait(self.opts.poll));
+            }
+            // The agenda is announced before the first run's own message: the outbox delivers
+            // different threads independently, so the first item waits for the opening to be
+            // in the channel (a Slack outage holds the game day back by OPENING_WAIT at most).
+            if i == 0
+                && now - g.created_ms < ms(OPENING_WAIT)
+                && store
+                    .message_ref(&crate::gameday::opening_key(id))
+                    .await?
+                    .is_none()
+            {
                 return Ok(Step::Wait(self.opts.poll));
             }
             let source = RunSource::Gameday {
