@@ -24,10 +24,12 @@
 //!   full speed first.
 //! - `dns` refuses (ICMP port unreachable) UDP queries to port 53 whose query name is exactly
 //!   one of `names`: the raw payload after the DNS header is compared with the name in wire
-//!   form, 16 bytes at a time. The resolver fails at once; other names resolve. DNS over TCP
-//!   or TLS is not matched.
-//! - `dns` with an `answer` redirects those same queries (a nat chain at output) to the
-//!   agent's answering socket on the namespace's loopback ([`dns_answer`]).
+//!   form, 16 bytes at a time. Over TCP, the segment carrying such a query is reset. The
+//!   resolver fails at once; other names resolve. DNS over TLS is not matched (encrypted).
+//! - `dns` with an `answer` redirects those same UDP queries (a nat chain at output) to the
+//!   agent's answering socket on the namespace's loopback ([`dns_answer`]); over TCP they are
+//!   reset as above (a filter chain beside it), as a redirect acts at the SYN, before the
+//!   name is known.
 //! - `duplicate` clones `percent` of matching packets (`numgen random`, as `loss`) with
 //!   `dup to ip daddr` / `dup to ip6 daddr`, which nftables has in its `ip` and `ip6` families
 //!   only (not `inet`): such a fault has a table `chaosbot_<agent>_<fault>` in each family its
@@ -486,9 +488,8 @@ async fn resolve(
         }
     }
     let protocol = match scope.protocol.trim().to_ascii_lowercase().as_str() {
-        // DNS queries are matched over UDP only.
-        "udp" | "all" | "" if dns => "udp",
-        _ if dns => return Err(HostNetError::BadProtocol(scope.protocol.clone())),
+        // DNS queries are matched over UDP and TCP (the name in the query's first segment).
+        "icmp" if dns => return Err(HostNetError::BadProtocol(scope.protocol.clone())),
         "tcp" => "tcp",
         "udp" => "udp",
         "icmp" => "icmp",
@@ -653,24 +654,31 @@ fn script(table: &str, action: &NetAction, r: &Resolved, control_ports: &[u16]) 
         NetAction::RateLimit { .. } => {
             vec![(l4(r.protocol), "limit name \"bytes_per_second\" drop")]
         }
-        NetAction::DnsAnswer { names, .. } => names
-            .iter()
-            .map(|n| {
-                (
-                    format!("{} {}", l4("udp"), dns_query_match(n)),
-                    REDIRECT_TO_ANSWER,
-                )
-            })
-            .collect(),
-        NetAction::DnsFail { names } => names
-            .iter()
-            .map(|n| {
-                (
-                    format!("{} {}", l4("udp"), dns_query_match(n)),
-                    "reject with icmpx type port-unreachable",
-                )
-            })
-            .collect(),
+        // Over UDP a failed query is refused (ICMP) and an answered one redirected to the
+        // agent's socket; over TCP both are reset (a connection is redirected at its SYN,
+        // before the name is sent, so it cannot be sent elsewhere by name).
+        NetAction::DnsAnswer { names, .. } | NetAction::DnsFail { names } => {
+            let over_udp = match action {
+                NetAction::DnsAnswer { .. } => REDIRECT_TO_ANSWER,
+                _ => "reject with icmpx type port-unreachable",
+            };
+            let mut rules = Vec::new();
+            for n in names {
+                if r.protocol != "tcp" {
+                    rules.push((
+                        format!("{} {}", l4("udp"), dns_query_match(n, false)),
+                        over_udp,
+                    ));
+                }
+                if r.protocol != "udp" {
+                    rules.push((
+                        format!("{} {}", l4("tcp"), dns_query_match(n, true)),
+                        "reject with tcp reset",
+                    ));
+                }
+            }
+            rules
+        }
         NetAction::Reject => match r.protocol {
             "tcp" => vec![(l4("tcp"), "reject with tcp reset")],
             "all" => vec![
@@ -766,26 +774,40 @@ fn table_text(
             "  limit bytes_per_second {{ rate over {rate} bytes/second burst {burst} bytes }}\n"
         ));
     }
-    out.push_str(&format!(
-        "  chain fault {{\n    type {chain_type} hook {hook} priority {priority}; policy accept;\n"
-    ));
-    for p in control_ports {
-        out.push_str(&format!(
-            "    tcp sport {p} accept\n    tcp dport {p} accept\n"
-        ));
-    }
-    for peer in peer_matches {
-        for (l4m, verdict) in verdicts {
-            let parts: Vec<&str> = head
-                .iter()
-                .map(String::as_str)
-                .chain([peer.as_str(), l4m.as_str(), random, verdict])
-                .filter(|s| !s.is_empty())
-                .collect();
-            out.push_str(&format!("    {}\n", parts.join(" ")));
+    // A nat chain takes nat statements only: a dns answer's TCP resets go in a filter chain
+    // of their own beside it.
+    let (in_fault, in_filter): (Vec<_>, Vec<_>) = verdicts
+        .iter()
+        .partition(|(_, v)| chain_type == "filter" || *v == REDIRECT_TO_ANSWER);
+    for (chain, chain_type, priority, verdicts) in [
+        ("fault", chain_type, priority, in_fault),
+        ("fault_tcp", "filter", -10, in_filter),
+    ] {
+        if chain == "fault_tcp" && verdicts.is_empty() {
+            continue;
         }
+        out.push_str(&format!(
+            "  chain {chain} {{\n    type {chain_type} hook {hook} priority {priority}; policy accept;\n"
+        ));
+        for p in control_ports {
+            out.push_str(&format!(
+                "    tcp sport {p} accept\n    tcp dport {p} accept\n"
+            ));
+        }
+        for peer in peer_matches {
+            for (l4m, verdict) in &verdicts {
+                let parts: Vec<&str> = head
+                    .iter()
+                    .map(String::as_str)
+                    .chain([peer.as_str(), l4m.as_str(), random, verdict])
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                out.push_str(&format!("    {}\n", parts.join(" ")));
+            }
+        }
+        out.push_str("  }\n");
     }
-    out.push_str("  }\n}\n");
+    out.push_str("}\n");
     out
 }
 
@@ -793,16 +815,19 @@ fn table_text(
 /// inject (the journaled script keeps the placeholder; recovery needs only the table's name).
 const REDIRECT_TO_ANSWER: &str = "redirect to :@answer_port@";
 
-/// Matches a DNS query for exactly `name`: the bytes after the UDP header (8) and the DNS
-/// header (12), compared 16 at a time (nftables' longest payload comparison).
-fn dns_query_match(name: &str) -> String {
+/// Matches a DNS query for exactly `name`, compared 16 bytes at a time (nftables' longest
+/// payload comparison): over UDP the bytes after the UDP header (8) and the DNS header (12);
+/// over TCP those after the segment's own header (`@ih`, whatever its options), the message's
+/// length (2) and the DNS header, as resolvers send a query in one segment.
+fn dns_query_match(name: &str, over_tcp: bool) -> String {
     let wire = crate::spec::model::dns_wire_name(name);
+    let (base, start) = if over_tcp { ("ih", 14) } else { ("th", 20) };
     let mut parts = Vec::new();
     for (i, chunk) in wire.chunks(16).enumerate() {
         let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
         parts.push(format!(
-            "@th,{},{} 0x{hex}",
-            (20 + i * 16) * 8,
+            "@{base},{},{} 0x{hex}",
+            (start + i * 16) * 8,
             chunk.len() * 8
         ));
     }
@@ -1437,6 +1462,58 @@ mod tests {
         let accept = s.find("tcp sport 7411 accept").unwrap();
         let drop = s.find("ip daddr 10.0.0.0/24 tcp dport 9000 drop").unwrap();
         assert!(accept < drop, "{s}");
+    }
+
+    #[test]
+    fn a_dns_fault_matches_the_name_over_udp_and_tcp() {
+        let r = Resolved {
+            peers: vec![],
+            ports: Some((53, 53)),
+            protocol: "all",
+            ingress: false,
+            interfaces: vec![],
+        };
+        let fail = NetAction::DnsFail {
+            names: vec!["db.internal".into()],
+        };
+        // 0x02 "db" 0x08 "internal" 0x00: after the UDP header and the DNS header (20 bytes),
+        // or after the TCP header, the length and the DNS header (14 bytes of the payload).
+        let wire = "0x02646208696e7465726e616c00";
+        let s = script("chaosbot_x_y", &fail, &r, &[7411]);
+        assert!(
+            s.contains(&format!(
+                "udp dport 53 @th,160,104 {wire} reject with icmpx type port-unreachable"
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!(
+                "tcp dport 53 @ih,112,104 {wire} reject with tcp reset"
+            )),
+            "{s}"
+        );
+        let answer = NetAction::DnsAnswer {
+            names: vec!["db.internal".into()],
+            answer: "10.0.9.9".parse().unwrap(),
+        };
+        let s = script("chaosbot_x_y", &answer, &r, &[7411]);
+        let (nat, filter) = s.split_once("chain fault_tcp").unwrap();
+        assert!(
+            nat.contains("type nat") && nat.contains(REDIRECT_TO_ANSWER),
+            "{s}"
+        );
+        assert!(!nat.contains("reset"), "a nat chain takes no reject: {s}");
+        assert!(filter.contains("type filter") && filter.contains("reject with tcp reset"));
+        assert!(
+            filter.find("tcp sport 7411 accept") < filter.find("reset"),
+            "{s}"
+        );
+        let udp_only = Resolved {
+            protocol: "udp",
+            ..r.clone()
+        };
+        let s = script("chaosbot_x_y", &answer, &udp_only, &[7411]);
+        assert!(!s.contains("fault_tcp") && !s.contains("tcp reset"), "{s}");
     }
 
     #[test]

@@ -45,12 +45,12 @@ pub(super) fn host_fault_spec(
         "dns" => {
             let names = dns_names(cx, &format!("{path}.names"), &s.names)?;
             if let Some(p) = s.protocol.as_deref()
-                && !p.trim().eq_ignore_ascii_case("udp")
+                && !["udp", "tcp", "all"].contains(&p.trim().to_ascii_lowercase().as_str())
             {
                 cx.at(
                     &format!("{path}.protocol"),
-                    format!("a dns fault refuses UDP queries; protocol `{p}` cannot be used"),
-                    "remove `protocol` (DNS over TCP or TLS is not matched)",
+                    format!("a dns fault acts on queries over UDP and TCP; protocol `{p}` cannot be used"),
+                    "remove `protocol` (both), or write udp or tcp",
                 );
                 return None;
             }

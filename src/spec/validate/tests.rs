@@ -271,7 +271,7 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
 
     let err = parse_experiment(
         &format!(
-            "{HEAD}method:\n  - {{name: a, target: box, fault: reject, duration: 1s}}\n  - {{name: b, target: box, fault: blackhole, ports: 90-80, destinations: [10.0.0.0/40], duration: 1s}}\n  - {{name: c, target: box, fault: loss, percent: 50, ports: 53, duration: 1s}}\n  - {{name: d, target: bare, fault: blackhole, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: reject, ports: 53, protocol: sctp, direction: sideways, duration: 1s}}\n  - {{name: f, target: box, fault: rate_limit, rate_kbps: 0, ports: 53, duration: 1s}}\n  - {{name: g, target: box, fault: rate_limit, ports: 53, duration: 1s}}\n  - {{name: h, target: box, fault: dns, names: [\"db..internal\"], duration: 1s}}\n  - {{name: i, target: box, fault: dns, duration: 1s}}\n  - {{name: j, target: box, fault: dns, names: [db.internal], protocol: tcp, duration: 1s}}\n"
+            "{HEAD}method:\n  - {{name: a, target: box, fault: reject, duration: 1s}}\n  - {{name: b, target: box, fault: blackhole, ports: 90-80, destinations: [10.0.0.0/40], duration: 1s}}\n  - {{name: c, target: box, fault: loss, percent: 50, ports: 53, duration: 1s}}\n  - {{name: d, target: bare, fault: blackhole, ports: 53, duration: 1s}}\n  - {{name: e, target: box, fault: reject, ports: 53, protocol: sctp, direction: sideways, duration: 1s}}\n  - {{name: f, target: box, fault: rate_limit, rate_kbps: 0, ports: 53, duration: 1s}}\n  - {{name: g, target: box, fault: rate_limit, ports: 53, duration: 1s}}\n  - {{name: h, target: box, fault: dns, names: [\"db..internal\"], duration: 1s}}\n  - {{name: i, target: box, fault: dns, duration: 1s}}\n  - {{name: j, target: box, fault: dns, names: [db.internal], protocol: icmp, duration: 1s}}\n"
         ),
         "t.yaml",
         &net_cfg(),
@@ -299,7 +299,7 @@ fn host_network_steps_parse_and_bad_scopes_are_located() {
     );
     assert!(has("`db..internal` is not a DNS name"), "{ps:#?}");
     assert!(has("a `dns` fault needs `names`"), "{ps:#?}");
-    assert!(has("protocol `tcp` cannot be used"), "{ps:#?}");
+    assert!(has("protocol `icmp` cannot be used"), "{ps:#?}");
 
     // The fault of a one-step method.
     let fault_of = |step: &str| -> FaultSpec {

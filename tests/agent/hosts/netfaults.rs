@@ -446,13 +446,14 @@ async fn a_rate_limit_holds_a_port_near_its_rate() {
 }
 
 /// `dns`: the host's own resolver (glibc, through /etc/resolv.conf) fails at once for the
-/// named names while other names still resolve, and resolves them again after the revert.
+/// named names while other names still resolve, over UDP and over TCP, and resolves them
+/// again after the revert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_fault_fails_the_named_lookups_only() {
     let Some(mut net) = net_site("").await else {
         return;
     };
-    let _resolver = HostResolver::new(&net.site);
+    let resolver = HostResolver::new(&net.site);
     let (db, other) = ("db.chaos.test", "cache.chaos.test");
     let answer = Some(DNS_ANSWER.to_string());
     assert_eq!(lookup_in(&net.site, db).0, answer, "the resolver works");
@@ -490,6 +491,18 @@ async fn a_dns_fault_fails_the_named_lookups_only() {
         answer,
         "the match is exact"
     );
+    // A resolver told to ask over TCP: the query's segment is reset.
+    resolver.over_tcp(true);
+    let (got, took) = lookup_in(&net.site, db);
+    assert_eq!(got, None, "the named lookup fails over TCP too");
+    assert!(took < Duration::from_millis(1500), "at once: {took:?}");
+    assert_eq!(lookup_in(&net.site, long).0, None, "the long name too");
+    assert_eq!(
+        lookup_in(&net.site, other).0,
+        answer,
+        "another name resolves over TCP"
+    );
+    resolver.over_tcp(false);
     net.revert(&fid, &rid).await;
     assert!(chaosbot_tables(&net.site).is_empty());
     assert_eq!(
@@ -497,6 +510,13 @@ async fn a_dns_fault_fails_the_named_lookups_only() {
         answer,
         "resolves after the revert"
     );
+    resolver.over_tcp(true);
+    assert_eq!(
+        lookup_in(&net.site, db).0,
+        answer,
+        "and over TCP after the revert"
+    );
+    resolver.over_tcp(false);
 
     let err = net
         .apply(
@@ -643,6 +663,18 @@ async fn a_dns_answer_sends_the_named_lookups_elsewhere() {
             lookup_from_port(&net.site, server, db, FIXED_PORT).as_deref(),
             Some("10.77.0.5")
         );
+        // Over TCP the named name cannot be sent elsewhere (a connection is redirected at
+        // its SYN, before the name): it fails rather than reach the real answer.
+        if let Some(r) = &resolver {
+            r.over_tcp(true);
+            assert_eq!(lookup_in(&net.site, db).0, None, "over TCP it fails");
+            assert_eq!(
+                lookup_in(&net.site, other).0,
+                real,
+                "others resolve over TCP"
+            );
+            r.over_tcp(false);
+        }
         net.revert(&fid, &rid).await;
         assert!(chaosbot_tables(&net.site).is_empty());
         assert_eq!(

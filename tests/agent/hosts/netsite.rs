@@ -357,15 +357,12 @@ pub fn send_rate(to: SocketAddr, bytes: usize) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64()
 }
 
-/// A DNS server on argv[1]:53 (IPv4 or IPv6) answering every A query with 10.9.9.9 (other
-/// types: no answer), enough for the host's resolver.
+/// A DNS server on argv[1]:53 (IPv4 or IPv6), over UDP and TCP, answering every A query
+/// with 10.9.9.9 (other types: no answer), enough for the host's resolver.
 const DNS_PY: &str = r#"
-import socket, sys
+import socket, struct, sys, threading
 fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
-print("ready", flush=True)
-while True:
-    q, a = s.recvfrom(512)
+def reply(q):
     end = 12
     while q[end] != 0:
         end += 1 + q[end]
@@ -375,7 +372,39 @@ while True:
         counts = b"\x00\x01\x00\x01\x00\x00\x00\x00"
     else:
         answer, counts = b"", b"\x00\x01\x00\x00\x00\x00\x00\x00"
-    s.sendto(q[:2] + b"\x81\x80" + counts + question + answer, a)
+    return q[:2] + b"\x81\x80" + counts + question + answer
+def exactly(c, n):
+    b = b""
+    while len(b) < n:
+        got = c.recv(n - len(b))
+        if not got:
+            return None
+        b += got
+    return b
+def over_tcp():
+    t = socket.socket(fam, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((sys.argv[1], 53)); t.listen(16)
+    while True:
+        c, _ = t.accept()
+        c.settimeout(2)
+        try:
+            while True:
+                n = exactly(c, 2)
+                q = n and exactly(c, struct.unpack(">H", n)[0])
+                if not q:
+                    break
+                a = reply(q)
+                c.sendall(struct.pack(">H", len(a)) + a)
+        except OSError:
+            pass
+        c.close()
+threading.Thread(target=over_tcp, daemon=True).start()
+s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, a = s.recvfrom(512)
+    s.sendto(reply(q), a)
 "#;
 
 /// The address [`DNS_PY`] answers with.
@@ -386,6 +415,7 @@ pub const DNS_ANSWER: &str = "10.9.9.9";
 /// place of /etc/resolv.conf); removed on Drop.
 pub struct HostResolver {
     dir: std::path::PathBuf,
+    server: std::net::IpAddr,
     _server: HostChild,
 }
 
@@ -398,23 +428,34 @@ impl HostResolver {
     pub fn at(site: &Site, server: std::net::IpAddr) -> HostResolver {
         let dir = std::path::Path::new("/etc/netns").join(&site.host.name);
         std::fs::create_dir_all(&dir).expect("create /etc/netns/<host>");
-        std::fs::write(
-            dir.join("resolv.conf"),
-            format!("nameserver {server}\noptions timeout:2 attempts:1\n"),
-        )
-        .expect("write the host's resolv.conf");
         let mut py = Command::new("python3");
         py.args(["-c", DNS_PY, &server.to_string()]);
-        let server = site.host.spawn_outside(&py).expect("spawn the DNS server");
+        let child = site.host.spawn_outside(&py).expect("spawn the DNS server");
         assert!(
-            wait_until(Duration::from_secs(10), || server.log().contains("ready")),
+            wait_until(Duration::from_secs(10), || child.log().contains("ready")),
             "DNS server did not start: {}",
-            server.log()
+            child.log()
         );
-        HostResolver {
+        let resolver = HostResolver {
             dir,
-            _server: server,
-        }
+            server,
+            _server: child,
+        };
+        resolver.over_tcp(false);
+        resolver
+    }
+
+    /// Makes the host's resolver ask over TCP (glibc's `use-vc`), or over UDP again.
+    pub fn over_tcp(&self, tcp: bool) {
+        let vc = if tcp { " use-vc" } else { "" };
+        std::fs::write(
+            self.dir.join("resolv.conf"),
+            format!(
+                "nameserver {}\noptions timeout:2 attempts:1{vc}\n",
+                self.server
+            ),
+        )
+        .expect("write the host's resolv.conf");
     }
 }
 
