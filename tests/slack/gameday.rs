@@ -1032,66 +1032,104 @@ async fn with_two_drivers_on_one_store_exactly_one_drives() {
     server.shutdown("test over").await;
 }
 
+/// A game-day driver on a clock that only the test moves, with its own engine and an outbox
+/// delivering to the rig's fake Slack, driving game day `id` of `plan_text` (created here).
+struct ClockedDriver {
+    store: DynStore,
+    engine: std::sync::Arc<chaosbot::engine::Engine>,
+    clock: std::sync::Arc<chaosbot::clock::ManualClock>,
+    outbox: chaosbot::slack::outbox::Outbox,
+    delivering: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClockedDriver {
+    async fn start(rig: &TestApp, id: &str, plan_text: &str) -> ClockedDriver {
+        use std::sync::Arc;
+        let store = rig.store().await;
+        let cfg = Arc::new(rig.cfg.clone());
+        let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
+        targets.start_all().await.unwrap();
+        let clock = chaosbot::clock::ManualClock::new(chaosbot::run::now_ms());
+        let api = Arc::new(
+            chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap(),
+        );
+        let outbox = chaosbot::slack::outbox::Outbox::new(
+            store.clone(),
+            api.clone(),
+            chaosbot::slack::outbox::OutboxOptions {
+                owner: format!("clock-test-{id}"),
+                poll_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        );
+        let delivering = outbox.start();
+        let app = Arc::new(chaosbot::slack::edge::SlackApp {
+            engine: engine.clone(),
+            store: store.clone(),
+            cfg: cfg.clone(),
+            api,
+            bot_user_id: std::sync::OnceLock::new(),
+            qa_boards: Default::default(),
+            clock: clock.clone(),
+        });
+        let driver = chaosbot::slack::gameday::GamedayDriver::new(
+            app,
+            clock.clone(),
+            chaosbot::slack::gameday::GamedayOptions {
+                poll: Duration::from_millis(50),
+                ..Default::default()
+            },
+            || {},
+        );
+        let catalog = chaosbot::spec::load_catalog(&cfg.catalog, &cfg);
+        let plan = parse_plan(plan_text, "two-short.yaml", &cfg, &catalog).unwrap();
+        store
+            .create_gameday(&NewGameday {
+                id: id.into(),
+                plan: plan.name.clone(),
+                plan_json: serde_json::to_value(&plan).unwrap(),
+                team: TEAM.into(),
+                channel: CHANNEL.into(),
+                started_by: ALICE.into(),
+                items: plan.agenda.len(),
+                created_ms: chaosbot::run::now_ms(),
+            })
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(driver.run(stop.clone()));
+        ClockedDriver {
+            store,
+            engine,
+            clock,
+            outbox,
+            delivering,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        self.outbox.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.delivering).await;
+        self.engine
+            .shutdown("test over", Duration::from_secs(10))
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn the_qa_window_is_timed_on_the_drivers_clock() {
     use chaosbot::clock::Clock;
-    use std::sync::Arc;
     let rig = rig().await;
-    let store = rig.store().await;
-    let cfg = Arc::new(rig.cfg.clone());
-    let (engine, targets) = started_engine(cfg.clone(), store.clone()).await;
-    targets.start_all().await.unwrap();
-    let clock = chaosbot::clock::ManualClock::new(chaosbot::run::now_ms());
-    let api =
-        Arc::new(chaosbot::slack::api::HttpSlackApi::new(&rig.fake.url(), "xoxb-clock").unwrap());
-    // The outbox delivers the opening (the first item waits for it).
-    let outbox = chaosbot::slack::outbox::Outbox::new(
-        store.clone(),
-        api.clone(),
-        chaosbot::slack::outbox::OutboxOptions {
-            owner: "clock-test".into(),
-            poll_interval: Duration::from_millis(50),
-            ..Default::default()
-        },
-    );
-    let delivering = outbox.start();
-    let app = Arc::new(chaosbot::slack::edge::SlackApp {
-        engine: engine.clone(),
-        store: store.clone(),
-        cfg: cfg.clone(),
-        api,
-        bot_user_id: std::sync::OnceLock::new(),
-        qa_boards: Default::default(),
-        clock: clock.clone(),
-    });
-    let driver = chaosbot::slack::gameday::GamedayDriver::new(
-        app,
-        clock.clone(),
-        chaosbot::slack::gameday::GamedayOptions {
-            poll: Duration::from_millis(50),
-            ..Default::default()
-        },
-        || {},
-    );
     // Ten minutes of Q&A, on a clock that only the test moves.
-    let catalog = chaosbot::spec::load_catalog(&cfg.catalog, &cfg);
     let text = TWO_SHORT.replace("qa_window: 2s", "qa_window: 10m");
-    let plan = parse_plan(&text, "two-short.yaml", &cfg, &catalog).unwrap();
-    store
-        .create_gameday(&NewGameday {
-            id: "g-clock".into(),
-            plan: plan.name.clone(),
-            plan_json: serde_json::to_value(&plan).unwrap(),
-            team: TEAM.into(),
-            channel: CHANNEL.into(),
-            started_by: ALICE.into(),
-            items: plan.agenda.len(),
-            created_ms: chaosbot::run::now_ms(),
-        })
-        .await
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(driver.run(stop.clone()));
+    let d = ClockedDriver::start(&rig, "g-clock", &text).await;
+    let (store, clock) = (d.store.clone(), d.clock.clone());
 
     // The first item runs and ends; the game day then waits out the window.
     let mut waiting = None;
@@ -1122,11 +1160,49 @@ async fn the_qa_window_is_timed_on_the_drivers_clock() {
     let g = closed_gameday_within(&store, "g-clock", Duration::from_secs(60)).await;
     assert_eq!(g.state, GamedayState::Done);
     assert!(g.run_ids.iter().all(Option::is_some));
-    stop.cancel();
-    task.await.unwrap();
-    outbox.shutdown();
-    let _ = tokio::time::timeout(Duration::from_secs(10), delivering).await;
-    engine.shutdown("test over", Duration::from_secs(10)).await;
+    d.finish().await;
+}
+
+/// While Slack fails every post, the first item waits for the opening, but not for ever:
+/// 30 s on the driver's clock, then the game day goes on without it.
+#[tokio::test]
+async fn a_slack_outage_holds_the_first_item_back_30_s_at_most() {
+    let rig = rig().await;
+    rig.fake.fail_next(100_000, Some("chat.postMessage"), 500);
+    let d = ClockedDriver::start(&rig, "g-outage", TWO_SHORT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = gameday(&d.store, "g-outage").await;
+    assert_eq!(g.run_ids[0], None, "the first item waits for the opening");
+    assert!(
+        d.store
+            .post_queued("gameday:g-outage:opening")
+            .await
+            .unwrap(),
+        "the opening is queued"
+    );
+    assert!(
+        d.store
+            .message_ref("gameday:g-outage:opening")
+            .await
+            .unwrap()
+            .is_none(),
+        "and not delivered"
+    );
+    d.clock.advance_ms(29_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gameday(&d.store, "g-outage").await.run_ids[0], None);
+    d.clock.advance_ms(1_500);
+    let mut started = None;
+    for _ in 0..100 {
+        if let Some(id) = gameday(&d.store, "g-outage").await.run_ids[0].clone() {
+            started = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = started.expect("the first item starts 30 s into the outage");
+    assert!(d.store.get_run(&run).await.unwrap().is_some());
+    d.finish().await;
 }
 
 async fn closed_gameday_within(store: &DynStore, id: &str, limit: Duration) -> GamedayRecord {
