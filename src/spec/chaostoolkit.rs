@@ -146,6 +146,7 @@ impl Importer<'_> {
             self.notes
                 .push("`controls` are Chaos Toolkit extensions and were left out".into());
         }
+        let play_rollbacks = self.runtime(root);
         let title = match root.get("title").map(|t| self.value(t)) {
             Some(Value::String(t)) if !t.trim().is_empty() => t,
             _ => {
@@ -293,7 +294,7 @@ impl Importer<'_> {
         if let Some(Node {
             kind: NodeKind::Seq(items),
             ..
-        }) = root.get("rollbacks")
+        }) = root.get("rollbacks").filter(|_| play_rollbacks)
         {
             for (i, n) in items.iter().enumerate() {
                 let p = format!("/rollbacks/{i}");
@@ -345,6 +346,63 @@ impl Importer<'_> {
             exp.insert("rollbacks".into(), Value::Array(rollbacks));
         }
         Some((name, Value::Object(exp)))
+    }
+
+    /// `runtime` (which `chaos run` reads from the experiment, its command line taking
+    /// precedence): the strategies chaosbot can keep. Whether the rollbacks are imported.
+    fn runtime(&mut self, root: &Node) -> bool {
+        let Some(rt) = root.get("runtime") else {
+            return true;
+        };
+        let strategy = |section: &str| -> Option<(Pos, String)> {
+            let n = rt.get(section)?.get("strategy")?;
+            Some((n.pos, n.scalar().unwrap_or_default().to_string()))
+        };
+        if let Some((pos, s)) = strategy("hypothesis") {
+            match s.as_str() {
+                "default" => {}
+                // Without `--fail-fast` (a command-line flag) the rounds during the method
+                // are recorded and change nothing: the outcome is the before and after rounds'.
+                "continuously" | "continously" => self.notes.push(format!(
+                    "/runtime/hypothesis/strategy: `{s}` is imported as the default (before and after the method): in Chaos Toolkit the rounds during the method decide nothing without `--fail-fast`"
+                )),
+                other => self.problem(
+                    pos,
+                    "/runtime/hypothesis/strategy",
+                    format!(
+                        "hypothesis strategy `{other}` is not imported: chaosbot checks the steady state before the method (no steady state, no injection) and after it"
+                    ),
+                    "remove it (or write `default`); for probes during the method, give the chaosbot experiment `sampling: continuous`",
+                ),
+            }
+        }
+        match strategy("rollbacks") {
+            None => true,
+            Some((_, s)) if s == "default" => true,
+            Some((_, s)) if s == "always" => {
+                self.notes.push(
+                    "/runtime/rollbacks/strategy: `always` is imported as the default: a run that fails before the method has injected nothing, so chaosbot has nothing to roll back".into(),
+                );
+                true
+            }
+            Some((_, s)) if s == "never" => {
+                self.notes.push(
+                    "/runtime/rollbacks/strategy: `never`, so the rollbacks were left out (chaosbot still reverts its own faults)".into(),
+                );
+                false
+            }
+            Some((pos, other)) => {
+                self.problem(
+                    pos,
+                    "/runtime/rollbacks/strategy",
+                    format!(
+                        "rollback strategy `{other}` is not imported: chaosbot plays the rollbacks whatever the verdict"
+                    ),
+                    "remove it (or write `default`, `always` or `never`)",
+                );
+                true
+            }
+        }
     }
 
     /// `configuration`: plain values, and `{type: env, key, default}` read now.

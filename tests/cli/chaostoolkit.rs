@@ -312,6 +312,85 @@ fn the_exchange_file_experiment_holds_in_both_and_its_rollback_restores_the_file
     }
 }
 
+/// `runtime` in the experiment (which `chaos run` reads): with `rollbacks.strategy: never`
+/// neither tool plays the rollback, so the file stays moved; strategies chaosbot cannot keep
+/// are refused, located, and nothing is written.
+#[test]
+fn the_runtime_rollback_strategy_never_is_kept_and_others_are_refused() {
+    let (tmp, data) = workdir();
+    let svc = Service::start(&data);
+    let url = format!("http://{}", svc.addr);
+    let runtime = |hypothesis: &str, rollbacks: &str| {
+        let url = url.clone();
+        let (h, r) = (hypothesis.to_string(), rollbacks.to_string());
+        move |t: &str| {
+            t.replace("http://localhost:8080", &url).replacen(
+                "{",
+                &format!(
+                    "{{\"runtime\": {{\"hypothesis\": {{\"strategy\": \"{h}\"}}, \"rollbacks\": {{\"strategy\": \"{r}\"}}}},"
+                ),
+                1,
+            )
+        }
+    };
+    // What each run left: whether the file is back, seen before the next run resets it.
+    let restored = std::cell::RefCell::new(Vec::new());
+    let reset = |d: &Path| {
+        if d.join("exchange.dat.old").exists() || d.join("exchange.dat").exists() {
+            restored.borrow_mut().push(d.join("exchange.dat").exists());
+        }
+        with_exchange_file(d);
+    };
+    let (ours, theirs) = run_both(
+        tmp.path(),
+        "exchange-file.json",
+        &runtime("default", "never"),
+        &[],
+        &reset,
+        0,
+    );
+    let o = outcome(&ours);
+    assert_eq!(o, ("completed".into(), false, vec![], vec![]), "{ours:#}");
+    assert_eq!(ours["rollbacks"], serde_json::json!([]), "{ours:#}");
+    reset(&data);
+    let restored = restored.borrow().clone();
+    assert!(
+        restored.iter().all(|r| !r) && !restored.is_empty(),
+        "no run put the file back: {restored:?}"
+    );
+    if let Some(t) = theirs {
+        assert_eq!(outcome(&t), o, "chaostoolkit: {t:#}");
+        assert_eq!(restored.len(), 2, "both tools ran: {restored:?}");
+    }
+
+    let source = std::fs::read_to_string(fixture("exchange-file.json")).unwrap();
+    let bad = tmp.path().join("bad-runtime.json");
+    std::fs::write(&bad, runtime("before-method-only", "deviated")(&source)).unwrap();
+    let out = tmp.path().join("bad-out");
+    let o = chaosbot(
+        tmp.path(),
+        &[
+            "import",
+            "chaostoolkit",
+            bad.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(64), "{err}");
+    assert!(
+        located(&err, "/runtime/hypothesis/strategy", "`before-method-only`"),
+        "{err}"
+    );
+    assert!(
+        located(&err, "/runtime/rollbacks/strategy", "`deviated`"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing may be written");
+}
+
 #[test]
 fn the_walkthrough_hypothesis_deviates_in_both_on_the_jsonpath_probe() {
     let (tmp, data) = workdir();
