@@ -128,6 +128,7 @@ macro_rules! forward_store {
                 error: Option<&str>,
                 count_attempt: bool
             ) -> bool;
+            fn set_call_started(id: i64, owner: &str, at: Option<i64>) -> bool;
             fn mark_failed(id: i64, owner: &str, error: &str) -> bool;
             fn release_claims(owner: &str) -> u64;
             fn claim_owners() -> Vec<String>;

@@ -150,6 +150,10 @@ pub trait OutboxDelivery: Send + Sync {
         count_attempt: bool,
     ) -> StoreResult<bool>;
 
+    /// Records that a call sending claimed row `id` starts at `at` (`None`: the call is known
+    /// not to have been carried out, e.g. a 429). `false` when the claim was lost.
+    async fn set_call_started(&self, id: i64, owner: &str, at: Option<i64>) -> StoreResult<bool>;
+
     /// Gives up on a claimed row: state `failed` with the reason. `false` when the claim was lost.
     async fn mark_failed(&self, id: i64, owner: &str, error: &str) -> StoreResult<bool>;
 
@@ -221,6 +225,9 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub created_ms: i64,
     pub delivered_ms: Option<i64>,
+    /// When a call posting it started that is not known to have failed (no answer came, or
+    /// its process died): Slack may already show it.
+    pub call_started_ms: Option<i64>,
 }
 
 /// Where a delivered message lives in Slack.
@@ -280,7 +287,7 @@ impl OutboundAction {
 macro_rules! outbox_columns {
     () => {
         "id, thread_key, channel, action, state, attempts, next_attempt_ms, last_error, \
-         created_ms, delivered_ms"
+         created_ms, delivered_ms, call_started_ms"
     };
 }
 
@@ -356,6 +363,9 @@ pub(super) const RESCHEDULE: &str = "UPDATE slack_outbox SET next_attempt_ms = $
      last_error = COALESCE($4, last_error), attempts = attempts + $5, claim_owner = NULL, \
      claim_until_ms = NULL WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
 
+pub(super) const SET_CALL_STARTED: &str = "UPDATE slack_outbox SET call_started_ms = $3 \
+     WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
+
 pub(super) const FAIL: &str = "UPDATE slack_outbox SET state = 'failed', last_error = $3, \
      attempts = attempts + 1, claim_owner = NULL, claim_until_ms = NULL \
      WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
@@ -386,6 +396,7 @@ pub(super) struct RowRecord {
     last_error: Option<String>,
     created_ms: i64,
     delivered_ms: Option<i64>,
+    call_started_ms: Option<i64>,
 }
 
 impl RowRecord {
@@ -412,6 +423,7 @@ impl RowRecord {
             last_error: self.last_error,
             created_ms: self.created_ms,
             delivered_ms: self.delivered_ms,
+            call_started_ms: self.call_started_ms,
         })
     }
 }
@@ -752,6 +764,21 @@ macro_rules! impl_outbox_store {
                     .bind(next_attempt_ms)
                     .bind(error)
                     .bind(i64::from(count_attempt))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_call_started(
+                &self,
+                id: i64,
+                owner: &str,
+                at: Option<i64>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(SET_CALL_STARTED)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(at)
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)

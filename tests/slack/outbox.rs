@@ -379,19 +379,122 @@ async fn retries_5xx_and_hangs(store: DynStore) {
         .collect();
     store.enqueue(&batch, None).await.unwrap();
     let (outbox, handle) = start(&store, api, "o1");
-    let calls = slack
-        .wait_for(|c| ok_calls(c, "chat.postMessage").len() >= 4, WAIT)
-        .await;
     wait_no_pending(&store).await;
     stop(outbox, handle).await;
-    let mut seen = texts(&ok_calls(&calls, "chat.postMessage"));
-    seen.dedup();
-    assert_eq!(seen, vec!["s0", "s1", "s2", "s3"]);
+    // The hung call posted s0 (its answer came too late): found, not posted again.
+    let seen: Vec<String> = slack
+        .messages()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(seen, vec!["s0", "s1", "s2", "s3"], "each once, in order");
     let rows = store.outbox_rows(Some("run:s")).await.unwrap();
     assert!(
         rows[0].attempts >= 6,
         "first row took {} attempts",
         rows[0].attempts
+    );
+}
+
+/// How often each text was posted, as Slack shows the channel.
+fn posted_counts(slack: &FakeSlack) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in slack.messages() {
+        *counts
+            .entry(m["text"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A post whose answer never comes (the call times out, or its process dies mid-call) is in
+/// the channel already: the next attempt finds it by its metadata and does not post it again,
+/// for a top-level post and for a reply in its thread, whoever makes that attempt.
+async fn a_post_whose_answer_is_lost_is_not_sent_again(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    let short: Arc<dyn SlackApi> = Arc::new(
+        HttpSlackApi::new(&slack.url(), "xoxb-test")
+            .unwrap()
+            .with_timeout(Duration::from_millis(300)),
+    );
+    // The parent's answer and its first reply's answer come after the client gave up.
+    slack.hang_next(2, Some("chat.postMessage"), Duration::from_secs(1));
+    store
+        .enqueue(
+            &[
+                post("run:l", "CL", Some("l:parent"), None, "l-parent"),
+                post("run:l", "CL", None, Some("l:parent"), "l-reply"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let (outbox, handle) = start(&store, short, "lost-answer");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let counts = posted_counts(&slack);
+    assert_eq!(counts.get("l-parent"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("l-reply"), Some(&1), "{counts:?}");
+    let parent = store.message_ref("l:parent").await.unwrap().unwrap();
+    let messages = slack.messages();
+    assert_eq!(
+        messages[0]["ts"].as_str(),
+        Some(parent.ts.as_str()),
+        "the ts found is the one Slack gave"
+    );
+    assert_eq!(
+        messages[1]["thread_ts"].as_str(),
+        Some(parent.ts.as_str()),
+        "the reply is in its thread"
+    );
+    let lookups = slack
+        .calls()
+        .iter()
+        .filter(|c| c.method.starts_with("conversations."))
+        .count();
+    assert!(
+        lookups >= 2,
+        "each unanswered post was looked up: {lookups}"
+    );
+
+    // The process dies mid-call (its calls dropped, as by kill -9): another delivers the row
+    // and finds it posted.
+    slack.hang_next(1, Some("chat.postMessage"), Duration::from_secs(3));
+    store
+        .enqueue(&[post("run:k", "CL", None, None, "k-top")], None)
+        .await
+        .unwrap();
+    let dying = Outbox::new(
+        store.clone(),
+        api(&slack),
+        OutboxOptions {
+            shutdown_grace: Duration::from_millis(50),
+            ..opts("dies-mid-call")
+        },
+    );
+    let dying_handle = dying.start();
+    slack
+        .wait_for(
+            |c| c.iter().any(|c| c.body.to_string().contains("k-top")),
+            WAIT,
+        )
+        .await;
+    stop(dying, dying_handle).await;
+    let (outbox, handle) = start(&store, api(&slack), "successor");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let counts = posted_counts(&slack);
+    assert_eq!(counts.get("k-top"), Some(&1), "{counts:?}");
+    // Posts that got their answer are not looked up.
+    let lookups_after = slack
+        .calls()
+        .iter()
+        .filter(|c| c.method.starts_with("conversations."))
+        .count();
+    assert_eq!(
+        lookups_after,
+        lookups + 1,
+        "one lookup for the dropped call"
     );
 }
 
@@ -569,6 +672,20 @@ async fn sqlite_a_posts_429_holds_only_its_channel() {
 async fn sqlite_retries_5xx_and_hangs() {
     let dir = tempfile::tempdir().unwrap();
     retries_5xx_and_hangs(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_post_whose_answer_is_lost_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    a_post_whose_answer_is_lost_is_not_sent_again(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_post_whose_answer_is_lost_is_not_sent_again() {
+    support::with_postgres(|url| async move {
+        a_post_whose_answer_is_lost_is_not_sent_again(postgres(&url).await).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -899,7 +1016,12 @@ async fn http_api_maps_slack_answers() {
         .await
         .unwrap();
     assert_eq!(posted["channel"], "C9");
-    assert!(posted["ts"].as_str().unwrap().starts_with("1700000000."));
+    let ts = posted["ts"].as_str().unwrap();
+    let secs: u64 = ts.split('.').next().unwrap().parse().unwrap();
+    assert!(
+        secs.abs_diff(chaosbot::run::now_ms() as u64 / 1000) < 60,
+        "a ts is the time of posting: {ts}"
+    );
     let last = slack.calls_of("chat.postMessage").pop().unwrap();
     assert_eq!(last.headers["authorization"], "Bearer xoxb-test");
     assert_eq!(last.body, json!({"channel": "C9", "text": "hi"}));

@@ -9,7 +9,9 @@
 //!
 //! Every call is recorded (method, parsed JSON or form body, headers, when, what was answered).
 //! Faults apply to the next N matching calls: 429 with `Retry-After`, an HTTP status, a hang,
-//! or `ok: false`. Socket Mode: `apps.connections.open` answers with `ws://…/socket` on the same
+//! or `ok: false`; a hang answers late what was already done (a post is in the channel
+//! at once). Posted messages are kept and shown by `conversations.history` and
+//! `conversations.replies` (with their metadata). Socket Mode: `apps.connections.open` answers with `ws://…/socket` on the same
 //! server; the test pushes envelopes with `push` and reads what the client sent with `acks`.
 
 use std::collections::BTreeMap;
@@ -89,6 +91,9 @@ struct Inner {
     /// `rate_limit_every`: (N, Retry-After seconds); every Nth call answers 429.
     rate_limit_every: Mutex<Option<(u32, u64)>>,
     counted: AtomicU64,
+    /// Messages posted (`chat.postMessage` answered ok): channel, ts, thread_ts, text,
+    /// metadata, as `conversations.history` and `conversations.replies` show them.
+    messages: Mutex<Vec<Value>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +145,11 @@ impl FakeSlack {
     /// What was uploaded to each file id (external upload flow).
     pub fn uploads(&self) -> BTreeMap<String, Vec<u8>> {
         lock(&self.inner.uploads).clone()
+    }
+
+    /// The messages posted, in order (what `conversations.history` would show, with replies).
+    pub fn messages(&self) -> Vec<Value> {
+        lock(&self.inner.messages).clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -383,6 +393,9 @@ async fn api(
         }
         _ => take_fault(&inner, &method),
     };
+    // A hang is a late answer: what the call does is done now (a post is in the channel).
+    let done =
+        matches!(fault, Some(Fault::Hang(_)) | None).then(|| answer(&inner, &method, &call.body));
     if let Some(Fault::Hang(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
@@ -406,7 +419,7 @@ async fn api(
         Some(Fault::Refuse(error)) => {
             json_response(StatusCode::OK, json!({"ok": false, "error": error}))
         }
-        Some(Fault::Hang(_)) | None => answer(&inner, &method, &call.body),
+        Some(Fault::Hang(_)) | None => done.unwrap_or_else(|| answer(&inner, &method, &call.body)),
     };
     lock(&inner.calls)[index].status = response.status().as_u16();
     inner.changed.notify_waiters();
@@ -420,11 +433,47 @@ fn answer(inner: &Inner, method: &str, body: &Value) -> Response {
     }
     let next_ts = || {
         let n = inner.ts.fetch_add(1, Ordering::SeqCst) + 1;
-        format!("1700000000.{n:06}")
+        // As Slack's: the time of posting in seconds, then a part unique to the message.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        format!("{secs}.{:06}", n % 1_000_000)
     };
     let out = match method {
         "chat.postMessage" => {
-            json!({"ok": true, "channel": channel, "ts": next_ts(), "message": {"text": body.get("text")}})
+            let ts = next_ts();
+            lock(&inner.messages).push(json!({
+                "channel": channel,
+                "ts": ts,
+                "thread_ts": body.get("thread_ts"),
+                "text": body.get("text"),
+                "metadata": body.get("metadata"),
+            }));
+            json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": body.get("text")}})
+        }
+        "conversations.history" | "conversations.replies" => {
+            let arg = |k: &str| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (thread, oldest) = (arg("ts"), arg("oldest"));
+            let messages: Vec<Value> = lock(&inner.messages)
+                .iter()
+                .filter(|m| m["channel"] == channel)
+                .filter(|m| {
+                    let ts = m["ts"].as_str().unwrap_or("");
+                    if method == "conversations.replies" {
+                        ts == thread || m["thread_ts"].as_str() == Some(thread.as_str())
+                    } else {
+                        m["thread_ts"].is_null() && ts >= oldest.as_str()
+                    }
+                })
+                .cloned()
+                .collect();
+            json!({"ok": true, "messages": messages, "has_more": false})
         }
         "chat.update" => {
             json!({"ok": true, "channel": channel, "ts": body.get("ts"), "text": body.get("text")})

@@ -146,7 +146,11 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
                 Ok(ts) => ts,
                 Err(p) => return Ok(p),
             };
-            let mut body = json!({"channel": row.channel, "text": text});
+            let mut body = json!({
+                "channel": row.channel,
+                "text": text,
+                "metadata": post_metadata(row),
+            });
             if let Some(ts) = ts {
                 body["thread_ts"] = json!(ts);
             }
@@ -284,6 +288,64 @@ async fn prepare(shared: &Shared, row: &OutboxRow, now: i64) -> StoreResult<Prep
     })
 }
 
+/// The message metadata every post carries: which outbox row it delivers, so a post whose
+/// answer never came (or whose sender died mid-call) is found in Slack instead of sent twice.
+/// (Message metadata: `event_type` and `event_payload`, Slack's "Message metadata" docs.)
+const METADATA_EVENT: &str = "chaosbot_outbox_row";
+
+fn post_metadata(row: &OutboxRow) -> Value {
+    json!({
+        "event_type": METADATA_EVENT,
+        "event_payload": {"row": row.id, "thread": row.thread_key},
+    })
+}
+
+/// Whether Slack already shows the post of `row` (sent by a call whose answer never came):
+/// its ts, from the thread's replies (a reply) or the channel's history since the call
+/// started (a top-level post), matched by the row in the message's metadata.
+async fn already_posted(
+    shared: &Shared,
+    row: &OutboxRow,
+    call: &Call,
+    started_ms: i64,
+) -> Result<Option<String>, ApiError> {
+    let text = |k: &str| call.body.get(k).and_then(Value::as_str).map(str::to_string);
+    let channel = text("channel").unwrap_or_else(|| row.channel.clone());
+    let mut params = vec![
+        ("channel", channel),
+        ("include_all_metadata", "true".to_string()),
+        ("limit", "1000".to_string()),
+    ];
+    let method = match text("thread_ts") {
+        Some(ts) => {
+            params.push(("ts", ts));
+            "conversations.replies"
+        }
+        None => {
+            // A minute of slack for clocks apart (ours and Slack's).
+            let oldest = (started_ms / 1000).saturating_sub(60);
+            params.push(("oldest", format!("{oldest}.000000")));
+            "conversations.history"
+        }
+    };
+    let answer = shared.api.call_get(method, &params).await?;
+    let found = answer
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            let meta = &m["metadata"];
+            meta["event_type"] == METADATA_EVENT
+                && meta["event_payload"]["row"] == json!(row.id)
+                && meta["event_payload"]["thread"] == json!(row.thread_key)
+        })
+        .and_then(|m| m.get("ts"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(found)
+}
+
 /// Makes the call(s) of a prepared row: one Web API call, or the three of an upload.
 async fn send(shared: &Shared, call: &Call) -> Result<Value, ApiError> {
     let Some(bytes) = &call.file else {
@@ -393,6 +455,57 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
         }
     }
 
+    // A post is not idempotent: a call that may have reached Slack (no answer came, or its
+    // process died mid-call) is looked for before it is made again, and every post call is
+    // recorded as started before it is made.
+    if method == "chat.postMessage" {
+        if let Some(started) = row.call_started_ms {
+            match already_posted(shared, row, &call, started).await {
+                Ok(Some(ts)) => {
+                    tracing::info!(row = row.id, %ts,
+                        "Slack already shows this post (its answer was lost); not sending it again");
+                    let answer = json!({"ok": true, "channel": row.channel, "ts": ts});
+                    return settle_ok(shared, row, &call, &answer, now_ms()).await;
+                }
+                Ok(None) => {}
+                // Without the history scope (or access to the channel) it cannot be looked
+                // up: sent again, as before (a line twice rather than none).
+                Err(ApiError::Refused(e)) => {
+                    tracing::warn!(row = row.id, error = %e,
+                        "cannot look up whether an unanswered post reached Slack; sending it again");
+                }
+                Err(e) => {
+                    let wait = backoff(
+                        row.attempts + 1,
+                        shared.opts.backoff_base,
+                        shared.opts.backoff_max,
+                    );
+                    tracing::warn!(row = row.id, error = %e, ?wait,
+                        "cannot look up whether an unanswered post reached Slack; retrying");
+                    shared
+                        .store
+                        .reschedule(
+                            row.id,
+                            owner,
+                            now + millis(wait),
+                            Some(&e.to_string()),
+                            true,
+                        )
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        if !shared
+            .store
+            .set_call_started(row.id, owner, Some(now_ms()))
+            .await?
+        {
+            tracing::warn!(row = row.id, "outbox claim lost before the call");
+            return Ok(());
+        }
+    }
+
     // The API enforces its own timeout; this outer one guards any SlackApi implementation.
     let answer = match tokio::time::timeout(shared.opts.call_timeout, send(shared, &call)).await {
         Ok(answer) => answer,
@@ -410,6 +523,8 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
         }
         Err(ApiError::RateLimited { retry_after }) => {
             let until = now + millis(retry_after);
+            // Not carried out: the next attempt need not look for it.
+            shared.store.set_call_started(row.id, owner, None).await?;
             shared.store.hold_method(&held, millis(retry_after)).await?;
             metric::retried("rate_limited");
             tracing::warn!(
@@ -428,6 +543,8 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
             let reason = if matches!(e, ApiError::Network(_)) {
                 "network"
             } else {
+                // An HTTP error status: Slack did not carry the call out.
+                shared.store.set_call_started(row.id, owner, None).await?;
                 "server"
             };
             let wait = backoff(
