@@ -560,10 +560,10 @@ async fn pages_of_empty_failed_and_ten_hour_runs_draw_their_chart() {
 
         let t = page("r-badtenhrs").await;
         let svg = inline_svg(&t);
-        // Still going, so a second or so past ten hours by now: wide buckets (at most about
-        // 600 along the axis) over the whole run.
+        // Still going, so some seconds past ten hours by now (more on a busy machine): wide
+        // buckets (at most about 600 along the axis) over the whole run.
         assert!(
-            svg.contains("10:00:0")
+            (svg.contains("10:00:") || svg.contains("10:01:"))
                 && (svg.contains("per 1 min bucket") || svg.contains("per 2 min bucket")),
             "the whole run, in wide buckets: {}",
             &svg[..svg.len().min(3000)]
