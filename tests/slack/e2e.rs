@@ -22,6 +22,16 @@ use support::app::{CHANNEL, TEAM, TestApp, replies, run_id_in};
 use support::fake_slack::Call;
 use support::*;
 
+/// A `chaosbot serve` child, killed when the test ends (a failing test leaves none behind).
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 const SECRET: &str = "e2e-signing-secret";
 const ALICE: &str = "UALICE";
 
@@ -404,6 +414,7 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Served)
             .unwrap()
     };
     let port = free_port().port();
@@ -429,8 +440,8 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
     let delivered = rig
         .fake
         .calls()
@@ -478,8 +489,8 @@ async fn a_run_survives_a_kill_9_of_the_process_with_its_thread_whole() {
         "every reply is in that parent's thread"
     );
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(second.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = second.wait();
+    unsafe { libc::kill(second.0.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = second.0.wait();
 }
 
 #[tokio::test]
@@ -772,6 +783,7 @@ async fn serve_keeps_its_proxies_up_on_an_idle_local_agent() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Served)
         .unwrap();
     wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
     // No run, no fault: only the server relies on the proxy. Well past the agent's idle
@@ -791,6 +803,6 @@ async fn serve_keeps_its_proxies_up_on_an_idle_local_agent() {
         );
     }
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = server.wait();
+    unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = server.0.wait();
 }
