@@ -407,6 +407,15 @@ fn posted_counts(slack: &FakeSlack) -> BTreeMap<String, usize> {
     counts
 }
 
+/// How many times the outbox looked a post up in Slack.
+fn lookups_made(slack: &FakeSlack) -> usize {
+    slack
+        .calls()
+        .iter()
+        .filter(|c| c.method.starts_with("conversations."))
+        .count()
+}
+
 /// A post whose answer never comes (the call times out, or its process dies mid-call) is in
 /// the channel already: the next attempt finds it by its metadata and does not post it again,
 /// for a top-level post and for a reply in its thread, whoever makes that attempt.
@@ -447,11 +456,7 @@ async fn a_post_whose_answer_is_lost_is_not_sent_again(store: DynStore) {
         Some(parent.ts.as_str()),
         "the reply is in its thread"
     );
-    let lookups = slack
-        .calls()
-        .iter()
-        .filter(|c| c.method.starts_with("conversations."))
-        .count();
+    let lookups = lookups_made(&slack);
     assert!(
         lookups >= 2,
         "each unanswered post was looked up: {lookups}"
@@ -486,11 +491,7 @@ async fn a_post_whose_answer_is_lost_is_not_sent_again(store: DynStore) {
     let counts = posted_counts(&slack);
     assert_eq!(counts.get("k-top"), Some(&1), "{counts:?}");
     // Posts that got their answer are not looked up.
-    let lookups_after = slack
-        .calls()
-        .iter()
-        .filter(|c| c.method.starts_with("conversations."))
-        .count();
+    let lookups_after = lookups_made(&slack);
     assert_eq!(
         lookups_after,
         lookups + 1,

@@ -393,12 +393,6 @@ async fn api(
         }
         _ => take_fault(&inner, &method),
     };
-    // A hang is a late answer: what the call does is done now (a post is in the channel).
-    let done =
-        matches!(fault, Some(Fault::Hang(_)) | None).then(|| answer(&inner, &method, &call.body));
-    if let Some(Fault::Hang(d)) = &fault {
-        tokio::time::sleep(*d).await;
-    }
     let response = match fault {
         Some(Fault::RateLimit { retry_after_secs }) => {
             let mut r = json_response(
@@ -419,7 +413,13 @@ async fn api(
         Some(Fault::Refuse(error)) => {
             json_response(StatusCode::OK, json!({"ok": false, "error": error}))
         }
-        Some(Fault::Hang(_)) | None => done.unwrap_or_else(|| answer(&inner, &method, &call.body)),
+        // A hang is a late answer: what the call does is done now (a post is in the channel).
+        Some(Fault::Hang(d)) => {
+            let done = answer(&inner, &method, &call.body);
+            tokio::time::sleep(d).await;
+            done
+        }
+        None => answer(&inner, &method, &call.body),
     };
     lock(&inner.calls)[index].status = response.status().as_u16();
     inner.changed.notify_waiters();

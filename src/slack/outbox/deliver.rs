@@ -475,23 +475,9 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
                         "cannot look up whether an unanswered post reached Slack; sending it again");
                 }
                 Err(e) => {
-                    let wait = backoff(
-                        row.attempts + 1,
-                        shared.opts.backoff_base,
-                        shared.opts.backoff_max,
-                    );
+                    let wait = retry_later(shared, row, now, &e).await?;
                     tracing::warn!(row = row.id, error = %e, ?wait,
                         "cannot look up whether an unanswered post reached Slack; retrying");
-                    shared
-                        .store
-                        .reschedule(
-                            row.id,
-                            owner,
-                            now + millis(wait),
-                            Some(&e.to_string()),
-                            true,
-                        )
-                        .await?;
                     return Ok(());
                 }
             }
@@ -547,24 +533,10 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
                 shared.store.set_call_started(row.id, owner, None).await?;
                 "server"
             };
-            let wait = backoff(
-                row.attempts + 1,
-                shared.opts.backoff_base,
-                shared.opts.backoff_max,
-            );
+            let wait = retry_later(shared, row, now, &e).await?;
             metric::retried(reason);
             tracing::warn!(row = row.id, method, error = %e, ?wait, attempts = row.attempts + 1,
                 "Slack call failed; retrying");
-            shared
-                .store
-                .reschedule(
-                    row.id,
-                    owner,
-                    now + millis(wait),
-                    Some(&e.to_string()),
-                    true,
-                )
-                .await?;
             Ok(())
         }
         Err(ApiError::Refused(e)) => {
@@ -578,6 +550,32 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
             Ok(())
         }
     }
+}
+
+/// Puts a claimed row back after a failed attempt, due after the jittered backoff of its
+/// attempts so far; the wait.
+async fn retry_later(
+    shared: &Shared,
+    row: &OutboxRow,
+    now: i64,
+    error: &ApiError,
+) -> StoreResult<Duration> {
+    let wait = backoff(
+        row.attempts + 1,
+        shared.opts.backoff_base,
+        shared.opts.backoff_max,
+    );
+    shared
+        .store
+        .reschedule(
+            row.id,
+            &shared.opts.owner,
+            now + millis(wait),
+            Some(&error.to_string()),
+            true,
+        )
+        .await?;
+    Ok(wait)
 }
 
 async fn settle_ok(
