@@ -82,6 +82,18 @@ pub async fn upload_file_to(
     title: &str,
     bytes: &[u8],
 ) -> Result<String, ApiError> {
+    let file_id = upload_unshared(api, filename, bytes).await?;
+    share_uploaded(api, &file_id, channel, thread_ts, title).await?;
+    Ok(file_id)
+}
+
+/// The first two steps of the external upload flow: the file is in Slack, seen by no one yet.
+/// Returns its id.
+pub async fn upload_unshared(
+    api: &dyn SlackApi,
+    filename: &str,
+    bytes: &[u8],
+) -> Result<String, ApiError> {
     let ticket = api
         .call_get(
             "files.getUploadURLExternal",
@@ -98,6 +110,18 @@ pub async fn upload_file_to(
         ));
     };
     api.post_bytes(url, bytes.to_vec()).await?;
+    Ok(file_id.to_string())
+}
+
+/// The last step: `files.completeUploadExternal` shares the uploaded file in `channel` (in the
+/// thread of `thread_ts`, when given) as a message carrying it.
+pub async fn share_uploaded(
+    api: &dyn SlackApi,
+    file_id: &str,
+    channel: &str,
+    thread_ts: Option<&str>,
+    title: &str,
+) -> Result<(), ApiError> {
     let mut complete = serde_json::json!({
         "files": [{"id": file_id, "title": title}],
         "channel_id": channel,
@@ -106,7 +130,7 @@ pub async fn upload_file_to(
         complete["thread_ts"] = serde_json::json!(ts);
     }
     api.call("files.completeUploadExternal", complete).await?;
-    Ok(file_id.to_string())
+    Ok(())
 }
 
 /// How long one Web API call may take before it counts as a network error (a hanging Slack

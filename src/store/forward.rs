@@ -129,6 +129,7 @@ macro_rules! forward_store {
                 count_attempt: bool
             ) -> bool;
             fn set_call_started(id: i64, owner: &str, at: Option<i64>) -> bool;
+            fn set_call_file(id: i64, owner: &str, file_id: &str) -> bool;
             fn mark_failed(id: i64, owner: &str, error: &str) -> bool;
             fn release_claims(owner: &str) -> u64;
             fn claim_owners() -> Vec<String>;

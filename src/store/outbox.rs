@@ -154,6 +154,11 @@ pub trait OutboxDelivery: Send + Sync {
     /// not to have been carried out, e.g. a 429). `false` when the claim was lost.
     async fn set_call_started(&self, id: i64, owner: &str, at: Option<i64>) -> StoreResult<bool>;
 
+    /// Records the file an upload of claimed row `id` is sharing (after
+    /// [`set_call_started`](Self::set_call_started), which forgets it). `false` when the claim
+    /// was lost.
+    async fn set_call_file(&self, id: i64, owner: &str, file_id: &str) -> StoreResult<bool>;
+
     /// Gives up on a claimed row: state `failed` with the reason. `false` when the claim was lost.
     async fn mark_failed(&self, id: i64, owner: &str, error: &str) -> StoreResult<bool>;
 
@@ -228,6 +233,9 @@ pub struct OutboxRow {
     /// When a call posting it started that is not known to have failed (no answer came, or
     /// its process died): Slack may already show it.
     pub call_started_ms: Option<i64>,
+    /// For an upload whose call started: the id of the file it uploaded, which a message
+    /// sharing it would carry.
+    pub call_file_id: Option<String>,
 }
 
 /// Where a delivered message lives in Slack.
@@ -287,7 +295,7 @@ impl OutboundAction {
 macro_rules! outbox_columns {
     () => {
         "id, thread_key, channel, action, state, attempts, next_attempt_ms, last_error, \
-         created_ms, delivered_ms, call_started_ms"
+         created_ms, delivered_ms, call_started_ms, call_file_id"
     };
 }
 
@@ -363,7 +371,10 @@ pub(super) const RESCHEDULE: &str = "UPDATE slack_outbox SET next_attempt_ms = $
      last_error = COALESCE($4, last_error), attempts = attempts + $5, claim_owner = NULL, \
      claim_until_ms = NULL WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
 
-pub(super) const SET_CALL_STARTED: &str = "UPDATE slack_outbox SET call_started_ms = $3 \
+pub(super) const SET_CALL_STARTED: &str = "UPDATE slack_outbox SET call_started_ms = $3, \
+     call_file_id = NULL WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
+
+pub(super) const SET_CALL_FILE: &str = "UPDATE slack_outbox SET call_file_id = $3 \
      WHERE id = $1 AND claim_owner = $2 AND state = 'pending'";
 
 pub(super) const FAIL: &str = "UPDATE slack_outbox SET state = 'failed', last_error = $3, \
@@ -397,6 +408,7 @@ pub(super) struct RowRecord {
     created_ms: i64,
     delivered_ms: Option<i64>,
     call_started_ms: Option<i64>,
+    call_file_id: Option<String>,
 }
 
 impl RowRecord {
@@ -424,6 +436,7 @@ impl RowRecord {
             created_ms: self.created_ms,
             delivered_ms: self.delivered_ms,
             call_started_ms: self.call_started_ms,
+            call_file_id: self.call_file_id,
         })
     }
 }
@@ -779,6 +792,21 @@ macro_rules! impl_outbox_store {
                     .bind(id)
                     .bind(owner)
                     .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_call_file(
+                &self,
+                id: i64,
+                owner: &str,
+                file_id: &str,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(SET_CALL_FILE)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(file_id)
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)

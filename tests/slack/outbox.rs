@@ -499,6 +499,120 @@ async fn a_post_whose_answer_is_lost_is_not_sent_again(store: DynStore) {
     );
 }
 
+fn upload(thread: &str, channel: &str, parent: Option<&str>, filename: &str) -> OutboundMessage {
+    use base64::Engine as _;
+    OutboundMessage {
+        thread_key: thread.into(),
+        channel: channel.into(),
+        action: OutboundAction::Upload {
+            in_thread_of: parent.map(Into::into),
+            filename: filename.into(),
+            title: format!("chart {filename}"),
+            content_base64: base64::engine::general_purpose::STANDARD.encode(b"\x89PNG fake chart"),
+        },
+    }
+}
+
+/// How many messages in Slack share a file named `filename` (the fake keeps the title).
+fn shared_counts(slack: &FakeSlack) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in slack.messages() {
+        for f in m["files"].as_array().into_iter().flatten() {
+            *counts
+                .entry(f["title"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// An upload whose sharing call got no answer (or whose process died mid-call) is in Slack
+/// already: the next attempt finds the message carrying its file and does not share the
+/// chart a second time, in a thread and at the top of a channel.
+async fn an_upload_whose_answer_is_lost_is_not_shared_again(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    let short: Arc<dyn SlackApi> = Arc::new(
+        HttpSlackApi::new(&slack.url(), "xoxb-test")
+            .unwrap()
+            .with_timeout(Duration::from_millis(300)),
+    );
+    // Both sharing calls are carried out, and answered after the client gave up.
+    slack.hang_next(
+        2,
+        Some("files.completeUploadExternal"),
+        Duration::from_secs(1),
+    );
+    store
+        .enqueue(
+            &[
+                post("run:u", "CU", Some("u:parent"), None, "u-parent"),
+                upload("run:u", "CU", Some("u:parent"), "u-thread.png"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(&[upload("digest:u", "CU", None, "u-top.png")], None)
+        .await
+        .unwrap();
+    let (outbox, handle) = start(&store, short, "lost-upload");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let counts = shared_counts(&slack);
+    assert_eq!(counts.get("chart u-thread.png"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("chart u-top.png"), Some(&1), "{counts:?}");
+    let parent = store.message_ref("u:parent").await.unwrap().unwrap();
+    let in_thread = slack
+        .messages()
+        .into_iter()
+        .find(|m| m["files"][0]["title"] == "chart u-thread.png")
+        .unwrap();
+    assert_eq!(in_thread["thread_ts"].as_str(), Some(parent.ts.as_str()));
+    for row in store.outbox_rows(None).await.unwrap() {
+        assert_eq!(row.state, OutboxState::Delivered, "{row:?}");
+    }
+    assert!(
+        lookups_made(&slack) >= 2,
+        "each unanswered upload was looked up"
+    );
+
+    // The upload's answer never came because its sender died; a successor finds it shared.
+    slack.hang_next(
+        1,
+        Some("files.completeUploadExternal"),
+        Duration::from_secs(3),
+    );
+    store
+        .enqueue(&[upload("digest:k", "CU", None, "k-top.png")], None)
+        .await
+        .unwrap();
+    let dying = Outbox::new(
+        store.clone(),
+        api(&slack),
+        OutboxOptions {
+            shutdown_grace: Duration::from_millis(50),
+            ..opts("dies-mid-upload")
+        },
+    );
+    let dying_handle = dying.start();
+    slack
+        .wait_for(
+            |c| {
+                c.iter()
+                    .any(|c| c.method == "files.completeUploadExternal" && c.status == 0)
+            },
+            WAIT,
+        )
+        .await;
+    stop(dying, dying_handle).await;
+    let (outbox, handle) = start(&store, api(&slack), "upload-successor");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let counts = shared_counts(&slack);
+    assert_eq!(counts.get("chart k-top.png"), Some(&1), "{counts:?}");
+}
+
 async fn survives_restart(store: DynStore, reopen: impl AsyncFnOnce() -> DynStore) {
     let slack = FakeSlack::start().await;
     slack.fail_next(10_000, None, 500);
@@ -685,6 +799,20 @@ async fn sqlite_a_post_whose_answer_is_lost_is_not_sent_again() {
 async fn postgres_a_post_whose_answer_is_lost_is_not_sent_again() {
     support::with_postgres(|url| async move {
         a_post_whose_answer_is_lost_is_not_sent_again(postgres(&url).await).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_an_upload_whose_answer_is_lost_is_not_shared_again() {
+    let dir = tempfile::tempdir().unwrap();
+    an_upload_whose_answer_is_lost_is_not_shared_again(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_an_upload_whose_answer_is_lost_is_not_shared_again() {
+    support::with_postgres(|url| async move {
+        an_upload_whose_answer_is_lost_is_not_shared_again(postgres(&url).await).await
     })
     .await;
 }

@@ -501,6 +501,15 @@ fn answer(inner: &Inner, method: &str, body: &Value) -> Response {
                     })
             });
             if known {
+                // Shared as a message carrying the files, in the thread when given one.
+                let ts = next_ts();
+                lock(&inner.messages).push(json!({
+                    "channel": body.get("channel_id"),
+                    "ts": ts,
+                    "thread_ts": body.get("thread_ts"),
+                    "text": "",
+                    "files": files,
+                }));
                 json!({"ok": true, "files": files})
             } else {
                 json!({"ok": false, "error": "file_not_found"})

@@ -300,14 +300,39 @@ fn post_metadata(row: &OutboxRow) -> Value {
     })
 }
 
-/// Whether Slack already shows the post of `row` (sent by a call whose answer never came):
-/// its ts, from the thread's replies (a reply) or the channel's history since the call
-/// started (a top-level post), matched by the row in the message's metadata.
-async fn already_posted(
+/// What tells the message a call whose answer never came would have made.
+enum SentMark<'a> {
+    /// A post: the row in its metadata.
+    Metadata,
+    /// An upload (which carries no metadata): the file it shares.
+    File(&'a str),
+}
+
+impl SentMark<'_> {
+    fn is_on(&self, row: &OutboxRow, message: &Value) -> bool {
+        match self {
+            SentMark::Metadata => {
+                let meta = &message["metadata"];
+                meta["event_type"] == METADATA_EVENT
+                    && meta["event_payload"]["row"] == json!(row.id)
+                    && meta["event_payload"]["thread"] == json!(row.thread_key)
+            }
+            SentMark::File(id) => message["files"]
+                .as_array()
+                .is_some_and(|files| files.iter().any(|f| f["id"] == *id)),
+        }
+    }
+}
+
+/// Whether Slack already shows what `row` sends (by a call whose answer never came): the
+/// message's ts, from the thread's replies (in a thread) or the channel's history since the
+/// call started (at the top), found by its mark.
+async fn already_sent(
     shared: &Shared,
     row: &OutboxRow,
     call: &Call,
     started_ms: i64,
+    mark: SentMark<'_>,
 ) -> Result<Option<String>, ApiError> {
     let text = |k: &str| call.body.get(k).and_then(Value::as_str).map(str::to_string);
     let channel = text("channel").unwrap_or_else(|| row.channel.clone());
@@ -334,33 +359,40 @@ async fn already_posted(
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .find(|m| {
-            let meta = &m["metadata"];
-            meta["event_type"] == METADATA_EVENT
-                && meta["event_payload"]["row"] == json!(row.id)
-                && meta["event_payload"]["thread"] == json!(row.thread_key)
-        })
+        .find(|m| mark.is_on(row, m))
         .and_then(|m| m.get("ts"))
         .and_then(Value::as_str)
         .map(str::to_string);
     Ok(found)
 }
 
-/// Makes the call(s) of a prepared row: one Web API call, or the three of an upload.
-async fn send(shared: &Shared, call: &Call) -> Result<Value, ApiError> {
+/// Makes the call(s) of a prepared row: one Web API call, or the three of an upload, whose
+/// file id is recorded before the call that shares it.
+async fn send(shared: &Shared, row: &OutboxRow, call: &Call) -> Result<Value, ApiError> {
     let Some(bytes) = &call.file else {
         return shared.api.call(call.method, call.body.clone()).await;
     };
     let text = |k: &str| call.body.get(k).and_then(Value::as_str).unwrap_or("");
-    let file_id = crate::slack::api::upload_file_to(
-        shared.api.as_ref(),
-        text("channel"),
-        call.body.get("thread_ts").and_then(Value::as_str),
-        text("filename"),
-        text("title"),
-        bytes,
-    )
-    .await?;
+    let api = shared.api.as_ref();
+    let file_id = crate::slack::api::upload_unshared(api, text("filename"), bytes).await?;
+    // Unrecorded, a lost answer to the share could not be looked up: not shared now (the file
+    // stays unseen), so the next attempt uploads it anew.
+    match shared
+        .store
+        .set_call_file(row.id, &shared.opts.owner, &file_id)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::Network("outbox claim lost before sharing".into())),
+        Err(e) => {
+            return Err(ApiError::Network(format!(
+                "cannot record the uploaded file before sharing it: {e}"
+            )));
+        }
+    }
+    let thread_ts = call.body.get("thread_ts").and_then(Value::as_str);
+    crate::slack::api::share_uploaded(api, &file_id, text("channel"), thread_ts, text("title"))
+        .await?;
     Ok(json!({"ok": true, "file_id": file_id}))
 }
 
@@ -455,15 +487,22 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
         }
     }
 
-    // A post is not idempotent: a call that may have reached Slack (no answer came, or its
-    // process died mid-call) is looked for before it is made again, and every post call is
-    // recorded as started before it is made.
-    if method == "chat.postMessage" {
-        if let Some(started) = row.call_started_ms {
-            match already_posted(shared, row, &call, started).await {
+    // A post or an upload is not idempotent: one that may have reached Slack (no answer came,
+    // or its process died mid-call) is looked for before it is made again, and every such call
+    // is recorded as started before it is made. (An upload is looked for only once it had a
+    // file to share.)
+    let upload = call.file.is_some();
+    if method == "chat.postMessage" || upload {
+        let mark = match &row.call_file_id {
+            Some(id) if upload => Some(SentMark::File(id)),
+            _ if upload => None,
+            _ => Some(SentMark::Metadata),
+        };
+        if let (Some(started), Some(mark)) = (row.call_started_ms, mark) {
+            match already_sent(shared, row, &call, started, mark).await {
                 Ok(Some(ts)) => {
-                    tracing::info!(row = row.id, %ts,
-                        "Slack already shows this post (its answer was lost); not sending it again");
+                    tracing::info!(row = row.id, method, %ts,
+                        "Slack already shows this message (its answer was lost); not sending it again");
                     let answer = json!({"ok": true, "channel": row.channel, "ts": ts});
                     return settle_ok(shared, row, &call, &answer, now_ms()).await;
                 }
@@ -472,12 +511,12 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
                 // up: sent again, as before (a line twice rather than none).
                 Err(ApiError::Refused(e)) => {
                     tracing::warn!(row = row.id, error = %e,
-                        "cannot look up whether an unanswered post reached Slack; sending it again");
+                        "cannot look up whether an unanswered message reached Slack; sending it again");
                 }
                 Err(e) => {
                     let wait = retry_later(shared, row, now, &e).await?;
                     tracing::warn!(row = row.id, error = %e, ?wait,
-                        "cannot look up whether an unanswered post reached Slack; retrying");
+                        "cannot look up whether an unanswered message reached Slack; retrying");
                     return Ok(());
                 }
             }
@@ -493,13 +532,14 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
     }
 
     // The API enforces its own timeout; this outer one guards any SlackApi implementation.
-    let answer = match tokio::time::timeout(shared.opts.call_timeout, send(shared, &call)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(ApiError::Network(format!(
-            "no answer within {:?}",
-            shared.opts.call_timeout
-        ))),
-    };
+    let answer =
+        match tokio::time::timeout(shared.opts.call_timeout, send(shared, row, &call)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ApiError::Network(format!(
+                "no answer within {:?}",
+                shared.opts.call_timeout
+            ))),
+        };
     let now = now_ms();
     match answer {
         Ok(answer) => settle_ok(shared, row, &call, &answer, now).await,
