@@ -15,6 +15,7 @@ mod commands;
 mod digest;
 mod duration;
 mod gameday;
+mod headers;
 mod schedules;
 mod server;
 mod slack;
@@ -28,6 +29,7 @@ pub use commands::{CommandTarget, DEFAULT_COMMAND_TIMEOUT};
 pub use digest::{DigestConfig, DigestTime};
 pub use duration::{duration_serde, opt_duration_serde};
 pub use gameday::{GamedayConfig, MAX_QA_WINDOW};
+pub use headers::{HeaderError, HeaderTemplates};
 pub use schedules::{AllowedWindow, ScheduleConfig, close_zones, unknown_zone_message, zone};
 pub use server::ServerConfig;
 pub use slack::{AllowRule, DEFAULT_SLACK_API_URL, QaConfig, Secret, SlackConfig};
@@ -551,6 +553,11 @@ fn validate_endpoint(h: &HttpEndpoint) -> Result<(), ConfigError> {
             h.url
         )));
     }
+    h.headers.check().map_err(|e| {
+        invalid(format!(
+            "headers: {e} (values read the environment as `${{VAR}}`, like \"Bearer ${{API_TOKEN}}\")"
+        ))
+    })?;
     crate::tls::check(&h.tls()).map_err(|e| invalid(e.to_string()))
 }
 

@@ -369,6 +369,11 @@ pub struct HttpEndpoint {
     /// probes still run from the controller. Without it, load runs in the controller.
     #[serde(default)]
     pub agent: Option<String>,
+    /// Headers sent with every request to the endpoint (probes, actions, rollbacks, load),
+    /// for credentials kept out of experiments: `${VAR}` in a value is read from the
+    /// environment when the request is made, so only the template is ever stored or shown.
+    #[serde(default)]
+    pub headers: super::HeaderTemplates,
 }
 
 impl HttpEndpoint {

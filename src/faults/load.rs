@@ -31,6 +31,20 @@ fn load_tls(step: &FaultStep) -> Result<Option<crate::load::LoadTls>, super::Fau
     }
 }
 
+/// The generator's plan for a load step, its endpoint's headers read here (where the load
+/// is generated: this process, or the agent that generates it).
+fn load_plan(step: &FaultStep) -> Result<crate::load::LoadPlan, super::FaultError> {
+    let mut plan = step
+        .fault
+        .load_plan(step.duration)
+        .ok_or_else(|| super::FaultError::Other("not a load step".into()))?;
+    plan.headers = step
+        .fault
+        .load_headers()
+        .map_err(|e| super::FaultError::Other(format!("load step `{}`: {e}", step.name)))?;
+    Ok(plan)
+}
+
 struct ActiveLoad {
     stop: CancellationToken,
     /// Ends after the `LoadReport` was sent; taken by the first revert.
@@ -71,10 +85,7 @@ impl super::FaultFamily for LoadFaults {
         step: &FaultStep,
         _ctx: &super::InjectContext<'_>,
     ) -> Result<serde_json::Value, super::FaultError> {
-        let plan = step
-            .fault
-            .load_plan(step.duration)
-            .ok_or_else(|| super::FaultError::Other("not a load step".into()))?;
+        let plan = load_plan(step)?;
         let tls = load_tls(step)?;
         crate::load::check_with_tls(&plan, tls.as_ref())?;
         Ok(serde_json::json!({ "endpoint": step.target, "url": plan.url, "in_process": true }))
@@ -98,10 +109,7 @@ impl super::FaultFamily for LoadFaults {
                 step.name
             )));
         };
-        let plan = step
-            .fault
-            .load_plan(step.duration)
-            .ok_or_else(|| super::FaultError::Other("not a load step".into()))?;
+        let plan = load_plan(step)?;
         let events = ctx.events.clone();
         let name = step.name.clone();
         let tls = load_tls(step)?;

@@ -56,14 +56,23 @@ async fn sample_kind(probe: &Probe, started: Instant) -> Sample {
             tls,
             method,
             headers,
+            endpoint_headers,
             body,
             expect_status,
             max_latency,
             body_contains,
         } => {
-            let result = match http::HttpClient::fresh_connections(tls) {
-                Ok(client) => client.exchange(url, method, headers, body.as_deref()).await,
-                Err(e) => Err(e.to_string()),
+            let result = match (
+                http::HttpClient::fresh_connections(tls),
+                endpoint_headers.over(headers),
+            ) {
+                (Ok(client), Ok(headers)) => {
+                    client
+                        .exchange(url, method, &headers, body.as_deref())
+                        .await
+                }
+                (Err(e), _) => Err(e.to_string()),
+                (_, Err(e)) => Err(e.to_string()),
             };
             let latency = started.elapsed();
             match result {

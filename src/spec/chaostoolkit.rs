@@ -5,7 +5,10 @@
 //! checked before and after the method (`sampling: before_after`), method activities run once
 //! in order and their failures do not stop the method, tolerances judge the provider's output
 //! (`{status, headers, body}` or `{status, stdout, stderr}`), `${name}` is replaced from the
-//! `configuration` section (environment entries read at import time, with their defaults).
+//! `configuration` section (environment entries read at import time, with their defaults)
+//! and from `secrets`, whose values are never written into the experiment: in an http
+//! header they become a header of the endpoint, read from the environment when the request
+//! is made; in a process argument, a shell reference to the environment variable.
 //! Every URL becomes a declared `[[targets.http]]` and every command a `[[targets.command]]`,
 //! so what runs stays the operator's to review. Python providers cannot run here and are
 //! refused, naming the module. Every problem of the file is reported at once, located.
@@ -16,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::Problem;
 use super::locate::{Node, NodeKind, Pos, parse_tree};
+use crate::config::HeaderTemplates;
 
 mod toxi;
 use toxi::{Toxi, ToxiTarget, is_chaostoxi};
@@ -49,6 +53,7 @@ pub fn import(
             .collect(),
         notes: Vec::new(),
         config: BTreeMap::new(),
+        secrets: BTreeMap::new(),
         http: Vec::new(),
         commands: Vec::new(),
         toxi: Vec::new(),
@@ -82,6 +87,81 @@ struct HttpTarget {
     name: String,
     base: String,
     insecure: bool,
+    /// Headers carrying secrets, as templates (`${VAR}` read at run time).
+    headers: BTreeMap<String, String>,
+}
+
+/// Where a secret's value comes from (chaoslib `secret.py`: inline values and `env` keys).
+#[derive(Debug, Clone)]
+enum SecretSource {
+    Inline(String),
+    Env(String),
+}
+
+/// Stands for a secret inside substituted text, until the text finds a place that keeps the
+/// value out of the experiment (two private-use characters around the secret's name).
+const SECRET_OPEN: char = '\u{E000}';
+const SECRET_CLOSE: char = '\u{E001}';
+
+fn secret_marker(name: &str) -> String {
+    format!("{SECRET_OPEN}{name}{SECRET_CLOSE}")
+}
+
+/// Text split into literal parts (`Ok`) and secret names (`Err`).
+fn secret_parts(text: &str) -> Vec<Result<&str, &str>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(SECRET_OPEN) {
+        let after = &rest[i + SECRET_OPEN.len_utf8()..];
+        let Some(j) = after.find(SECRET_CLOSE) else {
+            break;
+        };
+        if i > 0 {
+            out.push(Ok(&rest[..i]));
+        }
+        out.push(Err(&after[..j]));
+        rest = &after[j + SECRET_CLOSE.len_utf8()..];
+    }
+    if !rest.is_empty() {
+        out.push(Ok(rest));
+    }
+    out
+}
+
+/// The secrets named anywhere in a value.
+fn secrets_in(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            for part in secret_parts(s) {
+                if let Err(name) = part
+                    && !out.iter().any(|n| n == name)
+                {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| secrets_in(x, out)),
+        Value::Object(m) => m.values().for_each(|x| secrets_in(x, out)),
+        _ => {}
+    }
+}
+
+/// A word for `/bin/sh`: single-quoted literal parts, and `"$VAR"` for secrets read from the
+/// environment (inline secrets are literal parts).
+fn shell_word(word: &str, secrets: &BTreeMap<String, SecretSource>) -> String {
+    let quote = |t: &str| format!("'{}'", t.replace('\'', "'\\''"));
+    let mut out = String::new();
+    for part in secret_parts(word) {
+        match part {
+            Ok(text) => out.push_str(&quote(text)),
+            Err(name) => match secrets.get(name) {
+                Some(SecretSource::Env(var)) => out.push_str(&format!("\"${var}\"")),
+                Some(SecretSource::Inline(v)) => out.push_str(&quote(v)),
+                None => {}
+            },
+        }
+    }
+    if out.is_empty() { "''".into() } else { out }
 }
 
 struct CommandDecl {
@@ -95,6 +175,9 @@ struct Importer<'a> {
     problems: Vec<Problem>,
     notes: Vec<String>,
     config: BTreeMap<String, Value>,
+    /// `secrets`, every scope in one map (chaoslib `substitute` looks in all of them, after
+    /// the configuration; the first scope naming a key wins).
+    secrets: BTreeMap<String, SecretSource>,
     http: Vec<HttpTarget>,
     commands: Vec<CommandDecl>,
     /// Proxies on a Toxiproxy server (chaostoxi activities).
@@ -135,12 +218,7 @@ impl Importer<'_> {
             self.configuration(c, env);
         }
         if let Some(s) = root.get("secrets") {
-            self.problem(
-                s.pos,
-                "/secrets",
-                "secrets are not imported",
-                "declare what the secrets guard as targets in chaosbot.toml (an endpoint's TLS keys, a command's environment) and remove `secrets`",
-            );
+            self.secrets(s);
         }
         if root.get("controls").is_some() {
             self.notes
@@ -465,6 +543,80 @@ impl Importer<'_> {
         }
     }
 
+    /// `secrets`: `{scope: {key: value | {type: env, key: VAR}}}`. Values are never read here:
+    /// an env secret is read from the environment when it is used, an inline one is written
+    /// only into the operator config. Vault secrets are refused.
+    fn secrets(&mut self, s: &Node) {
+        let NodeKind::Map(scopes) = &s.kind else {
+            self.problem(
+                s.pos,
+                "/secrets",
+                "`secrets` is not a map",
+                "write it as `{\"scope\": {\"name\": {\"type\": \"env\", \"key\": \"VAR\"}}}`",
+            );
+            return;
+        };
+        for scope in scopes {
+            let sp = format!("/secrets/{}", pointer_escape(&scope.key));
+            let NodeKind::Map(entries) = &scope.value.kind else {
+                self.problem(
+                    scope.value.pos,
+                    &sp,
+                    format!("secret scope `{}` is not a map", scope.key),
+                    "write it as `{\"name\": {\"type\": \"env\", \"key\": \"VAR\"}}`",
+                );
+                continue;
+            };
+            for e in entries {
+                let p = format!("{sp}/{}", pointer_escape(&e.key));
+                let v = self.value(&e.value);
+                let source = match &v {
+                    Value::Object(m) => match m.get("type").and_then(Value::as_str) {
+                        Some("env") => match m.get("key").and_then(Value::as_str) {
+                            Some(var) if HeaderTemplates::is_variable_name(var) => {
+                                SecretSource::Env(var.to_string())
+                            }
+                            _ => {
+                                self.problem(
+                                    e.value.pos,
+                                    &p,
+                                    format!("env secret `{}` has no usable `key`", e.key),
+                                    "name the environment variable: `{\"type\": \"env\", \"key\": \"API_TOKEN\"}`",
+                                );
+                                continue;
+                            }
+                        },
+                        Some("vault") => {
+                            self.problem(
+                                e.value.pos,
+                                &p,
+                                format!(
+                                    "secret `{}` is read from Vault, which chaosbot does not read",
+                                    e.key
+                                ),
+                                "put the value in an environment variable where chaosbot runs and write `{\"type\": \"env\", \"key\": \"VAR\"}`",
+                            );
+                            continue;
+                        }
+                        // chaoslib keeps a map of another type as an inline value.
+                        _ => SecretSource::Inline(v.to_string()),
+                    },
+                    other => SecretSource::Inline(scalar_text(other)),
+                };
+                if self.secrets.contains_key(&e.key) {
+                    continue;
+                }
+                if let SecretSource::Inline(_) = source {
+                    self.notes.push(format!(
+                        "{p}: the inline secret `{}` is written into chaosbot.toml where it is used; better kept in an environment variable (`{{\"type\": \"env\", \"key\": ...}}`)",
+                        e.key
+                    ));
+                }
+                self.secrets.insert(e.key.clone(), source);
+            }
+        }
+    }
+
     /// A `ref` replaced by the activity it names (located where that activity is written).
     fn resolve(
         &mut self,
@@ -609,6 +761,15 @@ impl Importer<'_> {
                 return None;
             }
         };
+        let mut left = Vec::new();
+        secrets_in(&body, &mut left);
+        if let Some(t) = &tolerance {
+            secrets_in(t, &mut left);
+        }
+        if !left.is_empty() {
+            self.secret_misplaced(&provider.pos, &pp, &name, &left);
+            return None;
+        }
         let mut out = Map::new();
         out.insert("name".into(), Value::String(name));
         out.insert(key.into(), body);
@@ -658,6 +819,16 @@ impl Importer<'_> {
                 return None;
             }
         };
+        // Checked before the URL and the arguments are encoded (which hides the markers).
+        let mut used = Vec::new();
+        secrets_in(&Value::String(url.clone()), &mut used);
+        if let Some(a) = provider.get("arguments") {
+            secrets_in(&self.subst(&self.value(a)), &mut used);
+        }
+        if !used.is_empty() {
+            self.secret_misplaced(&provider.pos, pp, name, &used);
+            return None;
+        }
         let parsed = match url::Url::parse(&url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
             _ => {
@@ -747,8 +918,29 @@ impl Importer<'_> {
             path.push('?');
             path.push_str(&serde_urlencoded::to_string(&query).unwrap_or_default());
         }
+        // Headers holding secrets are the endpoint's: templates in chaosbot.toml.
+        let mut secret_headers = BTreeMap::new();
+        headers.retain(|k, v| {
+            let parts = secret_parts(v);
+            if parts.iter().all(Result::is_ok) {
+                return true;
+            }
+            let template: String = parts
+                .into_iter()
+                .map(|part| match part {
+                    Ok(text) => HeaderTemplates::literal(text),
+                    Err(name) => match self.secrets.get(name) {
+                        Some(SecretSource::Env(var)) => HeaderTemplates::variable(var),
+                        Some(SecretSource::Inline(v)) => HeaderTemplates::literal(v),
+                        None => String::new(),
+                    },
+                })
+                .collect();
+            secret_headers.insert(k.clone(), template);
+            false
+        });
         let base = parsed.origin().ascii_serialization();
-        let endpoint = self.http_target(&base, insecure);
+        let endpoint = self.http_target(&base, insecure, secret_headers);
         let mut call = Map::new();
         call.insert("endpoint".into(), Value::String(endpoint));
         call.insert("path".into(), Value::String(path));
@@ -816,8 +1008,53 @@ impl Importer<'_> {
             }
             other => (vec![path.clone(), scalar_text(other)], None),
         };
+        let (argv, shell) = self.command_with_secrets(argv, shell);
         let target = self.command_target(&path, argv, shell);
         Some(("command", json!({"target": target}), timeout))
+    }
+
+    /// A problem for secrets used where they would be written into the experiment.
+    fn secret_misplaced(&mut self, pos: &Pos, pp: &str, name: &str, secrets: &[String]) {
+        let names: Vec<String> = secrets.iter().map(|n| format!("`{n}`")).collect();
+        self.problem(
+            *pos,
+            pp,
+            format!(
+                "activity `{name}` uses the secret{} {} in its URL, arguments or tolerance, where chaosbot would have to write it into the experiment",
+                if secrets.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ),
+            "chaosbot sends secrets as an endpoint's headers (an http provider's `headers`) or reads them from the environment in a command (a process provider's arguments); move it there",
+        );
+    }
+
+    /// A command line whose words hold secrets, as one that reads them from the environment
+    /// (`"$VAR"` in a `/bin/sh` line, so the value is never in the config or on show).
+    fn command_with_secrets(
+        &self,
+        argv: Vec<String>,
+        shell: Option<String>,
+    ) -> (Vec<String>, Option<String>) {
+        let has = |w: &str| secret_parts(w).iter().any(Result::is_err);
+        match shell {
+            Some(line) if has(&line) => {
+                // Already a shell line: each secret becomes one word read from the environment.
+                let line: String = secret_parts(&line)
+                    .into_iter()
+                    .map(|part| match part {
+                        Ok(text) => text.to_string(),
+                        Err(name) => shell_word(&secret_marker(name), &self.secrets),
+                    })
+                    .collect();
+                (Vec::new(), Some(line))
+            }
+            None if argv.iter().any(|w| has(w)) => {
+                let words: Vec<String> =
+                    argv.iter().map(|w| shell_word(w, &self.secrets)).collect();
+                (Vec::new(), Some(words.join(" ")))
+            }
+            other => (argv, other),
+        }
     }
 
     /// A provider's `timeout`: seconds, or `[connect, read]` for http (their sum bounds the
@@ -1016,7 +1253,8 @@ impl Importer<'_> {
         }
     }
 
-    /// `${name}` from the configuration: a value that is exactly `${name}` keeps its type.
+    /// `${name}` from the configuration (a value that is exactly `${name}` keeps its type), or
+    /// a secret's marker (see [`SECRET_OPEN`]).
     fn subst(&self, v: &Value) -> Value {
         match v {
             Value::String(s) => {
@@ -1025,14 +1263,19 @@ impl Importer<'_> {
                 {
                     return val.clone();
                 }
+                let known = |k: &str| self.config.contains_key(k) || self.secrets.contains_key(k);
                 let mut out = String::new();
                 let mut rest = s.as_str();
                 while let Some(i) = rest.find("${") {
                     out.push_str(&rest[..i]);
                     let after = &rest[i + 2..];
                     match after.find('}') {
-                        Some(j) if self.config.contains_key(&after[..j]) => {
-                            out.push_str(&scalar_text(&self.config[&after[..j]]));
+                        Some(j) if known(&after[..j]) => {
+                            let key = &after[..j];
+                            match self.config.get(key) {
+                                Some(v) => out.push_str(&scalar_text(v)),
+                                None => out.push_str(&secret_marker(key)),
+                            }
                             rest = &after[j + 1..];
                         }
                         // Left as written, as Python's safe_substitute does.
@@ -1069,11 +1312,16 @@ impl Importer<'_> {
         }
     }
 
-    fn http_target(&mut self, base: &str, insecure: bool) -> String {
+    fn http_target(
+        &mut self,
+        base: &str,
+        insecure: bool,
+        headers: BTreeMap<String, String>,
+    ) -> String {
         if let Some(t) = self
             .http
             .iter()
-            .find(|t| t.base == base && t.insecure == insecure)
+            .find(|t| t.base == base && t.insecure == insecure && t.headers == headers)
         {
             return t.name.clone();
         }
@@ -1084,6 +1332,7 @@ impl Importer<'_> {
             name: name.clone(),
             base: base.to_string(),
             insecure,
+            headers,
         });
         name
     }
@@ -1127,6 +1376,17 @@ impl Importer<'_> {
                 out.push_str(
                     "insecure_skip_verify = true   # verify_tls: false in the experiment\n",
                 );
+            }
+            if !t.headers.is_empty() {
+                let pairs: Vec<String> = t
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                    .collect();
+                out.push_str(&format!(
+                    "# from the experiment's secrets: ${{VAR}} is read from the environment when a request is made\nheaders = {{ {} }}\n",
+                    pairs.join(", ")
+                ));
             }
         }
         for t in &self.toxi {
@@ -1419,5 +1679,105 @@ mod tests {
         assert_eq!(slug("!!!"), "imported");
         assert_eq!(duration_text(1.5), "1500ms");
         assert_eq!(duration_text(30.0), "30s");
+    }
+
+    const WITH_SECRETS: &str = r#"{
+      "title": "secrets stay out",
+      "configuration": {"base": "http://127.0.0.1:9"},
+      "secrets": {
+        "api": {"token": {"type": "env", "key": "API_TOKEN"}, "static": "s$3"},
+        "other": {"token": "never used: the first scope wins"}
+      },
+      "steady-state-hypothesis": {"title": "up", "probes": [
+        {"type": "probe", "name": "authorized", "tolerance": 200,
+         "provider": {"type": "http", "url": "${base}/private",
+                      "headers": {"Authorization": "Bearer ${token}", "X-Static": "${static}",
+                                  "Accept": "application/json"}}},
+        {"type": "probe", "name": "public", "tolerance": 200,
+         "provider": {"type": "http", "url": "${base}/public"}}
+      ]},
+      "method": [
+        {"type": "action", "name": "call", "provider": {"type": "process", "path": "check",
+         "arguments": ["--token", "${token}", "it's ${static}"]}}
+      ]
+    }"#;
+
+    #[test]
+    fn secrets_become_endpoint_headers_and_environment_references() {
+        let out = import(WITH_SECRETS, "x.json", &|_| None).unwrap();
+        assert!(
+            !out.experiment_yaml.contains("Bearer"),
+            "{}",
+            out.experiment_yaml
+        );
+        assert!(
+            !out.experiment_yaml.contains('\u{E000}'),
+            "{}",
+            out.experiment_yaml
+        );
+        let cfg = crate::config::Config::from_toml(&out.config_toml).unwrap();
+        let secret = cfg
+            .targets
+            .http
+            .iter()
+            .find(|h| !h.headers.is_empty())
+            .unwrap();
+        assert_eq!(
+            secret.headers.0.get("Authorization").map(String::as_str),
+            Some("Bearer ${API_TOKEN}")
+        );
+        assert_eq!(
+            secret.headers.0.get("X-Static").map(String::as_str),
+            Some("s$$3")
+        );
+        assert!(secret.headers.check().is_ok());
+        // The probe without secrets calls another endpoint entry of the same base, and the
+        // header without secrets stays on the probe.
+        assert_eq!(cfg.targets.http.len(), 2, "{}", out.config_toml);
+        assert!(
+            out.experiment_yaml.contains("Accept"),
+            "{}",
+            out.experiment_yaml
+        );
+        let cmd = &cfg.targets.command[0];
+        assert_eq!(
+            cmd.shell.as_deref(),
+            Some(r#"'check' '--token' "$API_TOKEN" 'it'\''s ''s$3'"#)
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("inline secret `static`"))
+        );
+        assert!(
+            !out.notes
+                .iter()
+                .any(|n| n.contains("inline secret `token`"))
+        );
+    }
+
+    #[test]
+    fn vault_secrets_and_secrets_in_urls_are_refused_located() {
+        let text = WITH_SECRETS
+            .replace(
+                r#""static": "s$3""#,
+                r#""static": "s$3", "db": {"type": "vault", "path": "secret/db"}"#,
+            )
+            .replace("${base}/public", "${base}/public?key=${token}");
+        let problems = import(&text, "x.json", &|_| None).unwrap_err();
+        let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("/secrets/api/db") && t.contains("Vault")),
+            "{texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("/steady-state-hypothesis/probes/1/provider")
+                    && t.contains("secret `token`")),
+            "{texts:?}"
+        );
     }
 }

@@ -21,7 +21,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A loopback HTTP service whose answer depends on files in its directory: `error.flag`
+/// A loopback HTTP service whose answer depends on files in its directory: `token.txt` →
+/// 401 unless the request carries `Authorization: Bearer <its content>`; `error.flag`
 /// → 200 `{"error": ...}`; `exchange.dat` → 200 `{"status": "ok"}`; else 503.
 struct Service {
     addr: SocketAddr,
@@ -50,7 +51,14 @@ impl Service {
                                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                             }
                         }
-                        let (status, body) = if dir.join("error.flag").exists() {
+                        let token = std::fs::read_to_string(dir.join("token.txt")).ok();
+                        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        let authorized = token.is_none_or(|t| {
+                            head.contains(&format!("\r\nauthorization: bearer {}\r\n", t.trim()))
+                        });
+                        let (status, body) = if !authorized {
+                            ("401 Unauthorized", r#"{"error": "unauthorized"}"#)
+                        } else if dir.join("error.flag").exists() {
                             ("200 OK", r#"{"error": "injected"}"#)
                         } else if dir.join("exchange.dat").exists() {
                             ("200 OK", r#"{"status": "ok"}"#)
@@ -752,4 +760,74 @@ fn json_proxy(toxi: &ToxiServer, upstream: SocketAddr) -> SocketAddr {
     let (status, made) = call(toxi.api, "POST", "/proxies", Some(&body));
     assert_eq!(status, 201, "{made}");
     made["listen"].as_str().unwrap().parse().unwrap()
+}
+
+/// Secrets from the environment: imported as an endpoint header and a shell reference, they
+/// reach the service and the command in both tools (a wrong token deviates both before the
+/// method), and the value is in no file chaosbot writes: the imported experiment and config,
+/// the store, the exported journal.
+#[test]
+fn env_secrets_reach_the_service_in_both_and_are_written_nowhere() {
+    let token = "tok-5ecret-93";
+    for (given, exit, failing) in [
+        (token, 0, vec![]),
+        // Both stop the hypothesis at its first probe out of tolerance.
+        ("tok-wrong", 2, vec!["private-api-answers".to_string()]),
+    ] {
+        let (tmp, data) = workdir();
+        let svc = Service::start(&data);
+        let url = format!("http://{}", svc.addr);
+        let reset = |d: &Path| {
+            std::fs::write(d.join("token.txt"), token).unwrap();
+            std::fs::write(d.join("exchange.dat"), "data").unwrap();
+        };
+        let (ours, theirs) = run_both(
+            tmp.path(),
+            "secrets.json",
+            &|t| t.replace("http://localhost:8080", &url),
+            &[("CHAOSBOT_TEST_API_TOKEN", given.to_string())],
+            &reset,
+            exit,
+        );
+        let expected = ("completed".to_string(), false, failing.clone(), vec![]);
+        assert_eq!(outcome(&ours), expected, "{ours:#}");
+        if failing.is_empty() {
+            assert_eq!(ours["run"][0]["status"], "succeeded", "{ours:#}");
+            assert_eq!(ours["run"][0]["output"]["status"], 200, "{ours:#}");
+        }
+        if let Some(t) = theirs {
+            assert_eq!(outcome(&t), expected, "chaostoolkit: {t:#}");
+        }
+        let toml = std::fs::read_to_string(tmp.path().join("imported/chaosbot.toml")).unwrap();
+        assert!(
+            toml.contains(r#"headers = { "Authorization" = "Bearer ${CHAOSBOT_TEST_API_TOKEN}" }"#),
+            "{toml}"
+        );
+        assert!(toml.contains(r#""$CHAOSBOT_TEST_API_TOKEN""#), "{toml}");
+        for f in [
+            "imported",
+            "runs.db",
+            "runs.db-wal",
+            "journal.json",
+            "run.json",
+        ] {
+            let path = tmp.path().join(f);
+            let files: Vec<PathBuf> = if path.is_dir() {
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect()
+            } else {
+                vec![path]
+            };
+            for file in files {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                assert!(
+                    !bytes.windows(given.len()).any(|w| w == given.as_bytes()),
+                    "{} holds the secret",
+                    file.display()
+                );
+            }
+        }
+    }
 }

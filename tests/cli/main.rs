@@ -9,6 +9,7 @@ mod support;
 mod chaostoolkit;
 mod chart;
 mod commands;
+mod endpoint_headers;
 mod examples;
 mod layering;
 mod manifest;

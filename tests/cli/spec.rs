@@ -88,6 +88,7 @@ fn valid_experiment_resolves_to_the_model() {
             tls: Default::default(),
             method: "GET".into(),
             headers: Default::default(),
+            endpoint_headers: Default::default(),
             body: None,
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(100)),
@@ -164,6 +165,7 @@ fn valid_experiment_resolves_to_the_model() {
             method: "POST".into(),
             body: Some(String::new()),
             headers: Default::default(),
+            endpoint_headers: Default::default(),
             expect_status: vec![200, 204],
             timeout: Duration::from_secs(5),
         }

@@ -89,6 +89,7 @@ fn experiment(listen: SocketAddr) -> Experiment {
                 tls: Default::default(),
                 method: "GET".into(),
                 headers: Default::default(),
+                endpoint_headers: Default::default(),
                 body: None,
                 expect_status: vec![200],
                 max_latency: Some(Duration::from_secs(1)),

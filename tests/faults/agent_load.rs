@@ -142,6 +142,7 @@ fn load_step(rig: &Rig, rate: f64, ms: u64, thresholds: &[&str]) -> Step {
             tls: Default::default(),
             method: "GET".into(),
             headers: Default::default(),
+            endpoint_headers: Default::default(),
             body: None,
             schedule: Schedule::Constant { rate },
             connections: CONNECTIONS,

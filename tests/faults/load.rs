@@ -387,6 +387,7 @@ fn load_step(rig: &Rig, endpoint: &str, rate: f64, ms: u64, thresholds: &[&str])
             tls: Default::default(),
             method: "GET".into(),
             headers: Default::default(),
+            endpoint_headers: Default::default(),
             body: None,
             schedule: Schedule::Constant { rate },
             connections: 4,

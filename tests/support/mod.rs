@@ -143,6 +143,7 @@ pub fn http_probe(name: &str, listen: SocketAddr, max_latency_ms: u64, interval_
             tls: Default::default(),
             method: "GET".into(),
             headers: Default::default(),
+            endpoint_headers: Default::default(),
             body: None,
             expect_status: vec![200],
             max_latency: Some(Duration::from_millis(max_latency_ms)),

@@ -143,7 +143,11 @@ async fn run_action(a: &ActionStep) -> (bool, String, Option<serde_json::Value>)
                 Ok(c) => c,
                 Err(e) => return (false, format!("{} {}: {e}", h.method, h.url), None),
             };
-            let call = client.exchange(&h.url, &h.method, &h.headers, h.body.as_deref());
+            let headers = match h.endpoint_headers.over(&h.headers) {
+                Ok(headers) => headers,
+                Err(e) => return (false, format!("{} {}: {e}", h.method, h.url), None),
+            };
+            let call = client.exchange(&h.url, &h.method, &headers, h.body.as_deref());
             match tokio::time::timeout(a.timeout, call).await {
                 Ok(Ok(answer)) => (
                     true,

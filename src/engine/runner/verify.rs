@@ -57,6 +57,7 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
             method,
             body,
             headers,
+            endpoint_headers,
             expect_status,
             timeout,
         } => {
@@ -64,7 +65,11 @@ async fn run_rollback(rb: &Rollback) -> (bool, String) {
                 Ok(c) => c,
                 Err(e) => return (false, format!("{method} {url}: {e}")),
             };
-            let call = client.exchange(url, method, headers, body.as_deref());
+            let headers = match endpoint_headers.over(headers) {
+                Ok(headers) => headers,
+                Err(e) => return (false, format!("{method} {url}: {e}")),
+            };
+            let call = client.exchange(url, method, &headers, body.as_deref());
             match tokio::time::timeout(*timeout, call).await {
                 Ok(Ok(a)) if expect_status.is_empty() || expect_status.contains(&a.status) => {
                     (true, format!("{method} {url} → {}", a.status))

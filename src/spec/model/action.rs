@@ -36,6 +36,12 @@ pub struct HttpCall {
     pub method: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The endpoint's own headers (templates, read when the request is made).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::config::HeaderTemplates::is_empty"
+    )]
+    pub endpoint_headers: crate::config::HeaderTemplates,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 }

@@ -84,7 +84,7 @@ impl Experiment {
     /// (`insecure_skip_verify = true` on their endpoint), each once.
     pub fn unverified_servers(&self) -> Vec<String> {
         let probes = self.hypothesis.iter().filter_map(|p| match &p.kind {
-            ProbeKind::Http { url, tls, .. } => Some((url, tls)),
+            ProbeKind::Http { url, tls, .. } => Some((url, &**tls)),
             ProbeKind::Tcp { .. } | ProbeKind::Command { .. } => None,
         });
         let rollbacks = self.rollbacks.iter().filter_map(|r| match &r.action {
@@ -261,6 +261,12 @@ pub enum FaultSpec {
         tls: Box<crate::tls::TlsOptions>,
         method: String,
         headers: BTreeMap<String, String>,
+        /// The endpoint's own headers (templates, read when the request is made).
+        #[serde(
+            default,
+            skip_serializing_if = "crate::config::HeaderTemplates::is_empty"
+        )]
+        endpoint_headers: crate::config::HeaderTemplates,
         body: Option<String>,
         schedule: Schedule,
         connections: usize,
@@ -290,7 +296,8 @@ impl FaultSpec {
         matches!(self, FaultSpec::Network { .. })
     }
 
-    /// The generator's plan for a load step lasting `duration`.
+    /// The generator's plan for a load step lasting `duration`, with the experiment's headers
+    /// only (the endpoint's are read where the load is generated: [`FaultSpec::load_headers`]).
     pub fn load_plan(&self, duration: Duration) -> Option<LoadPlan> {
         match self {
             FaultSpec::Load {
@@ -318,6 +325,18 @@ impl FaultSpec {
             _ => None,
         }
     }
+
+    /// A load step's headers with its endpoint's, read from this process's environment.
+    pub fn load_headers(&self) -> Result<Vec<(String, String)>, crate::config::HeaderError> {
+        match self {
+            FaultSpec::Load {
+                headers,
+                endpoint_headers,
+                ..
+            } => Ok(endpoint_headers.over(headers)?.into_iter().collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,10 +361,16 @@ pub enum ProbeKind {
         url: String,
         /// The endpoint's TLS settings (https only; empty for http).
         #[serde(default, skip_serializing_if = "crate::tls::TlsOptions::is_default")]
-        tls: crate::tls::TlsOptions,
+        tls: Box<crate::tls::TlsOptions>,
         method: String,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
+        /// The endpoint's own headers (templates, read when the request is made).
+        #[serde(
+            default,
+            skip_serializing_if = "crate::config::HeaderTemplates::is_empty"
+        )]
+        endpoint_headers: crate::config::HeaderTemplates,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
         /// Accepted status codes (a sample with any other status fails).
@@ -438,6 +463,12 @@ pub enum RollbackAction {
         body: Option<String>,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
+        /// The endpoint's own headers (templates, read when the request is made).
+        #[serde(
+            default,
+            skip_serializing_if = "crate::config::HeaderTemplates::is_empty"
+        )]
+        endpoint_headers: crate::config::HeaderTemplates,
         /// Accepted codes; empty: any answer.
         expect_status: Vec<u16>,
         #[serde(with = "crate::spec::duration_serde")]

@@ -82,6 +82,7 @@ pub(super) fn http_call(
         tls: cx.endpoint_tls(h.endpoint.as_deref()),
         method: method?,
         headers: h.headers.clone().unwrap_or_default(),
+        endpoint_headers: cx.endpoint_headers(h.endpoint.as_deref()),
         body: h.body.clone(),
     };
     Some((call, status, timeout?))

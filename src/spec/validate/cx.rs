@@ -197,6 +197,13 @@ impl Cx<'_> {
             .unwrap_or_default()
     }
 
+    /// The headers a declared endpoint adds to every request (empty when it is not declared).
+    pub fn endpoint_headers(&self, name: Option<&str>) -> crate::config::HeaderTemplates {
+        name.and_then(|n| self.cfg.http_endpoint(n))
+            .map(|h| h.headers.clone())
+            .unwrap_or_default()
+    }
+
     pub fn endpoint(&mut self, path: &str, name: &str, user: &str) -> Option<String> {
         if let Some(h) = self.cfg.http_endpoint(name) {
             return Some(h.url.clone());

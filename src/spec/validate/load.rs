@@ -45,6 +45,7 @@ pub(super) fn load_spec(
         tls: Box::new(tls.clone()),
         method: method?,
         headers,
+        endpoint_headers: cx.endpoint_headers(s.target.as_deref()),
         body: s.body.clone(),
         schedule: schedule?,
         connections: connections?,

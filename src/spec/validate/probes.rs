@@ -198,9 +198,10 @@ fn http_probe(cx: &mut Cx, hp: &str, h: &RawHttpProbe) -> Option<ProbeKind> {
     match (url, url_path, method) {
         (Some(u), Some(p), Some(m)) => Some(ProbeKind::Http {
             url: join_url(&u, &p),
-            tls: cx.endpoint_tls(h.endpoint.as_deref()),
+            tls: Box::new(cx.endpoint_tls(h.endpoint.as_deref())),
             method: m,
             headers: h.headers.clone().unwrap_or_default(),
+            endpoint_headers: cx.endpoint_headers(h.endpoint.as_deref()),
             body: h.body.clone(),
             expect_status: status,
             max_latency,

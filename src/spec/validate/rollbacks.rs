@@ -73,6 +73,7 @@ fn http_action(cx: &mut Cx, hp: &str, h: &RawHttpAction) -> Option<RollbackActio
         method: call.method,
         body: call.body,
         headers: call.headers,
+        endpoint_headers: call.endpoint_headers,
         expect_status,
         timeout,
     })
