@@ -218,6 +218,26 @@ fn validate(global: &GlobalArgs, args: ValidateArgs) -> u8 {
             h.name, h.url
         );
     }
+    for h in &cfg.targets.http {
+        let unset: Vec<String> = h
+            .headers
+            .variables()
+            .into_iter()
+            .filter(|v| std::env::var_os(v).is_none())
+            .collect();
+        if !unset.is_empty() {
+            eprintln!(
+                "warning: http target `{}` sends headers read from {}, not set here: a run from this environment would fail every request to it; set {} where chaosbot runs",
+                h.name,
+                unset
+                    .iter()
+                    .map(|v| format!("`${{{v}}}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if unset.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
     let mut bad = 0;
     // Game-day plans are checked against the catalog, loaded once when the first plan shows up.
     let mut catalog: Option<crate::spec::Catalog> = None;

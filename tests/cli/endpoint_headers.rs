@@ -145,4 +145,21 @@ method:
     .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains(TOKEN_VAR), "{}", text(&o));
+
+    // `validate` says so beforehand, and passes the experiment (the variable is the run's).
+    let o = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--config", "chaosbot.toml", "validate", "private.yaml"])
+        .env_remove("CHAOSBOT_CONFIG")
+        .env_remove(TOKEN_VAR)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: http target `private` sends headers read from `${{{TOKEN_VAR}}}`"
+        )),
+        "{err}"
+    );
 }
