@@ -300,6 +300,15 @@ impl AgentConfig {
         })
     }
 
+    /// The local agent started by hand (`chaosbot agent` with no config): the on-demand
+    /// agent's settings on `socket`, kept running (controllers on this host find it there,
+    /// as they would the agent they start).
+    pub fn standing_local(socket: PathBuf) -> Result<AgentConfig, AgentConfigError> {
+        let mut cfg = AgentConfig::on_demand(socket, DEFAULT_IDLE_EXIT)?;
+        cfg.idle_exit = None;
+        Ok(cfg)
+    }
+
     /// Names of the targets this config declares.
     pub fn target_names(&self) -> Vec<String> {
         self.targets.target_names().map(str::to_string).collect()

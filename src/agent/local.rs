@@ -39,6 +39,25 @@ pub fn socket_path(configured: Option<&Path>) -> PathBuf {
     PathBuf::from(format!("/tmp/chaosbot-{uid}")).join("agent.sock")
 }
 
+/// Creates the directory of the local agent's `socket` when missing, readable by this user
+/// only (the socket's mode is the credential); why not, otherwise.
+pub fn create_private_dir(socket: &Path) -> Result<(), String> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create the local agent's directory {}: {e}",
+                dir.display()
+            )
+        })
+}
+
 /// The local agent as an [`AgentLink`]: started on first need, restarted when a call that
 /// puts something in place finds nothing answering.
 pub struct LocalAgent {
@@ -121,19 +140,8 @@ impl LocalAgent {
             address: self.socket.display().to_string(),
             why,
         };
+        create_private_dir(&self.socket).map_err(fail)?;
         let dir = self.socket.parent().unwrap_or(Path::new("/"));
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| {
-                    fail(format!(
-                        "cannot create the local agent's directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-        }
         // Only this user may reach the socket (its mode is the credential).
         if let Ok(meta) = std::fs::metadata(dir)
             && meta.permissions().mode() & 0o077 != 0

@@ -1,5 +1,7 @@
 //! `chaosbot agent`: the data plane process (one per host), as a service with `--config
-//! agent.toml`, or as the local agent a controller starts on demand (`--on-demand --socket`).
+//! agent.toml`, as the local agent a controller starts on demand (`--on-demand --socket`),
+//! or, with neither, as this user's local agent kept running, with Toxiproxy's API on its
+//! default address (a stand-in for `toxiproxy-server` with nothing to set up).
 //!
 //! Exit codes: 0 stopped (SIGTERM/SIGINT, every fault reverted) or idle exit; 64 invalid
 //! config or flags; 75 another agent already holds the state dir (the on-demand starters
@@ -11,7 +13,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_INVALID, GlobalArgs};
-use crate::agent::config::{AgentConfig, DEFAULT_IDLE_EXIT, ToxiproxySettings};
+use crate::agent::config::{
+    AgentConfig, DEFAULT_IDLE_EXIT, DEFAULT_TOXIPROXY_LISTEN, ToxiproxySettings,
+};
 use crate::agent::server::{self, StartError};
 
 /// Another agent holds the state dir (EX_TEMPFAIL: try the one that runs).
@@ -19,7 +23,8 @@ pub const EXIT_AGENT_RUNNING: u8 = 75;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  chaosbot agent --config /etc/chaosbot/agent.toml\n  \
+    after_help = "Examples:\n  chaosbot agent                  # Toxiproxy's API on 127.0.0.1:8474, the local agent's socket\n  \
+chaosbot agent --config /etc/chaosbot/agent.toml\n  \
 chaosbot agent --on-demand --socket /tmp/chaosbot-1000/agent.sock --idle-exit 5s"
 )]
 pub struct AgentArgs {
@@ -27,50 +32,72 @@ pub struct AgentArgs {
     /// controllers, state kept next to the socket, exits when idle.
     #[arg(long)]
     pub on_demand: bool,
-    /// The local agent's Unix socket (with --on-demand).
-    #[arg(long, value_name = "PATH", requires = "on_demand")]
+    /// The local agent's Unix socket (with --on-demand; without a config, where controllers
+    /// look for the local agent by default).
+    #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// With --on-demand: exit after this long with no fault held and no request.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "on_demand")]
     pub idle_exit: Option<Duration>,
-    /// With --on-demand: serve Toxiproxy's HTTP API here (e.g. 127.0.0.1:8474), or `off`
-    /// (the default for the local agent; a configured agent sets `[toxiproxy]` in agent.toml).
-    #[arg(long, value_name = "ADDR|off", requires = "on_demand")]
+    /// Serve Toxiproxy's HTTP API here (e.g. 127.0.0.1:8474), or `off`: with --on-demand off
+    /// by default, without a config on 127.0.0.1:8474 by default (a configured agent sets
+    /// `[toxiproxy]` in agent.toml).
+    #[arg(long, value_name = "ADDR|off")]
     pub toxiproxy: Option<String>,
 }
 
 pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
-    let cfg = if args.on_demand {
-        let Some(socket) = args.socket else {
-            eprintln!(
-                "error: --on-demand needs --socket PATH (where controllers reach the local agent)"
-            );
-            return EXIT_INVALID;
-        };
-        let toxiproxy = match args
-            .toxiproxy
-            .as_deref()
-            .map(|t| ToxiproxySettings::parse_listen(t, false))
-        {
-            None => None,
-            Some(Ok(listen)) => listen,
-            Some(Err(m)) => {
-                eprintln!("error: --toxiproxy: {m}");
+    // --toxiproxy as given, else the mode's default.
+    let toxiproxy = |default: Option<&str>| match args.toxiproxy.as_deref().or(default) {
+        None => Ok(None),
+        Some(t) => ToxiproxySettings::parse_listen(t, false).map_err(|m| {
+            eprintln!("error: --toxiproxy: {m}");
+            EXIT_INVALID
+        }),
+    };
+    let cfg = match (&global.config, args.on_demand) {
+        (_, true) => {
+            let Some(socket) = args.socket.clone() else {
+                eprintln!(
+                    "error: --on-demand needs --socket PATH (where controllers reach the local agent)"
+                );
+                return EXIT_INVALID;
+            };
+            let listen = match toxiproxy(None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            AgentConfig::on_demand(socket, args.idle_exit.unwrap_or(DEFAULT_IDLE_EXIT)).map(
+                |mut c| {
+                    c.toxiproxy.listen = listen;
+                    c
+                },
+            )
+        }
+        (Some(path), false) => {
+            if args.socket.is_some() || args.toxiproxy.is_some() {
+                eprintln!(
+                    "error: with --config, the socket and the Toxiproxy API are set in agent.toml; drop --socket and --toxiproxy"
+                );
                 return EXIT_INVALID;
             }
-        };
-        AgentConfig::on_demand(socket, args.idle_exit.unwrap_or(DEFAULT_IDLE_EXIT)).map(|mut c| {
-            c.toxiproxy.listen = toxiproxy;
-            c
-        })
-    } else {
-        let Some(path) = &global.config else {
-            eprintln!(
-                "error: `chaosbot agent` needs --config agent.toml (or --on-demand --socket PATH for a local agent)"
-            );
-            return EXIT_INVALID;
-        };
-        AgentConfig::load(path)
+            AgentConfig::load(path)
+        }
+        (None, false) => {
+            let listen = match toxiproxy(Some(DEFAULT_TOXIPROXY_LISTEN)) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let socket = crate::agent::local::socket_path(args.socket.as_deref());
+            if let Err(e) = crate::agent::local::create_private_dir(&socket) {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+            AgentConfig::standing_local(socket).map(|mut c| {
+                c.toxiproxy.listen = listen;
+                c
+            })
+        }
     };
     let cfg = match cfg {
         Ok(c) => c,

@@ -475,3 +475,82 @@ async fn the_local_agent_serves_toxiproxy_with_the_flag_and_stays_while_its_prox
         agent.log_text()
     );
 }
+
+/// `chaosbot agent` with no config: the local agent, kept running, with Toxiproxy's API on
+/// its default address (127.0.0.1:8474), so a Toxiproxy client finds it with nothing set up;
+/// flags of another mode are refused.
+#[tokio::test]
+async fn chaosbot_agent_without_a_config_serves_toxiproxy_on_its_default_port() {
+    let site = Site::new().await;
+    let default: SocketAddr = "127.0.0.1:8474".parse().unwrap();
+    // Another test's agent may hold the port a moment (tests of this binary share the host).
+    let start = Instant::now();
+    while std::net::TcpListener::bind(default).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "127.0.0.1:8474 stayed taken"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sock = site.socket();
+    let agent = spawn(
+        &["agent", "--socket", sock.to_str().unwrap()],
+        site.path(),
+        Via::Unix(sock.clone()),
+        None,
+    );
+    agent.ready().await;
+    let version = toxi(default, "GET", "/version", None).await;
+    assert_eq!(version.status, 200);
+    assert!(
+        version.body["version"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("-chaosbot")),
+        "{:?}",
+        version.body
+    );
+    let body =
+        json!({"name": "standing", "listen": "127.0.0.1:0", "upstream": site.echo.to_string()});
+    let made = toxi(default, "POST", "/proxies", Some(body)).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let listen = made.body["listen"].as_str().unwrap().to_string();
+    fast(round_trip(&listen).await);
+    assert_eq!(
+        toxi(default, "DELETE", "/proxies/standing", None)
+            .await
+            .status,
+        204
+    );
+    // Nothing held, and it stays (only an on-demand agent exits when idle).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(toxi(default, "GET", "/proxies", None).await.status, 200);
+    drop(agent);
+
+    let cfg = site.path().join("agent-any.toml");
+    std::fs::write(&cfg, "name = \"x\"\n").unwrap();
+    for args in [
+        vec![
+            "agent",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        vec![
+            "agent",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--toxiproxy",
+            "off",
+        ],
+    ] {
+        let mut agent = spawn(&args, site.path(), Via::Unix(sock.clone()), None);
+        let status = agent.wait_exit(Duration::from_secs(10));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(64),
+            "{args:?}: {}",
+            agent.log_text()
+        );
+    }
+}
