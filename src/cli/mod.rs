@@ -116,8 +116,9 @@ chaosbot run --config imported/chaosbot.toml imported/<name>.yaml"
     /// controller stops renewing the lease, and replays its journal at start.
     ///
     /// `--config agent.toml` for a service; `--on-demand --socket PATH` for the local agent a
-    /// controller starts. Exit code: 0 stopped (every fault reverted) or idle, 64 invalid
-    /// config, 75 another agent holds the state dir, 2 could not start.
+    /// controller starts; neither: the local agent started by hand, kept running, with
+    /// Toxiproxy's API on 127.0.0.1:8474. Exit code: 0 stopped (every fault reverted) or idle,
+    /// 64 invalid config, 75 another agent holds the state dir, 2 could not start.
     Agent(agent::AgentArgs),
     /// List every configured agent and the local one: address, reachable or why not, version,
     /// protocol, and the faults in place (run, step, target, lease and deadline left).
