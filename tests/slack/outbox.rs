@@ -613,6 +613,40 @@ async fn an_upload_whose_answer_is_lost_is_not_shared_again(store: DynStore) {
     assert_eq!(counts.get("chart k-top.png"), Some(&1), "{counts:?}");
 }
 
+/// A bot token Slack does not take (revoked, expired, mistyped) fails no message: the rows
+/// wait, and once Slack takes the calls again (the token fixed, the process restarted) the
+/// thread is delivered whole, in order, each line once.
+async fn a_refused_token_holds_the_rows_until_slack_takes_them(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.refuse_next(6, None, "invalid_auth");
+    let batch = vec![
+        post("run:a", "CA", Some("a:parent"), None, "a-parent"),
+        post("run:a", "CA", None, Some("a:parent"), "a1"),
+        post("run:a", "CA", None, Some("a:parent"), "a2"),
+        post("run:b", "CB", None, None, "b-top"),
+    ];
+    store.enqueue(&batch, None).await.unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "token");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    // Six refused calls, then one per line.
+    assert_eq!(slack.calls_of("chat.postMessage").len(), 6 + 4);
+    let counts = posted_counts(&slack);
+    for text in ["a-parent", "a1", "a2", "b-top"] {
+        assert_eq!(counts.get(text), Some(&1), "{text}: {counts:?}");
+    }
+    let order: Vec<String> = slack
+        .messages()
+        .iter()
+        .filter(|m| m["channel"] == "CA")
+        .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(order, vec!["a-parent", "a1", "a2"]);
+    for row in store.outbox_rows(None).await.unwrap() {
+        assert_eq!(row.state, OutboxState::Delivered, "{row:?}");
+    }
+}
+
 async fn survives_restart(store: DynStore, reopen: impl AsyncFnOnce() -> DynStore) {
     let slack = FakeSlack::start().await;
     slack.fail_next(10_000, None, 500);
@@ -813,6 +847,20 @@ async fn sqlite_an_upload_whose_answer_is_lost_is_not_shared_again() {
 async fn postgres_an_upload_whose_answer_is_lost_is_not_shared_again() {
     support::with_postgres(|url| async move {
         an_upload_whose_answer_is_lost_is_not_shared_again(postgres(&url).await).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_a_refused_token_holds_the_rows_until_slack_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    a_refused_token_holds_the_rows_until_slack_takes_them(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_refused_token_holds_the_rows_until_slack_takes_them() {
+    support::with_postgres(|url| async move {
+        a_refused_token_holds_the_rows_until_slack_takes_them(postgres(&url).await).await
     })
     .await;
 }

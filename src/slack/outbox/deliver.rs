@@ -26,6 +26,16 @@ fn hold_key(method: &str, channel: &str) -> String {
     }
 }
 
+/// Slack's answers to a bot token it does not take (errors every Web API method can give):
+/// no message is at fault and the operator can fix the token, so rows wait for that instead
+/// of failing; a restart with a valid token delivers them.
+fn token_refused(error: &str) -> bool {
+    matches!(
+        error,
+        "not_authed" | "invalid_auth" | "account_inactive" | "token_revoked" | "token_expired"
+    )
+}
+
 /// The Web API method that delivers an action (the store keeps only its kind).
 pub(crate) fn web_api_method(action: &OutboundAction) -> &'static str {
     match action {
@@ -507,6 +517,9 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
                     return settle_ok(shared, row, &call, &answer, now_ms()).await;
                 }
                 Ok(None) => {}
+                Err(ApiError::Refused(e)) if token_refused(&e) => {
+                    return token_wait(shared, row, now, &e).await;
+                }
                 // Without the history scope (or access to the channel) it cannot be looked
                 // up: sent again, as before (a line twice rather than none).
                 Err(ApiError::Refused(e)) => {
@@ -579,6 +592,11 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
                 "Slack call failed; retrying");
             Ok(())
         }
+        Err(ApiError::Refused(e)) if token_refused(&e) => {
+            // Not carried out: the next attempt need not look for it.
+            shared.store.set_call_started(row.id, owner, None).await?;
+            token_wait(shared, row, now, &e).await
+        }
         Err(ApiError::Refused(e)) => {
             tracing::error!(row = row.id, thread = %row.thread_key, method, error = %e,
                 "Slack refused a message; it is marked failed");
@@ -590,6 +608,17 @@ async fn deliver_inner(shared: &Shared, row: &OutboxRow) -> StoreResult<()> {
             Ok(())
         }
     }
+}
+
+/// A row whose call Slack refused for the bot token: back to wait, with the backoff of a
+/// failed attempt, saying what to fix.
+async fn token_wait(shared: &Shared, row: &OutboxRow, now: i64, error: &str) -> StoreResult<()> {
+    let e = ApiError::Refused(error.to_string());
+    let wait = retry_later(shared, row, now, &e).await?;
+    metric::retried("token_refused");
+    tracing::error!(row = row.id, thread = %row.thread_key, error, ?wait,
+        "Slack does not take the bot token: set a valid [slack] bot_token (or SLACK_BOT_TOKEN) and restart; the message waits, nothing is lost");
+    Ok(())
 }
 
 /// Puts a claimed row back after a failed attempt, due after the jittered backoff of its
