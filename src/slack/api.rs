@@ -227,6 +227,17 @@ fn map_error(err: slack_morphism::errors::SlackClientError) -> ApiError {
         E::ApiError(e) if e.code == "ratelimited" => ApiError::RateLimited {
             retry_after: DEFAULT_RETRY_AFTER,
         },
+        // Slack's own transient failures (the Web API's common errors: "likely due to a
+        // transient issue on our end", and some of the call may have been carried out): as a
+        // lost answer, tried again after looking whether it took effect.
+        E::ApiError(e)
+            if matches!(
+                e.code.as_str(),
+                "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+            ) =>
+        {
+            ApiError::Network(format!("Slack answered `{}`", e.code))
+        }
         E::ApiError(e) => ApiError::Refused(e.code),
         E::RateLimitError(e) => ApiError::RateLimited {
             retry_after: e.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),

@@ -647,6 +647,33 @@ async fn a_refused_token_holds_the_rows_until_slack_takes_them(store: DynStore) 
     }
 }
 
+/// Slack's transient errors (`internal_error`, `service_unavailable`, ...) answered with
+/// HTTP 200 are tried again, not taken as a refusal of the message: each line once.
+async fn slacks_transient_errors_are_tried_again(store: DynStore) {
+    let slack = FakeSlack::start().await;
+    slack.refuse_next(1, Some("chat.postMessage"), "internal_error");
+    slack.refuse_next(1, Some("chat.postMessage"), "service_unavailable");
+    store
+        .enqueue(
+            &[
+                post("run:t", "CT", Some("t:parent"), None, "t-parent"),
+                post("run:t", "CT", None, Some("t:parent"), "t1"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let (outbox, handle) = start(&store, api(&slack), "transient");
+    wait_no_pending(&store).await;
+    stop(outbox, handle).await;
+    let counts = posted_counts(&slack);
+    assert_eq!(counts.get("t-parent"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("t1"), Some(&1), "{counts:?}");
+    for row in store.outbox_rows(None).await.unwrap() {
+        assert_eq!(row.state, OutboxState::Delivered, "{row:?}");
+    }
+}
+
 async fn survives_restart(store: DynStore, reopen: impl AsyncFnOnce() -> DynStore) {
     let slack = FakeSlack::start().await;
     slack.fail_next(10_000, None, 500);
@@ -863,6 +890,12 @@ async fn postgres_a_refused_token_holds_the_rows_until_slack_takes_them() {
         a_refused_token_holds_the_rows_until_slack_takes_them(postgres(&url).await).await
     })
     .await;
+}
+
+#[tokio::test]
+async fn sqlite_slacks_transient_errors_are_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    slacks_transient_errors_are_tried_again(sqlite(&dir).await).await;
 }
 
 #[tokio::test]
