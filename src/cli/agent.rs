@@ -93,6 +93,15 @@ pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> u8 {
                 eprintln!("error: {e}");
                 return EXIT_FAILED;
             }
+            // Started by hand: say where it can be reached (its log shows only warnings).
+            eprintln!(
+                "chaosbot agent: the local agent on {}, Toxiproxy's API {}; Ctrl-C stops it (reverting every fault)",
+                socket.display(),
+                match listen {
+                    Some(a) => format!("on http://{a}"),
+                    None => "off".into(),
+                }
+            );
             AgentConfig::standing_local(socket).map(|mut c| {
                 c.toxiproxy.listen = listen;
                 c

@@ -500,6 +500,11 @@ async fn chaosbot_agent_without_a_config_serves_toxiproxy_on_its_default_port() 
         None,
     );
     agent.ready().await;
+    let log = agent.log_text();
+    assert!(
+        log.contains("Toxiproxy's API on http://127.0.0.1:8474"),
+        "{log}"
+    );
     let version = toxi(default, "GET", "/version", None).await;
     assert_eq!(version.status, 200);
     assert!(
