@@ -1763,7 +1763,14 @@ mod tests {
                 r#""static": "s$3""#,
                 r#""static": "s$3", "db": {"type": "vault", "path": "secret/db"}"#,
             )
-            .replace("${base}/public", "${base}/public?key=${token}");
+            .replace("${base}/public", "${base}/public?key=${token}")
+            .replace(
+                r#"{"type": "action", "name": "call","#,
+                r#"{"type": "action", "name": "slow", "provider": {"type": "python",
+                    "module": "chaostoxi.toxic.actions", "func": "create_latency_toxic",
+                    "arguments": {"for_proxy": "${token}", "toxic_name": "l", "latency": 9}}},
+                   {"type": "action", "name": "call","#,
+            );
         let problems = import(&text, "x.json", &|_| None).unwrap_err();
         let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert!(
@@ -1777,6 +1784,12 @@ mod tests {
                 .iter()
                 .any(|t| t.contains("/steady-state-hypothesis/probes/1/provider")
                     && t.contains("secret `token`")),
+            "{texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("/method/0/provider") && t.contains("secret `token`")),
             "{texts:?}"
         );
     }

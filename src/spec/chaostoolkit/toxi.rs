@@ -88,6 +88,13 @@ impl Importer<'_> {
                 return None;
             }
         };
+        // A secret would become a proxy or toxic name written into the config.
+        let mut used = Vec::new();
+        super::secrets_in(&Value::Object(args.clone()), &mut used);
+        if !used.is_empty() {
+            self.secret_misplaced(&provider.pos, &pp, &name, &used);
+            return None;
+        }
         if role == Role::Hypothesis {
             self.problem(
                 provider.pos,
