@@ -52,7 +52,7 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
                 ));
             };
             let var = &body[..end];
-            if !is_var_name(var) {
+            if !HeaderTemplates::is_variable_name(var) {
                 return Err(format!(
                     "`${{{var}}}` does not name an environment variable (letters, digits and `_`, not starting with a digit)"
                 ));
@@ -69,14 +69,6 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
         out.push(Piece::Text(rest));
     }
     Ok(out)
-}
-
-fn is_var_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl HeaderTemplates {
@@ -96,7 +88,11 @@ impl HeaderTemplates {
 
     /// Whether `name` can be read as `${name}`.
     pub fn is_variable_name(name: &str) -> bool {
-        is_var_name(name)
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
     }
 
     /// Header names HTTP can carry and templates that parse; the first problem otherwise.

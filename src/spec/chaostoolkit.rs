@@ -767,7 +767,7 @@ impl Importer<'_> {
             secrets_in(t, &mut left);
         }
         if !left.is_empty() {
-            self.secret_misplaced(&provider.pos, &pp, &name, &left);
+            self.secret_misplaced(provider.pos, &pp, &name, &left);
             return None;
         }
         let mut out = Map::new();
@@ -820,13 +820,16 @@ impl Importer<'_> {
             }
         };
         // Checked before the URL and the arguments are encoded (which hides the markers).
+        let arguments = provider
+            .get("arguments")
+            .map(|a| (a, self.subst(&self.value(a))));
         let mut used = Vec::new();
         secrets_in(&Value::String(url.clone()), &mut used);
-        if let Some(a) = provider.get("arguments") {
-            secrets_in(&self.subst(&self.value(a)), &mut used);
+        if let Some((_, args)) = &arguments {
+            secrets_in(args, &mut used);
         }
         if !used.is_empty() {
-            self.secret_misplaced(&provider.pos, pp, name, &used);
+            self.secret_misplaced(provider.pos, pp, name, &used);
             return None;
         }
         let parsed = match url::Url::parse(&url) {
@@ -875,42 +878,41 @@ impl Importer<'_> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         let mut body = None;
-        if let Some(a) = provider.get("arguments") {
-            let args = self.subst(&self.value(a));
-            if !args.is_null() {
-                let json_body = headers
-                    .get("Content-Type")
-                    .is_some_and(|c| c == "application/json");
-                if method == "GET" {
-                    match &args {
-                        Value::Object(m) => {
-                            query.extend(m.iter().map(|(k, v)| (k.clone(), scalar_text(v))))
-                        }
-                        _ => {
-                            self.problem(
-                                a.pos,
-                                &format!("{pp}/arguments"),
-                                "the arguments of a GET are not a map",
-                                "they become the query string: write `{\"name\": value}`",
-                            );
-                            return None;
-                        }
+        if let Some((a, args)) = arguments
+            && !args.is_null()
+        {
+            let json_body = headers
+                .get("Content-Type")
+                .is_some_and(|c| c == "application/json");
+            if method == "GET" {
+                match &args {
+                    Value::Object(m) => {
+                        query.extend(m.iter().map(|(k, v)| (k.clone(), scalar_text(v))))
                     }
-                } else if json_body {
-                    body = Some(args.to_string());
-                } else {
-                    match &args {
-                        Value::Object(m) => {
-                            let pairs: Vec<(String, String)> =
-                                m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect();
-                            body = serde_urlencoded::to_string(pairs).ok();
-                            headers
-                                .entry("Content-Type".into())
-                                .or_insert_with(|| "application/x-www-form-urlencoded".into());
-                        }
-                        Value::String(s) => body = Some(s.clone()),
-                        other => body = Some(other.to_string()),
+                    _ => {
+                        self.problem(
+                            a.pos,
+                            &format!("{pp}/arguments"),
+                            "the arguments of a GET are not a map",
+                            "they become the query string: write `{\"name\": value}`",
+                        );
+                        return None;
                     }
+                }
+            } else if json_body {
+                body = Some(args.to_string());
+            } else {
+                match &args {
+                    Value::Object(m) => {
+                        let pairs: Vec<(String, String)> =
+                            m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect();
+                        body = serde_urlencoded::to_string(pairs).ok();
+                        headers
+                            .entry("Content-Type".into())
+                            .or_insert_with(|| "application/x-www-form-urlencoded".into());
+                    }
+                    Value::String(s) => body = Some(s.clone()),
+                    other => body = Some(other.to_string()),
                 }
             }
         }
@@ -1014,10 +1016,10 @@ impl Importer<'_> {
     }
 
     /// A problem for secrets used where they would be written into the experiment.
-    fn secret_misplaced(&mut self, pos: &Pos, pp: &str, name: &str, secrets: &[String]) {
+    fn secret_misplaced(&mut self, pos: Pos, pp: &str, name: &str, secrets: &[String]) {
         let names: Vec<String> = secrets.iter().map(|n| format!("`{n}`")).collect();
         self.problem(
-            *pos,
+            pos,
             pp,
             format!(
                 "activity `{name}` uses the secret{} {} in its URL, arguments or tolerance, where chaosbot would have to write it into the experiment",

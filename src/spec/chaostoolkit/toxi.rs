@@ -92,7 +92,7 @@ impl Importer<'_> {
         let mut used = Vec::new();
         super::secrets_in(&Value::Object(args.clone()), &mut used);
         if !used.is_empty() {
-            self.secret_misplaced(&provider.pos, &pp, &name, &used);
+            self.secret_misplaced(provider.pos, &pp, &name, &used);
             return None;
         }
         if role == Role::Hypothesis {
